@@ -1,0 +1,1 @@
+"""The trio runtime: HTTP API, peer links, CLI and client SDK."""

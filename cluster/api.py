@@ -1,0 +1,525 @@
+"""The public HTTP API: Nacos v1 naming routes, plus /metrics, /healthz and /readyz. docs/api.md lists them.
+
+Writes are turned into core requests and submitted through the runtime (which forwards them to the
+owner); reads are answered from this node's read views. Every bad parameter is a 400 with Nacos's text;
+a handler never lets an exception become a 5xx for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from cluster.http import Request, Response
+from cluster.metrics import render_metrics
+from cluster.params import Params
+from cluster.runtime import NodeRuntime
+from distro.model import (
+    DEFAULT_GROUP,
+    GROUP_SEPARATOR,
+    Instance,
+    ServiceKey,
+    ServiceMeta,
+    ValidationError,
+    instance_entry_id,
+    make_instance,
+    parse_metadata,
+    service_key,
+    validate_ip,
+    validate_port,
+    validate_protect_threshold,
+    validate_weight,
+)
+from distro.requests import (
+    Beat,
+    CreateService,
+    DeleteService,
+    Deregister,
+    Register,
+    Result,
+    UpdateInstance,
+    UpdateService,
+)
+from distro.views import ServiceView, select_hosts
+
+log = logging.getLogger("distro.api")
+
+NS = "/nacos/v1/ns"
+DEFAULT_CACHE_MILLIS = 3000
+PUSH_CACHE_MILLIS = 10000
+PERSISTENT_REFUSED = (
+    "persistent instances are not supported: this registry keeps ephemeral instances only "
+    "(they live by heartbeats); register with ephemeral=true"
+)
+JAVA_AGENT = "Nacos-Java-Client"
+
+Route = Callable[[Request, Params], Awaitable[Response]]
+
+
+def _ok_or_error(result: Result) -> Response:
+    if isinstance(result.body, str):
+        return Response.text(result.status, result.body)
+    return Response.json(result.body, result.status)
+
+
+def _json_bytes(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class NamingApi:
+    """Routes requests to handlers; one per node."""
+
+    def __init__(self, runtime: NodeRuntime, *, metadata_max_bytes: int = 4096, metadata_max_keys: int = 64) -> None:
+        self.runtime = runtime
+        self.node = runtime.node
+        self.metadata_max_bytes = metadata_max_bytes
+        self.metadata_max_keys = metadata_max_keys
+        self.extra_metrics: list[Callable[[], str]] = []
+        # Extension points: a guard may answer a request itself (e.g. 403 without a token); a list hook
+        # sees every instance/list call (UDP push subscriptions) and returns the cacheMillis to announce.
+        self.guards: list[Callable[[Request, Params], Response | None]] = []
+        self.list_hooks: list[Callable[[Request, Params, ServiceKey], int]] = []
+        self._list_cache: dict[tuple[ServiceKey, str, bool, bool], tuple[int, bytes, bool]] = {}
+        self.routes: dict[tuple[str, str], Route] = {
+            ("POST", f"{NS}/instance"): self.register,
+            ("DELETE", f"{NS}/instance"): self.deregister,
+            ("PUT", f"{NS}/instance"): self.update,
+            ("PATCH", f"{NS}/instance"): self.patch,
+            ("GET", f"{NS}/instance"): self.detail,
+            ("GET", f"{NS}/instance/list"): self.list_instances,
+            ("PUT", f"{NS}/instance/beat"): self.beat,
+            ("POST", f"{NS}/instance/beat"): self.beat,
+            ("POST", f"{NS}/service"): self.create_service,
+            ("PUT", f"{NS}/service"): self.update_service,
+            ("DELETE", f"{NS}/service"): self.delete_service,
+            ("GET", f"{NS}/service"): self.get_service,
+            ("GET", f"{NS}/service/list"): self.service_list,
+            ("GET", f"{NS}/catalog/services"): self.catalog_services,
+            ("GET", f"{NS}/operator/servers"): self.servers,
+            ("GET", f"{NS}/operator/metrics"): self.operator_metrics,
+            ("GET", f"{NS}/operator/distro/server"): self.distro_server,
+            ("GET", "/metrics"): self.metrics,
+            ("GET", "/healthz"): self.healthz,
+            ("GET", "/readyz"): self.readyz,
+        }
+
+    async def __call__(self, request: Request) -> Response:
+        """The HTTP handler."""
+        method = request.method.upper()
+        if method == "HEAD":
+            method = "GET"
+        route = self.routes.get((method, request.path.rstrip("/") or "/"))
+        if route is None:
+            return Response.text(501, f"no such api:{request.method}:{request.path}")
+        try:
+            params = Params(request.params())
+            for guard in self.guards:
+                refusal = guard(request, params)
+                if refusal is not None:
+                    return refusal
+            return await route(request, params)
+        except ValidationError as exc:
+            return Response.text(exc.status, exc.message)
+
+    # ------------------------------------------------------------------------------------------
+    # helpers
+    # ------------------------------------------------------------------------------------------
+    def _key(self, params: Params) -> ServiceKey:
+        return service_key(
+            params.get("namespaceId"), params.get("groupName"), params.required("serviceName", "dom")
+        )
+
+    def _metadata(self, raw: str | None) -> dict[str, str]:
+        if raw is None:
+            return {}
+        return parse_metadata(raw, max_keys=self.metadata_max_keys, max_bytes=self.metadata_max_bytes)
+
+    def _check_ephemeral(self, params: Params) -> None:
+        if not params.boolean("ephemeral", True):
+            raise ValidationError(PERSISTENT_REFUSED)
+
+    def _instance(self, params: Params) -> Instance:
+        return make_instance(
+            params.required("ip"),
+            params.integer("port", None, high=65535),
+            cluster=params.cluster(),
+            weight=params.number("weight", 1.0),
+            healthy=params.boolean("healthy", True, "valid"),
+            enabled=params.boolean("enabled", True, "enable"),
+            metadata=self._metadata(params.get("metadata")),
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # instance writes
+    # ------------------------------------------------------------------------------------------
+    async def register(self, request: Request, params: Params) -> Response:
+        """POST /instance."""
+        key = self._key(params)
+        self._check_ephemeral(params)
+        instance = self._instance(params)
+        return _ok_or_error(await self.runtime.submit(Register(key, instance)))
+
+    async def deregister(self, request: Request, params: Params) -> Response:
+        """DELETE /instance."""
+        key = self._key(params)
+        self._check_ephemeral(params)
+        ip = validate_ip(params.required("ip"))
+        port = validate_port(params.integer("port", None, high=65535))
+        return _ok_or_error(await self.runtime.submit(Deregister(key, params.cluster(), ip, port)))
+
+    def _changes(self, params: Params) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if params.get("weight") not in (None, ""):
+            changes["weight"] = validate_weight(params.number("weight", 1.0))
+        if params.get("healthy", "valid") not in (None, ""):
+            changes["healthy"] = params.boolean("healthy", True, "valid")
+        if params.get("enabled", "enable") not in (None, ""):
+            changes["enabled"] = params.boolean("enabled", True, "enable")
+        if params.get("metadata") is not None:
+            changes["metadata"] = self._metadata(params.get("metadata"))
+        return changes
+
+    async def update(self, request: Request, params: Params) -> Response:
+        """PUT /instance: changes the given fields (the Java client must name an existing instance)."""
+        key = self._key(params)
+        self._check_ephemeral(params)
+        ip = validate_ip(params.required("ip"))
+        port = validate_port(params.integer("port", None, high=65535))
+        must_exist = request.headers.get("user-agent", "").startswith(JAVA_AGENT)
+        update = UpdateInstance(key, params.cluster(), ip, port, self._changes(params), must_exist)
+        return _ok_or_error(await self.runtime.submit(update))
+
+    async def patch(self, request: Request, params: Params) -> Response:
+        """PATCH /instance: like PUT, but the instance must exist."""
+        key = self._key(params)
+        ip = validate_ip(params.required("ip"))
+        port = validate_port(params.integer("port", None, high=65535))
+        update = UpdateInstance(key, params.cluster(), ip, port, self._changes(params), True)
+        result = await self.runtime.submit(update)
+        if result.status == 400 and isinstance(result.body, str) and result.body.startswith("instance not exist"):
+            return Response.text(400, "instance not found")
+        return _ok_or_error(result)
+
+    async def beat(self, request: Request, params: Params) -> Response:
+        """PUT /instance/beat: a light beat (no ``beat``) or a full beat that can re-register."""
+        key = self._key(params)
+        raw = params.get("beat")
+        instance = None
+        if raw:
+            try:
+                beat: Any = json.loads(raw)
+            except ValueError:
+                raise ValidationError(f"Param 'beat' is illegal, it must be a JSON object: {raw[:200]}") from None
+            if not isinstance(beat, dict):
+                raise ValidationError("Param 'beat' is illegal, it must be a JSON object")
+            cluster = beat.get("cluster")
+            if not isinstance(cluster, str) or cluster in ("", "None"):
+                cluster = params.cluster()
+            ip = beat.get("ip") if isinstance(beat.get("ip"), str) and beat.get("ip") else params.required("ip")
+            port = beat.get("port", params.get("port"))
+            try:
+                port_number = int(port)  # type: ignore[arg-type]
+                weight = float(beat.get("weight", 1.0))
+            except (TypeError, ValueError, OverflowError):
+                raise ValidationError("Param 'beat' is illegal: port and weight must be numbers") from None
+            metadata = beat.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise ValidationError("Param 'beat' is illegal: metadata must be an object")
+            instance = make_instance(
+                str(ip),
+                port_number,
+                cluster=cluster,
+                weight=weight,
+                metadata=self._metadata(json.dumps(metadata)) if metadata else {},
+            )
+            ip_text, port_value, cluster_name = instance.ip, instance.port, instance.cluster
+        else:
+            ip_text = validate_ip(params.required("ip"))
+            port_value = validate_port(params.integer("port", None, high=65535))
+            cluster_name = params.cluster()
+        result = await self.runtime.submit(Beat(key, cluster_name, ip_text, port_value, instance))
+        return _ok_or_error(result)
+
+    # ------------------------------------------------------------------------------------------
+    # instance reads
+    # ------------------------------------------------------------------------------------------
+    async def detail(self, request: Request, params: Params) -> Response:
+        """GET /instance."""
+        key = self._key(params)
+        cluster = params.cluster()
+        ip = validate_ip(params.required("ip"))
+        port = validate_port(params.integer("port", None, high=65535))
+        view = self.node.view(key)
+        if view is None:
+            return Response.text(404, f"no service {key.grouped_name} found!")
+        in_cluster = [inst for inst in view.instances if inst.cluster == cluster]
+        if not in_cluster:
+            return Response.text(404, f"no ips found for cluster {cluster} in service {key.grouped_name}")
+        entry_id = instance_entry_id(cluster, ip, port)
+        match = next((inst for inst in in_cluster if inst.entry_id == entry_id), None)
+        if match is None:
+            return Response.text(404, "no matched ip found!")
+        return Response.json(
+            {
+                "service": key.grouped_name,
+                "ip": match.ip,
+                "port": match.port,
+                "clusterName": match.cluster,
+                "weight": match.weight,
+                "healthy": match.healthy,
+                "enabled": match.enabled,
+                "instanceId": match.instance_id(key),
+                "metadata": dict(match.metadata),
+            }
+        )
+
+    async def list_instances(self, request: Request, params: Params) -> Response:
+        """GET /instance/list: Nacos's ``doSrvIpxt``."""
+        key = self._key(params)
+        clusters = params.clusters()
+        healthy_only = params.boolean("healthyOnly", False)
+        if params.boolean("isCheck", False):
+            return Response.json({})
+        cache_millis = DEFAULT_CACHE_MILLIS
+        for hook in self.list_hooks:
+            cache_millis = max(cache_millis, hook(request, params, key))
+        java = request.headers.get("user-agent", "").startswith(JAVA_AGENT)
+        view = self.node.view(key)
+        clusters_text = ",".join(clusters)
+        now_ms = self.runtime.now_ms()
+        if view is None:
+            return Response.json(
+                {
+                    "name": key.grouped_name,
+                    "groupName": key.group,
+                    "clusters": clusters_text,
+                    "cacheMillis": cache_millis,
+                    "hosts": [],
+                    "lastRefTime": now_ms,
+                    "checksum": "",
+                    "allIPs": False,
+                    "reachProtectionThreshold": False,
+                    "valid": True,
+                }
+            )
+        hosts_json, protected = self._hosts_json(view, clusters_text, clusters, healthy_only, java)
+        name = key.grouped_name if java else key.service
+        meta = {} if view.meta is None else dict(view.meta.metadata)
+        head = (
+            f'{{"name":{json.dumps(key.grouped_name)},"dom":{json.dumps(name)},"groupName":{json.dumps(key.group)},'
+            f'"clusters":{json.dumps(clusters_text)},"cacheMillis":{cache_millis},"lastRefTime":{now_ms},'
+            f'"checksum":"{view.checksum}","allIPs":false,"useSpecifiedURL":false,'
+            f'"reachProtectionThreshold":{"true" if protected else "false"},"valid":true,"env":"",'
+            f'"metadata":{json.dumps(meta, ensure_ascii=False)},"hosts":'
+        ).encode()
+        return Response(200, head + hosts_json + b"}")
+
+    def _hosts_json(
+        self, view: ServiceView, clusters_text: str, clusters: list[str], healthy_only: bool, java: bool
+    ) -> tuple[bytes, bool]:
+        cache_key = (view.key, clusters_text, healthy_only, java)
+        cached = self._list_cache.get(cache_key)
+        if cached is not None and cached[0] == view.revision:
+            return cached[1], cached[2]
+        selection = select_hosts(view, clusters, healthy_only)
+        key = view.key
+        service_name = key.grouped_name if java else key.service
+        cfg = self.node.config
+        hosts = [
+            {
+                "instanceId": inst.instance_id(key),
+                "ip": inst.ip,
+                "port": inst.port,
+                "weight": inst.weight,
+                "healthy": inst.healthy,
+                "valid": inst.healthy,
+                "marked": False,
+                "enabled": inst.enabled,
+                "ephemeral": True,
+                "clusterName": inst.cluster,
+                "serviceName": service_name,
+                "metadata": dict(inst.metadata),
+                "instanceHeartBeatInterval": inst.beat_interval_ms(cfg.client_beat_interval_ms),
+                "instanceHeartBeatTimeOut": inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms),
+                "ipDeleteTimeout": inst.expire_ms(cfg.instance_expire_ms),
+                "instanceIdGenerator": "simple",
+            }
+            for inst in selection.hosts
+        ]
+        body = _json_bytes(hosts)
+        if len(self._list_cache) > 50_000:
+            self._list_cache.clear()
+        self._list_cache[cache_key] = (view.revision, body, selection.protect_triggered)
+        return body, selection.protect_triggered
+
+    # ------------------------------------------------------------------------------------------
+    # services
+    # ------------------------------------------------------------------------------------------
+    def _service_meta(self, params: Params, require_threshold: bool) -> ServiceMeta:
+        if require_threshold:
+            params.required("protectThreshold")
+        threshold = validate_protect_threshold(params.number("protectThreshold", 0.0))
+        selector_type = "none"
+        raw_selector = params.get("selector")
+        if raw_selector:
+            try:
+                selector: Any = json.loads(raw_selector)
+            except ValueError:
+                raise ValidationError(f"Param 'selector' is illegal, it must be JSON: {raw_selector[:200]}") from None
+            if not isinstance(selector, dict) or selector.get("type") not in ("none", "label"):
+                raise ValidationError("Param 'selector' is illegal, its type must be none or label")
+            selector_type = str(selector["type"])
+        return ServiceMeta(threshold, self._metadata(params.get("metadata")), selector_type)
+
+    async def create_service(self, request: Request, params: Params) -> Response:
+        """POST /service."""
+        key = self._key(params)
+        return _ok_or_error(await self.runtime.submit(CreateService(key, self._service_meta(params, False))))
+
+    async def update_service(self, request: Request, params: Params) -> Response:
+        """PUT /service."""
+        key = self._key(params)
+        return _ok_or_error(await self.runtime.submit(UpdateService(key, self._service_meta(params, True))))
+
+    async def delete_service(self, request: Request, params: Params) -> Response:
+        """DELETE /service."""
+        key = self._key(params)
+        return _ok_or_error(await self.runtime.submit(DeleteService(key)))
+
+    async def get_service(self, request: Request, params: Params) -> Response:
+        """GET /service."""
+        key = self._key(params)
+        view = self.node.view(key)
+        if view is None:
+            return Response.text(404, f"service {key.grouped_name} is not found!")
+        meta = view.meta or ServiceMeta()
+        clusters = sorted({inst.cluster for inst in view.instances})
+        return Response.json(
+            {
+                "name": key.service,
+                "groupName": key.group,
+                "namespaceId": key.namespace,
+                "protectThreshold": meta.protect_threshold,
+                "metadata": dict(meta.metadata),
+                "selector": {"type": meta.selector_type},
+                "clusters": [{"name": c, "healthChecker": {"type": "TCP"}, "metadata": {}} for c in clusters],
+            }
+        )
+
+    def _services(self, namespace: str) -> list[ServiceView]:
+        return sorted((v for v in self.node.views() if v.key.namespace == namespace), key=lambda v: str(v.key))
+
+    async def service_list(self, request: Request, params: Params) -> Response:
+        """GET /service/list: a page of bare service names of one group (``*``: all groups)."""
+        page_no = params.integer("pageNo", None, low=1)
+        page_size = params.integer("pageSize", None, low=1, high=10_000)
+        namespace = service_key(params.get("namespaceId"), None, "x").namespace
+        group = params.get("groupName") or DEFAULT_GROUP
+        names = [v.key.service for v in self._services(namespace) if group == "*" or v.key.group == group]
+        start = (page_no - 1) * page_size
+        return Response.json({"doms": names[start : start + page_size], "count": len(names)})
+
+    async def catalog_services(self, request: Request, params: Params) -> Response:
+        """GET /catalog/services: the console's service table."""
+        page_no = params.integer("pageNo", 1, low=1)
+        page_size = params.integer("pageSize", 10, low=1, high=10_000)
+        namespace = service_key(params.get("namespaceId"), None, "x").namespace
+        name_filter = params.get("serviceNameParam") or ""
+        group_filter = params.get("groupNameParam") or ""
+        rows = []
+        for view in self._services(namespace):
+            if name_filter and name_filter not in view.key.service:
+                continue
+            if group_filter and group_filter not in view.key.group:
+                continue
+            healthy = sum(1 for inst in view.instances if inst.healthy)
+            total = len(view.instances)
+            rows.append(
+                {
+                    "name": view.key.service,
+                    "groupName": view.key.group,
+                    "clusterCount": len({inst.cluster for inst in view.instances}),
+                    "ipCount": total,
+                    "healthyInstanceCount": healthy,
+                    "triggerFlag": "true" if total and healthy / total <= view.protect_threshold else "false",
+                }
+            )
+        start = (page_no - 1) * page_size
+        return Response.json({"serviceList": rows[start : start + page_size], "count": len(rows)})
+
+    # ------------------------------------------------------------------------------------------
+    # operator and probes
+    # ------------------------------------------------------------------------------------------
+    async def servers(self, request: Request, params: Params) -> Response:
+        """GET /operator/servers."""
+        healthy_only = params.boolean("healthy", False)
+        servers = []
+        for member in self.node.members():
+            if healthy_only and not member.up:
+                continue
+            host, _, port = member.address.rpartition(":")
+            servers.append(
+                {
+                    "ip": host,
+                    "port": int(port) if port.isdigit() else 0,
+                    "address": member.address,
+                    "nodeId": member.node_id,
+                    "state": "UP" if member.up else ("STARTING" if member.is_self else "DOWN"),
+                    "self": member.is_self,
+                    "extendInfo": {"lastRefreshTime": member.last_heard_ms, "ready": member.ready},
+                }
+            )
+        return Response.json({"servers": servers})
+
+    async def operator_metrics(self, request: Request, params: Params) -> Response:
+        """GET /operator/metrics."""
+        stats = self.node.statistics()
+        owned_instances = sum(len(v.instances) for v in self.node.views() if self.node.is_owner(v.key))
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        return Response.json(
+            {
+                "status": "UP" if self.node.ready else "STARTING",
+                "serviceCount": sum(1 for _ in self.node.views()),
+                "instanceCount": stats.live_instances,
+                "responsibleServiceCount": stats.owned_keys,
+                "responsibleInstanceCount": owned_instances,
+                "raftNotifyTaskCount": 0,
+                "cpu": 0.0,
+                "load": load,
+                "mem": 0.0,
+            }
+        )
+
+    async def distro_server(self, request: Request, params: Params) -> Response:
+        """GET /operator/distro/server?serviceName=: which node owns the service."""
+        key = self._key(params)
+        owner = self.node.owner_of(key)
+        if owner is None:
+            return Response.text(503, "server is STARTINGnow, please try again later!")
+        return Response.json({"responsibleServer": self.node.address_of(owner)})
+
+    async def metrics(self, request: Request, params: Params) -> Response:
+        """GET /metrics: Prometheus text format."""
+        text = render_metrics(self.runtime) + "".join(extra() for extra in self.extra_metrics)
+        return Response(200, text.encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def healthz(self, request: Request, params: Params) -> Response:
+        """GET /healthz: the process is alive."""
+        await trio.lowlevel.checkpoint()
+        return Response.text(200, "OK")
+
+    async def readyz(self, request: Request, params: Params) -> Response:
+        """GET /readyz: 200 once the snapshot is loaded, else 503."""
+        if self.node.ready:
+            return Response.text(200, "OK")
+        return Response.text(503, "server is STARTINGnow, detailed error message: snapshot not loaded yet")
+
+
+def grouped(name: str, group: str | None) -> str:
+    """``group@@name`` unless ``name`` is already grouped."""
+    return name if GROUP_SEPARATOR in name else f"{group or DEFAULT_GROUP}{GROUP_SEPARATOR}{name}"

@@ -1,0 +1,346 @@
+"""Access tokens for the client API (``--auth``): Nacos-style login, signed tokens and a guard.
+
+Off by default. With ``--auth`` (``NodeSettings.auth``) :func:`install_auth` adds
+
+* ``POST /nacos/v1/auth/login`` and ``POST /nacos/v1/auth/users/login``: ``username`` and ``password``
+  (query or form body) -> ``{"accessToken", "tokenTtl", "globalAdmin": true}`` plus
+  ``Authorization: Bearer <token>``; a wrong name or password -> 403 ``unknown user!``. Failed logins are
+  throttled per client IP (429).
+* a guard in front of every route except the open ones (``/healthz``, ``/readyz``, ``/metrics``, the
+  login routes): the request must carry a valid token in ``Authorization: Bearer <t>`` (looked at first)
+  or in the ``accessToken`` parameter. Otherwise 403 with Nacos's texts: ``user not found!`` (no token),
+  ``token invalid!``, ``token expired!``. No header (``User-Agent: Nacos-Server``, ``serverIdentity`` ...)
+  grants anything: peers never use this API, they talk over the authenticated peer link.
+
+Token format (not a JWT, on purpose: there is no header, so there is no ``alg`` to play games with)::
+
+    base64url(payload) "." base64url(HMAC-SHA256(token_secret, "distro-token-v1." + base64url(payload)))
+
+without padding; ``payload`` is compact JSON ``{"exp": <epoch s>, "iat": <epoch s>, "sub": <user>,
+"v": 1}``. The MAC is checked (constant time) before the payload is even decoded; the token secret is
+used as its UTF-8 bytes. docs/security.md has the threat model and how to rotate the secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cluster.http import Request, Response
+from cluster.params import Params
+
+if TYPE_CHECKING:
+    from cluster.api import NamingApi
+    from cluster.node_main import NodeSettings
+
+log = logging.getLogger("distro.auth")
+
+LOGIN_PATHS = ("/nacos/v1/auth/login", "/nacos/v1/auth/users/login")
+# Routes answered without a token (exact paths, after the same trailing-slash trim the router does).
+OPEN_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/nacos/v1/console/health/liveness",
+        "/nacos/v1/console/health/readiness",
+        *LOGIN_PATHS,
+    }
+)
+
+MIN_SECRET_BYTES = 32
+MAX_TOKEN_CHARS = 2048
+TOKEN_VERSION = 1
+_MAC_PREFIX = b"distro-token-v1."
+_MAC_B64_CHARS = 43  # 32 bytes, base64url without padding
+_TOKEN_RE = re.compile(rf"([A-Za-z0-9_-]{{1,{MAX_TOKEN_CHARS}}})\.([A-Za-z0-9_-]{{{_MAC_B64_CHARS}}})")
+
+# Nacos's texts (AuthFilter / UserController).
+USER_NOT_FOUND = "user not found!"
+TOKEN_INVALID = "token invalid!"
+TOKEN_EXPIRED = "token expired!"
+UNKNOWN_USER = "unknown user!"
+TOO_MANY_FAILURES = "too many failed logins from this address, try again later"
+
+
+class TokenStatus(enum.Enum):
+    """The outcome of checking a token."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """``status``, and the token's subject when it is valid."""
+
+    status: TokenStatus
+    subject: str = ""
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenCodec:
+    """Issues and checks access tokens. ``clock`` gives wall-clock seconds (injectable for tests)."""
+
+    def __init__(self, secret: bytes, ttl_s: int, *, clock: Callable[[], float] = time.time) -> None:
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the token secret must have at least {MIN_SECRET_BYTES} bytes")
+        if ttl_s <= 0:
+            raise ValueError("the token lifetime must be positive")
+        self._secret = secret
+        self.ttl_s = ttl_s
+        self._clock = clock
+
+    def _mac(self, payload_b64: str) -> str:
+        digest = hmac.new(self._secret, _MAC_PREFIX + payload_b64.encode("ascii"), hashlib.sha256).digest()
+        return _b64encode(digest)
+
+    def issue(self, subject: str) -> str:
+        """A token for ``subject`` valid for ``ttl_s`` seconds from now."""
+        now = int(self._clock())
+        payload = {"exp": now + self.ttl_s, "iat": now, "sub": subject, "v": TOKEN_VERSION}
+        payload_b64 = _b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+        return f"{payload_b64}.{self._mac(payload_b64)}"
+
+    def check(self, token: str) -> TokenCheck:
+        """Verify the MAC (constant time) first, then decode the payload and check its expiry."""
+        invalid = TokenCheck(TokenStatus.INVALID)
+        match = _TOKEN_RE.fullmatch(token) if len(token) <= MAX_TOKEN_CHARS + 1 + _MAC_B64_CHARS else None
+        if match is None:
+            return invalid
+        payload_b64, mac = match.groups()
+        if not hmac.compare_digest(self._mac(payload_b64).encode("ascii"), mac.encode("ascii")):
+            return invalid
+        try:
+            payload: Any = json.loads(_b64decode(payload_b64))
+        except (ValueError, binascii.Error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            return invalid
+        if not isinstance(payload, dict) or payload.get("v") != TOKEN_VERSION:
+            return invalid
+        subject, expires = payload.get("sub"), payload.get("exp")
+        if not isinstance(subject, str) or not subject or type(expires) is not int:
+            return invalid
+        if self._clock() >= expires:
+            return TokenCheck(TokenStatus.EXPIRED, subject)
+        return TokenCheck(TokenStatus.VALID, subject)
+
+
+class LoginThrottle:
+    """Counts failed logins per client IP in fixed windows; bounded in the number of IPs it remembers."""
+
+    def __init__(
+        self,
+        max_failures: int = 10,
+        window_s: float = 60.0,
+        *,
+        max_addresses: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_addresses = max_addresses
+        self._clock = clock
+        self._failures: dict[str, tuple[float, int]] = {}  # ip -> (window start, failures), oldest first
+
+    def blocked(self, address: str) -> bool:
+        """Whether this address used up its failures in the current window."""
+        entry = self._failures.get(address)
+        if entry is None:
+            return False
+        start, count = entry
+        if self._clock() - start >= self.window_s:
+            del self._failures[address]
+            return False
+        return count >= self.max_failures
+
+    def failed(self, address: str) -> None:
+        """Record a failed login."""
+        now = self._clock()
+        entry = self._failures.pop(address, None)
+        if entry is None or now - entry[0] >= self.window_s:
+            entry = (now, 0)
+            if len(self._failures) >= self.max_addresses:
+                self._evict(now)
+        self._failures[address] = (entry[0], entry[1] + 1)
+
+    def succeeded(self, address: str) -> None:
+        """A correct login clears the address's failures."""
+        self._failures.pop(address, None)
+
+    def _evict(self, now: float) -> None:
+        for address in [a for a, (start, _) in self._failures.items() if now - start >= self.window_s]:
+            del self._failures[address]
+        while len(self._failures) >= self.max_addresses:
+            del self._failures[next(iter(self._failures))]
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+class Authenticator:
+    """The login handler and the guard of one node."""
+
+    def __init__(
+        self,
+        codec: TokenCodec,
+        admin_user: str,
+        admin_password: str,
+        *,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
+        if not admin_user or not admin_password:
+            raise ValueError("auth needs an admin user name and password")
+        self.codec = codec
+        self.admin_user = admin_user
+        self._user_digest = _digest(admin_user)
+        self._password_digest = _digest(admin_password)
+        self.throttle = throttle if throttle is not None else LoginThrottle()
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("login_ok", "login_denied", "login_throttled", "refused_no_token", "refused_invalid", "refused_expired"),
+            0,
+        )
+
+    # -- login ------------------------------------------------------------------------------------
+    def credentials_ok(self, username: str, password: str) -> bool:
+        """Constant-time check of both (digests first, so lengths do not leak; no short-circuit)."""
+        user_ok = hmac.compare_digest(_digest(username), self._user_digest)
+        password_ok = hmac.compare_digest(_digest(password), self._password_digest)
+        return user_ok & password_ok
+
+    async def login(self, request: Request, params: Params) -> Response:
+        """POST /nacos/v1/auth/login (and /users/login)."""
+        address = request.remote[0]
+        if self.throttle.blocked(address):
+            self.counts["login_throttled"] += 1
+            return Response.text(429, TOO_MANY_FAILURES)
+        username = params.required("username")
+        password = params.required("password")
+        if not self.credentials_ok(username, password):
+            self.throttle.failed(address)
+            self.counts["login_denied"] += 1
+            log.warning("failed login from %s", address)
+            return Response.text(403, UNKNOWN_USER)
+        self.throttle.succeeded(address)
+        self.counts["login_ok"] += 1
+        token = self.codec.issue(username)
+        response = Response.json({"accessToken": token, "tokenTtl": self.codec.ttl_s, "globalAdmin": True})
+        response.headers = [("Authorization", f"Bearer {token}"), ("Cache-Control", "no-store")]
+        return response
+
+    # -- the guard --------------------------------------------------------------------------------
+    @staticmethod
+    def presented_token(request: Request, params: Params) -> str | None:
+        """``Authorization: Bearer <t>`` first, then the ``accessToken`` parameter; None if neither."""
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, value = header.strip().partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                return value.strip()
+        token = params.get("accessToken")
+        return token or None
+
+    def check(self, token: str) -> TokenCheck:
+        """A token's status; a valid token of a user that no longer exists counts as invalid."""
+        result = self.codec.check(token)
+        if result.status is TokenStatus.VALID and not hmac.compare_digest(
+            _digest(result.subject), self._user_digest
+        ):
+            return TokenCheck(TokenStatus.INVALID)
+        return result
+
+    def guard(self, request: Request, params: Params) -> Response | None:
+        """None to let the request through, or the 403 answering it."""
+        if (request.path.rstrip("/") or "/") in OPEN_PATHS:
+            return None
+        token = self.presented_token(request, params)
+        if token is None:
+            self.counts["refused_no_token"] += 1
+            return Response.text(403, USER_NOT_FOUND)
+        status = self.check(token).status
+        if status is TokenStatus.VALID:
+            return None
+        if status is TokenStatus.EXPIRED:
+            self.counts["refused_expired"] += 1
+            return Response.text(403, TOKEN_EXPIRED)
+        self.counts["refused_invalid"] += 1
+        return Response.text(403, TOKEN_INVALID)
+
+    def render_metrics(self) -> str:
+        """Login and refusal counters in Prometheus text format."""
+        c = self.counts
+        lines = [
+            "# HELP distro_auth_logins_total Login attempts by result.\n# TYPE distro_auth_logins_total counter\n",
+            f'distro_auth_logins_total{{result="ok"}} {c["login_ok"]}\n',
+            f'distro_auth_logins_total{{result="denied"}} {c["login_denied"]}\n',
+            f'distro_auth_logins_total{{result="throttled"}} {c["login_throttled"]}\n',
+            "# HELP distro_auth_refusals_total Requests refused for lack of a valid token, by reason.\n"
+            "# TYPE distro_auth_refusals_total counter\n",
+            f'distro_auth_refusals_total{{reason="no_token"}} {c["refused_no_token"]}\n',
+            f'distro_auth_refusals_total{{reason="invalid"}} {c["refused_invalid"]}\n',
+            f'distro_auth_refusals_total{{reason="expired"}} {c["refused_expired"]}\n',
+        ]
+        return "".join(lines)
+
+
+def install_auth(
+    api: NamingApi,
+    settings: NodeSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+    throttle: LoginThrottle | None = None,
+) -> Authenticator:
+    """Turn token auth on for ``api``: login routes, the guard and the auth metrics.
+
+    The caller decides (``if settings.auth:``); this raises ValueError on settings that cannot be safe
+    (``parse_settings`` refuses them already, with a message for the operator).
+    """
+    secret = settings.token_secret.encode()
+    if settings.cluster_secret and hmac.compare_digest(secret, settings.cluster_secret.encode()):
+        log.warning("the token secret equals the cluster secret: give each its own value (docs/security.md)")
+    auth = Authenticator(
+        TokenCodec(secret, settings.token_ttl_s, clock=clock),
+        settings.admin_user,
+        settings.admin_password,
+        throttle=throttle,
+    )
+    for path in LOGIN_PATHS:
+        api.routes[("POST", path)] = auth.login
+    api.guards.append(auth.guard)
+    api.extra_metrics.append(auth.render_metrics)
+    log.info("auth on: the naming API needs an access token (user %s, token lifetime %d s)",
+             settings.admin_user, settings.token_ttl_s)
+    return auth
+
+
+__all__ = [
+    "LOGIN_PATHS",
+    "OPEN_PATHS",
+    "Authenticator",
+    "LoginThrottle",
+    "TokenCheck",
+    "TokenCodec",
+    "TokenStatus",
+    "install_auth",
+]

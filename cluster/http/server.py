@@ -1,0 +1,766 @@
+"""A small, hardened HTTP/1.1 server on trio with a hand-written parser.
+
+One trio task per connection, no task per request. Sockets are plain non-blocking stdlib sockets driven by
+``trio.lowlevel.wait_readable``/``wait_writable``: a ``send`` that fits in the kernel buffer (the usual case)
+costs no trip through the scheduler. Every timeout is a trio cancel-scope deadline measured with
+``trio.current_time()``, so ``MockClock``/``autojump_clock`` drive them in tests.
+
+See ``docs/http-server.md`` for the behaviour in detail and the benchmark figures.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import trio
+from trio.lowlevel import checkpoint, notify_closing, wait_readable, wait_writable
+
+from cluster.http.params import merge_params, percent_decode
+
+__all__ = ["Handler", "HttpLimits", "HttpStats", "Request", "Response", "serve_http"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Bounds on what one client can make the server hold."""
+
+    max_request_line_bytes: int = 8192
+    max_header_bytes: int = 16384  # whole header block (without the request line)
+    max_header_count: int = 100
+    max_body_bytes: int = 1_048_576  # larger Content-Length (or chunked total) -> 413 and close
+    max_connections: int = 2048  # beyond: accept, answer 503 if the socket takes it at once, close
+    idle_timeout_ms: int = 60_000  # keep-alive connection with no new request -> close (silently)
+    request_timeout_ms: int = 10_000  # head+body not complete within this -> 408 and close (slowloris)
+    max_requests_per_connection: int = 100_000
+
+
+@dataclass
+class HttpStats:
+    """Counters the node exports on /metrics (plain ints, updated by the server as it goes)."""
+
+    connections_open: int = 0
+    connections_total: int = 0  # connections served (rejected ones are not counted here)
+    requests_total: int = 0  # requests handed to the handler
+    responses_by_status: dict[int, int] = field(default_factory=dict)  # every response written, errors too
+    rejected_connections_total: int = 0  # connections closed at once because of max_connections
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed request; the body is always complete when the handler sees it."""
+
+    method: str  # as sent (a token; clients send it upper case)
+    path: str  # percent-decoded (UTF-8, errors replaced) path without the query
+    query: str  # raw query string, without '?'
+    headers: dict[str, str]  # lower-cased names; latin-1 values; repeated headers joined with ", "
+    body: bytes
+    remote: tuple[str, int]
+    _params: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def params(self) -> dict[str, str]:
+        """Query parameters merged with a form body; first occurrence wins, query first (cached).
+
+        See :mod:`cluster.http.params` for the exact rules.
+        """
+        p = self._params
+        if p is None:
+            p = self._params = merge_params(self.query, self.body, self.headers.get("content-type"))
+        return p
+
+
+_JSON_CT = "application/json;charset=UTF-8"
+_TEXT_CT = "text/plain;charset=UTF-8"
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class Response:
+    """What a handler returns. ``Content-Length``/``Connection`` are added by the server."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = _JSON_CT
+    headers: list[tuple[str, str]] | None = None  # extra headers
+    close: bool = False  # force Connection: close after this response
+
+    @staticmethod
+    def text(status: int, text: str) -> Response:
+        """A ``text/plain;charset=UTF-8`` response."""
+        return Response(status, text.encode("utf-8", "replace"), _TEXT_CT)
+
+    @staticmethod
+    def json(obj: object, status: int = 200) -> Response:
+        """A compact JSON response (``separators=(",", ":")``, ``ensure_ascii=False``)."""
+        return Response(status, _JSON_ENCODER.encode(obj).encode("utf-8", "replace"), _JSON_CT)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------------------
+
+
+class _HttpError(Exception):
+    """A request the server answers itself, then closes the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _PeerGone(Exception):
+    """The client closed its side in the middle of a request."""
+
+
+_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_TARGET_CHARS = bytes(range(0x21, 0x7F))  # visible ASCII
+# Bytes allowed in the header block: field values may hold HTAB, SP, VCHAR and obs-text; CR/LF only as
+# line separators (checked separately).
+_FIELD_BLOCK_CHARS = b"\t\r\n" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+_CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
+
+# Validated names seen before -> decoded (lower-cased) names. Only names that passed validation get in.
+_name_cache: dict[bytes, str] = {}
+_method_cache: dict[bytes, str] = {}
+
+
+def _check_partial_head(buf: bytearray, limits: HttpLimits) -> None:
+    """Raise 414/431 when an incomplete head is already longer than the limits allow."""
+    line_end = buf.find(b"\r\n", 0, limits.max_request_line_bytes + 2)
+    if line_end < 0:
+        if len(buf) > limits.max_request_line_bytes + 1:
+            raise _HttpError(414, "request line too long")
+        return
+    if len(buf) - line_end - 2 > limits.max_header_bytes + 3:  # block + at most 3 bytes of the CRLFCRLF
+        raise _HttpError(431, "header block too large")
+
+
+def _parse_head(head: bytes, limits: HttpLimits) -> tuple[str, str, str, bool, dict[str, str]]:
+    """Parse a request head (no trailing CRLFCRLF): method, path, query, is_http11, headers.
+
+    Strict: exactly ``METHOD SP target SP HTTP/1.x``, a target of visible ASCII, no obs-fold, no
+    whitespace before a colon, no control characters (bare CR/LF, NUL, ...) anywhere.
+    """
+    line_end = head.find(b"\r\n")
+    if line_end < 0:
+        line_end = len(head)
+    if line_end > limits.max_request_line_bytes:
+        raise _HttpError(414, "request line too long")
+    if len(head) - line_end - 2 > limits.max_header_bytes:
+        raise _HttpError(431, "header block too large")
+    parts = head[:line_end].split(b" ")
+    if len(parts) != 3:
+        raise _HttpError(400, "malformed request line")
+    method_b, target_b, version = parts
+    if version == b"HTTP/1.1":
+        http11 = True
+    elif version == b"HTTP/1.0":
+        http11 = False
+    else:
+        raise _HttpError(
+            400, "unsupported HTTP version" if version.startswith(b"HTTP/") else "malformed request line"
+        )
+    method = _method_cache.get(method_b)
+    if method is None:
+        if not method_b or method_b.translate(None, _TOKEN_CHARS):
+            raise _HttpError(400, "malformed request method")
+        method = method_b.decode("ascii")
+        if len(_method_cache) < 64:
+            _method_cache[method_b] = method
+    if not target_b or target_b.translate(None, _TARGET_CHARS):
+        raise _HttpError(400, "malformed request target")
+    headers: dict[str, str] = {}
+    if line_end < len(head):
+        block = head[line_end + 2 :]
+        if block.translate(None, _FIELD_BLOCK_CHARS):
+            raise _HttpError(400, "invalid character in header block")
+        lines = block.split(b"\r\n")
+        if len(lines) > limits.max_header_count:
+            raise _HttpError(431, "too many header fields")
+        if block.count(b"\r") >= len(lines) or block.count(b"\n") >= len(lines):
+            raise _HttpError(400, "bare CR or LF in header block")
+        for line in lines:
+            raw_name, colon, raw_value = line.partition(b":")
+            name = _name_cache.get(raw_name)
+            if name is None:
+                if not raw_name or raw_name.translate(None, _TOKEN_CHARS):
+                    raise _HttpError(400, "malformed header field")
+                name = raw_name.decode("ascii").lower()
+                if len(_name_cache) < 512:
+                    _name_cache[raw_name] = name
+            if not colon:
+                raise _HttpError(400, "malformed header field")
+            value = raw_value.strip(b" \t").decode("latin-1")
+            old = headers.get(name)
+            headers[name] = value if old is None else old + ", " + value
+    path, query = _split_target(target_b.decode("ascii"))
+    return method, path, query, http11, headers
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """Path (percent-decoded) and raw query of an origin-form, absolute-form or ``*`` request target."""
+    if target[0] != "/":
+        low = target[:8].lower()
+        if low.startswith(("http://", "https://")):
+            slash = target.find("/", low.find("//") + 2)
+            target = "/" if slash < 0 else target[slash:]
+            if target[0] != "/":  # "http://host?x=1"
+                target = "/" + target
+        elif target != "*":
+            raise _HttpError(400, "malformed request target")
+    path, _, query = target.partition("?")
+    if "#" in query:
+        query = query.partition("#")[0]
+    elif "#" in path:
+        path = path.partition("#")[0]
+    if "%" in path:
+        path = percent_decode(path)
+    return path, query
+
+
+def _content_length(value: str) -> int:
+    """The value of a Content-Length header (repeated identical values are accepted)."""
+    if "," in value:
+        values = {v.strip() for v in value.split(",")}
+        if len(values) != 1:
+            raise _HttpError(400, "conflicting Content-Length")
+        value = values.pop()
+    if not value or len(value) > 18 or not (value.isascii() and value.isdigit()):
+        raise _HttpError(400, "invalid Content-Length")
+    return int(value)
+
+
+def _has_token(value: str, token: str) -> bool:
+    """Whether a comma-separated header value (e.g. Connection) lists ``token`` (case-insensitive)."""
+    value = value.lower()
+    if value == token:
+        return True
+    return token in value and token in (t.strip() for t in value.split(","))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------------
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("latin-1", "replace"))
+
+
+_STATUS_LINES: dict[int, bytes] = {s.value: _status_line(s.value) for s in HTTPStatus}
+_ct_cache: dict[str, bytes] = {}
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SKIPPED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "content-type"})
+
+
+def _ct_header(content_type: str) -> bytes:
+    line = _ct_cache.get(content_type)
+    if line is None:
+        if "\r" in content_type or "\n" in content_type:
+            raise ValueError("invalid Content-Type")
+        line = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n"
+        if len(_ct_cache) < 64:
+            _ct_cache[content_type] = line
+    return line
+
+
+def _extra_headers(headers: list[tuple[str, str]]) -> tuple[bytes, bool]:
+    """Encoded extra headers and whether one of them asked for ``Connection: close``."""
+    out = []
+    close = False
+    for name, value in headers:
+        low = name.lower()
+        if low in _SKIPPED_HEADERS:
+            if low == "connection" and _has_token(value, "close"):
+                close = True
+            continue
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name) or "\r" in value or "\n" in value:
+            raise ValueError(f"invalid response header {name!r}")
+        out.append(b"%s: %s\r\n" % (name.encode("ascii"), value.encode("latin-1")))
+    return b"".join(out), close
+
+
+def _render(resp: Response, head_only: bool, keep_alive: bool, http11: bool) -> tuple[bytes, int, bool]:
+    """Serialize a response: (bytes, status, keep_alive). Raises on a response that cannot be sent."""
+    status = resp.status
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if type(status) is not int or not 200 <= status <= 999:
+            raise ValueError(f"invalid response status {status!r}")
+        line = _status_line(status)
+    elif status < 200:
+        raise ValueError(f"invalid response status {status!r}")
+    body = resp.body
+    head = line + _ct_header(resp.content_type)
+    if resp.headers:
+        extra, close = _extra_headers(resp.headers)
+        head += extra
+        if close:
+            keep_alive = False
+    if resp.close:
+        keep_alive = False
+    if status == 204 or status == 304:
+        body = b""
+    else:
+        head += b"Content-Length: %d\r\n" % len(body)
+    if not keep_alive:
+        head += _CLOSE
+    elif not http11:
+        head += _KEEP_ALIVE
+    if head_only:
+        return head + b"\r\n", status, keep_alive
+    return head + b"\r\n" + body, status, keep_alive
+
+
+def _error_bytes(status: int, message: str) -> bytes:
+    body = message.encode("utf-8", "replace")
+    return (
+        _STATUS_LINES.get(status, b"HTTP/1.1 %d \r\n" % status)
+        + b"Content-Type: text/plain;charset=UTF-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        % len(body)
+        + body
+    )
+
+
+_REJECT_503 = _error_bytes(503, "too many connections")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Socket helpers
+# --------------------------------------------------------------------------------------------------------
+
+_RECV_SIZE = 65536
+_SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE instead of SIGPIPE, whatever the signal setup
+_IDLE, _READING, _HANDLING, _WRITING = 0, 1, 2, 3
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 4 * 1_048_576
+_ACCEPT_BATCH = 64
+_ACCEPT_RETRY_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)  # out of resources: back off a little
+
+
+async def _send_rest(sock: socket.socket, data: bytes, sent: int) -> None:
+    """Send ``data[sent:]``, waiting for the socket to become writable as needed."""
+    view = memoryview(data)
+    total = len(data)
+    while sent < total:
+        await wait_writable(sock)
+        try:
+            sent += sock.send(view[sent:], _SEND_FLAGS)
+        except BlockingIOError:  # spurious wake-up
+            continue
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    try:
+        sent = sock.send(data, _SEND_FLAGS)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        await _send_rest(sock, data, sent)
+
+
+async def _recv_more(sock: socket.socket, buf: bytearray) -> None:
+    """Append at least one byte to ``buf``; raise _PeerGone on end of file."""
+    while True:
+        await wait_readable(sock)
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            continue
+        if not data:
+            raise _PeerGone
+        buf += data
+        return
+
+
+async def _read_chunked(sock: socket.socket, buf: bytearray, limits: HttpLimits) -> bytes:
+    """Decode a chunked body from ``buf`` (refilled from ``sock``), consuming it and the trailer section."""
+    body = bytearray()
+    max_body = limits.max_body_bytes
+    while True:
+        line_end = buf.find(b"\r\n")
+        while line_end < 0:
+            if len(buf) > 1024:
+                raise _HttpError(400, "chunk size line too long")
+            await _recv_more(sock, buf)
+            line_end = buf.find(b"\r\n")
+        m = _CHUNK_SIZE_RE.fullmatch(buf, 0, line_end)
+        if m is None:
+            raise _HttpError(400, "malformed chunk size")
+        size = int(m.group(1), 16)
+        del buf[: line_end + 2]
+        if size == 0:
+            break
+        if len(body) + size > max_body:
+            raise _HttpError(413, "request body too large")
+        while len(buf) < size + 2:
+            await _recv_more(sock, buf)
+        if buf[size : size + 2] != b"\r\n":
+            raise _HttpError(400, "malformed chunk")
+        body += buf[:size]
+        del buf[: size + 2]
+    trailer_bytes = 0
+    while True:  # trailer fields are read and ignored
+        line_end = buf.find(b"\r\n")
+        while line_end < 0:
+            if len(buf) + trailer_bytes > limits.max_header_bytes:
+                raise _HttpError(431, "trailer section too large")
+            await _recv_more(sock, buf)
+            line_end = buf.find(b"\r\n")
+        del buf[: line_end + 2]
+        if line_end == 0:
+            return bytes(body)
+        trailer_bytes += line_end + 2
+        if trailer_bytes > limits.max_header_bytes:
+            raise _HttpError(431, "trailer section too large")
+
+
+async def _linger_and_close(sock: socket.socket) -> None:
+    """Half-close, then discard what the client still sends for a moment so the last response is not lost
+    to a TCP reset (which a close() with unread input produces)."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        with trio.move_on_after(_LINGER_SECONDS):
+            drained = 0
+            while drained < _LINGER_BYTES:
+                await wait_readable(sock)
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    break
+                drained += len(data)
+    except OSError:
+        pass
+
+
+def _close(sock: socket.socket) -> None:
+    """Close a connection socket. No task can be waiting on it (only its own task uses it, and that task
+    is here), so trio's ``notify_closing`` (one more epoll_ctl syscall per connection) is not needed."""
+    sock.close()
+
+
+def _count(stats: HttpStats, status: int) -> None:
+    by_status = stats.responses_by_status
+    by_status[status] = by_status.get(status, 0) + 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# The connection loop
+# --------------------------------------------------------------------------------------------------------
+
+
+async def _serve_connection(
+    sock: socket.socket, remote: tuple[str, int], handler: Handler, limits: HttpLimits, stats: HttpStats
+) -> None:
+    """Serve one connection until it closes; never raises (except trio.Cancelled on shutdown)."""
+    idle_s = limits.idle_timeout_ms / 1000
+    request_s = limits.request_timeout_ms / 1000
+    max_requests = limits.max_requests_per_connection
+    max_body = limits.max_body_bytes
+    head_limit = limits.max_request_line_bytes + limits.max_header_bytes + 4
+    check_partial_at = min(limits.max_request_line_bytes, limits.max_header_bytes)
+    first_s = min(idle_s, request_s)  # a new connection gets this long to send its first byte
+    inf = math.inf
+    now = trio.current_time
+    recv = sock.recv
+    send = sock.send
+    buf = bytearray()
+    phase = _HANDLING  # i.e. no deadline yet; deadlines are set lazily, only before actually waiting
+    served = 0
+    unyielded = 0
+    error: _HttpError | None = None
+    graceful = True  # False: close at once without lingering
+    try:
+        with trio.CancelScope() as scope:
+            try:
+                # The first request usually arrives with (or right after) the connection: try without waiting.
+                try:
+                    data = recv(_RECV_SIZE)
+                    if not data:
+                        return
+                    buf += data
+                except BlockingIOError:
+                    pass
+                while True:
+                    # ---------------- request head
+                    scanned = 0
+                    while True:
+                        head_end = buf.find(b"\r\n\r\n", scanned)
+                        if head_end >= 0:
+                            break
+                        if buf:
+                            if buf[0] == 13 and buf.startswith(b"\r\n"):  # tolerate CRLFs between requests
+                                del buf[:2]
+                                scanned = 0
+                                continue
+                            if len(buf) > check_partial_at:
+                                _check_partial_head(buf, limits)
+                            scanned = len(buf) - 3 if len(buf) > 3 else 0
+                            if phase != _READING:
+                                phase = _READING
+                                scope.deadline = now() + request_s
+                        elif phase != _IDLE:  # set lazily: only when we really have to wait
+                            phase = _IDLE
+                            scope.deadline = now() + (idle_s if served else first_s)
+                        while True:
+                            await wait_readable(sock)
+                            try:
+                                data = recv(_RECV_SIZE)
+                                break
+                            except BlockingIOError:
+                                continue
+                        unyielded = 0
+                        if not data:
+                            if buf:
+                                graceful = False
+                            return
+                        buf += data
+                    if head_end > head_limit:
+                        _check_partial_head(buf, limits)
+                        raise _HttpError(431, "header block too large")
+                    if head_end == 0:  # stray empty lines before the request line
+                        del buf[:2]
+                        continue
+                    head = bytes(buf[:head_end])
+                    del buf[: head_end + 4]
+                    method, path, query, http11, headers = _parse_head(head, limits)
+
+                    # ---------------- body
+                    if "transfer-encoding" in headers or "content-length" in headers or "expect" in headers:
+                        te = headers.get("transfer-encoding")
+                        cl = headers.get("content-length")
+                        if te is not None:
+                            if cl is not None:
+                                raise _HttpError(400, "both Content-Length and Transfer-Encoding")
+                            if te.strip().lower() != "chunked":
+                                raise _HttpError(501, f"unsupported transfer-encoding: {te}")
+                            length = -1
+                        else:
+                            length = _content_length(cl) if cl is not None else 0
+                            if length > max_body:
+                                raise _HttpError(413, "request body too large")
+                        expect = headers.get("expect")
+                        if expect is not None and http11 and expect.strip().lower() != "100-continue":
+                            raise _HttpError(417, f"unsupported expectation: {expect}")
+                        if length:
+                            if phase != _READING and (length < 0 or len(buf) < length):
+                                phase = _READING
+                                scope.deadline = now() + request_s
+                            if expect is not None and http11 and not buf:
+                                await _send_all(sock, _CONTINUE)
+                            if length < 0:
+                                body = await _read_chunked(sock, buf, limits)
+                            else:
+                                while len(buf) < length:
+                                    await _recv_more(sock, buf)
+                                    unyielded = 0
+                                body = bytes(buf[:length])
+                                del buf[:length]
+                        else:
+                            body = b""
+                    else:
+                        body = b""
+
+                    # ---------------- handler
+                    served += 1
+                    stats.requests_total += 1
+                    if http11:
+                        conn_hdr = headers.get("connection")
+                        keep_alive = conn_hdr is None or not _has_token(conn_hdr, "close")
+                    else:
+                        conn_hdr = headers.get("connection")
+                        keep_alive = conn_hdr is not None and _has_token(conn_hdr, "keep-alive")
+                    if served >= max_requests:
+                        keep_alive = False
+                    if phase != _HANDLING:
+                        phase = _HANDLING
+                        scope.deadline = inf
+                    request = Request(method, path, query, headers, body, remote)
+                    try:
+                        response = await handler(request)
+                        out, status, keep_alive = _render(response, method == "HEAD", keep_alive, http11)
+                    except Exception as exc:
+                        log.exception("HTTP handler failed on %s %s", method, path)
+                        response = Response.text(500, f"caused: {exc};")
+                        out, status, keep_alive = _render(response, method == "HEAD", keep_alive, http11)
+
+                    # ---------------- response
+                    by_status = stats.responses_by_status
+                    by_status[status] = by_status.get(status, 0) + 1
+                    try:
+                        sent = send(out, _SEND_FLAGS)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(out):  # a client that does not read: bounded by the idle timeout
+                        phase = _WRITING
+                        scope.deadline = now() + idle_s
+                        await _send_rest(sock, out, sent)
+                        unyielded = 0
+                    if not keep_alive:
+                        return
+                    unyielded += 1
+                    if unyielded >= 16:  # pipelined input and a handler that never yields: be fair
+                        unyielded = 0
+                        await checkpoint()
+            except _HttpError as exc:
+                error = exc
+            except _PeerGone:
+                graceful = False
+                return
+        if scope.cancelled_caught:
+            if phase == _READING:
+                error = _HttpError(408, "request timeout")
+            else:
+                graceful = False
+                return
+        if error is not None:
+            _count(stats, error.status)
+            with trio.move_on_after(request_s):
+                await _send_all(sock, _error_bytes(error.status, error.message))
+    except OSError:
+        graceful = False
+    except Exception:
+        log.exception("HTTP connection from %s failed", remote)
+        graceful = False
+    finally:
+        stats.connections_open -= 1
+        try:
+            if error is not None and graceful:
+                await _linger_and_close(sock)
+        finally:
+            _close(sock)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Listening
+# --------------------------------------------------------------------------------------------------------
+
+
+def _reject(conn: socket.socket, stats: HttpStats) -> None:
+    stats.rejected_connections_total += 1
+    try:
+        conn.setblocking(False)
+        conn.send(_REJECT_503, _SEND_FLAGS)
+        _count(stats, 503)
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    conn.close()
+
+
+async def _accept_loop(
+    listener: socket.socket,
+    nursery: trio.Nursery,
+    handler: Handler,
+    limits: HttpLimits,
+    stats: HttpStats,
+) -> None:
+    max_connections = limits.max_connections
+    while True:
+        await wait_readable(listener)
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, addr = listener.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY_ERRNOS:
+                    log.error("accept() failed: %s; backing off", exc)
+                    await trio.sleep(0.1)
+                    break
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR):
+                    continue
+                raise
+            if stats.connections_open >= max_connections:
+                _reject(conn, stats)
+                continue
+            try:
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                conn.close()
+                continue
+            stats.connections_open += 1
+            stats.connections_total += 1
+            nursery.start_soon(_serve_connection, conn, (addr[0], addr[1]), handler, limits, stats)
+
+
+async def _open_listeners(host: str, port: int) -> list[socket.socket]:
+    infos = await trio.socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, socktype, proto, _, sockaddr in infos:
+            if (family, sockaddr) in seen:
+                continue
+            seen.add((family, sockaddr))
+            sock = socket.socket(family, socktype, proto)
+            listeners.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(listeners) > 1:  # same port on every address when one was picked
+                sockaddr = (sockaddr[0], listeners[0].getsockname()[1], *sockaddr[2:])
+            sock.bind(sockaddr)
+            sock.listen(4096)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
+    if not listeners:
+        raise OSError(f"no address to listen on for {host!r}")
+    return listeners
+
+
+async def serve_http(
+    handler: Handler,
+    host: str,
+    port: int,
+    limits: HttpLimits = HttpLimits(),  # frozen, so sharing one default instance is fine
+    *,
+    stats: HttpStats | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on host:port (port 0 = pick one) and serve forever; task_status.started(actual_port).
+
+    ``host`` may be a name or an address; every address it resolves to is listened on ("" = all).
+    Cancelling the surrounding scope stops the server and closes every connection.
+    """
+    if stats is None:
+        stats = HttpStats()
+    listeners = await _open_listeners(host, port)
+    try:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(_accept_loop, listener, nursery, handler, limits, stats)
+            task_status.started(listeners[0].getsockname()[1])
+    finally:
+        for listener in listeners:
+            notify_closing(listener)
+            listener.close()

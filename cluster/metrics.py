@@ -1,0 +1,73 @@
+"""Prometheus text exposition of a node's counters (no client library needed for a handful of series)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cluster.http import HttpStats
+    from cluster.runtime import NodeRuntime
+
+_COUNTERS = {
+    "requests_applied": "Client writes applied on this node (local or forwarded here).",
+    "forwards_sent": "Client writes forwarded to their owner.",
+    "forwards_received": "Forwarded writes received from peers.",
+    "forward_fallbacks": "Forwards that failed or timed out and were applied locally instead.",
+    "sync_batches_sent": "Replication batches sent.",
+    "sync_entries_sent": "Entries sent in replication batches.",
+    "sync_batches_received": "Replication batches received.",
+    "entries_applied": "Entries applied to the store (local and replicated).",
+    "digests_sent": "Anti-entropy digest messages sent.",
+    "repairs_sent": "Anti-entropy repairs answered.",
+    "snapshot_chunks_sent": "Snapshot chunks sent to starting peers.",
+    "notifications": "Read views rebuilt by the notifier.",
+    "instances_marked_unhealthy": "Instances marked unhealthy by this node's heartbeat checks.",
+    "instances_expired": "Instances deleted by this node's heartbeat checks.",
+    "stale_entries_refused": "Stale entries older than a collected tombstone, answered with a new tombstone.",
+    "dirty_overflows": "Times a peer's replication backlog overflowed and was left to anti-entropy.",
+    "notifier_overflows": "Times the notifier queue overflowed and forced a full rebuild.",
+}
+_GAUGES = {
+    "ready": "1 once the snapshot is loaded.",
+    "peers_up": "Peers currently up.",
+    "peers_known": "Peers known.",
+    "keys": "Service keys held.",
+    "owned_keys": "Service keys this node owns.",
+    "live_instances": "Live instances held.",
+    "tombstones": "Tombstones held.",
+    "pending_forwards": "Forwarded writes waiting for the owner (queue depth).",
+    "notifier_depth": "Keys waiting in the notifier queue.",
+    "dirty_entries": "Entries waiting to be replicated, all peers together (replication lag).",
+}
+
+
+def _series(name: str, kind: str, help_text: str, value: float, labels: str = "") -> str:
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{name}{labels} {value}\n"
+
+
+def render_metrics(runtime: NodeRuntime) -> str:
+    """The node's counters in Prometheus text format."""
+    stats = asdict(runtime.node.statistics())
+    parts = []
+    for field_name, help_text in _COUNTERS.items():
+        parts.append(_series(f"distro_{field_name}_total", "counter", help_text, stats[field_name]))
+    for field_name, help_text in _GAUGES.items():
+        value = stats[field_name]
+        parts.append(_series(f"distro_{field_name}", "gauge", help_text, int(value)))
+    return "".join(parts)
+
+
+def render_http_metrics(stats: HttpStats) -> str:
+    """HTTP server counters."""
+    parts = [
+        _series("distro_http_connections_open", "gauge", "Open client connections.", stats.connections_open),
+        _series("distro_http_connections_total", "counter", "Client connections served.", stats.connections_total),
+        _series("distro_http_rejected_connections_total", "counter", "Connections refused over the limit.",
+                stats.rejected_connections_total),
+        "# HELP distro_http_responses_total HTTP responses by status.\n# TYPE distro_http_responses_total counter\n",
+    ]
+    for status, count in sorted(stats.responses_by_status.items()):
+        parts.append(f'distro_http_responses_total{{status="{status}"}} {count}\n')
+    parts.append(_series("distro_http_requests_total", "counter", "HTTP requests handled.", stats.requests_total))
+    return "".join(parts)

@@ -1,0 +1,240 @@
+"""``distro-node``: run one registry node. Every flag also reads ``DISTRO_<FLAG>`` from the environment.
+
+    distro-node --node-id n1 --port 8848 --peers 127.0.0.1:8848,127.0.0.1:8849,127.0.0.1:8850 \\
+                --cluster-secret "$SECRET"
+
+Peers are the members' HTTP addresses; their peer links listen on the HTTP port plus
+``--peer-port-offset`` (1000 by default). docs/operations.md lists every knob.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from distro.config import DistroConfig
+
+log = logging.getLogger("distro.node")
+
+# Core knobs exposed as flags: flag name -> DistroConfig field.
+_CORE_FLAGS = {
+    "heartbeat-timeout-ms": "heartbeat_timeout_ms",
+    "instance-expire-ms": "instance_expire_ms",
+    "health-check-interval-ms": "health_check_interval_ms",
+    "client-beat-interval-ms": "client_beat_interval_ms",
+    "sync-delay-ms": "sync_delay_ms",
+    "sync-batch-entries": "sync_batch_entries",
+    "verify-interval-ms": "verify_interval_ms",
+    "ping-interval-ms": "ping_interval_ms",
+    "peer-timeout-ms": "peer_timeout_ms",
+    "snapshot-timeout-ms": "snapshot_timeout_ms",
+    "forward-timeout-ms": "forward_timeout_ms",
+    "tombstone-ttl-ms": "tombstone_ttl_ms",
+    "max-instances-per-service": "max_instances_per_service",
+    "max-pending-forwards": "max_pending_forwards",
+}
+
+
+class ConfigError(Exception):
+    """The node cannot start with these settings; the message says why."""
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Everything a node process is started with."""
+
+    node_id: str
+    host: str
+    port: int
+    advertise_address: str
+    peers: tuple[str, ...]
+    cluster_secret: str
+    peer_port_offset: int
+    core: DistroConfig
+    log_level: str
+    max_body_bytes: int
+    max_connections: int
+    request_timeout_ms: int
+    idle_timeout_ms: int
+    metadata_max_bytes: int
+    metadata_max_keys: int
+    auth: bool
+    token_secret: str
+    admin_user: str
+    admin_password: str
+    token_ttl_s: int
+
+
+def _env_default(flag: str, default: Any) -> Any:
+    return os.environ.get("DISTRO_" + flag.upper().replace("-", "_"), default)
+
+
+def _bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every default can come from ``DISTRO_<FLAG>``."""
+    p = argparse.ArgumentParser(prog="distro-node", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def add(flag: str, default: Any, help_text: str, kind: Any = str) -> None:
+        p.add_argument(f"--{flag}", default=_env_default(flag, default), type=kind, help=help_text)
+
+    add("node-id", "", "this node's id (default: the advertised address)")
+    add("host", "0.0.0.0", "address to listen on")
+    add("port", 8848, "HTTP port", int)
+    add("advertise-address", "", "host:port peers and clients use to reach this node (default: hostname:port)")
+    add("peers", "", "comma-separated host:port (HTTP) of the cluster's members; listing itself is fine")
+    add("cluster-secret", "", "shared secret that peers prove to each other (required with peers)")
+    add("peer-port-offset", 1000, "peer links listen on the HTTP port plus this", int)
+    add("log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    add("max-body-bytes", 1_048_576, "largest request body (413 beyond)", int)
+    add("max-connections", 4096, "most client connections open at once", int)
+    add("request-timeout-ms", 10_000, "a request must arrive whole within this", int)
+    add("idle-timeout-ms", 60_000, "idle keep-alive connections are closed after this", int)
+    add("metadata-max-bytes", 4096, "largest metadata of one instance or service", int)
+    add("metadata-max-keys", 64, "most metadata keys of one instance or service", int)
+    p.add_argument("--auth", default=_bool(_env_default("auth", "false")), type=_bool, nargs="?", const=True,
+                   help="require tokens on the naming API (needs --token-secret and --admin-password)")
+    add("token-secret", "", "HMAC key for access tokens, at least 32 bytes")
+    add("admin-user", "nacos", "the admin user's name")
+    add("admin-password", "", "the admin user's password (no default)")
+    add("token-ttl-s", 18_000, "access token lifetime in seconds", int)
+    defaults = DistroConfig()
+    for flag, field_name in _CORE_FLAGS.items():
+        add(flag, getattr(defaults, field_name), f"core knob {field_name}", int)
+    return p
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
+    """Parse and check the command line; raises ConfigError with a message a user can act on."""
+    args = build_parser().parse_args(argv)
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    advertise = args.advertise_address or f"{_default_host(args.host)}:{args.port}"
+    peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
+    for peer in peers:
+        host, sep, port = peer.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--peers entries must be host:port, got {peer!r}")
+    others = [p for p in peers if not _is_self(p, args.host, args.port, advertise)]
+    if others and not args.cluster_secret:
+        raise ConfigError(
+            "refusing to start: --peers names other members but no --cluster-secret (or DISTRO_CLUSTER_SECRET) "
+            "was given; peers must prove they know a shared secret. Generate one with: "
+            "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    if others and len(args.cluster_secret.encode()) < 16:
+        raise ConfigError("refusing to start: --cluster-secret must be at least 16 bytes (32 random hex digits is good)")
+    if args.token_ttl_s <= 0:
+        raise ConfigError(f"--token-ttl-s must be positive, got {args.token_ttl_s}")
+    if not args.admin_user.strip():
+        raise ConfigError("--admin-user must not be empty")
+    if args.auth:
+        if len(args.token_secret.encode()) < 32:
+            raise ConfigError("refusing to start: --auth needs --token-secret (DISTRO_TOKEN_SECRET) of at least 32 bytes")
+        if not args.admin_password:
+            raise ConfigError("refusing to start: --auth needs --admin-password (DISTRO_ADMIN_PASSWORD); there is no default")
+    cluster_size = len(set(others)) + 1
+    core_values = {field_name: getattr(args, flag.replace("-", "_")) for flag, field_name in _CORE_FLAGS.items()}
+    try:
+        core = DistroConfig(cluster_size=cluster_size, **core_values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return NodeSettings(
+        node_id=args.node_id or advertise,
+        host=args.host,
+        port=args.port,
+        advertise_address=advertise,
+        peers=peers,
+        cluster_secret=args.cluster_secret,
+        peer_port_offset=args.peer_port_offset,
+        core=core,
+        log_level=args.log_level.upper(),
+        max_body_bytes=args.max_body_bytes,
+        max_connections=args.max_connections,
+        request_timeout_ms=args.request_timeout_ms,
+        idle_timeout_ms=args.idle_timeout_ms,
+        metadata_max_bytes=args.metadata_max_bytes,
+        metadata_max_keys=args.metadata_max_keys,
+        auth=args.auth,
+        token_secret=args.token_secret,
+        admin_user=args.admin_user,
+        admin_password=args.admin_password,
+        token_ttl_s=args.token_ttl_s,
+    )
+
+
+def _default_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return host
+
+
+def _is_self(peer: str, host: str, port: int, advertise: str) -> bool:
+    if peer == advertise:
+        return True
+    peer_host, _, peer_port = peer.rpartition(":")
+    if int(peer_port) != port:
+        return False
+    local = {"127.0.0.1", "localhost", "::1", host, socket.gethostname(), advertise.rpartition(":")[0]}
+    return peer_host in local
+
+
+def peer_link_address(http_address: str, offset: int) -> str:
+    """The peer-link address of a member given its HTTP address."""
+    host, _, port = http_address.rpartition(":")
+    return f"{host}:{int(port) + offset}"
+
+
+async def run_node(settings: NodeSettings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a node until cancelled; ``task_status.started(http_port)``."""
+    from cluster.server import NodeServer
+
+    server = NodeServer(settings)
+    await server.run(task_status=task_status)
+
+
+async def _main_async(settings: NodeSettings) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_node, settings)
+            async for signum in signals:
+                log.info("stopping: received %s", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    try:
+        settings = parse_settings(argv)
+    except ConfigError as exc:
+        print(f"distro-node: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level, logging.INFO),
+        format="%(asctime)s %(levelname)s " + settings.node_id + " %(name)s: %(message)s",
+    )
+    trio.run(_main_async, settings)
+    log.info("stopped")
+
+
+__all__ = ["ConfigError", "NodeSettings", "build_parser", "main", "parse_settings", "peer_link_address", "run_node"]

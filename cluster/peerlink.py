@@ -1,0 +1,773 @@
+"""Long-lived, mutually authenticated peer links carrying msgpack frames between nodes.
+
+Topology
+--------
+Each node dials every configured peer address; the connection it dials (*outbound*) carries its frames
+*to* that peer, and frames *from* a peer arrive on the connection the peer dialed (*inbound*). So a pair
+of nodes has two TCP connections, each used one way: no tie-breaking, and a link is up for sending
+exactly while its outbound connection is.
+
+Handshake
+---------
+Nothing is trusted before a mutual HMAC-SHA256 challenge completes (the secret never crosses the wire;
+frames during the handshake are bounded to :data:`HANDSHAKE_FRAME_MAX` bytes and the whole exchange to
+``handshake_timeout_ms``)::
+
+    dialer   -> ["hello", version, dialer_id, dialer_address, nonce_d]
+    acceptor -> ["challenge", acceptor_id, acceptor_address, nonce_a, mac("acceptor", nonce_d, nonce_a)]
+    dialer   -> ["proof", mac("dialer", nonce_a, nonce_d)]          (or ["bye"]: see below)
+    acceptor -> ["welcome"]
+
+``mac(role, n1, n2) = HMAC-SHA256(secret, role + n1 + n2 + msgpack([version, dialer_id, dialer_address,
+acceptor_id, acceptor_address]))``; nonces are 32 random bytes; both MACs are checked with
+``hmac.compare_digest``. Any failure closes the connection and counts in ``handshake_failures``.
+
+* *Self*: a dialer that reaches its own node (the peer list may hold our own address) sees its own id in
+  a verified challenge whose nonce it issued itself; it sends its proof, waits for the acceptor (itself)
+  to hang up, and never dials that address again (``self_dials``). The same id with a nonce we did not
+  issue is another node configured with our id: an error, logged and counted, and retried.
+* *Duplicate address*: if a verified acceptor is a node that another address's dialer already links
+  to (or is completing a handshake with), the dialer answers ``["bye"]`` and retries that address
+  ``10 * reconnect_interval_ms`` later, so one node never gets two outbound links.
+* A second authenticated inbound connection from a node id replaces (closes) the first.
+
+Frames
+------
+4-byte big-endian length + ``msgpack.packb(distro.codec.encode_message(m), use_bin_type=True)``. A frame
+over ``max_frame_bytes``, undecodable msgpack, a :class:`~distro.codec.ProtocolError`, or any byte on an
+outbound connection after the handshake closes that connection only (``bad_frames``, a warning).
+
+Sending
+-------
+:meth:`PeerLinks.send` never blocks and never calls back into the caller: it appends to the peer's
+bounded queue, which a writer task drains, packing everything queued (up to ~1 MiB) into one
+``send_all``. A message that cannot be delivered (no authenticated outbound link, full queue, link lost
+with it queued or in flight, unencodable, larger than ``max_frame_bytes``) is reported through
+``on_send_failed`` **later, from a PeerLinks task** (in order, never from inside ``send()``), so the
+runtime may call ``send()`` while it is running the core. Failures noted before :meth:`serve` runs are
+delivered once it does. A message whose ``send_all`` completed counts as sent (``frames_sent``) even if
+the peer dies before reading it: every message ends up in exactly one of ``frames_sent`` and
+``send_failures``.
+
+Callbacks run synchronously in PeerLinks' tasks; an exception from one propagates out of :meth:`serve`.
+Timeouts use trio's clock (``trio.current_time()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import logging
+import secrets
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import trio
+
+from distro.codec import ProtocolError, decode_message, encode_message
+from distro.messages import Message
+
+__all__ = ["HANDSHAKE_FRAME_MAX", "PROTOCOL_VERSION", "PeerLinkConfig", "PeerLinkStats", "PeerLinks"]
+
+log = logging.getLogger("distro.peerlink")
+
+PROTOCOL_VERSION = 1
+HANDSHAKE_FRAME_MAX = 4096
+"""Largest frame accepted before the handshake completes."""
+NONCE_BYTES = 32
+MAX_ID_CHARS = 256
+_LEN = struct.Struct(">I")
+_RECV_SIZE = 65536
+_RECV_MAX = 1 << 20  # one receive_some allocates its whole size: stay moderate even for big frames
+_BATCH_BYTES = 1 << 20  # the writer packs up to about this much into one send_all
+_DUPLICATE_RETRY_FACTOR = 10  # a duplicate address is retried this many reconnect intervals later
+
+
+@dataclass(frozen=True)
+class PeerLinkConfig:
+    """Settings of one node's peer links (times in milliseconds of trio's clock)."""
+
+    node_id: str
+    advertise_address: str  # this node's HTTP address host:port, announced to peers
+    peer_addresses: tuple[str, ...]  # peers' peer-link addresses host:port (our own is detected, skipped)
+    secret: bytes  # cluster secret; both ends prove knowledge of it
+    max_frame_bytes: int = 16 * 1024 * 1024
+    send_queue_limit: int = 10_000  # messages queued per peer; beyond: reported as failed
+    connect_timeout_ms: int = 2_000
+    handshake_timeout_ms: int = 3_000
+    reconnect_interval_ms: int = 500
+    write_timeout_ms: int = 10_000  # one send_all blocked this long: the peer is gone, close the link
+    max_pending_handshakes: int = 64  # unauthenticated inbound connections at once; beyond: closed at once
+
+
+@dataclass
+class PeerLinkStats:
+    """Counters for /metrics (a snapshot: :meth:`PeerLinks.statistics` returns a fresh copy)."""
+
+    frames_sent: int = 0
+    frames_received: int = 0
+    bytes_sent: int = 0  # frame bytes, length prefixes included; handshakes not counted
+    bytes_received: int = 0
+    handshake_failures: int = 0  # either side, any reason (bad secret, garbage, timeout, id conflict)
+    bad_frames: int = 0  # authenticated connections closed for a malformed or oversized frame
+    reconnects: int = 0  # dial attempts after the first, per address
+    send_failures: int = 0  # messages reported through on_send_failed
+    queue_depths: dict[str, int] = field(default_factory=dict)  # node id -> messages queued
+    outbound_connects: int = 0  # outbound handshakes completed (on_connected calls)
+    inbound_accepts: int = 0  # inbound handshakes completed
+    outbound_links: int = 0  # currently up
+    inbound_links: int = 0
+    self_dials: int = 0  # addresses found to be this node (no longer dialed)
+    dialers: int = 0  # addresses currently being dialed
+    pending_handshakes: int = 0  # inbound connections not yet authenticated
+
+
+class LinkClosed(Exception):
+    """The connection ended or misbehaved; ``str()`` says why."""
+
+
+class _Eof(LinkClosed):
+    def __init__(self) -> None:
+        super().__init__("connection closed by peer")
+
+
+class _Outbound:
+    """One authenticated outbound connection and its queue."""
+
+    __slots__ = ("address", "closed", "dial_address", "inflight", "node_id", "queue", "wakeup")
+
+    def __init__(self, node_id: str, address: str, dial_address: str) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.dial_address = dial_address
+        self.queue: deque[Message] = deque()
+        self.inflight: list[Message] = []
+        self.wakeup: trio.Event | None = None
+        self.closed = False
+
+
+class _Inbound:
+    __slots__ = ("address", "scope")
+
+    def __init__(self, address: str, scope: trio.CancelScope) -> None:
+        self.address = address
+        self.scope = scope
+
+
+class _FrameReader:
+    """Length-prefixed frames from a stream, with a buffer that survives the handshake."""
+
+    __slots__ = ("buffer", "stream")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    async def fill(self, at_least: int = 1) -> None:
+        data = await self.stream.receive_some(min(max(_RECV_SIZE, at_least), _RECV_MAX))
+        if not data:
+            raise _Eof()
+        self.buffer += data
+
+    async def read(self, max_bytes: int) -> bytes:
+        buf = self.buffer
+        while len(buf) < 4:
+            await self.fill()
+        (length,) = _LEN.unpack_from(buf)
+        if length > max_bytes:
+            raise LinkClosed(f"frame of {length} bytes exceeds {max_bytes}")
+        while len(buf) < 4 + length:
+            await self.fill(4 + length - len(buf))
+        frame = bytes(buf[4 : 4 + length])
+        del buf[: 4 + length]
+        return frame
+
+
+def _frame(obj: Any) -> bytes:
+    payload: bytes = msgpack.packb(obj, use_bin_type=True)
+    return _LEN.pack(len(payload)) + payload
+
+
+def _unpack(payload: bytes | bytearray | memoryview) -> Any:
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several types on garbage
+        raise LinkClosed(f"undecodable frame ({type(exc).__name__})") from None
+
+
+def handshake_mac(
+    secret: bytes,
+    role: bytes,
+    first: bytes,
+    second: bytes,
+    dialer: tuple[str, str],
+    acceptor: tuple[str, str],
+) -> bytes:
+    """The handshake MAC: ``HMAC-SHA256(secret, role + first + second + msgpack(ids))``."""
+    ids = msgpack.packb([PROTOCOL_VERSION, dialer[0], dialer[1], acceptor[0], acceptor[1]], use_bin_type=True)
+    return hmac.new(secret, role + first + second + ids, hashlib.sha256).digest()
+
+
+def _is_id(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS
+
+
+def _is_address(value: Any) -> bool:
+    return type(value) is str and len(value) <= MAX_ID_CHARS
+
+
+def _is_nonce(value: Any) -> bool:
+    return type(value) is bytes and len(value) == NONCE_BYTES
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"peer address must be host:port, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def _tune(stream: trio.SocketStream) -> None:
+    """TCP_NODELAY (trio sets it already; made explicit) and keep-alives, so half-dead links end."""
+    try:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
+        for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+            option = getattr(socket, name, None)
+            if option is not None:
+                stream.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
+        pass
+
+
+_CLOSED_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class PeerLinks:
+    """Dials every peer address, accepts peers' connections, authenticates both ways, carries frames."""
+
+    def __init__(
+        self,
+        config: PeerLinkConfig,
+        *,
+        on_message: Callable[[str, Message], None],
+        on_connected: Callable[[str, str], None],
+        on_send_failed: Callable[[str, Message], None],
+    ) -> None:
+        if not _is_id(config.node_id):
+            raise ValueError(f"node id must be 1..{MAX_ID_CHARS} characters")
+        if not _is_address(config.advertise_address):
+            raise ValueError(f"advertise address must be at most {MAX_ID_CHARS} characters")
+        for address in config.peer_addresses:
+            _split_address(address)
+        self.config = config
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._on_send_failed = on_send_failed
+        self._stats = PeerLinkStats()
+        self._outbound: dict[str, _Outbound] = {}
+        self._inbound: dict[str, _Inbound] = {}
+        self._failures: deque[tuple[str, Message]] = deque()
+        self._failure_wakeup: trio.Event | None = None
+        self._dialer_nonces: set[bytes] = set()
+        self._acceptor_nonces: set[bytes] = set()
+        self._dialing: set[str] = set()
+        self._dial_claims: dict[str, str] = {}  # node id -> the address whose dialer links to it
+        self._nursery: trio.Nursery | None = None
+        self._pending_handshakes = 0
+
+    # ============================================================================================
+    # Public API
+    # ============================================================================================
+    def send(self, node_id: str, message: Message) -> None:
+        """Queue ``message`` for ``node_id``; never blocks, never calls back synchronously.
+
+        Without an authenticated outbound link to that node, or with its queue full, the message is
+        reported through ``on_send_failed`` shortly after, from a PeerLinks task.
+        """
+        link = self._outbound.get(node_id)
+        if link is None or link.closed or len(link.queue) >= self.config.send_queue_limit:
+            self._fail(node_id, message)
+            return
+        link.queue.append(message)
+        wakeup = link.wakeup
+        if wakeup is not None:
+            link.wakeup = None
+            wakeup.set()
+
+    def connected_peers(self) -> dict[str, str]:
+        """Node id -> advertised address of every peer with an authenticated outbound link."""
+        return {node_id: link.address for node_id, link in self._outbound.items() if not link.closed}
+
+    def statistics(self) -> PeerLinkStats:
+        """A snapshot of the counters, with current queue depths and link counts."""
+        return dataclasses.replace(
+            self._stats,
+            queue_depths={node_id: len(link.queue) for node_id, link in self._outbound.items()},
+            outbound_links=len(self._outbound),
+            inbound_links=len(self._inbound),
+            dialers=len(self._dialing),
+            pending_handshakes=self._pending_handshakes,
+        )
+
+    def add_peer_address(self, address: str) -> None:
+        """Dial ``address`` too (no-op if already dialed); only while :meth:`serve` runs."""
+        _split_address(address)
+        if self._nursery is None:
+            raise RuntimeError("add_peer_address needs serve() running")
+        if address not in self._dialing:
+            self._dialing.add(address)
+            self._nursery.start_soon(self._dial_forever, address)
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen for peers on host:port (0 = any free port; ``task_status.started(actual_port)``) and run
+        the dialers. Runs until cancelled; cancelling closes every connection."""
+        listeners = await _open_listeners(host, port)
+        actual_port: int = listeners[0].socket.getsockname()[1]
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._deliver_failures)
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, listener, nursery)
+                for address in self.config.peer_addresses:
+                    self.add_peer_address(address)
+                log.info(
+                    "peer link listening on port %d, dialing %d addresses", actual_port, len(self._dialing)
+                )
+                task_status.started(actual_port)
+        finally:
+            self._nursery = None
+            for listener in listeners:
+                listener.socket.close()
+
+    # ============================================================================================
+    # Failures (delivered from a task of ours, never from inside send())
+    # ============================================================================================
+    def _fail(self, node_id: str, message: Message) -> None:
+        self._stats.send_failures += 1
+        self._failures.append((node_id, message))
+        wakeup = self._failure_wakeup
+        if wakeup is not None:
+            self._failure_wakeup = None
+            wakeup.set()
+
+    async def _deliver_failures(self) -> None:
+        failures = self._failures
+        while True:
+            if not failures:
+                wakeup = self._failure_wakeup = trio.Event()
+                await wakeup.wait()
+            for _ in range(len(failures)):  # those present now; later ones after a checkpoint
+                node_id, message = failures.popleft()
+                self._on_send_failed(node_id, message)
+            await trio.lowlevel.checkpoint()
+
+    # ============================================================================================
+    # Accepting: frames from peers
+    # ============================================================================================
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:  # out of descriptors and the like: back off a little
+                log.error("peer link accept failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self._serve_inbound, stream)
+
+    async def _serve_inbound(self, stream: trio.SocketStream) -> None:
+        _tune(stream)
+        reader = _FrameReader(stream)
+        try:
+            if self._pending_handshakes >= self.config.max_pending_handshakes:
+                self._stats.handshake_failures += 1
+                log.warning("too many peer handshakes at once: refusing %s", _remote(stream))
+                return
+            self._pending_handshakes += 1
+            try:
+                with trio.fail_after(self.config.handshake_timeout_ms / 1000):
+                    peer = await self._handshake_acceptor(stream, reader)
+            except (LinkClosed, trio.TooSlowError, *_CLOSED_ERRORS) as exc:
+                self._stats.handshake_failures += 1
+                log.warning(
+                    "peer handshake from %s failed: %s", _remote(stream), str(exc) or type(exc).__name__
+                )
+                return
+            finally:
+                self._pending_handshakes -= 1
+            if peer is None:  # our own dialer, or a polite duplicate: nothing to log
+                return
+            await self._read_frames(peer, stream, reader)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handshake_acceptor(
+        self, stream: trio.SocketStream, reader: _FrameReader
+    ) -> tuple[str, str] | None:
+        cfg = self.config
+        hello = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
+        if not (type(hello) is list and len(hello) == 5 and hello[0] == "hello"):
+            raise LinkClosed("expected hello")
+        _, version, dialer_id, dialer_address, nonce_d = hello
+        if version != PROTOCOL_VERSION or type(version) is not int:
+            raise LinkClosed(f"unsupported protocol version {str(version)[:20]}")
+        if not (_is_id(dialer_id) and _is_address(dialer_address) and _is_nonce(nonce_d)):
+            raise LinkClosed("malformed hello")
+        dialer = (dialer_id, dialer_address)
+        me = (cfg.node_id, cfg.advertise_address)
+        nonce_a = secrets.token_bytes(NONCE_BYTES)
+        self._acceptor_nonces.add(nonce_a)
+        try:
+            mac_a = handshake_mac(cfg.secret, b"acceptor", nonce_d, nonce_a, dialer, me)
+            await stream.send_all(_frame(["challenge", cfg.node_id, cfg.advertise_address, nonce_a, mac_a]))
+            proof = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
+        finally:
+            self._acceptor_nonces.discard(nonce_a)
+        if proof == ["bye"]:
+            log.debug(
+                "peer %s at %s hung up: already linked through another address", dialer_id, _remote(stream)
+            )
+            return None
+        if not (type(proof) is list and len(proof) == 2 and proof[0] == "proof" and type(proof[1]) is bytes):
+            raise LinkClosed("expected proof")
+        expected = handshake_mac(cfg.secret, b"dialer", nonce_a, nonce_d, dialer, me)
+        if not hmac.compare_digest(proof[1], expected):
+            raise LinkClosed("dialer failed to prove the cluster secret")
+        if dialer_id == cfg.node_id:
+            if nonce_d in self._dialer_nonces:
+                return None  # ourselves: our dialer noticed too and stops dialing that address
+            log.error(
+                "node %s at %s uses our node id: check the cluster configuration", dialer_id, _remote(stream)
+            )
+            raise LinkClosed("another node uses our node id")
+        await stream.send_all(_frame(["welcome"]))
+        return dialer
+
+    async def _read_frames(
+        self, peer: tuple[str, str], stream: trio.SocketStream, reader: _FrameReader
+    ) -> None:
+        peer_id, peer_address = peer
+        stats = self._stats
+        max_frame = self.config.max_frame_bytes
+        on_message = self._on_message
+        unpack = msgpack.unpackb
+        buf = reader.buffer
+        with trio.CancelScope() as scope:
+            old = self._inbound.get(peer_id)
+            if old is not None:
+                log.info("peer %s connected again: closing its previous inbound connection", peer_id)
+                old.scope.cancel()
+            me = self._inbound[peer_id] = _Inbound(peer_address, scope)
+            stats.inbound_accepts += 1
+            log.info("peer %s (%s) connected from %s", peer_id, peer_address, _remote(stream))
+            try:
+                while True:
+                    pos = 0
+                    size = len(buf)
+                    need = 4
+                    while size - pos >= 4:
+                        (length,) = _LEN.unpack_from(buf, pos)
+                        if length > max_frame:
+                            raise LinkClosed(f"frame of {length} bytes exceeds {max_frame}")
+                        end = pos + 4 + length
+                        if end > size:
+                            need = end - pos
+                            break
+                        try:
+                            obj = unpack(buf[pos + 4 : end], raw=False, strict_map_key=True)
+                        except Exception as exc:  # msgpack raises several types on garbage
+                            raise LinkClosed(f"undecodable frame ({type(exc).__name__})") from None
+                        try:
+                            message = decode_message(obj)
+                        except ProtocolError as exc:
+                            raise LinkClosed(f"malformed message: {exc}") from None
+                        pos = end
+                        stats.frames_received += 1
+                        stats.bytes_received += 4 + length
+                        on_message(peer_id, message)
+                    if pos:
+                        del buf[:pos]
+                    await reader.fill(need - len(buf))
+            except _Eof:
+                log.info("peer %s closed its connection", peer_id)
+            except LinkClosed as exc:
+                stats.bad_frames += 1
+                log.warning("closing connection from peer %s (%s): %s", peer_id, _remote(stream), exc)
+            except _CLOSED_ERRORS as exc:
+                log.info("connection from peer %s lost: %s", peer_id, exc)
+            finally:
+                if self._inbound.get(peer_id) is me:
+                    del self._inbound[peer_id]
+
+    # ============================================================================================
+    # Dialing: frames to peers
+    # ============================================================================================
+    async def _dial_forever(self, address: str) -> None:
+        cfg = self.config
+        host, port = _split_address(address)
+        interval = cfg.reconnect_interval_ms / 1000
+        delay = 0.0
+        try:
+            while True:
+                if delay:
+                    await trio.sleep(delay)
+                    self._stats.reconnects += 1
+                delay = interval
+                stream: trio.SocketStream | None = None
+                with trio.move_on_after(cfg.connect_timeout_ms / 1000):
+                    try:
+                        stream = await trio.open_tcp_stream(host, port)
+                    except OSError as exc:
+                        log.debug("cannot connect to peer %s: %s", address, exc)
+                if stream is None:
+                    continue
+                try:
+                    _tune(stream)
+                    try:
+                        with trio.fail_after(cfg.handshake_timeout_ms / 1000):
+                            outcome = await self._handshake_dialer(stream, address)
+                    except (LinkClosed, trio.TooSlowError, *_CLOSED_ERRORS) as exc:
+                        self._stats.handshake_failures += 1
+                        log.warning(
+                            "peer handshake with %s failed: %s", address, str(exc) or type(exc).__name__
+                        )
+                        continue
+                    if outcome == "self":
+                        self._stats.self_dials += 1
+                        log.info("peer address %s is this node: not dialing it", address)
+                        return
+                    if outcome == "duplicate":
+                        delay = interval * _DUPLICATE_RETRY_FACTOR
+                        continue
+                    assert isinstance(outcome, tuple)
+                    try:
+                        await self._run_outbound(address, outcome, stream)
+                    finally:
+                        self._release_claim(outcome[0], address)
+                finally:
+                    await trio.aclose_forcefully(stream)
+        finally:
+            self._dialing.discard(address)
+
+    def _release_claim(self, node_id: str, address: str) -> None:
+        if self._dial_claims.get(node_id) == address:
+            del self._dial_claims[node_id]
+
+    async def _handshake_dialer(self, stream: trio.SocketStream, address: str) -> tuple[str, str] | str:
+        """The peer's (node id, advertise address), or "self" / "duplicate".
+
+        Before proving itself, the dialer claims the peer's node id for its address (released by the
+        caller when the link ends, or here when the handshake fails), so that two addresses of one node
+        never both complete a handshake: the second says "bye" instead.
+        """
+        cfg = self.config
+        reader = _FrameReader(stream)
+        me = (cfg.node_id, cfg.advertise_address)
+        nonce_d = secrets.token_bytes(NONCE_BYTES)
+        self._dialer_nonces.add(nonce_d)
+        claimed: str | None = None
+        try:
+            await stream.send_all(
+                _frame(["hello", PROTOCOL_VERSION, cfg.node_id, cfg.advertise_address, nonce_d])
+            )
+            challenge = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
+            if not (type(challenge) is list and len(challenge) == 5 and challenge[0] == "challenge"):
+                raise LinkClosed("expected challenge")
+            _, peer_id, peer_address, nonce_a, mac_a = challenge
+            if not (
+                _is_id(peer_id) and _is_address(peer_address) and _is_nonce(nonce_a) and type(mac_a) is bytes
+            ):
+                raise LinkClosed("malformed challenge")
+            peer = (peer_id, peer_address)
+            if not hmac.compare_digest(
+                mac_a, handshake_mac(cfg.secret, b"acceptor", nonce_d, nonce_a, me, peer)
+            ):
+                raise LinkClosed("peer failed to prove the cluster secret")
+            is_self = peer_id == cfg.node_id
+            if is_self and nonce_a not in self._acceptor_nonces:
+                log.error(
+                    "the node at %s uses our node id %s: check the cluster configuration",
+                    _remote(stream),
+                    peer_id,
+                )
+                raise LinkClosed("another node uses our node id")
+            if not is_self:
+                holder = self._dial_claims.get(peer_id)
+                if holder is not None and holder != address:
+                    log.warning(
+                        "peer address %s is node %s, already linked through %s: retrying later",
+                        address,
+                        peer_id,
+                        holder,
+                    )
+                    await stream.send_all(_frame(["bye"]))
+                    return "duplicate"
+                self._dial_claims[peer_id] = address
+                claimed = peer_id
+            await stream.send_all(
+                _frame(["proof", handshake_mac(cfg.secret, b"dialer", nonce_a, nonce_d, me, peer)])
+            )
+            if is_self:
+                # Keep our nonce registered until our acceptor has checked it and hung up.
+                with contextlib.suppress(LinkClosed):
+                    await reader.read(HANDSHAKE_FRAME_MAX)
+                return "self"
+            welcome = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
+            if welcome != ["welcome"]:
+                raise LinkClosed("expected welcome")
+            if reader.buffer:
+                raise LinkClosed("unexpected data after welcome")
+            claimed = None  # the caller releases it when the link ends
+            return peer
+        finally:
+            self._dialer_nonces.discard(nonce_d)
+            if claimed is not None:
+                self._release_claim(claimed, address)
+
+    async def _run_outbound(
+        self, dial_address: str, peer: tuple[str, str], stream: trio.SocketStream
+    ) -> None:
+        peer_id, peer_address = peer
+        old = self._outbound.get(peer_id)
+        assert old is None or old.closed, "one dial claim per node id"
+        link = _Outbound(peer_id, peer_address, dial_address)
+        self._outbound[peer_id] = link
+        self._stats.outbound_connects += 1
+        log.info("linked to peer %s (%s) at %s", peer_id, peer_address, dial_address)
+        try:
+            self._on_connected(peer_id, peer_address)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_outbound, link, stream, nursery.cancel_scope)
+                await self._write_frames(link, stream, nursery.cancel_scope)
+        finally:
+            link.closed = True
+            if self._outbound.get(peer_id) is link:
+                del self._outbound[peer_id]
+            for message in link.inflight:
+                self._fail(peer_id, message)
+            link.inflight = []
+            while link.queue:
+                self._fail(peer_id, link.queue.popleft())
+
+    async def _watch_outbound(
+        self, link: _Outbound, stream: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
+        """The peer never writes on our outbound connection: any byte, or its end, closes the link."""
+        try:
+            data = await stream.receive_some(HANDSHAKE_FRAME_MAX)
+        except _CLOSED_ERRORS as exc:
+            log.info("link to peer %s lost: %s", link.node_id, exc)
+        else:
+            if data:
+                self._stats.bad_frames += 1
+                log.warning("peer %s wrote on our outbound connection: closing it", link.node_id)
+            else:
+                log.info("peer %s closed our link", link.node_id)
+        scope.cancel()
+
+    async def _write_frames(
+        self, link: _Outbound, stream: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
+        stats = self._stats
+        max_frame = self.config.max_frame_bytes
+        write_timeout = self.config.write_timeout_ms / 1000
+        queue = link.queue
+        pack = msgpack.packb
+        len_pack = _LEN.pack
+        try:
+            while True:
+                if not queue:
+                    wakeup = link.wakeup = trio.Event()
+                    await wakeup.wait()
+                    continue
+                batch: list[Message] = []
+                chunks: list[bytes] = []
+                size = 0
+                link.inflight = batch
+                while queue and size < _BATCH_BYTES:
+                    message = queue.popleft()
+                    try:
+                        payload = pack(encode_message(message), use_bin_type=True)
+                    except Exception as exc:  # a message the codec or msgpack cannot carry: a bug upstream
+                        log.error(
+                            "cannot encode %s for peer %s: %r", type(message).__name__, link.node_id, exc
+                        )
+                        self._fail(link.node_id, message)
+                        continue
+                    if len(payload) > max_frame:
+                        log.error(
+                            "%s for peer %s is %d bytes, over the %d-byte frame limit: dropped",
+                            type(message).__name__,
+                            link.node_id,
+                            len(payload),
+                            max_frame,
+                        )
+                        self._fail(link.node_id, message)
+                        continue
+                    batch.append(message)
+                    chunks.append(len_pack(len(payload)))
+                    chunks.append(payload)
+                    size += 4 + len(payload)
+                if not batch:
+                    continue
+                data = b"".join(chunks)
+                with trio.fail_after(write_timeout):
+                    await stream.send_all(data)
+                link.inflight = []
+                stats.frames_sent += len(batch)
+                stats.bytes_sent += len(data)
+        except trio.TooSlowError:
+            log.warning("peer %s has not read for %.1f s: closing the link", link.node_id, write_timeout)
+        except _CLOSED_ERRORS as exc:
+            log.info("link to peer %s lost: %s", link.node_id, exc)
+        scope.cancel()
+
+
+async def _open_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Listening sockets on every address ``host`` resolves to ("" = all), on one port even for port 0."""
+    infos = await trio.socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[trio.socket.SocketType] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, socktype, proto, _, sockaddr in infos:
+            if (family, sockaddr) in seen:
+                continue
+            seen.add((family, sockaddr))
+            sock = trio.socket.socket(family, socktype, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # the port the first one got, on every address
+                sockaddr = (sockaddr[0], sockets[0].getsockname()[1], *sockaddr[2:])
+            await sock.bind(sockaddr)
+            sock.listen(128)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(f"no address to listen on for {host!r}")
+    return [trio.SocketListener(sock) for sock in sockets]

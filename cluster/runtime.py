@@ -1,0 +1,182 @@
+"""NodeRuntime: the trio shell around one :class:`~distro.node.DistroNode`.
+
+It feeds the core its inputs (client writes, peer messages, link events, timer ticks) and carries the
+effects out (peer sends, client replies, view changes, lifecycle log lines). It makes no protocol
+decision of its own.
+
+Concurrency: trio runs one task at a time and the core never awaits, so any task may call into the core
+synchronously and nobody ever sees it half-updated (design.md §3); no locks. After every input the
+runtime drains the effects at once. One timer task sleeps until the core's next deadline and ticks it;
+an input that brings the deadline closer wakes it. Time is ``trio.current_time()`` based, so trio's
+``MockClock`` drives a whole runtime in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from distro.config import DistroConfig
+from distro.effects import ClientReply, LifecycleEvent, Send, ServiceChanged
+from distro.messages import Message
+from distro.model import ServiceKey
+from distro.node import DistroNode
+from distro.requests import ClientRequest, Result
+from distro.views import ServiceView
+
+log = logging.getLogger("distro.node")
+
+ChangeListener = Callable[[ServiceKey, ServiceView], None]
+
+
+class PeerTransport(Protocol):
+    """What the runtime needs from a peer transport (``cluster.peerlink.PeerLinks`` or an in-memory one)."""
+
+    def send(self, node_id: str, message: Message) -> None:
+        """Queue a message for a peer; failures come back through the runtime's ``on_send_failed``."""
+
+
+class NodeRuntime:
+    """Drives one DistroNode from trio. Create it, then ``await nursery.start(runtime.run)``."""
+
+    def __init__(self, node_id: str, config: DistroConfig, *, address: str, epoch_ms: int | None = None) -> None:
+        self._trio_start = trio.current_time()
+        self._epoch_ms = int(time.time() * 1000) if epoch_ms is None else epoch_ms
+        self.node = DistroNode(node_id, config, self.now_ms(), address=address)
+        self.transport: PeerTransport | None = None
+        self._request_seq = 0
+        self._waiting: dict[int, tuple[trio.Event, list[Result]]] = {}
+        self._failed: list[tuple[str, Message]] = []
+        self._dispatching = False
+        self._wake = trio.Event()
+        self._scheduled_ms: int | None = None
+        self._change_events: dict[ServiceKey, trio.Event] = {}
+        self.change_listeners: list[ChangeListener] = []
+        self.ready_event = trio.Event()
+        self.forward_wait_ms = 2 * config.forward_timeout_ms + 1000
+
+    # -- time -------------------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds, advanced by trio's clock (so MockClock drives it in tests)."""
+        return self._epoch_ms + int((trio.current_time() - self._trio_start) * 1000)
+
+    # -- inputs -----------------------------------------------------------------------------------
+    async def submit(self, request: ClientRequest) -> Result:
+        """Apply a client write (here, or at its owner) and wait for the answer."""
+        self._request_seq += 1
+        request_id = self._request_seq
+        result = self.node.handle_client(request_id, request, self.now_ms())
+        if result is not None:
+            self._after_input()
+            return result
+        done = trio.Event()
+        slot: list[Result] = []
+        self._waiting[request_id] = (done, slot)
+        self._after_input()
+        with trio.move_on_after(self.forward_wait_ms / 1000):
+            await done.wait()
+        self._waiting.pop(request_id, None)
+        if slot:
+            return slot[0]
+        return Result(503, "server is busy: the owner of this service did not answer, please try again later!")
+
+    def on_message(self, sender: str, message: Message) -> None:
+        """A decoded message from an authenticated peer."""
+        self.node.handle_peer(sender, message, self.now_ms())
+        self._after_input()
+
+    def on_connected(self, node_id: str, address: str) -> None:
+        """An authenticated link to a peer came up."""
+        self.node.peer_connected(node_id, address, self.now_ms())
+        self._after_input()
+
+    def on_send_failed(self, node_id: str, message: Message) -> None:
+        """The transport could not deliver a message."""
+        self._failed.append((node_id, message))
+        if not self._dispatching:
+            self._after_input()
+
+    # -- effects ----------------------------------------------------------------------------------
+    def _after_input(self) -> None:
+        self._dispatch()
+        deadline = self.node.next_deadline_ms()
+        if self._scheduled_ms is None or deadline < self._scheduled_ms:
+            self._wake.set()
+
+    def _dispatch(self) -> None:
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while True:
+                if self._failed:
+                    failed, self._failed = self._failed, []
+                    for node_id, message in failed:
+                        self.node.handle_send_failed(node_id, message, self.now_ms())
+                effects = self.node.take_effects()
+                if not effects and not self._failed:
+                    return
+                for effect in effects:
+                    if isinstance(effect, Send):
+                        if self.transport is not None:
+                            self.transport.send(effect.target, effect.message)
+                    elif isinstance(effect, ClientReply):
+                        waiting = self._waiting.pop(effect.request_id, None)
+                        if waiting is not None:
+                            waiting[1].append(effect.result)
+                            waiting[0].set()
+                    elif isinstance(effect, ServiceChanged):
+                        self._on_service_changed(effect.key, effect.view)
+                    elif isinstance(effect, LifecycleEvent):
+                        self._on_lifecycle(effect)
+        finally:
+            self._dispatching = False
+
+    def _on_service_changed(self, key: ServiceKey, view: ServiceView) -> None:
+        event = self._change_events.pop(key, None)
+        if event is not None:
+            event.set()
+        for listener in self.change_listeners:
+            try:
+                listener(key, view)
+            except Exception:  # a broken listener must not stop replication
+                log.exception("change listener failed for %s", key)
+
+    def _on_lifecycle(self, event: LifecycleEvent) -> None:
+        if event.kind == "ready":
+            self.ready_event.set()
+        log.info("%s: %s", event.kind.replace("_", " "), event.detail)
+
+    # -- watching ---------------------------------------------------------------------------------
+    def change_event(self, key: ServiceKey) -> trio.Event:
+        """An event set the next time ``key``'s view changes (shared by all waiters on that key)."""
+        event = self._change_events.get(key)
+        if event is None:
+            if len(self._change_events) > 100_000:
+                for stale in self._change_events.values():
+                    stale.set()
+                self._change_events.clear()
+            event = self._change_events[key] = trio.Event()
+        return event
+
+    # -- the timer task ---------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tick the core at its deadlines until cancelled."""
+        task_status.started()
+        while True:
+            deadline = self.node.next_deadline_ms()
+            self._scheduled_ms = deadline
+            delay_s = max(0.0, (deadline - self.now_ms()) / 1000)
+            if delay_s > 0:
+                with trio.move_on_after(delay_s):
+                    await self._wake.wait()
+            else:
+                await trio.lowlevel.checkpoint()
+            self._wake = trio.Event()
+            self._scheduled_ms = None
+            self.node.tick(self.now_ms())
+            self._dispatch()

@@ -1,0 +1,1 @@
+"""Distro: the pure core of the registry (no IO). See docs/design.md."""

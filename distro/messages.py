@@ -1,0 +1,87 @@
+"""Peer messages: what nodes send each other. docs/protocol.md describes each one.
+
+All are immutable values. ``Items`` is the unit of data transfer: ``(service key, entry id, entry)``
+triples, merged by the receiver entry by entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distro.datum import Entry
+from distro.model import ServiceKey
+from distro.requests import ClientRequest, Result
+
+Item = tuple[ServiceKey, str, Entry]
+Items = tuple[Item, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Liveness, every ``ping_interval_ms`` to every known peer. Carries readiness and the sender's address."""
+
+    ready: bool
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A client write for a key the sender does not own, sent to the owner (one hop, never re-forwarded)."""
+
+    request_id: int
+    request: ClientRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardReply:
+    """The owner's answer to a :class:`Forward`."""
+
+    request_id: int
+    result: Result
+
+
+@dataclass(frozen=True, slots=True)
+class SyncBatch:
+    """Changed entries, coalesced per peer and flushed ``sync_delay_ms`` after the first change."""
+
+    items: Items
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Anti-entropy: digests of the keys the sender owns, for the sorted key range ``(low, high]``.
+
+    ``low``/``high`` are key strings; ``None`` means unbounded. The receiver compares, and also
+    reports keys it holds in that range which it believes the sender owns but the digest lacks.
+    """
+
+    digests: tuple[tuple[ServiceKey, int], ...]
+    low: str | None
+    high: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """Answer to a :class:`Digest`: the receiver's entries for differing keys, and the keys it wants."""
+
+    items: Items
+    want: tuple[ServiceKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """Sent by a starting node to its peers until one ready peer has sent a full snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Part ``seq`` of ``total`` of the sender's whole store; ``ready=False`` says the sender has none."""
+
+    ready: bool
+    snapshot_id: int
+    seq: int
+    total: int
+    items: Items
+
+
+Message = Ping | Forward | ForwardReply | SyncBatch | Digest | Repair | SnapshotRequest | SnapshotChunk

@@ -1,0 +1,272 @@
+"""The registry's data model: service keys, instances and service metadata, with Nacos's validation.
+
+Everything here is a plain value. Validation raises :class:`ValidationError` carrying the text Nacos
+answers with (see docs/api.md), so the HTTP layer can return it unchanged as a 400.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+DEFAULT_NAMESPACE = "public"
+DEFAULT_GROUP = "DEFAULT_GROUP"
+DEFAULT_CLUSTER = "DEFAULT"
+GROUP_SEPARATOR = "@@"
+NAMESPACE_SEPARATOR = "##"
+
+# Nacos metadata keys that change an instance's timings (values must be all digits).
+META_BEAT_INTERVAL = "preserved.heart.beat.interval"
+META_BEAT_TIMEOUT = "preserved.heart.beat.timeout"
+META_DELETE_TIMEOUT = "preserved.ip.delete.timeout"
+
+_SERVICE_NAME_RE = re.compile(r"[0-9a-zA-Z@.:_-]+")
+_CLUSTER_NAME_RE = re.compile(r"[0-9a-zA-Z-]+")
+_NAMESPACE_RE = re.compile(r"[0-9a-zA-Z_.:-]+")
+_IPV4_CHARS_RE = re.compile(r"[0-9.]+")
+_HOST_RE = re.compile(r"[0-9a-zA-Z.:_%\[\]-]+")
+_DIGITS_RE = re.compile(r"\d+")
+
+MAX_NAME_LENGTH = 256
+MAX_WEIGHT = 10000.0
+
+
+class ValidationError(ValueError):
+    """A request parameter is invalid; ``message`` is the text the client receives with a 400."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceKey:
+    """Identifies a service: namespace, group and bare service name. ``str()`` gives ``ns##group@@name``."""
+
+    namespace: str
+    group: str
+    service: str
+
+    @property
+    def grouped_name(self) -> str:
+        """``group@@service``, the name Nacos keys everything by."""
+        return f"{self.group}{GROUP_SEPARATOR}{self.service}"
+
+    def __str__(self) -> str:
+        return f"{self.namespace}{NAMESPACE_SEPARATOR}{self.group}{GROUP_SEPARATOR}{self.service}"
+
+    @classmethod
+    def parse(cls, text: str) -> ServiceKey:
+        """Inverse of ``str()``."""
+        namespace, sep, grouped = text.partition(NAMESPACE_SEPARATOR)
+        group, sep2, service = grouped.partition(GROUP_SEPARATOR)
+        if not sep or not sep2:
+            raise ValidationError(f"bad service key: {text}")
+        return cls(namespace, group, service)
+
+
+def service_key(namespace: str | None, group: str | None, service_name: str) -> ServiceKey:
+    """Build a validated key from API parameters; ``service_name`` may already be ``group@@name``."""
+    namespace = validate_namespace(namespace or DEFAULT_NAMESPACE)
+    if not service_name:
+        raise ValidationError("Param 'serviceName' is required.")
+    if len(service_name) > MAX_NAME_LENGTH:
+        raise ValidationError(f"Param 'serviceName' is too long: at most {MAX_NAME_LENGTH} characters")
+    if GROUP_SEPARATOR in service_name:
+        parts = service_name.split(GROUP_SEPARATOR)
+        if len(parts) != 2 or not parts[1]:
+            raise ValidationError(
+                "Param 'serviceName' is illegal, it should be format as 'groupName@@serviceName'"
+            )
+        if not parts[0]:
+            raise ValidationError("Param 'serviceName' is illegal, groupName can't be empty")
+        group_part, bare = parts
+    else:
+        group_part, bare = (group or DEFAULT_GROUP), service_name
+    if GROUP_SEPARATOR in group_part or not group_part:
+        raise ValidationError("Param 'groupName' is illegal")
+    grouped = f"{group_part}{GROUP_SEPARATOR}{bare}"
+    if len(grouped) > MAX_NAME_LENGTH:
+        raise ValidationError(
+            f"Param 'serviceName' is too long: groupName@@serviceName has at most {MAX_NAME_LENGTH} characters"
+        )
+    if not _SERVICE_NAME_RE.fullmatch(grouped):
+        raise ValidationError(f"dom name can only have these characters: 0-9a-zA-Z-._:, current: {grouped}")
+    return ServiceKey(namespace, group_part, bare)
+
+
+def validate_namespace(namespace: str) -> str:
+    """Namespace ids: Nacos accepts any id; we keep ids printable and bounded."""
+    if len(namespace) > 128 or not _NAMESPACE_RE.fullmatch(namespace):
+        raise ValidationError(
+            f"Param 'namespaceId' is illegal, it can only have these characters: 0-9a-zA-Z-._: "
+            f"(at most 128), current: {namespace[:128]}"
+        )
+    return namespace
+
+
+def validate_cluster(name: str) -> str:
+    """Cluster names follow Nacos: ``[0-9a-zA-Z-]+``."""
+    if not name or len(name) > MAX_NAME_LENGTH or not _CLUSTER_NAME_RE.fullmatch(name):
+        raise ValidationError(f"cluster name can only have these characters: 0-9a-zA-Z-, current: {name}")
+    return name
+
+
+def validate_ip(ip: str) -> str:
+    """An IPv4 address (checked strictly, as Nacos does) or a host name / IPv6 literal."""
+    if not ip:
+        raise ValidationError("Param 'ip' is required.")
+    if len(ip) > 253:
+        raise ValidationError("instance format invalid: Your IP address is spelled incorrectly")
+    if _IPV4_CHARS_RE.fullmatch(ip):
+        octets = ip.split(".")
+        if len(octets) != 4 or not all(o.isdigit() and len(o) <= 3 and int(o) <= 255 for o in octets):
+            raise ValidationError("instance format invalid: Your IP address is spelled incorrectly")
+    elif not _HOST_RE.fullmatch(ip):
+        raise ValidationError("instance format invalid: Your IP address is spelled incorrectly")
+    return ip
+
+
+def validate_port(port: int) -> int:
+    """Ports are 0..65535 (Nacos treats 0 as a wildcard; we store it as given)."""
+    if not 0 <= port <= 65535:
+        raise ValidationError(f"Param 'port' is illegal, it must be an integer in [0, 65535], current: {port}")
+    return port
+
+
+def validate_weight(weight: float) -> float:
+    """Weights range over 0..10000 (Nacos's text)."""
+    if math.isnan(weight) or not 0.0 <= weight <= MAX_WEIGHT:
+        raise ValidationError("instance format invalid: The weights range from 0.0 to 10000.0")
+    if 0.0 < weight < 0.01:
+        return 0.01
+    return weight
+
+
+def parse_metadata(raw: str, *, max_keys: int = 64, max_bytes: int = 4096) -> dict[str, str]:
+    """Metadata as Nacos accepts it: a JSON object, or ``k1=v1,k2=v2``. Bounded in keys and bytes."""
+    raw = raw.strip()
+    if not raw:
+        return {}
+    if len(raw.encode("utf-8", "replace")) > max_bytes:
+        raise ValidationError(f"metadata is too large: at most {max_bytes} bytes")
+    result: dict[str, str] = {}
+    if raw.startswith("{"):
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            raise ValidationError(f"metadata format incorrect:{raw}") from None
+        if not isinstance(parsed, dict):
+            raise ValidationError(f"metadata format incorrect:{raw}")
+        for key, value in parsed.items():
+            if isinstance(value, dict | list):
+                raise ValidationError(f"metadata format incorrect:{raw}")
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            result[str(key)] = str(value)
+    else:
+        for item in raw.split(","):
+            if not item.strip():
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValidationError(f"metadata format incorrect:{raw}")
+            result[key.strip()] = value.strip()
+    if len(result) > max_keys:
+        raise ValidationError(f"metadata has too many keys: at most {max_keys}")
+    return result
+
+
+def _timing(metadata: Mapping[str, str], key: str, default: int) -> int:
+    value = metadata.get(key)
+    if value is not None and _DIGITS_RE.fullmatch(value) and len(value) <= 12:
+        return int(value)
+    return default
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One registered instance. Identified by ``ip:port`` within its cluster (see :attr:`entry_id`)."""
+
+    ip: str
+    port: int
+    cluster: str = DEFAULT_CLUSTER
+    weight: float = 1.0
+    healthy: bool = True
+    enabled: bool = True
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def entry_id(self) -> str:
+        """The identity of this instance inside its service's datum."""
+        return instance_entry_id(self.cluster, self.ip, self.port)
+
+    def instance_id(self, key: ServiceKey) -> str:
+        """Nacos's ``simple`` id: ``ip#port#cluster#group@@service``."""
+        return f"{self.ip}#{self.port}#{self.cluster}#{key.grouped_name}"
+
+    def beat_interval_ms(self, default: int) -> int:
+        """Client beat interval, overridable by ``preserved.heart.beat.interval``."""
+        return _timing(self.metadata, META_BEAT_INTERVAL, default)
+
+    def heartbeat_timeout_ms(self, default: int) -> int:
+        """Unhealthy after this long without a beat; ``preserved.heart.beat.timeout`` overrides."""
+        return _timing(self.metadata, META_BEAT_TIMEOUT, default)
+
+    def expire_ms(self, default: int) -> int:
+        """Deleted after this long without a beat; ``preserved.ip.delete.timeout`` overrides."""
+        return _timing(self.metadata, META_DELETE_TIMEOUT, default)
+
+    def with_health(self, healthy: bool) -> Instance:
+        """A copy with another health flag."""
+        return replace(self, healthy=healthy)
+
+
+def instance_entry_id(cluster: str, ip: str, port: int) -> str:
+    """``cluster/ip:port``; cluster names cannot contain ``/`` so this is unambiguous."""
+    return f"{cluster}/{ip}:{port}"
+
+
+def make_instance(
+    ip: str,
+    port: int,
+    *,
+    cluster: str = DEFAULT_CLUSTER,
+    weight: float = 1.0,
+    healthy: bool = True,
+    enabled: bool = True,
+    metadata: Mapping[str, str] | None = None,
+) -> Instance:
+    """Build a validated instance."""
+    return Instance(
+        ip=validate_ip(ip.strip()),
+        port=validate_port(port),
+        cluster=validate_cluster(cluster),
+        weight=validate_weight(weight),
+        healthy=healthy,
+        enabled=enabled,
+        metadata=dict(metadata or {}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMeta:
+    """Service-level settings (``POST /nacos/v1/ns/service``): protect threshold, metadata, selector."""
+
+    protect_threshold: float = 0.0
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    selector_type: str = "none"
+
+
+def validate_protect_threshold(value: float) -> float:
+    """Protect thresholds are ratios in [0, 1]."""
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValidationError("Param 'protectThreshold' is illegal, it must be a number in [0, 1]")
+    return value

@@ -1,0 +1,105 @@
+"""Client requests the core accepts, and the results it answers with.
+
+These are the writes of the Nacos naming API after parameter parsing and validation. Reads are served
+from the node's read views (:meth:`distro.node.DistroNode.view`) and never pass through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from distro.model import Instance, ServiceKey, ServiceMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """``POST /instance``: add or replace an instance."""
+
+    key: ServiceKey
+    instance: Instance
+
+
+@dataclass(frozen=True, slots=True)
+class Deregister:
+    """``DELETE /instance``: remove an instance (``ok`` even when it is unknown, as Nacos)."""
+
+    key: ServiceKey
+    cluster: str
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateInstance:
+    """``PUT /instance``: change the given fields of an instance.
+
+    ``changes`` holds only the fields the client sent (``weight``, ``healthy``, ``enabled``,
+    ``metadata``). With ``must_exist`` (Nacos does this for its Java client) an unknown instance is a
+    400; otherwise it is registered with defaults for the missing fields.
+    """
+
+    key: ServiceKey
+    cluster: str
+    ip: str
+    port: int
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    must_exist: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """``PUT /instance/beat``. ``instance`` is set for a full beat, which re-registers an unknown instance."""
+
+    key: ServiceKey
+    cluster: str
+    ip: str
+    port: int
+    instance: Instance | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateService:
+    """``POST /service``."""
+
+    key: ServiceKey
+    meta: ServiceMeta
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateService:
+    """``PUT /service``."""
+
+    key: ServiceKey
+    meta: ServiceMeta
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteService:
+    """``DELETE /service``: refused while the service still has instances."""
+
+    key: ServiceKey
+
+
+ClientRequest = Register | Deregister | UpdateInstance | Beat | CreateService | UpdateService | DeleteService
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The answer to a client request: an HTTP status and a body (``"ok"``, a text, or a JSON object)."""
+
+    status: int
+    body: str | dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx status."""
+        return 200 <= self.status < 300
+
+
+OK = Result(200, "ok")
+
+# Nacos response codes carried inside beat answers.
+CODE_OK = 10200
+CODE_RESOURCE_NOT_FOUND = 20404

@@ -1,0 +1,177 @@
+"""The datum store: every service key's entries, their digests, and tombstone collection.
+
+Tombstones are collected ``tombstone_ttl_ms`` after they were written. Collecting one leaves a *floor*
+for its key: the highest collected version. A live entry that arrives later for an entry id the store
+does not hold, with a version at or below the floor, may be a stale copy of something deleted and
+collected here (a node that was cut off for longer than the TTL). The store refuses it and reports it, so
+the node can answer with a fresh tombstone instead of resurrecting a deregistered instance.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from distro.datum import META_ENTRY_ID, Datum, Entry, entry_hash
+from distro.model import Instance, ServiceKey, ServiceMeta
+from distro.versions import Version
+
+
+class MergeOutcome(enum.Enum):
+    """What :meth:`DatumStore.merge` did with an entry."""
+
+    APPLIED = "applied"  # the entry is new or newer: stored
+    STALE = "stale"  # an equal or newer version is already stored: ignored
+    BELOW_FLOOR = "below_floor"  # unknown live entry older than a collected tombstone: refused
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    """Counts of what the store holds."""
+
+    keys: int
+    entries: int
+    live_instances: int
+    tombstones: int
+
+
+class DatumStore:
+    """All datums of one node, keyed by service key, with incrementally maintained digests."""
+
+    __slots__ = ("_datums", "_digests", "_floors", "_live_instances", "_tombstones")
+
+    def __init__(self) -> None:
+        self._datums: dict[ServiceKey, Datum] = {}
+        self._digests: dict[ServiceKey, int] = {}
+        self._floors: dict[ServiceKey, Version] = {}
+        self._tombstones = 0
+        self._live_instances = 0
+
+    # -- reading ---------------------------------------------------------------------------------
+    def keys(self) -> Iterator[ServiceKey]:
+        """Every key with at least one entry."""
+        return iter(self._datums)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._datums
+
+    def __len__(self) -> int:
+        return len(self._datums)
+
+    def datum(self, key: ServiceKey) -> Datum | None:
+        """The key's entries (do not mutate), or None."""
+        return self._datums.get(key)
+
+    def entry(self, key: ServiceKey, entry_id: str) -> Entry | None:
+        """One entry, or None."""
+        datum = self._datums.get(key)
+        return None if datum is None else datum.get(entry_id)
+
+    def live_instance(self, key: ServiceKey, entry_id: str) -> Instance | None:
+        """The instance stored under ``entry_id`` unless it is absent or a tombstone."""
+        entry = self.entry(key, entry_id)
+        if entry is None or not isinstance(entry.value, Instance):
+            return None
+        return entry.value
+
+    def meta(self, key: ServiceKey) -> ServiceMeta | None:
+        """The service's settings entry, unless absent or deleted."""
+        entry = self.entry(key, META_ENTRY_ID)
+        if entry is None or not isinstance(entry.value, ServiceMeta):
+            return None
+        return entry.value
+
+    def live_instance_count(self, key: ServiceKey) -> int:
+        """How many live instances the key has."""
+        datum = self._datums.get(key)
+        if datum is None:
+            return 0
+        return sum(1 for entry in datum.values() if isinstance(entry.value, Instance))
+
+    def service_exists(self, key: ServiceKey) -> bool:
+        """A service exists while it has settings or any live instance."""
+        datum = self._datums.get(key)
+        return datum is not None and any(entry.value is not None for entry in datum.values())
+
+    def digest(self, key: ServiceKey) -> int:
+        """XOR of the key's entry hashes; equal datums have equal digests."""
+        return self._digests.get(key, 0)
+
+    def items(self, key: ServiceKey) -> list[tuple[str, Entry]]:
+        """The key's entries as a list (a copy)."""
+        datum = self._datums.get(key)
+        return [] if datum is None else list(datum.items())
+
+    def statistics(self) -> StoreStatistics:
+        """Sizes, for metrics."""
+        entries = sum(len(d) for d in self._datums.values())
+        return StoreStatistics(len(self._datums), entries, self._live_instances, self._tombstones)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def merge(self, key: ServiceKey, entry_id: str, entry: Entry) -> MergeOutcome:
+        """Merge one entry: keep it if its version is higher than the stored one."""
+        datum = self._datums.get(key)
+        current = None if datum is None else datum.get(entry_id)
+        if current is not None:
+            if entry.version <= current.version:
+                return MergeOutcome.STALE
+        else:
+            floor = self._floors.get(key)
+            if floor is not None and entry.version <= floor:
+                return MergeOutcome.STALE if entry.value is None else MergeOutcome.BELOW_FLOOR
+        if datum is None:
+            datum = self._datums[key] = {}
+        datum[entry_id] = entry
+        digest = self._digests.get(key, 0) ^ entry_hash(entry_id, entry.version)
+        if current is not None:
+            digest ^= entry_hash(entry_id, current.version)
+            self._count(current, -1)
+        self._digests[key] = digest
+        self._count(entry, +1)
+        return MergeOutcome.APPLIED
+
+    def _count(self, entry: Entry, sign: int) -> None:
+        if entry.value is None:
+            self._tombstones += sign
+        elif isinstance(entry.value, Instance):
+            self._live_instances += sign
+
+    def collect_tombstones(self, older_than_ms: int) -> list[ServiceKey]:
+        """Drop tombstones written before ``older_than_ms``; returns the keys that changed."""
+        changed: list[ServiceKey] = []
+        if self._tombstones == 0:
+            return changed
+        for key, datum in list(self._datums.items()):
+            doomed = [
+                (entry_id, entry)
+                for entry_id, entry in datum.items()
+                if entry.value is None and entry.version.ms < older_than_ms
+            ]
+            if not doomed:
+                continue
+            digest = self._digests.get(key, 0)
+            floor = self._floors.get(key)
+            for entry_id, entry in doomed:
+                del datum[entry_id]
+                digest ^= entry_hash(entry_id, entry.version)
+                self._tombstones -= 1
+                if floor is None or entry.version > floor:
+                    floor = entry.version
+            assert floor is not None
+            self._floors[key] = floor
+            if datum:
+                self._digests[key] = digest
+            else:
+                del self._datums[key]
+                self._digests.pop(key, None)
+            changed.append(key)
+        return changed
+
+    def clear(self) -> None:
+        """Forget everything (a node that must reload its snapshot)."""
+        self._datums.clear()
+        self._digests.clear()
+        self._floors.clear()
+        self._tombstones = 0
+        self._live_instances = 0

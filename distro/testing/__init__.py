@@ -1,0 +1,1 @@
+"""Simulator and checkers shipped with the core, for tests and scripts/simulate."""

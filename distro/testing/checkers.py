@@ -1,0 +1,140 @@
+"""Checkers: look at a simulated cluster from outside and return readable violations (never assert).
+
+Safety (:class:`SafetyChecker`, after every step):
+- per key and entry, no two copies with the same version and different content, ever;
+- a node never serves an instance its store holds as deleted (views match the store);
+- no queue or buffer is over its bound.
+
+Liveness (:func:`check_converged`, after faults stop and the cluster settles):
+- every ready node holds the same live entries for every key;
+- every heartbeating client is listed, healthy, on every node; every deregistered or dead one is gone.
+"""
+
+from __future__ import annotations
+
+from distro.datum import EntryValue
+from distro.model import Instance, ServiceKey
+from distro.node import DistroNode
+from distro.testing.sim import Simulator
+from distro.versions import Version
+
+
+class SafetyChecker:
+    """Remembers every (key, entry, version) ever seen and flags conflicting content."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[ServiceKey, str, Version], EntryValue] = {}
+
+    def check(self, sim: Simulator) -> list[str]:
+        """Violations of the safety invariants right now."""
+        violations: list[str] = []
+        for node_id, node in sim.live_nodes():
+            violations.extend(self._check_versions(node_id, node))
+            violations.extend(_check_views(node_id, node))
+            violations.extend(_check_bounds(node_id, node))
+        if len(sim.in_flight) > sim.max_in_flight:
+            violations.append(f"network holds {len(sim.in_flight)} messages, bound {sim.max_in_flight}")
+        return violations
+
+    def _check_versions(self, node_id: str, node: DistroNode) -> list[str]:
+        violations = []
+        for key in node.store.keys():
+            for entry_id, entry in node.store.items(key):
+                marker = (key, entry_id, entry.version)
+                seen = self._seen.setdefault(marker, entry.value)
+                if seen != entry.value:
+                    violations.append(
+                        f"{node_id}: {key} {entry_id} version {tuple(entry.version)} has two contents: "
+                        f"{seen!r} and {entry.value!r}"
+                    )
+        return violations
+
+
+def _check_views(node_id: str, node: DistroNode) -> list[str]:
+    violations = []
+    for view in node.views():
+        for inst in view.instances:
+            stored = node.store.live_instance(view.key, inst.entry_id)
+            if stored != inst:
+                violations.append(
+                    f"{node_id}: serves {view.key} {inst.entry_id} but its store holds {stored!r}"
+                )
+    for key in node.store.keys():
+        live = sum(1 for _, e in node.store.items(key) if isinstance(e.value, Instance))
+        found = node.view(key)
+        shown = 0 if found is None else len(found.instances)
+        if live != shown:
+            violations.append(f"{node_id}: {key} has {live} live instances but its view shows {shown}")
+    return violations
+
+
+def _check_bounds(node_id: str, node: DistroNode) -> list[str]:
+    stats, cfg = node.statistics(), node.config
+    violations = []
+    if stats.pending_forwards > cfg.max_pending_forwards:
+        violations.append(f"{node_id}: {stats.pending_forwards} pending forwards > {cfg.max_pending_forwards}")
+    if stats.notifier_depth > cfg.max_notifier_keys:
+        violations.append(f"{node_id}: notifier depth {stats.notifier_depth} > {cfg.max_notifier_keys}")
+    peers = max(1, stats.peers_known)
+    if stats.dirty_entries > cfg.max_dirty_entries_per_peer * peers:
+        violations.append(f"{node_id}: {stats.dirty_entries} dirty entries over the bound")
+    return violations
+
+
+def live_entries(node: DistroNode) -> dict[tuple[ServiceKey, str], tuple[Version, EntryValue]]:
+    """Every non-tombstone entry of a node."""
+    result: dict[tuple[ServiceKey, str], tuple[Version, EntryValue]] = {}
+    for key in node.store.keys():
+        for entry_id, entry in node.store.items(key):
+            if entry.value is not None:
+                result[(key, entry_id)] = (entry.version, entry.value)
+    return result
+
+
+def check_converged(sim: Simulator) -> list[str]:
+    """Liveness: after faults stop and the cluster has settled, everyone agrees and nothing is lost."""
+    violations: list[str] = []
+    nodes = sim.live_nodes()
+    not_ready = [nid for nid, node in nodes if not node.ready]
+    if not_ready:
+        violations.append(f"nodes never became ready: {', '.join(not_ready)}")
+    ready = [(nid, node) for nid, node in nodes if node.ready]
+    if not ready:
+        return [*violations, "no node is running"]
+    reference_id, reference = ready[0]
+    reference_entries = live_entries(reference)
+    for node_id, node in ready[1:]:
+        entries = live_entries(node)
+        if entries != reference_entries:
+            only_ref = sorted(str(k) for k in reference_entries.keys() - entries.keys())[:5]
+            only_node = sorted(str(k) for k in entries.keys() - reference_entries.keys())[:5]
+            differ = sorted(
+                str(k) for k in entries.keys() & reference_entries.keys() if entries[k] != reference_entries[k]
+            )[:5]
+            violations.append(
+                f"{node_id} and {reference_id} disagree: only on {reference_id}: {only_ref}; "
+                f"only on {node_id}: {only_node}; different: {differ}"
+            )
+    for client in sim.clients:
+        for node_id, node in ready:
+            view = node.view(client.key)
+            listed = None
+            if view is not None:
+                listed = next(
+                    (i for i in view.instances if i.ip == client.ip and i.port == client.port), None
+                )
+            if client.beating:
+                if listed is None:
+                    violations.append(f"lost: client {client.client_id} ({client.ip}:{client.port}) "
+                                      f"is heartbeating but missing on {node_id}")
+                elif not listed.healthy:
+                    violations.append(f"client {client.client_id} is heartbeating but unhealthy on {node_id}")
+            elif client.state in ("deregistered", "dead") and listed is not None:
+                violations.append(
+                    f"client {client.client_id} {client.state} at {client.last_stopped_ms} "
+                    f"but still listed on {node_id} at {sim.now_ms}"
+                )
+    owners = {node.owner_of(sim.services[0]) for _, node in ready}
+    if len(owners) > 1:
+        violations.append(f"nodes disagree on the owner of {sim.services[0]}: {sorted(map(str, owners))}")
+    return violations

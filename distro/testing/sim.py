@@ -1,0 +1,409 @@
+"""A deterministic simulator: N DistroNodes, a simulated clock, a faulty network and heartbeating clients.
+
+Everything is driven by one seed. The network delays, drops, duplicates and reorders messages and can cut
+links in one or both directions; nodes crash (losing all memory) and restart; clients register, beat
+through random nodes, re-register on 20404 and deregister. Checkers (``distro.testing.checkers``) look at
+the cluster from outside and return readable violations.
+
+Two ways to drive it: :meth:`Simulator.run_schedule` plays a random fault schedule (``scripts/simulate``),
+and the fine-grained methods (``send_client_request``, ``deliver``, ``drop``, ``partition``, ``crash``,
+``advance``...) let a Hypothesis state machine choose every step.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from distro.config import DistroConfig
+from distro.effects import ClientReply, LifecycleEvent, Send
+from distro.messages import Message
+from distro.model import ServiceKey, make_instance
+from distro.node import DistroNode
+from distro.requests import CODE_RESOURCE_NOT_FOUND, Beat, ClientRequest, Deregister, Register, Result
+
+
+@dataclass(frozen=True, slots=True)
+class FaultOptions:
+    """Knobs of the simulated network and of the random fault schedule."""
+
+    delay_min_ms: int = 1
+    delay_max_ms: int = 30
+    drop_probability: float = 0.02
+    duplicate_probability: float = 0.02
+    # Per step of run_schedule: probabilities of each fault action.
+    partition_probability: float = 0.02
+    one_way_partition_probability: float = 0.01
+    heal_probability: float = 0.03
+    crash_probability: float = 0.01
+    restart_probability: float = 0.05
+    max_step_ms: int = 1500
+
+
+def sim_config(nodes: int) -> DistroConfig:
+    """The core configuration the simulator uses by default (Nacos timings, fast replication)."""
+    return DistroConfig(cluster_size=nodes, max_pending_forwards=1000)
+
+
+@dataclass(order=True, slots=True)
+class InFlight:
+    """A message on the simulated wire."""
+
+    deliver_at_ms: int
+    seq: int
+    source: str = field(compare=False)
+    target: str = field(compare=False)
+    message: Message = field(compare=False)
+
+
+ClientState = Literal["new", "alive", "deregistered", "dead"]
+
+
+@dataclass(slots=True)
+class SimClient:
+    """A heartbeating service instance, as the Java client behaves (light beats, re-register on 20404)."""
+
+    client_id: int
+    key: ServiceKey
+    ip: str
+    port: int
+    state: ClientState = "new"
+    next_beat_ms: int = 0
+    last_stopped_ms: int | None = None  # when it deregistered or died
+
+    @property
+    def beating(self) -> bool:
+        """True while the client keeps its instance alive."""
+        return self.state == "alive"
+
+
+class Simulator:
+    """A simulated cluster. All randomness comes from ``seed``."""
+
+    def __init__(
+        self,
+        seed: int,
+        node_count: int = 3,
+        *,
+        config: DistroConfig | None = None,
+        faults: FaultOptions | None = None,
+        services: int = 3,
+        beat_interval_ms: int = 5_000,
+        trace: Callable[[str], None] | None = None,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.now_ms = 1_000_000
+        self.config = config or sim_config(node_count)
+        self.faults = faults or FaultOptions()
+        self.node_ids = [f"n{i + 1}" for i in range(node_count)]
+        self.nodes: dict[str, DistroNode | None] = {}
+        self.incarnations: dict[str, int] = dict.fromkeys(self.node_ids, 0)
+        self.blocked: set[tuple[str, str]] = set()
+        self.in_flight: list[InFlight] = []
+        self._seq = 0
+        self.clients: list[SimClient] = []
+        self.services = [ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}") for i in range(services)]
+        self.beat_interval_ms = beat_interval_ms
+        self._request_seq = 0
+        self._beats: list[tuple[int, int]] = []  # heap of (next beat ms, client id)
+        self._requests: dict[tuple[str, int], tuple[int, str]] = {}  # (node, request id) -> (client, kind)
+        self.trace = trace
+        self.max_in_flight = 200_000
+        self.delivered = 0
+        self.dropped = 0
+        for node_id in self.node_ids:
+            self._boot(node_id)
+
+    # ---------------------------------------------------------------------------------------------
+    # Nodes
+    # ---------------------------------------------------------------------------------------------
+    def _boot(self, node_id: str) -> None:
+        peers = [n for n in self.node_ids if n != node_id]
+        self.nodes[node_id] = DistroNode(node_id, self.config, self.now_ms, peers=peers)
+        self._drain(node_id)
+
+    def live_nodes(self) -> list[tuple[str, DistroNode]]:
+        """Running nodes, in id order."""
+        return [(nid, node) for nid, node in self.nodes.items() if node is not None]
+
+    def crash(self, node_id: str) -> None:
+        """Kill a node: its memory is lost and messages to it fail."""
+        if self.nodes.get(node_id) is None:
+            return
+        self.nodes[node_id] = None
+        self._log(f"crash {node_id}")
+
+    def restart(self, node_id: str) -> None:
+        """Start a crashed node again, empty; it loads a snapshot from its peers."""
+        if self.nodes.get(node_id) is not None:
+            return
+        self.now_ms += 1  # a restart never happens in the same millisecond as the crash
+        self.incarnations[node_id] += 1
+        self._boot(node_id)
+        self._log(f"restart {node_id}")
+
+    def partition(self, source: str, target: str, both_ways: bool = True) -> None:
+        """Cut the link ``source -> target`` (and back, unless one-way)."""
+        self.blocked.add((source, target))
+        if both_ways:
+            self.blocked.add((target, source))
+        self._log(f"partition {source}{'<' if both_ways else ''}->{target}")
+
+    def isolate(self, node_id: str) -> None:
+        """Cut one node off from all others, both ways."""
+        for other in self.node_ids:
+            if other != node_id:
+                self.partition(node_id, other)
+
+    def heal(self) -> None:
+        """Remove every partition."""
+        self.blocked.clear()
+        self._log("heal")
+
+    # ---------------------------------------------------------------------------------------------
+    # Network
+    # ---------------------------------------------------------------------------------------------
+    def _send(self, source: str, target: str, message: Message) -> None:
+        node = self.nodes.get(target)
+        if node is None:
+            # Connection refused: the sender learns at once.
+            sender = self.nodes.get(source)
+            if sender is not None:
+                sender.handle_send_failed(target, message, self.now_ms)
+            return
+        if (source, target) in self.blocked:
+            self.dropped += 1
+            return
+        faults = self.faults
+        if self.rng.random() < faults.drop_probability:
+            self.dropped += 1
+            return
+        copies = 2 if self.rng.random() < faults.duplicate_probability else 1
+        for _ in range(copies):
+            if len(self.in_flight) >= self.max_in_flight:
+                self.dropped += 1
+                return
+            delay = self.rng.randint(faults.delay_min_ms, max(faults.delay_min_ms, faults.delay_max_ms))
+            self._seq += 1
+            heapq.heappush(self.in_flight, InFlight(self.now_ms + delay, self._seq, source, target, message))
+
+    def deliver(self, index: int) -> None:
+        """Deliver one in-flight message now, whatever its scheduled time (reordering)."""
+        if not self.in_flight:
+            return
+        item = self.in_flight.pop(index % len(self.in_flight))
+        heapq.heapify(self.in_flight)
+        self._deliver(item)
+
+    def drop(self, index: int) -> None:
+        """Lose one in-flight message."""
+        if self.in_flight:
+            self.in_flight.pop(index % len(self.in_flight))
+            heapq.heapify(self.in_flight)
+            self.dropped += 1
+
+    def _deliver(self, item: InFlight) -> None:
+        node = self.nodes.get(item.target)
+        if node is None or (item.source, item.target) in self.blocked:
+            self.dropped += 1
+            return
+        self.delivered += 1
+        node.handle_peer(item.source, item.message, self.now_ms)
+        self._drain(item.target)
+
+    # ---------------------------------------------------------------------------------------------
+    # Effects
+    # ---------------------------------------------------------------------------------------------
+    def _drain(self, node_id: str) -> None:
+        node = self.nodes.get(node_id)
+        while node is not None:
+            effects = node.take_effects()
+            if not effects:
+                return
+            for effect in effects:
+                if isinstance(effect, Send):
+                    self._send(node_id, effect.target, effect.message)
+                elif isinstance(effect, ClientReply):
+                    self._client_result(node_id, effect.request_id, effect.result)
+                elif isinstance(effect, LifecycleEvent):
+                    self._log(f"{node_id} {effect.kind}: {effect.detail}")
+            node = self.nodes.get(node_id)
+
+    def _log(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace(f"[{self.now_ms}] {text}")
+
+    # ---------------------------------------------------------------------------------------------
+    # Clients
+    # ---------------------------------------------------------------------------------------------
+    def add_client(self, service_index: int | None = None) -> SimClient:
+        """A new client instance (not yet registered)."""
+        cid = len(self.clients)
+        if service_index is None:
+            service_index = self.rng.randrange(len(self.services))
+        key = self.services[service_index % len(self.services)]
+        client = SimClient(cid, key, f"10.0.{cid // 250}.{cid % 250 + 1}", 8000 + cid % 7)
+        self.clients.append(client)
+        return client
+
+    def send_client_request(self, client: SimClient, node_id: str, kind: str) -> None:
+        """Send ``register``, ``beat`` or ``deregister`` for ``client`` to ``node_id``."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return  # the client's connection is refused; it tries again on its next beat
+        request: ClientRequest
+        if kind == "register":
+            request = Register(client.key, make_instance(client.ip, client.port))
+        elif kind == "beat":
+            request = Beat(client.key, "DEFAULT", client.ip, client.port)
+        else:
+            request = Deregister(client.key, "DEFAULT", client.ip, client.port)
+        self._request_seq += 1
+        request_id = self._request_seq
+        result = node.handle_client(request_id, request, self.now_ms)
+        if result is None:
+            if len(self._requests) < 100_000:
+                self._requests[(node_id, request_id)] = (client.client_id, kind)
+        else:
+            self._on_client_result(client, kind, result, node_id)
+        self._drain(node_id)
+
+    def _client_result(self, node_id: str, request_id: int, result: Result) -> None:
+        origin = self._requests.pop((node_id, request_id), None)
+        if origin is not None:
+            self._on_client_result(self.clients[origin[0]], origin[1], result, node_id)
+
+    def _on_client_result(self, client: SimClient, kind: str, result: Result, node_id: str) -> None:
+        if (
+            kind == "beat"
+            and client.beating
+            and isinstance(result.body, dict)
+            and result.body.get("code") == CODE_RESOURCE_NOT_FOUND
+        ):
+            self.send_client_request(client, node_id, "register")
+
+    def start_client(self, client: SimClient, node_id: str) -> None:
+        """Register the client and start its heartbeats."""
+        client.state = "alive"
+        client.next_beat_ms = self.now_ms + self.beat_interval_ms
+        heapq.heappush(self._beats, (client.next_beat_ms, client.client_id))
+        self.send_client_request(client, node_id, "register")
+
+    def deregister_client(self, client: SimClient, node_id: str) -> None:
+        """Deregister and stop beating."""
+        if client.state != "alive":
+            return
+        client.state = "deregistered"
+        client.last_stopped_ms = self.now_ms
+        self.send_client_request(client, node_id, "deregister")
+
+    def kill_client(self, client: SimClient) -> None:
+        """The client dies silently: no more beats, no deregistration."""
+        if client.state == "alive":
+            client.state = "dead"
+            client.last_stopped_ms = self.now_ms
+
+    def _random_node_id(self) -> str:
+        return self.rng.choice(self.node_ids)
+
+    # ---------------------------------------------------------------------------------------------
+    # Time
+    # ---------------------------------------------------------------------------------------------
+    def advance(self, duration_ms: int) -> None:
+        """Let ``duration_ms`` of simulated time pass, processing every event in time order."""
+        end = self.now_ms + duration_ms
+        while True:
+            next_ms = end + 1
+            if self.in_flight:
+                next_ms = min(next_ms, self.in_flight[0].deliver_at_ms)
+            for _, node in self.live_nodes():
+                next_ms = min(next_ms, node.next_deadline_ms())
+            while self._beats and not self.clients[self._beats[0][1]].beating:
+                heapq.heappop(self._beats)
+            if self._beats:
+                next_ms = min(next_ms, self._beats[0][0])
+            if next_ms > end:
+                break
+            self.now_ms = max(self.now_ms, next_ms)
+            while self.in_flight and self.in_flight[0].deliver_at_ms <= self.now_ms:
+                self._deliver(heapq.heappop(self.in_flight))
+            for node_id, node in self.live_nodes():
+                if node.next_deadline_ms() <= self.now_ms:
+                    node.tick(self.now_ms)
+                    self._drain(node_id)
+            while self._beats and self._beats[0][0] <= self.now_ms:
+                _, client_id = heapq.heappop(self._beats)
+                client = self.clients[client_id]
+                if not client.beating:
+                    continue
+                client.next_beat_ms = self.now_ms + self.beat_interval_ms
+                heapq.heappush(self._beats, (client.next_beat_ms, client_id))
+                self.send_client_request(client, self._random_node_id(), "beat")
+        self.now_ms = end
+
+    # ---------------------------------------------------------------------------------------------
+    # Whole schedules
+    # ---------------------------------------------------------------------------------------------
+    def random_step(self) -> None:
+        """One step of a random schedule: a client action or a fault, then some time passes."""
+        rng, f = self.rng, self.faults
+        roll = rng.random()
+        live = [nid for nid, node in self.nodes.items() if node is not None]
+        crashed = [nid for nid, node in self.nodes.items() if node is None]
+        if roll < f.crash_probability and len(live) > 1:
+            self.crash(rng.choice(live))
+        elif (roll := roll - f.crash_probability) < f.restart_probability and crashed:
+            self.restart(rng.choice(crashed))
+        elif (roll := roll - f.restart_probability) < f.partition_probability:
+            self.isolate(rng.choice(self.node_ids))
+        elif (roll := roll - f.partition_probability) < f.one_way_partition_probability:
+            a, b = rng.sample(self.node_ids, 2)
+            self.partition(a, b, both_ways=False)
+        elif (roll := roll - f.one_way_partition_probability) < f.heal_probability:
+            self.heal()
+        else:
+            action = rng.random()
+            alive = [c for c in self.clients if c.state == "alive"]
+            if action < 0.15 or not alive:
+                self.start_client(self.add_client(), self._random_node_id())
+            elif action < 0.20:
+                self.deregister_client(rng.choice(alive), self._random_node_id())
+            elif action < 0.23:
+                self.kill_client(rng.choice(alive))
+        self.advance(rng.randint(1, f.max_step_ms))
+
+    def settle_ms(self) -> int:
+        """How long a healed, fault-free cluster gets to converge before the liveness check."""
+        cfg = self.config
+        return (
+            cfg.instance_expire_ms
+            + 3 * cfg.verify_interval_ms
+            + 2 * self.beat_interval_ms
+            + cfg.peer_timeout_ms
+            + cfg.snapshot_timeout_ms
+            + 2 * cfg.health_check_interval_ms
+        )
+
+    def stop_faults(self) -> None:
+        """Heal every partition, restart every crashed node, and make the network reliable."""
+        self.heal()
+        for node_id, node in list(self.nodes.items()):
+            if node is None:
+                self.restart(node_id)
+        self.faults = FaultOptions(
+            delay_min_ms=self.faults.delay_min_ms,
+            delay_max_ms=self.faults.delay_max_ms,
+            drop_probability=0.0,
+            duplicate_probability=0.0,
+        )
+
+    def run_schedule(self, steps: int) -> None:
+        """Play ``steps`` random steps with faults, then stop faults and let the cluster settle."""
+        for _ in range(steps):
+            self.random_step()
+        self.stop_faults()
+        self.advance(self.settle_ms())

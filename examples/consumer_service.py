@@ -1,0 +1,104 @@
+"""Demo consumer: ``GET /consumerTest`` calls ``http://goods-service/goodsServiceTest`` by service name.
+
+The call goes through :class:`cluster.client.LoadBalancedTransport`: the SDK picks a healthy goods-service
+instance by weight from its cache (kept fresh by UDP push or the HTTP watch) and tries another one if the
+connection fails. The consumer registers itself as ``consumer-service`` too.
+
+    python examples/consumer_service.py --servers 127.0.0.1:8848 --port 8080
+    curl http://127.0.0.1:8080/consumerTest
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from cluster.client import LoadBalancedTransport, NamingClient, NamingError, local_ip_for
+from cluster.http import HttpLimits, Request, Response, serve_http
+
+log = logging.getLogger("consumer-service")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--servers", default=env("DISTRO_SERVERS", "127.0.0.1:8848"), help="registry nodes host:port,...")
+    p.add_argument("--service", default=env("SERVICE_NAME", "consumer-service"))
+    p.add_argument("--goods-service", default=env("GOODS_SERVICE", "goods-service"))
+    p.add_argument("--host", default=env("HOST", "0.0.0.0"), help="address to listen on")
+    p.add_argument("--port", type=int, default=int(env("PORT", "8080")), help="HTTP port (0: any free port)")
+    p.add_argument("--advertise-ip", default=env("ADVERTISE_IP", ""),
+                   help="IP to register (default: the local address that reaches the first server)")
+    p.add_argument("--push", default=env("NAMING_PUSH", "auto"), choices=["auto", "udp", "watch", "poll"])
+    p.add_argument("--cache-dir", default=env("NAMING_CACHE_DIR") or None)
+    return p.parse_args(argv)
+
+
+async def run(args: argparse.Namespace, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve and stay registered until cancelled; ``task_status.started(port)``."""
+    identity: dict[str, str] = {}
+    async with (
+        NamingClient(args.servers, cache_dir=args.cache_dir, push=args.push) as naming,
+        httpx.AsyncClient(transport=LoadBalancedTransport(naming), timeout=5.0, trust_env=False) as http,
+    ):
+
+        async def handler(request: Request) -> Response:
+            if request.path == "/consumerTest":
+                try:
+                    answer = await http.get(f"http://{args.goods_service}/goodsServiceTest")
+                except httpx.HTTPError as exc:
+                    return Response.text(503, f"goods-service unavailable: {exc}")
+                return Response.json({"consumer": identity["instance"], "status": answer.status_code,
+                                      "goods": answer.json()})
+            if request.path == "/healthz":
+                return Response.text(200, "OK")
+            if request.path == "/readyz":  # registered with the registry
+                return Response.text(200 if "registered" in identity else 503, identity.get("registered", "no"))
+            return Response.text(404, f"no such path: {request.path}")
+
+        async with trio.open_nursery() as nursery:
+            port: int = await nursery.start(partial(serve_http, handler, args.host, args.port, HttpLimits()))
+            ip = args.advertise_ip or await trio.to_thread.run_sync(local_ip_for, args.servers.split(",")[0])
+            identity["instance"] = f"{ip}:{port}"
+            delay = 0.5
+            while True:
+                try:
+                    await naming.register_instance(args.service, ip=ip, port=port)
+                    identity["registered"] = "yes"
+                    break
+                except NamingError as exc:
+                    log.warning("registering failed (%s); retrying in %.1f s", exc, delay)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            log.info("%s serving on %s:%d, registered as %s:%d", args.service, args.host, port, ip, port)
+            task_status.started(port)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, args)
+            async for _ in signals:
+                log.info("stopping: deregistering")
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    trio.run(main_async, parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,786 @@
+"""``scripts/bench``: our three-node cluster side by side with a three-member etcd 3.4, same load generator.
+
+    scripts/bench [--quick | --smoke] [--json PATH] [--plots DIR] [--markdown PATH] [--profile DIR]
+
+Phases (each system gets the machine to itself; every cluster is started fresh for its phase):
+
+1. load generator ceiling against a trivial server (``benchlib.trivial``), generator and server pinned
+   to different CPUs;
+2. etcd: lease-bound puts/s through the JSON gateway (closed loop), then put -> visible on every member
+   (watch streams, and serializable reads for a like-for-like figure) under a steady background put load;
+3. ours: registrations/s (closed loop, ~64 services), then register -> visible on every node under the
+   same background load, then change -> UDP push subscriber;
+4. ours: memory per instance at 100k instances (20k quick), and the snapshot load of a restarted node;
+5. ours: failover (SIGKILL the owner of services that beat every second through a survivor);
+6. ours: the most instances beating every 5 s that the cluster holds steadily (ramp).
+
+Phases 2-4 run with heartbeat timeouts of an hour (instances that never beat must not expire mid-run);
+5 and 6 run with the defaults (15 s unhealthy, 30 s expired). ``--smoke`` shrinks every size and shortens
+those timeouts so the whole run takes about two minutes: its figures are for "does every phase work",
+not for reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from benchlib import probes
+from benchlib.loadgen import percentiles
+from benchlib.procs import (
+    ROOT,
+    DistroCluster,
+    ProcessSet,
+    cpu_seconds,
+    ensure_etcd,
+    free_ports,
+    http_get,
+    log,
+    rss_bytes,
+    schedstat,
+    start_distro,
+    start_etcd,
+)
+
+LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3600000"]
+
+MODES: dict[str, dict[str, Any]] = {
+    "full": {
+        "ceiling_s": 5.0, "reg_configs": [(48, 1), (96, 1), (96, 2)], "reg_s": 10.0, "services": 64,
+        "conv_samples": 300, "push_samples": 200, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 100_000,
+        "ramp": [2500, 5000, 10000, 15000, 20000, 25000, 30000], "hold_s": 20.0, "beat_interval_s": 5.0,
+        "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": True,
+    },
+    "quick": {
+        "ceiling_s": 3.0, "reg_configs": [(48, 1)], "reg_s": 8.0, "services": 64,
+        "conv_samples": 100, "push_samples": 60, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 20_000,
+        "ramp": [2500, 5000], "hold_s": 18.0, "beat_interval_s": 5.0,
+        "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": False,
+    },
+    "smoke": {
+        "ceiling_s": 1.5, "reg_configs": [(24, 1)], "reg_s": 3.0, "services": 16,
+        "conv_samples": 20, "push_samples": 10, "bg_rate": 300.0, "bg_services": 64, "mem_instances": 2000,
+        "ramp": [200, 500], "hold_s": 5.0, "beat_interval_s": 1.0,
+        "fo_observe": 5.0, "poll_crosscheck": False,
+        "short_flags": ["--heartbeat-timeout-ms", "3000", "--instance-expire-ms", "6000",
+                        "--client-beat-interval-ms", "1000"],
+    },
+}
+
+TARGETS = {
+    "register_per_s": ("≥ max(etcd, 3000)/s", None),
+    "converge_p50_ms": ("-", None),
+    "converge_p99_ms": ("≤ 50 ms at 1,000 reg/s", 50.0),
+    "push_p99_ms": ("≤ 100 ms", 100.0),
+    "failover_ms": ("≤ 3,000 ms, nothing lost", 3000.0),
+    "bytes_per_instance": ("≤ 1,024 B", 1024.0),
+    "snapshot_load_ms": ("≤ 2,000 ms at 100k", 2000.0),
+    "max_heartbeating_instances": ("20,000", 20000.0),
+}
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "model": model,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "kernel": platform.release(),
+        "mem_bytes": mem,
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# the load generator as a subprocess
+# ----------------------------------------------------------------------------------------------
+def loadgen_cmd(args: list[str], cpu: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "benchlib.loadgen", *args]
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpu, *cmd]
+    return cmd
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "scripts") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def run_loadgen(args: list[str], cpu: str | None = None, timeout: float = 600) -> dict[str, Any]:
+    res = subprocess.run(loadgen_cmd(args, cpu), capture_output=True, text=True, env=_env(), timeout=timeout,
+                         check=False)
+    if res.returncode != 0 or not res.stdout.strip():
+        raise RuntimeError(f"loadgen failed ({res.returncode}): {res.stderr[-2000:]}")
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+class Background:
+    """A loadgen process running while probes measure; ``stop()`` ends it (SIGTERM) and returns its summary."""
+
+    running: list[Background] = []
+
+    def __init__(self, args: list[str]) -> None:
+        self.popen = subprocess.Popen(loadgen_cmd(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      env=_env(), start_new_session=True)
+        Background.running.append(self)
+
+    def stop(self) -> dict[str, Any]:
+        if self in Background.running:
+            Background.running.remove(self)
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.popen.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            out, err = self.popen.communicate()
+        try:
+            result: dict[str, Any] = json.loads(out)
+        except ValueError:
+            raise RuntimeError(f"background loadgen failed: {err[-2000:]!r}") from None
+        return result
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# profiling (optional)
+# ----------------------------------------------------------------------------------------------
+class Profiler:
+    def __init__(self, out_dir: Path | None) -> None:
+        self.out_dir = out_dir
+        self.exe = os.environ.get("PY_SPY") or shutil.which("py-spy")
+        self.running: list[subprocess.Popen[bytes]] = []
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if self.exe is None:
+                log("--profile: py-spy not found (pip install py-spy, or set PY_SPY); not profiling")
+
+    def start(self, label: str, pids: dict[str, int], seconds: float) -> None:
+        if self.out_dir is None or self.exe is None:
+            return
+        for name, pid in pids.items():
+            for fmt, ext in (("raw", "txt"), ("flamegraph", "svg")):
+                if fmt == "flamegraph" and name != "n1":
+                    continue
+                out = self.out_dir / f"{label}-{name}.{ext}"
+                self.running.append(subprocess.Popen(
+                    [self.exe, "record", "--nonblocking", "--pid", str(pid), "-d", str(int(seconds)), "-r", "250",
+                     "--format", fmt, "-o", str(out)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+
+    def wait(self) -> None:
+        for p in self.running:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        self.running.clear()
+
+
+# ----------------------------------------------------------------------------------------------
+# phases
+# ----------------------------------------------------------------------------------------------
+def phase_ceiling(m: dict[str, Any], ps: ProcessSet) -> dict[str, Any]:
+    log("loadgen ceiling: trivial server on CPU 0, generator on CPU 1")
+    port = free_ports(1)[0]
+    pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    cmd = [sys.executable, "-m", "benchlib.trivial", str(port)]
+    server = ps.start("trivial", (["taskset", "-c", "0"] if pin else []) + cmd, env=_env())
+    try:
+        deadline = time.monotonic() + 10
+        while http_get(f"http://127.0.0.1:{port}/", 0.5)[0] != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("trivial server did not start:\n" + server.tail())
+            time.sleep(0.05)
+        runs = {}
+        for conns, depth in [m["reg_configs"][0], (32, 16)]:
+            r = run_loadgen(["--workload", "ceiling", "--targets", f"127.0.0.1:{port}", "--connections", str(conns),
+                             "--depth", str(depth), "--duration", str(m["ceiling_s"])], cpu="1" if pin else None)
+            runs[f"c{conns}xd{depth}"] = {k: r[k] for k in ("ok_per_s", "failed", "cpu_us_per_request", "latency_ms")}
+            log(f"  {conns} connections x depth {depth}: {r['ok_per_s']:,.0f} req/s, "
+                f"generator CPU {r['cpu_us_per_request']} us/request")
+    finally:
+        ps.stop(server)
+    best = max(v["ok_per_s"] for v in runs.values())
+    first = runs[next(iter(runs))]
+    return {
+        "ceiling_req_per_s": best,
+        "ceiling_register_config_req_per_s": first["ok_per_s"],
+        "cpu_us_per_request": first["cpu_us_per_request"],
+        "pinned": pin,
+        "runs": runs,
+    }
+
+
+class SchedWatch:
+    """Run-queue wait of a set of processes over an interval: how long they were runnable but had no CPU."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.start = [schedstat(p) for p in pids]
+
+    def result(self) -> dict[str, float | None]:
+        end = [schedstat(p) for p in self.pids]
+        run = sum(e[0] - s[0] for s, e in zip(self.start, end, strict=True))
+        wait = sum(e[1] - s[1] for s, e in zip(self.start, end, strict=True))
+        return {"cpu_s": round(run, 2), "runqueue_wait_s": round(wait, 2),
+                "wait_per_cpu": round(wait / run, 2) if run > 0 else None}
+
+
+def register_sweep(m: dict[str, Any], workload: str, addrs: list[str], pids: list[int], label: str,
+                   profiler: Profiler, base0: int) -> dict[str, Any]:
+    runs = []
+    for j, (conns, depth) in enumerate(m["reg_configs"]):
+        cpu0 = sum(cpu_seconds(p) for p in pids)
+        sched = SchedWatch(pids)
+        if j == 0:
+            profiler.start(f"{label}-register", {f"n{i + 1}": p for i, p in enumerate(pids)}, m["reg_s"] - 1)
+        r = run_loadgen(["--workload", workload, "--targets", ",".join(addrs), "--connections", str(conns),
+                         "--depth", str(depth), "--duration", str(m["reg_s"]), "--services", str(m["services"]),
+                         "--prefix", f"reg{j}", "--base", str(base0 + j * 1_000_000)])
+        profiler.wait()
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+        r["server_cpu_s"] = round(cpu, 2)
+        r["server_cpu_us_per_ok"] = round(cpu / r["ok"] * 1e6, 1) if r["ok"] else None
+        r["server_cores_used"] = round(cpu / r["elapsed_s"], 2) if r["elapsed_s"] else None
+        r["server_sched"] = sched.result()
+        r["config"] = f"{conns} connections x depth {depth}"
+        runs.append(r)
+        log(f"  {label} {r['config']}: {r['ok_per_s']:,.0f}/s ok, {r['failed']} failed, "
+            f"p99 {r['latency_ms']['p99']} ms, server CPU {r['server_cpu_us_per_ok']} us/registration "
+            f"({r['server_cores_used']} cores busy; waited {r['server_sched']['wait_per_cpu']} s for a CPU "
+            f"per CPU-second)"
+            + (f", errors {r['errors']}" if r["errors"] else ""))
+    best = max(runs, key=lambda r: r["ok_per_s"])
+    return {"register_per_s": best["ok_per_s"], "best": best["config"], "runs": runs,
+            "timeline": best["timeline"], "bucket_s": best["bucket_s"]}
+
+
+def bg_args(m: dict[str, Any], workload: str, addrs: list[str], base: int) -> list[str]:
+    rate = m["bg_rate"]
+    return ["--workload", workload, "--targets", ",".join(addrs), "--connections", str(max(12, int(rate / 25))),
+            "--rate", str(rate), "--duration", "600", "--services", str(m["bg_services"]), "--prefix", "bg",
+            "--base", str(base)]
+
+
+def summarize_latency(samples: list[float]) -> dict[str, Any]:
+    return percentiles(samples)
+
+
+def phase_etcd(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[str, Any]:
+    etcd = ensure_etcd()
+    if etcd is None:
+        log("etcd: not installed and cannot be installed (no apt-get or not root): skipping etcd")
+        return {"skipped": "etcd not available"}
+    version = subprocess.run([etcd, "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
+    log(f"etcd: starting three members ({version})")
+    cluster = start_etcd(ps, etcd)
+    out: dict[str, Any] = {"version": version}
+    try:
+        pids = [p.pid for p in cluster.members]
+        log("etcd: lease-bound puts/s (closed loop)")
+        out["register"] = register_sweep(m, "etcd-put", cluster.addrs, pids, "etcd", Profiler(None), 0)
+        idle = trio.run(lambda: probes.converge_etcd(cluster.addrs, max(10, m["conv_samples"] // 3), method="watch",
+                                                     tag="i"))
+        out["converge_idle"] = {**summarize_latency(idle["samples_ms"]), "missed": idle["missed"], "method": "watch",
+                                "samples_ms": idle["samples_ms"]}
+        log(f"etcd: idle cluster: converge p50 {out['converge_idle']['p50']} ms, p99 {out['converge_idle']['p99']} ms")
+        log(f"etcd: put -> visible on every member under {m['bg_rate']:.0f} puts/s background")
+        bg = Background(bg_args(m, "etcd-put", cluster.addrs, 50_000_000))
+        sched = SchedWatch(pids)
+        try:
+            time.sleep(1.0)
+            conv = trio.run(lambda: probes.converge_etcd(cluster.addrs, m["conv_samples"], method="watch", tag="w"))
+            if m["poll_crosscheck"]:
+                conv_poll = trio.run(
+                    lambda: probes.converge_etcd(cluster.addrs, m["conv_samples"] // 3, method="poll", tag="p"))
+                out["converge_poll"] = {**summarize_latency(conv_poll["samples_ms"]), "missed": conv_poll["missed"],
+                                        "samples_ms": conv_poll["samples_ms"]}
+        finally:
+            bgres = bg.stop()
+        out["converge"] = {**summarize_latency(conv["samples_ms"]), "missed": conv["missed"], "method": "watch",
+                           "samples_ms": conv["samples_ms"]}
+        out["background"] = {k: bgres[k] for k in ("ok_per_s", "failed", "rate_target", "latency_ms")}
+        out["background"]["server_sched"] = sched.result()
+        log(f"  converge p50 {out['converge']['p50']} ms, p99 {out['converge']['p99']} ms "
+            f"(background achieved {bgres['ok_per_s']:.0f}/s, {bgres['failed']} failed)")
+        out["rss_bytes"] = [rss_bytes(p) for p in pids]
+    finally:
+        cluster.stop()
+    return out
+
+
+def _metric(addr: str, name: str) -> float:
+    """One unlabelled sample from a node's /metrics (0 when absent)."""
+    status, body = http_get(f"http://{addr}/metrics", 5.0)
+    for line in body.decode(errors="replace").splitlines() if status == 200 else []:
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _instance_counts(addrs: list[str]) -> list[int]:
+    counts = []
+    for a in addrs:
+        status, body = http_get(f"http://{a}/nacos/v1/ns/operator/metrics", 5.0)
+        counts.append(int(json.loads(body)["instanceCount"]) if status == 200 else -1)
+    return counts
+
+
+def wait_counts(addrs: list[str], expected: int, timeout: float) -> tuple[list[int], float]:
+    t0 = time.perf_counter()
+    while True:
+        counts = _instance_counts(addrs)
+        if all(c >= expected for c in counts) or time.perf_counter() - t0 > timeout:
+            return counts, time.perf_counter() - t0
+        time.sleep(0.1)
+
+
+def phase_distro_main(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[str, Any]:
+    log("ours: starting three nodes (heartbeat timeouts 1 h for this phase)")
+    cluster = start_distro(ps, "main", LONG_TIMEOUTS)
+    out: dict[str, Any] = {}
+    try:
+        pids = [cluster.node(i).pid for i in range(3)]
+        log("ours: registrations/s (closed loop)")
+        out["register"] = register_sweep(m, "distro-register", cluster.addrs, pids, "distro", profiler, 0)
+        total = sum(r["ok"] for r in out["register"]["runs"])
+        counts, waited = wait_counts(cluster.addrs, total, 30)
+        out["register"]["instances_listed_per_node"] = counts
+        out["register"]["registered_ok"] = total
+        log(f"  every node lists {counts} instances (registered ok: {total}; settled {waited:.1f} s later)")
+
+        method = "watch" if trio.run(probes.has_watch, cluster.addrs[0]) else "poll"
+        idle = trio.run(lambda: probes.converge_distro(cluster.addrs, max(10, m["conv_samples"] // 3),
+                                                       method=method, net=199))
+        out["converge_idle"] = {**summarize_latency(idle["samples_ms"]), "missed": idle["missed"], "method": method,
+                                "samples_ms": idle["samples_ms"]}
+        log(f"  idle cluster: converge p50 {out['converge_idle']['p50']} ms, p99 {out['converge_idle']['p99']} ms")
+        log(f"ours: register -> visible on every node ({method}) under {m['bg_rate']:.0f} registrations/s background")
+        bg = Background(bg_args(m, "distro-register", cluster.addrs, 50_000_000))
+        sched = SchedWatch(pids)
+        try:
+            time.sleep(1.0)
+            profiler.start("distro-converge-bg", {f"n{i + 1}": p for i, p in enumerate(pids)}, 8)
+            conv = trio.run(lambda: probes.converge_distro(cluster.addrs, m["conv_samples"], method=method, net=200))
+            profiler.wait()
+            conv_poll = None
+            if m["poll_crosscheck"] and method != "poll":
+                conv_poll = trio.run(
+                    lambda: probes.converge_distro(cluster.addrs, m["conv_samples"] // 3, method="poll", net=202))
+        finally:
+            bgres = bg.stop()
+        out["converge"] = {**summarize_latency(conv["samples_ms"]), "missed": conv["missed"], "method": method,
+                           "samples_ms": conv["samples_ms"], "poll_interval_ms": conv["poll_interval_ms"]}
+        if conv_poll is not None:
+            out["converge_poll"] = {**summarize_latency(conv_poll["samples_ms"]), "missed": conv_poll["missed"],
+                                    "samples_ms": conv_poll["samples_ms"]}
+        out["background"] = {k: bgres[k] for k in ("ok_per_s", "failed", "rate_target", "latency_ms")}
+        out["background"]["server_sched"] = sched.result()
+        log(f"  converge p50 {out['converge']['p50']} ms, p99 {out['converge']['p99']} ms, missed "
+            f"{conv['missed']} (background achieved {bgres['ok_per_s']:.0f}/s, {bgres['failed']} failed)")
+
+        log("ours: change -> UDP push subscriber (Nacos-Java-Client:v1.4.2, one subscriber per node)")
+        sched = SchedWatch(pids)
+        push = trio.run(lambda: probes.push_udp(cluster.addrs, m["push_samples"]))
+        push["server_sched"] = sched.result()
+        if push.get("supported"):
+            out["push"] = {**summarize_latency(push["samples_ms"]), "missed": push["missed"],
+                           "packets": push["packets"], "samples_ms": push["samples_ms"],
+                           "server_sched": push["server_sched"]}
+            log(f"  push p50 {out['push']['p50']} ms, p99 {out['push']['p99']} ms, missed {push['missed']}, "
+                f"packets {push['packets']}")
+        else:
+            out["push"] = {"skipped": "the nodes do not announce UDP push (cacheMillis 10000) to a Java 1.4 agent"}
+            log("  skipped: " + out["push"]["skipped"])
+        out["sdk_push"] = sdk_probe(cluster, m)
+        out["rss_bytes"] = [rss_bytes(p) for p in pids]
+        check_alive(cluster)
+    finally:
+        cluster.stop()
+    return out
+
+
+def sdk_probe(cluster: DistroCluster, m: dict[str, Any]) -> dict[str, Any]:
+    code = "import cluster.client as c; print(hasattr(c, 'NamingClient'))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    if res.stdout.strip() != "True":
+        log("  SDK subscriber: cluster.client.NamingClient does not exist yet: skipped")
+        return {"skipped": "cluster.client.NamingClient not present"}
+    from benchlib import sdkprobe
+
+    out: dict[str, Any] = {}
+    for j, mode in enumerate(["auto", "watch"] if m["poll_crosscheck"] else ["auto"]):
+        try:
+            r = sdkprobe.run(cluster.addrs, max(10, m["push_samples"] // 2), mode=mode, net=203 + j)
+        except Exception as exc:  # someone else's code under test: report, do not abort the run
+            log(f"  SDK subscriber ({mode}) failed: {type(exc).__name__}: {exc}")
+            out[mode] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            continue
+        r.update(summarize_latency(r["samples_ms"]))
+        out[mode] = r
+        log(f"  SDK subscriber push={mode} (in effect {sorted(set(r['mode_in_effect']))}): p50 {r['p50']} ms, "
+            f"p99 {r['p99']} ms, missed {r['missed']}")
+    if "p99" in out.get("auto", {}):
+        out["p99"] = out["auto"]["p99"]
+    return out
+
+
+def check_alive(cluster: DistroCluster) -> None:
+    for i, proc in enumerate(cluster.nodes):
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"node n{i + 1} died unexpectedly (someone else's cleanup?):\n{proc.tail()}")
+
+
+def phase_memory_snapshot(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[str, Any]:
+    n = m["mem_instances"]
+    log(f"ours: memory per instance and snapshot load at {n:,} instances (fresh cluster, 1 h timeouts)")
+    cluster = start_distro(ps, "mem", LONG_TIMEOUTS)
+    out: dict[str, Any] = {"instances": n}
+    try:
+        pids = [cluster.node(i).pid for i in range(3)]
+        time.sleep(1.0)
+        before = [rss_bytes(p) for p in pids]
+        cpu0 = sum(cpu_seconds(p) for p in pids)
+        r = run_loadgen(["--workload", "distro-register", "--targets", ",".join(cluster.addrs), "--connections", "48",
+                         "--count", str(n), "--services", "100", "--prefix", "mem", "--base", "0"])
+        out["register"] = {k: r[k] for k in ("ok", "failed", "ok_per_s", "elapsed_s", "errors", "timeline",
+                                             "bucket_s")}
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+        out["register"]["server_cpu_us_per_ok"] = round(cpu / r["ok"] * 1e6, 1) if r["ok"] else None
+        out["register"]["server_cores_used"] = round(cpu / r["elapsed_s"], 2) if r["elapsed_s"] else None
+        counts, _ = wait_counts(cluster.addrs, r["ok"], 60)
+        log(f"  registered {r['ok']:,} ({r['ok_per_s']:,.0f}/s, {r['failed']} failed); nodes list {counts}")
+        time.sleep(1.0)
+        after = [rss_bytes(p) for p in pids]
+        per = [(a - b) / max(1, r["ok"]) for a, b in zip(after, before, strict=True)]
+        out.update({"rss_before": before, "rss_after": after, "bytes_per_instance_per_node": [round(x) for x in per],
+                    "bytes_per_instance": round(sum(per) / len(per)), "listed": counts})
+        log(f"  RSS before {[b >> 20 for b in before]} MiB, after {[a >> 20 for a in after]} MiB: "
+            f"{out['bytes_per_instance']} bytes per instance per node")
+
+        victim = 2
+        log(f"  restarting n{victim + 1} (SIGTERM, then a new process) while the others hold {r['ok']:,} instances")
+        chunks_before = [_metric(a, "distro_snapshot_chunks_sent_total") for a in cluster.addrs[:victim]]
+        ps.stop(cluster.node(victim))
+        t0 = time.perf_counter()
+        proc = cluster.start_node(victim)
+        first_answer = None
+        ready = None
+        while time.perf_counter() - t0 < 120:
+            status, _ = http_get(f"http://{cluster.addrs[victim]}/readyz", 1.0)
+            now = time.perf_counter()
+            if status and first_answer is None:
+                first_answer = now
+            if status == 200:
+                ready = now
+                break
+            if not proc.alive():
+                raise RuntimeError("restarted node exited:\n" + proc.tail())
+            time.sleep(0.005)
+        out["snapshot_load_ms"] = None if ready is None else round((ready - t0) * 1000, 1)
+        out["snapshot_after_listen_ms"] = (None if ready is None or first_answer is None
+                                           else round((ready - first_answer) * 1000, 1))
+        counts = _instance_counts([cluster.addrs[victim]])
+        out["restarted_node_lists"] = counts[0]
+        chunks = [_metric(a, "distro_snapshot_chunks_sent_total") - b
+                  for a, b in zip(cluster.addrs[:victim], chunks_before, strict=True)]
+        out["snapshot_chunks_sent_by_peers"] = chunks
+        out["snapshot_chunks_needed"] = -(-(r["ok"] + 100) // 5000)
+        log(f"  ready {out['snapshot_load_ms']} ms after spawn ({out['snapshot_after_listen_ms']} ms after its HTTP "
+            f"port first answered); it lists {counts[0]:,} instances")
+        check_alive(cluster)
+    finally:
+        cluster.stop()
+    return out
+
+
+def phase_failover(m: dict[str, Any], ps: ProcessSet) -> dict[str, Any]:
+    flags = m["short_flags"]
+    log("ours: failover (fresh cluster, default timeouts" + (", shortened for --smoke" if flags else "") + ")")
+    cluster = start_distro(ps, "fo", flags)
+    try:
+        def kill(i: int) -> None:
+            cluster.node(i).kill(signal.SIGKILL)
+
+        res = trio.run(lambda: probes.failover(cluster.addrs, kill, observe=m["fo_observe"]))
+        log(f"  killed {res['victim']} (owner of {res['victim_services']} of {res['instances']} beating services): "
+            f"survivors agreed on new owners after {res['failover_ms']} ms; "
+            f"{res['violation_count']} not-listed/unhealthy observations in {res['observed_s']} s; beats {res['beats']}")
+    finally:
+        cluster.stop()
+    return res
+
+
+def _catalog(addr: str, prefix: str) -> tuple[int, int]:
+    status, body = http_get(f"http://{addr}/nacos/v1/ns/catalog/services?pageNo=1&pageSize=10000", 5.0)
+    if status != 200:
+        return -1, -1
+    total = healthy = 0
+    for row in json.loads(body).get("serviceList", []):
+        if str(row.get("name", "")).startswith(prefix + "-"):
+            total += int(row.get("ipCount", 0))
+            healthy += int(row.get("healthyInstanceCount", 0))
+    return total, healthy
+
+
+def phase_ramp(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[str, Any]:
+    flags = m["short_flags"]
+    interval = m["beat_interval_s"]
+    log(f"ours: heartbeat ramp {m['ramp']} (beats every {interval:g} s, hold {m['hold_s']:g} s per step)")
+    cluster = start_distro(ps, "hb", flags)
+    steps = []
+    passed = 0
+    registered = 0
+    try:
+        pids = [cluster.node(i).pid for i in range(3)]
+        for step_no, n in enumerate(m["ramp"]):
+            if n > registered:
+                r = run_loadgen(["--workload", "distro-register", "--targets", ",".join(cluster.addrs),
+                                 "--connections", "48", "--count", str(n - registered), "--base", str(registered),
+                                 "--services", "100", "--prefix", "hb"])
+                if r["failed"]:
+                    log(f"  registering up to {n}: {r['failed']} failed: {r['errors']}")
+                registered = n
+            rate = n / interval
+            conns = min(600, max(24, int(rate / 20)))
+            cpu0 = [cpu_seconds(p) for p in pids]
+            sched = SchedWatch(pids)
+            beats = Background(["--workload", "distro-beat", "--targets", ",".join(cluster.addrs),
+                                "--connections", str(conns), "--rate", f"{rate:.1f}", "--count", str(n),
+                                "--duration", str(m["hold_s"]), "--services", "100", "--prefix", "hb"])
+            if step_no == len(m["ramp"]) - 1:
+                profiler.start("distro-beat", {f"n{i + 1}": p for i, p in enumerate(pids)}, min(10, m["hold_s"] - 2))
+            flaps = []
+            t0 = time.perf_counter()
+            time.sleep(min(2.0, m["hold_s"] / 4))
+            while time.perf_counter() - t0 < m["hold_s"] - 0.5:
+                for i, a in enumerate(cluster.addrs):
+                    total, healthy = _catalog(a, "hb")
+                    if total != n or healthy != n:
+                        flaps.append(f"t+{time.perf_counter() - t0:.1f}s n{i + 1}: {healthy}/{total} healthy of {n}")
+                time.sleep(1.0)
+            res = beats.stop()
+            profiler.wait()
+            cpu = [round(cpu_seconds(p) - c, 2) for p, c in zip(pids, cpu0, strict=True)]
+            total_beats = res["ok"] + res["failed"]
+            achieved = res["ok"] / res["elapsed_s"] if res["elapsed_s"] else 0.0
+            ok = (res["failed"] <= 0.001 * max(1, total_beats) and achieved >= 0.95 * rate and not flaps)
+            step = {"instances": n, "beats_per_s_target": round(rate, 1), "beats_per_s": round(achieved, 1),
+                    "beats_failed": res["failed"], "beat_latency_ms": res["latency_ms"], "flaps": flaps[:10],
+                    "flap_count": len(flaps), "server_cpu_s": cpu, "ok": ok, "errors": res["errors"],
+                    "server_cpu_us_per_beat": round(sum(cpu) / res["ok"] * 1e6, 1) if res["ok"] else None,
+                    "server_sched": sched.result(),
+                    "loadgen_cpu_s": res["cpu_s"]}
+            steps.append(step)
+            log(f"  {n:,} instances: {achieved:,.0f}/{rate:,.0f} beats/s, {res['failed']} failed, beat p99 "
+                f"{res['latency_ms']['p99']} ms, {len(flaps)} unhealthy/missing observations, node CPU {cpu} s "
+                f"(waited {step['server_sched']['wait_per_cpu']} s for a CPU per CPU-second) "
+                f"-> {'steady' if ok else 'NOT steady'}")
+            if not ok:
+                break
+            passed = n
+        check_alive(cluster)
+    finally:
+        cluster.stop()
+    return {"max_heartbeating_instances": passed, "steps": steps, "beat_interval_s": interval,
+            "hold_s": m["hold_s"], "capped": passed == m["ramp"][-1]}
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+def figures(results: dict[str, Any]) -> None:
+    d, e = results["details"]["distro"], results["details"].get("etcd", {})
+    dist = results["distro"]
+    dist["register_per_s"] = d.get("main", {}).get("register", {}).get("register_per_s")
+    conv = d.get("main", {}).get("converge", {})
+    dist["converge_p50_ms"] = conv.get("p50")
+    dist["converge_p99_ms"] = conv.get("p99")
+    dist["push_p99_ms"] = d.get("main", {}).get("push", {}).get("p99")
+    dist["failover_ms"] = d.get("failover", {}).get("failover_ms")
+    dist["bytes_per_instance"] = d.get("memory", {}).get("bytes_per_instance")
+    dist["snapshot_load_ms"] = d.get("memory", {}).get("snapshot_load_ms")
+    dist["max_heartbeating_instances"] = d.get("ramp", {}).get("max_heartbeating_instances")
+    sdk = d.get("main", {}).get("sdk_push", {})
+    if "p99" in sdk:
+        dist["sdk_push_p99_ms"] = sdk["p99"]
+    etcd = results["etcd"]
+    etcd["register_per_s"] = e.get("register", {}).get("register_per_s")
+    etcd["converge_p50_ms"] = e.get("converge", {}).get("p50")
+    etcd["converge_p99_ms"] = e.get("converge", {}).get("p99")
+
+
+def verdict(key: str, value: Any, results: dict[str, Any]) -> str:
+    if value is None:
+        return "n/a"
+    if key == "register_per_s":
+        etcd = results["etcd"].get("register_per_s") or 0
+        return "met" if value >= max(3000, etcd) else "NOT met"
+    if key == "converge_p50_ms":
+        return ""
+    target = TARGETS[key][1]
+    assert target is not None
+    if key == "max_heartbeating_instances":
+        return "met" if value >= target else "NOT met"
+    if key == "failover_ms":
+        lost = results["details"]["distro"].get("failover", {}).get("violation_count", 0)
+        return "met" if value <= target and not lost else "NOT met"
+    return "met" if value <= target else "NOT met"
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [("figure", "ours", "etcd", "target", "")]
+    for key, (target, _) in TARGETS.items():
+        ours = results["distro"].get(key)
+        etcd = results["etcd"].get(key, None) if key in ("register_per_s", "converge_p50_ms", "converge_p99_ms") else None
+        rows.append((key, fmt(ours), fmt(etcd) if key in results["etcd"] else "", target, verdict(key, ours, results)))
+    rows.append(("loadgen ceiling_req_per_s", fmt(results["loadgen"].get("ceiling_req_per_s")), "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes; finishes within 5 minutes")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes and short timeouts (CI): every figure, ~2 min")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--plots", type=Path, help="write PNG plots into this directory (needs matplotlib)")
+    ap.add_argument("--markdown", type=Path, help="write the report (docs/benchmarks.md) here")
+    ap.add_argument("--profile", type=Path, help="py-spy profiles of the nodes into this directory")
+    ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="run nothing: re-render the table, --plots and --markdown from a saved --json file")
+    args = ap.parse_args(argv)
+    if args.render:
+        saved: dict[str, Any] = json.loads(args.render.read_text())
+        print(table(saved))
+        write_outputs(saved, args)
+        return 0
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    m = MODES[mode]
+    phases = set((args.only or "ceiling,etcd,main,memory,failover,ramp").split(","))
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="distro-bench-"))
+    ps = ProcessSet(workdir)
+    profiler = Profiler(args.profile)
+    command = "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    results: dict[str, Any] = {
+        "machine": machine_info(), "mode": mode, "command": command.strip(),
+        "distro": {}, "etcd": {}, "loadgen": {}, "details": {"distro": {}}, "notes": [],
+        "settings": {k: v for k, v in m.items() if k != "short_flags"},
+    }
+    log(f"mode {mode}; logs in {workdir}; machine {results['machine']['cpus']} CPUs "
+        f"({results['machine']['model']}), load average {results['machine']['loadavg_at_start']}")
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    failed = False
+    try:
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("ceiling", lambda: results["loadgen"].update(phase_ceiling(m, ps))),
+            ("etcd", lambda: results["details"].__setitem__("etcd", phase_etcd(m, ps, profiler))),
+            ("main", lambda: results["details"]["distro"].__setitem__("main", phase_distro_main(m, ps, profiler))),
+            ("memory", lambda: results["details"]["distro"].__setitem__("memory", phase_memory_snapshot(m, ps, profiler))),
+            ("failover", lambda: results["details"]["distro"].__setitem__("failover", phase_failover(m, ps))),
+            ("ramp", lambda: results["details"]["distro"].__setitem__("ramp", phase_ramp(m, ps, profiler))),
+        ]
+        for name, step in steps:
+            if name not in phases:
+                continue
+            try:
+                step()
+            except (RuntimeError, OSError, trio.TooSlowError, ValueError, KeyError) as exc:
+                failed = True
+                log(f"phase {name} FAILED: {type(exc).__name__}: {exc}")
+                results["notes"].append(f"phase {name} failed: {type(exc).__name__}: {str(exc)[:500]}")
+                for proc in list(ps.procs):
+                    if proc.name != "trivial":
+                        ps.stop(proc)
+    finally:
+        for bg in list(Background.running):
+            bg.kill()
+        profiler.wait()
+        ps.stop_all()
+    results["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    results["duration_s"] = round(time.perf_counter() - started, 1)
+    figures(results)
+    if results["details"]["distro"].get("main", {}).get("push", {}).get("skipped"):
+        results["notes"].append("push_p99_ms: " + results["details"]["distro"]["main"]["push"]["skipped"])
+    print()
+    print(table(results))
+    print(f"\n{mode} run took {results['duration_s']:.0f} s; machine load average at start "
+          f"{results['machine']['loadavg_at_start']}, at end {results['machine']['loadavg_at_end']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        log(f"wrote {args.json}")
+    write_outputs(results, args)
+    shutil.rmtree(workdir, ignore_errors=True) if not failed else log(f"logs kept in {workdir}")
+    return 1 if failed else 0
+
+
+def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.plots:
+        from benchlib import report
+
+        made = report.plots(results, args.plots)
+        log(f"plots: {', '.join(made) if made else 'none (matplotlib missing)'}")
+    if args.markdown:
+        from benchlib import report
+
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(report.markdown(results, args.markdown, args.plots))
+        log(f"wrote {args.markdown}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Starting and stopping the systems under test: our three-node cluster and a three-member etcd.
+
+Every process is started in its own session (so its whole process group can be signalled) and recorded
+in a :class:`ProcessSet`; ``ProcessSet.stop_all()`` (called from ``finally``) sends SIGTERM to every
+group, waits, then SIGKILLs what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+_claimed: set[int] = set()
+
+
+def free_ports(count: int, offset: int = 0) -> list[int]:
+    """``count`` ports free on 127.0.0.1 such that ``port + offset`` is free too (when offset > 0)."""
+    out: list[int] = []
+    while len(out) < count:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in _claimed or (offset and (port + offset > 65535 or not _port_free(port + offset))):
+            continue
+        if offset and (port + offset) in _claimed:
+            continue
+        _claimed.add(port)
+        if offset:
+            _claimed.add(port + offset)
+        out.append(port)
+    return out
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size from /proc/PID/status (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def schedstat(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU), summed over the process's threads."""
+    run = wait = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0, 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                a, b, _ = f.read().split()
+        except (OSError, ValueError):
+            continue
+        run += int(a)
+        wait += int(b)
+    return run / 1e9, wait / 1e9
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (OSError, ValueError):
+        return 0, b""
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    started_at: float
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, sig)
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class ProcessSet:
+    """Every process the benchmark started."""
+
+    workdir: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
+        log_path = self.workdir / f"{name}.log"
+        out = open(log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        popen = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **(env or {})}, cwd=ROOT,
+        )
+        out.close()
+        proc = Proc(name, popen, log_path, time.perf_counter())
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, grace: float = 5.0) -> None:
+        if proc.alive():
+            proc.kill(signal.SIGTERM)
+            try:
+                proc.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill(signal.SIGKILL)
+                proc.popen.wait(5)
+        proc.kill(signal.SIGKILL)  # anything left in its process group
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            if proc.alive():
+                proc.kill(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for proc in list(self.procs):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(max(0.0, deadline - time.monotonic()))
+        for proc in list(self.procs):
+            proc.kill(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(5)
+        self.procs.clear()
+
+
+# ----------------------------------------------------------------------------------------------
+# our cluster
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class DistroCluster:
+    ps: ProcessSet
+    label: str
+    ports: list[int]
+    secret: str
+    extra_flags: list[str]
+    nodes: list[Proc | None]
+
+    @property
+    def addrs(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.ports]
+
+    def node_cmd(self, i: int) -> list[str]:
+        exe = ROOT / ".venv" / "bin" / "distro-node"
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cluster.node_main"]
+        return [
+            *cmd, "--node-id", f"n{i + 1}", "--host", "127.0.0.1", "--port", str(self.ports[i]),
+            "--advertise-address", self.addrs[i], "--peers", ",".join(self.addrs),
+            "--cluster-secret", self.secret, *self.extra_flags,
+        ]
+
+    def start_node(self, i: int) -> Proc:
+        proc = self.ps.start(f"{self.label}-n{i + 1}", self.node_cmd(i))
+        self.nodes[i] = proc
+        return proc
+
+    def node(self, i: int) -> Proc:
+        proc = self.nodes[i]
+        assert proc is not None
+        return proc
+
+    def wait_ready(self, indexes: list[int] | None = None, timeout: float = 30.0) -> None:
+        """Until every given node answers /readyz 200 and sees the others up."""
+        idx = list(range(len(self.ports))) if indexes is None else indexes
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = []
+            for i in idx:
+                proc = self.nodes[i]
+                if proc is None or not proc.alive():
+                    raise RuntimeError(f"node n{i + 1} exited:\n{proc.tail() if proc else ''}")
+                status, _ = http_get(f"http://{self.addrs[i]}/readyz", 1.0)
+                if status != 200:
+                    pending.append(i)
+                    continue
+                status, body = http_get(f"http://{self.addrs[i]}/nacos/v1/ns/operator/servers?healthy=true", 1.0)
+                up = body.count(b'"state":"UP"') if status == 200 else 0
+                if up < len(idx):
+                    pending.append(i)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                tails = "\n".join(f"--- n{i + 1}\n{self.node(i).tail()}" for i in pending)
+                raise RuntimeError(f"cluster {self.label} not ready after {timeout}s:\n{tails}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in self.nodes:
+            if proc is not None:
+                self.ps.stop(proc)
+        self.nodes = [None] * len(self.ports)
+
+
+def start_distro(ps: ProcessSet, label: str, extra_flags: list[str], size: int = 3) -> DistroCluster:
+    ports = free_ports(size, offset=1000)
+    cluster = DistroCluster(ps, label, ports, secrets.token_hex(32), extra_flags, [None] * size)
+    for i in range(size):
+        cluster.start_node(i)
+    cluster.wait_ready()
+    return cluster
+
+
+# ----------------------------------------------------------------------------------------------
+# etcd
+# ----------------------------------------------------------------------------------------------
+def ensure_etcd() -> str | None:
+    """Path of etcd 3.4 (installing Debian's etcd-server when absent and apt-get works), or None."""
+    found = shutil.which("etcd")
+    if found:
+        return found
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        return None
+    log("etcd not found: apt-get install -y etcd-server etcd-client")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "etcd-server", "etcd-client"],
+                ["apt-get", "update"],
+                ["apt-get", "install", "-y", "etcd-server", "etcd-client"]):
+        res = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if res.returncode == 0 and cmd[1] == "install":
+            break
+    return shutil.which("etcd")
+
+
+@dataclass
+class EtcdCluster:
+    ps: ProcessSet
+    client_ports: list[int]
+    members: list[Proc]
+
+    @property
+    def addrs(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.client_ports]
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            ok = 0
+            for i, addr in enumerate(self.addrs):
+                if not self.members[i].alive():
+                    raise RuntimeError(f"etcd member {i + 1} exited:\n{self.members[i].tail()}")
+                status, body = http_get(f"http://{addr}/health", 1.0)
+                if status == 200 and b'"true"' in body:
+                    ok += 1
+            if ok == len(self.addrs):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("etcd not healthy:\n" + "\n".join(m.tail() for m in self.members))
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for proc in self.members:
+            self.ps.stop(proc)
+
+
+def start_etcd(ps: ProcessSet, etcd: str, size: int = 3) -> EtcdCluster:
+    client = free_ports(size)
+    peer = free_ports(size)
+    token = "bench-" + secrets.token_hex(4)
+    initial = ",".join(f"e{i + 1}=http://127.0.0.1:{peer[i]}" for i in range(size))
+    members = []
+    for i in range(size):
+        data = ps.workdir / f"etcd-e{i + 1}"
+        data.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            etcd, "--name", f"e{i + 1}", "--data-dir", str(data),
+            "--listen-client-urls", f"http://127.0.0.1:{client[i]}",
+            "--advertise-client-urls", f"http://127.0.0.1:{client[i]}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer[i]}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer[i]}",
+            "--initial-cluster", initial, "--initial-cluster-state", "new",
+            "--initial-cluster-token", token, "--enable-v2=false", "--log-level", "warn",
+        ]
+        members.append(ps.start(f"etcd-e{i + 1}", cmd))
+    cluster = EtcdCluster(ps, client, members)
+    cluster.wait_ready()
+    return cluster

@@ -1,0 +1,267 @@
+"""Test clusters for the push, watch and SDK tests.
+
+* :class:`NodeProcesses`: real ``distro-node`` processes on 127.0.0.1 (free ports, logs in a temp dir).
+* :class:`InProcessCluster`: runtimes over the in-memory peer transport, each with a real HTTP server on
+  127.0.0.1:0, a PushService and a WatchService; for knobs the CLI does not expose (push TTLs, bounds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import httpx
+import trio
+
+from cluster.api import NamingApi
+from cluster.http import HttpLimits, serve_http
+from cluster.memlink import MemoryNetwork
+from cluster.push import PushConfig, PushService
+from cluster.runtime import NodeRuntime
+from cluster.watch import WatchService
+from distro.config import DistroConfig
+
+PEER_OFFSET = 1000
+NS = "/nacos/v1/ns"
+
+
+def _free_port_pair() -> int:
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port + PEER_OFFSET > 65535:
+            continue
+        with socket.socket() as other:
+            try:
+                other.bind(("127.0.0.1", port + PEER_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+def node_command() -> list[str]:
+    script = Path(sys.executable).parent / "distro-node"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from cluster.node_main import main; main()"]
+
+
+class NodeProcesses:
+    """``count`` real nodes listing each other. Use as a context manager."""
+
+    def __init__(self, count: int = 3, args: Sequence[str] = ()) -> None:
+        self.count = count
+        self.args = list(args)
+        self.ports: list[int] = []
+        self.procs: list[subprocess.Popen[bytes] | None] = []
+        self.secret = os.urandom(16).hex()
+        self.log_dir = Path(tempfile.mkdtemp(prefix="distro-test-nodes-"))
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.ports]
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{a}" for a in self.addresses]
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        port = self.ports[index]
+        log = open(self.log_dir / f"n{index + 1}.log", "ab")  # noqa: SIM115 (the child keeps a copy)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DISTRO_")}
+        env["DISTRO_CLUSTER_SECRET"] = self.secret
+        try:
+            return subprocess.Popen(
+                [*node_command(), "--node-id", f"n{index + 1}", "--host", "127.0.0.1", "--port", str(port),
+                 "--advertise-address", f"127.0.0.1:{port}", "--peers", ",".join(self.addresses),
+                 "--peer-port-offset", str(PEER_OFFSET), "--snapshot-timeout-ms", "500", *self.args],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+
+    def start(self, timeout_s: float = 30.0) -> NodeProcesses:
+        self.ports = [_free_port_pair() for _ in range(self.count)]
+        self.procs = [self._spawn(i) for i in range(self.count)]
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float = 30.0, indexes: Sequence[int] | None = None) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = set(range(self.count) if indexes is None else indexes)
+        with httpx.Client(timeout=1.0, trust_env=False) as http:
+            while pending:
+                for i in list(pending):
+                    proc = self.procs[i]
+                    if proc is None or proc.poll() is not None:
+                        raise RuntimeError(f"node n{i + 1} exited:\n{self.log(i)}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if http.get(f"{self.urls[i]}/readyz").status_code == 200:
+                            pending.discard(i)
+                if pending and time.monotonic() > deadline:
+                    raise RuntimeError(f"nodes {sorted(pending)} not ready; logs in {self.log_dir}")
+                if pending:
+                    time.sleep(0.05)
+
+    def log(self, index: int) -> str:
+        path = self.log_dir / f"n{index + 1}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop_node(self, index: int) -> None:
+        proc = self.procs[index]
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs[index] = None
+
+    def start_node(self, index: int) -> None:
+        self.procs[index] = self._spawn(index)
+        self.wait_ready(indexes=[index])
+
+    def stop(self) -> None:
+        for i in range(len(self.procs)):
+            self.stop_node(i)
+
+    def __enter__(self) -> NodeProcesses:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class InProcessNode:
+    runtime: NodeRuntime
+    api: NamingApi
+    push: PushService
+    watch: WatchService
+    port: int = 0
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class InProcessCluster:
+    """Runtimes on a MemoryNetwork, each with HTTP, push and watch. ``await cluster.start(nursery)``."""
+
+    def __init__(
+        self,
+        count: int = 2,
+        *,
+        push: PushConfig | None = None,
+        watch: dict[str, int] | None = None,
+        core: DistroConfig | None = None,
+    ) -> None:
+        self.count = count
+        self.push_config = push or PushConfig()
+        self.watch_limits = watch or {}
+        self.core = core or DistroConfig(cluster_size=count, snapshot_timeout_ms=200)
+        self.network = MemoryNetwork()
+        self.nodes: list[InProcessNode] = []
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    async def start(self, nursery: trio.Nursery) -> InProcessCluster:
+        await nursery.start(self.network.run)
+        for i in range(self.count):
+            runtime = NodeRuntime(f"n{i}", self.core, address=f"127.0.0.1:{9000 + i}")
+            api = NamingApi(runtime)
+            push = PushService.attach(runtime, api, self.push_config)
+            watch = WatchService.attach(runtime, api, **self.watch_limits)
+            node = InProcessNode(runtime, api, push, watch)
+            node.port = await nursery.start(self._serve, node)
+            self.nodes.append(node)
+        with trio.fail_after(20):
+            for node in self.nodes:
+                await node.runtime.ready_event.wait()
+            while not all(len(n.runtime.node.live_members()) == self.count for n in self.nodes):
+                await trio.sleep(0.01)
+        return self
+
+    async def _serve(self, node: InProcessNode, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        with node.scope:
+            async with trio.open_nursery() as inner:
+                await inner.start(node.runtime.run)
+                self.network.attach(node.runtime)
+                await inner.start(node.push.run)
+                port = await inner.start(partial(serve_http, node.api, "127.0.0.1", 0, HttpLimits()))
+                task_status.started(port)
+
+    def stop_node(self, index: int) -> None:
+        node = self.nodes[index]
+        node.scope.cancel()
+        self.network.detach(node.runtime.node.node_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` (sync or async) until true; fail after ``timeout_s``."""
+    with trio.fail_after(timeout_s):
+        while True:
+            result = predicate()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.01)
+
+
+async def register(http: httpx.AsyncClient, url: str, service: str, ip: str, port: int, **extra: str) -> None:
+    params = {"serviceName": service, "ip": ip, "port": str(port), **extra}
+    response = await http.post(f"{url}{NS}/instance", params=params)
+    assert response.status_code == 200 and response.text == "ok", response.text
+
+
+async def deregister(http: httpx.AsyncClient, url: str, service: str, ip: str, port: int) -> None:
+    response = await http.delete(f"{url}{NS}/instance", params={"serviceName": service, "ip": ip, "port": str(port)})
+    assert response.status_code == 200 and response.text == "ok", response.text
+
+
+async def list_hosts(http: httpx.AsyncClient, url: str, service: str) -> list[tuple[str, int]]:
+    response = await http.get(f"{url}{NS}/instance/list", params={"serviceName": service})
+    return sorted((h["ip"], h["port"]) for h in response.json()["hosts"])
+
+
+async def metric(http: httpx.AsyncClient, url: str, name: str) -> float:
+    text = (await http.get(f"{url}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def decode_push(data: bytes) -> dict[str, object]:
+    """What a Java client does with a push datagram: gunzip when it starts with the gzip magic, parse."""
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    packet = json.loads(data)
+    assert isinstance(packet, dict)
+    return packet
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{time.monotonic_ns() % 10**9}"

@@ -1,0 +1,1 @@
+"""Tests for the trio runtime (cluster package)."""

@@ -1,0 +1,568 @@
+"""Token auth (cluster/auth.py): the token format, login, the guard, the throttle, and nacos-sdk-python
+0.1.17 against an auth-enabled node. Real sockets on 127.0.0.1; one in-process node (no peers)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cluster.api import NamingApi
+from cluster.auth import (
+    LOGIN_PATHS,
+    Authenticator,
+    LoginThrottle,
+    TokenCodec,
+    TokenStatus,
+    install_auth,
+)
+from cluster.http import serve_http
+from cluster.node_main import NodeSettings, parse_settings
+from cluster.push import PushService
+from cluster.runtime import NodeRuntime
+from cluster.server import NodeServer
+from cluster.watch import WatchService
+
+SECRET = "s3cret-token-key-for-tests-0123456789abcdef"
+OTHER_SECRET = "another-token-key-for-tests-0123456789abcdef"
+PASSWORD = "correct horse battery staple"
+NS = "/nacos/v1/ns"
+PROTECTED = [
+    ("POST", f"{NS}/instance"),
+    ("DELETE", f"{NS}/instance"),
+    ("PUT", f"{NS}/instance"),
+    ("PATCH", f"{NS}/instance"),
+    ("GET", f"{NS}/instance"),
+    ("GET", f"{NS}/instance/list"),
+    ("PUT", f"{NS}/instance/beat"),
+    ("POST", f"{NS}/service"),
+    ("PUT", f"{NS}/service"),
+    ("DELETE", f"{NS}/service"),
+    ("GET", f"{NS}/service"),
+    ("GET", f"{NS}/service/list"),
+    ("GET", f"{NS}/catalog/services"),
+    ("GET", f"{NS}/operator/servers"),
+    ("GET", f"{NS}/operator/metrics"),
+    ("GET", f"{NS}/operator/distro/server"),
+    # attached by cluster.push / cluster.watch: guarded like everything that is not explicitly open
+    ("GET", f"{NS}/operator/push/state"),
+    ("GET", f"{NS}/service/subscribers"),
+    ("GET", f"{NS}/instance/watch"),
+]
+INSTANCE = {"serviceName": "orders", "ip": "10.0.0.1", "port": "8080"}
+
+
+class FakeClock:
+    """Wall-clock seconds under the test's control."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def settings_for(*extra: str) -> NodeSettings:
+    return parse_settings(
+        ["--port", "18848", "--auth", "--token-secret", SECRET, "--admin-password", PASSWORD, *extra]
+    )
+
+
+@dataclass
+class AuthNode:
+    client: httpx.AsyncClient
+    port: int
+    api: NamingApi
+    auth: Authenticator | None
+    clock: FakeClock
+
+    async def login(self, user: str = "nacos", password: str = PASSWORD) -> str:
+        response = await self.client.post("/nacos/v1/auth/login", params={"username": user, "password": password})
+        assert response.status_code == 200, response.text
+        token = response.json()["accessToken"]
+        assert isinstance(token, str)
+        return token
+
+
+@asynccontextmanager
+async def auth_node(
+    node_settings: NodeSettings | None = None, *, throttle: LoginThrottle | None = None, enable: bool = True
+) -> AsyncIterator[AuthNode]:
+    """One ready node with install_auth (fake clock) on 127.0.0.1:<free port>."""
+    node_settings = node_settings or settings_for()
+    clock = FakeClock()
+    runtime = NodeRuntime("n1", node_settings.core, address="127.0.0.1:18848")
+    api = NamingApi(runtime)
+    PushService.attach(runtime, api)  # their routes, as NodeServer.run attaches them (push's socket not opened)
+    WatchService.attach(runtime, api)
+    auth = install_auth(api, node_settings, clock=clock, throttle=throttle) if enable else None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
+        port = await nursery.start(partial(serve_http, api, "127.0.0.1", 0))
+        with trio.fail_after(10):
+            await runtime.ready_event.wait()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield AuthNode(client, port, api, auth, clock)
+        nursery.cancel_scope.cancel()
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge(payload: bytes, secret: str = SECRET) -> str:
+    """A token whose MAC is right for ``payload`` (to test what happens after the MAC check)."""
+    payload_b64 = b64(payload)
+    mac = hmac.new(secret.encode(), b"distro-token-v1." + payload_b64.encode(), hashlib.sha256).digest()
+    return f"{payload_b64}.{b64(mac)}"
+
+
+def jwt_hs256(claims: dict[str, object], secret: str = SECRET, alg: str = "HS256") -> str:
+    header = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    signature = b64(hmac.new(secret.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest())
+    return f"{header}.{body}.{signature}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the token format
+# ------------------------------------------------------------------------------------------------
+def test_token_round_trip_and_expiry() -> None:
+    clock = FakeClock()
+    codec = TokenCodec(SECRET.encode(), 100, clock=clock)
+    token = codec.issue("nacos")
+    assert codec.check(token).status is TokenStatus.VALID
+    assert codec.check(token).subject == "nacos"
+    payload = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert payload == {"sub": "nacos", "iat": int(clock.now), "exp": int(clock.now) + 100, "v": 1}
+    clock.now += 99.5
+    assert codec.check(token).status is TokenStatus.VALID
+    clock.now += 0.5
+    assert codec.check(token).status is TokenStatus.EXPIRED
+
+
+def test_codec_refuses_weak_settings() -> None:
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        TokenCodec(b"short", 100)
+    with pytest.raises(ValueError, match="positive"):
+        TokenCodec(SECRET.encode(), 0)
+    with pytest.raises(ValueError, match="admin"):
+        Authenticator(TokenCodec(SECRET.encode(), 10), "nacos", "")
+
+
+def test_bad_tokens_are_invalid() -> None:
+    clock = FakeClock()
+    codec = TokenCodec(SECRET.encode(), 100, clock=clock)
+    good = codec.issue("nacos")
+    payload_b64, mac = good.split(".")
+    future = int(clock.now) + 1000
+    claims = {"sub": "nacos", "exp": future, "iat": int(clock.now), "v": 1}
+    flipped_mac = mac[:-2] + ("A" if mac[-2] != "A" else "B") + mac[-1]
+    tampered_payload = b64(json.dumps({**claims, "sub": "root"}).encode())
+    bad = [
+        "",
+        "None",  # what nacos-sdk-python sends when login gave no token
+        "null",
+        payload_b64,
+        f"{payload_b64}.",  # empty signature
+        f".{mac}",
+        f"{payload_b64}.{mac}.",
+        f"{payload_b64}.{mac}=",  # padding is not part of the format
+        f"{payload_b64}.{mac[:-1]}",  # wrong length
+        f"{payload_b64}.{mac}A",
+        f"{payload_b64}.{flipped_mac}",
+        f"{payload_b64}.{mac[:-1]}{'B' if mac[-1] == 'A' else 'A'}",  # last char: non-canonical bits too
+        f"{payload_b64}==.{mac}",
+        f"{tampered_payload}.{mac}",
+        f"{payload_b64}.{mac[:-1]}+",  # standard base64 alphabet
+        f"{payload_b64}.{mac[:-1]}/",
+        f"{payload_b64} .{mac}",
+        f"{payload_b64}\u00e9.{mac}",
+        good.upper(),
+        TokenCodec(OTHER_SECRET.encode(), 100, clock=clock).issue("nacos"),  # another secret
+        forge(json.dumps(claims).encode(), OTHER_SECRET),
+        # JWTs are not accepted, whatever their algorithm: no "alg" to play games with.
+        jwt_hs256(claims),
+        jwt_hs256(claims, alg="none").rpartition(".")[0] + ".",
+        jwt_hs256(claims, alg="none"),
+        # correctly MACed, but not a valid payload
+        forge(b"not json"),
+        forge(b"\xff\xfe"),
+        forge(b"[]"),
+        forge(b"{}"),
+        forge(json.dumps({**claims, "v": 2}).encode()),
+        forge(json.dumps({**claims, "v": "1"}).encode()),
+        forge(json.dumps({k: v for k, v in claims.items() if k != "v"}).encode()),
+        forge(json.dumps({**claims, "sub": ""}).encode()),
+        forge(json.dumps({**claims, "sub": 7}).encode()),
+        forge(json.dumps({**claims, "exp": str(future)}).encode()),
+        forge(json.dumps({**claims, "exp": float(future)}).encode()),
+        forge(json.dumps({**claims, "exp": True}).encode()),
+        forge(json.dumps({**claims, "exp": None}).encode()),
+        forge(b'{"sub":"nacos","exp":1e999,"v":1}'),
+        forge(b'{"sub":"nacos","exp":NaN,"v":1}'),
+        "A" * 5000 + "." + mac,
+        "." * 44,
+    ]
+    for token in bad:
+        assert codec.check(token).status is TokenStatus.INVALID, token
+    # The forge helper itself is right: the same construction with the real claims is accepted.
+    assert codec.check(forge(json.dumps(claims).encode())).status is TokenStatus.VALID
+    assert codec.check(forge(json.dumps({**claims, "exp": int(clock.now)}).encode())).status is TokenStatus.EXPIRED
+
+
+@settings(max_examples=200)
+@given(st.one_of(st.text(max_size=200), st.from_regex(r"[A-Za-z0-9_-]{0,80}\.[A-Za-z0-9_-]{0,50}", fullmatch=True)))
+def test_random_tokens_are_never_valid_and_never_raise(token: str) -> None:
+    codec = TokenCodec(SECRET.encode(), 100)
+    assert codec.check(token).status is TokenStatus.INVALID
+
+
+def test_credentials_compare() -> None:
+    auth = Authenticator(TokenCodec(SECRET.encode(), 10), "nacos", PASSWORD)
+    assert auth.credentials_ok("nacos", PASSWORD)
+    assert not auth.credentials_ok("nacos", PASSWORD + " ")
+    assert not auth.credentials_ok("nacos", "")
+    assert not auth.credentials_ok("Nacos", PASSWORD)
+    assert not auth.credentials_ok("", PASSWORD)
+    assert not auth.credentials_ok(PASSWORD, "nacos")
+
+
+# ------------------------------------------------------------------------------------------------
+# the throttle
+# ------------------------------------------------------------------------------------------------
+def test_throttle_blocks_after_failures_and_forgets_after_the_window() -> None:
+    clock = FakeClock(0.0)
+    throttle = LoginThrottle(3, 60.0, clock=clock)
+    for _ in range(3):
+        assert not throttle.blocked("1.2.3.4")
+        throttle.failed("1.2.3.4")
+    assert throttle.blocked("1.2.3.4")
+    assert not throttle.blocked("5.6.7.8")
+    clock.now = 59.9
+    assert throttle.blocked("1.2.3.4")
+    clock.now = 60.0
+    assert not throttle.blocked("1.2.3.4")
+    throttle.failed("1.2.3.4")
+    throttle.failed("1.2.3.4")
+    throttle.succeeded("1.2.3.4")
+    throttle.failed("1.2.3.4")
+    assert not throttle.blocked("1.2.3.4")
+
+
+def test_throttle_is_bounded() -> None:
+    clock = FakeClock(0.0)
+    throttle = LoginThrottle(2, 60.0, max_addresses=100, clock=clock)
+    for i in range(1000):
+        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+        clock.now += 0.01
+        assert len(throttle) <= 100
+    assert throttle.blocked("10.0.3.231") is False  # one failure only
+    throttle.failed("10.0.3.231")
+    assert throttle.blocked("10.0.3.231")
+    clock.now += 120
+    throttle.failed("9.9.9.9")  # the map is full: expired entries are dropped first
+    assert len(throttle) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# login and the guard over HTTP
+# ------------------------------------------------------------------------------------------------
+async def test_login_answers_like_nacos() -> None:
+    async with auth_node() as node:
+        for path in LOGIN_PATHS:
+            response = await node.client.post(path, params={"username": "nacos", "password": PASSWORD})
+            assert response.status_code == 200
+            body = response.json()
+            assert set(body) == {"accessToken", "tokenTtl", "globalAdmin"}
+            assert body["tokenTtl"] == 18000 and body["globalAdmin"] is True
+            assert response.headers["authorization"] == f"Bearer {body['accessToken']}"
+            assert response.headers["cache-control"] == "no-store"
+        # the Java client: username in the query, password in a form body
+        response = await node.client.post(
+            "/nacos/v1/auth/login", params={"username": "nacos"}, data={"password": PASSWORD}
+        )
+        assert response.status_code == 200
+        for user, password in [("nacos", "wrong"), ("admin", PASSWORD), ("nacos", PASSWORD.upper())]:
+            response = await node.client.post("/nacos/v1/auth/login", data={"username": user, "password": password})
+            assert (response.status_code, response.text) == (403, "unknown user!")
+        response = await node.client.post("/nacos/v1/auth/login", params={"username": "nacos"})
+        assert (response.status_code, response.text) == (400, "Param 'password' is required.")
+        # POST only: a GET login would put the password in every access log by design
+        response = await node.client.get("/nacos/v1/auth/login", params={"username": "nacos", "password": PASSWORD})
+        assert response.status_code == 501
+
+
+async def test_every_naming_route_needs_a_token() -> None:
+    async with auth_node() as node:
+        token = await node.login()
+        expired = TokenCodec(SECRET.encode(), 1, clock=lambda: node.clock.now - 10).issue("nacos")
+        foreign = TokenCodec(OTHER_SECRET.encode(), 100).issue("nacos")
+        for method, path in PROTECTED:
+            for params, headers, text in [
+                ({}, {}, "user not found!"),
+                ({"accessToken": ""}, {}, "user not found!"),
+                ({"accessToken": "None"}, {}, "token invalid!"),
+                ({"accessToken": foreign}, {}, "token invalid!"),
+                ({"accessToken": expired}, {}, "token expired!"),
+                ({}, {"Authorization": f"Bearer {foreign}"}, "token invalid!"),
+                ({}, {"Authorization": f"Bearer {expired}"}, "token expired!"),
+                ({"accessToken": token}, {"Authorization": f"Bearer {foreign}"}, "token invalid!"),  # header first
+                ({}, {"Authorization": f"Basic {token}"}, "user not found!"),
+            ]:
+                response = await node.client.request(method, path, params={**INSTANCE, **params}, headers=headers)
+                assert (response.status_code, response.text) == (403, text), (method, path, params, headers)
+            # a valid token passes (whatever the route then answers, it is not a 403)
+            response = await node.client.request(method, path, params={**INSTANCE, "accessToken": token})
+            assert response.status_code != 403, (method, path, response.text)
+            response = await node.client.request(
+                method, path, params=INSTANCE, headers={"Authorization": f"Bearer {token}"}
+            )
+            assert response.status_code != 403, (method, path, response.text)
+            # the token in a form body works too
+            if method != "GET":
+                response = await node.client.request(
+                    method, path, params=INSTANCE, content=f"accessToken={token}".encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+                assert response.status_code != 403, (method, path, response.text)
+            # HEAD is a GET and is guarded the same way
+            if method == "GET":
+                response = await node.client.head(path, params=INSTANCE)
+                assert response.status_code == 403
+        assert node.auth is not None and node.auth.counts["refused_no_token"] > 0
+
+
+async def test_open_routes_stay_open() -> None:
+    async with auth_node() as node:
+        for path in ["/healthz", "/readyz", "/metrics", "/healthz/"]:
+            response = await node.client.get(path)
+            assert response.status_code == 200, path
+        metrics = (await node.client.get("/metrics")).text
+        assert 'distro_auth_logins_total{result="ok"} 0' in metrics
+        # trailing slashes, percent-encoding and dot segments do not reach a protected route unguarded
+        for path in [f"{NS}/instance/list/", f"{NS}/instance/%6Cist", f"{NS}//instance/list", f"{NS}/./instance/list"]:
+            response = await node.client.get(path, params={"serviceName": "a"})
+            assert response.status_code in (403, 501), (path, response.status_code)
+
+
+async def test_no_header_grants_anything() -> None:
+    """CVE-2021-29441: Nacos 1.4.0 let any request whose User-Agent started with Nacos-Server through."""
+    spoofed: list[dict[str, str]] = [
+        {"User-Agent": "Nacos-Server"},
+        {"User-Agent": "Nacos-Server:1.4.2"},
+        {"User-Agent": "Nacos-Server", "Nacos-Server": "1.4.2", "Client-Version": "1.4.2"},
+        {"serverIdentity": "security"},
+        {"serverIdentity": "security", "User-Agent": "Nacos-Server"},
+        {"Request-Source": "127.0.0.1:8848"},
+        {"X-Forwarded-For": "127.0.0.1"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer None"},
+        {"Authorization": "Basic bmFjb3M6bmFjb3M="},
+        {"Cookie": "accessToken=x"},
+    ]
+    async with auth_node() as node:
+        for headers in spoofed:
+            for method, path in PROTECTED:
+                response = await node.client.request(method, path, params=INSTANCE, headers=headers)
+                assert response.status_code == 403, (headers, method, path)
+            # nor do username/password parameters on a naming route (no login on the fly here)
+            response = await node.client.post(
+                f"{NS}/instance", params={**INSTANCE, "username": "nacos", "password": PASSWORD}, headers=headers
+            )
+            assert response.status_code == 403
+        view = node.api.node.view
+        from distro.model import service_key
+
+        assert view(service_key(None, None, "orders")) is None  # nothing was registered
+
+
+async def test_token_expires_and_relogin_works() -> None:
+    async with auth_node(settings_for("--token-ttl-s", "60")) as node:
+        token = await node.login()
+        params = {"serviceName": "orders", "accessToken": token}
+        assert (await node.client.get(f"{NS}/instance/list", params=params)).status_code == 200
+        node.clock.now += 59
+        assert (await node.client.get(f"{NS}/instance/list", params=params)).status_code == 200
+        node.clock.now += 1
+        response = await node.client.get(f"{NS}/instance/list", params=params)
+        assert (response.status_code, response.text) == (403, "token expired!")
+        fresh = await node.login()
+        response = await node.client.get(f"{NS}/instance/list", params={**params, "accessToken": fresh})
+        assert response.status_code == 200
+
+
+async def test_token_secret_rotation_invalidates_old_tokens() -> None:
+    async with auth_node() as node:
+        old = await node.login()
+    rotated = replace(settings_for(), token_secret=OTHER_SECRET)
+    async with auth_node(rotated) as node:
+        response = await node.client.get(f"{NS}/instance/list", params={"serviceName": "a", "accessToken": old})
+        assert (response.status_code, response.text) == (403, "token invalid!")
+        new = await node.login()
+        response = await node.client.get(f"{NS}/instance/list", params={"serviceName": "a", "accessToken": new})
+        assert response.status_code == 200
+
+
+async def test_renamed_admin_user_invalidates_its_tokens() -> None:
+    async with auth_node() as node:
+        old = await node.login()
+    async with auth_node(settings_for("--admin-user", "ops")) as node:
+        response = await node.client.get(f"{NS}/instance/list", params={"serviceName": "a", "accessToken": old})
+        assert (response.status_code, response.text) == (403, "token invalid!")
+        await node.login("ops")
+
+
+async def test_failed_logins_are_throttled_per_address() -> None:
+    clock = FakeClock(0.0)
+    async with auth_node(throttle=LoginThrottle(5, 60.0, clock=clock)) as node:
+        for _ in range(5):
+            response = await node.client.post("/nacos/v1/auth/login", params={"username": "nacos", "password": "x"})
+            assert response.status_code == 403
+        # even the right password is refused now: a 200 would tell the guesser it found it
+        response = await node.client.post("/nacos/v1/auth/login", params={"username": "nacos", "password": PASSWORD})
+        assert response.status_code == 429
+        assert node.auth is not None and node.auth.counts["login_throttled"] == 1
+        clock.now += 61
+        await node.login()
+        metrics = (await node.client.get("/metrics")).text
+        assert 'distro_auth_logins_total{result="denied"} 5' in metrics
+        assert 'distro_auth_logins_total{result="throttled"} 1' in metrics
+
+
+async def test_auth_off_by_default() -> None:
+    node_settings = parse_settings(["--port", "18848"])
+    assert node_settings.auth is False
+    async with auth_node(node_settings, enable=False) as node:
+        response = await node.client.get(f"{NS}/instance/list", params={"serviceName": "a"})
+        assert response.status_code == 200
+        response = await node.client.post("/nacos/v1/auth/login", params={"username": "nacos", "password": "x"})
+        assert response.status_code == 501
+
+
+async def test_node_server_installs_auth_from_settings() -> None:
+    """The wiring in NodeServer: --auth gives a guarded API (served here without the peer link)."""
+    for node_settings, guarded in [(settings_for(), True), (parse_settings(["--port", "18848"]), False)]:
+        server = NodeServer(node_settings)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.runtime.run)
+            port = await nursery.start(partial(serve_http, server.api, "127.0.0.1", 0, server.limits))
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                response = await client.get(f"{NS}/instance/list", params={"serviceName": "a"})
+                assert response.status_code == (403 if guarded else 200)
+                response = await client.post(
+                    "/nacos/v1/auth/login", params={"username": "nacos", "password": PASSWORD}
+                )
+                assert response.status_code == (200 if guarded else 501)
+            nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------------------------------------
+# nacos-sdk-python 0.1.17
+# ------------------------------------------------------------------------------------------------
+def _sdk_session(port: int, log_dir: Path, username: str | None, password: str | None) -> list[object]:
+    """Run a register / list / beat / remove session with the SDK (blocking; called in a thread)."""
+    import nacos
+
+    client = nacos.NacosClient(
+        f"127.0.0.1:{port}", username=username, password=password, logDir=str(log_dir)
+    )
+    out: list[object] = []
+    out.append(client.add_naming_instance("sdk-svc", "10.1.0.1", 8080, cluster_name="c1", metadata={"k": "v"}))
+    listed = client.list_naming_instance("sdk-svc")
+    out.append(sorted((h["ip"], h["port"], h["clusterName"]) for h in listed["hosts"]))
+    beat = client.send_heartbeat("sdk-svc", "10.1.0.1", 8080, cluster_name="c1")
+    out.append(beat["code"])
+    out.append(client.remove_naming_instance("sdk-svc", "10.1.0.1", 8080, cluster_name="c1"))
+    out.append(client.list_naming_instance("sdk-svc")["hosts"])
+    return out
+
+
+def _sdk_refused(port: int, log_dir: Path, username: str | None, password: str | None) -> str:
+    import nacos
+
+    try:
+        client = nacos.NacosClient(f"127.0.0.1:{port}", username=username, password=password, logDir=str(log_dir))
+        client.add_naming_instance("sdk-svc", "10.1.0.2", 8080)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "accepted"
+
+
+async def test_nacos_sdk_python_with_credentials(tmp_path: Path) -> None:
+    async with auth_node() as node:
+        out = await trio.to_thread.run_sync(_sdk_session, node.port, tmp_path, "nacos", PASSWORD)
+        assert out == [True, [("10.1.0.1", 8080, "c1")], 10200, True, []]
+        assert node.auth is not None and node.auth.counts["login_ok"] == 1
+
+
+async def test_nacos_sdk_python_without_credentials_is_refused(tmp_path: Path) -> None:
+    async with auth_node() as node:
+        refused: Callable[..., str] = _sdk_refused
+        assert await trio.to_thread.run_sync(refused, node.port, tmp_path, None, None) == (
+            "NacosException: Insufficient privilege."
+        )
+        # wrong password: the constructor's login fails with the 403
+        outcome = await trio.to_thread.run_sync(refused, node.port, tmp_path, "nacos", "wrong")
+        assert outcome.startswith("HTTPError") and "403" in outcome
+        from distro.model import service_key
+
+        assert node.api.node.view(service_key(None, None, "sdk-svc")) is None
+
+
+
+def _sdk_after_rotation(port: int, log_dir: Path, rotate: Callable[[], None]) -> list[str]:
+    """Log in, rotate the node's secret, then call twice; then let the client's own expiry pass."""
+    import nacos
+
+    client = nacos.NacosClient(f"127.0.0.1:{port}", username="nacos", password=PASSWORD, logDir=str(log_dir))
+    out = [str(client.add_naming_instance("rot-svc", "10.2.0.1", 80, cluster_name="c1"))]
+    rotate()
+    for _ in range(2):
+        try:
+            client.list_naming_instance("rot-svc")
+            out.append("ok")
+        except Exception as exc:
+            out.append(str(exc))
+    client.token_expire_time = 0  # what happens by itself tokenTtl - 10 s after the login
+    out.append(str(len(client.list_naming_instance("rot-svc")["hosts"])))
+    return out
+
+
+async def test_nacos_sdk_python_does_not_log_in_again_on_403(tmp_path: Path) -> None:
+    """Why docs/security.md says to restart clients (or wait out tokenTtl) after rotating the token secret:
+    nacos-sdk-python 0.1.17 re-logs in on its own schedule only; a 403 does not make it drop its token."""
+    async with auth_node() as node:
+        assert node.auth is not None
+        auth = node.auth
+
+        def rotate() -> None:  # what restarting the node with another --token-secret does
+            auth.codec = TokenCodec(OTHER_SECRET.encode(), 18000, clock=node.clock)
+
+        out = await trio.to_thread.run_sync(
+            _sdk_after_rotation, node.port, tmp_path, partial(trio.from_thread.run_sync, rotate)
+        )
+        assert out == ["True", "Insufficient privilege.", "Insufficient privilege.", "1"]
+
+
+async def test_equal_token_and_cluster_secrets_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    same = replace(settings_for(), cluster_secret=SECRET)
+    async with auth_node(same):
+        pass
+    assert any("token secret equals the cluster secret" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    async with auth_node(replace(settings_for(), cluster_secret=OTHER_SECRET)):
+        pass
+    assert not any("equals" in r.getMessage() for r in caplog.records)

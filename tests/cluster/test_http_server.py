@@ -1,0 +1,840 @@
+"""Tests for cluster.http: real sockets on 127.0.0.1, raw trio clients, no real waiting."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from urllib.parse import unquote
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cluster.http import Handler, HttpLimits, HttpStats, Request, Response, serve_http
+from cluster.http.params import merge_params, percent_decode
+from cluster.http.server import _HttpError, _parse_head
+
+GUARD = 5  # seconds (real, or virtual under autojump_clock) before a hung test fails
+
+
+async def echo(request: Request) -> Response:
+    """Describe the request back as JSON."""
+    return Response.json(
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query,
+            "params": request.params(),
+            "headers": request.headers,
+            "body": request.body.decode("utf-8", "replace"),
+            "remote": list(request.remote),
+        }
+    )
+
+
+@asynccontextmanager
+async def running(
+    handler: Handler = echo, limits: HttpLimits | None = None
+) -> AsyncIterator[tuple[int, HttpStats]]:
+    """A server on 127.0.0.1:<free port>; yields (port, stats)."""
+    stats = HttpStats()
+    limits = limits or HttpLimits()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_http, handler, "127.0.0.1", 0, limits, stats=stats))
+        yield port, stats
+        nursery.cancel_scope.cancel()
+
+
+class Client:
+    """A raw HTTP/1.1 client over one TCP stream, reading responses with a tiny parser of its own."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+
+    @classmethod
+    async def connect(cls, port: int) -> Client:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def _fill(self) -> bool:
+        try:
+            data = await self.stream.receive_some(65536)
+        except trio.BrokenResourceError:  # reset by the server
+            data = b""
+        self.buf += data
+        return bool(data)
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not await self._fill():
+                raise EOFError(bytes(self.buf))
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    async def read_response(self, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers with lower-cased names, body)."""
+        while (end := self.buf.find(b"\r\n\r\n")) < 0:
+            if not await self._fill():
+                raise EOFError(bytes(self.buf))
+        head = bytes(self.buf[:end]).decode("latin-1")
+        del self.buf[: end + 4]
+        status_line, *lines = head.split("\r\n")
+        version, status, _reason = status_line.split(" ", 2)
+        assert version == "HTTP/1.1"
+        headers: dict[str, str] = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            assert name.lower() not in headers, f"duplicate header {name}"
+            headers[name.lower()] = value.strip()
+        length = 0 if head_only or int(status) in (100, 204, 304) else int(headers["content-length"])
+        return int(status), headers, await self.read_exactly(length)
+
+    async def at_eof(self) -> bool:
+        """True if the server closed the connection with nothing more to read."""
+        if self.buf:
+            return False
+        return not await self._fill()
+
+    async def request(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        await self.send(raw)
+        return await self.read_response()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def get(target: str, *extra: str, version: str = "1.1") -> bytes:
+    """A GET request with optional extra header lines."""
+    lines = [f"GET {target} HTTP/{version}", "Host: test", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def post(target: str, body: bytes, *extra: str) -> bytes:
+    """A POST request with a Content-Length body."""
+    lines = [f"POST {target} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+# ------------------------------------------------------------------------------------------------ basics
+
+
+async def test_get_with_query_params() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, stats):
+            c = await Client.connect(port)
+            status, headers, body = await c.request(
+                get("/nacos/v1/ns/instance/list?serviceName=svc%40%40g&clusters=a%2Cb&x=+y+")
+            )
+            assert status == 200
+            assert headers["content-type"] == "application/json;charset=UTF-8"
+            assert int(headers["content-length"]) == len(body)
+            assert "connection" not in headers and "date" not in headers
+            doc = json.loads(body)
+            assert doc["method"] == "GET"
+            assert doc["path"] == "/nacos/v1/ns/instance/list"
+            assert doc["query"] == "serviceName=svc%40%40g&clusters=a%2Cb&x=+y+"
+            assert doc["params"] == {"serviceName": "svc@@g", "clusters": "a,b", "x": "y"}
+            assert doc["remote"][0] == "127.0.0.1"
+            await c.aclose()
+            assert stats.requests_total == 1
+            assert stats.responses_by_status == {200: 1}
+            assert stats.connections_total == 1
+
+
+async def test_path_is_percent_decoded_and_headers_lower_cased_and_joined() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            _, _, body = await c.request(get("/a%20b/%E2%82%AC", "X-Thing: one", "x-thing:two  ", "Empty:"))
+            doc = json.loads(body)
+            assert doc["path"] == "/a b/\u20ac"
+            assert doc["headers"]["x-thing"] == "one, two"
+            assert doc["headers"]["empty"] == ""
+            assert doc["headers"]["host"] == "test"
+            await c.aclose()
+
+
+async def test_absolute_form_target() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            _, _, body = await c.request(get("http://example.com:8848/nacos/v1/ns/service/list?pageNo=1"))
+            doc = json.loads(body)
+            assert doc["path"] == "/nacos/v1/ns/service/list"
+            assert doc["params"] == {"pageNo": "1"}
+            await c.aclose()
+
+
+async def test_post_form_body_merged_with_query_first_wins() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            form = b"serviceName=fromBody&ip=10.0.0.1&port=8080&healthy=True&enabled=true&note=a+b%21"
+            status, _, body = await c.request(
+                post(
+                    "/nacos/v1/ns/instance?serviceName=fromQuery&namespaceId=public",
+                    form,
+                    "Content-Type: application/x-www-form-urlencoded; charset=UTF-8",
+                )
+            )
+            assert status == 200
+            doc = json.loads(body)
+            assert doc["method"] == "POST"
+            assert doc["params"] == {
+                "serviceName": "fromQuery",  # the query comes first and the first occurrence wins
+                "namespaceId": "public",
+                "ip": "10.0.0.1",
+                "port": "8080",
+                "healthy": "True",  # booleans are left for the caller to parse
+                "enabled": "true",
+                "note": "a b!",
+            }
+            await c.aclose()
+
+
+async def test_form_body_without_content_type_any_method() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            raw = b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\nweight=2"
+            _, _, body = await c.request(raw)
+            assert json.loads(body)["params"] == {"weight": "2"}
+            # A JSON body is not a form, even without a content type.
+            _, _, body = await c.request(post("/x", b'{"a=1":2}'))
+            assert json.loads(body)["params"] == {}
+            # An explicit non-form content type is not decoded either.
+            _, _, body = await c.request(post("/x", b"a=1", "Content-Type: text/plain"))
+            assert json.loads(body)["params"] == {}
+            await c.aclose()
+
+
+def test_params_never_raise_on_bad_encoding() -> None:
+    params = merge_params("a=%zz&b=%ff%fe&c=%E2%82&d&=skipped&e=1&e=2&f=%20x%20", b"", None)
+    assert params["a"] == "%zz"
+    assert params["b"] == "\ufffd\ufffd"
+    assert params["c"] == "\ufffd"
+    assert params["d"] == ""
+    assert "" not in params
+    assert params["e"] == "1"
+    assert params["f"] == "x"
+    body_params = merge_params("", b"name=\xff\xfe&k=v", "application/x-www-form-urlencoded")
+    assert body_params == {"name": "\ufffd\ufffd", "k": "v"}
+
+
+def test_params_are_cached() -> None:
+    request = Request("GET", "/", "a=1", {}, b"", ("127.0.0.1", 1))
+    first = request.params()
+    assert first == {"a": "1"}
+    assert request.params() is first
+
+
+def test_response_helpers() -> None:
+    r = Response.json({"name": "caf\u00e9", "list": [1, 2]})
+    assert r.status == 200
+    assert r.body == '{"name":"caf\u00e9","list":[1,2]}'.encode()
+    assert r.content_type == "application/json;charset=UTF-8"
+    t = Response.text(404, "no such service")
+    assert (t.status, t.body, t.content_type) == (404, b"no such service", "text/plain;charset=UTF-8")
+
+
+# ------------------------------------------------------------------------------------- connection reuse
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, stats):
+            c = await Client.connect(port)
+            for i in range(5):
+                status, headers, body = await c.request(get(f"/n?i={i}"))
+                assert status == 200
+                assert "connection" not in headers
+                assert json.loads(body)["params"] == {"i": str(i)}
+            await c.aclose()
+            assert stats.connections_total == 1
+            assert stats.requests_total == 5
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            batch = b"".join(
+                [get("/p?i=0"), post("/p?i=1", b"x=1"), get("/p?i=2"), post("/p?i=3", b""), get("/p?i=4")]
+            )
+            await c.send(batch)
+            for i in range(5):
+                status, _, body = await c.read_response()
+                assert status == 200
+                assert json.loads(body)["params"]["i"] == str(i)
+            await c.aclose()
+
+
+async def test_pipelined_bytes_split_at_every_position() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            raw = post("/s?q=1", b"a=2") + get("/s?q=3")
+            for cut in range(1, len(raw)):
+                c = await Client.connect(port)
+                await c.send(raw[:cut])
+                await c.send(raw[cut:])
+                first = json.loads((await c.read_response())[2])
+                second = json.loads((await c.read_response())[2])
+                assert (first["params"], second["params"]) == ({"q": "1", "a": "2"}, {"q": "3"})
+                await c.aclose()
+
+
+async def test_connection_close_from_client() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, stats):
+            c = await Client.connect(port)
+            await c.send(get("/a", "Connection: close") + get("/never"))
+            status, headers, _ = await c.read_response()
+            assert status == 200
+            assert headers["connection"] == "close"
+            assert await c.at_eof()
+            await c.aclose()
+            assert stats.requests_total == 1
+
+
+async def test_http10_closes_unless_keep_alive() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            status, headers, _ = await c.request(get("/a", "Connection: Keep-Alive", version="1.0"))
+            assert status == 200
+            assert headers["connection"] == "keep-alive"
+            status, headers, _ = await c.request(b"GET /b HTTP/1.0\r\n\r\n")
+            assert status == 200
+            assert headers["connection"] == "close"
+            assert await c.at_eof()
+            await c.aclose()
+
+
+async def test_max_requests_per_connection() -> None:
+    with trio.fail_after(GUARD):
+        async with running(limits=HttpLimits(max_requests_per_connection=2)) as (port, _):
+            c = await Client.connect(port)
+            assert "connection" not in (await c.request(get("/1")))[1]
+            assert (await c.request(get("/2")))[1]["connection"] == "close"
+            assert await c.at_eof()
+            await c.aclose()
+
+
+async def test_head_sends_headers_only() -> None:
+    async def handler(request: Request) -> Response:
+        return Response.text(200, f"hello {request.method}")
+
+    with trio.fail_after(GUARD):
+        async with running(handler) as (port, _):
+            c = await Client.connect(port)
+            await c.send(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n" + get("/h"))
+            status, headers, _ = await c.read_response(head_only=True)
+            assert status == 200
+            assert int(headers["content-length"]) == len(b"hello HEAD")
+            # The next response starts right after the HEAD's headers: no body bytes were sent.
+            assert await c.read_response() == (
+                200,
+                {"content-type": "text/plain;charset=UTF-8", "content-length": "9"},
+                b"hello GET",
+            )
+            await c.aclose()
+
+
+async def test_handler_response_options() -> None:
+    async def handler(request: Request) -> Response:
+        if request.path == "/204":
+            return Response(204, b"ignored")
+        return Response(
+            201, b"created", "text/plain", headers=[("X-Trace", "abc"), ("Content-Length", "999")], close=True
+        )
+
+    with trio.fail_after(GUARD):
+        async with running(handler) as (port, _):
+            c = await Client.connect(port)
+            status, headers, body = await c.request(get("/204"))
+            assert status == 204
+            assert body == b"" and "content-length" not in headers
+            status, headers, body = await c.request(get("/other"))
+            assert (status, body) == (201, b"created")
+            assert headers["x-trace"] == "abc"
+            assert headers["content-length"] == "7"  # the handler cannot override framing
+            assert headers["content-type"] == "text/plain"
+            assert headers["connection"] == "close"
+            assert await c.at_eof()
+            await c.aclose()
+
+
+# ------------------------------------------------------------------------------------------------ bodies
+
+
+async def test_chunked_request_body() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            head = (
+                b"POST /c?z=0 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+            )
+            chunks = [
+                b"4;ext=1\r\nip=1\r\n",
+                b"A\r\n0.0.0.1&p=\r\n",
+                b"2\r\n42\r\n",
+                b"0\r\nX-Trailer: t\r\n\r\n",
+            ]
+            await c.send(head)
+            for chunk in chunks:
+                await c.send(chunk)
+            status, _, body = await c.read_response()
+            assert status == 200
+            doc = json.loads(body)
+            assert doc["body"] == "ip=10.0.0.1&p=42"
+            assert doc["params"] == {"z": "0", "ip": "10.0.0.1", "p": "42"}
+            # the connection is still in sync after the trailer
+            assert (await c.request(get("/after")))[0] == 200
+            await c.aclose()
+
+
+async def test_chunked_body_too_large_is_413() -> None:
+    with trio.fail_after(GUARD):
+        async with running(limits=HttpLimits(max_body_bytes=10)) as (port, stats):
+            c = await Client.connect(port)
+            status, headers, _ = await c.request(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
+            )
+            assert status == 413 and headers["connection"] == "close"
+            assert await c.at_eof()
+            await c.aclose()
+            assert stats.responses_by_status == {413: 1}
+
+
+async def test_expect_100_continue() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            await c.send(
+                b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+            )
+            assert await c.read_exactly(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            await c.send(b"a=1")
+            status, _, body = await c.read_response()
+            assert status == 200
+            assert json.loads(body)["params"] == {"a": "1"}
+            await c.aclose()
+
+
+async def test_expect_100_continue_with_too_large_body_is_413_without_continue() -> None:
+    with trio.fail_after(GUARD):
+        async with running(limits=HttpLimits(max_body_bytes=100)) as (port, _):
+            c = await Client.connect(port)
+            await c.send(
+                b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\nExpect: 100-continue\r\n\r\n"
+            )
+            status, headers, _ = await c.read_response()
+            assert status == 413
+            assert headers["connection"] == "close"
+            assert await c.at_eof()
+            await c.aclose()
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+async def test_body_too_large_is_413_even_while_the_client_keeps_sending() -> None:
+    with trio.fail_after(GUARD):
+        async with running(limits=HttpLimits(max_body_bytes=1000)) as (port, _):
+            c = await Client.connect(port)
+            await c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100_000)
+            status, headers, body = await c.read_response()
+            assert status == 413
+            assert headers["connection"] == "close"
+            assert headers["content-type"] == "text/plain;charset=UTF-8"
+            assert b"too large" in body
+            await c.aclose()
+
+
+async def test_request_line_too_long_is_414() -> None:
+    with trio.fail_after(GUARD):
+        async with running(limits=HttpLimits(max_request_line_bytes=100)) as (port, _):
+            c = await Client.connect(port)
+            status, headers, _ = await c.request(get("/" + "a" * 200))
+            assert status == 414 and headers["connection"] == "close"
+            # also without ever finishing the line
+            c2 = await Client.connect(port)
+            await c2.send(b"GET /" + b"b" * 500)
+            assert (await c2.read_response())[0] == 414
+            # a line of exactly the limit is fine
+            c3 = await Client.connect(port)
+            target = "/" + "c" * (100 - len("GET  HTTP/1.1") - 1)
+            assert len(f"GET {target} HTTP/1.1") == 100
+            assert (await c3.request(get(target)))[0] == 200
+            for client in (c, c2, c3):
+                await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [f"X-H{i}: v" for i in range(20)],  # too many
+        ["X-Big: " + "v" * 600],  # too big
+    ],
+    ids=["count", "size"],
+)
+async def test_header_block_too_large_is_431(extra: list[str]) -> None:
+    with trio.fail_after(GUARD):
+        limits = HttpLimits(max_header_count=10, max_header_bytes=512)
+        async with running(limits=limits) as (port, stats):
+            c = await Client.connect(port)
+            status, headers, _ = await c.request(get("/", *extra))
+            assert status == 431 and headers["connection"] == "close"
+            assert await c.at_eof()
+            await c.aclose()
+            assert stats.requests_total == 0
+
+
+async def test_unfinished_header_block_too_large_is_431() -> None:
+    with trio.fail_after(GUARD):
+        async with running(limits=HttpLimits(max_header_bytes=512)) as (port, _):
+            c = await Client.connect(port)
+            await c.send(b"GET / HTTP/1.1\r\nX-Big: " + b"v" * 2000)
+            assert (await c.read_response())[0] == 431
+            await c.aclose()
+
+
+GARBAGE = {
+    "binary": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS client hello
+    "non-ascii-target": "GET /caf\u00e9 HTTP/1.1\r\nHost: t\r\n\r\n".encode(),
+    "no-version": b"GET /\r\n\r\n",
+    "http2-preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "http09-version": b"GET / HTTP/0.9\r\n\r\n",
+    "lowercase-http": b"GET / http/1.1\r\n\r\n",
+    "double-space": b"GET  / HTTP/1.1\r\n\r\n",
+    "space-before-colon": b"GET / HTTP/1.1\r\nHost : t\r\n\r\n",
+    "no-colon": b"GET / HTTP/1.1\r\nHost\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nX-A: a\r\n  b\r\n\r\n",
+    "bare-lf-in-value": b"GET / HTTP/1.1\r\nX-A: a\nb: c\r\n\r\n",
+    "nul-in-value": b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",
+    "negative-length": b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    "plus-length": b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx",
+    "hex-length": b"POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n",
+    "unicode-digit-length": b"POST / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n",
+    "conflicting-lengths": b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
+    "length-and-chunked": b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "bad-chunk-size": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "bad-chunk-end": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxyz\r\n",
+    "relative-target": b"GET nacos/v1 HTTP/1.1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", list(GARBAGE.values()), ids=list(GARBAGE))
+async def test_garbage_is_400_and_the_server_keeps_serving(raw: bytes) -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, stats):
+            c = await Client.connect(port)
+            status, headers, _ = await c.request(raw)
+            assert status == 400
+            assert headers["connection"] == "close"
+            assert headers["content-type"] == "text/plain;charset=UTF-8"
+            assert await c.at_eof()
+            await c.aclose()
+            c = await Client.connect(port)
+            assert (await c.request(get("/ok")))[0] == 200
+            await c.aclose()
+            assert stats.responses_by_status == {400: 1, 200: 1}
+
+
+async def test_identical_repeated_content_length_is_accepted() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            status, _, body = await c.request(
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\na=1"
+            )
+            assert status == 200 and json.loads(body)["params"] == {"a": "1"}
+            await c.aclose()
+
+
+async def test_unknown_transfer_encoding_is_501() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            status, headers, body = await c.request(
+                b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            )
+            assert status == 501
+            assert headers["connection"] == "close"
+            assert headers["content-type"] == "text/plain;charset=UTF-8"
+            assert b"gzip" in body
+            await c.aclose()
+
+
+async def test_handler_exception_is_500_and_the_connection_stays_usable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(request: Request) -> Response:
+        if request.path == "/boom":
+            raise RuntimeError("service not found")
+        return Response.text(200, "fine")
+
+    with trio.fail_after(GUARD):
+        async with running(handler) as (port, stats):
+            c = await Client.connect(port)
+            with caplog.at_level(logging.ERROR, logger="cluster.http.server"):
+                status, headers, body = await c.request(post("/boom", b"a=1"))
+            assert status == 500
+            assert body == b"caused: service not found;"
+            assert headers["content-type"] == "text/plain;charset=UTF-8"
+            assert "connection" not in headers
+            assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records)
+            assert await c.request(get("/next")) == (200, {**headers, "content-length": "4"}, b"fine")
+            await c.aclose()
+            assert stats.responses_by_status == {500: 1, 200: 1}
+
+
+async def test_handler_returning_garbage_is_500() -> None:
+    async def handler(request: Request) -> Response:
+        return Response(200, b"x", headers=[("Bad\r\nHeader", "v")])
+
+    with trio.fail_after(GUARD):
+        async with running(handler) as (port, _):
+            c = await Client.connect(port)
+            status, _, body = await c.request(get("/"))
+            assert status == 500
+            assert body.startswith(b"caused: ")
+            await c.aclose()
+
+
+# ------------------------------------------------------------------------------------ slow clients, limits
+
+
+class Trickle:
+    """Send bytes one at a time with a pause between them until the server hangs up."""
+
+    def __init__(self, client: Client, data: bytes, pause: float) -> None:
+        self.client, self.data, self.pause = client, data, pause
+        self.sent = 0
+
+    async def run(self) -> None:
+        try:
+            for i in range(len(self.data)):
+                await self.client.send(self.data[i : i + 1])
+                self.sent += 1
+                await trio.sleep(self.pause)  # virtual time under autojump_clock
+        except trio.BrokenResourceError:
+            pass
+
+
+async def test_slowloris_headers_cut_off_by_request_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    limits = HttpLimits(request_timeout_ms=2000, idle_timeout_ms=60_000)
+    with trio.fail_after(30):
+        async with running(limits=limits) as (port, stats), trio.open_nursery() as nursery:
+            c = await Client.connect(port)
+            trickle = Trickle(c, get("/", *[f"X-{i}: {'v' * 20}" for i in range(20)]), pause=0.1)
+            start = trio.current_time()
+            nursery.start_soon(trickle.run)
+            status, headers, _ = await c.read_response()
+            elapsed = trio.current_time() - start
+            assert status == 408
+            assert headers["connection"] == "close"
+            assert 2.0 <= elapsed < 2.2
+            assert trickle.sent < len(trickle.data)
+            assert await c.at_eof()
+            nursery.cancel_scope.cancel()
+            await c.aclose()
+            assert stats.requests_total == 0
+
+
+async def test_slow_body_cut_off_by_request_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    limits = HttpLimits(request_timeout_ms=3000)
+    with trio.fail_after(30):
+        async with running(limits=limits) as (port, _), trio.open_nursery() as nursery:
+            c = await Client.connect(port)
+            start = trio.current_time()
+            await c.send(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+            nursery.start_soon(Trickle(c, b"x" * 100, pause=0.5).run)
+            assert (await c.read_response())[0] == 408
+            assert 3.0 <= trio.current_time() - start < 3.2
+            nursery.cancel_scope.cancel()
+            await c.aclose()
+
+
+async def test_silent_new_connection_is_closed(autojump_clock: trio.testing.MockClock) -> None:
+    limits = HttpLimits(request_timeout_ms=5000, idle_timeout_ms=60_000)
+    with trio.fail_after(30):
+        async with running(limits=limits) as (port, stats):
+            c = await Client.connect(port)
+            start = trio.current_time()
+            assert await c.at_eof()  # closed without a response: nothing of a request was received
+            assert 5.0 <= trio.current_time() - start < 5.2
+            await c.aclose()
+            assert stats.responses_by_status == {}
+
+
+async def test_idle_keep_alive_connection_is_closed(autojump_clock: trio.testing.MockClock) -> None:
+    limits = HttpLimits(request_timeout_ms=1000, idle_timeout_ms=7000)
+    with trio.fail_after(30):
+        async with running(limits=limits) as (port, stats):
+            c = await Client.connect(port)
+            assert (await c.request(get("/")))[0] == 200
+            start = trio.current_time()
+            await trio.sleep(6.5)  # idle, but within idle_timeout: still open
+            assert (await c.request(get("/")))[0] == 200
+            assert await c.at_eof()
+            assert 13.5 <= trio.current_time() - start < 13.7
+            await c.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            assert stats.connections_open == 0
+
+
+async def test_slow_handler_is_not_subject_to_request_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    async def handler(request: Request) -> Response:
+        await trio.sleep(30)
+        return Response.text(200, "late")
+
+    limits = HttpLimits(request_timeout_ms=1000, idle_timeout_ms=2000)
+    with trio.fail_after(60):
+        async with running(handler, limits) as (port, _):
+            c = await Client.connect(port)
+            assert await c.request(get("/")) == (
+                200,
+                {"content-type": "text/plain;charset=UTF-8", "content-length": "4"},
+                b"late",
+            )
+            await c.aclose()
+
+
+async def test_max_connections() -> None:
+    with trio.fail_after(GUARD):
+        async with running(limits=HttpLimits(max_connections=2)) as (port, stats):
+            c1 = await Client.connect(port)
+            c2 = await Client.connect(port)
+            assert (await c1.request(get("/1")))[0] == 200
+            assert (await c2.request(get("/2")))[0] == 200
+            assert stats.connections_open == 2
+            c3 = await Client.connect(port)
+            try:
+                status, headers, _ = await c3.read_response()
+                assert status == 503 and headers["connection"] == "close"
+            except EOFError as exc:  # the connection may also just be closed
+                assert exc.args == (b"",)
+            assert await c3.at_eof()
+            await c3.aclose()
+            assert stats.rejected_connections_total == 1
+            assert stats.connections_total == 2
+            # after one closes, a new connection is served
+            await c1.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            assert stats.connections_open == 1
+            c4 = await Client.connect(port)
+            assert (await c4.request(get("/4")))[0] == 200
+            assert (await c2.request(get("/2")))[0] == 200
+            await c2.aclose()
+            await c4.aclose()
+
+
+async def test_server_stops_when_cancelled() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            assert (await c.request(get("/")))[0] == 200
+        # the nursery was cancelled: the connection is closed and nobody listens any more
+        assert await c.at_eof()
+        await c.aclose()
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_client_that_does_not_read_is_cut_off_by_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    big = b"x" * (64 * 1024 * 1024)  # far more than the socket buffers hold
+
+    async def handler(request: Request) -> Response:
+        return Response(200, big, "application/octet-stream")
+
+    limits = HttpLimits(idle_timeout_ms=5000)
+    with trio.fail_after(60):
+        async with running(handler, limits) as (port, stats):
+            c = await Client.connect(port)
+            await c.send(get("/big"))
+            start = trio.current_time()
+            await trio.sleep(4)
+            await trio.testing.wait_all_tasks_blocked()
+            assert stats.connections_open == 1  # still trying to write
+            await trio.sleep(1.5)
+            await trio.testing.wait_all_tasks_blocked()
+            assert stats.connections_open == 0
+            assert trio.current_time() - start < 6
+            await c.aclose()
+
+
+async def test_unsupported_expectation_is_417() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            status, headers, _ = await c.request(
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: something-else\r\n\r\n"
+            )
+            assert status == 417 and headers["connection"] == "close"
+            await c.aclose()
+
+
+async def test_http10_post_with_body() -> None:
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            status, headers, body = await c.request(
+                b"POST /x?a=0 HTTP/1.0\r\nContent-Length: 7\r\n\r\nb=1&a=2"
+            )
+            assert status == 200 and headers["connection"] == "close"
+            assert json.loads(body)["params"] == {"a": "0", "b": "1"}
+            await c.aclose()
+
+
+# ------------------------------------------------------------------------------------------ parser fuzzing
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_parse_head_never_raises_anything_but_http_errors(raw: bytes) -> None:
+    try:
+        method, path, _, _, headers = _parse_head(raw, HttpLimits())
+    except _HttpError as exc:
+        assert exc.status in (400, 414, 431)
+    else:
+        assert method and path and all(name == name.lower() for name in headers)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=8), st.text(max_size=8)),
+        max_size=5,
+    ),
+    st.binary(max_size=40),
+)
+def test_merge_params_never_raises(pairs: list[tuple[str, str]], body: bytes) -> None:
+    query = "&".join(f"{k}={v}" for k, v in pairs)
+    params = merge_params(query, body, None)
+    assert all(isinstance(k, str) and isinstance(v, str) and v == v.strip() for k, v in params.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("%%%0123456789abcdefABCDEFgz+/\u00e9\u20ac\U0001f600"), max_size=30))
+def test_percent_decode_matches_urllib(text: str) -> None:
+    assert percent_decode(text) == unquote(text, errors="replace")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30))
+def test_percent_decode_matches_urllib_on_any_text(text: str) -> None:
+    assert percent_decode(text) == unquote(text, errors="replace")

@@ -1,0 +1,213 @@
+"""Datum merge algebra and the datum store.
+
+- ``merge_datums`` is commutative, associative and idempotent (property tests over a tiny universe of entry
+  ids and versions, so that the same entry id with the same or different versions collides often; an
+  entry's content is a function of its id and version, the "same version, same content" invariant that
+  the real system keeps).
+- ``DatumStore.merge`` fed the entries of several datums in any order, with duplicates, ends with the same
+  datum and digest as ``merge_datums``; digests are equal exactly when the (entry id, version) sets are.
+- Tombstone collection leaves a floor: an unknown live entry at or below it is refused (``BELOW_FLOOR``),
+  a tombstone at or below it is ``STALE``, anything newer is applied.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from distro.datum import META_ENTRY_ID, Datum, Entry, datum_digest, entry_hash, merge_datums, newer
+from distro.model import Instance, ServiceKey, ServiceMeta
+from distro.store import DatumStore, MergeOutcome
+from distro.versions import Version
+from tests.distro import PROPERTIES
+
+KEY = ServiceKey("public", "DEFAULT_GROUP", "svc")
+OTHER = ServiceKey("public", "DEFAULT_GROUP", "other")
+ENTRY_IDS = ["DEFAULT/10.0.0.1:80", "DEFAULT/10.0.0.2:80", "c2/10.0.0.1:80", META_ENTRY_ID]
+
+
+def content(entry_id: str, version: Version) -> Instance | ServiceMeta | None:
+    """The one value an (entry id, version) pair ever carries."""
+    if (version.ms + version.counter) % 3 == 0:
+        return None
+    if entry_id == META_ENTRY_ID:
+        return ServiceMeta(protect_threshold=version.ms / 10, metadata={"by": version.node})
+    cluster, _, address = entry_id.partition("/")
+    ip, _, port = address.partition(":")
+    return Instance(ip, int(port), cluster, weight=float(version.counter + 1), healthy=version.ms % 2 == 0,
+                    metadata={"node": version.node})
+
+
+versions = st.builds(Version, st.integers(0, 3), st.integers(0, 2), st.sampled_from(["n1", "n2"]))
+entries = st.tuples(st.sampled_from(ENTRY_IDS), versions).map(lambda p: (p[0], Entry(p[1], content(*p))))
+datums = st.lists(entries, max_size=6).map(dict)
+
+
+def identity(datum: Datum) -> set[tuple[str, Version]]:
+    return {(entry_id, entry.version) for entry_id, entry in datum.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# merge algebra
+# ------------------------------------------------------------------------------------------------
+@PROPERTIES
+@given(datums, datums)
+def test_merge_is_commutative(a: Datum, b: Datum) -> None:
+    assert merge_datums(a, b) == merge_datums(b, a)
+
+
+@PROPERTIES
+@given(datums, datums, datums)
+def test_merge_is_associative(a: Datum, b: Datum, c: Datum) -> None:
+    assert merge_datums(merge_datums(a, b), c) == merge_datums(a, merge_datums(b, c))
+
+
+@PROPERTIES
+@given(datums, datums)
+def test_merge_is_idempotent_and_keeps_the_highest_version(a: Datum, b: Datum) -> None:
+    assert merge_datums(a, a) == a
+    merged = merge_datums(a, b)
+    assert merge_datums(merged, b) == merged
+    assert merged.keys() == a.keys() | b.keys()
+    for entry_id, entry in merged.items():
+        candidates = [d[entry_id] for d in (a, b) if entry_id in d]
+        assert entry.version == max(c.version for c in candidates)
+        assert entry == reduce(newer, candidates)
+
+
+@PROPERTIES
+@given(datums, datums)
+def test_merge_does_not_change_its_inputs(a: Datum, b: Datum) -> None:
+    a_copy, b_copy = dict(a), dict(b)
+    merge_datums(a, b)
+    assert (a, b) == (a_copy, b_copy)
+
+
+# ------------------------------------------------------------------------------------------------
+# DatumStore.merge == merge_datums, in any order, with duplicates
+# ------------------------------------------------------------------------------------------------
+@PROPERTIES
+@given(st.lists(datums, min_size=1, max_size=4), st.randoms(use_true_random=False), st.integers(0, 3))
+def test_store_merge_in_any_order_matches_merge_datums(parts: list[Datum], rnd, duplicates: int) -> None:
+    expected = reduce(merge_datums, parts, {})
+    items = [item for part in parts for item in part.items()]
+    items += [rnd.choice(items) for _ in range(duplicates)] if items else []
+    rnd.shuffle(items)
+    store = DatumStore()
+    for entry_id, entry in items:
+        store.merge(KEY, entry_id, entry)
+    assert (store.datum(KEY) or {}) == expected
+    assert store.digest(KEY) == datum_digest(expected.items())
+    assert (KEY in store) == bool(expected)
+    stats = store.statistics()
+    assert stats.entries == len(expected)
+    assert stats.tombstones == sum(1 for e in expected.values() if e.value is None)
+    assert stats.live_instances == sum(1 for e in expected.values() if isinstance(e.value, Instance))
+    assert store.live_instance_count(KEY) == stats.live_instances
+    assert store.service_exists(KEY) == any(e.value is not None for e in expected.values())
+
+
+@PROPERTIES
+@given(datums, datums)
+def test_digest_equal_iff_ids_and_versions_equal(a: Datum, b: Datum) -> None:
+    assert (datum_digest(a.items()) == datum_digest(b.items())) == (identity(a) == identity(b))
+
+
+@PROPERTIES
+@given(datums)
+def test_digest_is_order_independent_and_empty_is_zero(a: Datum) -> None:
+    assert datum_digest(reversed(list(a.items()))) == datum_digest(a.items())
+    assert datum_digest([]) == 0
+    assert DatumStore().digest(KEY) == 0
+
+
+def test_merge_outcomes() -> None:
+    store = DatumStore()
+    eid = ENTRY_IDS[0]
+    v1, v2 = Version(10, 1, "n1"), Version(10, 2, "n1")
+    assert store.merge(KEY, eid, Entry(v1, content(eid, v1))) is MergeOutcome.APPLIED
+    assert store.merge(KEY, eid, Entry(v1, content(eid, v1))) is MergeOutcome.STALE
+    assert store.merge(KEY, eid, Entry(v2, None)) is MergeOutcome.APPLIED
+    assert store.merge(KEY, eid, Entry(v1, content(eid, v1))) is MergeOutcome.STALE
+    assert store.entry(KEY, eid) == Entry(v2, None)
+    assert store.live_instance(KEY, eid) is None
+    assert store.digest(KEY) == entry_hash(eid, v2)
+    assert store.items(KEY) == [(eid, Entry(v2, None))]
+    assert store.items(OTHER) == [] and store.datum(OTHER) is None and store.entry(OTHER, eid) is None
+
+
+def test_meta_entry_and_service_exists() -> None:
+    store = DatumStore()
+    assert not store.service_exists(KEY) and store.meta(KEY) is None
+    meta = ServiceMeta(0.5)
+    store.merge(KEY, META_ENTRY_ID, Entry(Version(1, 0, "n1"), meta))
+    assert store.meta(KEY) == meta and store.service_exists(KEY)
+    assert store.live_instance_count(KEY) == 0
+    store.merge(KEY, META_ENTRY_ID, Entry(Version(2, 0, "n1"), None))
+    assert store.meta(KEY) is None and not store.service_exists(KEY)
+    assert KEY in store  # the tombstone is still held
+
+
+# ------------------------------------------------------------------------------------------------
+# tombstone collection and the floor
+# ------------------------------------------------------------------------------------------------
+def _instance_entry(ms: int, counter: int = 0) -> Entry:
+    v = Version(ms, counter, "n1")
+    return Entry(v, Instance("10.0.0.1", 80, weight=float(ms)))
+
+
+def test_collect_tombstones_leaves_a_floor() -> None:
+    store = DatumStore()
+    dead, dead_too, live = "DEFAULT/10.0.0.1:80", "DEFAULT/10.0.0.2:80", "DEFAULT/10.0.0.3:80"
+    store.merge(KEY, dead, Entry(Version(100, 0, "n1"), None))
+    store.merge(KEY, dead_too, Entry(Version(90, 5, "n2"), None))
+    store.merge(KEY, live, _instance_entry(50))
+    assert store.collect_tombstones(90) == []  # the oldest was written at 90: not before 90
+    assert store.statistics().tombstones == 2
+    assert store.collect_tombstones(101) == [KEY]
+    assert store.collect_tombstones(101) == []
+    assert store.statistics().tombstones == 0
+    assert store.entry(KEY, dead) is None and store.entry(KEY, dead_too) is None
+    assert store.digest(KEY) == entry_hash(live, Version(50, 0, "n1"))
+
+    # Floor = Version(100, 0, "n1"), the highest collected version.
+    assert store.merge(KEY, dead, _instance_entry(99, 9)) is MergeOutcome.BELOW_FLOOR
+    assert store.merge(KEY, dead, Entry(Version(100, 0, "n1"), Instance("10.0.0.1", 80))) is MergeOutcome.BELOW_FLOOR
+    assert store.merge(KEY, dead_too, _instance_entry(95)) is MergeOutcome.BELOW_FLOOR
+    assert store.merge(KEY, dead, Entry(Version(80, 0, "n1"), None)) is MergeOutcome.STALE
+    assert store.merge(KEY, dead, Entry(Version(100, 0, "n1"), None)) is MergeOutcome.STALE
+    assert store.entry(KEY, dead) is None
+    # A known entry is compared with its own version, not the floor.
+    assert store.merge(KEY, live, _instance_entry(60)) is MergeOutcome.APPLIED
+    # Newer than the floor: applied, live or tombstone.
+    assert store.merge(KEY, dead, _instance_entry(100, 1)) is MergeOutcome.APPLIED
+    assert store.merge(KEY, dead_too, Entry(Version(101, 0, "n2"), None)) is MergeOutcome.APPLIED
+    assert store.live_instance(KEY, dead) == Instance("10.0.0.1", 80, weight=100.0)
+
+
+def test_collecting_the_last_entry_removes_the_key_but_keeps_its_floor() -> None:
+    store = DatumStore()
+    eid = ENTRY_IDS[0]
+    store.merge(KEY, eid, Entry(Version(10, 0, "n1"), None))
+    store.merge(OTHER, eid, Entry(Version(500, 0, "n1"), None))
+    assert store.collect_tombstones(100) == [KEY]
+    assert KEY not in store and store.digest(KEY) == 0 and len(store) == 1
+    assert list(store.keys()) == [OTHER]
+    assert store.merge(KEY, eid, _instance_entry(10)) is MergeOutcome.BELOW_FLOOR
+    assert KEY not in store
+    assert store.merge(KEY, eid, _instance_entry(11)) is MergeOutcome.APPLIED
+    # The floor is per key: OTHER's tombstone is younger and still there.
+    assert store.entry(OTHER, eid) == Entry(Version(500, 0, "n1"), None)
+
+
+def test_clear_forgets_everything_including_floors() -> None:
+    store = DatumStore()
+    eid = ENTRY_IDS[0]
+    store.merge(KEY, eid, Entry(Version(10, 0, "n1"), None))
+    store.collect_tombstones(100)
+    store.merge(OTHER, eid, _instance_entry(1))
+    store.clear()
+    assert len(store) == 0 and store.statistics() == type(store.statistics())(0, 0, 0, 0)
+    assert store.merge(KEY, eid, _instance_entry(5)) is MergeOutcome.APPLIED

@@ -1,0 +1,240 @@
+"""distro.model validation: every Nacos error text the model can answer with is reached by some input, valid
+inputs are accepted (and normalised where Nacos normalises), and ``service_key`` resolves grouped names."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from distro.model import (
+    DEFAULT_GROUP,
+    DEFAULT_NAMESPACE,
+    META_BEAT_INTERVAL,
+    META_BEAT_TIMEOUT,
+    META_DELETE_TIMEOUT,
+    Instance,
+    ServiceKey,
+    ValidationError,
+    instance_entry_id,
+    make_instance,
+    parse_metadata,
+    service_key,
+    validate_cluster,
+    validate_ip,
+    validate_namespace,
+    validate_port,
+    validate_protect_threshold,
+    validate_weight,
+)
+
+BAD_IP = "instance format invalid: Your IP address is spelled incorrectly"
+
+
+def error_of(fn, *args, **kwargs) -> ValidationError:
+    with pytest.raises(ValidationError) as info:
+        fn(*args, **kwargs)
+    assert info.value.status == 400
+    assert str(info.value) == info.value.message
+    return info.value
+
+
+# ------------------------------------------------------------------------------------------------
+# service_key
+# ------------------------------------------------------------------------------------------------
+def test_service_key_defaults() -> None:
+    key = service_key(None, None, "svc")
+    assert key == ServiceKey(DEFAULT_NAMESPACE, DEFAULT_GROUP, "svc")
+    assert key.grouped_name == "DEFAULT_GROUP@@svc"
+    assert str(key) == "public##DEFAULT_GROUP@@svc"
+    assert service_key("", "", "svc") == key
+
+
+def test_service_key_without_separator_uses_group_param() -> None:
+    assert service_key("ns-1", "orders", "api.v1:x_y-z") == ServiceKey("ns-1", "orders", "api.v1:x_y-z")
+
+
+def test_service_key_with_separator_overrides_group_param() -> None:
+    key = service_key(None, "ignored", "grp@@svc")
+    assert key == ServiceKey("public", "grp", "svc")
+    assert key.grouped_name == "grp@@svc"
+
+
+@pytest.mark.parametrize(
+    ("name", "group", "text"),
+    [
+        ("", None, "Param 'serviceName' is required."),
+        ("s" * 257, None, "Param 'serviceName' is too long: at most 256 characters"),
+        ("a@@b@@c", None, "Param 'serviceName' is illegal, it should be format as 'groupName@@serviceName'"),
+        ("grp@@", None, "Param 'serviceName' is illegal, it should be format as 'groupName@@serviceName'"),
+        ("@@svc", None, "Param 'serviceName' is illegal, groupName can't be empty"),
+        ("svc", "a@@b", "Param 'groupName' is illegal"),
+        ("svc name", None, "dom name can only have these characters: 0-9a-zA-Z-._:, current: DEFAULT_GROUP@@svc name"),
+        ("svc", "gr/p", "dom name can only have these characters: 0-9a-zA-Z-._:, current: gr/p@@svc"),
+        ("g p@@svc", None, "dom name can only have these characters: 0-9a-zA-Z-._:, current: g p@@svc"),
+    ],
+)
+def test_service_key_errors(name: str, group: str | None, text: str) -> None:
+    assert error_of(service_key, None, group, name).message == text
+
+
+GROUPED_TOO_LONG = "Param 'serviceName' is too long: groupName@@serviceName has at most 256 characters"
+
+
+def test_grouped_name_length_limit() -> None:
+    bare = "s" * (256 - len("DEFAULT_GROUP@@"))
+    assert len(service_key(None, None, bare).grouped_name) == 256
+    assert error_of(service_key, None, None, bare + "s").message == GROUPED_TOO_LONG
+    assert error_of(service_key, None, "g" * 252, "svc").message == GROUPED_TOO_LONG
+    assert service_key(None, "g" * 251, "svc").grouped_name == "g" * 251 + "@@svc"
+    assert service_key(None, None, "g" * 200 + "@@" + "s" * 54).service == "s" * 54
+
+
+@pytest.mark.parametrize("namespace", ["a b", "n" * 129, "ns/1", "ns#"])
+def test_namespace_errors(namespace: str) -> None:
+    message = error_of(service_key, namespace, None, "svc").message
+    assert message.startswith(
+        "Param 'namespaceId' is illegal, it can only have these characters: 0-9a-zA-Z-._: (at most 128), current: "
+    )
+    assert message.endswith(namespace[:128])
+
+
+def test_namespace_accepted() -> None:
+    assert validate_namespace("n" * 128) == "n" * 128
+    assert validate_namespace("a-b_c.d:e") == "a-b_c.d:e"
+
+
+def test_service_key_parse_round_trip_and_errors() -> None:
+    key = ServiceKey("ns", "g", "s")
+    assert ServiceKey.parse(str(key)) == key
+    for bad in ("ns@@g", "ns##g", "plain"):
+        assert error_of(ServiceKey.parse, bad).message == f"bad service key: {bad}"
+
+
+# ------------------------------------------------------------------------------------------------
+# cluster, ip, port, weight
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["", "c_1", "c.1", "c 1", "c/1", "c" * 257])
+def test_cluster_errors(name: str) -> None:
+    assert error_of(validate_cluster, name).message == (
+        f"cluster name can only have these characters: 0-9a-zA-Z-, current: {name}"
+    )
+
+
+def test_cluster_accepted() -> None:
+    assert validate_cluster("DEFAULT") == "DEFAULT"
+    assert validate_cluster("az-1") == "az-1"
+    assert validate_cluster("c" * 256) == "c" * 256
+
+
+def test_ip_required() -> None:
+    assert error_of(validate_ip, "").message == "Param 'ip' is required."
+
+
+@pytest.mark.parametrize(
+    "ip", ["1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.999", "0001.2.3.4", "1..2.3", "1.2.3.", "a b", "h/x", "x" * 254]
+)
+def test_ip_spelled_incorrectly(ip: str) -> None:
+    assert error_of(validate_ip, ip).message == BAD_IP
+
+
+@pytest.mark.parametrize("ip", ["10.0.0.1", "0.0.0.0", "255.255.255.255", "host-1.example.com", "::1", "[fe80::1%eth0]"])
+def test_ip_accepted(ip: str) -> None:
+    assert validate_ip(ip) == ip
+
+
+@pytest.mark.parametrize("port", [-1, 65536])
+def test_port_errors(port: int) -> None:
+    assert error_of(validate_port, port).message == (
+        f"Param 'port' is illegal, it must be an integer in [0, 65535], current: {port}"
+    )
+
+
+def test_port_accepted() -> None:
+    assert validate_port(0) == 0
+    assert validate_port(65535) == 65535
+
+
+@pytest.mark.parametrize("weight", [-0.5, 10000.5, math.nan, math.inf])
+def test_weight_errors(weight: float) -> None:
+    assert error_of(validate_weight, weight).message == "instance format invalid: The weights range from 0.0 to 10000.0"
+
+
+def test_weight_bounds_and_rounding() -> None:
+    assert validate_weight(0.0) == 0.0
+    assert validate_weight(10000.0) == 10000.0
+    assert validate_weight(0.001) == 0.01
+    assert validate_weight(2.5) == 2.5
+
+
+def test_make_instance_validates_every_field() -> None:
+    inst = make_instance(" 10.0.0.1 ", 8080, cluster="c1", weight=0.001, metadata={"a": "b"})
+    assert inst == Instance("10.0.0.1", 8080, "c1", 0.01, True, True, {"a": "b"})
+    assert inst.entry_id == instance_entry_id("c1", "10.0.0.1", 8080) == "c1/10.0.0.1:8080"
+    assert inst.instance_id(ServiceKey("public", "g", "s")) == "10.0.0.1#8080#c1#g@@s"
+    assert error_of(make_instance, "300.0.0.1", 1).message == BAD_IP
+    assert error_of(make_instance, "10.0.0.1", 70000).message.startswith("Param 'port' is illegal")
+    assert error_of(make_instance, "10.0.0.1", 1, cluster="a_b").message.startswith("cluster name can only")
+    assert error_of(make_instance, "10.0.0.1", 1, weight=-1).message.startswith("instance format invalid: The weights")
+
+
+# ------------------------------------------------------------------------------------------------
+# metadata
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", {}),
+        ("   ", {}),
+        ('{"a": "1", "b": 2, "c": true, "d": false, "e": null, "f": 1.5}', {"a": "1", "b": "2", "c": "true", "d": "false", "f": "1.5"}),
+        ("a=1,b=2", {"a": "1", "b": "2"}),
+        (" a = 1 , ,b=, c=x=y ", {"a": "1", "b": "", "c": "x=y"}),
+    ],
+)
+def test_metadata_accepted(raw: str, expected: dict[str, str]) -> None:
+    assert parse_metadata(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["{bad", '{"a": {"b": 1}}', '{"a": [1]}', "a", "a=1,b", "=v", " =v", "[1, 2]"])
+def test_metadata_format_incorrect(raw: str) -> None:
+    assert error_of(parse_metadata, raw).message == f"metadata format incorrect:{raw.strip()}"
+
+
+def test_metadata_bounds() -> None:
+    assert len(parse_metadata(",".join(f"k{i}=v" for i in range(64)))) == 64
+    assert error_of(parse_metadata, ",".join(f"k{i}=v" for i in range(65))).message == (
+        "metadata has too many keys: at most 64"
+    )
+    assert error_of(parse_metadata, "a=1", max_keys=0).message == "metadata has too many keys: at most 0"
+    assert parse_metadata("a=" + "x" * 4094) == {"a": "x" * 4094}
+    assert error_of(parse_metadata, "a=" + "x" * 4095).message == "metadata is too large: at most 4096 bytes"
+    # bytes, not characters
+    assert error_of(parse_metadata, "a=" + "\u00e9" * 2048).message == "metadata is too large: at most 4096 bytes"
+    assert error_of(parse_metadata, "a=12345", max_bytes=4).message == "metadata is too large: at most 4 bytes"
+
+
+def test_metadata_timings_override_defaults_only_when_all_digits() -> None:
+    inst = make_instance(
+        "10.0.0.1", 1, metadata={META_BEAT_INTERVAL: "1000", META_BEAT_TIMEOUT: "3000", META_DELETE_TIMEOUT: "9000"}
+    )
+    assert (inst.beat_interval_ms(5), inst.heartbeat_timeout_ms(15), inst.expire_ms(30)) == (1000, 3000, 9000)
+    for bad in ("-1", "1e3", "", "12 ", "1" * 13):
+        odd = make_instance("10.0.0.1", 1, metadata={META_BEAT_TIMEOUT: bad})
+        assert odd.heartbeat_timeout_ms(15) == 15
+    plain = make_instance("10.0.0.1", 1)
+    assert (plain.beat_interval_ms(5), plain.heartbeat_timeout_ms(15), plain.expire_ms(30)) == (5, 15, 30)
+
+
+# ------------------------------------------------------------------------------------------------
+# protect threshold
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [-0.01, 1.01, math.nan])
+def test_protect_threshold_errors(value: float) -> None:
+    assert error_of(validate_protect_threshold, value).message == (
+        "Param 'protectThreshold' is illegal, it must be a number in [0, 1]"
+    )
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
+def test_protect_threshold_accepted(value: float) -> None:
+    assert validate_protect_threshold(value) == value

@@ -1,0 +1,706 @@
+"""DistroNode behaviour, one protocol exchange at a time, on the hand-driven harness
+(:mod:`distro.testing.harness`: no message moves and no time passes unless the test says so).
+
+Proves: beats (light beat of an unknown instance answers 20404, a full beat re-registers), forwarding to
+the owner and its fallbacks (send failure, timeout, bound), tombstone replication, the sync flush after
+``sync_delay_ms``, no queueing for down peers, digest/repair, start-up (not ready and owning nothing until
+a snapshot loads, 503 while no owner is known), health (unhealthy, expiry, metadata overrides,
+self-preservation, heartbeat clocks restarting on ownership gain), counters and bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from distro.config import DistroConfig
+from distro.datum import META_ENTRY_ID, Entry
+from distro.effects import ClientReply
+from distro.messages import (
+    Digest,
+    Forward,
+    ForwardReply,
+    Ping,
+    Repair,
+    SnapshotChunk,
+    SnapshotRequest,
+    SyncBatch,
+)
+from distro.model import META_BEAT_TIMEOUT, META_DELETE_TIMEOUT, ServiceKey, ServiceMeta, make_instance
+from distro.node import NOT_READY_TEXT, DistroNode
+from distro.ownership import owner_of
+from distro.requests import (
+    OK,
+    Beat,
+    CreateService,
+    DeleteService,
+    Deregister,
+    Register,
+    Result,
+    UpdateInstance,
+    UpdateService,
+)
+from distro.testing.checkers import live_entries
+from distro.testing.harness import Harness, Wire
+from distro.versions import Version
+
+IP, PORT = "10.0.0.1", 8080
+INST = make_instance(IP, PORT)
+EID = INST.entry_id
+
+
+def key_owned_by(owner: str, members: tuple[str, ...] = ("n1", "n2", "n3"), *, also: str | None = None,
+                 among: tuple[str, ...] = ()) -> ServiceKey:
+    """A service key that ``owner`` owns among ``members`` (and that ``also`` owns among ``among``)."""
+    for i in range(10_000):
+        key = ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}")
+        if owner_of(str(key), members) == owner and (also is None or owner_of(str(key), among) == also):
+            return key
+    raise AssertionError("no such key")
+
+
+def started(config: DistroConfig | None = None, nodes: tuple[str, ...] = ("n1", "n2", "n3")) -> Harness:
+    h = Harness(nodes, config)
+    h.start()
+    for node in h.nodes.values():
+        assert node.live_members() == tuple(sorted(nodes))
+    return h
+
+
+def register(h: Harness, node_id: str, key: ServiceKey, inst=INST) -> Result | None:
+    _, result = h.client(node_id, Register(key, inst))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# Beats
+# ------------------------------------------------------------------------------------------------
+def test_light_beat_for_unknown_instance_answers_20404() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    _, result = h.client("n1", Beat(key, "DEFAULT", IP, PORT))
+    assert result == Result(200, {"clientBeatInterval": 5000, "code": 20404})
+    assert key not in h["n1"].store
+    assert h.pending(SyncBatch) == [] and h["n1"].next_deadline_ms() > h.now_ms
+
+
+def test_full_beat_registers_an_unknown_instance_healthy() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    inst = make_instance(IP, PORT, healthy=False, metadata={"preserved.heart.beat.interval": "2000"})
+    _, result = h.client("n1", Beat(key, "DEFAULT", "ignored", 1, instance=inst))
+    assert result == Result(200, {"clientBeatInterval": 2000, "code": 10200, "lightBeatEnabled": True})
+    assert h["n1"].store.live_instance(key, EID) == inst.with_health(True)
+    view = h["n1"].view(key)
+    assert view is not None and view.instances == (inst.with_health(True),)
+    assert [c.view for c in h.outputs["n1"].changes] == [view]
+    # Now a light beat finds it.
+    _, result = h.client("n1", Beat(key, "DEFAULT", IP, PORT))
+    assert result == Result(200, {"clientBeatInterval": 2000, "code": 10200, "lightBeatEnabled": True})
+
+
+def test_light_beat_heals_an_unhealthy_instance() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    register(h, "n1", key, INST.with_health(False))
+    version = h["n1"].store.entry(key, EID).version
+    _, result = h.client("n1", Beat(key, "DEFAULT", IP, PORT))
+    assert result.body["code"] == 10200
+    entry = h["n1"].store.entry(key, EID)
+    assert entry.value == INST and entry.version > version
+
+
+# ------------------------------------------------------------------------------------------------
+# Forwarding
+# ------------------------------------------------------------------------------------------------
+def test_non_owner_forwards_and_the_reply_comes_back() -> None:
+    h = started()
+    key = key_owned_by("n2")
+    rid, result = h.client("n1", Register(key, INST))
+    assert result is None
+    assert h.wire == [Wire("n1", "n2", Forward(rid, Register(key, INST)))]
+    assert h["n1"].statistics().pending_forwards == 1
+    assert key not in h["n1"].store
+    assert h.deliver(Forward) == 1
+    assert h["n2"].store.live_instance(key, EID) == INST
+    assert h.pending(ForwardReply) == [Wire("n2", "n1", ForwardReply(rid, OK))]
+    h.deliver(ForwardReply)
+    assert h.outputs["n1"].replies == [ClientReply(rid, OK)]
+    s1, s2 = h["n1"].statistics(), h["n2"].statistics()
+    assert (s1.forwards_sent, s1.pending_forwards, s1.requests_applied) == (1, 0, 0)
+    assert (s2.forwards_received, s2.requests_applied) == (1, 1)
+    # A duplicate (late) reply is ignored.
+    h["n1"].handle_peer("n2", ForwardReply(rid, OK), h.now_ms)
+    h.collect("n1")
+    assert h.outputs["n1"].replies == [ClientReply(rid, OK)]
+    # Replication then brings it to n1 and n3.
+    h.advance(h.config.sync_delay_ms)
+    assert h["n1"].store.live_instance(key, EID) == INST == h["n3"].store.live_instance(key, EID)
+
+
+def test_forward_send_failure_applies_locally() -> None:
+    h = started()
+    key = key_owned_by("n2")
+    rid, result = h.client("n1", Register(key, INST))
+    assert result is None
+    assert h.fail(Forward) == 1
+    assert h.outputs["n1"].replies == [ClientReply(rid, OK)]
+    assert h["n1"].store.live_instance(key, EID) == INST
+    stats = h["n1"].statistics()
+    assert (stats.forward_fallbacks, stats.pending_forwards, stats.requests_applied) == (1, 0, 1)
+    assert "n2" not in h["n1"].live_members()  # a failed send marks the peer down at once
+
+
+def test_forward_timeout_applies_locally() -> None:
+    h = started()
+    key = key_owned_by("n2")
+    rid, _ = h.client("n1", Register(key, INST))
+    h.drop(Forward)
+    h.advance(h.config.forward_timeout_ms - 1)
+    assert h.outputs["n1"].replies == []
+    h.advance(1)
+    assert h.outputs["n1"].replies == [ClientReply(rid, OK)]
+    assert h["n1"].statistics().forward_fallbacks == 1
+    assert h["n1"].store.live_instance(key, EID) == INST
+
+
+def test_pending_forwards_are_bounded() -> None:
+    h = started(DistroConfig(cluster_size=3, max_pending_forwards=1))
+    key = key_owned_by("n2")
+    _, first = h.client("n1", Register(key, INST))
+    other = make_instance("10.0.0.2", PORT)
+    _, second = h.client("n1", Register(key, other))
+    assert first is None and second == OK
+    stats = h["n1"].statistics()
+    assert (stats.pending_forwards, stats.forwards_sent, stats.forward_fallbacks) == (1, 1, 1)
+    assert h["n1"].store.live_instance(key, other.entry_id) == other
+    assert len(h.pending(Forward)) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Replication
+# ------------------------------------------------------------------------------------------------
+def test_replication_is_flushed_after_sync_delay_as_one_coalesced_batch() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    t0 = h.now_ms
+    register(h, "n1", key, INST)
+    _, result = h.client("n1", UpdateInstance(key, "DEFAULT", IP, PORT, {"weight": 3.0}))
+    assert result == OK
+    assert h.wire == [] and h["n1"].statistics().dirty_entries == 2  # one entry, for two peers
+    assert h["n1"].next_deadline_ms() == t0 + h.config.sync_delay_ms
+    h.advance(h.config.sync_delay_ms - 1, deliver=False)
+    assert h.pending(SyncBatch) == []
+    h.advance(1, deliver=False)
+    entry = h["n1"].store.entry(key, EID)
+    assert entry.value == replace(INST, weight=3.0)
+    assert h.pending(SyncBatch) == [
+        Wire("n1", "n2", SyncBatch(((key, EID, entry),))),
+        Wire("n1", "n3", SyncBatch(((key, EID, entry),))),
+    ]
+    assert h["n1"].statistics().dirty_entries == 0
+    h.deliver(SyncBatch)
+    for node_id in ("n2", "n3"):
+        assert h[node_id].store.entry(key, EID) == entry
+        assert h[node_id].view(key).instances == (entry.value,)
+        assert h[node_id].statistics().sync_batches_received == 1
+    stats = h["n1"].statistics()
+    assert (stats.sync_batches_sent, stats.sync_entries_sent) == (2, 2)
+
+
+def test_sync_batches_are_split_at_the_batch_size() -> None:
+    h = started(DistroConfig(cluster_size=2, sync_batch_entries=2), ("n1", "n2"))
+    key = key_owned_by("n1", ("n1", "n2"))
+    for i in range(5):
+        register(h, "n1", key, make_instance(f"10.0.1.{i}", PORT))
+    h.advance(h.config.sync_delay_ms, deliver=False)
+    assert [len(w.message.items) for w in h.pending(SyncBatch)] == [2, 2, 1]
+    h.deliver_all()
+    assert live_entries(h["n2"]) == live_entries(h["n1"])
+
+
+def test_deregister_is_a_tombstone_that_replicates() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    h.advance(h.config.sync_delay_ms)
+    assert all(node.store.live_instance(key, EID) == INST for node in h.nodes.values())
+    _, result = h.client("n1", Deregister(key, "DEFAULT", IP, PORT))
+    assert result == OK
+    tombstone = h["n1"].store.entry(key, EID)
+    assert tombstone is not None and tombstone.is_tombstone
+    h.advance(h.config.sync_delay_ms)
+    for node_id, node in h.nodes.items():
+        assert node.store.entry(key, EID) == tombstone, node_id
+        assert node.view(key) is None
+        last = h.outputs[node_id].changes[-1]
+        assert last.key == key and not last.view.exists
+        assert node.store.statistics().tombstones == 1
+    # Deregistering an unknown instance is ok and writes nothing.
+    applied = h["n1"].statistics().entries_applied
+    _, result = h.client("n1", Deregister(key, "DEFAULT", "10.9.9.9", PORT))
+    assert result == OK and h["n1"].statistics().entries_applied == applied
+
+
+def test_a_stale_live_copy_does_not_resurrect_a_deleted_instance() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    old = h["n1"].store.entry(key, EID)
+    h.client("n1", Deregister(key, "DEFAULT", IP, PORT))
+    h.advance(h.config.sync_delay_ms)
+    h["n2"].handle_peer("n1", SyncBatch(((key, EID, old),)), h.now_ms)
+    assert h["n2"].store.entry(key, EID).is_tombstone
+    assert h["n2"].view(key) is None
+
+
+def test_nothing_is_queued_for_a_down_peer() -> None:
+    h = started()
+    h.crash("n3")
+    h.advance(h.config.ping_interval_ms)  # the pings to n3 fail
+    assert h["n1"].live_members() == ("n1", "n2") == h["n2"].live_members()
+    key = key_owned_by("n1", ("n1", "n2"))
+    register(h, "n1", key)
+    assert h["n1"].statistics().dirty_entries == 1
+    h.advance(h.config.sync_delay_ms, deliver=False)
+    assert [w.target for w in h.pending(SyncBatch)] == ["n2"]
+
+
+def test_a_peer_going_down_drops_its_dirty_set() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    assert h["n1"].statistics().dirty_entries == 2
+    h["n1"].handle_send_failed("n3", Ping(True, "n1"), h.now_ms)
+    assert h["n1"].statistics().dirty_entries == 1
+    assert "n3" not in h["n1"].live_members()
+
+
+def test_digest_and_repair_fix_a_peer_that_missed_a_batch() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    h.advance(h.config.sync_delay_ms, deliver=False)
+    assert h.drop(SyncBatch, target="n2") == 1
+    h.deliver_all()
+    assert key not in h["n2"].store and h["n3"].store.live_instance(key, EID) == INST
+    digests_before = h["n1"].statistics().digests_sent
+    # Run until n1's next verify round sends n2 a digest; nothing else brings n2 the entry.
+    while not h.pending(Digest, source="n1", target="n2"):
+        assert key not in h["n2"].store
+        h.deliver_all()
+        h.step()
+    assert h.now_ms - 1_000_000 <= h.config.verify_interval_ms
+    (digest,) = h.pending(Digest, source="n1", target="n2")
+    assert digest.message == Digest(((key, h["n1"].store.digest(key)),), None, None)
+    assert h["n1"].statistics().digests_sent > digests_before
+    h.deliver(Digest, source="n1", target="n2")
+    assert h.pending(Repair, source="n2") == [Wire("n2", "n1", Repair((), (key,)))]
+    assert h["n2"].statistics().repairs_sent == 1
+    h.deliver(Repair, source="n2")
+    (batch,) = h.pending(SyncBatch, source="n1", target="n2")
+    assert batch.message.items == ((key, EID, h["n1"].store.entry(key, EID)),)
+    h.deliver(SyncBatch)
+    assert h["n2"].store.digest(key) == h["n1"].store.digest(key)
+    assert h["n2"].view(key).instances == (INST,)
+
+
+def test_digest_makes_the_receiver_push_what_the_owner_lacks() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    # n2 holds an entry for n1's key that n1 never saw (n2 applied it while n1 was down, say).
+    extra = make_instance("10.0.0.9", PORT)
+    h["n2"].handle_peer("n3", SyncBatch(((key, extra.entry_id, Entry(Version(h.now_ms, 0, "n3"), extra)),)), h.now_ms)
+    h.collect("n2")
+    assert key not in h["n1"].store
+    while not h.pending(Digest, source="n1", target="n2"):
+        h.deliver_all()
+        h.step()
+    h.deliver(Digest, source="n1", target="n2")
+    (repair,) = h.pending(Repair, source="n2", target="n1")
+    assert repair.message.want == () and [item[1] for item in repair.message.items] == [extra.entry_id]
+    h.deliver(Repair)
+    assert h["n1"].store.live_instance(key, extra.entry_id) == extra
+
+
+# ------------------------------------------------------------------------------------------------
+# Start-up
+# ------------------------------------------------------------------------------------------------
+def test_a_starting_node_is_not_ready_and_owns_nothing_until_the_snapshot_loads() -> None:
+    h = started()
+    keys = [key_owned_by(owner) for owner in ("n1", "n2", "n3")]
+    for i, key in enumerate(keys):
+        register(h, h["n1"].owner_of(key), key, make_instance(f"10.0.2.{i}", PORT))
+    h.advance(h.config.sync_delay_ms)
+    h.crash("n3")
+    h.advance(h.config.ping_interval_ms)
+    assert h["n1"].live_members() == ("n1", "n2")
+
+    n3 = h.boot("n3")
+    assert not n3.ready and n3.live_members() == ()
+    assert all(n3.owner_of(key) is None and not n3.is_owner(key) for key in keys)
+    _, result = h.client("n3", Register(keys[2], INST))
+    assert result == Result(503, NOT_READY_TEXT)
+    assert result.body == "server is STARTINGnow, please try again later!"
+    assert len(n3.store) == 0 and n3.statistics().owned_keys == 0
+
+    h.tick("n3")
+    assert {(w.target, type(w.message)) for w in h.wire} == {
+        ("n1", Ping), ("n2", Ping), ("n1", SnapshotRequest), ("n2", SnapshotRequest)
+    }
+    h.deliver(source="n3")  # peers answer with their snapshots
+    assert not n3.ready
+    assert [w.message.ready for w in h.pending(SnapshotChunk, source="n1")] == [True]
+    h.deliver(SnapshotChunk, source="n1")
+    assert n3.ready
+    assert live_entries(n3) == live_entries(h["n1"])
+    assert any(e.kind == "ready" for e in h.outputs["n3"].events)
+    h.advance(h.config.ping_interval_ms)
+    for node in h.nodes.values():
+        assert node.live_members() == ("n1", "n2", "n3")
+    assert n3.is_owner(keys[2]) and n3.statistics().owned_keys == 1
+
+
+def test_a_starting_node_forwards_once_it_hears_a_ready_peer() -> None:
+    h = started()
+    key = key_owned_by("n3")
+    h.crash("n3")
+    h.advance(h.config.ping_interval_ms)
+    n3 = h.boot("n3")
+    h["n1"].tick(h.now_ms + h.config.ping_interval_ms)  # n1 pings n3
+    h.collect("n1")
+    h.deliver(Ping, source="n1", target="n3")
+    assert not n3.ready and n3.live_members() == ("n1",)
+    _, result = h.client("n3", Register(key, INST))
+    assert result is None and h.pending(Forward, source="n3")[0].target == "n1"
+
+
+def test_a_lone_node_becomes_ready_after_the_snapshot_timeout() -> None:
+    h = Harness(("n1", "n2", "n3"))
+    h.isolate("n1")
+    h.tick("n1")
+    h.advance(h.config.snapshot_timeout_ms - 1)
+    assert not h["n1"].ready
+    h.advance(1)
+    assert h["n1"].ready and h["n1"].live_members() == ("n1",)
+
+
+def test_a_node_whose_peers_are_unreachable_becomes_ready_at_once() -> None:
+    h = Harness(("n1", "n2", "n3"))
+    h.crash("n2")
+    h.crash("n3")
+    h.tick("n1")
+    assert not h["n1"].ready
+    h.deliver(SnapshotRequest)  # refused: both fail
+    assert h["n1"].ready
+
+
+# ------------------------------------------------------------------------------------------------
+# Health
+# ------------------------------------------------------------------------------------------------
+def test_unhealthy_after_heartbeat_timeout_then_deleted_after_expiry() -> None:
+    h = started()
+    cfg = h.config
+    key = key_owned_by("n1")
+    t0 = h.now_ms
+    register(h, "n1", key)
+    assert h["n1"].last_beat_ms(key, EID) == t0
+    assert h["n2"].last_beat_ms(key, EID) is None  # not the owner
+    h.advance(cfg.heartbeat_timeout_ms)
+    assert all(node.store.live_instance(key, EID) == INST for node in h.nodes.values())
+    h.advance(cfg.health_check_interval_ms + cfg.sync_delay_ms)
+    for node in h.nodes.values():
+        assert node.store.live_instance(key, EID) == INST.with_health(False)
+    assert h["n1"].statistics().instances_marked_unhealthy == 1
+    h.advance(t0 + cfg.instance_expire_ms - h.now_ms)
+    assert h["n1"].store.live_instance(key, EID) is not None
+    h.advance(cfg.health_check_interval_ms + cfg.sync_delay_ms)
+    for node in h.nodes.values():
+        assert node.store.entry(key, EID).is_tombstone and node.view(key) is None
+    stats = h["n1"].statistics()
+    assert (stats.instances_marked_unhealthy, stats.instances_expired) == (1, 1)
+    assert h["n1"].last_beat_ms(key, EID) is None
+
+
+def test_beats_through_any_node_keep_an_instance_alive() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    for i in range(12):  # 60 s of beats every 5 s, through n2, n3 and n1 in turn
+        h.advance(h.config.client_beat_interval_ms)
+        h.client(("n2", "n3", "n1")[i % 3], Beat(key, "DEFAULT", IP, PORT))
+    h.advance(h.config.sync_delay_ms)
+    for node in h.nodes.values():
+        assert node.store.live_instance(key, EID) == INST
+    assert h["n1"].statistics().instances_marked_unhealthy == 0
+    assert h["n1"].last_beat_ms(key, EID) >= h.now_ms - h.config.client_beat_interval_ms
+
+
+def test_metadata_overrides_heartbeat_timeout_and_expiry() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    inst = make_instance(IP, PORT, metadata={META_BEAT_TIMEOUT: "3000", META_DELETE_TIMEOUT: "6000"})
+    plain = make_instance("10.0.0.2", PORT)
+    register(h, "n1", key, inst)
+    register(h, "n1", key, plain)
+    h.advance(3_000)
+    assert h["n1"].store.live_instance(key, EID).healthy
+    h.advance(1_000 + h.config.health_check_interval_ms)
+    assert not h["n1"].store.live_instance(key, EID).healthy
+    assert h["n2"].store.live_instance(key, EID) == inst.with_health(False)
+    assert h["n1"].store.live_instance(key, plain.entry_id) == plain
+    h.advance(2_000 + h.config.health_check_interval_ms)
+    assert h["n1"].store.entry(key, EID).is_tombstone
+    assert h["n1"].store.live_instance(key, plain.entry_id) == plain
+
+
+def test_self_preservation_a_minority_node_expires_nothing() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    h.advance(h.config.sync_delay_ms)
+    h.isolate("n1")
+    h.advance(60_000)
+    n1 = h["n1"]
+    assert n1.live_members() == ("n1",) and n1.is_owner(key) and not n1.has_quorum()
+    assert n1.store.live_instance(key, EID) == INST  # not even marked unhealthy
+    assert (n1.statistics().instances_expired, n1.statistics().instances_marked_unhealthy) == (0, 0)
+    # The majority side owns the key now and expired it.
+    assert h["n2"].has_quorum()
+    assert h["n2"].store.entry(key, EID).is_tombstone and h["n3"].store.entry(key, EID).is_tombstone
+
+
+def test_without_self_preservation_a_minority_node_expires() -> None:
+    h = started(DistroConfig(cluster_size=3, self_preservation=False))
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    h.isolate("n1")
+    h.advance(60_000)
+    assert not h["n1"].has_quorum()
+    assert h["n1"].store.entry(key, EID).is_tombstone
+    assert h["n1"].statistics().instances_expired == 1
+
+
+def test_gaining_ownership_starts_heartbeat_clocks_at_now() -> None:
+    h = started()
+    key = key_owned_by("n1", also="n2", among=("n2", "n3"))
+    t0 = h.now_ms
+    register(h, "n1", key)
+    h.advance(20_000)  # no beats: n1 marked it unhealthy at ~15 s
+    assert h["n2"].store.live_instance(key, EID) == INST.with_health(False)
+    assert h["n2"].last_beat_ms(key, EID) is None
+    h.crash("n1")
+    h.advance(h.config.ping_interval_ms)  # pings to n1 fail: n2 takes over
+    gained = h.now_ms
+    assert h["n2"].is_owner(key) and h["n2"].last_beat_ms(key, EID) >= gained - h.config.ping_interval_ms
+    # Past the original expiry (t0 + 30 s) it is still there: n2's clock started when it gained the key.
+    h.advance(t0 + h.config.instance_expire_ms + 5_000 - h.now_ms)
+    assert h["n2"].store.live_instance(key, EID) is not None
+    assert h["n2"].statistics().instances_expired == 0
+    h.advance(gained + h.config.instance_expire_ms + h.config.health_check_interval_ms - h.now_ms)
+    assert h["n2"].store.entry(key, EID).is_tombstone
+    assert h["n3"].store.entry(key, EID).is_tombstone
+
+
+def test_losing_ownership_stops_the_heartbeat_clocks() -> None:
+    h = started(nodes=("n1", "n2"))
+    key = key_owned_by("n2", ("n1", "n2"))
+    register(h, "n2", key)
+    h.advance(h.config.sync_delay_ms)
+    assert h["n1"].last_beat_ms(key, EID) is None and h["n2"].last_beat_ms(key, EID) is not None
+    h.crash("n2")
+    h.advance(h.config.ping_interval_ms)
+    assert h["n1"].is_owner(key) and h["n1"].last_beat_ms(key, EID) is not None
+    n2 = h.boot("n2")
+    h.advance(h.config.ping_interval_ms)
+    assert n2.ready and h["n1"].live_members() == ("n1", "n2")
+    assert h["n1"].last_beat_ms(key, EID) is None and n2.last_beat_ms(key, EID) is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# Services, counters and bounds
+# ------------------------------------------------------------------------------------------------
+def test_service_requests_and_their_errors() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    meta = ServiceMeta(protect_threshold=0.5)
+    assert h.client("n1", UpdateService(key, meta))[1] == Result(400, f"service {key.grouped_name} not found!")
+    assert h.client("n1", CreateService(key, meta))[1] == OK
+    assert h.client("n1", CreateService(key, meta))[1] == Result(
+        400, f"specified service already exists, serviceName : {key.grouped_name}"
+    )
+    assert h["n1"].view(key).protect_threshold == 0.5
+    register(h, "n1", key)
+    assert h.client("n1", DeleteService(key))[1] == Result(
+        400, f"Service {key.grouped_name} is not empty, can't be delete. Please unregister instance first"
+    )
+    h.client("n1", Deregister(key, "DEFAULT", IP, PORT))
+    assert h.client("n1", DeleteService(key))[1] == OK
+    assert h["n1"].store.entry(key, META_ENTRY_ID).is_tombstone and h["n1"].view(key) is None
+    assert h.client("n1", DeleteService(key))[1] == Result(
+        400, f"specified service not exist, serviceName : {key.grouped_name}"
+    )
+
+
+def test_update_instance_must_exist() -> None:
+    h = started()
+    key = key_owned_by("n1")
+    _, result = h.client("n1", UpdateInstance(key, "DEFAULT", IP, PORT, {"weight": 2.0}, must_exist=True))
+    assert result == Result(400, f"instance not exist: {IP}:{PORT}:unknown:DEFAULT")
+    _, result = h.client("n1", UpdateInstance(key, "DEFAULT", IP, PORT, {"enabled": False}))
+    assert result == OK and h["n1"].store.live_instance(key, EID) == replace(INST, enabled=False)
+
+
+def test_instances_per_service_are_bounded() -> None:
+    h = started(DistroConfig(cluster_size=3, max_instances_per_service=2))
+    key = key_owned_by("n1")
+    a, b, c = (make_instance(f"10.0.3.{i}", PORT) for i in range(3))
+    assert register(h, "n1", key, a) == OK and register(h, "n1", key, b) == OK
+    assert register(h, "n1", key, c) == Result(
+        400, f"service {key.grouped_name} already has 2 instances, the most one service may hold"
+    )
+    assert h["n1"].store.live_instance(key, c.entry_id) is None
+    assert register(h, "n1", key, replace(a, weight=5.0)) == OK  # updating an existing one still works
+    h.client("n1", Deregister(key, "DEFAULT", b.ip, PORT))
+    assert register(h, "n1", key, c) == OK
+
+
+def test_statistics_counters_move() -> None:
+    h = started()
+    before = {node_id: node.statistics() for node_id, node in h.nodes.items()}
+    assert all(s.ready and s.peers_up == 2 and s.peers_known == 2 for s in before.values())
+    key = key_owned_by("n2")
+    h.client("n1", Register(key, INST))
+    h.advance(h.config.verify_interval_ms + 1)
+    s1, s2, s3 = (h[n].statistics() for n in ("n1", "n2", "n3"))
+    assert s1.forwards_sent == before["n1"].forwards_sent + 1
+    assert s2.forwards_received == before["n2"].forwards_received + 1
+    assert s2.requests_applied == before["n2"].requests_applied + 1
+    assert s2.sync_batches_sent >= 2 and s2.sync_entries_sent >= 2
+    assert s1.sync_batches_received >= 1 and s3.sync_batches_received >= 1
+    assert s1.entries_applied == s2.entries_applied == s3.entries_applied == 1
+    assert s2.digests_sent > before["n2"].digests_sent
+    assert s2.notifications >= 1 and s1.notifications >= 1
+    assert (s1.keys, s1.live_instances, s1.tombstones) == (1, 1, 0)
+    assert (s1.owned_keys, s2.owned_keys, s3.owned_keys) == (0, 1, 0)
+    assert s1.notifier_depth == 0 and s1.dirty_entries == 0 and s1.pending_forwards == 0
+
+
+def test_stale_entries_refused_answer_with_a_fresh_tombstone() -> None:
+    cfg = DistroConfig(cluster_size=2, tombstone_ttl_ms=60_000, gc_interval_ms=1_000)
+    h = started(cfg, ("n1", "n2"))
+    key = key_owned_by("n1", ("n1", "n2"))
+    register(h, "n1", key)
+    old = h["n1"].store.entry(key, EID)
+    h.client("n1", Deregister(key, "DEFAULT", IP, PORT))
+    h.advance(2 * cfg.instance_expire_ms + 2 * cfg.gc_interval_ms)
+    assert key not in h["n1"].store and key not in h["n2"].store  # tombstones collected
+    h["n1"].handle_peer("n2", SyncBatch(((key, EID, old),)), h.now_ms)
+    assert h["n1"].statistics().stale_entries_refused == 1
+    fresh = h["n1"].store.entry(key, EID)
+    assert fresh.is_tombstone and fresh.version > old.version
+    assert h["n1"].view(key) is None
+
+
+@pytest.mark.parametrize("bad", [{"ping_interval_ms": 0}, {"heartbeat_timeout_ms": 10, "instance_expire_ms": 5},
+                                 {"sync_batch_entries": 0}, {"max_pending_forwards": -1}])
+def test_config_rejects_nonsense(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        DistroConfig(**bad)
+
+
+def test_members_and_addresses() -> None:
+    h = started()
+    h["n1"].peer_connected("n2", "10.1.1.2:8848", h.now_ms)
+    h.collect("n1")
+    assert h.pending(Ping, source="n1", target="n2")[-1].message == Ping(True, "n1")
+    members = h["n1"].members()
+    assert [(m.node_id, m.is_self, m.up) for m in members] == [("n1", True, True), ("n2", False, True),
+                                                              ("n3", False, True)]
+    assert h["n1"].address_of("n2") == "10.1.1.2:8848" and h["n1"].address_of("n1") == "n1"
+    assert isinstance(h["n1"], DistroNode)
+
+
+def test_chunked_digests_repair_every_key_range() -> None:
+    h = started(DistroConfig(cluster_size=2, digest_chunk_keys=2), ("n1", "n2"))
+    keys: list[ServiceKey] = []
+    i = 0
+    while len(keys) < 7:
+        key = ServiceKey("public", "DEFAULT_GROUP", f"k-{i}")
+        i += 1
+        if owner_of(str(key), ("n1", "n2")) == "n1":
+            keys.append(key)
+    for key in keys[:5]:
+        register(h, "n1", key)
+    h.advance(h.config.sync_delay_ms, deliver=False)
+    h.drop(SyncBatch)  # n2 misses all five
+    # n2 alone holds entries for two more keys n1 owns (written while n1 was away, say).
+    for key in keys[5:]:
+        h["n2"].handle_peer("n3", SyncBatch(((key, EID, Entry(Version(h.now_ms, 0, "n3"), INST)),)), h.now_ms)
+    h.collect("n2")
+    while not h.pending(Digest, source="n1", target="n2"):
+        h.deliver_all()
+        h.step()
+    digests = [w.message for w in h.pending(Digest, source="n1", target="n2")]
+    assert [len(d.digests) for d in digests] == [2, 2, 1]
+    assert digests[0].low is None and digests[-1].high is None
+    assert [d.low for d in digests[1:]] == [d.high for d in digests[:-1]]
+    h.deliver_all()
+    for key in keys:
+        assert h["n1"].store.digest(key) == h["n2"].store.digest(key) != 0, key
+
+
+def test_a_starting_node_asks_a_peer_again_once_it_is_ready() -> None:
+    # n1 and n2 restart together; n2 answers n1's SnapshotRequest "not ready". n3 (which has the data)
+    # is unreachable from n1. n2 then loads n3's snapshot, becomes ready and pings n1: n1 sees a ready peer
+    # up, so it must ask it again and become ready (it once stayed not ready for good).
+    h = started()
+    key = key_owned_by("n3")
+    register(h, "n3", key)
+    h.advance(h.config.sync_delay_ms)
+    h.crash("n1")
+    h.crash("n2")
+    h.advance(h.config.ping_interval_ms)
+    n1, n2 = h.boot("n1"), h.boot("n2")
+    h.cut |= {("n1", "n3"), ("n3", "n1")}
+    h.tick("n1")
+    h.tick("n2")
+    h.deliver(SnapshotRequest, source="n1", target="n2")
+    h.deliver(SnapshotChunk, source="n2", target="n1")  # "not ready"
+    h.advance(5 * h.config.snapshot_timeout_ms)
+    assert n2.ready and n2.store.live_instance(key, EID) is not None
+    assert n1.ready  # it asked n2 again once n2 was ready
+    assert n1.live_members() == ("n1", "n2")
+    assert n1.store.live_instance(key, EID) is not None  # and loaded n2's copy of n3's data
+
+
+def test_dirty_overflow_falls_back_to_a_digest_round() -> None:
+    h = started(DistroConfig(cluster_size=2, max_dirty_entries_per_peer=2), ("n1", "n2"))
+    key = key_owned_by("n1", ("n1", "n2"))
+    instances = [make_instance(f"10.0.4.{i}", PORT) for i in range(4)]
+    for inst in instances[:3]:
+        register(h, "n1", key, inst)
+    stats = h["n1"].statistics()
+    assert stats.dirty_overflows == 1 and stats.dirty_entries == 0
+    assert [type(w.message) for w in h.wire] == [Digest]  # sent at once, no waiting for the verify round
+    register(h, "n1", key, instances[3])
+    assert h["n1"].statistics().dirty_entries == 1
+    h.advance(h.config.sync_delay_ms)
+    assert live_entries(h["n2"]) == live_entries(h["n1"])
+    assert len(live_entries(h["n2"])) == 4
+
+
+def test_notifier_overflow_rebuilds_every_view() -> None:
+    h = started(DistroConfig(cluster_size=2, max_notifier_keys=1), ("n1", "n2"))
+    keys = [ServiceKey("public", "DEFAULT_GROUP", f"ov-{i}") for i in range(3)]
+    items = tuple(
+        (key, EID, Entry(Version(h.now_ms, i, "n1"), INST)) for i, key in enumerate(keys)
+    )
+    h["n2"].handle_peer("n1", SyncBatch(items), h.now_ms)
+    assert h["n2"].statistics().notifier_overflows >= 1
+    h.collect("n2")
+    changed = {c.key for c in h.outputs["n2"].changes}
+    assert changed == set(keys)
+    assert all(h["n2"].view(key).instances == (INST,) for key in keys)
+    assert h["n2"].statistics().notifier_depth == 0

@@ -1,0 +1,140 @@
+"""Hybrid logical clock and rendezvous ownership.
+
+- ``HybridClock.next`` is strictly increasing whatever the wall clock does, and ``observe`` moves it past
+  every version it has seen.
+- ``owner_of`` is stable across calls and processes (pinned expected values, computed once with blake2b),
+  independent of member order, and adding or removing one of n members moves about 1/n of the keys, only
+  to the new member or away from the removed one.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from distro.ownership import OwnershipMap, owner_of, score
+from distro.versions import ZERO_VERSION, HybridClock, Version
+from tests.distro import PROPERTIES
+
+# ------------------------------------------------------------------------------------------------
+# HybridClock
+# ------------------------------------------------------------------------------------------------
+clock_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("next"), st.integers(0, 50)),
+        st.tuples(st.just("observe"), st.tuples(st.integers(0, 50), st.integers(0, 5), st.sampled_from("abc"))),
+    ),
+    max_size=60,
+)
+
+
+@PROPERTIES
+@given(clock_ops)
+def test_clock_is_strictly_increasing_and_passes_observed_versions(ops) -> None:
+    clock = HybridClock("n1", 10)
+    issued: list[Version] = []
+    observed: list[Version] = []
+    for op, arg in ops:
+        if op == "next":
+            version = clock.next(arg)
+            assert version.node == "n1"
+            if issued:
+                assert version > issued[-1]
+            for seen in observed:
+                assert (version.ms, version.counter) > (seen.ms, seen.counter)
+            issued.append(version)
+        else:
+            seen = Version(*arg)
+            clock.observe(seen)
+            assert clock.last >= (seen.ms, seen.counter)
+            observed.append(seen)
+
+
+def test_clock_follows_a_wall_clock_that_is_ahead() -> None:
+    clock = HybridClock("n1", 100)
+    assert clock.next(100) == Version(100, 1, "n1")
+    assert clock.next(100) == Version(100, 2, "n1")
+    assert clock.next(250) == Version(250, 0, "n1")
+    assert clock.next(200) == Version(250, 1, "n1")  # the wall clock went back: bump the counter
+    assert clock.last == (250, 1)
+
+
+def test_observe_moves_the_clock_forward_only() -> None:
+    clock = HybridClock("n1", 100)
+    clock.observe(Version(500, 7, "n2"))
+    assert clock.last == (500, 7)
+    assert clock.next(120) == Version(500, 8, "n1")
+    clock.observe(Version(300, 99, "n3"))  # older: ignored
+    assert clock.last == (500, 8)
+    clock.observe(Version(500, 8, "n3"))  # equal: ignored, the next one is still above it
+    assert clock.next(0) > Version(500, 8, "n3")
+    assert Version(1, 0, "") > ZERO_VERSION
+
+
+# ------------------------------------------------------------------------------------------------
+# Ownership
+# ------------------------------------------------------------------------------------------------
+def test_owner_of_is_pinned_across_processes() -> None:
+    # Computed once; Python's salted hash() would give different answers in every process.
+    three = ["n1", "n2", "n3"]
+    five = [*three, "n4", "n5"]
+    assert score("n1", "public##DEFAULT_GROUP@@orders") == 16632734890697383945
+    assert owner_of("public##DEFAULT_GROUP@@orders", three) == "n1"
+    assert owner_of("public##DEFAULT_GROUP@@payments", three) == "n3"
+    assert owner_of("ns##g@@x", three) == "n2"
+    assert owner_of("public##DEFAULT_GROUP@@orders", five) == "n1"
+    assert owner_of("public##DEFAULT_GROUP@@payments", five) == "n5"
+
+
+@PROPERTIES
+@given(st.text(max_size=20), st.permutations(["a", "b", "c", "d"]))
+def test_owner_of_ignores_member_order_and_is_repeatable(key: str, members: list[str]) -> None:
+    expected = owner_of(key, ["a", "b", "c", "d"])
+    assert owner_of(key, members) == expected
+    assert owner_of(key, iter(members)) == expected
+    omap = OwnershipMap(members)
+    assert omap.owner(key) == expected
+    assert omap.owner(key) == expected  # cached
+    assert omap.members == ("a", "b", "c", "d")
+
+
+def test_no_members_no_owner() -> None:
+    assert owner_of("k", []) is None
+    omap = OwnershipMap(())
+    assert omap.owner("k") is None
+    assert omap.owner("k") is None
+
+
+KEYS = [f"public##DEFAULT_GROUP@@svc-{i}" for i in range(10_000)]
+
+
+def _owners(members: list[str]) -> list[str | None]:
+    return [owner_of(key, members) for key in KEYS]
+
+
+def test_keys_spread_over_members() -> None:
+    members = [f"n{i}" for i in range(1, 6)]
+    owners = _owners(members)
+    for member in members:
+        share = owners.count(member) / len(KEYS)
+        assert 0.5 / 5 <= share <= 1.5 / 5, (member, share)
+
+
+def test_adding_or_removing_one_member_moves_about_one_nth() -> None:
+    for n in (3, 5, 10):
+        members = [f"n{i}" for i in range(1, n + 1)]
+        before = _owners(members)
+
+        grown = [*members, "new"]
+        after = _owners(grown)
+        moved = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+        assert all(b == "new" for _, b in moved), "keys may only move to the new member"
+        assert 0.5 / (n + 1) <= len(moved) / len(KEYS) <= 1.5 / (n + 1), (n, len(moved))
+
+        removed = members[n // 2]
+        shrunk = [m for m in members if m != removed]
+        after = _owners(shrunk)
+        moved = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+        assert all(a == removed for a, _ in moved), "only the removed member's keys may move"
+        assert len(moved) == before.count(removed)
+        assert 0.5 / n <= len(moved) / len(KEYS) <= 1.5 / n, (n, len(moved))
