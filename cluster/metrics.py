@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cluster.http import HttpStats
+    from cluster.peerlink import PeerLinkStats
     from cluster.runtime import NodeRuntime
 
 _COUNTERS = {
@@ -70,4 +71,29 @@ def render_http_metrics(stats: HttpStats) -> str:
     for status, count in sorted(stats.responses_by_status.items()):
         parts.append(f'distro_http_responses_total{{status="{status}"}} {count}\n')
     parts.append(_series("distro_http_requests_total", "counter", "HTTP requests handled.", stats.requests_total))
+    return "".join(parts)
+
+
+def render_peer_link_metrics(stats: PeerLinkStats) -> str:
+    """Peer link counters: handshake failures and bad frames are what an operator alerts on."""
+    parts = [
+        _series("distro_peer_frames_sent_total", "counter", "Peer frames sent.", stats.frames_sent),
+        _series("distro_peer_frames_received_total", "counter", "Peer frames received.", stats.frames_received),
+        _series("distro_peer_bytes_sent_total", "counter", "Peer frame bytes sent.", stats.bytes_sent),
+        _series("distro_peer_bytes_received_total", "counter", "Peer frame bytes received.", stats.bytes_received),
+        _series("distro_peer_handshake_failures_total", "counter",
+                "Peer handshakes refused or failed (bad secret, garbage, timeout).", stats.handshake_failures),
+        _series("distro_peer_bad_frames_total", "counter",
+                "Authenticated peer connections closed for a malformed or oversized frame.", stats.bad_frames),
+        _series("distro_peer_send_failures_total", "counter", "Messages that could not be delivered to a peer.",
+                stats.send_failures),
+        _series("distro_peer_unsendable_total", "counter",
+                "Messages this node could not encode or that exceeded the frame limit (a bug: dropped).",
+                stats.unsendable),
+        _series("distro_peer_links_outbound", "gauge", "Outbound peer links up.", stats.outbound_links),
+        _series("distro_peer_links_inbound", "gauge", "Inbound peer links up.", stats.inbound_links),
+        "# HELP distro_peer_queue_depth Messages queued for a peer.\n# TYPE distro_peer_queue_depth gauge\n",
+    ]
+    for node_id, depth in sorted(stats.queue_depths.items()):
+        parts.append(f'distro_peer_queue_depth{{peer="{node_id}"}} {depth}\n')
     return "".join(parts)

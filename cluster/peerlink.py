@@ -72,7 +72,7 @@ import msgpack
 import trio
 
 from distro.codec import ProtocolError, decode_message, encode_message
-from distro.messages import Message
+from distro.messages import Forward, Message
 
 __all__ = ["HANDSHAKE_FRAME_MAX", "PROTOCOL_VERSION", "PeerLinkConfig", "PeerLinkStats", "PeerLinks"]
 
@@ -119,6 +119,7 @@ class PeerLinkStats:
     bad_frames: int = 0  # authenticated connections closed for a malformed or oversized frame
     reconnects: int = 0  # dial attempts after the first, per address
     send_failures: int = 0  # messages reported through on_send_failed
+    unsendable: int = 0  # messages this side could not encode or that exceeded the frame limit: dropped
     queue_depths: dict[str, int] = field(default_factory=dict)  # node id -> messages queued
     outbound_connects: int = 0  # outbound handshakes completed (on_connected calls)
     inbound_accepts: int = 0  # inbound handshakes completed
@@ -363,6 +364,16 @@ class PeerLinks:
     # ============================================================================================
     # Failures (delivered from a task of ours, never from inside send())
     # ============================================================================================
+    def _drop_unsendable(self, node_id: str, message: Message) -> None:
+        """A message this side cannot put on the wire (a bug upstream, not the peer's fault).
+
+        The link stays up and the peer is not reported down: only a forwarded client write is handed back
+        as a failure, so that its client still gets an answer (the core then applies it locally).
+        """
+        self._stats.unsendable += 1
+        if isinstance(message, Forward):
+            self._fail(node_id, message)
+
     def _fail(self, node_id: str, message: Message) -> None:
         self._stats.send_failures += 1
         self._failures.append((node_id, message))
@@ -712,7 +723,7 @@ class PeerLinks:
                         log.error(
                             "cannot encode %s for peer %s: %r", type(message).__name__, link.node_id, exc
                         )
-                        self._fail(link.node_id, message)
+                        self._drop_unsendable(link.node_id, message)
                         continue
                     if len(payload) > max_frame:
                         log.error(
@@ -722,7 +733,7 @@ class PeerLinks:
                             len(payload),
                             max_frame,
                         )
-                        self._fail(link.node_id, message)
+                        self._drop_unsendable(link.node_id, message)
                         continue
                     batch.append(message)
                     chunks.append(len_pack(len(payload)))

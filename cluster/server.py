@@ -10,7 +10,7 @@ import trio
 from cluster.api import NamingApi
 from cluster.auth import install_auth
 from cluster.http import HttpLimits, HttpStats, serve_http
-from cluster.metrics import render_http_metrics
+from cluster.metrics import render_http_metrics, render_peer_link_metrics
 from cluster.node_main import NodeSettings, peer_link_address
 from cluster.runtime import NodeRuntime
 
@@ -61,6 +61,7 @@ class NodeServer:
             on_send_failed=self.runtime.on_send_failed,
         )
         self.runtime.transport = links
+        self.api.extra_metrics.append(lambda: render_peer_link_metrics(links.statistics()))
         handler = self.api
         async with trio.open_nursery() as nursery:
             await nursery.start(self.runtime.run)

@@ -90,6 +90,11 @@ def service_key(namespace: str | None, group: str | None, service_name: str) -> 
         group_part, bare = (group or DEFAULT_GROUP), service_name
     if GROUP_SEPARATOR in group_part or not group_part:
         raise ValidationError("Param 'groupName' is illegal")
+    # "g@" + "@@" + "s" and "g" + "@@" + "@s" would both be "g@@@s": keep group@@service unambiguous
+    if group_part.endswith("@"):
+        raise ValidationError("Param 'groupName' is illegal, it can't end with '@'")
+    if bare.startswith("@"):
+        raise ValidationError("Param 'serviceName' is illegal, it can't start with '@'")
     grouped = f"{group_part}{GROUP_SEPARATOR}{bare}"
     if len(grouped) > MAX_NAME_LENGTH:
         raise ValidationError(
@@ -181,7 +186,21 @@ def parse_metadata(raw: str, *, max_keys: int = 64, max_bytes: int = 4096) -> di
             result[key.strip()] = value.strip()
     if len(result) > max_keys:
         raise ValidationError(f"metadata has too many keys: at most {max_keys}")
+    for key, value in result.items():
+        if _has_lone_surrogate(key) or _has_lone_surrogate(value):
+            raise ValidationError(
+                "metadata format incorrect: a key or value is not valid Unicode (a lone UTF-16 surrogate escape)"
+            )
     return result
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a code point that UTF-8 cannot carry (``json.loads`` lets ``"\\ud800"`` through)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _timing(metadata: Mapping[str, str], key: str, default: int) -> int:

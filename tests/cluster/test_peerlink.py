@@ -46,7 +46,7 @@ from distro.messages import (
     SnapshotRequest,
     SyncBatch,
 )
-from distro.model import ServiceMeta, make_instance, service_key
+from distro.model import ServiceKey, ServiceMeta, make_instance, service_key
 from distro.requests import (
     OK,
     Beat,
@@ -346,17 +346,23 @@ async def test_full_queue_reports_the_overflow() -> None:
         assert a.failed == [("b", p) for p in pings[5:]]
 
 
-async def test_oversized_and_unencodable_messages_are_reported_and_the_link_stays_up() -> None:
+async def test_oversized_and_unencodable_messages_are_dropped_and_the_link_stays_up() -> None:
+    """A message this side cannot send is its own bug, not the peer's: the peer is not reported down.
+
+    Only a forwarded client write is handed back as a failure, so that its client still gets an answer.
+    """
     a, b = Node("a", max_frame_bytes=2048), Node("b")
     async with cluster(a, b):
         big = SyncBatch(sample_items(100))
         bad = Ping(True, "\ud800")  # a lone surrogate: msgpack cannot encode it
+        bad_forward = Forward(7, Deregister(ServiceKey("public", "DEFAULT_GROUP", "\ud800"), "DEFAULT", "1.1.1.1", 80))
         a.send("b", big)
         a.send("b", bad)
+        a.send("b", bad_forward)
         a.send("b", Ping(True, "after"))
-        await eventually(lambda: len(b.messages) == 1 and len(a.failed) == 2)
+        await eventually(lambda: len(b.messages) == 1 and a.stats.unsendable == 3)
         assert b.messages == [("a", Ping(True, "after"))]
-        assert a.failed == [("b", big), ("b", bad)]
+        assert a.failed == [("b", bad_forward)]
         assert a.links.connected_peers() == {"b": "b.http:8848"}
         assert a.stats.outbound_connects == 1
 

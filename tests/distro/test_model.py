@@ -69,6 +69,9 @@ def test_service_key_with_separator_overrides_group_param() -> None:
         ("grp@@", None, "Param 'serviceName' is illegal, it should be format as 'groupName@@serviceName'"),
         ("@@svc", None, "Param 'serviceName' is illegal, groupName can't be empty"),
         ("svc", "a@@b", "Param 'groupName' is illegal"),
+        ("svc", "g@", "Param 'groupName' is illegal, it can't end with '@'"),
+        ("@svc", "g", "Param 'serviceName' is illegal, it can't start with '@'"),
+        ("g@@@svc", None, "Param 'serviceName' is illegal, it can't start with '@'"),
         ("svc name", None, "dom name can only have these characters: 0-9a-zA-Z-._:, current: DEFAULT_GROUP@@svc name"),
         ("svc", "gr/p", "dom name can only have these characters: 0-9a-zA-Z-._:, current: gr/p@@svc"),
         ("g p@@svc", None, "dom name can only have these characters: 0-9a-zA-Z-._:, current: g p@@svc"),
@@ -79,6 +82,13 @@ def test_service_key_errors(name: str, group: str | None, text: str) -> None:
 
 
 GROUPED_TOO_LONG = "Param 'serviceName' is too long: groupName@@serviceName has at most 256 characters"
+
+
+def test_grouped_name_round_trips() -> None:
+    # a single '@' inside a name is fine; only the ambiguous "@@@" boundary is refused
+    key = service_key(None, "g@x", "s@y")
+    assert ServiceKey.parse(str(key)) == key
+    assert service_key(None, None, key.grouped_name) == key
 
 
 def test_grouped_name_length_limit() -> None:
@@ -198,6 +208,13 @@ def test_metadata_accepted(raw: str, expected: dict[str, str]) -> None:
 @pytest.mark.parametrize("raw", ["{bad", '{"a": {"b": 1}}', '{"a": [1]}', "a", "a=1,b", "=v", " =v", "[1, 2]"])
 def test_metadata_format_incorrect(raw: str) -> None:
     assert error_of(parse_metadata, raw).message == f"metadata format incorrect:{raw.strip()}"
+
+
+@pytest.mark.parametrize("raw", ['{"k": "\\ud800"}', '{"\\udfff": "v"}', '{"k": "a\\ud83d"}'])
+def test_metadata_with_a_lone_surrogate_escape_is_refused(raw: str) -> None:
+    # json.loads accepts these escapes, but UTF-8 (the peer link's msgpack, the HTTP response) cannot carry them
+    assert "not valid Unicode" in error_of(parse_metadata, raw).message
+    assert parse_metadata('{"k": "\\ud83d\\ude00"}') == {"k": "\U0001f600"}  # a proper pair is fine
 
 
 def test_metadata_bounds() -> None:
