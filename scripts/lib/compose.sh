@@ -105,7 +105,8 @@ source_hash() {
     )
 }
 
+# Never fails (callers run under `set -e -o pipefail`): a missing image or label gives ''.
 image_source_hash() {
-    docker image inspect -f "{{ index .Config.Labels \"$DISTRO_HASH_LABEL\" }}" "${1:-$DISTRO_IMAGE}" 2>/dev/null |
-        sed 's/<no value>//'
+    { docker image inspect -f "{{ index .Config.Labels \"$DISTRO_HASH_LABEL\" }}" "${1:-$DISTRO_IMAGE}" 2>/dev/null ||
+        true; } | sed 's/<no value>//'
 }
