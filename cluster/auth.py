@@ -100,18 +100,37 @@ def _b64decode(text: str) -> bytes:
 class TokenCodec:
     """Issues and checks access tokens. ``clock`` gives wall-clock seconds (injectable for tests)."""
 
-    def __init__(self, secret: bytes, ttl_s: int, *, clock: Callable[[], float] = time.time) -> None:
-        if len(secret) < MIN_SECRET_BYTES:
-            raise ValueError(f"the token secret must have at least {MIN_SECRET_BYTES} bytes")
+    def __init__(
+        self,
+        secret: bytes,
+        ttl_s: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        previous_secrets: tuple[bytes, ...] = (),
+    ) -> None:
+        for candidate in (secret, *previous_secrets):
+            if len(candidate) < MIN_SECRET_BYTES:
+                raise ValueError(f"the token secret must have at least {MIN_SECRET_BYTES} bytes")
         if ttl_s <= 0:
             raise ValueError("the token lifetime must be positive")
         self._secret = secret
+        # Tokens are issued with ``secret`` only; those signed with a previous secret stay valid until they
+        # expire, so that rotating the secret does not log every client out at once.
+        self._previous_secrets = previous_secrets
         self.ttl_s = ttl_s
         self._clock = clock
 
-    def _mac(self, payload_b64: str) -> str:
-        digest = hmac.new(self._secret, _MAC_PREFIX + payload_b64.encode("ascii"), hashlib.sha256).digest()
+    def _mac(self, payload_b64: str, secret: bytes | None = None) -> str:
+        key = self._secret if secret is None else secret
+        digest = hmac.new(key, _MAC_PREFIX + payload_b64.encode("ascii"), hashlib.sha256).digest()
         return _b64encode(digest)
+
+    def _mac_matches(self, payload_b64: str, mac: str) -> bool:
+        offered = mac.encode("ascii")
+        matched = False
+        for secret in (self._secret, *self._previous_secrets):  # all of them: no early exit to time
+            matched |= hmac.compare_digest(self._mac(payload_b64, secret).encode("ascii"), offered)
+        return matched
 
     def issue(self, subject: str) -> str:
         """A token for ``subject`` valid for ``ttl_s`` seconds from now."""
@@ -127,7 +146,7 @@ class TokenCodec:
         if match is None:
             return invalid
         payload_b64, mac = match.groups()
-        if not hmac.compare_digest(self._mac(payload_b64).encode("ascii"), mac.encode("ascii")):
+        if not self._mac_matches(payload_b64, mac):
             return invalid
         try:
             payload: Any = json.loads(_b64decode(payload_b64))
@@ -320,7 +339,12 @@ def install_auth(
     if settings.cluster_secret and hmac.compare_digest(secret, settings.cluster_secret.encode()):
         log.warning("the token secret equals the cluster secret: give each its own value (docs/security.md)")
     auth = Authenticator(
-        TokenCodec(secret, settings.token_ttl_s, clock=clock),
+        TokenCodec(
+            secret,
+            settings.token_ttl_s,
+            clock=clock,
+            previous_secrets=tuple(s.encode() for s in settings.previous_token_secrets),
+        ),
         settings.admin_user,
         settings.admin_password,
         throttle=throttle,

@@ -72,6 +72,8 @@ class NodeSettings:
     admin_user: str
     admin_password: str
     token_ttl_s: int
+    previous_cluster_secrets: tuple[str, ...] = ()
+    previous_token_secrets: tuple[str, ...] = ()
 
 
 def _env_default(flag: str, default: Any) -> Any:
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("advertise-address", "", "host:port peers and clients use to reach this node (default: hostname:port)")
     add("peers", "", "comma-separated host:port (HTTP) of the cluster's members; listing itself is fine")
     add("cluster-secret", "", "shared secret that peers prove to each other (required with peers)")
+    add("previous-cluster-secrets", "",
+        "comma-separated secrets still accepted from peers while a new --cluster-secret is rolled out")
     add("peer-port-offset", 1000, "peer links listen on the HTTP port plus this", int)
     add("log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
     add("max-body-bytes", 1_048_576, "largest request body (413 beyond)", int)
@@ -114,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", default=_bool(_env_default("auth", "false")), type=_bool, nargs="?", const=True,
                    help="require tokens on the naming API (needs --token-secret and --admin-password)")
     add("token-secret", "", "HMAC key for access tokens, at least 32 bytes")
+    add("previous-token-secrets", "",
+        "comma-separated former token secrets: their tokens stay valid until they expire (rotation)")
     add("admin-user", "nacos", "the admin user's name")
     add("admin-password", "", "the admin user's password (no default)")
     add("token-ttl-s", 18_000, "access token lifetime in seconds", int)
@@ -143,6 +149,14 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         )
     if others and len(args.cluster_secret.encode()) < 16:
         raise ConfigError("refusing to start: --cluster-secret must be at least 16 bytes (32 random hex digits is good)")
+    previous_cluster = _secret_list(args.previous_cluster_secrets)
+    if any(len(secret.encode()) < 16 for secret in previous_cluster):
+        raise ConfigError("refusing to start: each of --previous-cluster-secrets must be at least 16 bytes")
+    if len(previous_cluster) > 3:
+        raise ConfigError("--previous-cluster-secrets: at most 3")
+    previous_token = _secret_list(args.previous_token_secrets)
+    if any(len(secret.encode()) < 32 for secret in previous_token):
+        raise ConfigError("refusing to start: each of --previous-token-secrets must be at least 32 bytes")
     if args.token_ttl_s <= 0:
         raise ConfigError(f"--token-ttl-s must be positive, got {args.token_ttl_s}")
     if not args.admin_user.strip():
@@ -179,7 +193,13 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         admin_user=args.admin_user,
         admin_password=args.admin_password,
         token_ttl_s=args.token_ttl_s,
+        previous_cluster_secrets=previous_cluster,
+        previous_token_secrets=previous_token,
     )
+
+
+def _secret_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _default_host(host: str) -> str:

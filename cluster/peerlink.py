@@ -13,7 +13,7 @@ Nothing is trusted before a mutual HMAC-SHA256 challenge completes (the secret n
 frames during the handshake are bounded to :data:`HANDSHAKE_FRAME_MAX` bytes and the whole exchange to
 ``handshake_timeout_ms``)::
 
-    dialer   -> ["hello", version, dialer_id, dialer_address, nonce_d]
+    dialer   -> ["hello", version, dialer_id, dialer_address, nonce_d, [key_id, ...]]
     acceptor -> ["challenge", acceptor_id, acceptor_address, nonce_a, mac("acceptor", nonce_d, nonce_a)]
     dialer   -> ["proof", mac("dialer", nonce_a, nonce_d)]          (or ["bye"]: see below)
     acceptor -> ["welcome"]
@@ -21,6 +21,12 @@ frames during the handshake are bounded to :data:`HANDSHAKE_FRAME_MAX` bytes and
 ``mac(role, n1, n2) = HMAC-SHA256(secret, role + n1 + n2 + msgpack([version, dialer_id, dialer_address,
 acceptor_id, acceptor_address]))``; nonces are 32 random bytes; both MACs are checked with
 ``hmac.compare_digest``. Any failure closes the connection and counts in ``handshake_failures``.
+
+*Rotation*: a node may accept previous secrets besides its current one. ``key_id`` names each secret the
+dialer accepts (``HMAC-SHA256(secret, "distro-peer-key-id-v1")[:8]``, current first); the acceptor runs
+the handshake with the first one it also accepts, and the dialer checks the challenge against each of its
+own. So any two nodes with a secret in common link, and a rolling restart can change the secret with no
+split (docs/security.md).
 
 * *Self*: a dialer that reaches its own node (the peer list may hold our own address) sees its own id in
   a verified challenge whose nonce it issued itself; it sends its proof, waits for the acceptor (itself)
@@ -82,6 +88,8 @@ PROTOCOL_VERSION = 1
 HANDSHAKE_FRAME_MAX = 4096
 """Largest frame accepted before the handshake completes."""
 NONCE_BYTES = 32
+KEY_ID_BYTES = 8
+MAX_KEY_IDS = 4  # secrets a hello may offer (the current one and those still accepted)
 MAX_ID_CHARS = 256
 _LEN = struct.Struct(">I")
 _RECV_SIZE = 65536
@@ -98,6 +106,7 @@ class PeerLinkConfig:
     advertise_address: str  # this node's HTTP address host:port, announced to peers
     peer_addresses: tuple[str, ...]  # peers' peer-link addresses host:port (our own is detected, skipped)
     secret: bytes  # cluster secret; both ends prove knowledge of it
+    previous_secrets: tuple[bytes, ...] = ()  # also accepted while a new secret is rolled out
     max_frame_bytes: int = 16 * 1024 * 1024
     send_queue_limit: int = 10_000  # messages queued per peer; beyond: reported as failed
     connect_timeout_ms: int = 2_000
@@ -216,6 +225,11 @@ def handshake_mac(
     return hmac.new(secret, role + first + second + ids, hashlib.sha256).digest()
 
 
+def secret_key_id(secret: bytes) -> bytes:
+    """A short public name for a secret (an HMAC of a constant): lets two nodes find the one they share."""
+    return hmac.new(secret, b"distro-peer-key-id-v1", hashlib.sha256).digest()[:KEY_ID_BYTES]
+
+
 def _is_id(value: Any) -> bool:
     return type(value) is str and 0 < len(value) <= MAX_ID_CHARS
 
@@ -278,7 +292,12 @@ class PeerLinks:
             raise ValueError(f"advertise address must be at most {MAX_ID_CHARS} characters")
         for address in config.peer_addresses:
             _split_address(address)
+        if len(config.previous_secrets) >= MAX_KEY_IDS:
+            raise ValueError(f"at most {MAX_KEY_IDS - 1} previous cluster secrets")
         self.config = config
+        # The current secret first: a dialer offers all of them, an acceptor picks the first it shares.
+        self._accepted_secrets = (config.secret, *config.previous_secrets)
+        self._key_ids = [secret_key_id(secret) for secret in self._accepted_secrets]
         self._on_message = on_message
         self._on_connected = on_connected
         self._on_send_failed = on_send_failed
@@ -432,14 +451,34 @@ class PeerLinks:
         finally:
             await trio.aclose_forcefully(stream)
 
+    def _shared_secret(self, offered: Any) -> bytes:
+        """The secret to run an inbound handshake with: the first one the dialer offers that we accept.
+
+        A hello without key ids (five elements) means the dialer has a single secret: we try our current one.
+        """
+        if offered is None:
+            return self.config.secret
+        if not (
+            type(offered) is list
+            and 0 < len(offered) <= MAX_KEY_IDS
+            and all(type(key_id) is bytes and len(key_id) == KEY_ID_BYTES for key_id in offered)
+        ):
+            raise LinkClosed("malformed hello")
+        for key_id in offered:
+            for secret, mine in zip(self._accepted_secrets, self._key_ids, strict=True):
+                if hmac.compare_digest(key_id, mine):
+                    return secret
+        raise LinkClosed("dialer offers no cluster secret we accept")
+
     async def _handshake_acceptor(
         self, stream: trio.SocketStream, reader: _FrameReader
     ) -> tuple[str, str] | None:
         cfg = self.config
         hello = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
-        if not (type(hello) is list and len(hello) == 5 and hello[0] == "hello"):
+        if not (type(hello) is list and len(hello) in (5, 6) and hello[0] == "hello"):
             raise LinkClosed("expected hello")
-        _, version, dialer_id, dialer_address, nonce_d = hello
+        _, version, dialer_id, dialer_address, nonce_d = hello[:5]
+        secret = self._shared_secret(hello[5] if len(hello) == 6 else None)
         if version != PROTOCOL_VERSION or type(version) is not int:
             raise LinkClosed(f"unsupported protocol version {str(version)[:20]}")
         if not (_is_id(dialer_id) and _is_address(dialer_address) and _is_nonce(nonce_d)):
@@ -449,7 +488,7 @@ class PeerLinks:
         nonce_a = secrets.token_bytes(NONCE_BYTES)
         self._acceptor_nonces.add(nonce_a)
         try:
-            mac_a = handshake_mac(cfg.secret, b"acceptor", nonce_d, nonce_a, dialer, me)
+            mac_a = handshake_mac(secret, b"acceptor", nonce_d, nonce_a, dialer, me)
             await stream.send_all(_frame(["challenge", cfg.node_id, cfg.advertise_address, nonce_a, mac_a]))
             proof = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
         finally:
@@ -461,7 +500,7 @@ class PeerLinks:
             return None
         if not (type(proof) is list and len(proof) == 2 and proof[0] == "proof" and type(proof[1]) is bytes):
             raise LinkClosed("expected proof")
-        expected = handshake_mac(cfg.secret, b"dialer", nonce_a, nonce_d, dialer, me)
+        expected = handshake_mac(secret, b"dialer", nonce_a, nonce_d, dialer, me)
         if not hmac.compare_digest(proof[1], expected):
             raise LinkClosed("dialer failed to prove the cluster secret")
         if dialer_id == cfg.node_id:
@@ -599,7 +638,7 @@ class PeerLinks:
         claimed: str | None = None
         try:
             await stream.send_all(
-                _frame(["hello", PROTOCOL_VERSION, cfg.node_id, cfg.advertise_address, nonce_d])
+                _frame(["hello", PROTOCOL_VERSION, cfg.node_id, cfg.advertise_address, nonce_d, self._key_ids])
             )
             challenge = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
             if not (type(challenge) is list and len(challenge) == 5 and challenge[0] == "challenge"):
@@ -610,9 +649,15 @@ class PeerLinks:
             ):
                 raise LinkClosed("malformed challenge")
             peer = (peer_id, peer_address)
-            if not hmac.compare_digest(
-                mac_a, handshake_mac(cfg.secret, b"acceptor", nonce_d, nonce_a, me, peer)
-            ):
+            secret = next(
+                (
+                    candidate
+                    for candidate in self._accepted_secrets
+                    if hmac.compare_digest(mac_a, handshake_mac(candidate, b"acceptor", nonce_d, nonce_a, me, peer))
+                ),
+                None,
+            )
+            if secret is None:
                 raise LinkClosed("peer failed to prove the cluster secret")
             is_self = peer_id == cfg.node_id
             if is_self and nonce_a not in self._acceptor_nonces:
@@ -636,7 +681,7 @@ class PeerLinks:
                 self._dial_claims[peer_id] = address
                 claimed = peer_id
             await stream.send_all(
-                _frame(["proof", handshake_mac(cfg.secret, b"dialer", nonce_a, nonce_d, me, peer)])
+                _frame(["proof", handshake_mac(secret, b"dialer", nonce_a, nonce_d, me, peer)])
             )
             if is_self:
                 # Keep our nonce registered until our acceptor has checked it and hung up.

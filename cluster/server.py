@@ -55,6 +55,7 @@ class NodeServer:
                 advertise_address=s.advertise_address,
                 peer_addresses=tuple(peer_link_address(p, s.peer_port_offset) for p in s.peers),
                 secret=s.cluster_secret.encode(),
+                previous_secrets=tuple(secret.encode() for secret in s.previous_cluster_secrets),
             ),
             on_message=self.runtime.on_message,
             on_connected=self.runtime.on_connected,

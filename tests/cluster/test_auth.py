@@ -416,6 +416,22 @@ async def test_token_secret_rotation_invalidates_old_tokens() -> None:
         assert response.status_code == 200
 
 
+async def test_a_previous_token_secret_keeps_its_tokens_valid_until_they_expire() -> None:
+    async with auth_node() as node:
+        old = await node.login()
+    rotated = replace(settings_for(), token_secret=OTHER_SECRET, previous_token_secrets=(SECRET,))
+    async with auth_node(rotated) as node:
+        response = await node.client.get(f"{NS}/instance/list", params={"serviceName": "a", "accessToken": old})
+        assert response.status_code == 200, response.text
+        new = await node.login()
+        assert new != old
+    # the next step of the rotation drops the old secret: the new token stays valid, the old one does not
+    async with auth_node(replace(settings_for(), token_secret=OTHER_SECRET)) as node:
+        for token, expected in ((new, 200), (old, 403)):
+            response = await node.client.get(f"{NS}/instance/list", params={"serviceName": "a", "accessToken": token})
+            assert response.status_code == expected, response.text
+
+
 async def test_renamed_admin_user_invalidates_its_tokens() -> None:
     async with auth_node() as node:
         old = await node.login()

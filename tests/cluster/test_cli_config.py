@@ -92,6 +92,19 @@ def test_the_peer_refusal_says_how_to_make_a_secret(refusals: dict[str, tuple[in
     assert "secrets.token_hex(32)" in refusals["peers"][1]
 
 
+def test_previous_secrets_parse_and_are_checked() -> None:
+    settings = parse_settings(["--peers", "127.0.0.1:1,127.0.0.1:2", "--cluster-secret", "n" * 32,
+                               "--previous-cluster-secrets", "o" * 32 + ", " + "p" * 16,
+                               "--previous-token-secrets", "t" * 32])
+    assert settings.previous_cluster_secrets == ("o" * 32, "p" * 16)
+    assert settings.previous_token_secrets == ("t" * 32,)
+    assert parse_settings([]).previous_cluster_secrets == ()
+    with pytest.raises(ConfigError, match="--previous-cluster-secrets must be at least 16 bytes"):
+        parse_settings(["--previous-cluster-secrets", "short"])
+    with pytest.raises(ConfigError, match="--previous-token-secrets must be at least 32 bytes"):
+        parse_settings(["--previous-token-secrets", "short"])
+
+
 def test_safe_configurations_parse() -> None:
     # listing only itself is a one-node cluster: no secret needed
     assert parse_settings(["--port", "8848", "--peers", "127.0.0.1:8848"]).cluster_secret == ""

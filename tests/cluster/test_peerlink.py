@@ -32,6 +32,7 @@ from cluster.peerlink import (
     PeerLinks,
     PeerLinkStats,
     handshake_mac,
+    secret_key_id,
 )
 from distro.codec import encode_message
 from distro.datum import META_ENTRY_ID, Entry
@@ -423,6 +424,49 @@ async def test_wrong_secret_fails_the_handshake_on_both_sides() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_a_rolling_secret_change_never_splits_the_cluster() -> None:
+    """Nodes that accept a previous secret link with nodes on either secret; disjoint secrets never link."""
+    old, new = b"the old cluster secret", b"the new cluster secret"
+    a = Node("a", secret=old)  # not restarted yet
+    b = Node("b", secret=new, previous_secrets=(old,))  # restarted with the new secret, still accepts the old
+    c = Node("c", secret=new)  # the last step: the old secret is gone
+    async with trio.open_nursery() as nursery:
+        for node in (a, b, c):
+            await node.start(nursery)
+        for node in (a, b, c):
+            for other in (a, b, c):
+                if other is not node:
+                    node.links.add_peer_address(other.address)
+        await eventually(lambda: set(b.links.connected_peers()) == {"a", "c"})
+        await eventually(lambda: set(a.links.connected_peers()) == {"b"} and set(c.links.connected_peers()) == {"b"})
+        for sender, target in (("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")):
+            {"a": a, "b": b, "c": c}[sender].send(target, Ping(True, f"{sender} to {target}"))
+        await eventually(lambda: len(a.messages) == 1 and len(b.messages) == 2 and len(c.messages) == 1)
+        assert a.messages == [("b", Ping(True, "b to a"))]
+        assert sorted(b.messages) == [("a", Ping(True, "a to b")), ("c", Ping(True, "c to b"))]
+        await eventually(lambda: a.stats.handshake_failures >= 2 and c.stats.handshake_failures >= 2)
+        assert "c" not in a.links.connected_peers() and "a" not in c.links.connected_peers()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_hello_offering_only_unknown_secrets_is_refused() -> None:
+    a = Node("a")
+    async with trio.open_nursery() as nursery:
+        await a.start(nursery)
+        raw = await RawPeer.connect(a.port)
+        nonce_d = secrets.token_bytes(32)
+        offered = [secret_key_id(b"some other secret"), secret_key_id(b"and another one")]
+        await raw.send_frame(["hello", PROTOCOL_VERSION, "mallory", "m:1", nonce_d, offered])
+        assert await raw.closed_by_peer()
+        await eventually(lambda: a.stats.handshake_failures == 1)
+        raw = await RawPeer.connect(a.port)
+        await raw.send_frame(["hello", PROTOCOL_VERSION, "mallory", "m:1", nonce_d, ["not a key id"]])
+        assert await raw.closed_by_peer()
+        await eventually(lambda: a.stats.handshake_failures == 2)
+        assert a.stats.inbound_accepts == 0
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_raw_client_with_the_secret_is_accepted() -> None:
     """The test's own handshake client works: the rejection tests below are meaningful."""
     a = Node("a")
@@ -639,8 +683,9 @@ async def raw_accept(stream: trio.SocketStream, node_id: str = "fake", address: 
     """Acceptor side of the handshake on an accepted stream."""
     peer = RawPeer(stream)
     RawPeer.opened.append(peer)
-    tag, version, dialer_id, dialer_address, nonce_d = await peer.read_frame()
+    tag, version, dialer_id, dialer_address, nonce_d, key_ids = await peer.read_frame()
     assert (tag, version) == ("hello", PROTOCOL_VERSION)
+    assert key_ids == [secret_key_id(SECRET)]
     me, dialer = (node_id, address), (dialer_id, dialer_address)
     nonce_a = secrets.token_bytes(32)
     mac_a = handshake_mac(SECRET, b"acceptor", nonce_d, nonce_a, dialer, me)
