@@ -32,7 +32,8 @@ the time, with violations recorded per round:
 Timings: --heartbeat-timeout-ms / --instance-expire-ms; by default the values the containers run with
 (docker inspect), else $DISTRO_HEARTBEAT_TIMEOUT_MS / $DISTRO_INSTANCE_EXPIRE_MS, else .env, else
 15000 / 30000. The cluster is restored (unpaused, reconnected, started) at the end, also on Ctrl-C.
-Exit status: 0 no violations, 1 violations, 2 cannot run (cluster not up, bad arguments), 130 interrupted.
+Exit status: 0 no violations, 1 violations, 2 cannot run (cluster not up, bad arguments, or its containers
+were removed or recreated by someone else during the run), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -438,6 +439,11 @@ class _StaleConnection(Exception):
     pass
 
 
+class ClusterReplaced(Exception):
+    """A node's container vanished during the run (``compose down`` / ``up`` by someone else): the faults
+    and checks would be about another cluster, so the run stops instead of reporting violations."""
+
+
 # ------------------------------------------------------------------------------------------------
 # Workload and checks (trio)
 # ------------------------------------------------------------------------------------------------
@@ -529,6 +535,7 @@ class Chaos:
         self.last_sweep_s = 0.0
         self.docker_error = ""
         self.interrupted = False
+        self.aborted = ""
         self.final: dict[str, Any] = {}
 
     # -- time and records ------------------------------------------------------------------------
@@ -900,10 +907,16 @@ class Chaos:
         return False
 
     async def container_state(self, node: NodeRef) -> str:
+        """``running exit=0 oom=false`` and the like; raises ClusterReplaced when the container is gone."""
         res = await self.trio.run_process(
             ["docker", "inspect", "-f", "{{.State.Status}} exit={{.State.ExitCode}} oom={{.State.OOMKilled}}",
              node.container], capture_stdout=True, capture_stderr=True, check=False)
-        return res.stdout.decode(errors="replace").strip() or res.stderr.decode(errors="replace").strip()
+        err = res.stderr.decode(errors="replace").strip()
+        if res.returncode != 0 and "no such" in err.lower():
+            raise ClusterReplaced(f"{node.name}'s container {node.container[:12]} no longer exists ({err}); "
+                                  "was the cluster taken down or recreated (scripts/cluster up/down, compose "
+                                  "up) during the run?")
+        return res.stdout.decode(errors="replace").strip() or err
 
     async def inject(self, kind: str, node: NodeRef) -> bool:
         c = node.container
@@ -1230,6 +1243,7 @@ class Chaos:
             "warnings": self.warnings,
             "warning_counts": dict(self.warning_counts),
             "interrupted": self.interrupted,
+            "aborted": self.aborted,
             "services_prefix": f"chaos-{self.tag}-",
         }
 
@@ -1304,12 +1318,17 @@ def print_summary(report: dict[str, Any], elapsed: float) -> None:
           f"silenced {st.get('silenced', 0)}")
     if report["warning_counts"]:
         print("   warnings (not invariants): " + ", ".join(f"{k} x{v}" for k, v in report["warning_counts"].items()))
+    if report["aborted"]:
+        print(f"ABORTED (the report is partial; violations after the cluster changed mean nothing): "
+              f"{report['aborted']}")
     if report["violations"]:
         kinds = Counter(v["invariant"] for v in report["violations"])
         print(f"FAIL: {len(report['violations'])} violation(s): " + ", ".join(f"{k} x{v}" for k, v in kinds.items()))
         for v in report["violations"][:20]:
             where = " ".join(f"{k}={v[k]}" for k in ("round", "node", "service", "instance") if v.get(k) is not None)
             print(f"   - {v['at_iso']} {v['invariant']} {where}: {v.get('detail', '')}")
+    elif report["aborted"]:
+        pass
     elif report["interrupted"]:
         print("INTERRUPTED: no violations until then; the report is partial")
     else:
@@ -1323,6 +1342,18 @@ def _is_interrupt(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.subgroup(lambda e: isinstance(e, KeyboardInterrupt)) is not None
     return False
+
+
+def _replaced(exc: BaseException) -> ClusterReplaced | None:
+    """The ClusterReplaced in ``exc`` (also inside an exception group), if any."""
+    if isinstance(exc, ClusterReplaced):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        group = exc.subgroup(lambda e: isinstance(e, ClusterReplaced))
+        while isinstance(group, BaseExceptionGroup):
+            group = group.exceptions[0]
+        return group
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1395,11 +1426,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(amain)
     except BaseException as exc:  # the cluster is restored whatever happened
+        replaced = _replaced(exc)
         if _is_interrupt(exc):
             console.line("interrupted: restoring the cluster")
             rc = 130
             if chaos is not None:
                 chaos.interrupted = True
+        elif replaced is not None:
+            console.line(f"ABORTED: {replaced}")
+            rc = 2
+            if chaos is not None:
+                chaos.aborted = str(replaced)
         elif isinstance(exc, SystemExit):
             raise
         else:

@@ -1,6 +1,9 @@
 """Fixtures for the Docker end-to-end tests: the compose cluster of docker-compose.yml, with short health
 timings so that faults and expiries play out in seconds.
 
+The cluster runs as its own compose project (``distro-e2e-<pid>``) on free host ports, so a test run never
+touches the cluster a developer (or another test run) has up on 8848-8850, and vice versa.
+
 Without a usable Docker engine (``docker info`` fails) the tests skip and say why; with
 ``DISTRO_REQUIRE_DOCKER=1`` they fail instead (CI machines that are meant to have Docker).
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -72,6 +76,29 @@ class ComposeCluster:
         )
 
 
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports that are free on 127.0.0.1 right now."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def isolated_env() -> dict[str, str]:
+    """Our environment plus E2E_ENV, a private compose project name and free host ports for the nodes."""
+    ports = _free_ports(len(NODE_PORTS))
+    env = {**os.environ, **E2E_ENV, "COMPOSE_PROJECT_NAME": f"distro-e2e-{os.getpid()}"}
+    for name, port in zip(NODE_PORTS, ports, strict=True):
+        env[f"DISTRO_NODE{name[-1]}_PORT"] = str(port)
+    return env
+
+
 def _ports(env: dict[str, str]) -> dict[str, str]:
     return {
         name: f"http://127.0.0.1:{env.get(f'DISTRO_NODE{name[-1]}_PORT', str(port))}"
@@ -81,10 +108,10 @@ def _ports(env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def compose_cluster() -> Iterator[ComposeCluster]:
-    """`scripts/cluster up` (builds the image if the sources changed) with E2E_ENV; `scripts/cluster down`
-    afterwards, whatever happened."""
+    """`scripts/cluster up` (builds the image if the sources changed) with E2E_ENV as a private compose
+    project; `scripts/cluster down` afterwards, whatever happened."""
     require_docker()
-    env = {**os.environ, **E2E_ENV}
+    env = isolated_env()
     cluster = ComposeCluster(env=env, up_seconds=0.0, up_log="", urls=_ports(env))
     t0 = time.monotonic()
     try:
@@ -93,7 +120,8 @@ def compose_cluster() -> Iterator[ComposeCluster]:
         cluster.up_log = up.stdout + up.stderr
         if up.returncode != 0:
             pytest.fail(f"scripts/cluster up failed (exit {up.returncode}):\n{cluster.up_log[-8000:]}", pytrace=False)
-        print(f"\n[e2e] scripts/cluster up took {cluster.up_seconds:.1f}s")
+        print(f"\n[e2e] scripts/cluster up took {cluster.up_seconds:.1f}s (project {env['COMPOSE_PROJECT_NAME']}, "
+              f"{' '.join(cluster.urls.values())})")
         yield cluster
     finally:
         down = cluster.script("cluster", "down", timeout=300)
