@@ -6,6 +6,9 @@ connection fails. The consumer registers itself as ``consumer-service`` too.
 
     python examples/consumer_service.py --servers 127.0.0.1:8848 --port 8080
     curl http://127.0.0.1:8080/consumerTest
+
+With ``--call-interval S`` (``CALL_INTERVAL_S``) it also calls the goods service by itself every S seconds
+and logs which instance answered, so that its log shows the calls (the compose demo does this).
 """
 
 from __future__ import annotations
@@ -41,7 +44,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="IP to register (default: the local address that reaches the first server)")
     p.add_argument("--push", default=env("NAMING_PUSH", "auto"), choices=["auto", "udp", "watch", "poll"])
     p.add_argument("--cache-dir", default=env("NAMING_CACHE_DIR") or None)
+    p.add_argument("--call-interval", type=float, default=float(env("CALL_INTERVAL_S", "0")),
+                   help="also call the goods service every this many seconds and log the answer (0: never)")
     return p.parse_args(argv)
+
+
+async def call_periodically(http: httpx.AsyncClient, url: str, interval: float) -> None:
+    """Call ``url`` every ``interval`` seconds and log which goods instance answered."""
+    while True:
+        await trio.sleep(interval)
+        try:
+            answer = await http.get(url)
+            log.info("GET %s -> %d, served by %s", url, answer.status_code, answer.json().get("instance"))
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.warning("GET %s failed: %s", url, exc)
 
 
 async def run(args: argparse.Namespace, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -81,6 +97,9 @@ async def run(args: argparse.Namespace, *, task_status: trio.TaskStatus[int] = t
                     await trio.sleep(delay)
                     delay = min(delay * 2, 5.0)
             log.info("%s serving on %s:%d, registered as %s:%d", args.service, args.host, port, ip, port)
+            if args.call_interval > 0:
+                nursery.start_soon(call_periodically, http, f"http://{args.goods_service}/goodsServiceTest",
+                                   args.call_interval)
             task_status.started(port)
 
 

@@ -92,6 +92,36 @@ def test_registration_on_node1_is_listed_by_node3(compose_cluster: ComposeCluste
 
 
 @pytest.mark.e2e
+def test_demo_profile_consumer_calls_goods_by_name(compose_cluster: ComposeCluster) -> None:
+    """`--profile demo`: the consumer reaches both goods instances by service name through the SDK."""
+    up = compose_cluster.script("cluster", "compose", "--profile", "demo", "up", "-d", "goods1", "goods2", "consumer",
+                                timeout=300)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        url = f"http://127.0.0.1:{compose_cluster.env['DEMO_CONSUMER_PORT']}/consumerTest"
+        served_by: set[str] = set()
+        last = ""
+        deadline = time.monotonic() + 60
+        while len(served_by) < 2 and time.monotonic() < deadline:
+            try:
+                status, last = _call("GET", url, {}, timeout=5.0)
+            except OSError as exc:  # the consumer is still starting
+                status, last = 0, str(exc)
+            if status == 200:
+                answer = json.loads(last)
+                assert answer["goods"]["service"] == "goods-service" and answer["goods"]["goods"]
+                served_by.add(answer["goods"]["instance"])
+            else:
+                time.sleep(0.2)
+        logs = compose_cluster.script("cluster", "compose", "--profile", "demo", "logs", "--no-color", "--tail=20",
+                                      "goods1", "goods2", "consumer")
+        assert len(served_by) == 2, f"answered by {served_by}; last answer {last!r}\n{logs.stdout}"
+    finally:
+        compose_cluster.script("cluster", "compose", "--profile", "demo", "rm", "-f", "-s", "goods1", "goods2",
+                               "consumer", timeout=120)
+
+
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_chaos_rounds_of_every_fault_kind(compose_cluster: ComposeCluster, tmp_path: Path) -> None:
     seed = int(os.environ.get("DISTRO_CHAOS_SEED", "20240607"))
