@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import NS, RunningCluster, unique, wait_until
+from .conftest import RunningCluster, unique, wait_until
 
 nacos = pytest.importorskip("nacos")
 
