@@ -893,4 +893,11 @@ class DistroNode:
 
     def _advance(self, now_ms: int) -> None:
         if now_ms > self._now:
+            if now_ms - self._now > self.config.peer_timeout_ms:
+                # This node did not run for a while (paused, suspended, starved): whatever beat through
+                # the other nodes meanwhile, it did not hear. Its heartbeat clocks restart now, as when it
+                # gains a key, instead of expiring instances on silence it did not observe.
+                for beats in self._last_beat.values():
+                    for entry_id in beats:
+                        beats[entry_id] = now_ms
             self._now = now_ms

@@ -518,6 +518,27 @@ def test_losing_ownership_stops_the_heartbeat_clocks() -> None:
     assert h["n1"].last_beat_ms(key, EID) is None and n2.last_beat_ms(key, EID) is not None
 
 
+def test_a_node_frozen_past_the_expiry_does_not_expire_what_beat_elsewhere() -> None:
+    """``docker pause`` (or a suspended VM): the frozen owner heard no beats, but the instance beat through
+    the other nodes all along. On thaw the owner restarts its heartbeat clocks instead of expiring it."""
+    h = started()
+    cfg = h.config
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    h.advance(cfg.sync_delay_ms)
+    frozen = h.nodes.pop("n1")  # not ticked; messages to it fail, as over a link that broke
+    thaw_at = h.now_ms + cfg.instance_expire_ms + 5_000
+    while h.now_ms < thaw_at:
+        h.client("n2", Beat(key, "DEFAULT", IP, PORT))
+        h.advance(2_000)
+    assert h["n2"].is_owner(key) and h["n2"].store.live_instance(key, EID) == INST
+    h.nodes["n1"] = frozen
+    h.advance(3 * cfg.health_check_interval_ms)  # no beat in between
+    assert frozen.is_owner(key) and frozen.live_members() == ("n1", "n2", "n3")
+    for node in h.nodes.values():
+        assert node.store.live_instance(key, EID) == INST
+    assert frozen.statistics().instances_expired == 0
+
 # ------------------------------------------------------------------------------------------------
 # Services, counters and bounds
 # ------------------------------------------------------------------------------------------------
