@@ -695,6 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="write the report (docs/benchmarks.md) here")
     ap.add_argument("--profile", type=Path, help="py-spy profiles of the nodes into this directory")
     ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp")
+    ap.add_argument("--ramp", help="comma-separated heartbeat ramp steps (instances), instead of the mode's")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="run nothing: re-render the table, --plots and --markdown from a saved --json file")
     args = ap.parse_args(argv)
@@ -704,7 +705,9 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(saved, args)
         return 0
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    m = MODES[mode]
+    m = dict(MODES[mode])
+    if args.ramp:
+        m["ramp"] = [int(x) for x in args.ramp.split(",") if x]
     phases = set((args.only or "ceiling,etcd,main,memory,failover,ramp").split(","))
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="distro-bench-"))

@@ -287,84 +287,62 @@ def _beat_cpu(ramp: dict[str, Any]) -> str:
 LIMITS = {
     "register_per_s": (
         "CPU, and the share of it we got. A registration costs about {cpu} µs of server CPU summed over the "
-        "three nodes when services hold a few hundred instances (etcd: {ecpu} µs per lease-bound put), plus "
-        "{gen} µs in the load generator. 3,000/s on two cores leaves at most 667 µs per registration for "
-        "everything, so on an idle machine the target is just within reach for small services; here the nodes "
-        "got {cores} cores' worth of CPU during the best run (the rest went to other engineers' test runs), "
-        "and etcd did {etcd}/s under the same conditions. The cost per registration also grows with the size "
-        "of the service: registering {mem_n} instances into 100 services (1,000 each by the end) ran at "
-        "{mem_rate}/s and cost {mem_cpu} µs per registration.\n\n"
-        "Where the CPU goes (py-spy, all three nodes, registration run): about 30% rebuilding read views in "
-        "`DistroNode._drain_notifier` (distro/node.py): every change to a service, local or replicated, rebuilds "
-        "that service's whole `ServiceView` (walk every entry, `isinstance`, sort by entry id, new tuple) on every "
-        "node, after every input. That is O(instances in the service) per registration, hence the slowdown with "
-        "service size (also visible as the downward drift in the throughput plot). Another ~6% is "
-        "`DatumStore.live_instance_count`, an O(n) scan per new registration for the per-service cap. The rest "
-        "is spread thin: the HTTP server and parameter validation (~15%), the peer link (trio `SocketStream`, "
-        "msgpack, and `distro.codec` building dataclasses for every forwarded request and replicated entry, "
-        "~15%), and trio's scheduler.\n\n"
-        "What it would take: (1) incremental views: patch the one changed entry into a per-service sorted "
-        "structure (or mark the view dirty and build it lazily on the next read or push, coalesced per tick); "
-        "this removes the largest cost and the dependence on service size; (2) keep a live-instance count per "
-        "key in `DatumStore` (O(1)); (3) batch forwarded writes into one peer frame per peer per tick instead of "
-        "one frame per request; (4) msgspec structs instead of dataclasses in `distro.codec`/`distro.model` (the "
-        "stack notes measured typed msgspec decoding at ~3x msgpack-to-dict). We estimate (1)+(2) alone at "
-        "30-40% less CPU per registration, which would put 3,000/s within reach of two dedicated cores; on a "
-        "shared machine it needs more headroom than Python on one core per node gives (Nacos 2 does about "
-        "1,100/s per core in Java)."
+        "three nodes (etcd: {ecpu} µs per lease-bound put), plus {gen} µs in the load generator. 3,000/s on two "
+        "cores leaves at most 667 µs per registration for everything; here the nodes got {cores} cores' worth "
+        "of CPU during the best run (the rest went to the generator and to other engineers' test runs), and "
+        "etcd did {etcd}/s under the same conditions. Registering {mem_n} instances into 100 services ran at "
+        "{mem_rate}/s ({mem_cpu} µs per registration): the cost no longer grows with the size of the service.\n\n"
+        "Where the CPU goes now (py-spy, registration run): the peer link is the largest item (~35%: two frames "
+        "per forwarded write, since two thirds of the writes land on a node that does not own the service, plus "
+        "the replication frames; msgpack and `distro.codec` building dataclasses), then the HTTP server and its "
+        "loopback `send` (~15%), `NamingApi.register` and parameter validation (~8%), trio's scheduler and "
+        "epoll. The core itself (`DistroNode`) is under 10%.\n\n"
+        "What it would take: batch forwarded writes (many per frame, one frame per peer per tick); cache "
+        "`ServiceKey`'s hash (a frozen dataclass recomputes it on each of the ~6 dict look-ups per write); "
+        "msgspec structs instead of dataclasses in `distro.codec`/`distro.model`; clients that send a write "
+        "to the owner (the SDK can learn it from `operator/distro/server`), which removes the forward hop."
     ),
     "converge_p99_ms": (
-        "Mostly waiting for a CPU, then our own per-write cost. The protocol's floor is one forward hop (two "
-        "thirds of writes land on a non-owner) + `--sync-delay-ms` (10 ms) + one replication frame; on an idle "
-        "cluster this run measured p50 {idle_p50} ms, p99 {idle_p99} ms. Under {bg}/s of background "
-        "registrations the nodes waited {bg_wait} s for a CPU for every second they ran: a write crosses three "
-        "or four processes (writer, owner, replica, the observer) and every hop can queue behind other runnable "
-        "processes on two oversubscribed cores, and inside each node behind HTTP requests in one event loop. "
-        "etcd suffers the same machine (its p99 here is {etcd_p99} ms), but it is multi-threaded and cheaper "
-        "per write, so its tail starts later.\n\n"
-        "What it would take: first the CPU savings under `register_per_s` (at half the CPU per write the same "
-        "background is a much lighter load, on any machine); flushing a peer's dirty set at once when nothing "
-        "else is pending and applying the 10 ms coalescing only while writes keep arriving (the floor drops by "
-        "~10 ms); reading peer-link frames before accepting more HTTP work, so a replication frame never waits "
-        "behind a burst of requests. A fair reading of this figure needs a machine that is not shared: we "
-        "could not get one for this run."
+        "Mostly waiting for a CPU. The protocol's floor is one forward hop (two thirds of writes land on a "
+        "non-owner) + `--sync-delay-ms` (10 ms) + one replication frame; on an idle cluster this run measured "
+        "p50 {idle_p50} ms, p99 {idle_p99} ms. Under {bg}/s of background registrations the nodes waited "
+        "{bg_wait} s for a CPU for every second they ran: a write crosses three or four processes (writer, "
+        "owner, replica, the observer) and every hop can queue behind other runnable processes on two "
+        "oversubscribed cores, and inside each node behind HTTP requests in one event loop. etcd suffers the "
+        "same machine (its p99 here is {etcd_p99} ms).\n\n"
+        "What it would take: flush a peer's dirty set at once when nothing else is pending and apply the 10 ms "
+        "coalescing only while writes keep arriving (the floor drops by ~10 ms); read peer-link frames before "
+        "accepting more HTTP work, so a replication frame never waits behind a burst of requests; the CPU "
+        "savings listed under `register_per_s`; and a machine that is not shared."
     ),
     "push_p99_ms": (
         "The push leaves within 1 ms of the change reaching the subscriber's node, so this figure is convergence "
-        "to that node plus one UDP send: p50 {push_p50} ms. It was measured without background load, and the "
-        "tail matches the idle-cluster convergence tail (p99 {idle_p99} ms): the nodes waited {push_wait} s for "
-        "a CPU per CPU-second during the push probe, i.e. the tail is scheduling delay on the shared machine, "
-        "not the push path (no sample was missed). What it "
-        "would take: the same as for `converge_p99_ms`; nothing in the push path itself shows in the profiles."
+        "to that node plus one UDP send: p50 {push_p50} ms. The nodes waited {push_wait} s for a CPU per "
+        "CPU-second during the push probe, i.e. the tail is scheduling delay on the shared machine, not the "
+        "push path. What it would take: the same as for `converge_p99_ms`."
     ),
     "snapshot_load_ms": (
-        "Redundant snapshots, then decoding. A starting node asks *every* peer for a full snapshot as soon as the "
-        "link is up, and asks every peer *again* every `snapshot_retry_ms` (1 s) until one snapshot is complete "
-        "(distro/node.py `peer_connected` and `tick`). Once loading takes more than a second every retry makes "
-        "it slower: in this run the two peers sent {chunks} chunks where one snapshot is {needed}. On the "
-        "receiving side each entry is decoded into dataclasses by `distro.codec`, merged with a version "
-        "comparison and hashed into the digest, and the notifier then builds every view; on the sending side "
-        "the whole store is copied into a list and re-encoded per request. Python start-up (imports, ~0.5-1 s "
-        "on this machine) is included; readiness after the HTTP port answered took {listen} ms.\n\n"
-        "What it would take: ask one ready peer, and ask again (or another peer) only when no chunk has arrived "
-        "for a while, not on a fixed timer; ignore chunks of any snapshot other than the one being loaded; a "
-        "bulk-load path for an empty store (no per-entry merge, hash the digest once per key); build views once "
-        "at the end; encode snapshot chunks once and reuse them for concurrent requests."
+        "Per-entry work in Python, and the machine. The restarted node asks one peer at a time and asks again "
+        "only when no chunk arrived for `snapshot_retry_ms` (its peers sent {chunks} chunks; one snapshot is "
+        "about {needed}), and the cyclic garbage collector is paused until the node is ready "
+        "(`cluster/gctune.py`). "
+        "What remains is linear: each entry is decoded into dataclasses by `distro.codec` (~1/3 of the load), "
+        "merged with a version comparison, hashed into the key's digest with blake2b, and counted (~1/5), "
+        "with about six `ServiceKey.__hash__` calls per entry (a frozen dataclass recomputes it). Python "
+        "start-up (imports, ~0.3-0.5 s here) is included; readiness after the HTTP port answered took "
+        "{listen} ms.\n\n"
+        "What it would take: a bulk-load path for an empty store (no per-entry merge; hash each key's digest "
+        "once at the end); a cached `ServiceKey` hash; msgspec structs decoded straight from the frame; "
+        "snapshot chunks encoded once by the sender and reused."
     ),
     "max_heartbeating_instances": (
         "CPU per beat. A beat costs {beat_cpu} µs of server CPU summed over the nodes (from the ramp steps): "
         "two thirds arrive at a node that does not own the service and are forwarded to the owner and answered "
-        "back over the peer link, which costs a frame encode and decode on both sides plus the trio scheduling "
-        "of the waiting request; on top of that the owner's health check (`DistroNode._check_health`) walks "
-        "every owned instance every second. At 5 s beats, N instances need N/5 beats/s, so the ramp runs out of "
-        "the two shared cores long before 20,000 (= 4,000 beats/s). In the py-spy profile of the beat run the "
-        "largest single items are the loopback `send` of responses and trio's epoll loop, then "
-        "`NamingApi.beat`, the peer link, and `_check_health`.\n\n"
-        "What it would take: answer light beats for instances the node knows without waiting for the owner "
-        "(forward them batched and fire-and-forget, many per frame, every few milliseconds; only a beat that "
-        "revives an unhealthy instance or hits an unknown one needs the owner's answer); point clients at the "
-        "owner (the SDK can learn it from `operator/distro/server`); keep the health check's deadlines in a heap "
-        "or timer wheel so a check touches only instances that are due; and the general CPU items above."
+        "back over the peer link; on top of that the owner's health check walks every owned instance every "
+        "second. At 5 s beats, N instances need N/5 beats/s.\n\n"
+        "What it would take: answer light beats for known instances without waiting for the owner (forward "
+        "them batched and fire-and-forget); point clients at the owner; keep the health check's deadlines in a "
+        "heap or timer wheel."
     ),
     "failover_ms": (
         "Failover is driven by the peer link noticing the dead connection; if this is slow the survivors did not "
@@ -372,32 +350,53 @@ LIMITS = {
     ),
     "bytes_per_instance": (
         "Each instance is held as frozen dataclasses (entry, version, instance, metadata) in the store and again "
-        "in the read view, the JSON cache of `instance/list`, and the digest; `__slots__`/msgspec structs and "
-        "sharing the view's tuples with the store would cut it."
+        "in the read view and the JSON cache of `instance/list`; `__slots__`/msgspec structs would cut it."
     ),
 }
 
-PROFILE = """## Where the time goes (py-spy)
+PROFILE = """## Where the time goes (py-spy), and what changed
 
 Profiles of all three nodes taken with `py-spy record --nonblocking` while the benchmark ran
 (`scripts/bench --profile DIR` writes them: raw collapsed stacks per node and a flame graph of `n1`). Shares
 are of the samples in which the node was busy; on this shared machine a process preempted inside a system
 call is counted there, so the loopback `send` and `epoll` look larger than their real CPU cost.
 
-- **Registration** (`POST instance`): `DistroNode._drain_notifier` ~30% (rebuilding the changed service's
-  whole view on every node after every input), `NamingApi.register` and parameter validation ~14%,
-  `DatumStore.live_instance_count` ~6% (O(n) per new instance), the peer link ~12% (`PeerLinks._write_loop`,
-  `_read_frames`, `distro.codec` decoding into dataclasses), the HTTP server's `send` ~13%, trio's epoll ~8%.
-- **List** (`GET instance/list`): cheap — `NamingApi.list_instances` is ~12% of a busy node (the host list is
-  cached per view revision; what remains is the per-request header built with `json.dumps` calls and
-  `service_key` validation); the rest is the HTTP server and trio.
-- **Beat** (`PUT instance/beat`): `NamingApi.beat` ~8%, `NodeRuntime.submit` ~5% (most of it waiting for the
-  owner's answer to a forwarded beat), the peer link ~14% (two frames per forwarded beat), `_check_health` ~4%
-  (scans every owned instance every second), and the HTTP `send` and epoll for the rest.
-- **Forwarding**: on the forwarding node a request costs a `Forward` encode, a trio `Event` and a wake-up;
-  on the owner `distro.codec._dec_forward`/`_request` (~2%) and the reply. Cheap per request, but it doubles
-  the peer-link frames of every write and beat that lands on a non-owner (two thirds of them).
-- **Snapshot** (restart at 40k instances): the sender spends ~25% copying the store into a list and ~36%
-  encoding chunks (`_enc_items`, msgpack); the receiver ~45% in `distro.codec._items` (dataclasses per
-  entry) and ~22% merging — multiplied by the redundant snapshots described above.
+Changes made from these profiles (issue 6):
+
+- **Lazy read views** (`distro/views.py`, `DistroNode._drain_notifier`). Every change to a service, local or
+  replicated, used to rebuild that service's whole `ServiceView` (walk every entry, sort, new tuple) on every
+  node after every input: ~25-30% of a node's CPU during registration, and O(instances in the service) per
+  write, so the cluster slowed down as services grew. The notifier now swaps in a view that only points at
+  the key's entries and builds its sorted tuple on first read (a list, a watch or a push); writes nobody
+  reads cost O(1). After the change `take_effects` is ~3% of the registration profile.
+- **Per-service cap check** (`DistroNode._register`): the O(n) live-instance count now runs only when the
+  datum is big enough to be at the cap.
+- **Snapshot load** (`DistroNode`, start-up): a starting node asked *every* peer for a full snapshot and asked
+  every peer *again* every second until one was complete, so once loading took more than a second each
+  retry made it slower (at 20k instances the peers sent 16 chunks for a 4-chunk snapshot). Worse, the
+  answer was often lost: a peer answers over its own link to the restarted node, which it has not redialled
+  yet, so the chunks failed to send and the node waited for the next retry. Now the node asks one peer at a
+  time (ready peers first) and hands over to the next only on "not ready", a failed send, or a whole
+  `snapshot_retry_ms` without a chunk; a peer whose answer failed to send resends it when its link to the
+  node comes back.
+- **Garbage collector** (`cluster/gctune.py`): a node process pauses the cyclic collector until it is ready,
+  then freezes what it holds (`gc.freeze()`) and raises the young-generation threshold; in a micro-benchmark
+  of the 100k snapshot load in one process, collections were two thirds of the time.
+- **Bytecode** (`scripts/bench`): these machines set `PYTHONDONTWRITEBYTECODE`, so every node start compiled
+  its modules from source; the script precompiles them once.
+
+Where the time goes now:
+
+- **Registration** (`POST instance`): the peer link ~35% (`_read_frames`, `_write_frames`, msgpack,
+  `distro.codec`), the HTTP server ~15% (a third of it the loopback `send`), `NamingApi.register` ~8%,
+  `NodeRuntime.submit` ~5%, `DistroNode` (apply, merge, notifier) under 10%, trio's scheduler the rest.
+- **List** (`GET instance/list`): cheap; the host list is cached per view revision, so what remains is the
+  per-request header built with `json.dumps` calls, `service_key` validation and the HTTP server.
+- **Beat** (`PUT instance/beat`): the peer link (two frames per forwarded beat) and the HTTP `send` dominate;
+  `NamingApi.beat` ~5%, `_check_health` a few %.
+- **Forwarding**: on the forwarding node a `Forward` encode, a trio `Event` and a wake-up; on the owner
+  `distro.codec._dec_forward`/`_request` and the reply. Cheap per request, but it doubles the peer-link frames
+  of every write and beat that lands on a non-owner (two thirds of them).
+- **Snapshot** (restart at 100k instances, receiving node): `distro.codec._items` ~33%, `_merge_items` ~19%
+  (of which `entry_hash` ~8%), imports ~17% of the first five seconds.
 """

@@ -25,6 +25,7 @@ FIGURES = {
         "converge_p50_ms",
         "converge_p99_ms",
         "push_p99_ms",
+        "sdk_push_p99_ms",
         "failover_ms",
         "bytes_per_instance",
         "snapshot_load_ms",
