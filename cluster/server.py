@@ -12,6 +12,7 @@ from cluster.auth import install_auth
 from cluster.http import HttpLimits, HttpStats, serve_http
 from cluster.metrics import render_http_metrics, render_peer_link_metrics
 from cluster.node_main import NodeSettings, peer_link_address
+from cluster.readiness import install_readiness_gate
 from cluster.runtime import NodeRuntime
 
 log = logging.getLogger("distro.node")
@@ -30,6 +31,7 @@ class NodeServer:
         )
         if settings.auth:
             install_auth(self.api, settings)
+        install_readiness_gate(self.api)  # first among the guards
         self.http_stats = HttpStats()
         self.api.extra_metrics.append(lambda: render_http_metrics(self.http_stats))
         self.limits = HttpLimits(

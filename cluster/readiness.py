@@ -1,0 +1,59 @@
+"""The readiness gate: a node answers naming reads only once its snapshot is loaded.
+
+A node that has just started (or restarted) holds nothing until a peer's snapshot arrives. Answering
+``instance/list`` then would hand clients an empty or partial list, and clients that trust it drop every
+instance (the outage Nacos users know). Like Nacos's ``TrafficReviseFilter``, the node answers reads with
+503 instead, so that clients try another server (nacos-sdk-python, the Java client and our SDK all do on a
+503). Writes and beats are not gated here: the core forwards them to a ready owner, and answers the same
+503 itself when there is none. Operator routes (``/nacos/v1/ns/operator/...``) stay open so that operators
+can see why, as do ``/healthz``, ``/readyz``, ``/metrics`` and login, which are outside ``/nacos/v1/ns/``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cluster.http import Request, Response
+
+if TYPE_CHECKING:
+    from cluster.api import NamingApi
+    from cluster.params import Params
+
+GATED_PREFIX = "/nacos/v1/ns/"
+OPEN_PREFIX = "/nacos/v1/ns/operator/"
+# Nacos's text, including its missing space before "now".
+STARTING_TEXT = "server is STARTINGnow, please try again later!"
+
+
+class ReadinessGate:
+    """An API guard answering 503 to naming reads (GET) until the node is ready."""
+
+    def __init__(self, api: NamingApi) -> None:
+        self._node = api.node
+        self.refused = 0
+
+    def guard(self, request: Request, params: Params) -> Response | None:
+        """None to let the request through, or the 503 answering it."""
+        if self._node.ready:
+            return None
+        path = request.path
+        if request.method != "GET" or not path.startswith(GATED_PREFIX) or path.startswith(OPEN_PREFIX):
+            return None
+        self.refused += 1
+        return Response.text(503, STARTING_TEXT)
+
+    def render_metrics(self) -> str:
+        """The refusal counter in Prometheus text format."""
+        return (
+            "# HELP distro_not_ready_refusals_total Naming reads answered 503 before the snapshot was loaded.\n"
+            "# TYPE distro_not_ready_refusals_total counter\n"
+            f"distro_not_ready_refusals_total {self.refused}\n"
+        )
+
+
+def install_readiness_gate(api: NamingApi) -> ReadinessGate:
+    """Put the gate first among ``api``'s guards (a starting node says so before asking for a token)."""
+    gate = ReadinessGate(api)
+    api.guards.insert(0, gate.guard)
+    api.extra_metrics.append(gate.render_metrics)
+    return gate
