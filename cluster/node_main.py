@@ -253,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=getattr(logging, settings.log_level, logging.INFO),
         format="%(asctime)s %(levelname)s " + settings.node_id + " %(name)s: %(message)s",
     )
+    from cluster import gctune
+
+    gctune.install()
     trio.run(_main_async, settings)
     log.info("stopped")
 

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import trio
 
+from cluster import gctune
 from distro.config import DistroConfig
 from distro.effects import ClientReply, LifecycleEvent, Send, ServiceChanged
 from distro.messages import Message
@@ -149,6 +150,7 @@ class NodeRuntime:
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
         if event.kind == "ready":
             self.ready_event.set()
+            gctune.on_ready()
         log.info("%s: %s", event.kind.replace("_", " "), event.detail)
 
     # -- watching ---------------------------------------------------------------------------------

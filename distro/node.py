@@ -20,8 +20,10 @@ When a node gains a key, every instance's heartbeat clock starts at "now" (never
 
 *Writes.* Applying a write stores a new entry whose version comes from this node's hybrid logical clock,
 marks the entry dirty for every up peer, and queues a notification. Dirty sets are flushed as
-``SyncBatch`` messages ``sync_delay_ms`` after the first change, in bounded batches. Nothing is queued
-for a peer that is down; anti-entropy repairs it when it returns.
+``SyncBatch`` messages, in bounded batches: at the next tick when nothing was flushed to that peer for
+``sync_delay_ms`` (an isolated change is not delayed), else ``sync_delay_ms`` after the first change (a
+stream of changes is coalesced). Nothing is queued for a peer that is down; anti-entropy repairs it when
+it returns.
 
 *Anti-entropy.* Every ``verify_interval_ms`` the owner sends each up peer digests of the keys it owns.
 The receiver answers with its own entries for keys that differ (or that it holds and believes the sender
@@ -38,7 +40,8 @@ deletes it (a tombstone) after ``instance_expire_ms``; both are replicated write
 beats that reach the other side.
 
 *Notifier.* Every applied change, local or replicated, queues its key (coalesced). Draining the queue
-builds a new immutable :class:`~distro.views.ServiceView` per key and emits ``ServiceChanged``.
+swaps in a new immutable :class:`~distro.views.ServiceView` per key and emits ``ServiceChanged``; the
+view builds its sorted instances on first read, so a burst of writes to a big service costs no rebuilds.
 """
 
 from __future__ import annotations
@@ -186,7 +189,8 @@ class DistroNode:
         self._last_beat: dict[ServiceKey, dict[str, int]] = {}
         self._dirty: dict[str, dict[ServiceKey, dict[str, None]]] = {}
         self._dirty_count: dict[str, int] = {}
-        self._dirty_since: dict[str, int] = {}
+        self._dirty_since: dict[str, int] = {}  # peer -> when its pending batch counts as started
+        self._last_flush_ms: dict[str, int] = {}
         self._notify: dict[ServiceKey, None] = {}
         self._notify_overflow = False
         self._views: dict[ServiceKey, ServiceView] = {}
@@ -203,6 +207,10 @@ class DistroNode:
         self._snapshot_deadline_ms = now_ms + config.snapshot_timeout_ms
         self._snapshot_not_ready: set[str] = set()
         self._snapshot_parts: dict[tuple[str, int], set[int]] = {}
+        self._snapshot_progress_ms = NEVER  # when the last chunk of a ready peer's snapshot arrived
+        self._snapshot_asked: str | None = None  # the one peer asked for its snapshot
+        self._snapshot_asked_ms = NEVER
+        self._snapshot_owed: set[str] = set()  # peers whose snapshot could not be sent: resend on reconnect
         self._snapshot_counter = 0
         # counters
         self._c: dict[str, int] = dict.fromkeys(
@@ -250,6 +258,8 @@ class DistroNode:
             peer.ready = message.ready
             if message.address:
                 peer.address = message.address
+            if message.ready and not self.ready:
+                self._ask_for_snapshot(now_ms)
         if peer.up != peer.ready:
             self._refresh_membership(now_ms)
         if isinstance(message, Ping):
@@ -287,8 +297,11 @@ class DistroNode:
         elif address:
             peer.address = address
         self._effects.append(Send(node_id, Ping(self.ready, self.address)))
+        if node_id in self._snapshot_owed:
+            # It asked while our link to it was down (it restarted before we redialled): answer now.
+            self._on_snapshot_request(node_id)
         if not self.ready:
-            self._effects.append(Send(node_id, SnapshotRequest()))
+            self._ask_for_snapshot(now_ms)
 
     def handle_send_failed(self, target: str, message: Message, now_ms: int) -> None:
         """The runtime could not deliver ``message``: the peer is down for now."""
@@ -304,9 +317,13 @@ class DistroNode:
                 self._c["forward_fallbacks"] += 1
                 result = self._apply_local(pending.request, now_ms)
                 self._effects.append(ClientReply(message.request_id, result))
+        elif isinstance(message, SnapshotChunk):
+            self._snapshot_owed.add(target)
         elif isinstance(message, SnapshotRequest) and not self.ready:
             self._snapshot_not_ready.add(target)
             self._check_snapshot_done(now_ms)
+            if not self.ready:
+                self._ask_for_snapshot(now_ms)
 
     def tick(self, now_ms: int) -> None:
         """Run whatever is due: pings, peer timeouts, flushes, verify, health checks, GC, forward timeouts."""
@@ -322,9 +339,12 @@ class DistroNode:
         if not self.ready:
             if now_ms >= self._next_snapshot_request_ms:
                 self._next_snapshot_request_ms = now_ms + cfg.snapshot_retry_ms
-                for peer_id in self._peers:
-                    if peer_id not in self._snapshot_not_ready:
-                        self._effects.append(Send(peer_id, SnapshotRequest()))
+                # While a snapshot is arriving, asking again would only make a peer send it again (and
+                # a big one then never finishes): hand over to the next peer when the one asked has sent
+                # nothing for a whole interval.
+                last = max(self._snapshot_progress_ms, self._snapshot_asked_ms)
+                if now_ms - last >= cfg.snapshot_retry_ms:
+                    self._ask_for_snapshot(now_ms, rotate=True)
             self._check_snapshot_done(now_ms)
         for peer_id, since in list(self._dirty_since.items()):
             if now_ms >= since + cfg.sync_delay_ms:
@@ -490,9 +510,12 @@ class DistroNode:
         entry_id = instance.entry_id
         existing = self.store.live_instance(key, entry_id)
         if existing is None:
-            if self.store.live_instance_count(key) >= self.config.max_instances_per_service:
+            limit = self.config.max_instances_per_service
+            datum = self.store.datum(key)
+            # len(datum) bounds the live count from above: count (O(n)) only when it might be at the limit
+            if datum is not None and len(datum) >= limit and self.store.live_instance_count(key) >= limit:
                 raise ValidationError(
-                    f"service {key.grouped_name} already has {self.config.max_instances_per_service} "
+                    f"service {key.grouped_name} already has {limit} "
                     "instances, the most one service may hold"
                 )
             self._write(key, entry_id, instance, now_ms)
@@ -594,7 +617,12 @@ class DistroNode:
             return
         ids[entry_id] = None
         self._dirty_count[peer_id] += 1
-        self._dirty_since.setdefault(peer_id, now_ms)
+        if peer_id not in self._dirty_since:
+            # Leading edge: after a quiet spell the first change goes out at the next tick; only changes
+            # that follow a flush within sync_delay_ms wait for it (and coalesce).
+            delay = self.config.sync_delay_ms
+            quiet = now_ms - self._last_flush_ms.get(peer_id, NEVER) >= delay
+            self._dirty_since[peer_id] = now_ms - delay if quiet else now_ms
         if self._dirty_count[peer_id] > self.config.max_dirty_entries_per_peer:
             # Too far behind to track entry by entry: drop the set; a digest round repairs the peer.
             self._c["dirty_overflows"] += 1
@@ -607,6 +635,7 @@ class DistroNode:
         self._dirty_since.pop(peer_id, None)
 
     def _flush(self, peer_id: str, now_ms: int) -> None:
+        self._last_flush_ms[peer_id] = now_ms
         dirty = self._dirty.get(peer_id)
         self._drop_dirty(peer_id)
         if not dirty:
@@ -717,6 +746,7 @@ class DistroNode:
     # Snapshot
     # ============================================================================================
     def _on_snapshot_request(self, sender: str) -> None:
+        self._snapshot_owed.discard(sender)
         if not self.ready:
             self._effects.append(Send(sender, SnapshotChunk(False, 0, 0, 1, ())))
             return
@@ -741,14 +771,34 @@ class DistroNode:
         if not message.ready:
             self._snapshot_not_ready.add(sender)
             self._check_snapshot_done(now_ms)
+            if not self.ready:
+                self._ask_for_snapshot(now_ms)
             return
         self._snapshot_not_ready.discard(sender)
+        self._snapshot_progress_ms = now_ms
         self._snapshot_deadline_ms = max(self._snapshot_deadline_ms, now_ms + self.config.snapshot_timeout_ms)
         parts = self._snapshot_parts.setdefault((sender, message.snapshot_id), set())
         if 0 <= message.seq < message.total:
             parts.add(message.seq)
         if len(parts) >= message.total:
             self._become_ready(now_ms, f"snapshot loaded from {sender}: {self.store.statistics().entries} entries")
+
+    def _ask_for_snapshot(self, now_ms: int, *, rotate: bool = False) -> None:
+        """Ask one peer for its snapshot, unless one already asked may still answer (or ``rotate``).
+
+        One at a time: two peers sending the whole registry at once only double the work of a node that
+        must load it. Peers known ready come first, then the rest, in id order and in turn; one that
+        answers "not ready", cannot be reached, or stalls for ``snapshot_retry_ms`` hands over to the next.
+        """
+        candidates = [p for p in sorted(self._peers) if p not in self._snapshot_not_ready]
+        current = self._snapshot_asked
+        if not candidates or (current in candidates and not rotate):
+            return
+        order = [p for p in candidates if self._peers[p].ready] + [p for p in candidates if not self._peers[p].ready]
+        choice = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
+        self._snapshot_asked = choice
+        self._snapshot_asked_ms = now_ms
+        self._effects.append(Send(choice, SnapshotRequest()))
 
     def _check_snapshot_done(self, now_ms: int) -> None:
         if self.ready:
@@ -767,6 +817,7 @@ class DistroNode:
         self.ready = True
         self._snapshot_parts.clear()
         self._snapshot_not_ready.clear()
+        self._snapshot_asked = None
         self._effects.append(LifecycleEvent("ready", reason))
         self._refresh_membership(now_ms)
         ping = Ping(True, self.address)
@@ -861,6 +912,11 @@ class DistroNode:
     # Notifier
     # ============================================================================================
     def _drain_notifier(self) -> None:
+        """Swap in a new (lazy) view per queued key and emit ``ServiceChanged``.
+
+        O(1) per key for a service that still exists: the view only points at the key's entries and
+        builds its sorted instance tuple when first read (see :class:`~distro.views.ServiceView`).
+        """
         if self._notify_overflow:
             self._notify_overflow = False
             keys: list[ServiceKey] = list(self.store.keys()) + [k for k in self._views if k not in self.store]
@@ -868,22 +924,13 @@ class DistroNode:
         else:
             keys = list(self._notify)
             self._notify.clear()
+        datum_of = self.store.datum
         for key in keys:
             self._revision += 1
             self._c["notifications"] += 1
-            datum = self.store.datum(key)
-            instances: list[tuple[str, Instance]] = []
-            meta: ServiceMeta | None = None
-            if datum is not None:
-                for entry_id, entry in datum.items():
-                    value = entry.value
-                    if isinstance(value, Instance):
-                        instances.append((entry_id, value))
-                    elif isinstance(value, ServiceMeta):
-                        meta = value
-            if instances or meta is not None:
-                instances.sort(key=lambda pair: pair[0])
-                view = ServiceView(key, tuple(inst for _, inst in instances), meta, self._revision, self._now)
+            datum = datum_of(key)
+            if datum is not None and any(entry.value is not None for entry in datum.values()):
+                view = ServiceView.of_datum(key, datum, self._revision, self._now)
                 self._views[key] = view
             else:
                 if self._views.pop(key, None) is None:

@@ -1,32 +1,90 @@
 """Read views: immutable per-service snapshots that readers use without locks (copy-on-write).
 
-The notifier builds a new :class:`ServiceView` whenever a key changes and swaps it in; a reader holding
-the old one keeps a consistent picture. :func:`select_hosts` applies Nacos's ``instance/list`` rules.
+The notifier makes a new :class:`ServiceView` whenever a key changes and swaps it in; a reader holding
+the old one keeps a consistent picture. Views are *lazy*: the notifier only records the key's entries
+(:meth:`ServiceView.of_datum`, no copy) and the sorted instance tuple is built the first time somebody
+reads it. Under heavy registration most views are replaced before anyone reads them, so a write costs
+O(1) here instead of a rebuild of the whole service. :func:`select_hosts` applies Nacos's
+``instance/list`` rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from hashlib import blake2b
+from typing import Any
 
+from distro.datum import META_ENTRY_ID, Entry
 from distro.model import Instance, ServiceKey, ServiceMeta
 
 
-@dataclass(frozen=True, slots=True)
 class ServiceView:
     """A service as readers see it: its live instances (sorted by entry id) and settings.
 
     ``revision`` increases on this node every time the view changes; ``checksum`` is the same on every
     node that holds the same instances, so clients can compare it across nodes.
+
+    A view made by :meth:`of_datum` is built from the key's entries on first read. It is built from the
+    entries as they are *then*: if the key changed again in between, the reader sees the newer (still
+    consistent) state, and a newer view with a higher revision is already on its way.
     """
 
-    key: ServiceKey
-    instances: tuple[Instance, ...]
-    meta: ServiceMeta | None
-    revision: int
-    modified_ms: int
-    _checksum: list[str] = field(default_factory=list, compare=False, repr=False)
+    __slots__ = ("_checksum", "_instances", "_meta", "_source", "key", "modified_ms", "revision")
+
+    def __init__(
+        self,
+        key: ServiceKey,
+        instances: tuple[Instance, ...],
+        meta: ServiceMeta | None,
+        revision: int,
+        modified_ms: int,
+    ) -> None:
+        self.key = key
+        self.revision = revision
+        self.modified_ms = modified_ms
+        self._instances: tuple[Instance, ...] | None = instances
+        self._meta = meta
+        self._source: Mapping[str, Entry] | None = None
+        self._checksum: str | None = None
+
+    @classmethod
+    def of_datum(cls, key: ServiceKey, datum: Mapping[str, Entry], revision: int, modified_ms: int) -> ServiceView:
+        """A view of ``datum`` (a key's entries, not copied) that is built when first read."""
+        view = cls(key, (), None, revision, modified_ms)
+        view._instances = None
+        view._source = datum
+        return view
+
+    def _build(self) -> tuple[Instance, ...]:
+        source = self._source
+        assert source is not None
+        instances: list[Instance] = []
+        append = instances.append
+        for entry_id in sorted(source):
+            value = source[entry_id].value
+            if type(value) is Instance:
+                append(value)
+        meta_entry = source.get(META_ENTRY_ID)
+        meta = None if meta_entry is None else meta_entry.value
+        self._meta = meta if isinstance(meta, ServiceMeta) else None
+        built = tuple(instances)
+        self._instances = built
+        self._source = None
+        return built
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        """The live instances, sorted by entry id."""
+        built = self._instances
+        return self._build() if built is None else built
+
+    @property
+    def meta(self) -> ServiceMeta | None:
+        """The service's settings, or None."""
+        if self._instances is None:
+            self._build()
+        return self._meta
 
     @property
     def exists(self) -> bool:
@@ -36,12 +94,13 @@ class ServiceView:
     @property
     def protect_threshold(self) -> float:
         """The service's protect threshold (0.0 by default)."""
-        return 0.0 if self.meta is None else self.meta.protect_threshold
+        meta = self.meta
+        return 0.0 if meta is None else meta.protect_threshold
 
     @property
     def checksum(self) -> str:
         """A content hash of the instances and settings (computed once, on first use)."""
-        if not self._checksum:
+        if self._checksum is None:
             h = blake2b(digest_size=16)
             for inst in self.instances:
                 meta = ",".join(f"{k}:{v}" for k, v in sorted(inst.metadata.items()))
@@ -53,8 +112,25 @@ class ServiceView:
             if self.meta is not None:
                 meta = ",".join(f"{k}:{v}" for k, v in sorted(self.meta.metadata.items()))
                 h.update(f"#{self.meta.protect_threshold!r}_{self.meta.selector_type}_{meta}".encode())
-            self._checksum.append(h.hexdigest())
-        return self._checksum[0]
+            self._checksum = h.hexdigest()
+        return self._checksum
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.key, self.instances, self.meta, self.revision, self.modified_ms)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServiceView):
+            return NotImplemented
+        return self is other or self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.revision, self.modified_ms))
+
+    def __repr__(self) -> str:
+        return (
+            f"ServiceView(key={self.key!r}, instances={self.instances!r}, meta={self.meta!r}, "
+            f"revision={self.revision}, modified_ms={self.modified_ms})"
+        )
 
 
 def empty_view(key: ServiceKey, revision: int = 0, modified_ms: int = 0) -> ServiceView:

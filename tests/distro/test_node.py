@@ -181,7 +181,7 @@ def test_pending_forwards_are_bounded() -> None:
 # ------------------------------------------------------------------------------------------------
 # Replication
 # ------------------------------------------------------------------------------------------------
-def test_replication_is_flushed_after_sync_delay_as_one_coalesced_batch() -> None:
+def test_replication_flushes_an_isolated_change_at_once_and_coalesces_a_stream() -> None:
     h = started()
     key = key_owned_by("n1")
     t0 = h.now_ms
@@ -189,10 +189,8 @@ def test_replication_is_flushed_after_sync_delay_as_one_coalesced_batch() -> Non
     _, result = h.client("n1", UpdateInstance(key, "DEFAULT", IP, PORT, {"weight": 3.0}))
     assert result == OK
     assert h.wire == [] and h["n1"].statistics().dirty_entries == 2  # one entry, for two peers
-    assert h["n1"].next_deadline_ms() == t0 + h.config.sync_delay_ms
-    h.advance(h.config.sync_delay_ms - 1, deliver=False)
-    assert h.pending(SyncBatch) == []
-    h.advance(1, deliver=False)
+    assert h["n1"].next_deadline_ms() == t0  # nothing flushed lately: due at the next tick
+    h.tick("n1")
     entry = h["n1"].store.entry(key, EID)
     assert entry.value == replace(INST, weight=3.0)
     assert h.pending(SyncBatch) == [
@@ -205,8 +203,19 @@ def test_replication_is_flushed_after_sync_delay_as_one_coalesced_batch() -> Non
         assert h[node_id].store.entry(key, EID) == entry
         assert h[node_id].view(key).instances == (entry.value,)
         assert h[node_id].statistics().sync_batches_received == 1
+    # A change that follows a flush within sync_delay_ms waits for it, and what follows coalesces with it.
+    t1 = h.now_ms
+    for weight in (4.0, 5.0):
+        h.client("n1", UpdateInstance(key, "DEFAULT", IP, PORT, {"weight": weight}))
+    assert h["n1"].next_deadline_ms() == t1 + h.config.sync_delay_ms
+    h.advance(h.config.sync_delay_ms - 1, deliver=False)
+    assert h.pending(SyncBatch) == []
+    h.advance(1, deliver=False)
+    latest = h["n1"].store.entry(key, EID)
+    assert latest.value.weight == 5.0
+    assert [w.message for w in h.pending(SyncBatch)] == [SyncBatch(((key, EID, latest),))] * 2
     stats = h["n1"].statistics()
-    assert (stats.sync_batches_sent, stats.sync_entries_sent) == (2, 2)
+    assert (stats.sync_batches_sent, stats.sync_entries_sent) == (4, 4)
 
 
 def test_sync_batches_are_split_at_the_batch_size() -> None:
@@ -346,10 +355,9 @@ def test_a_starting_node_is_not_ready_and_owns_nothing_until_the_snapshot_loads(
     assert len(n3.store) == 0 and n3.statistics().owned_keys == 0
 
     h.tick("n3")
-    assert {(w.target, type(w.message)) for w in h.wire} == {
-        ("n1", Ping), ("n2", Ping), ("n1", SnapshotRequest), ("n2", SnapshotRequest)
-    }
-    h.deliver(source="n3")  # peers answer with their snapshots
+    # one peer at a time is asked for the snapshot (two sending it at once would double the load)
+    assert {(w.target, type(w.message)) for w in h.wire} == {("n1", Ping), ("n2", Ping), ("n1", SnapshotRequest)}
+    h.deliver(source="n3")  # n1 answers with its snapshot
     assert not n3.ready
     assert [w.message.ready for w in h.pending(SnapshotChunk, source="n1")] == [True]
     h.deliver(SnapshotChunk, source="n1")
@@ -392,7 +400,9 @@ def test_a_node_whose_peers_are_unreachable_becomes_ready_at_once() -> None:
     h.crash("n3")
     h.tick("n1")
     assert not h["n1"].ready
-    h.deliver(SnapshotRequest)  # refused: both fail
+    h.deliver(SnapshotRequest)  # refused: n2 fails, so n1 asks n3
+    assert not h["n1"].ready
+    h.deliver(SnapshotRequest)  # refused too: nobody can have data
     assert h["n1"].ready
 
 
