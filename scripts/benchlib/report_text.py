@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REGEN = "scripts/bench --plots docs/bench --markdown docs/benchmarks.md"
+REGEN = "flock /tmp/distro-heavy.lock scripts/bench --plots docs/bench --markdown docs/benchmarks.md --json docs/bench/results.json"
 
 
 def _g(d: dict[str, Any], *path: str, default: Any = None) -> Any:
@@ -89,7 +89,7 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, target
     if plot_dir is not None:
         pics = [("converge_cdf.png", "Convergence: write on one node until every node shows it"),
                 ("register_throughput.png", "Registrations per second during the closed-loop run"),
-                ("push_hist.png", "Change to UDP push subscriber"),
+                ("push_hist.png", "Change to subscriber: UDP push and our SDK"),
                 ("heartbeat_ramp.png", "Heartbeat ramp")]
         shown = [(f, t) for f, t in pics if (plot_dir / f).exists()]
         if shown:
