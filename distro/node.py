@@ -35,7 +35,10 @@ when one ready peer has sent every chunk, when every expected peer has answered 
 unreachable), or, when no peer is up at all, after ``snapshot_timeout_ms``.
 
 *Health.* The owner marks an instance unhealthy ``heartbeat_timeout_ms`` after its last beat and
-deletes it (a tombstone) after ``instance_expire_ms``; both are replicated writes. With
+deletes it (a tombstone) after ``instance_expire_ms``; both are replicated writes. The check runs every
+``health_check_interval_ms`` but scans the owned instances only once the earliest possible deadline has
+passed (a lower bound that every write starting or shortening a clock pulls in), so a large registry
+whose clients beat on time costs almost nothing between deadlines. With
 ``self_preservation`` a node that sees less than half of the cluster expires nothing: it cannot hear the
 beats that reach the other side.
 
@@ -187,6 +190,9 @@ class DistroNode:
         self._up_peers: tuple[str, ...] = ()
         self._ownership = OwnershipMap(())
         self._last_beat: dict[ServiceKey, dict[str, int]] = {}
+        # No owned instance can turn unhealthy or expire before this (a lower bound; NEVER: scan at the next
+        # check). Writes that start or shorten a clock lower it, so a check with nothing due is O(1).
+        self._health_due_ms = NEVER
         self._dirty: dict[str, dict[ServiceKey, dict[str, None]]] = {}
         self._dirty_count: dict[str, int] = {}
         self._dirty_since: dict[str, int] = {}  # peer -> when its pending batch counts as started
@@ -573,6 +579,9 @@ class DistroNode:
             beats[entry_id] = now_ms
         elif self.is_owner(key):
             self._last_beat[key] = {entry_id: now_ms}
+            inst = self.store.live_instance(key, entry_id)
+            if inst is not None:
+                self._lower_health_due(inst, now_ms)
 
     def _write(self, key: ServiceKey, entry_id: str, value: Instance | ServiceMeta | None, now_ms: int) -> None:
         """Store a new local version of an entry, replicate it and notify."""
@@ -596,7 +605,8 @@ class DistroNode:
                 self._c["notifier_overflows"] += 1
         if isinstance(entry.value, Instance):
             if self.is_owner(key):
-                self._last_beat.setdefault(key, {}).setdefault(entry_id, now_ms)
+                last = self._last_beat.setdefault(key, {}).setdefault(entry_id, now_ms)
+                self._lower_health_due(entry.value, last)
         elif entry.value is None:
             beats = self._last_beat.get(key)
             if beats is not None:
@@ -862,6 +872,7 @@ class DistroNode:
             now_owned = new_map.owner(text) == self.node_id
             if now_owned and not was:
                 gained += 1
+                self._health_due_ms = NEVER
                 datum = self.store.datum(key) or {}
                 self._last_beat[key] = {
                     entry_id: now_ms for entry_id, entry in datum.items() if isinstance(entry.value, Instance)
@@ -879,10 +890,25 @@ class DistroNode:
     # ============================================================================================
     # Health
     # ============================================================================================
+    def _health_deadline_ms(self, inst: Instance, last_ms: int) -> int:
+        cfg = self.config
+        expire = inst.expire_ms(cfg.instance_expire_ms)
+        if not inst.healthy:
+            return last_ms + expire
+        return last_ms + min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
+
+    def _lower_health_due(self, inst: Instance, last_ms: int) -> None:
+        deadline = self._health_deadline_ms(inst, last_ms)
+        if deadline < self._health_due_ms:
+            self._health_due_ms = deadline
+
     def _check_health(self, now_ms: int) -> None:
         if self.config.self_preservation and not self.has_quorum():
             return
+        if now_ms <= self._health_due_ms:
+            return  # nothing can be due yet: skip the O(owned instances) scan
         cfg = self.config
+        due = -NEVER
         changes: list[tuple[ServiceKey, str, Instance | None]] = []
         for key, beats in self._last_beat.items():
             datum = self.store.datum(key)
@@ -894,13 +920,23 @@ class DistroNode:
                     continue
                 last = beats.get(entry_id)
                 if last is None:
-                    beats[entry_id] = now_ms
-                    continue
+                    beats[entry_id] = last = now_ms
                 silent = now_ms - last
-                if silent > inst.expire_ms(cfg.instance_expire_ms):
+                expire = inst.expire_ms(cfg.instance_expire_ms)
+                if silent > expire:
                     changes.append((key, entry_id, None))
-                elif inst.healthy and silent > inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms):
-                    changes.append((key, entry_id, inst.with_health(False)))
+                    continue
+                if inst.healthy:
+                    timeout = min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
+                    if silent > timeout:
+                        changes.append((key, entry_id, inst.with_health(False)))
+                        continue
+                    deadline = last + timeout
+                else:
+                    deadline = last + expire
+                if deadline < due:
+                    due = deadline
+        self._health_due_ms = due  # the writes below lower it again for what they change
         for key, entry_id, value in changes:
             if value is None:
                 self._c["instances_expired"] += 1

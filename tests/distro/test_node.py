@@ -465,6 +465,23 @@ def test_metadata_overrides_heartbeat_timeout_and_expiry() -> None:
     assert h["n1"].store.live_instance(key, plain.entry_id) == plain
 
 
+def test_a_short_timeout_registered_after_a_check_is_not_missed() -> None:
+    # Health checks skip their scan while nothing can be due. A long-timeout instance makes the next
+    # deadline far away; a short-timeout instance registered later must pull it in.
+    h = started()
+    key = key_owned_by("n1")
+    plain = make_instance("10.0.0.2", PORT)
+    register(h, "n1", key, plain)
+    h.advance(2 * h.config.health_check_interval_ms)  # a scan ran: nothing due for ~15 s
+    short = make_instance(IP, PORT, metadata={META_BEAT_TIMEOUT: "3000", META_DELETE_TIMEOUT: "6000"})
+    register(h, "n1", key, short)
+    h.advance(3_000 + h.config.health_check_interval_ms)
+    assert h["n1"].store.live_instance(key, EID) == short.with_health(False)
+    assert h["n1"].store.live_instance(key, plain.entry_id) == plain
+    h.advance(3_000 + h.config.health_check_interval_ms)
+    assert h["n1"].store.entry(key, EID).is_tombstone
+
+
 def test_self_preservation_a_minority_node_expires_nothing() -> None:
     h = started()
     key = key_owned_by("n1")
