@@ -340,6 +340,9 @@ def main(argv: list[str] | None = None) -> None:
         depth=a.depth, duration=a.duration, count=a.count, rate=a.rate, base=a.base, services=a.services,
         prefix=a.prefix, bucket_s=a.bucket,
     )
+    # A SIGTERM that lands while trio is not listening (start-up, or after the run ended but before the
+    # summary is printed) must not kill the process silently: the orchestrator wants the summary.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     result = trio.run(Generator(cfg).run)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

@@ -166,7 +166,8 @@ class Background:
         try:
             result: dict[str, Any] = json.loads(out)
         except ValueError:
-            raise RuntimeError(f"background loadgen failed: {err[-2000:]!r}") from None
+            raise RuntimeError(f"background loadgen failed (exit status {self.popen.returncode}): "
+                               f"{err[-2000:]!r}") from None
         return result
 
     def kill(self) -> None:
@@ -581,7 +582,7 @@ def phase_ramp(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[st
             sched = SchedWatch(pids)
             beats = Background(["--workload", "distro-beat", "--targets", ",".join(cluster.addrs),
                                 "--connections", str(conns), "--rate", f"{rate:.1f}", "--count", str(n),
-                                "--duration", str(m["hold_s"]), "--services", "100", "--prefix", "hb"])
+                                "--duration", str(m["hold_s"] + 30), "--services", "100", "--prefix", "hb"])
             if step_no == len(m["ramp"]) - 1:
                 profiler.start("distro-beat", {f"n{i + 1}": p for i, p in enumerate(pids)}, min(10, m["hold_s"] - 2))
             flaps = []
