@@ -40,6 +40,7 @@ _CORE_FLAGS = {
     "forward-timeout-ms": "forward_timeout_ms",
     "tombstone-ttl-ms": "tombstone_ttl_ms",
     "max-instances-per-service": "max_instances_per_service",
+    "max-services": "max_services",
     "max-pending-forwards": "max_pending_forwards",
 }
 

@@ -37,6 +37,9 @@ class DistroConfig:
     # Bounds.
     max_notifier_keys: int = 1_000_000
     max_instances_per_service: int = 10_000
+    # Service keys held (all namespaces and groups; a removed service counts until its tombstones are
+    # collected). Only client writes that would add a key are refused; replicated entries never are.
+    max_services: int = 100_000
     # Members expected in the cluster, self included (for self-preservation; learned peers raise it).
     cluster_size: int = 1
     # Stop expiring instances while this node sees fewer than half of the cluster (a partitioned minority

@@ -614,6 +614,29 @@ def test_instances_per_service_are_bounded() -> None:
     assert register(h, "n1", key, c) == OK
 
 
+def test_services_are_bounded_for_client_writes_but_not_for_replication() -> None:
+    h = started(DistroConfig(cluster_size=3, max_services=2))
+    first, second, third = key_owned_by("n1"), key_owned_by("n2"), key_owned_by("n3")
+    assert register(h, "n1", first, INST) == OK and register(h, "n2", second, INST) == OK
+    h.advance(h.config.verify_interval_ms + 1)
+    refusal = Result(
+        400,
+        f"cannot create service {third.grouped_name}: this registry already holds 2 services, "
+        "the most it may hold (max_services)",
+    )
+    assert register(h, "n3", third, INST) == refusal
+    _, result = h.client("n3", CreateService(third, ServiceMeta()))
+    assert result == refusal
+    assert register(h, "n1", first, make_instance("10.0.9.9", PORT)) == OK  # existing services still grow
+    h.advance(h.config.verify_interval_ms + 1)
+    assert all(len(h[n].store) == 2 for n in ("n1", "n2", "n3"))
+    # A node configured lower than its peers still takes what they replicate: the bound is on client writes.
+    small = started(DistroConfig(cluster_size=3, max_services=1))
+    assert register(small, "n1", first, INST) == OK and register(small, "n2", second, INST) == OK
+    small.advance(small.config.verify_interval_ms + 1)
+    assert all(len(small[n].store) == 2 for n in ("n1", "n2", "n3"))
+
+
 def test_statistics_counters_move() -> None:
     h = started()
     before = {node_id: node.statistics() for node_id, node in h.nodes.items()}
