@@ -182,3 +182,4 @@ class NodeRuntime:
             self._scheduled_ms = None
             self.node.tick(self.now_ms())
             self._dispatch()
+            gctune.maintain()
