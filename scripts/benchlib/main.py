@@ -68,7 +68,7 @@ MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "ceiling_s": 3.0, "reg_configs": [(48, 1)], "reg_s": 8.0, "services": 64,
         "conv_samples": 100, "push_samples": 60, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 20_000,
-        "ramp": [2500, 5000], "hold_s": 18.0, "beat_interval_s": 5.0,
+        "ramp": [5000, 20000], "hold_s": 18.0, "beat_interval_s": 5.0,
         "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": False,
     },
     "smoke": {
