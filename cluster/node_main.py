@@ -24,6 +24,8 @@ import trio
 from distro.config import DistroConfig
 
 log = logging.getLogger("distro.node")
+# Shorter cluster secrets are accepted (the operator decides) but warned about at start.
+WEAK_CLUSTER_SECRET_BYTES = 16
 
 # Core knobs exposed as flags: flag name -> DistroConfig field.
 _CORE_FLAGS = {
@@ -148,11 +150,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
             "was given; peers must prove they know a shared secret. Generate one with: "
             "python3 -c 'import secrets; print(secrets.token_hex(32))'"
         )
-    if others and len(args.cluster_secret.encode()) < 16:
-        raise ConfigError("refusing to start: --cluster-secret must be at least 16 bytes (32 random hex digits is good)")
     previous_cluster = _secret_list(args.previous_cluster_secrets)
-    if any(len(secret.encode()) < 16 for secret in previous_cluster):
-        raise ConfigError("refusing to start: each of --previous-cluster-secrets must be at least 16 bytes")
     if len(previous_cluster) > 3:
         raise ConfigError("--previous-cluster-secrets: at most 3")
     previous_token = _secret_list(args.previous_token_secrets)
@@ -254,6 +252,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=getattr(logging, settings.log_level, logging.INFO),
         format="%(asctime)s %(levelname)s " + settings.node_id + " %(name)s: %(message)s",
     )
+    for secret in (settings.cluster_secret, *settings.previous_cluster_secrets):
+        if secret and len(secret.encode()) < WEAK_CLUSTER_SECRET_BYTES:
+            log.warning(
+                "a cluster secret of only %d bytes: one recorded handshake lets an attacker guess it offline. "
+                "Use 32 random hex digits or more: python3 -c 'import secrets; print(secrets.token_hex(32))'",
+                len(secret.encode()),
+            )
     from cluster import gctune
 
     gctune.install()

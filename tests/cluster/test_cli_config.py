@@ -99,8 +99,8 @@ def test_previous_secrets_parse_and_are_checked() -> None:
     assert settings.previous_cluster_secrets == ("o" * 32, "p" * 16)
     assert settings.previous_token_secrets == ("t" * 32,)
     assert parse_settings([]).previous_cluster_secrets == ()
-    with pytest.raises(ConfigError, match="--previous-cluster-secrets must be at least 16 bytes"):
-        parse_settings(["--previous-cluster-secrets", "short"])
+    # short cluster secrets start (with a warning at start-up, tested with a real process below)
+    assert parse_settings(["--peers", "127.0.0.1:1,127.0.0.1:2", "--cluster-secret", "short"]).cluster_secret == "short"
     with pytest.raises(ConfigError, match="--previous-token-secrets must be at least 32 bytes"):
         parse_settings(["--previous-token-secrets", "short"])
 
@@ -186,3 +186,28 @@ def test_real_node_with_auth_from_the_environment() -> None:
             process.wait(10)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_a_short_cluster_secret_starts_with_a_warning() -> None:
+    port = _free_port_pair(1000)
+    process = subprocess.Popen(
+        [DISTRO_NODE, "--host", "127.0.0.1", "--port", str(port), "--peers", f"127.0.0.1:{port},127.0.0.1:1",
+         "--cluster-secret", "short"],
+        env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()  # the warning comes before anything else
+        assert "WARNING" in first and "a cluster secret of only 5 bytes" in first, first
+        assert "secrets.token_hex(32)" in first
+        for line in process.stderr:  # and the node runs
+            if " started: node " in line:
+                break
+        else:
+            raise AssertionError(f"the node exited with {process.wait()}")
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
