@@ -36,6 +36,9 @@ split (docs/security.md).
   to (or is completing a handshake with), the dialer answers ``["bye"]`` and retries that address
   ``10 * reconnect_interval_ms`` later, so one node never gets two outbound links.
 * A second authenticated inbound connection from a node id replaces (closes) the first.
+* A dialer waits ``reconnect_interval_ms`` between attempts, but an authenticated inbound connection from a
+  peer we have no outbound link to wakes every waiting dialer at once: a restarted peer is dialed back
+  immediately (its snapshot answers depend on that link), not up to an interval later.
 
 Frames
 ------
@@ -136,6 +139,7 @@ class PeerLinkStats:
     inbound_links: int = 0
     self_dials: int = 0  # addresses found to be this node (no longer dialed)
     dialers: int = 0  # addresses currently being dialed
+    dialers_waiting: int = 0  # of those, waiting out the reconnect interval (woken when a peer connects in)
     pending_handshakes: int = 0  # inbound connections not yet authenticated
 
 
@@ -309,6 +313,9 @@ class PeerLinks:
         self._dialer_nonces: set[bytes] = set()
         self._acceptor_nonces: set[bytes] = set()
         self._dialing: set[str] = set()
+        # Dialers waiting out their reconnect interval, woken early when any peer connects to us: a peer
+        # that just (re)started is worth dialing at once, not up to reconnect_interval_ms later.
+        self._dial_wakeups: dict[str, trio.Event] = {}
         self._dial_claims: dict[str, str] = {}  # node id -> the address whose dialer links to it
         self._nursery: trio.Nursery | None = None
         self._pending_handshakes = 0
@@ -344,6 +351,7 @@ class PeerLinks:
             outbound_links=len(self._outbound),
             inbound_links=len(self._inbound),
             dialers=len(self._dialing),
+            dialers_waiting=len(self._dial_wakeups),
             pending_handshakes=self._pending_handshakes,
         )
 
@@ -529,6 +537,9 @@ class PeerLinks:
                 old.scope.cancel()
             me = self._inbound[peer_id] = _Inbound(peer_address, scope)
             stats.inbound_accepts += 1
+            if peer_id not in self._outbound:
+                for wakeup in self._dial_wakeups.values():
+                    wakeup.set()
             log.info("peer %s (%s) connected from %s", peer_id, peer_address, _remote(stream))
             try:
                 while True:
@@ -578,11 +589,20 @@ class PeerLinks:
         interval = cfg.reconnect_interval_ms / 1000
         delay = 0.0
         try:
+            wake_early = True
             while True:
                 if delay:
-                    await trio.sleep(delay)
+                    wakeup = trio.Event()
+                    if wake_early:
+                        self._dial_wakeups[address] = wakeup
+                    try:
+                        with trio.move_on_after(delay):
+                            await wakeup.wait()
+                    finally:
+                        self._dial_wakeups.pop(address, None)
                     self._stats.reconnects += 1
                 delay = interval
+                wake_early = True
                 stream: trio.SocketStream | None = None
                 with trio.move_on_after(cfg.connect_timeout_ms / 1000):
                     try:
@@ -608,6 +628,7 @@ class PeerLinks:
                         return
                     if outcome == "duplicate":
                         delay = interval * _DUPLICATE_RETRY_FACTOR
+                        wake_early = False  # that node is linked through another address already
                         continue
                     assert isinstance(outcome, tuple)
                     try:

@@ -467,6 +467,26 @@ async def test_a_hello_offering_only_unknown_secrets_is_refused() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_a_peer_that_connects_in_is_dialed_back_at_once() -> None:
+    """A restarted peer is dialed as soon as it links to us, not a whole reconnect interval later."""
+    with trio.socket.socket() as probe:  # a port nobody listens on yet: b will start there
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    a = Node("a", peers=[f"127.0.0.1:{port}"], reconnect_interval_ms=600_000)
+    async with trio.open_nursery() as nursery:
+        await a.start(nursery)
+        # its first dial is refused: it now waits out the 10-minute interval
+        await eventually(lambda: a.stats.dialers_waiting == 1 and a.stats.reconnects == 0)
+        assert a.links.connected_peers() == {}
+        b = Node("b")
+        await b.start(nursery, port=port)
+        b.links.add_peer_address(a.address)
+        await eventually(lambda: "b" in a.links.connected_peers())  # within GUARD, not 10 minutes
+        a.send("b", Ping(True, "hello"))
+        await eventually(lambda: b.messages == [("a", Ping(True, "hello"))])
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_raw_client_with_the_secret_is_accepted() -> None:
     """The test's own handshake client works: the rejection tests below are meaningful."""
     a = Node("a")
