@@ -213,7 +213,7 @@ class NamingApi:
         if raw:
             try:
                 beat: Any = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 raise ValidationError(f"Param 'beat' is illegal, it must be a JSON object: {raw[:200]}") from None
             if not isinstance(beat, dict):
                 raise ValidationError("Param 'beat' is illegal, it must be a JSON object")
@@ -369,7 +369,7 @@ class NamingApi:
         if raw_selector:
             try:
                 selector: Any = json.loads(raw_selector)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ValidationError(f"Param 'selector' is illegal, it must be JSON: {raw_selector[:200]}") from None
             if not isinstance(selector, dict) or selector.get("type") not in ("none", "label"):
                 raise ValidationError("Param 'selector' is illegal, its type must be none or label")

@@ -150,7 +150,7 @@ class TokenCodec:
             return invalid
         try:
             payload: Any = json.loads(_b64decode(payload_b64))
-        except (ValueError, binascii.Error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        except (ValueError, binascii.Error, RecursionError):  # Unicode/JSONDecodeError are ValueErrors
             return invalid
         if not isinstance(payload, dict) or payload.get("v") != TOKEN_VERSION:
             return invalid

@@ -164,7 +164,7 @@ def parse_metadata(raw: str, *, max_keys: int = 64, max_bytes: int = 4096) -> di
     if raw.startswith("{"):
         try:
             parsed: Any = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter allows
             raise ValidationError(f"metadata format incorrect:{raw}") from None
         if not isinstance(parsed, dict):
             raise ValidationError(f"metadata format incorrect:{raw}")

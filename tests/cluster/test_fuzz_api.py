@@ -612,6 +612,11 @@ BAD_OTHERS = [
      "Param 'beat' is illegal"),
     ("PUT", f"{NS}/instance/beat", {"serviceName": "s", "ip": "10.0.0.1"}, "Param 'port' is required."),
     ("GET", f"{NS}/operator/servers", {"healthy": "x"}, "Param 'healthy' is illegal"),
+    # JSON nested deeper than the interpreter's recursion limit (RecursionError, not ValueError)
+    ("PUT", f"{NS}/instance/beat", {"serviceName": "s", "beat": "[" * 2000}, "Param 'beat' is illegal"),
+    ("POST", f"{NS}/service", {"serviceName": "s3", "selector": '{"type":' + "[" * 2000}, "Param 'selector' is illegal"),
+    ("POST", f"{NS}/instance", {"serviceName": "s", "ip": "10.0.0.1", "port": "80", "metadata": '{"a":' + "[" * 2000},
+     "metadata format incorrect"),
 ]
 
 

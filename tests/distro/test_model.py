@@ -205,7 +205,7 @@ def test_metadata_accepted(raw: str, expected: dict[str, str]) -> None:
     assert parse_metadata(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["{bad", '{"a": {"b": 1}}', '{"a": [1]}', "a", "a=1,b", "=v", " =v", "[1, 2]"])
+@pytest.mark.parametrize("raw", ["{bad", '{"a": {"b": 1}}', '{"a": [1]}', "a", "a=1,b", "=v", " =v", "[1, 2]", '{"a":' + "[" * 2000])
 def test_metadata_format_incorrect(raw: str) -> None:
     assert error_of(parse_metadata, raw).message == f"metadata format incorrect:{raw.strip()}"
 
