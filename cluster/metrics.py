@@ -21,7 +21,7 @@ _COUNTERS = {
     "entries_applied": "Entries applied to the store (local and replicated).",
     "digests_sent": "Anti-entropy digest messages sent.",
     "repairs_sent": "Anti-entropy repairs answered.",
-    "snapshot_chunks_sent": "Snapshot chunks sent to starting peers.",
+    "snapshot_chunks_sent": "Snapshot chunks handed to the peer link for starting peers (sends that failed included).",
     "notifications": "Read views rebuilt by the notifier.",
     "instances_marked_unhealthy": "Instances marked unhealthy by this node's heartbeat checks.",
     "instances_expired": "Instances deleted by this node's heartbeat checks.",
