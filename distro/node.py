@@ -193,6 +193,7 @@ class DistroNode:
         # No owned instance can turn unhealthy or expire before this (a lower bound; NEVER: scan at the next
         # check). Writes that start or shorten a clock lower it, so a check with nothing due is O(1).
         self._health_due_ms = NEVER
+        self._preserving = False  # the last health check saw less than half the cluster (self-preservation)
         self._dirty: dict[str, dict[ServiceKey, dict[str, None]]] = {}
         self._dirty_count: dict[str, int] = {}
         self._dirty_since: dict[str, int] = {}  # peer -> when its pending batch counts as started
@@ -915,9 +916,22 @@ class DistroNode:
         if deadline < self._health_due_ms:
             self._health_due_ms = deadline
 
+    def _restart_beat_clocks(self, now_ms: int) -> None:
+        """Every owned instance's heartbeat clock starts again at ``now_ms``."""
+        for beats in self._last_beat.values():
+            for entry_id in beats:
+                beats[entry_id] = now_ms
+        self._health_due_ms = NEVER  # recompute the earliest deadline at the next check
+
     def _check_health(self, now_ms: int) -> None:
         if self.config.self_preservation and not self.has_quorum():
+            self._preserving = True
             return
+        if self._preserving:
+            # Quorum is back. While we saw less than half the cluster, beats went to the other side and we
+            # did not hear them: our clocks are stale, not the instances. Restart them, as on gaining a key.
+            self._preserving = False
+            self._restart_beat_clocks(now_ms)
         if now_ms <= self._health_due_ms:
             return  # nothing can be due yet: skip the O(owned instances) scan
         cfg = self.config
@@ -993,7 +1007,5 @@ class DistroNode:
                 # This node did not run for a while (paused, suspended, starved): whatever beat through
                 # the other nodes meanwhile, it did not hear. Its heartbeat clocks restart now, as when it
                 # gains a key, instead of expiring instances on silence it did not observe.
-                for beats in self._last_beat.values():
-                    for entry_id in beats:
-                        beats[entry_id] = now_ms
+                self._restart_beat_clocks(now_ms)
             self._now = now_ms

@@ -498,6 +498,30 @@ def test_self_preservation_a_minority_node_expires_nothing() -> None:
     assert h["n2"].store.entry(key, EID).is_tombstone and h["n3"].store.entry(key, EID).is_tombstone
 
 
+def test_a_healed_minority_node_does_not_expire_what_beat_on_the_other_side() -> None:
+    """Found by scripts/chaos: node1 cut off for longer than the expiry kept owning its keys; on healing it
+    regained quorum with clocks that had not moved while the beats went to the majority, and expired
+    (tombstoned, everywhere) instances that had been beating all along."""
+    h = started()
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    h.advance(h.config.sync_delay_ms)
+    h.isolate("n1")
+    for _ in range(12):  # 60 s of beats through n2, which the cut-off n1 never hears
+        h.advance(5_000)
+        _, result = h.client("n2", Beat(key, "DEFAULT", IP, PORT))
+        assert result is not None and result.status == 200 and result.body["code"] == 10200
+    assert not h["n1"].has_quorum() and h["n1"].store.live_instance(key, EID) == INST
+    h.cut.clear()  # heal
+    for _ in range(12):  # and 60 s more, still through n2 (forwarded to n1, the owner again)
+        h.advance(5_000)
+        h.client("n2", Beat(key, "DEFAULT", IP, PORT))
+        for node_id in ("n1", "n2", "n3"):
+            assert h[node_id].store.live_instance(key, EID) is not None, (node_id, h.now_ms)
+    assert h["n1"].has_quorum() and h["n1"].is_owner(key)
+    assert h["n1"].statistics().instances_expired == 0
+
+
 def test_without_self_preservation_a_minority_node_expires() -> None:
     h = started(DistroConfig(cluster_size=3, self_preservation=False))
     key = key_owned_by("n1")

@@ -19,17 +19,18 @@ from distro.testing.runner import run_schedule
 
 SIMULATE = Path(__file__).resolve().parents[2] / "scripts" / "simulate"
 
-# (seed, nodes, steps): crashes in the schedule as the simulator draws it today (the first sweep found
-# 16-18 each; later simulator changes shifted the random draws, and each still exercises several crashes
-# and restarts together with hundreds of partition cuts).
+# (seed, nodes, steps): crashes in the schedule as it plays today. The schedule depends on the nodes'
+# behaviour (what they send shapes later draws), so any change to the core shifts these counts: when a seed
+# falls under MIN_CRASHES, replace it (seed 8 did, after the self-preservation clock fix) rather than
+# lower the bound.
 SEEDS = [
-    (85, 4, 1000),  # 13 crashes
-    (183, 3, 1000),  # 18 crashes
-    (1, 4, 1000),  # 9 crashes
-    (93, 3, 1000),  # 12 crashes
-    (8, 5, 1000),  # 7 crashes, 5 nodes
-    (191, 5, 1000),  # 7 crashes, 5 nodes
-    (22, 4, 1000),  # 13 crashes
+    (85, 4, 1000),  # 8 crashes
+    (183, 3, 1000),  # 10 crashes
+    (1, 4, 1000),  # 12 crashes
+    (93, 3, 1000),  # 11 crashes
+    (3, 5, 1000),  # 13 crashes, 5 nodes
+    (191, 5, 1000),  # 6 crashes, 5 nodes
+    (22, 4, 1000),  # 7 crashes
 ]
 MIN_CRASHES = 5
 
