@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import socket
 import struct
 import sys
 import time
@@ -31,6 +32,7 @@ from cluster.peerlink import (
     PeerLinkConfig,
     PeerLinks,
     PeerLinkStats,
+    _tune,
     handshake_mac,
     secret_key_id,
 )
@@ -485,6 +487,23 @@ async def test_a_peer_that_connects_in_is_dialed_back_at_once() -> None:
         a.send("b", Ping(True, "hello"))
         await eventually(lambda: b.messages == [("a", Ping(True, "hello"))])
         nursery.cancel_scope.cancel()
+
+
+async def test_links_abort_on_unacknowledged_data_instead_of_backing_off_for_minutes() -> None:
+    """TCP_USER_TIMEOUT is set from the config on peer sockets (keep-alives never fire on a busy link)."""
+    if not hasattr(socket, "TCP_USER_TIMEOUT"):
+        pytest.skip("no TCP_USER_TIMEOUT on this platform")
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, lambda stream: trio.sleep_forever(), listeners)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        _tune(stream, 1_234)
+        assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1_234
+        assert stream.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert PeerLinkConfig("a", "a:1", (), SECRET).tcp_user_timeout_ms == 5_000
 
 
 async def test_a_raw_client_with_the_secret_is_accepted() -> None:
