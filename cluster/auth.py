@@ -116,19 +116,19 @@ class TokenCodec:
         self._secret = secret
         # Tokens are issued with ``secret`` only; those signed with a previous secret stay valid until they
         # expire, so that rotating the secret does not log every client out at once.
-        self._previous_secrets = previous_secrets
+        self._accepted_secrets = (secret, *previous_secrets)
         self.ttl_s = ttl_s
         self._clock = clock
 
-    def _mac(self, payload_b64: str, secret: bytes | None = None) -> str:
-        key = self._secret if secret is None else secret
-        digest = hmac.new(key, _MAC_PREFIX + payload_b64.encode("ascii"), hashlib.sha256).digest()
+    @staticmethod
+    def _mac(payload_b64: str, secret: bytes) -> str:
+        digest = hmac.new(secret, _MAC_PREFIX + payload_b64.encode("ascii"), hashlib.sha256).digest()
         return _b64encode(digest)
 
     def _mac_matches(self, payload_b64: str, mac: str) -> bool:
         offered = mac.encode("ascii")
         matched = False
-        for secret in (self._secret, *self._previous_secrets):  # all of them: no early exit to time
+        for secret in self._accepted_secrets:  # all of them: no early exit to time
             matched |= hmac.compare_digest(self._mac(payload_b64, secret).encode("ascii"), offered)
         return matched
 
@@ -137,7 +137,7 @@ class TokenCodec:
         now = int(self._clock())
         payload = {"exp": now + self.ttl_s, "iat": now, "sub": subject, "v": TOKEN_VERSION}
         payload_b64 = _b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-        return f"{payload_b64}.{self._mac(payload_b64)}"
+        return f"{payload_b64}.{self._mac(payload_b64, self._secret)}"
 
     def check(self, token: str) -> TokenCheck:
         """Verify the MAC (constant time) first, then decode the payload and check its expiry."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from cluster.peerlink import MAX_PREVIOUS_SECRETS as MAX_PREVIOUS_CLUSTER_SECRETS
 from distro.config import DistroConfig
 
 log = logging.getLogger("distro.node")
@@ -151,8 +152,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
             "python3 -c 'import secrets; print(secrets.token_hex(32))'"
         )
     previous_cluster = _secret_list(args.previous_cluster_secrets)
-    if len(previous_cluster) > 3:
-        raise ConfigError("--previous-cluster-secrets: at most 3")
+    if len(previous_cluster) > MAX_PREVIOUS_CLUSTER_SECRETS:
+        raise ConfigError(f"--previous-cluster-secrets: at most {MAX_PREVIOUS_CLUSTER_SECRETS}")
     previous_token = _secret_list(args.previous_token_secrets)
     if any(len(secret.encode()) < 32 for secret in previous_token):
         raise ConfigError("refusing to start: each of --previous-token-secrets must be at least 32 bytes")

@@ -93,6 +93,7 @@ HANDSHAKE_FRAME_MAX = 4096
 NONCE_BYTES = 32
 KEY_ID_BYTES = 8
 MAX_KEY_IDS = 4  # secrets a hello may offer (the current one and those still accepted)
+MAX_PREVIOUS_SECRETS = MAX_KEY_IDS - 1
 MAX_ID_CHARS = 256
 _LEN = struct.Struct(">I")
 _RECV_SIZE = 65536
@@ -310,8 +311,8 @@ class PeerLinks:
             raise ValueError(f"advertise address must be at most {MAX_ID_CHARS} characters")
         for address in config.peer_addresses:
             _split_address(address)
-        if len(config.previous_secrets) >= MAX_KEY_IDS:
-            raise ValueError(f"at most {MAX_KEY_IDS - 1} previous cluster secrets")
+        if len(config.previous_secrets) > MAX_PREVIOUS_SECRETS:
+            raise ValueError(f"at most {MAX_PREVIOUS_SECRETS} previous cluster secrets")
         self.config = config
         # The current secret first: a dialer offers all of them, an acceptor picks the first it shares.
         self._accepted_secrets = (config.secret, *config.previous_secrets)

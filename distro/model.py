@@ -175,7 +175,12 @@ def parse_metadata(raw: str, *, max_keys: int = 64, max_bytes: int = 4096) -> di
                 continue
             if isinstance(value, bool):
                 value = "true" if value else "false"
-            result[str(key)] = str(value)
+            key, value = str(key), str(value)
+            if _has_lone_surrogate(key) or _has_lone_surrogate(value):  # only JSON escapes can make one
+                raise ValidationError(
+                    "metadata format incorrect: a key or value is not valid Unicode (a lone UTF-16 surrogate escape)"
+                )
+            result[key] = value
     else:
         for item in raw.split(","):
             if not item.strip():
@@ -186,11 +191,6 @@ def parse_metadata(raw: str, *, max_keys: int = 64, max_bytes: int = 4096) -> di
             result[key.strip()] = value.strip()
     if len(result) > max_keys:
         raise ValidationError(f"metadata has too many keys: at most {max_keys}")
-    for key, value in result.items():
-        if _has_lone_surrogate(key) or _has_lone_surrogate(value):
-            raise ValidationError(
-                "metadata format incorrect: a key or value is not valid Unicode (a lone UTF-16 surrogate escape)"
-            )
     return result
 
 

@@ -494,8 +494,7 @@ class DistroNode:
         if isinstance(request, CreateService):
             if self.store.service_exists(key):
                 raise ValidationError(f"specified service already exists, serviceName : {key.grouped_name}")
-            if key not in self.store:
-                self._check_service_room(key)
+            self._check_service_room(key)
             self._write(key, META_ENTRY_ID, request.meta, now_ms)
             return OK
         if isinstance(request, UpdateService):
@@ -521,8 +520,7 @@ class DistroNode:
         if existing is None:
             limit = self.config.max_instances_per_service
             datum = self.store.datum(key)
-            if datum is None:
-                self._check_service_room(key)
+            self._check_service_room(key)
             # len(datum) bounds the live count from above: count (O(n)) only when it might be at the limit
             if datum is not None and len(datum) >= limit and self.store.live_instance_count(key) >= limit:
                 raise ValidationError(
@@ -538,7 +536,7 @@ class DistroNode:
     def _check_service_room(self, key: ServiceKey) -> None:
         """Refuse a client write that would add a service beyond ``max_services`` (replication never is)."""
         limit = self.config.max_services
-        if len(self.store) >= limit:
+        if key not in self.store and len(self.store) >= limit:
             raise ValidationError(
                 f"cannot create service {key.grouped_name}: this registry already holds {limit} services, "
                 "the most it may hold (max_services)"

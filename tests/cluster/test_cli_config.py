@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,14 +179,19 @@ def test_real_node_with_auth_from_the_environment() -> None:
         status, body, _ = _http("GET", f"{base}/nacos/v1/ns/instance/list?serviceName=a&accessToken={token}")
         assert status == 200 and json.loads(body)["hosts"][0]["ip"] == "10.0.0.1"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        if process.stderr is not None:
-            process.stderr.close()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; close the stderr pipe."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+    if process.stderr is not None:
+        process.stderr.close()
 
 
 def test_a_short_cluster_secret_starts_with_a_warning() -> None:
@@ -206,8 +212,4 @@ def test_a_short_cluster_secret_starts_with_a_warning() -> None:
         else:
             raise AssertionError(f"the node exited with {process.wait()}")
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)

@@ -460,10 +460,12 @@ async def test_a_hello_offering_only_unknown_secrets_is_refused() -> None:
         offered = [secret_key_id(b"some other secret"), secret_key_id(b"and another one")]
         await raw.send_frame(["hello", PROTOCOL_VERSION, "mallory", "m:1", nonce_d, offered])
         assert await raw.closed_by_peer()
+        await raw.aclose()
         await eventually(lambda: a.stats.handshake_failures == 1)
         raw = await RawPeer.connect(a.port)
         await raw.send_frame(["hello", PROTOCOL_VERSION, "mallory", "m:1", nonce_d, ["not a key id"]])
         assert await raw.closed_by_peer()
+        await raw.aclose()
         await eventually(lambda: a.stats.handshake_failures == 2)
         assert a.stats.inbound_accepts == 0
         nursery.cancel_scope.cancel()
