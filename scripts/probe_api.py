@@ -14,6 +14,7 @@ import argparse
 import socket
 import sys
 import urllib.parse
+
 VALUES = ["", " ", "%00", "%", "%ZZ", "null", "None", "-1", "0", "1e400", "NaN", "-0", "9"*30, "[" * 1500, "{" * 1500,
           "%ED%A0%80", "%FF%FE", "x"*5000, "%E4%B8%AD", "a@@b", "a##b", "@@", "true", "TRUE", "{}", "[]",
           '{"type":"label","expression":"' + "a"*100 + '"}', "1.2.3.4", "::1", "[::1]", "10.0.0.1:80", "a,b,,c", "\\u0000"]
@@ -33,7 +34,8 @@ def send(port, method, query):
     data = b""
     while True:
         chunk = s.recv(65536)
-        if not chunk: break
+        if not chunk:
+            break
         data += chunk
     s.close()
     return int(data.split(b" ",2)[1]) if data else 0, data[-200:]
@@ -41,7 +43,8 @@ ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDe
 ap.add_argument("--base-port", type=int, default=17848)
 ap.add_argument("--nodes", type=int, default=3)
 args = ap.parse_args()
-bad = 0; n = 0
+bad = 0
+n = 0
 for method, path in ROUTES:
     for p in PARAMS:
         for v in VALUES:
@@ -53,6 +56,7 @@ for method, path in ROUTES:
             n += 1
             if status >= 500 or status == 0:
                 bad += 1
-                if bad < 15: print(method, path, p, v[:30], status, tail[-150:])
+                if bad < 15:
+                    print(method, path, p, v[:30], status, tail[-150:])
 print("requests", n, "5xx or no answer", bad)
 sys.exit(1 if bad else 0)
