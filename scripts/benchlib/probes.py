@@ -414,6 +414,23 @@ async def owner_of(conn: RawConn, addr: str, service: str) -> str | None:
     return str(value) if value else None
 
 
+async def _new_owners_agreed(control: list[RawConn], addrs: list[str], survivors: list[int], services: list[str],
+                             victim_addr: str, deadline: float) -> float | None:
+    """Poll the survivors every 5 ms until all name the same live owner for each of ``services``; when."""
+    while _now() < deadline:
+        views: list[list[str | None] | None] = []
+        for i in survivors:
+            try:
+                views.append([await owner_of(control[i], addrs[i], s) for s in services])
+            except (HttpError, OSError):
+                views.append(None)
+        if views and all(v is not None and v == views[0] for v in views) and all(
+                o not in (None, victim_addr) for o in views[0] or []):
+            return _now()
+        await trio.sleep(0.005)
+    return None
+
+
 async def failover(addrs: list[str], kill: Callable[[int], None], *, services: int = 12, beat_interval: float = 1.0,
                    settle: float = 3.0, observe: float = 17.0, check_interval: float = 0.2) -> dict[str, Any]:
     """Kill the owner of ``fo-0``; every ``fo-*`` instance beats every second through a survivor."""
@@ -493,19 +510,7 @@ async def failover(addrs: list[str], kill: Callable[[int], None], *, services: i
             nursery.start_soon(checker)
             t_kill = _now()
             kill(victim)
-            agreed_at = None
-            while _now() - t_kill < 30:
-                views: list[list[str | None] | None] = []
-                for i in survivors:
-                    try:
-                        views.append([await owner_of(control[i], addrs[i], s) for s in victim_services])
-                    except (HttpError, OSError):
-                        views.append(None)
-                if views and all(v is not None and v == views[0] for v in views) and all(
-                        o not in (None, victim_addr) for o in views[0] or []):
-                    agreed_at = _now()
-                    break
-                await trio.sleep(0.005)
+            agreed_at = await _new_owners_agreed(control, addrs, survivors, victim_services, victim_addr, t_kill + 30)
             result["failover_ms"] = None if agreed_at is None else round((agreed_at - t_kill) * 1000, 1)
             remaining = observe - (_now() - t_kill)
             if remaining > 0:

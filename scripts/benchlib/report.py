@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from benchlib.main import TARGETS, fmt, verdict
+from benchlib import report_text
+from benchlib.figures import fmt
 
 
 def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
@@ -19,11 +19,25 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
     except ImportError:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    made = []
     d = results["details"]["distro"]
     e = results["details"].get("etcd", {})
+    made = []
+    for plot in (_converge_cdf, _register_throughput, _push_hist, _heartbeat_ramp):
+        name = plot(plt, d, e, out_dir)
+        if name is not None:
+            made.append(name)
+    return made
 
-    # 1. convergence CDFs
+
+def _save(plt: Any, fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _converge_cdf(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir: Path) -> str | None:
+    """Convergence CDFs, ours and etcd's, on a log scale."""
     series = []
     main = d.get("main", {})
     if main.get("converge", {}).get("samples_ms"):
@@ -34,99 +48,92 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         series.append(("etcd (watch)", e["converge"]["samples_ms"]))
     if e.get("converge_poll", {}).get("samples_ms"):
         series.append(("etcd (serializable read poll)", e["converge_poll"]["samples_ms"]))
-    if series:
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for label, xs in series:
-            v = sorted(xs)
-            ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post", label=f"{label}, n={len(v)}")
-        ax.axvline(50, color="grey", linestyle=":", label="target p99 50 ms")
-        ax.axhline(0.99, color="lightgrey", linestyle="--", linewidth=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("write on one node → visible on every node (ms, log scale)")
-        ax.set_ylabel("fraction of samples")
-        bg = main.get("background", {}).get("ok_per_s")
-        ebg = e.get("background", {}).get("ok_per_s")
-        ax.set_title(f"Convergence under background writes (ours {fmt(bg)}/s, etcd {fmt(ebg)}/s)", fontsize=10)
-        ax.legend(fontsize=8, loc="lower right")
-        ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / "converge_cdf.png", dpi=110)
-        plt.close(fig)
-        made.append("converge_cdf.png")
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, xs in series:
+        v = sorted(xs)
+        ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post", label=f"{label}, n={len(v)}")
+    ax.axvline(50, color="grey", linestyle=":", label="target p99 50 ms")
+    ax.axhline(0.99, color="lightgrey", linestyle="--", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("write on one node → visible on every node (ms, log scale)")
+    ax.set_ylabel("fraction of samples")
+    bg = main.get("background", {}).get("ok_per_s")
+    ebg = e.get("background", {}).get("ok_per_s")
+    ax.set_title(f"Convergence under background writes (ours {fmt(bg)}/s, etcd {fmt(ebg)}/s)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(plt, fig, out_dir / "converge_cdf.png")
 
-    # 2. registration throughput over time
+
+def _register_throughput(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir: Path) -> str | None:
+    """Registrations per second over the best closed-loop run, in 0.5 s windows."""
+    main = d.get("main", {})
     lines = []
     if main.get("register", {}).get("timeline"):
         lines.append((f"ours ({main['register']['best']})", main["register"]))
     if e.get("register", {}).get("timeline"):
         lines.append((f"etcd ({e['register']['best']})", e["register"]))
-    if lines:
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for label, reg in lines:
-            b = reg["bucket_s"]
-            tl = reg["timeline"][:-1] or reg["timeline"]  # the last bucket is partial
-            w = max(1, round(0.5 / b))  # 0.5 s windows
-            xs, ys = [], []
-            for i in range(0, len(tl) - w + 1, w):
-                xs.append((i + w / 2) * b)
-                ys.append(sum(tl[i : i + w]) / (w * b))
-            ax.plot(xs, ys, label=label)
-        ax.axhline(3000, color="grey", linestyle=":", label="target 3,000/s")
-        ax.set_xlabel("seconds into the run")
-        ax.set_ylabel("successful registrations per second")
-        ax.set_title("Registration throughput (closed loop), 3 nodes vs 3 etcd members")
-        ax.legend(fontsize=8)
-        ax.grid(True, alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / "register_throughput.png", dpi=110)
-        plt.close(fig)
-        made.append("register_throughput.png")
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, reg in lines:
+        b = reg["bucket_s"]
+        tl = reg["timeline"][:-1] or reg["timeline"]  # the last bucket is partial
+        w = max(1, round(0.5 / b))  # 0.5 s windows
+        xs, ys = [], []
+        for i in range(0, len(tl) - w + 1, w):
+            xs.append((i + w / 2) * b)
+            ys.append(sum(tl[i : i + w]) / (w * b))
+        ax.plot(xs, ys, label=label)
+    ax.axhline(3000, color="grey", linestyle=":", label="target 3,000/s")
+    ax.set_xlabel("seconds into the run")
+    ax.set_ylabel("successful registrations per second")
+    ax.set_title("Registration throughput (closed loop), 3 nodes vs 3 etcd members")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _save(plt, fig, out_dir / "register_throughput.png")
 
-    # 3. push latency histogram
-    if main.get("push", {}).get("samples_ms"):
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        ax.hist(main["push"]["samples_ms"], bins=40, color="tab:green", alpha=0.7,
-                label=f"UDP subscriber (Nacos 1.x), n={len(main['push']['samples_ms'])}")
-        sdk = main.get("sdk_push", {}).get("auto", {}).get("samples_ms")
-        if sdk:
-            ax.hist(sdk, bins=40, color="tab:purple", alpha=0.6, label=f"our SDK subscriber, n={len(sdk)}")
-        ax.axvline(100, color="grey", linestyle=":", label="target p99 100 ms")
-        ax.set_xlabel("change on one node → subscriber of any node notified (ms)")
-        ax.set_ylabel("samples")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "push_hist.png", dpi=110)
-        plt.close(fig)
-        made.append("push_hist.png")
 
-    # 4. heartbeat ramp
+def _push_hist(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir: Path) -> str | None:
+    """Change to subscriber: the UDP push and our SDK's subscriber."""
+    main = d.get("main", {})
+    if not main.get("push", {}).get("samples_ms"):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.hist(main["push"]["samples_ms"], bins=40, color="tab:green", alpha=0.7,
+            label=f"UDP subscriber (Nacos 1.x), n={len(main['push']['samples_ms'])}")
+    sdk = main.get("sdk_push", {}).get("auto", {}).get("samples_ms")
+    if sdk:
+        ax.hist(sdk, bins=40, color="tab:purple", alpha=0.6, label=f"our SDK subscriber, n={len(sdk)}")
+    ax.axvline(100, color="grey", linestyle=":", label="target p99 100 ms")
+    ax.set_xlabel("change on one node → subscriber of any node notified (ms)")
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=8)
+    return _save(plt, fig, out_dir / "push_hist.png")
+
+
+def _heartbeat_ramp(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir: Path) -> str | None:
+    """Beats per second needed and answered at each step of the ramp."""
     steps = d.get("ramp", {}).get("steps", [])
-    if steps:
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        xs = [s["instances"] for s in steps]
-        ax.plot(xs, [s["beats_per_s_target"] for s in steps], "o--", label="beats/s needed")
-        ax.plot(xs, [s["beats_per_s"] for s in steps], "o-", label="beats/s answered ok")
-        for s in steps:
-            if not s["ok"]:
-                ax.annotate("not steady", (s["instances"], s["beats_per_s"]), textcoords="offset points",
-                            xytext=(0, -14), ha="center", color="red", fontsize=8)
-        ax.set_xlabel("heartbeating instances")
-        ax.set_ylabel("beats per second")
-        ax.set_title("Heartbeat ramp")
-        ax.legend(fontsize=8)
-        ax.grid(True, alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / "heartbeat_ramp.png", dpi=110)
-        plt.close(fig)
-        made.append("heartbeat_ramp.png")
-    return made
-
-
-def _rel(target: Path, md_path: Path) -> str:
-    return os.path.relpath(target, md_path.parent)
+    if not steps:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    xs = [s["instances"] for s in steps]
+    ax.plot(xs, [s["beats_per_s_target"] for s in steps], "o--", label="beats/s needed")
+    ax.plot(xs, [s["beats_per_s"] for s in steps], "o-", label="beats/s answered ok")
+    for s in steps:
+        if not s["ok"]:
+            ax.annotate("not steady", (s["instances"], s["beats_per_s"]), textcoords="offset points",
+                        xytext=(0, -14), ha="center", color="red", fontsize=8)
+    ax.set_xlabel("heartbeating instances")
+    ax.set_ylabel("beats per second")
+    ax.set_title("Heartbeat ramp")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _save(plt, fig, out_dir / "heartbeat_ramp.png")
 
 
 def markdown(results: dict[str, Any], md_path: Path, plot_dir: Path | None) -> str:
-    from benchlib import report_text
-
-    return report_text.render(results, md_path, plot_dir, TARGETS, fmt, verdict, _rel)
+    return report_text.render(results, md_path, plot_dir)

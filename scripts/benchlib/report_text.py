@@ -7,9 +7,12 @@ are filled in from the run being rendered.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchlib.figures import TARGETS, fmt, verdict
 
 REGEN = "flock /tmp/distro-heavy.lock scripts/bench --plots docs/bench --markdown docs/benchmarks.md --json docs/bench/results.json"
 
@@ -22,17 +25,71 @@ def _g(d: dict[str, Any], *path: str, default: Any = None) -> Any:
     return d
 
 
-def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, targets: dict[str, Any],
-           fmt: Callable[[Any], str], verdict: Callable[..., str], rel: Callable[[Path, Path], str]) -> str:
-    m = results["machine"]
-    d = results["details"]["distro"]
-    e = results["details"].get("etcd", {})
-    main = d.get("main", {})
-    mem = d.get("memory", {})
-    fo = d.get("failover", {})
-    ramp = d.get("ramp", {})
-    lg = results.get("loadgen", {})
-    ours, etcd = results["distro"], results["etcd"]
+@dataclass(frozen=True)
+class _Run:
+    """One run's results and the parts of them that several sections read."""
+
+    results: dict[str, Any]
+    md_path: Path
+    plot_dir: Path | None
+
+    @property
+    def m(self) -> dict[str, Any]:
+        return dict(self.results["machine"])
+
+    @property
+    def d(self) -> dict[str, Any]:
+        return dict(self.results["details"]["distro"])
+
+    @property
+    def e(self) -> dict[str, Any]:
+        return dict(self.results["details"].get("etcd", {}))
+
+    @property
+    def main(self) -> dict[str, Any]:
+        return dict(self.d.get("main", {}))
+
+    @property
+    def reg_runs(self) -> list[dict[str, Any]]:
+        return list(_g(self.main, "register", "runs", default=[]))
+
+    @property
+    def e_runs(self) -> list[dict[str, Any]]:
+        return list(_g(self.e, "register", "runs", default=[]))
+
+    @property
+    def reg_cpu(self) -> float | None:
+        """Our lowest server CPU per registration (µs) over the registration runs."""
+        return _min_cpu(self.reg_runs)
+
+    @property
+    def e_cpu(self) -> float | None:
+        return _min_cpu(self.e_runs)
+
+
+def _min_cpu(runs: list[dict[str, Any]]) -> float | None:
+    return min((r["server_cpu_us_per_ok"] for r in runs if r.get("server_cpu_us_per_ok")), default=None)
+
+
+def _rel(target: Path, md_path: Path) -> str:
+    return os.path.relpath(target, md_path.parent)
+
+
+def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None) -> str:
+    """The whole page, section by section."""
+    run = _Run(results, md_path, plot_dir)
+    out: list[str] = []
+    for section in (_intro, _results, _plots, _setup, _method, _details, _limits):
+        out += section(run)
+    out.append(PROFILE)
+    return "\n".join(out) + "\n"
+
+
+
+def _intro(run: _Run) -> list[str]:
+    """Title, how the run was made, and how to read its figures."""
+    m = run.m
+    results = run.results
     out: list[str] = []
     w = out.append
 
@@ -52,11 +109,20 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, target
       "under the same conditions, one after the other, so the comparison holds better than the absolute figures; "
       "the server CPU time per operation (read from `/proc`) is the figure that other load disturbs least.\n")
 
-    # -- the table -------------------------------------------------------------------------------
+    return out
+
+
+def _results(run: _Run) -> list[str]:
+    """The table of headline figures against the targets, and what crowded the machine."""
+    m, results = run.m, run.results
+    ours, etcd, lg = results["distro"], results["etcd"], results.get("loadgen", {})
+    reg_best, e_runs, reg_cpu, e_cpu = run.reg_runs, run.e_runs, run.reg_cpu, run.e_cpu
+    out: list[str] = []
+    w = out.append
     w("## Results\n")
     w("| figure | ours | etcd 3.4 | target (design §6) | |")
     w("|---|---|---|---|---|")
-    for key, (target, _) in targets.items():
+    for key, (target, _) in TARGETS.items():
         ev = fmt(etcd.get(key)) if key in etcd else ""
         w(f"| `{key}` | {fmt(ours.get(key))} | {ev} | {target} | {verdict(key, ours.get(key), results)} |")
     if ours.get("sdk_push_p99_ms") is not None:
@@ -64,10 +130,6 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, target
           f"{'met' if ours['sdk_push_p99_ms'] <= 100 else 'NOT met'} |")
     w(f"| load generator ceiling | {fmt(lg.get('ceiling_req_per_s'))} req/s | | not the bottleneck | |")
     w("")
-    reg_best = _g(main, "register", "runs", default=[])
-    reg_cpu = min((r["server_cpu_us_per_ok"] for r in reg_best if r.get("server_cpu_us_per_ok")), default=None)
-    e_runs = _g(e, "register", "runs", default=[])
-    e_cpu = min((r["server_cpu_us_per_ok"] for r in e_runs if r.get("server_cpu_us_per_ok")), default=None)
     waits = [(name, r["server_sched"]["wait_per_cpu"]) for name, runs in (("ours", reg_best), ("etcd", e_runs))
              for r in runs if _g(r, "server_sched", "wait_per_cpu") is not None]
     if waits:
@@ -86,7 +148,14 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, target
             w(f"- {note}")
         w("")
 
-    # -- plots -----------------------------------------------------------------------------------
+    return out
+
+
+def _plots(run: _Run) -> list[str]:
+    """The plots written beside the page (only those that exist)."""
+    plot_dir, md_path = run.plot_dir, run.md_path
+    out: list[str] = []
+    w = out.append
     if plot_dir is not None:
         pics = [("converge_cdf.png", "Convergence: write on one node until every node shows it"),
                 ("register_throughput.png", "Registrations per second during the closed-loop run"),
@@ -97,9 +166,17 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, target
             w("## Plots\n")
             for f, t in shown:
                 w(f"**{t}**\n")
-                w(f"![{t}]({rel(plot_dir / f, md_path)})\n")
+                w(f"![{t}]({_rel(plot_dir / f, md_path)})\n")
 
-    # -- setup -----------------------------------------------------------------------------------
+    return out
+
+
+def _setup(run: _Run) -> list[str]:
+    """Both clusters and the load generator."""
+    e, results = run.e, run.results
+    lg = results.get("loadgen", {})
+    out: list[str] = []
+    w = out.append
     w("## Setup\n")
     w("- **Our cluster**: three `.venv/bin/distro-node` processes on 127.0.0.1 (free ports; peer links on "
       "port + 1000; a fresh `--cluster-secret` per cluster; `--sync-delay-ms` at its default of 10 ms). Every "
@@ -132,9 +209,17 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, target
       "split sensibly over two cores, so every process floats; only the ceiling measurement is pinned.")
     w("")
 
-    # -- how each figure is measured -------------------------------------------------------------
+    return out
+
+
+def _method(run: _Run) -> list[str]:
+    """How each headline figure is measured."""
+    e, main, results = run.e, run.main, run.results
+    mem, fo, ramp = run.d.get("memory", {}), run.d.get("failover", {}), run.d.get("ramp", {})
+    out: list[str] = []
+    w = out.append
     w("## How each figure is measured\n")
-    regs = _g(main, "register", "runs", default=[])
+    regs = run.reg_runs
     w(f"- `register_per_s`: successful distinct registrations per second, closed loop, best of "
       f"{len(regs) or 1} connection configurations ({', '.join(r['config'] for r in regs) or '-'}), each on "
       "fresh services so earlier runs do not slow later ones. Ours: `POST /nacos/v1/ns/instance` (ok = body "
@@ -187,7 +272,16 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, target
       f"(the ramp stops at the first that does not{'; it was capped at ' + format(_g(ramp, 'steps', default=[{}])[-1].get('instances', 0), ',') if ramp.get('capped') else ''}).")
     w("")
 
-    # -- details ---------------------------------------------------------------------------------
+    return out
+
+
+def _details(run: _Run) -> list[str]:
+    """Per-run tables: registration runs, latency probes, memory, failover, ramp."""
+    e, main, e_runs = run.e, run.main, run.e_runs
+    mem, fo, ramp = run.d.get("memory", {}), run.d.get("failover", {}), run.d.get("ramp", {})
+    regs = run.reg_runs
+    out: list[str] = []
+    w = out.append
     w("## Details\n")
     w("**Registration runs**\n")
     w("| system | configuration | ok/s | failed | latency p50 / p99 (ms) | server CPU per registration | "
@@ -252,13 +346,23 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, target
               f"cluster holds; look at the last step's beat latency (p99 {last['beat_latency_ms']['p99']} ms) "
               "and achieved rate to judge how close to saturation it was.\n")
 
-    # -- what limits us --------------------------------------------------------------------------
-    missed = [k for k in targets if verdict(k, ours.get(k), results) == "NOT met"]
+    return out
+
+
+def _limits(run: _Run) -> list[str]:
+    """For every target not met: what limits it and what it would take."""
+    main, results = run.main, run.results
+    ours, etcd = results["distro"], results["etcd"]
+    mem, ramp = run.d.get("memory", {}), run.d.get("ramp", {})
+    reg_best, reg_cpu, e_cpu = run.reg_runs, run.reg_cpu, run.e_cpu
+    out: list[str] = []
+    w = out.append
+    missed = [k for k in TARGETS if verdict(k, ours.get(k), results) == "NOT met"]
     w("## What limits us\n")
     if not missed:
         w("Every target was met in this run.\n")
     for key in missed:
-        w(f"### `{key}`: {fmt(ours.get(key))} against {targets[key][0]}\n")
+        w(f"### `{key}`: {fmt(ours.get(key))} against {TARGETS[key][0]}\n")
         w(LIMITS.get(key, "No analysis written for this figure yet.").format(
             cpu=f"{reg_cpu:.0f}" if reg_cpu else "?",
             ecpu=f"{e_cpu:.0f}" if e_cpu else "?",
@@ -282,8 +386,9 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None, target
             push_wait=fmt(_g(main, "push", "server_sched", "wait_per_cpu")),
         ))
         w("")
-    w(PROFILE)
-    return "\n".join(out) + "\n"
+    return out
+
+
 
 
 def _beat_cpu(ramp: dict[str, Any]) -> str:
