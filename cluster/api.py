@@ -17,8 +17,8 @@ import trio
 
 from cluster.http import Request, Response
 from cluster.metrics import render_metrics
+from cluster.node.pump import NodeRuntime
 from cluster.params import Params
-from cluster.runtime import NodeRuntime
 from distro.model import (
     DEFAULT_GROUP,
     GROUP_SEPARATOR,

@@ -41,7 +41,7 @@ from cluster.params import Params
 
 if TYPE_CHECKING:
     from cluster.api import NamingApi
-    from cluster.node_main import NodeSettings
+    from cluster.node.settings import NodeSettings
 
 log = logging.getLogger("distro.auth")
 

@@ -47,7 +47,7 @@ def node_command() -> list[str]:
     found = shutil.which("distro-node")
     if found:
         return [found]
-    return [sys.executable, "-c", "from cluster.node_main import main; main()"]
+    return [sys.executable, "-c", "from cluster.node.main import main; main()"]
 
 
 def port_is_free(port: int, host: str = LOCALHOST) -> bool:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cluster.http import HttpStats
-    from cluster.peerlink import PeerLinkStats
-    from cluster.runtime import NodeRuntime
+    from cluster.node.peerlink import PeerLinkStats
+    from cluster.node.pump import NodeRuntime
 
 _COUNTERS = {
     "requests_applied": "Client writes applied on this node (local or forwarded here).",

@@ -49,7 +49,7 @@ from distro.views import ServiceView
 
 if TYPE_CHECKING:
     from cluster.api import NamingApi
-    from cluster.runtime import NodeRuntime
+    from cluster.node.pump import NodeRuntime
 
 log = logging.getLogger("distro.push")
 

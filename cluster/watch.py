@@ -28,7 +28,7 @@ from distro.model import ServiceKey, service_key
 
 if TYPE_CHECKING:
     from cluster.api import NamingApi
-    from cluster.runtime import NodeRuntime
+    from cluster.node.pump import NodeRuntime
 
 WATCH_PATH = "/nacos/v1/ns/instance/watch"
 

@@ -51,7 +51,7 @@ def local_nodes(count: int) -> Iterator[list[str]]:
             ports.append(port)
     addresses = [f"127.0.0.1:{p}" for p in ports]
     node = Path(sys.executable).parent / "distro-node"
-    command = [str(node)] if node.exists() else [sys.executable, "-c", "from cluster.node_main import main; main()"]
+    command = [str(node)] if node.exists() else [sys.executable, "-c", "from cluster.node.main import main; main()"]
     env = {**os.environ, "DISTRO_CLUSTER_SECRET": os.urandom(16).hex()}
     logs = Path(tempfile.mkdtemp(prefix="push-latency-"))
     procs = []

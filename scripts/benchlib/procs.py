@@ -190,7 +190,7 @@ class DistroCluster:
 
     def node_cmd(self, i: int) -> list[str]:
         exe = ROOT / ".venv" / "bin" / "distro-node"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cluster.node_main"]
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cluster.node.main"]
         return [
             *cmd, "--node-id", f"n{i + 1}", "--host", "127.0.0.1", "--port", str(self.ports[i]),
             "--advertise-address", self.addrs[i], "--peers", ",".join(self.addrs),

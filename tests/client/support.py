@@ -27,9 +27,9 @@ import trio
 
 from cluster.api import NamingApi
 from cluster.http import HttpLimits, serve_http
-from cluster.memlink import MemoryNetwork
+from cluster.node.memlink import MemoryNetwork
+from cluster.node.pump import NodeRuntime
 from cluster.push import PushConfig, PushService
-from cluster.runtime import NodeRuntime
 from cluster.watch import WatchService
 from distro.config import DistroConfig
 
@@ -57,7 +57,7 @@ def node_command() -> list[str]:
     script = Path(sys.executable).parent / "distro-node"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from cluster.node_main import main; main()"]
+    return [sys.executable, "-c", "from cluster.node.main import main; main()"]
 
 
 class NodeProcesses:

@@ -29,10 +29,10 @@ from cluster.auth import (
     install_auth,
 )
 from cluster.http import serve_http
-from cluster.node_main import NodeSettings, parse_settings
+from cluster.node.pump import NodeRuntime
+from cluster.node.settings import NodeSettings, parse_settings
+from cluster.node.wiring import NodeServer
 from cluster.push import PushService
-from cluster.runtime import NodeRuntime
-from cluster.server import NodeServer
 from cluster.watch import WatchService
 
 SECRET = "s3cret-token-key-for-tests-0123456789abcdef"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cluster.node_main import ConfigError, parse_settings
+from cluster.node.settings import ConfigError, parse_settings
 
 DISTRO_NODE = str(Path(sys.executable).parent / "distro-node")
 TOKEN_SECRET = "t" * 32
@@ -145,7 +145,7 @@ def _http(method: str, url: str) -> tuple[int, bytes, dict[str, str]]:
 
 
 def test_real_node_with_auth_from_the_environment() -> None:
-    pytest.importorskip("cluster.peerlink", reason="cluster/peerlink.py has not landed yet")
+    pytest.importorskip("cluster.node.peerlink", reason="cluster/node/peerlink.py has not landed yet")
     port = _free_port_pair(1000)
     env = clean_env(DISTRO_AUTH="true", DISTRO_TOKEN_SECRET=TOKEN_SECRET, DISTRO_ADMIN_PASSWORD="pw-from-env")
     process = subprocess.Popen(

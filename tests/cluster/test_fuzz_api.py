@@ -7,7 +7,7 @@ runtime joined to the others over ``MemoryNetwork`` and its API served by ``serv
 
 Properties: no request makes a node answer 5xx (501 only for an unknown route or transfer coding),
 without a valid token no protected route answers anything but 403, every node stays up (``/healthz``),
-and replication still converges afterwards. When ``cluster/peerlink.py`` exists, one more test fuzzes
+and replication still converges afterwards. When ``cluster/node/peerlink.py`` exists, one more test fuzzes
 the peer port of real ``distro-node`` processes.
 """
 
@@ -33,10 +33,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cluster.http import serve_http
-from cluster.memlink import MemoryNetwork
-from cluster.node_main import parse_settings
+from cluster.node.memlink import MemoryNetwork
+from cluster.node.settings import parse_settings
+from cluster.node.wiring import NodeServer
 from cluster.push import PushConfig, PushService
-from cluster.server import NodeServer
 from cluster.watch import WATCH_PATH, WatchService
 
 NODES = 3
@@ -734,7 +734,7 @@ def _distro_node() -> str:
 
 
 def test_real_nodes_survive_malformed_peer_frames() -> None:
-    pytest.importorskip("cluster.peerlink", reason="cluster/peerlink.py has not landed yet")
+    pytest.importorskip("cluster.node.peerlink", reason="cluster/node/peerlink.py has not landed yet")
     offset = 1000
     ports = [_free_port_pair(offset), _free_port_pair(offset)]
     peers = ",".join(f"127.0.0.1:{p}" for p in ports)

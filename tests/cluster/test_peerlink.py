@@ -1,4 +1,4 @@
-"""cluster.peerlink: real sockets on 127.0.0.1, raw hostile clients, no fixed sleeps.
+"""cluster.node.peerlink: real sockets on 127.0.0.1, raw hostile clients, no fixed sleeps.
 
 Waiting is done by polling a condition under a ``trio.fail_after`` deadline (:func:`eventually`).
 
@@ -26,7 +26,7 @@ import msgpack
 import pytest
 import trio
 
-from cluster.peerlink import (
+from cluster.node.peerlink import (
     HANDSHAKE_FRAME_MAX,
     PROTOCOL_VERSION,
     PeerLinkConfig,

@@ -11,8 +11,8 @@ import trio
 
 from cluster.api import NamingApi
 from cluster.http import serve_http
+from cluster.node.pump import NodeRuntime
 from cluster.readiness import STARTING_TEXT, install_readiness_gate
-from cluster.runtime import NodeRuntime
 from distro.config import DistroConfig
 
 NS = "/nacos/v1/ns"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import trio
 
-from cluster.memlink import MemoryNetwork
-from cluster.runtime import NodeRuntime
+from cluster.node.memlink import MemoryNetwork
+from cluster.node.pump import NodeRuntime
 from distro.config import DistroConfig
 from distro.model import ServiceKey, make_instance
 from distro.requests import Beat, Deregister, Register

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import trio
 
-from cluster.runtime import NodeRuntime
+from cluster.node.pump import NodeRuntime
 from distro.messages import Message
 
 

@@ -11,9 +11,9 @@ from cluster.api import NamingApi
 from cluster.auth import install_auth
 from cluster.http import HttpLimits, HttpStats, serve_http
 from cluster.metrics import render_http_metrics, render_peer_link_metrics
-from cluster.node_main import NodeSettings, peer_link_address
+from cluster.node.pump import NodeRuntime
+from cluster.node.settings import NodeSettings, peer_link_address
 from cluster.readiness import install_readiness_gate
-from cluster.runtime import NodeRuntime
 
 log = logging.getLogger("distro.node")
 
@@ -43,7 +43,7 @@ class NodeServer:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled."""
-        from cluster.peerlink import PeerLinkConfig, PeerLinks
+        from cluster.node.peerlink import PeerLinkConfig, PeerLinks
         from cluster.push import PushService
         from cluster.watch import WatchService
 

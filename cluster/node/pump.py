@@ -20,7 +20,7 @@ from typing import Protocol
 
 import trio
 
-from cluster import gctune
+from cluster.node import gctune
 from distro.config import DistroConfig
 from distro.effects import ClientReply, LifecycleEvent, Send, ServiceChanged
 from distro.messages import Message
@@ -35,7 +35,7 @@ ChangeListener = Callable[[ServiceKey, ServiceView], None]
 
 
 class PeerTransport(Protocol):
-    """What the runtime needs from a peer transport (``cluster.peerlink.PeerLinks`` or an in-memory one)."""
+    """What the runtime needs from a peer transport (``cluster.node.peerlink.PeerLinks`` or an in-memory one)."""
 
     def send(self, node_id: str, message: Message) -> None:
         """Queue a message for a peer; failures come back through the runtime's ``on_send_failed``."""

@@ -1,4 +1,29 @@
-"""``distro-node``: run one registry node. Every flag also reads ``DISTRO_<FLAG>`` from the environment.
+"""The settings of one node: :class:`NodeSettings` and the ``distro-node`` command line that fills them.
+
+Every flag also reads ``DISTRO_<FLAG>`` from the environment::
+
+    distro-node --node-id n1 --port 8848 --peers 127.0.0.1:8848,127.0.0.1:8849,127.0.0.1:8850 \\
+                --cluster-secret "$SECRET"
+
+Peers are the members' HTTP addresses; their peer links listen on the HTTP port plus
+``--peer-port-offset`` (1000 by default). docs/operations.md lists every knob. The entry point itself is
+:mod:`cluster.node.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.node.peerlink import MAX_PREVIOUS_SECRETS as MAX_PREVIOUS_CLUSTER_SECRETS
+from distro.config import DistroConfig
+
+DESCRIPTION = """\
+``distro-node``: run one registry node. Every flag also reads ``DISTRO_<FLAG>`` from the environment.
 
     distro-node --node-id n1 --port 8848 --peers 127.0.0.1:8848,127.0.0.1:8849,127.0.0.1:8850 \\
                 --cluster-secret "$SECRET"
@@ -6,25 +31,6 @@
 Peers are the members' HTTP addresses; their peer links listen on the HTTP port plus
 ``--peer-port-offset`` (1000 by default). docs/operations.md lists every knob.
 """
-
-from __future__ import annotations
-
-import argparse
-import logging
-import os
-import signal
-import socket
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
-
-import trio
-
-from cluster.peerlink import MAX_PREVIOUS_SECRETS as MAX_PREVIOUS_CLUSTER_SECRETS
-from distro.config import DistroConfig
-
-log = logging.getLogger("distro.node")
 # Shorter cluster secrets are accepted (the operator decides) but warned about at start.
 WEAK_CLUSTER_SECRET_BYTES = 16
 
@@ -97,7 +103,7 @@ def _bool(text: str | bool) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every default can come from ``DISTRO_<FLAG>``."""
-    p = argparse.ArgumentParser(prog="distro-node", description=__doc__,
+    p = argparse.ArgumentParser(prog="distro-node", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 
     def add(flag: str, default: Any, help_text: str, kind: Any = str) -> None:
@@ -224,47 +230,11 @@ def peer_link_address(http_address: str, offset: int) -> str:
     return f"{host}:{int(port) + offset}"
 
 
-async def run_node(settings: NodeSettings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a node until cancelled; ``task_status.started(http_port)``."""
-    from cluster.server import NodeServer
-
-    server = NodeServer(settings)
-    await server.run(task_status=task_status)
-
-
-async def _main_async(settings: NodeSettings) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_node, settings)
-            async for signum in signals:
-                log.info("stopping: received %s", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point."""
-    try:
-        settings = parse_settings(argv)
-    except ConfigError as exc:
-        print(f"distro-node: {exc}", file=sys.stderr)
-        sys.exit(2)
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level, logging.INFO),
-        format="%(asctime)s %(levelname)s " + settings.node_id + " %(name)s: %(message)s",
-    )
-    for secret in (settings.cluster_secret, *settings.previous_cluster_secrets):
-        if secret and len(secret.encode()) < WEAK_CLUSTER_SECRET_BYTES:
-            log.warning(
-                "a cluster secret of only %d bytes: one recorded handshake lets an attacker guess it offline. "
-                "Use 32 random hex digits or more: python3 -c 'import secrets; print(secrets.token_hex(32))'",
-                len(secret.encode()),
-            )
-    from cluster import gctune
-
-    gctune.install()
-    trio.run(_main_async, settings)
-    log.info("stopped")
-
-
-__all__ = ["ConfigError", "NodeSettings", "build_parser", "main", "parse_settings", "peer_link_address", "run_node"]
+__all__ = [
+    "WEAK_CLUSTER_SECRET_BYTES",
+    "ConfigError",
+    "NodeSettings",
+    "build_parser",
+    "parse_settings",
+    "peer_link_address",
+]

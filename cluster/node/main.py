@@ -1,0 +1,65 @@
+"""``distro-node``: the entry point that runs one registry node until SIGTERM or SIGINT.
+
+The command line is :mod:`cluster.node.settings`; the node itself is :class:`cluster.node.wiring.NodeServer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from cluster.node import gctune
+from cluster.node.settings import WEAK_CLUSTER_SECRET_BYTES, ConfigError, NodeSettings, parse_settings
+from cluster.node.wiring import NodeServer
+
+log = logging.getLogger("distro.node")
+
+
+async def run_node(settings: NodeSettings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a node until cancelled; ``task_status.started(http_port)``."""
+    server = NodeServer(settings)
+    await server.run(task_status=task_status)
+
+
+async def _main_async(settings: NodeSettings) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_node, settings)
+            async for signum in signals:
+                log.info("stopping: received %s", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    try:
+        settings = parse_settings(argv)
+    except ConfigError as exc:
+        print(f"distro-node: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level, logging.INFO),
+        format="%(asctime)s %(levelname)s " + settings.node_id + " %(name)s: %(message)s",
+    )
+    for secret in (settings.cluster_secret, *settings.previous_cluster_secrets):
+        if secret and len(secret.encode()) < WEAK_CLUSTER_SECRET_BYTES:
+            log.warning(
+                "a cluster secret of only %d bytes: one recorded handshake lets an attacker guess it offline. "
+                "Use 32 random hex digits or more: python3 -c 'import secrets; print(secrets.token_hex(32))'",
+                len(secret.encode()),
+            )
+    gctune.install()
+    trio.run(_main_async, settings)
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["main", "run_node"]
