@@ -7,13 +7,13 @@ from functools import partial
 
 import trio
 
-from cluster.api import NamingApi
-from cluster.auth import install_auth
+from cluster.api.auth import install_auth
+from cluster.api.readiness import install_readiness_gate
+from cluster.api.routes import NamingApi
 from cluster.http import HttpLimits, HttpStats, serve_http
 from cluster.metrics import render_http_metrics, render_peer_link_metrics
 from cluster.node.pump import NodeRuntime
 from cluster.node.settings import NodeSettings, peer_link_address
-from cluster.readiness import install_readiness_gate
 
 log = logging.getLogger("distro.node")
 
@@ -43,9 +43,9 @@ class NodeServer:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled."""
+        from cluster.api.push import PushService
+        from cluster.api.watch import WatchService
         from cluster.node.peerlink import PeerLinkConfig, PeerLinks
-        from cluster.push import PushService
-        from cluster.watch import WatchService
 
         push = PushService.attach(self.runtime, self.api)
         WatchService.attach(self.runtime, self.api)

@@ -25,12 +25,12 @@ from pathlib import Path
 import httpx
 import trio
 
-from cluster.api import NamingApi
+from cluster.api.push import PushConfig, PushService
+from cluster.api.routes import NamingApi
+from cluster.api.watch import WatchService
 from cluster.http import HttpLimits, serve_http
 from cluster.node.memlink import MemoryNetwork
 from cluster.node.pump import NodeRuntime
-from cluster.push import PushConfig, PushService
-from cluster.watch import WatchService
 from distro.config import DistroConfig
 
 PEER_OFFSET = 1000

@@ -1,4 +1,4 @@
-"""Token auth (cluster/auth.py): the token format, login, the guard, the throttle, and nacos-sdk-python
+"""Token auth (cluster/api/auth.py): the token format, login, the guard, the throttle, and nacos-sdk-python
 0.1.17 against an auth-enabled node. Real sockets on 127.0.0.1; one in-process node (no peers)."""
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.api import NamingApi
-from cluster.auth import (
+from cluster.api.auth import (
     LOGIN_PATHS,
     Authenticator,
     LoginThrottle,
@@ -28,12 +27,13 @@ from cluster.auth import (
     TokenStatus,
     install_auth,
 )
+from cluster.api.push import PushService
+from cluster.api.routes import NamingApi
+from cluster.api.watch import WatchService
 from cluster.http import serve_http
 from cluster.node.pump import NodeRuntime
 from cluster.node.settings import NodeSettings, parse_settings
 from cluster.node.wiring import NodeServer
-from cluster.push import PushService
-from cluster.watch import WatchService
 
 SECRET = "s3cret-token-key-for-tests-0123456789abcdef"
 OTHER_SECRET = "another-token-key-for-tests-0123456789abcdef"
@@ -56,7 +56,7 @@ PROTECTED = [
     ("GET", f"{NS}/operator/servers"),
     ("GET", f"{NS}/operator/metrics"),
     ("GET", f"{NS}/operator/distro/server"),
-    # attached by cluster.push / cluster.watch: guarded like everything that is not explicitly open
+    # attached by cluster.api.push / cluster.api.watch: guarded like everything that is not explicitly open
     ("GET", f"{NS}/operator/push/state"),
     ("GET", f"{NS}/service/subscribers"),
     ("GET", f"{NS}/instance/watch"),

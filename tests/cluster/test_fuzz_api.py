@@ -32,12 +32,12 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cluster.api.push import PushConfig, PushService
+from cluster.api.watch import WATCH_PATH, WatchService
 from cluster.http import serve_http
 from cluster.node.memlink import MemoryNetwork
 from cluster.node.settings import parse_settings
 from cluster.node.wiring import NodeServer
-from cluster.push import PushConfig, PushService
-from cluster.watch import WATCH_PATH, WatchService
 
 NODES = 3
 SECRET = "fuzz-token-secret-0123456789abcdef0123"
@@ -274,7 +274,7 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
 _KEY = ["namespaceId", "groupName", "serviceName", "dom"]
 _INSTANCE = [*_KEY, "ip", "port", "clusterName", "cluster", "weight", "healthy", "valid", "enabled", "enable",
              "metadata", "ephemeral", "app"]
-# What each route reads (cluster/api.py), for the single-parameter sweep and the plausible requests.
+# What each route reads (cluster/api/routes.py), for the single-parameter sweep and the plausible requests.
 ROUTE_PARAMS = {
     f"{NS}/instance": _INSTANCE,
     f"{NS}/instance/list": [*_KEY, "clusters", "healthyOnly", "isCheck", "udpPort", "clientIP", "app", "env"],

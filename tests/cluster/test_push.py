@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from cluster.push import PushConfig, parse_ack, push_capable
+from cluster.api.push import PushConfig, parse_ack, push_capable
 from tests.client.support import (
     NS,
     InProcessCluster,

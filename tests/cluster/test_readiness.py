@@ -9,10 +9,10 @@ from __future__ import annotations
 import httpx
 import trio
 
-from cluster.api import NamingApi
+from cluster.api.readiness import STARTING_TEXT, install_readiness_gate
+from cluster.api.routes import NamingApi
 from cluster.http import serve_http
 from cluster.node.pump import NodeRuntime
-from cluster.readiness import STARTING_TEXT, install_readiness_gate
 from distro.config import DistroConfig
 
 NS = "/nacos/v1/ns"

@@ -42,13 +42,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from cluster.api.params import Params
 from cluster.http import Request, Response
-from cluster.params import Params
 from distro.model import ServiceKey, service_key
 from distro.views import ServiceView
 
 if TYPE_CHECKING:
-    from cluster.api import NamingApi
+    from cluster.api.routes import NamingApi
     from cluster.node.pump import NodeRuntime
 
 log = logging.getLogger("distro.push")

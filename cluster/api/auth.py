@@ -36,11 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cluster.api.params import Params
 from cluster.http import Request, Response
-from cluster.params import Params
 
 if TYPE_CHECKING:
-    from cluster.api import NamingApi
+    from cluster.api.routes import NamingApi
     from cluster.node.settings import NodeSettings
 
 log = logging.getLogger("distro.auth")

@@ -15,10 +15,10 @@ from typing import Any
 
 import trio
 
+from cluster.api.params import Params
 from cluster.http import Request, Response
 from cluster.metrics import render_metrics
 from cluster.node.pump import NodeRuntime
-from cluster.params import Params
 from distro.model import (
     DEFAULT_GROUP,
     GROUP_SEPARATOR,

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from cluster.http import Request, Response
 
 if TYPE_CHECKING:
-    from cluster.api import NamingApi
-    from cluster.params import Params
+    from cluster.api.params import Params
+    from cluster.api.routes import NamingApi
 
 GATED_PREFIX = "/nacos/v1/ns/"
 OPEN_PREFIX = "/nacos/v1/ns/operator/"

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from cluster.api.params import Params
 from cluster.http import Request, Response
-from cluster.params import Params
 from distro.model import ServiceKey, service_key
 
 if TYPE_CHECKING:
-    from cluster.api import NamingApi
+    from cluster.api.routes import NamingApi
     from cluster.node.pump import NodeRuntime
 
 WATCH_PATH = "/nacos/v1/ns/instance/watch"
