@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cluster.localcluster import LocalNode
+from cluster.tools.localcluster import LocalNode
 
 from .conftest import (
     HEARTBEAT_TIMEOUT_S,

@@ -566,7 +566,7 @@ class _Signals:
 
 def cmd_local_cluster(args: argparse.Namespace) -> int:
     """Run N nodes as child processes until SIGINT/SIGTERM."""
-    from cluster.localcluster import PEER_PORT_OFFSET, ClusterError, LocalCluster
+    from cluster.tools.localcluster import PEER_PORT_OFFSET, ClusterError, LocalCluster
 
     if not 1 <= args.nodes <= 64:
         raise CtlError("--nodes must be in 1..64", 2)
