@@ -1,6 +1,6 @@
 """Demo consumer: ``GET /consumerTest`` calls ``http://goods-service/goodsServiceTest`` by service name.
 
-The call goes through :class:`cluster.client.LoadBalancedTransport`: the SDK picks a healthy goods-service
+The call goes through :class:`distroreg.LoadBalancedTransport`: the SDK picks a healthy goods-service
 instance by weight from its cache (kept fresh by UDP push or the HTTP watch) and tries another one if the
 connection fails. The consumer registers itself as ``consumer-service`` too.
 
@@ -24,10 +24,12 @@ from pathlib import Path
 import httpx
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+# Run from a checkout without installing: the server's packages and the SDK (client/distroreg).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster.client import LoadBalancedTransport, NamingClient, NamingError, local_ip_for
 from cluster.http import HttpLimits, Request, Response, serve_http
+from distroreg import LoadBalancedTransport, NamingClient, NamingError, local_ip_for
 
 log = logging.getLogger("consumer-service")
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+# Run from a checkout without installing: the server's packages and the SDK (client/distroreg).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster.client import NamingClient, NamingError, local_ip_for
 from cluster.http import HttpLimits, Request, Response, serve_http
+from distroreg import NamingClient, NamingError, local_ip_for
 
 log = logging.getLogger("goods-service")
 

@@ -32,9 +32,11 @@ from pathlib import Path
 import httpx
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+# Run from a checkout without installing: the server's packages and the SDK (client/distroreg).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster.client import NamingClient, PushMode
+from distroreg import NamingClient, PushMode
 
 NS = "/nacos/v1/ns"
 

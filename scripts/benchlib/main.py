@@ -425,11 +425,11 @@ def phase_distro_main(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> 
 
 
 def sdk_probe(cluster: DistroCluster, m: dict[str, Any]) -> dict[str, Any]:
-    code = "import cluster.client as c; print(hasattr(c, 'NamingClient'))"
+    code = "import distroreg as c; print(hasattr(c, 'NamingClient'))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
     if res.stdout.strip() != "True":
-        log("  SDK subscriber: cluster.client.NamingClient does not exist yet: skipped")
-        return {"skipped": "cluster.client.NamingClient not present"}
+        log("  SDK subscriber: distroreg.NamingClient does not exist yet: skipped")
+        return {"skipped": "distroreg.NamingClient not present"}
     from benchlib import sdkprobe
 
     out: dict[str, Any] = {}

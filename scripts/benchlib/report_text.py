@@ -252,7 +252,7 @@ def _method(run: _Run) -> list[str]:
       "`clientIP=127.0.0.1`, `User-Agent: Nacos-Java-Client:v1.4.2`; packets gunzipped when they start with "
       "1f 8b and acked with `push-ack`); a registration on node k mod 3 until each subscriber's packet lists "
       "it; every (change, subscriber) pair is one sample. The SDK figure does the same with one "
-      "`cluster.client.NamingClient` per node (`subscribe()`, push mode `auto`).")
+      "`distroreg.NamingClient` per node (`subscribe()`, push mode `auto`).")
     w("- `failover_ms`: 12 services with one instance each beat every second through a survivor; SIGKILL the "
       "owner of the first (found with `operator/distro/server`), then poll `operator/distro/server` on both "
       "survivors every 5 ms until both name the same live owner for every service the victim owned. "

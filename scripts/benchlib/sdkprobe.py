@@ -1,4 +1,4 @@
-"""Change -> our SDK's subscriber (``cluster.client.NamingClient``), one client per node.
+"""Change -> our SDK's subscriber (``distroreg.NamingClient``), one client per node.
 
 Each client talks to one node only and subscribes to the probe service; the probe registers a new
 instance on node k % n and times until every client's subscription yields a snapshot listing it.
@@ -18,7 +18,7 @@ from benchlib.probes import NS, anchor, probe_ip
 
 
 async def run_async(addrs: list[str], samples: int, mode: Any, net: int) -> dict[str, Any]:
-    from cluster.client import NamingClient
+    from distroreg import NamingClient
 
     n = len(addrs)
     service = f"probe-sdk-{mode}-{net}"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from cluster.client import DiskCache, NamingClient, NamingUnavailable, ServiceInfo, Subscription
+from distroreg import DiskCache, NamingClient, NamingUnavailable, ServiceInfo, Subscription
 from tests.client.support import NodeProcesses, deregister, register, unique, wait_for
 
 GUARD = 40

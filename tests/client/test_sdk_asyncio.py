@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from cluster.client import LoadBalancedTransport, NamingClient
+from distroreg import LoadBalancedTransport, NamingClient
 from tests.client.instances import thread_instances
 from tests.client.support import NodeProcesses, unique
 

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from cluster.client import SyncLoadBalancedTransport, SyncNamingClient
+from distroreg import SyncLoadBalancedTransport, SyncNamingClient
 from tests.client.instances import thread_instances
 from tests.client.support import NodeProcesses, unique
 

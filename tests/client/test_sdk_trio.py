@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from cluster.client import (
+from distroreg import (
     Instance,
     LoadBalancedTransport,
     NamingClient,

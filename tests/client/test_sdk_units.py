@@ -12,8 +12,8 @@ import httpx
 import pytest
 import trio
 
-from cluster.client import DiskCache, Instance, LoadBalancedTransport, NamingClient, ServiceInfo
-from cluster.client.model import choose_by_weight
+from distroreg import DiskCache, Instance, LoadBalancedTransport, NamingClient, ServiceInfo
+from distroreg.model import choose_by_weight
 from tests.client.support import wait_for
 
 GUARD = 10

@@ -1,4 +1,4 @@
-"""What the SDK hands out: instances, service snapshots, and its errors."""
+"""What the SDK hands out: instances and service snapshots (its errors are in :mod:`distroreg.errors`)."""
 
 from __future__ import annotations
 
@@ -12,29 +12,6 @@ from typing import Any
 DEFAULT_GROUP = "DEFAULT_GROUP"
 DEFAULT_CLUSTER = "DEFAULT"
 GROUP_SEPARATOR = "@@"
-
-
-class NamingError(Exception):
-    """A server answered with an error (4xx, or a body other than ``ok``)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-
-
-class NamingUnavailable(NamingError):
-    """No server answered (connection errors, timeouts or 5xx on every server) and no cached copy helps."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(503, message)
-
-
-class NoInstanceError(NamingError):
-    """``select_one_healthy_instance`` found no healthy, enabled instance with a positive weight."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(404, message)
 
 
 def grouped_name(service: str, group: str | None = None) -> str:
@@ -153,8 +130,6 @@ class ServiceInfo:
             raise ValueError(f"bad instance list: {exc!r}") from None
 
 
-
-
 def choose_by_weight(hosts: list[Instance], rng: random.Random) -> Instance:
     """Weighted random choice (Nacos's ``selectOneHealthyInstance``); uniform if every weight is 0."""
     weights = [max(h.weight, 0.0) for h in hosts]
@@ -166,10 +141,8 @@ def choose_by_weight(hosts: list[Instance], rng: random.Random) -> Instance:
 __all__ = [
     "DEFAULT_CLUSTER",
     "DEFAULT_GROUP",
+    "GROUP_SEPARATOR",
     "Instance",
-    "NamingError",
-    "NamingUnavailable",
-    "NoInstanceError",
     "ServiceInfo",
     "choose_by_weight",
     "grouped_name",

@@ -1,6 +1,6 @@
 """SyncNamingClient: the SDK for plain blocking programs.
 
-It runs a :class:`~cluster.client.naming.NamingClient` on an event loop in a background thread (an anyio
+It runs a :class:`~distroreg.naming.NamingClient` on an event loop in a background thread (an anyio
 blocking portal) and forwards every call to it, so heartbeats, pushes and the cache keep working while the
 program's own threads block.
 
@@ -22,9 +22,9 @@ from typing import Any
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from cluster.client.lb import SyncLoadBalancedTransport
-from cluster.client.model import DEFAULT_CLUSTER, DEFAULT_GROUP, Instance, ServiceInfo
-from cluster.client.naming import NamingClient, Subscription
+from distroreg.lb import SyncLoadBalancedTransport
+from distroreg.model import DEFAULT_CLUSTER, DEFAULT_GROUP, Instance, ServiceInfo
+from distroreg.naming import NamingClient, Subscription
 
 
 class SyncSubscription:

@@ -8,6 +8,9 @@ The URL's host is the service name (its port, if any, is ignored); the instance 
 weight among the healthy ones, from the client's cache. When connecting fails, another instance is tried
 (up to ``max_attempts`` different ones). Hosts that are IP addresses or ``localhost`` pass through untouched.
 Only the connection is retried: once a request was sent, its answer (or error) is the caller's.
+
+The transports need only ``select_instances`` of the naming client (:class:`InstanceSource`,
+:class:`SyncInstanceSource`), so this module imports neither the async nor the blocking client.
 """
 
 from __future__ import annotations
@@ -15,16 +18,29 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httpx
 
-from cluster.client.model import DEFAULT_GROUP, Instance, NamingError, choose_by_weight
-from cluster.client.servers import shared_ssl_context
+from distroreg.errors import NamingError
+from distroreg.model import DEFAULT_GROUP, Instance, choose_by_weight
+from distroreg.servers import shared_ssl_context
 
-if TYPE_CHECKING:
-    from cluster.client.naming import NamingClient
-    from cluster.client.sync import SyncNamingClient
+
+class InstanceSource(Protocol):
+    """What :class:`LoadBalancedTransport` asks of a naming client (:class:`~distroreg.NamingClient` has it)."""
+
+    async def select_instances(
+        self, service: str, healthy: bool = ..., clusters: Sequence[str] | str | None = ..., *, group: str = ...
+    ) -> list[Instance]: ...
+
+
+class SyncInstanceSource(Protocol):
+    """What :class:`SyncLoadBalancedTransport` asks of a naming client (:class:`~distroreg.SyncNamingClient`)."""
+
+    def select_instances(
+        self, service: str, healthy: bool = ..., clusters: Sequence[str] | str | None = ..., *, group: str = ...
+    ) -> list[Instance]: ...
 
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 
@@ -73,11 +89,11 @@ def _no_instance(request: httpx.Request, service: str, last: Exception | None) -
 
 
 class LoadBalancedTransport(httpx.AsyncBaseTransport):
-    """The async transport (for ``httpx.AsyncClient``) over a :class:`NamingClient`."""
+    """The async transport (for ``httpx.AsyncClient``) over a :class:`~distroreg.NamingClient`."""
 
     def __init__(
         self,
-        naming: NamingClient,
+        naming: InstanceSource,
         *,
         group: str = DEFAULT_GROUP,
         clusters: Sequence[str] | None = None,
@@ -116,11 +132,11 @@ class LoadBalancedTransport(httpx.AsyncBaseTransport):
 
 
 class SyncLoadBalancedTransport(httpx.BaseTransport):
-    """The blocking transport (for ``httpx.Client``) over a :class:`SyncNamingClient`."""
+    """The blocking transport (for ``httpx.Client``) over a :class:`~distroreg.SyncNamingClient`."""
 
     def __init__(
         self,
-        naming: SyncNamingClient,
+        naming: SyncInstanceSource,
         *,
         group: str = DEFAULT_GROUP,
         clusters: Sequence[str] | None = None,
@@ -158,4 +174,4 @@ class SyncLoadBalancedTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-__all__ = ["LoadBalancedTransport", "SyncLoadBalancedTransport"]
+__all__ = ["InstanceSource", "LoadBalancedTransport", "SyncInstanceSource", "SyncLoadBalancedTransport"]

@@ -34,21 +34,19 @@ import anyio
 import anyio.abc
 import httpx
 
-from cluster.client.cache import DiskCache
-from cluster.client.model import (
+from distroreg.cache import DiskCache
+from distroreg.errors import NamingError, NamingUnavailable, NoInstanceError
+from distroreg.model import (
     DEFAULT_CLUSTER,
     DEFAULT_GROUP,
     Instance,
-    NamingError,
-    NamingUnavailable,
-    NoInstanceError,
     ServiceInfo,
     choose_by_weight,
     grouped_name,
 )
-from cluster.client.servers import ServerPool, normalize_server, shared_ssl_context
+from distroreg.servers import ServerPool, normalize_server, shared_ssl_context
 
-log = logging.getLogger("distro.client")
+log = logging.getLogger("distroreg")
 
 __version__ = "0.1.0"
 USER_AGENT = f"Distro-Python-Client:v{__version__}"
