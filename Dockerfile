@@ -1,10 +1,14 @@
 # distro-registry node image.
 #
-# The build never touches the network: every Python package comes from ./wheels, prepared on the host
-# (scripts/build-image does all of this; by hand on an online machine:
-#     python3 -m pip wheel --wheel-dir wheels/ .
+# The build never touches the network: every Python package comes from ./wheels, prepared on the host:
+# the server's wheel, the SDK's (client/, distroreg-client) and their dependencies. scripts/build-image does
+# all of this; by hand on an online machine (the server's wheel built from a copy without client/, so that it
+# asks for the SDK by name rather than by a file:// URL of this host):
+#     python3 -m pip wheel --no-deps --wheel-dir wheels/ ./client
+#     mkdir /tmp/server && cp -r pyproject.toml setup.py README.md distro cluster /tmp/server/
+#     python3 -m pip wheel --find-links wheels/ --wheel-dir wheels/ /tmp/server
 #     docker build -t distro-registry:latest .
-# ). BASE_IMAGE only needs a Python 3.11 with venv support reachable as `python3`: the official
+# BASE_IMAGE only needs a Python 3.11 with venv support reachable as `python3`: the official
 # python:3.11-slim, or distro-base:bookworm that scripts/build-image makes with debootstrap when no
 # registry is reachable.
 ARG BASE_IMAGE=python:3.11-slim
@@ -52,12 +56,12 @@ ENTRYPOINT ["/opt/distro/bin/distro-node"]
 # The venv (ensurepip takes ~9 s here) in its own layer, cached across source changes.
 RUN python3 -m venv /opt/distro
 
-# Dependencies and the project, all from local wheels; nothing is fetched.
+# The SDK, the server and their dependencies, all from local wheels; nothing is fetched.
 COPY wheels/ /wheels/
 RUN set -eu; \
-    /opt/distro/bin/python -m pip install --no-index --find-links /wheels distro-registry; \
+    /opt/distro/bin/python -m pip install --no-index --find-links /wheels distroreg-client distro-registry; \
     rm -rf /wheels; \
-    /opt/distro/bin/python -c "import trio, httpx, msgpack, distro, cluster"
+    /opt/distro/bin/python -c "import trio, httpx, msgpack, distro, cluster, distroreg"
 
 USER 10001:10001
 # scripts/build-image adds --label org.distro-registry.source-hash=<hash of the sources>;

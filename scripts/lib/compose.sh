@@ -12,7 +12,8 @@
 #   node_url NODE               http://127.0.0.1:<port>
 #   node_container NODE         container id of a node's container ('' if it does not exist)
 #   node_ready NODE             true if GET /readyz answers 200
-#   source_hash                 hash of everything that goes into the image (pyproject, distro/, cluster/, Dockerfile)
+#   source_hash                 hash of everything that goes into the image (pyproject, setup.py, distro/,
+#                               cluster/, client/, Dockerfile)
 #   image_source_hash [IMAGE]   the hash label of an existing image ('' if none)
 #   log / die                   messages on stderr
 
@@ -95,8 +96,9 @@ source_hash() {
     (
         cd "$DISTRO_ROOT" || exit 1
         {
-            printf '%s\n' pyproject.toml Dockerfile .dockerignore
-            find distro cluster -type f ! -path '*/__pycache__/*' ! -name '*.py[co]' 2>/dev/null
+            printf '%s\n' pyproject.toml setup.py Dockerfile .dockerignore
+            find distro cluster client -type f ! -path '*/__pycache__/*' ! -name '*.py[co]' \
+                ! -path 'client/build/*' ! -path '*.egg-info/*' 2>/dev/null
             if [ -f README.md ]; then printf '%s\n' README.md; fi
         } | LC_ALL=C sort -u | while IFS= read -r f; do
             [ -f "$f" ] || continue
