@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from distro.datum import META_ENTRY_ID, Entry
+from distro.errors import ProtocolError  # defined in distro.errors, re-exported here (see __all__)
 from distro.messages import (
     Digest,
     Forward,
@@ -104,10 +105,6 @@ MAX_UINT64 = 2**64 - 1
 MAX_SNAPSHOT_PARTS = 1_000_000_000
 
 _SEQ = (list, tuple)
-
-
-class ProtocolError(ValueError):
-    """A peer sent something that is not a well-formed message; ``str()`` is a short reason."""
 
 
 # ================================================================================================

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from distro.errors import ValidationError as ValidationError  # defined in distro.errors, re-exported here
+
 DEFAULT_NAMESPACE = "public"
 DEFAULT_GROUP = "DEFAULT_GROUP"
 DEFAULT_CLUSTER = "DEFAULT"
@@ -33,15 +35,6 @@ _DIGITS_RE = re.compile(r"\d+")
 
 MAX_NAME_LENGTH = 256
 MAX_WEIGHT = 10000.0
-
-
-class ValidationError(ValueError):
-    """A request parameter is invalid; ``message`` is the text the client receives with a 400."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True, order=True)
