@@ -24,6 +24,7 @@ import trio
 from trio.lowlevel import checkpoint, notify_closing, wait_readable, wait_writable
 
 from cluster.http.params import merge_params, percent_decode
+from cluster.node.listeners import open_listeners
 
 __all__ = ["Handler", "HttpLimits", "HttpStats", "Request", "Response", "serve_http"]
 
@@ -354,6 +355,7 @@ _IDLE, _READING, _HANDLING, _WRITING = 0, 1, 2, 3
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 4 * 1_048_576
 _ACCEPT_BATCH = 64
+_LISTEN_BACKLOG = 4096
 _ACCEPT_RETRY_ERRNOS = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )  # out of resources: back off a little
@@ -708,36 +710,6 @@ async def _accept_loop(
             nursery.start_soon(_serve_connection, conn, (addr[0], addr[1]), handler, limits, stats)
 
 
-async def _open_listeners(host: str, port: int) -> list[socket.socket]:
-    infos = await trio.socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    listeners: list[socket.socket] = []
-    seen: set[tuple[int, object]] = set()
-    try:
-        for family, socktype, proto, _, sockaddr in infos:
-            if (family, sockaddr) in seen:
-                continue
-            seen.add((family, sockaddr))
-            sock = socket.socket(family, socktype, proto)
-            listeners.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(listeners) > 1:  # same port on every address when one was picked
-                sockaddr = (sockaddr[0], listeners[0].getsockname()[1], *sockaddr[2:])
-            sock.bind(sockaddr)
-            sock.listen(4096)
-            sock.setblocking(False)
-    except BaseException:
-        for sock in listeners:
-            sock.close()
-        raise
-    if not listeners:
-        raise OSError(f"no address to listen on for {host!r}")
-    return listeners
-
-
 async def serve_http(
     handler: Handler,
     host: str,
@@ -754,7 +726,7 @@ async def serve_http(
     """
     if stats is None:
         stats = HttpStats()
-    listeners = await _open_listeners(host, port)
+    listeners = await open_listeners(host, port, backlog=_LISTEN_BACKLOG)
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:

@@ -80,6 +80,7 @@ from typing import Any
 import msgpack
 import trio
 
+from cluster.node.listeners import open_listeners
 from distro.codec import ProtocolError, decode_message, encode_message
 from distro.messages import Forward, Message
 
@@ -99,6 +100,7 @@ _LEN = struct.Struct(">I")
 _RECV_SIZE = 65536
 _RECV_MAX = 1 << 20  # one receive_some allocates its whole size: stay moderate even for big frames
 _BATCH_BYTES = 1 << 20  # the writer packs up to about this much into one send_all
+_LISTEN_BACKLOG = 128
 _DUPLICATE_RETRY_FACTOR = 10  # a duplicate address is retried this many reconnect intervals later
 
 
@@ -384,7 +386,10 @@ class PeerLinks:
     ) -> None:
         """Listen for peers on host:port (0 = any free port; ``task_status.started(actual_port)``) and run
         the dialers. Runs until cancelled; cancelling closes every connection."""
-        listeners = await _open_listeners(host, port)
+        listeners = [
+            trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            for sock in await open_listeners(host, port, backlog=_LISTEN_BACKLOG)
+        ]
         actual_port: int = listeners[0].socket.getsockname()[1]
         try:
             async with trio.open_nursery() as nursery:
@@ -833,33 +838,3 @@ class PeerLinks:
         except _CLOSED_ERRORS as exc:
             log.info("link to peer %s lost: %s", link.node_id, exc)
         scope.cancel()
-
-
-async def _open_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """Listening sockets on every address ``host`` resolves to ("" = all), on one port even for port 0."""
-    infos = await trio.socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    sockets: list[trio.socket.SocketType] = []
-    seen: set[tuple[int, object]] = set()
-    try:
-        for family, socktype, proto, _, sockaddr in infos:
-            if (family, sockaddr) in seen:
-                continue
-            seen.add((family, sockaddr))
-            sock = trio.socket.socket(family, socktype, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(sockets) > 1:  # the port the first one got, on every address
-                sockaddr = (sockaddr[0], sockets[0].getsockname()[1], *sockaddr[2:])
-            await sock.bind(sockaddr)
-            sock.listen(128)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    if not sockets:
-        raise OSError(f"no address to listen on for {host!r}")
-    return [trio.SocketListener(sock) for sock in sockets]
