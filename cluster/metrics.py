@@ -1,16 +1,73 @@
-"""Prometheus text exposition of a node's counters (no client library needed for a handful of series)."""
+"""The one Prometheus text writer, and the node's own series (no client library needed for a handful).
+
+Every module that exports metrics writes them with :func:`family` (a metric with labelled samples) or
+:func:`counter` / :func:`gauge` (a metric with one sample); this module knows the exposition format
+(``# HELP``, ``# TYPE``, label escaping, number formatting) and nobody else does. The node's core counters,
+the HTTP server's and the peer links' are rendered here as well; the API's parts (readiness, auth, push,
+watch) render their own through the same functions.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from cluster.http import HttpStats
+    from cluster.http.server import HttpStats
     from cluster.node.peerlink import PeerLinkStats
-    from cluster.node.pump import NodeRuntime
+    from distro.node import NodeStatistics
 
-_COUNTERS = {
+__all__ = [
+    "Kind",
+    "counter",
+    "family",
+    "gauge",
+    "render_http_metrics",
+    "render_node_metrics",
+    "render_peer_link_metrics",
+]
+
+Kind = Literal["counter", "gauge"]
+Sample = tuple[Mapping[str, str], float]
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+def _label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{name}="{_label_value(value)}"' for name, value in labels.items()) + "}"
+
+
+def family(name: str, kind: Kind, help_text: str, samples: Iterable[Sample]) -> str:
+    """One metric: its ``# HELP`` and ``# TYPE`` lines, then one line per ``(labels, value)`` sample."""
+    lines = [f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"]
+    lines.extend(f"{name}{_labels(labels)} {_number(value)}\n" for labels, value in samples)
+    return "".join(lines)
+
+
+def counter(name: str, help_text: str, value: float) -> str:
+    """A counter with a single, unlabelled sample."""
+    return family(name, "counter", help_text, [({}, value)])
+
+
+def gauge(name: str, help_text: str, value: float) -> str:
+    """A gauge with a single, unlabelled sample."""
+    return family(name, "gauge", help_text, [({}, value)])
+
+
+_NODE_COUNTERS = {
     "requests_applied": "Client writes applied on this node (local or forwarded here).",
     "forwards_sent": "Client writes forwarded to their owner.",
     "forwards_received": "Forwarded writes received from peers.",
@@ -29,7 +86,7 @@ _COUNTERS = {
     "dirty_overflows": "Times a peer's replication backlog overflowed and was left to anti-entropy.",
     "notifier_overflows": "Times the notifier queue overflowed and forced a full rebuild.",
 }
-_GAUGES = {
+_NODE_GAUGES = {
     "ready": "1 once the snapshot is loaded.",
     "peers_up": "Peers currently up.",
     "peers_known": "Peers known.",
@@ -43,57 +100,47 @@ _GAUGES = {
 }
 
 
-def _series(name: str, kind: str, help_text: str, value: float, labels: str = "") -> str:
-    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{name}{labels} {value}\n"
-
-
-def render_metrics(runtime: NodeRuntime) -> str:
-    """The node's counters in Prometheus text format."""
-    stats = asdict(runtime.node.statistics())
-    parts = []
-    for field_name, help_text in _COUNTERS.items():
-        parts.append(_series(f"distro_{field_name}_total", "counter", help_text, stats[field_name]))
-    for field_name, help_text in _GAUGES.items():
-        value = stats[field_name]
-        parts.append(_series(f"distro_{field_name}", "gauge", help_text, int(value)))
+def render_node_metrics(statistics: NodeStatistics) -> str:
+    """The core's counters and gauges (``DistroNode.statistics()``)."""
+    stats = asdict(statistics)
+    parts = [counter(f"distro_{name}_total", help_text, stats[name]) for name, help_text in _NODE_COUNTERS.items()]
+    parts += [gauge(f"distro_{name}", help_text, int(stats[name])) for name, help_text in _NODE_GAUGES.items()]
     return "".join(parts)
 
 
 def render_http_metrics(stats: HttpStats) -> str:
     """HTTP server counters."""
-    parts = [
-        _series("distro_http_connections_open", "gauge", "Open client connections.", stats.connections_open),
-        _series("distro_http_connections_total", "counter", "Client connections served.", stats.connections_total),
-        _series("distro_http_rejected_connections_total", "counter", "Connections refused over the limit.",
+    by_status = sorted(stats.responses_by_status.items())
+    return "".join([
+        gauge("distro_http_connections_open", "Open client connections.", stats.connections_open),
+        counter("distro_http_connections_total", "Client connections served.", stats.connections_total),
+        counter("distro_http_rejected_connections_total", "Connections refused over the limit.",
                 stats.rejected_connections_total),
-        "# HELP distro_http_responses_total HTTP responses by status.\n# TYPE distro_http_responses_total counter\n",
-    ]
-    for status, count in sorted(stats.responses_by_status.items()):
-        parts.append(f'distro_http_responses_total{{status="{status}"}} {count}\n')
-    parts.append(_series("distro_http_requests_total", "counter", "HTTP requests handled.", stats.requests_total))
-    return "".join(parts)
+        family("distro_http_responses_total", "counter", "HTTP responses by status.",
+               [({"status": str(status)}, count) for status, count in by_status]),
+        counter("distro_http_requests_total", "HTTP requests handled.", stats.requests_total),
+    ])
 
 
 def render_peer_link_metrics(stats: PeerLinkStats) -> str:
     """Peer link counters: handshake failures and bad frames are what an operator alerts on."""
-    parts = [
-        _series("distro_peer_frames_sent_total", "counter", "Peer frames sent.", stats.frames_sent),
-        _series("distro_peer_frames_received_total", "counter", "Peer frames received.", stats.frames_received),
-        _series("distro_peer_bytes_sent_total", "counter", "Peer frame bytes sent.", stats.bytes_sent),
-        _series("distro_peer_bytes_received_total", "counter", "Peer frame bytes received.", stats.bytes_received),
-        _series("distro_peer_handshake_failures_total", "counter",
+    depths = sorted(stats.queue_depths.items())
+    return "".join([
+        counter("distro_peer_frames_sent_total", "Peer frames sent.", stats.frames_sent),
+        counter("distro_peer_frames_received_total", "Peer frames received.", stats.frames_received),
+        counter("distro_peer_bytes_sent_total", "Peer frame bytes sent.", stats.bytes_sent),
+        counter("distro_peer_bytes_received_total", "Peer frame bytes received.", stats.bytes_received),
+        counter("distro_peer_handshake_failures_total",
                 "Peer handshakes refused or failed (bad secret, garbage, timeout).", stats.handshake_failures),
-        _series("distro_peer_bad_frames_total", "counter",
+        counter("distro_peer_bad_frames_total",
                 "Authenticated peer connections closed for a malformed or oversized frame.", stats.bad_frames),
-        _series("distro_peer_send_failures_total", "counter", "Messages that could not be delivered to a peer.",
+        counter("distro_peer_send_failures_total", "Messages that could not be delivered to a peer.",
                 stats.send_failures),
-        _series("distro_peer_unsendable_total", "counter",
+        counter("distro_peer_unsendable_total",
                 "Messages this node could not encode or that exceeded the frame limit (a bug: dropped).",
                 stats.unsendable),
-        _series("distro_peer_links_outbound", "gauge", "Outbound peer links up.", stats.outbound_links),
-        _series("distro_peer_links_inbound", "gauge", "Inbound peer links up.", stats.inbound_links),
-        "# HELP distro_peer_queue_depth Messages queued for a peer.\n# TYPE distro_peer_queue_depth gauge\n",
-    ]
-    for node_id, depth in sorted(stats.queue_depths.items()):
-        parts.append(f'distro_peer_queue_depth{{peer="{node_id}"}} {depth}\n')
-    return "".join(parts)
+        gauge("distro_peer_links_outbound", "Outbound peer links up.", stats.outbound_links),
+        gauge("distro_peer_links_inbound", "Inbound peer links up.", stats.inbound_links),
+        family("distro_peer_queue_depth", "gauge", "Messages queued for a peer.",
+               [({"peer": node_id}, depth) for node_id, depth in depths]),
+    ])

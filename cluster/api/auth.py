@@ -1,6 +1,6 @@
 """Access tokens for the client API (``--auth``): Nacos-style login, signed tokens and a guard.
 
-Off by default. With ``--auth`` (``NodeSettings.auth``) :func:`install_auth` adds
+Off by default. With ``--auth`` (``NodeSettings.auth``) the API lists the parts of :func:`authenticator_for`:
 
 * ``POST /nacos/v1/auth/login`` and ``POST /nacos/v1/auth/users/login``: ``username`` and ``password``
   (query or form body) -> ``{"accessToken", "tokenTtl", "globalAdmin": true}`` plus
@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.api.params import Params
 from cluster.http import Request, Response
+from cluster.metrics import family
 
 if TYPE_CHECKING:
-    from cluster.api.routes import NamingApi
     from cluster.node.settings import NodeSettings
 
 log = logging.getLogger("distro.auth")
@@ -309,28 +309,20 @@ class Authenticator:
     def render_metrics(self) -> str:
         """Login and refusal counters in Prometheus text format."""
         c = self.counts
-        lines = [
-            "# HELP distro_auth_logins_total Login attempts by result.\n# TYPE distro_auth_logins_total counter\n",
-            f'distro_auth_logins_total{{result="ok"}} {c["login_ok"]}\n',
-            f'distro_auth_logins_total{{result="denied"}} {c["login_denied"]}\n',
-            f'distro_auth_logins_total{{result="throttled"}} {c["login_throttled"]}\n',
-            "# HELP distro_auth_refusals_total Requests refused for lack of a valid token, by reason.\n"
-            "# TYPE distro_auth_refusals_total counter\n",
-            f'distro_auth_refusals_total{{reason="no_token"}} {c["refused_no_token"]}\n',
-            f'distro_auth_refusals_total{{reason="invalid"}} {c["refused_invalid"]}\n',
-            f'distro_auth_refusals_total{{reason="expired"}} {c["refused_expired"]}\n',
-        ]
-        return "".join(lines)
+        logins = [({"result": result}, c[f"login_{result}"]) for result in ("ok", "denied", "throttled")]
+        refusals = [({"reason": reason}, c[f"refused_{reason}"]) for reason in ("no_token", "invalid", "expired")]
+        return family("distro_auth_logins_total", "counter", "Login attempts by result.", logins) + family(
+            "distro_auth_refusals_total", "counter", "Requests refused for lack of a valid token, by reason.", refusals
+        )
 
 
-def install_auth(
-    api: NamingApi,
+def authenticator_for(
     settings: NodeSettings,
     *,
     clock: Callable[[], float] = time.time,
     throttle: LoginThrottle | None = None,
 ) -> Authenticator:
-    """Turn token auth on for ``api``: login routes, the guard and the auth metrics.
+    """The login handler and guard for ``settings`` (the API lists its routes, guard and metrics).
 
     The caller decides (``if settings.auth:``); this raises ValueError on settings that cannot be safe
     (``parse_settings`` refuses them already, with a message for the operator).
@@ -349,10 +341,6 @@ def install_auth(
         settings.admin_password,
         throttle=throttle,
     )
-    for path in LOGIN_PATHS:
-        api.routes[("POST", path)] = auth.login
-    api.guards.append(auth.guard)
-    api.extra_metrics.append(auth.render_metrics)
     log.info("auth on: the naming API needs an access token (user %s, token lifetime %d s)",
              settings.admin_user, settings.token_ttl_s)
     return auth
@@ -366,5 +354,5 @@ __all__ = [
     "TokenCheck",
     "TokenCodec",
     "TokenStatus",
-    "install_auth",
+    "authenticator_for",
 ]

@@ -23,7 +23,10 @@ receiving socket. Differences from Nacos 1.4, all deliberate:
 * subscribers, pending packets and the packet size are bounded; a datagram that is not a valid ack is
   counted and dropped, never raised.
 
-``PushService.attach(runtime, api)`` hooks it into a node; ``await nursery.start(push.run)`` opens the socket.
+The API (:mod:`cluster.api.routes`) lists :meth:`PushService.on_list` among its ``instance/list`` hooks and
+the push routes; the node's wiring adds :meth:`PushService.on_change` to the runtime's change listeners and
+``await nursery.start(push.run)`` opens the socket. The pushed data is built by :mod:`cluster.api.render`,
+as the list route builds it.
 """
 
 from __future__ import annotations
@@ -38,27 +41,21 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import trio
 
 from cluster.api.params import Params
+from cluster.api.render import DEFAULT_CACHE_MILLIS, JAVA_AGENT, ListQuery, ListRenderer
 from cluster.http import Request, Response
+from cluster.metrics import counter, gauge
+from cluster.node.pump import NodeRuntime
 from distro.model import ServiceKey, service_key
 from distro.views import ServiceView
 
-if TYPE_CHECKING:
-    from cluster.api.routes import NamingApi
-    from cluster.node.pump import NodeRuntime
-
 log = logging.getLogger("distro.push")
 
-NS = "/nacos/v1/ns"
-LIST_PATH = f"{NS}/instance/list"
-DEFAULT_CACHE_MILLIS = 3000
 GZIP_MIN_BYTES = 1024
 MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4; the Java client reads 64 KiB
-_INTERNAL_REMOTE = ("<push-builder>", 0)  # marks the requests this module builds, never a real peer address
 
 # Agents that can receive pushes, with the lowest version that can (Nacos's canEnablePush), plus our SDK.
 PUSH_AGENTS: dict[str, tuple[int, ...]] = {
@@ -158,9 +155,9 @@ class _Pending:
 class PushService:
     """Push to this node's UDP subscribers. One per node."""
 
-    def __init__(self, runtime: NodeRuntime, api: NamingApi, config: PushConfig | None = None) -> None:
+    def __init__(self, runtime: NodeRuntime, renderer: ListRenderer, config: PushConfig | None = None) -> None:
         self.runtime = runtime
-        self.api = api
+        self.renderer = renderer
         self.config = config or PushConfig()
         self.stats = PushStats()
         self._subs: dict[ServiceKey, dict[tuple[str, str, int, str], Subscriber]] = {}
@@ -176,19 +173,8 @@ class PushService:
         self.port: int = 0  # the IPv4 socket's port, once running
 
     # ------------------------------------------------------------------------------------------
-    # wiring
+    # the socket
     # ------------------------------------------------------------------------------------------
-    @classmethod
-    def attach(cls, runtime: NodeRuntime, api: NamingApi, config: PushConfig | None = None) -> PushService:
-        """Create the service and hook it into the node: list hook, change listener, metrics, routes."""
-        service = cls(runtime, api, config)
-        api.list_hooks.append(service.on_list)
-        runtime.change_listeners.append(service.on_change)
-        api.extra_metrics.append(service.render_metrics)
-        api.routes[("GET", f"{NS}/operator/push/state")] = service.push_state
-        api.routes[("GET", f"{NS}/service/subscribers")] = service.subscribers_route
-        return service
-
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the UDP socket(s) and push until cancelled; ``task_status.started(udp_port)``."""
         sock4 = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -223,8 +209,6 @@ class PushService:
     def on_list(self, request: Request, params: Params, key: ServiceKey) -> int:
         """The ``instance/list`` hook: register or refresh a subscriber; the cacheMillis to announce."""
         cfg = self.config
-        if request.remote == _INTERNAL_REMOTE:
-            return cfg.push_cache_millis
         raw_port = params.get("udpPort")
         if not cfg.enabled or not raw_port or raw_port == "0":
             return DEFAULT_CACHE_MILLIS
@@ -352,7 +336,7 @@ class PushService:
             data = data_by_form.get(form)
             if data is None:
                 try:
-                    data = data_by_form[form] = await self._list_json(sub)
+                    data = data_by_form[form] = self._list_json(sub)
                 except Exception:  # one subscriber's bad form must never take the node down
                     log.exception("push: could not build the list of %s for %s:%d", key, sub.ip, sub.port)
                     self.stats.failed += 1
@@ -383,18 +367,12 @@ class PushService:
             self.stats.sent += 1
             await self._sendto(pending)
 
-    async def _list_json(self, sub: Subscriber) -> str:
-        """The ``instance/list`` body this subscriber would get now (built by the list route itself)."""
-        values = {
-            "namespaceId": sub.key.namespace,
-            "serviceName": sub.key.grouped_name,
-            "clusters": sub.clusters,
-            "healthyOnly": "true" if sub.healthy_only else "false",
-            "clientIP": sub.ip,
-        }
-        request = Request("GET", LIST_PATH, "", {"user-agent": sub.agent}, b"", _INTERNAL_REMOTE)
-        response = await self.api.list_instances(request, Params(values))
-        return response.body.decode("utf-8", "replace")
+    def _list_json(self, sub: Subscriber) -> str:
+        """The ``instance/list`` body this subscriber would get now (the list route's renderer builds it)."""
+        clusters = tuple(part for part in sub.clusters.split(",") if part)
+        query = ListQuery(sub.key, clusters, sub.healthy_only, sub.agent.startswith(JAVA_AGENT))
+        cache_millis = max(DEFAULT_CACHE_MILLIS, self.config.push_cache_millis)
+        return self.renderer.render(query, cache_millis=cache_millis).decode("utf-8", "replace")
 
     def _forget(self, pending: _Pending) -> None:
         self._pending.pop(pending.seq, None)
@@ -465,30 +443,28 @@ class PushService:
     def render_metrics(self) -> str:
         """Prometheus text for /metrics."""
         s = self.stats
-        rows: list[tuple[str, str, str, float]] = [
-            ("distro_push_sent_total", "counter", "UDP pushes sent (first sends).", s.sent),
-            ("distro_push_acked_total", "counter", "UDP pushes acknowledged by the client.", s.acked),
-            ("distro_push_retransmitted_total", "counter", "UDP push packets sent again for want of an ack.",
-             s.retransmitted),
-            ("distro_push_failed_total", "counter",
-             "UDP pushes given up: never acknowledged, too large, or evicted over the pending bound.", s.failed),
-            ("distro_push_superseded_total", "counter",
-             "Unacknowledged pushes replaced by a newer push of the same service.", s.superseded),
-            ("distro_push_send_errors_total", "counter", "UDP sends the kernel refused.", s.send_errors),
-            ("distro_push_garbage_packets_total", "counter", "Datagrams received that were not a valid ack.",
-             s.garbage_packets),
-            ("distro_push_unknown_acks_total", "counter", "Acks for no pending push (late or duplicate).",
-             s.unknown_acks),
-            ("distro_push_subscribers_refused_total", "counter", "Subscriptions refused over the bound.",
-             s.refused_subscribers),
-            ("distro_push_subscribers_expired_total", "counter", "Subscribers forgotten after they stopped listing.",
-             s.expired_subscribers),
-            ("distro_push_subscribers", "gauge", "UDP push subscribers on this node.", self._count),
-            ("distro_push_pending", "gauge", "UDP pushes waiting for an ack.", len(self._pending)),
-            ("distro_push_ack_seconds_sum", "counter", "Seconds from first send to ack, summed over acked pushes.",
-             s.ack_cost_total_ms / 1000),
-        ]
-        return "".join(f"# HELP {n} {h}\n# TYPE {n} {k}\n{n} {v:g}\n" for n, k, h, v in rows)
+        return "".join([
+            counter("distro_push_sent_total", "UDP pushes sent (first sends).", s.sent),
+            counter("distro_push_acked_total", "UDP pushes acknowledged by the client.", s.acked),
+            counter("distro_push_retransmitted_total", "UDP push packets sent again for want of an ack.",
+                    s.retransmitted),
+            counter("distro_push_failed_total",
+                    "UDP pushes given up: never acknowledged, too large, or evicted over the pending bound.", s.failed),
+            counter("distro_push_superseded_total",
+                    "Unacknowledged pushes replaced by a newer push of the same service.", s.superseded),
+            counter("distro_push_send_errors_total", "UDP sends the kernel refused.", s.send_errors),
+            counter("distro_push_garbage_packets_total", "Datagrams received that were not a valid ack.",
+                    s.garbage_packets),
+            counter("distro_push_unknown_acks_total", "Acks for no pending push (late or duplicate).", s.unknown_acks),
+            counter("distro_push_subscribers_refused_total", "Subscriptions refused over the bound.",
+                    s.refused_subscribers),
+            counter("distro_push_subscribers_expired_total", "Subscribers forgotten after they stopped listing.",
+                    s.expired_subscribers),
+            gauge("distro_push_subscribers", "UDP push subscribers on this node.", self._count),
+            gauge("distro_push_pending", "UDP pushes waiting for an ack.", len(self._pending)),
+            counter("distro_push_ack_seconds_sum", "Seconds from first send to ack, summed over acked pushes.",
+                    s.ack_cost_total_ms / 1000),
+        ])
 
     async def push_state(self, request: Request, params: Params) -> Response:
         """GET /operator/push/state: Nacos's push statistics (plus ours)."""
@@ -564,11 +540,6 @@ def parse_ack(data: bytes) -> int | None:
     return None
 
 
-def install_push(runtime: NodeRuntime, api: NamingApi, config: PushConfig | None = None) -> PushService:
-    """Same as :meth:`PushService.attach` (a function for symmetry with ``install_auth``)."""
-    return PushService.attach(runtime, api, config)
-
-
 __all__ = [
     "GZIP_MIN_BYTES",
     "PUSH_AGENTS",
@@ -577,7 +548,6 @@ __all__ = [
     "PushStats",
     "Subscriber",
     "encode_packet",
-    "install_push",
     "parse_ack",
     "push_capable",
 ]

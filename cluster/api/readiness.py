@@ -11,25 +11,23 @@ can see why, as do ``/healthz``, ``/readyz``, ``/metrics`` and login, which are 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from cluster.api.params import Params
 from cluster.http import Request, Response
+from cluster.metrics import counter
+from distro.node import NOT_READY_TEXT, DistroNode
 
-if TYPE_CHECKING:
-    from cluster.api.params import Params
-    from cluster.api.routes import NamingApi
+__all__ = ["GATED_PREFIX", "OPEN_PREFIX", "STARTING_TEXT", "ReadinessGate"]
 
 GATED_PREFIX = "/nacos/v1/ns/"
 OPEN_PREFIX = "/nacos/v1/ns/operator/"
-# Nacos's text, including its missing space before "now".
-STARTING_TEXT = "server is STARTINGnow, please try again later!"
+STARTING_TEXT = NOT_READY_TEXT  # Nacos's text, including its missing space before "now"
 
 
 class ReadinessGate:
-    """An API guard answering 503 to naming reads (GET) until the node is ready."""
+    """An API guard answering 503 to naming reads (GET) until the node is ready; the API lists it first."""
 
-    def __init__(self, api: NamingApi) -> None:
-        self._node = api.node
+    def __init__(self, node: DistroNode) -> None:
+        self._node = node
         self.refused = 0
 
     def guard(self, request: Request, params: Params) -> Response | None:
@@ -44,16 +42,5 @@ class ReadinessGate:
 
     def render_metrics(self) -> str:
         """The refusal counter in Prometheus text format."""
-        return (
-            "# HELP distro_not_ready_refusals_total Naming reads answered 503 before the snapshot was loaded.\n"
-            "# TYPE distro_not_ready_refusals_total counter\n"
-            f"distro_not_ready_refusals_total {self.refused}\n"
-        )
-
-
-def install_readiness_gate(api: NamingApi) -> ReadinessGate:
-    """Put the gate first among ``api``'s guards (a starting node says so before asking for a token)."""
-    gate = ReadinessGate(api)
-    api.guards.insert(0, gate.guard)
-    api.extra_metrics.append(gate.render_metrics)
-    return gate
+        return counter("distro_not_ready_refusals_total",
+                       "Naming reads answered 503 before the snapshot was loaded.", self.refused)

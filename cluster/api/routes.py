@@ -3,6 +3,10 @@
 Writes are turned into core requests and submitted through the runtime (which forwards them to the
 owner); reads are answered from this node's read views. Every bad parameter is a 400 with Nacos's text;
 a handler never lets an exception become a 5xx for bad input.
+
+:class:`NamingApi` is built from its parts (the readiness gate, auth, UDP push, watch) and lists, in its
+constructor and nowhere else, the guards in the order they run, the ``instance/list`` hooks, every route
+and every source of ``/metrics``. Nothing adds to them from outside.
 """
 
 from __future__ import annotations
@@ -10,18 +14,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
+from cluster.api.auth import LOGIN_PATHS, Authenticator
 from cluster.api.params import Params
+from cluster.api.push import PushService
+from cluster.api.readiness import ReadinessGate
+from cluster.api.render import DEFAULT_CACHE_MILLIS, JAVA_AGENT, ListQuery, ListRenderer
+from cluster.api.watch import WATCH_PATH, WatchService
 from cluster.http import Request, Response
-from cluster.metrics import render_metrics
+from cluster.metrics import render_node_metrics
 from cluster.node.pump import NodeRuntime
 from distro.model import (
     DEFAULT_GROUP,
-    GROUP_SEPARATOR,
     Instance,
     ServiceKey,
     ServiceMeta,
@@ -35,6 +43,7 @@ from distro.model import (
     validate_protect_threshold,
     validate_weight,
 )
+from distro.node import NOT_READY_TEXT
 from distro.requests import (
     Beat,
     CreateService,
@@ -45,20 +54,24 @@ from distro.requests import (
     UpdateInstance,
     UpdateService,
 )
-from distro.views import ServiceView, select_hosts
+from distro.views import ServiceView
 
 log = logging.getLogger("distro.api")
 
+__all__ = ["NS", "PERSISTENT_REFUSED", "Guard", "ListHook", "NamingApi", "Route"]
+
 NS = "/nacos/v1/ns"
-DEFAULT_CACHE_MILLIS = 3000
-PUSH_CACHE_MILLIS = 10000
 PERSISTENT_REFUSED = (
     "persistent instances are not supported: this registry keeps ephemeral instances only "
     "(they live by heartbeats); register with ephemeral=true"
 )
-JAVA_AGENT = "Nacos-Java-Client"
+READYZ_NOT_READY = "server is STARTINGnow, detailed error message: snapshot not loaded yet"
 
 Route = Callable[[Request, Params], Awaitable[Response]]
+Guard = Callable[[Request, Params], Response | None]
+"""Answers a request itself (503 while starting, 403 without a token), or None to let it through."""
+ListHook = Callable[[Request, Params, ServiceKey], int]
+"""Sees every ``instance/list`` call (UDP push subscriptions); returns the ``cacheMillis`` to announce."""
 
 
 def _ok_or_error(result: Result) -> Response:
@@ -67,25 +80,33 @@ def _ok_or_error(result: Result) -> Response:
     return Response.json(result.body, result.status)
 
 
-def _json_bytes(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 class NamingApi:
-    """Routes requests to handlers; one per node."""
+    """Routes requests to handlers through the guards; one per node."""
 
-    def __init__(self, runtime: NodeRuntime, *, metadata_max_bytes: int = 4096, metadata_max_keys: int = 64) -> None:
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        renderer: ListRenderer,
+        *,
+        readiness: ReadinessGate,
+        push: PushService,
+        watch: WatchService,
+        auth: Authenticator | None = None,
+        extra_metrics: Sequence[Callable[[], str]] = (),
+        metadata_max_bytes: int = 4096,
+        metadata_max_keys: int = 64,
+    ) -> None:
         self.runtime = runtime
         self.node = runtime.node
+        self.renderer = renderer
         self.metadata_max_bytes = metadata_max_bytes
         self.metadata_max_keys = metadata_max_keys
-        self.extra_metrics: list[Callable[[], str]] = []
-        # Extension points: a guard may answer a request itself (e.g. 403 without a token); a list hook
-        # sees every instance/list call (UDP push subscriptions) and returns the cacheMillis to announce.
-        self.guards: list[Callable[[Request, Params], Response | None]] = []
-        self.list_hooks: list[Callable[[Request, Params, ServiceKey], int]] = []
-        self._list_cache: dict[tuple[ServiceKey, str, bool, bool], tuple[int, bytes, bool]] = {}
+        # The guards, in order: a starting node says so (503) before it asks for a token (403).
+        self.guards: tuple[Guard, ...] = (readiness.guard,) + (() if auth is None else (auth.guard,))
+        # Every instance/list call registers or refreshes a UDP push subscriber when it asks for one.
+        self.list_hooks: tuple[ListHook, ...] = (push.on_list,)
         self.routes: dict[tuple[str, str], Route] = {
+            # the Nacos v1 naming API
             ("POST", f"{NS}/instance"): self.register,
             ("DELETE", f"{NS}/instance"): self.deregister,
             ("PUT", f"{NS}/instance"): self.update,
@@ -103,10 +124,26 @@ class NamingApi:
             ("GET", f"{NS}/operator/servers"): self.servers,
             ("GET", f"{NS}/operator/metrics"): self.operator_metrics,
             ("GET", f"{NS}/operator/distro/server"): self.distro_server,
+            # UDP push and HTTP watch (ours, beside Nacos's API)
+            ("GET", f"{NS}/operator/push/state"): push.push_state,
+            ("GET", f"{NS}/service/subscribers"): push.subscribers_route,
+            ("GET", WATCH_PATH): watch.handle,
+            # probes and metrics
             ("GET", "/metrics"): self.metrics,
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,
+            # login, when auth is on
+            **({} if auth is None else {("POST", path): auth.login for path in LOGIN_PATHS}),
         }
+        # /metrics: the core's series, then each part's, then the wiring's (HTTP server, peer transport).
+        self.metric_sources: tuple[Callable[[], str], ...] = (
+            lambda: render_node_metrics(self.node.statistics()),
+            readiness.render_metrics,
+            *(() if auth is None else (auth.render_metrics,)),
+            push.render_metrics,
+            watch.render_metrics,
+            *extra_metrics,
+        )
 
     async def __call__(self, request: Request) -> Response:
         """The HTTP handler."""
@@ -289,73 +326,8 @@ class NamingApi:
         for hook in self.list_hooks:
             cache_millis = max(cache_millis, hook(request, params, key))
         java = request.headers.get("user-agent", "").startswith(JAVA_AGENT)
-        view = self.node.view(key)
-        clusters_text = ",".join(clusters)
-        now_ms = self.runtime.now_ms()
-        if view is None:
-            return Response.json(
-                {
-                    "name": key.grouped_name,
-                    "groupName": key.group,
-                    "clusters": clusters_text,
-                    "cacheMillis": cache_millis,
-                    "hosts": [],
-                    "lastRefTime": now_ms,
-                    "checksum": "",
-                    "allIPs": False,
-                    "reachProtectionThreshold": False,
-                    "valid": True,
-                }
-            )
-        hosts_json, protected = self._hosts_json(view, clusters_text, clusters, healthy_only, java)
-        name = key.grouped_name if java else key.service
-        meta = {} if view.meta is None else dict(view.meta.metadata)
-        head = (
-            f'{{"name":{json.dumps(key.grouped_name)},"dom":{json.dumps(name)},"groupName":{json.dumps(key.group)},'
-            f'"clusters":{json.dumps(clusters_text)},"cacheMillis":{cache_millis},"lastRefTime":{now_ms},'
-            f'"checksum":"{view.checksum}","allIPs":false,"useSpecifiedURL":false,'
-            f'"reachProtectionThreshold":{"true" if protected else "false"},"valid":true,"env":"",'
-            f'"metadata":{json.dumps(meta, ensure_ascii=False)},"hosts":'
-        ).encode()
-        return Response(200, head + hosts_json + b"}")
-
-    def _hosts_json(
-        self, view: ServiceView, clusters_text: str, clusters: list[str], healthy_only: bool, java: bool
-    ) -> tuple[bytes, bool]:
-        cache_key = (view.key, clusters_text, healthy_only, java)
-        cached = self._list_cache.get(cache_key)
-        if cached is not None and cached[0] == view.revision:
-            return cached[1], cached[2]
-        selection = select_hosts(view, clusters, healthy_only)
-        key = view.key
-        service_name = key.grouped_name if java else key.service
-        cfg = self.node.config
-        hosts = [
-            {
-                "instanceId": inst.instance_id(key),
-                "ip": inst.ip,
-                "port": inst.port,
-                "weight": inst.weight,
-                "healthy": inst.healthy,
-                "valid": inst.healthy,
-                "marked": False,
-                "enabled": inst.enabled,
-                "ephemeral": True,
-                "clusterName": inst.cluster,
-                "serviceName": service_name,
-                "metadata": dict(inst.metadata),
-                "instanceHeartBeatInterval": inst.beat_interval_ms(cfg.client_beat_interval_ms),
-                "instanceHeartBeatTimeOut": inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms),
-                "ipDeleteTimeout": inst.expire_ms(cfg.instance_expire_ms),
-                "instanceIdGenerator": "simple",
-            }
-            for inst in selection.hosts
-        ]
-        body = _json_bytes(hosts)
-        if len(self._list_cache) > 50_000:
-            self._list_cache.clear()
-        self._list_cache[cache_key] = (view.revision, body, selection.protect_triggered)
-        return body, selection.protect_triggered
+        query = ListQuery(key, tuple(clusters), healthy_only, java)
+        return Response(200, self.renderer.render(query, cache_millis=cache_millis))
 
     # ------------------------------------------------------------------------------------------
     # services
@@ -500,12 +472,12 @@ class NamingApi:
         key = self._key(params)
         owner = self.node.owner_of(key)
         if owner is None:
-            return Response.text(503, "server is STARTINGnow, please try again later!")
+            return Response.text(503, NOT_READY_TEXT)
         return Response.json({"responsibleServer": self.node.address_of(owner)})
 
     async def metrics(self, request: Request, params: Params) -> Response:
         """GET /metrics: Prometheus text format."""
-        text = render_metrics(self.runtime) + "".join(extra() for extra in self.extra_metrics)
+        text = "".join(source() for source in self.metric_sources)
         return Response(200, text.encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def healthz(self, request: Request, params: Params) -> Response:
@@ -517,9 +489,5 @@ class NamingApi:
         """GET /readyz: 200 once the snapshot is loaded, else 503."""
         if self.node.ready:
             return Response.text(200, "OK")
-        return Response.text(503, "server is STARTINGnow, detailed error message: snapshot not loaded yet")
+        return Response.text(503, READYZ_NOT_READY)
 
-
-def grouped(name: str, group: str | None) -> str:
-    """``group@@name`` unless ``name`` is already grouped."""
-    return name if GROUP_SEPARATOR in name else f"{group or DEFAULT_GROUP}{GROUP_SEPARATOR}{name}"

@@ -13,57 +13,55 @@
   another node and keep its checksum.
 * Over ``max_watchers`` concurrent watches on this node: 503, and the client should fall back to polling.
 
-``WatchService.attach(runtime, api)`` registers the route and its metrics; it needs no task of its own.
+The API (:mod:`cluster.api.routes`) lists :meth:`WatchService.handle` as the route and its metrics; it
+needs no task of its own. Its answers are built by :mod:`cluster.api.render`, as the list route's are.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import trio
 
 from cluster.api.params import Params
+from cluster.api.render import JAVA_AGENT, ListQuery, ListRenderer
 from cluster.http import Request, Response
+from cluster.metrics import counter, gauge
+from cluster.node.pump import NodeRuntime
 from distro.model import ServiceKey, service_key
 
-if TYPE_CHECKING:
-    from cluster.api.routes import NamingApi
-    from cluster.node.pump import NodeRuntime
+__all__ = ["WATCH_PATH", "WatchConfig", "WatchService"]
 
 WATCH_PATH = "/nacos/v1/ns/instance/watch"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    """Bounds of the watch service (a count and milliseconds)."""
+
+    max_watchers: int = 2048
+    default_timeout_ms: int = 30_000
+    max_timeout_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        if self.max_watchers < 0 or self.default_timeout_ms < 0 or self.max_timeout_ms < 0:
+            raise ValueError("watch limits must not be negative")
 
 
 class WatchService:
     """Serves ``GET /nacos/v1/ns/instance/watch``. One per node."""
 
-    def __init__(
-        self,
-        runtime: NodeRuntime,
-        api: NamingApi,
-        *,
-        max_watchers: int = 2048,
-        default_timeout_ms: int = 30_000,
-        max_timeout_ms: int = 60_000,
-    ) -> None:
-        if max_watchers < 0 or default_timeout_ms < 0 or max_timeout_ms < 0:
-            raise ValueError("watch limits must not be negative")
+    def __init__(self, runtime: NodeRuntime, renderer: ListRenderer, config: WatchConfig | None = None) -> None:
+        config = config or WatchConfig()
         self.runtime = runtime
-        self.api = api
-        self.max_watchers = max_watchers
-        self.default_timeout_ms = min(default_timeout_ms, max_timeout_ms)
-        self.max_timeout_ms = max_timeout_ms
+        self.renderer = renderer
+        self.max_watchers = config.max_watchers
+        self.default_timeout_ms = min(config.default_timeout_ms, config.max_timeout_ms)
+        self.max_timeout_ms = config.max_timeout_ms
         self.active = 0
         self.answered_changed = 0  # 200 answers (at once or after a change)
         self.answered_unchanged = 0  # 304 answers at the timeout
         self.rejected = 0  # 503 over max_watchers
-
-    @classmethod
-    def attach(cls, runtime: NodeRuntime, api: NamingApi, **limits: int) -> WatchService:
-        """Create the service and register its route and metrics on ``api``."""
-        service = cls(runtime, api, **limits)
-        api.routes[("GET", WATCH_PATH)] = service.handle
-        api.extra_metrics.append(service.render_metrics)
-        return service
 
     def current_checksum(self, key: ServiceKey) -> str:
         """The checksum ``instance/list`` would report now (``""`` for an unknown service)."""
@@ -73,8 +71,12 @@ class WatchService:
     async def handle(self, request: Request, params: Params) -> Response:
         """The route."""
         key = service_key(params.get("namespaceId"), params.get("groupName"), params.required("serviceName", "dom"))
-        params.clusters()  # validate before waiting
-        params.boolean("healthyOnly", False)
+        query = ListQuery(
+            key,
+            tuple(params.clusters()),  # validated before waiting
+            params.boolean("healthyOnly", False),
+            request.headers.get("user-agent", "").startswith(JAVA_AGENT),
+        )
         timeout_ms = min(params.integer("timeoutMs", self.default_timeout_ms), self.max_timeout_ms)
         known = params.get("checksum")
         if self.active >= self.max_watchers:
@@ -87,7 +89,7 @@ class WatchService:
                 changed = self.runtime.change_event(key)  # taken before the check: no change can slip by
                 if known is None or self.current_checksum(key) != known:
                     self.answered_changed += 1
-                    return await self.api.list_instances(request, params)
+                    return Response(200, self.renderer.render(query))
                 remaining = deadline - trio.current_time()
                 if remaining <= 0:
                     self.answered_unchanged += 1
@@ -99,19 +101,9 @@ class WatchService:
 
     def render_metrics(self) -> str:
         """Prometheus text for /metrics."""
-        rows: list[tuple[str, str, str, int]] = [
-            ("distro_watch_active", "gauge", "HTTP watches waiting on this node.", self.active),
-            ("distro_watch_changed_total", "counter", "Watches answered with a new list.", self.answered_changed),
-            ("distro_watch_unchanged_total", "counter", "Watches answered 304 at their timeout.",
-             self.answered_unchanged),
-            ("distro_watch_rejected_total", "counter", "Watches refused over the bound (503).", self.rejected),
-        ]
-        return "".join(f"# HELP {n} {h}\n# TYPE {n} {k}\n{n} {v}\n" for n, k, h, v in rows)
-
-
-def install_watch(runtime: NodeRuntime, api: NamingApi, **limits: int) -> WatchService:
-    """Same as :meth:`WatchService.attach`."""
-    return WatchService.attach(runtime, api, **limits)
-
-
-__all__ = ["WATCH_PATH", "WatchService", "install_watch"]
+        return "".join([
+            gauge("distro_watch_active", "HTTP watches waiting on this node.", self.active),
+            counter("distro_watch_changed_total", "Watches answered with a new list.", self.answered_changed),
+            counter("distro_watch_unchanged_total", "Watches answered 304 at their timeout.", self.answered_unchanged),
+            counter("distro_watch_rejected_total", "Watches refused over the bound (503).", self.rejected),
+        ])

@@ -2,14 +2,24 @@
 
 For runtime tests under trio's ``autojump_clock``. It keeps the peer link's contract: sends are queued
 and delivered in order by a task; a send to a missing or cut-off node is reported as failed.
+
+Bare runtimes join with :meth:`MemoryNetwork.attach`; whole nodes take the network as their peer transport,
+``NodeServer(settings, transport=network.transport)``, and join it while they run.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import trio
 
 from cluster.node.pump import NodeRuntime
 from distro.messages import Message
+
+if TYPE_CHECKING:
+    from cluster.node.settings import NodeSettings
+
+__all__ = ["MemoryEndpoint", "MemoryNetwork"]
 
 
 class MemoryNetwork:
@@ -20,11 +30,18 @@ class MemoryNetwork:
         self.cut_links: set[frozenset[str]] = set()
         self._send, self._receive = trio.open_memory_channel[tuple[str, str, Message]](queue_limit)
 
+    def transport(self, settings: NodeSettings, runtime: NodeRuntime) -> MemoryEndpoint:
+        """A ``TransportFactory`` for :class:`~cluster.node.wiring.NodeServer`: the node joins while it runs."""
+        return MemoryEndpoint(self, runtime)
+
     def attach(self, runtime: NodeRuntime) -> None:
-        """Join a runtime to the network and greet the others both ways."""
+        """Join a runtime to the network (its transport becomes an endpoint) and greet the others both ways."""
+        runtime.transport = MemoryEndpoint(self, runtime)
+        self._join(runtime)
+
+    def _join(self, runtime: NodeRuntime) -> None:
         node_id = runtime.node.node_id
         self.runtimes[node_id] = runtime
-        runtime.transport = _Endpoint(self, node_id)
         for other_id, other in self.runtimes.items():
             if other_id != node_id and frozenset((node_id, other_id)) not in self.cut_links:
                 runtime.on_connected(other_id, other.node.address)
@@ -67,10 +84,27 @@ class MemoryNetwork:
                 runtime.on_message(source, message)
 
 
-class _Endpoint:
-    def __init__(self, network: MemoryNetwork, node_id: str) -> None:
+class MemoryEndpoint:
+    """One runtime's side of a :class:`MemoryNetwork` (a peer transport)."""
+
+    def __init__(self, network: MemoryNetwork, runtime: NodeRuntime) -> None:
         self.network = network
-        self.node_id = node_id
+        self.runtime = runtime
+        self.node_id = runtime.node.node_id
 
     def send(self, node_id: str, message: Message) -> None:
+        """Queue a message for another runtime of the network."""
         self.network._post(self.node_id, node_id, message)
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Join the network until cancelled, then leave it (as a crash would); ``started(0)``: no port."""
+        self.network._join(self.runtime)
+        try:
+            task_status.started(0)
+            await trio.sleep_forever()
+        finally:
+            self.network.detach(self.node_id)
+
+    def render_metrics(self) -> str:
+        """No series of its own."""
+        return ""

@@ -1,39 +1,128 @@
-"""NodeServer: wires one node together: runtime, HTTP API, peer links (and later push and auth)."""
+"""NodeServer: wires one node together: the core's pump, the Nacos HTTP API and the peer transport.
+
+Every part of a node is built here, in one place, from its :class:`~cluster.node.settings.NodeSettings`:
+the runtime (:mod:`cluster.node.pump`), the list renderer that HTTP, push and watch share, the API's parts
+(readiness gate, auth when on, UDP push, HTTP watch), the API itself, and the peer transport. The peer
+transport is a parameter: production nodes use authenticated peer links (:func:`peer_links`); tests put
+nodes of one trio process on an in-memory network (``NodeServer(settings, transport=network.transport)``
+with a :class:`cluster.node.memlink.MemoryNetwork`).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import Protocol
 
 import trio
 
-from cluster.api.auth import install_auth
-from cluster.api.readiness import install_readiness_gate
+from cluster.api.auth import authenticator_for
+from cluster.api.push import PushConfig, PushService
+from cluster.api.readiness import ReadinessGate
+from cluster.api.render import ListRenderer
 from cluster.api.routes import NamingApi
+from cluster.api.watch import WatchConfig, WatchService
 from cluster.http import HttpLimits, HttpStats, serve_http
 from cluster.metrics import render_http_metrics, render_peer_link_metrics
-from cluster.node.pump import NodeRuntime
+from cluster.node.peerlink import PeerLinkConfig, PeerLinks
+from cluster.node.pump import NodeRuntime, PeerTransport
 from cluster.node.settings import NodeSettings, peer_link_address
+from distro.messages import Message
+
+__all__ = ["NodeServer", "NodeTransport", "PeerLinkTransport", "TransportFactory", "peer_links"]
 
 log = logging.getLogger("distro.node")
 
 
-class NodeServer:
-    """One running node: ``await nursery.start(NodeServer(settings).run)`` gives its HTTP port."""
+class NodeTransport(PeerTransport, Protocol):
+    """A peer transport a node runs: the runtime sends through it, ``serve`` runs it until cancelled."""
 
-    def __init__(self, settings: NodeSettings) -> None:
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; ``task_status.started(port)`` (0 when nothing listens)."""
+
+    def render_metrics(self) -> str:
+        """The transport's series for /metrics (may be empty)."""
+
+
+TransportFactory = Callable[[NodeSettings, NodeRuntime], NodeTransport]
+"""Builds a node's peer transport; it delivers to the runtime's ``on_message``/``on_connected``/``on_send_failed``."""
+
+
+class PeerLinkTransport:
+    """Authenticated peer links listening on ``host:port``: the transport of a real node."""
+
+    def __init__(self, links: PeerLinks, host: str, port: int) -> None:
+        self.links = links
+        self.host = host
+        self.port = port
+
+    def send(self, node_id: str, message: Message) -> None:
+        """Queue a message for a peer (see :meth:`PeerLinks.send`)."""
+        self.links.send(node_id, message)
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen for peers and dial them until cancelled; ``task_status.started(peer_port)``."""
+        await self.links.serve(self.host, self.port, task_status=task_status)
+
+    def render_metrics(self) -> str:
+        """The peer links' counters."""
+        return render_peer_link_metrics(self.links.statistics())
+
+
+def peer_links(settings: NodeSettings, runtime: NodeRuntime) -> PeerLinkTransport:
+    """The default :data:`TransportFactory`: peer links on the HTTP port plus ``peer_port_offset``."""
+    s = settings
+    links = PeerLinks(
+        PeerLinkConfig(
+            node_id=s.node_id,
+            advertise_address=s.advertise_address,
+            peer_addresses=tuple(peer_link_address(p, s.peer_port_offset) for p in s.peers),
+            secret=s.cluster_secret.encode(),
+            previous_secrets=tuple(secret.encode() for secret in s.previous_cluster_secrets),
+        ),
+        on_message=runtime.on_message,
+        on_connected=runtime.on_connected,
+        on_send_failed=runtime.on_send_failed,
+    )
+    return PeerLinkTransport(links, s.host, s.port + s.peer_port_offset)
+
+
+class NodeServer:
+    """One running node: ``await nursery.start(NodeServer(settings).run)`` gives its HTTP port.
+
+    ``transport`` builds the peer transport (peer links by default); ``push`` and ``watch`` configure the
+    UDP push and the HTTP watch beyond what the command line sets. Build it inside ``trio.run``.
+    """
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        *,
+        transport: TransportFactory = peer_links,
+        push: PushConfig | None = None,
+        watch: WatchConfig | None = None,
+    ) -> None:
         self.settings = settings
         self.runtime = NodeRuntime(settings.node_id, settings.core, address=settings.advertise_address)
+        self.transport = transport(settings, self.runtime)
+        self.runtime.transport = self.transport
+        renderer = ListRenderer(self.runtime)
+        self.push = PushService(self.runtime, renderer, push)
+        self.runtime.change_listeners.append(self.push.on_change)
+        self.watch = WatchService(self.runtime, renderer, watch)
+        self.http_stats = HttpStats()
         self.api = NamingApi(
             self.runtime,
+            renderer,
+            readiness=ReadinessGate(self.runtime.node),
+            push=self.push,
+            watch=self.watch,
+            auth=authenticator_for(settings) if settings.auth else None,
+            extra_metrics=(lambda: render_http_metrics(self.http_stats), self.transport.render_metrics),
             metadata_max_bytes=settings.metadata_max_bytes,
             metadata_max_keys=settings.metadata_max_keys,
         )
-        if settings.auth:
-            install_auth(self.api, settings)
-        install_readiness_gate(self.api)  # first among the guards
-        self.http_stats = HttpStats()
-        self.api.extra_metrics.append(lambda: render_http_metrics(self.http_stats))
         self.limits = HttpLimits(
             max_body_bytes=settings.max_body_bytes,
             max_connections=settings.max_connections,
@@ -42,38 +131,16 @@ class NodeServer:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled."""
-        from cluster.api.push import PushService
-        from cluster.api.watch import WatchService
-        from cluster.node.peerlink import PeerLinkConfig, PeerLinks
-
-        push = PushService.attach(self.runtime, self.api)
-        WatchService.attach(self.runtime, self.api)
-
+        """Serve until cancelled; ``task_status.started(http_port)`` (``settings.port`` 0 picks a free one)."""
         s = self.settings
-        links = PeerLinks(
-            PeerLinkConfig(
-                node_id=s.node_id,
-                advertise_address=s.advertise_address,
-                peer_addresses=tuple(peer_link_address(p, s.peer_port_offset) for p in s.peers),
-                secret=s.cluster_secret.encode(),
-                previous_secrets=tuple(secret.encode() for secret in s.previous_cluster_secrets),
-            ),
-            on_message=self.runtime.on_message,
-            on_connected=self.runtime.on_connected,
-            on_send_failed=self.runtime.on_send_failed,
-        )
-        self.runtime.transport = links
-        self.api.extra_metrics.append(lambda: render_peer_link_metrics(links.statistics()))
-        handler = self.api
         async with trio.open_nursery() as nursery:
             await nursery.start(self.runtime.run)
-            await nursery.start(links.serve, s.host, s.port + s.peer_port_offset)
-            await nursery.start(push.run)
-            serve = partial(serve_http, handler, s.host, s.port, self.limits, stats=self.http_stats)
+            peer_port = await nursery.start(self.transport.serve)
+            await nursery.start(self.push.run)
+            serve = partial(serve_http, self.api, s.host, s.port, self.limits, stats=self.http_stats)
             port: int = await nursery.start(serve)
             log.info(
                 "started: node %s on %s:%d (advertised %s), peer link on port %d, peers %s",
-                s.node_id, s.host, port, s.advertise_address, s.port + s.peer_port_offset, ",".join(s.peers) or "-",
+                s.node_id, s.host, port, s.advertise_address, peer_port, ",".join(s.peers) or "-",
             )
             task_status.started(port)

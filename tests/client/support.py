@@ -1,8 +1,8 @@
 """Test clusters for the push, watch and SDK tests.
 
 * :class:`NodeProcesses`: real ``distro-node`` processes on 127.0.0.1 (free ports, logs in a temp dir).
-* :class:`InProcessCluster`: runtimes over the in-memory peer transport, each with a real HTTP server on
-  127.0.0.1:0, a PushService and a WatchService; for knobs the CLI does not expose (push TTLs, bounds).
+* :class:`InProcessCluster`: NodeServers with the in-memory peer transport, each serving HTTP on
+  127.0.0.1:<free port>; for knobs the CLI does not expose (push TTLs, watch bounds, core timings).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -27,10 +26,11 @@ import trio
 
 from cluster.api.push import PushConfig, PushService
 from cluster.api.routes import NamingApi
-from cluster.api.watch import WatchService
-from cluster.http import HttpLimits, serve_http
+from cluster.api.watch import WatchConfig, WatchService
 from cluster.node.memlink import MemoryNetwork
 from cluster.node.pump import NodeRuntime
+from cluster.node.settings import parse_settings
+from cluster.node.wiring import NodeServer
 from distro.config import DistroConfig
 
 PEER_OFFSET = 1000
@@ -149,12 +149,25 @@ class NodeProcesses:
 
 @dataclass
 class InProcessNode:
-    runtime: NodeRuntime
-    api: NamingApi
-    push: PushService
-    watch: WatchService
+    server: NodeServer
     port: int = 0
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    @property
+    def runtime(self) -> NodeRuntime:
+        return self.server.runtime
+
+    @property
+    def api(self) -> NamingApi:
+        return self.server.api
+
+    @property
+    def push(self) -> PushService:
+        return self.server.push
+
+    @property
+    def watch(self) -> WatchService:
+        return self.server.watch
 
     @property
     def url(self) -> str:
@@ -162,7 +175,7 @@ class InProcessNode:
 
 
 class InProcessCluster:
-    """Runtimes on a MemoryNetwork, each with HTTP, push and watch. ``await cluster.start(nursery)``."""
+    """NodeServers on a MemoryNetwork (their peer transport), each serving HTTP. ``await cluster.start(nursery)``."""
 
     def __init__(
         self,
@@ -174,7 +187,7 @@ class InProcessCluster:
     ) -> None:
         self.count = count
         self.push_config = push or PushConfig()
-        self.watch_limits = watch or {}
+        self.watch_config = WatchConfig(**(watch or {}))
         self.core = core or DistroConfig(cluster_size=count, snapshot_timeout_ms=200)
         self.network = MemoryNetwork()
         self.nodes: list[InProcessNode] = []
@@ -186,11 +199,11 @@ class InProcessCluster:
     async def start(self, nursery: trio.Nursery) -> InProcessCluster:
         await nursery.start(self.network.run)
         for i in range(self.count):
-            runtime = NodeRuntime(f"n{i}", self.core, address=f"127.0.0.1:{9000 + i}")
-            api = NamingApi(runtime)
-            push = PushService.attach(runtime, api, self.push_config)
-            watch = WatchService.attach(runtime, api, **self.watch_limits)
-            node = InProcessNode(runtime, api, push, watch)
+            flags = parse_settings(["--node-id", f"n{i}", "--host", "127.0.0.1", "--port", str(9000 + i)])
+            node_settings = replace(flags, port=0, core=self.core)  # advertised as 127.0.0.1:900i, served anywhere
+            server = NodeServer(node_settings, transport=self.network.transport, push=self.push_config,
+                                watch=self.watch_config)
+            node = InProcessNode(server)
             node.port = await nursery.start(self._serve, node)
             self.nodes.append(node)
         with trio.fail_after(20):
@@ -202,12 +215,7 @@ class InProcessCluster:
 
     async def _serve(self, node: InProcessNode, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         with node.scope:
-            async with trio.open_nursery() as inner:
-                await inner.start(node.runtime.run)
-                self.network.attach(node.runtime)
-                await inner.start(node.push.run)
-                port = await inner.start(partial(serve_http, node.api, "127.0.0.1", 0, HttpLimits()))
-                task_status.started(port)
+            await node.server.run(task_status=task_status)
 
     def stop_node(self, index: int) -> None:
         node = self.nodes[index]

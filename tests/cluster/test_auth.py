@@ -25,9 +25,11 @@ from cluster.api.auth import (
     LoginThrottle,
     TokenCodec,
     TokenStatus,
-    install_auth,
+    authenticator_for,
 )
 from cluster.api.push import PushService
+from cluster.api.readiness import ReadinessGate
+from cluster.api.render import ListRenderer
 from cluster.api.routes import NamingApi
 from cluster.api.watch import WatchService
 from cluster.http import serve_http
@@ -56,7 +58,7 @@ PROTECTED = [
     ("GET", f"{NS}/operator/servers"),
     ("GET", f"{NS}/operator/metrics"),
     ("GET", f"{NS}/operator/distro/server"),
-    # attached by cluster.api.push / cluster.api.watch: guarded like everything that is not explicitly open
+    # served by cluster.api.push / cluster.api.watch: guarded like everything that is not explicitly open
     ("GET", f"{NS}/operator/push/state"),
     ("GET", f"{NS}/service/subscribers"),
     ("GET", f"{NS}/instance/watch"),
@@ -100,14 +102,16 @@ class AuthNode:
 async def auth_node(
     node_settings: NodeSettings | None = None, *, throttle: LoginThrottle | None = None, enable: bool = True
 ) -> AsyncIterator[AuthNode]:
-    """One ready node with install_auth (fake clock) on 127.0.0.1:<free port>."""
+    """One ready node with auth (fake clock) on 127.0.0.1:<free port>."""
     node_settings = node_settings or settings_for()
     clock = FakeClock()
     runtime = NodeRuntime("n1", node_settings.core, address="127.0.0.1:18848")
-    api = NamingApi(runtime)
-    PushService.attach(runtime, api)  # their routes, as NodeServer.run attaches them (push's socket not opened)
-    WatchService.attach(runtime, api)
-    auth = install_auth(api, node_settings, clock=clock, throttle=throttle) if enable else None
+    renderer = ListRenderer(runtime)
+    auth = authenticator_for(node_settings, clock=clock, throttle=throttle) if enable else None
+    api = NamingApi(  # as NodeServer builds it, with a fake clock for the tokens (push's socket not opened)
+        runtime, renderer, readiness=ReadinessGate(runtime.node), auth=auth,
+        push=PushService(runtime, renderer), watch=WatchService(runtime, renderer),
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(runtime.run)
         port = await nursery.start(partial(serve_http, api, "127.0.0.1", 0))

@@ -1,9 +1,8 @@
 """Fuzzing the public API of a live cluster, and its validation and limits.
 
 A three-node cluster runs in a background thread (its own ``trio.run``): each node is a real
-``NodeServer`` built from ``parse_settings`` (so the HTTP limits and auth come from the real flags), its
-runtime joined to the others over ``MemoryNetwork`` and its API served by ``serve_http`` on
-127.0.0.1:<free port>. The tests are plain synchronous Hypothesis tests talking raw HTTP over sockets.
+``NodeServer`` built from ``parse_settings`` (so the HTTP limits and auth come from the real flags), with
+``MemoryNetwork`` as its peer transport, serving its API on 127.0.0.1:<free port>. The tests are plain synchronous Hypothesis tests talking raw HTTP over sockets.
 
 Properties: no request makes a node answer 5xx (501 only for an unknown route or transfer coding),
 without a valid token no protected route answers anything but 403, every node stays up (``/healthz``),
@@ -22,8 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -32,9 +30,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster.api.push import PushConfig, PushService
-from cluster.api.watch import WATCH_PATH, WatchService
-from cluster.http import serve_http
+from cluster.api.push import PushConfig
+from cluster.api.watch import WATCH_PATH
 from cluster.node.memlink import MemoryNetwork
 from cluster.node.settings import parse_settings
 from cluster.node.wiring import NodeServer
@@ -131,16 +128,13 @@ def request(
     return response
 
 
-async def start_node(nursery: trio.Nursery, network: MemoryNetwork, argv: list[str]) -> NodeServer:
-    """A NodeServer from real flags, with push and watch attached as ``NodeServer.run`` does, its runtime
-    joined to ``network`` (instead of peer links). Its API is not served here."""
-    server = NodeServer(parse_settings(argv))
-    push = PushService.attach(server.runtime, server.api, PushConfig(bind_host="127.0.0.1"))
-    WatchService.attach(server.runtime, server.api)
-    await nursery.start(server.runtime.run)
-    await nursery.start(push.run)
-    network.attach(server.runtime)
-    return server
+async def start_node(nursery: trio.Nursery, network: MemoryNetwork, argv: list[str]) -> tuple[NodeServer, int]:
+    """A running NodeServer from real flags, on ``network`` instead of peer links, serving HTTP on
+    127.0.0.1:<free port> (its advertised address and peers are the flags'); the server and that port."""
+    node_settings = replace(parse_settings(argv), host="127.0.0.1", port=0)
+    server = NodeServer(node_settings, transport=network.transport, push=PushConfig(bind_host="127.0.0.1"))
+    port: int = await nursery.start(server.run)
+    return server, port
 
 
 async def wait_ready(servers: list[NodeServer]) -> None:
@@ -180,7 +174,7 @@ class Cluster:
             network = MemoryNetwork()
             await nursery.start(network.run)
             for i in range(NODES):
-                server = await start_node(nursery, network, [
+                server, port = await start_node(nursery, network, [
                     "--node-id", f"n{i}", "--port", str(18848 + i), "--peers", peers,
                     "--cluster-secret", "fuzz-cluster-secret-0123456789abcdef",
                     "--auth", "--token-secret", SECRET, "--admin-password", PASSWORD,
@@ -188,8 +182,7 @@ class Cluster:
                     "--max-instances-per-service", str(MAX_INSTANCES),
                     *self.extra_flags,
                 ])
-                serve = partial(serve_http, server.api, "127.0.0.1", 0, server.limits, stats=server.http_stats)
-                self.ports.append(await nursery.start(serve))
+                self.ports.append(port)
                 self.servers.append(server)
             await wait_ready(self.servers)
             self._started.set()
@@ -422,8 +415,6 @@ def _route_pairs() -> list[tuple[str, str]]:
         server = NodeServer(parse_settings(
             ["--port", "1", "--auth", "--token-secret", SECRET, "--admin-password", PASSWORD]
         ))
-        PushService.attach(server.runtime, server.api)
-        WatchService.attach(server.runtime, server.api)
         return sorted(server.api.routes)
 
     return trio.run(collect)
@@ -861,7 +852,7 @@ def sweep_cases() -> Iterator[tuple[str, str, dict[str, str]]]:
 
 
 async def test_single_parameter_sweep_never_5xx() -> None:
-    """Calls the handlers directly (no sockets, so ~10k requests take a few seconds) on a 2-node cluster."""
+    """Calls the handlers directly (not through sockets, so ~10k requests take a few seconds) on a 2-node cluster."""
     from cluster.http import Request
 
     network = MemoryNetwork()
@@ -869,12 +860,12 @@ async def test_single_parameter_sweep_never_5xx() -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(network.run)
         servers = [
-            await start_node(nursery, network, [
+            (await start_node(nursery, network, [
                 "--node-id", f"s{i}", "--port", str(18848 + i), "--peers", peers,
                 "--cluster-secret", "sweep-cluster-secret-0123456789abcdef",
                 "--auth", "--token-secret", SECRET, "--admin-password", PASSWORD,
                 "--max-instances-per-service", str(MAX_INSTANCES),
-            ])
+            ]))[0]
             for i in range(2)
         ]
         await wait_ready(servers)
@@ -918,7 +909,7 @@ async def test_push_survives_a_long_grouped_name() -> None:
     network = MemoryNetwork()
     async with trio.open_nursery() as nursery:
         await nursery.start(network.run)
-        server = await start_node(nursery, network, ["--node-id", "p0", "--port", "18848"])
+        server, _ = await start_node(nursery, network, ["--node-id", "p0", "--port", "18848"])
         await wait_ready([server])
         key = {"serviceName": "s" * 200, "groupName": "g" * 200}
         subscribe = Request("GET", f"{NS}/instance/list", urlencode({**key, "udpPort": "9", "clientIP": "127.0.0.1"}),

@@ -9,8 +9,11 @@ from __future__ import annotations
 import httpx
 import trio
 
-from cluster.api.readiness import STARTING_TEXT, install_readiness_gate
+from cluster.api.push import PushService
+from cluster.api.readiness import STARTING_TEXT, ReadinessGate
+from cluster.api.render import ListRenderer
 from cluster.api.routes import NamingApi
+from cluster.api.watch import WatchService
 from cluster.http import serve_http
 from cluster.node.pump import NodeRuntime
 from distro.config import DistroConfig
@@ -20,8 +23,9 @@ NS = "/nacos/v1/ns"
 
 async def test_naming_routes_answer_503_until_ready_then_serve() -> None:
     runtime = NodeRuntime("n1", DistroConfig(cluster_size=3, snapshot_timeout_ms=300), address="127.0.0.1:1")
-    api = NamingApi(runtime)
-    install_readiness_gate(api)
+    renderer = ListRenderer(runtime)
+    api = NamingApi(runtime, renderer, readiness=ReadinessGate(runtime.node),
+                    push=PushService(runtime, renderer), watch=WatchService(runtime, renderer))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_http, api, "127.0.0.1", 0)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:

@@ -1,0 +1,112 @@
+"""The one renderer of the service-list body: what ``GET /nacos/v1/ns/instance/list`` answers.
+
+The HTTP route, the UDP push (whose packets carry this body as a string) and the HTTP watch all build it
+here, so a client sees the same document whichever way it learns of a change. The ``hosts`` array is the
+expensive part: it is cached per (service, clusters, healthyOnly, client flavour) and rebuilt only when
+the service's view has a new revision.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from cluster.node.pump import NodeRuntime
+from distro.model import ServiceKey
+from distro.views import ServiceView, select_hosts
+
+__all__ = ["DEFAULT_CACHE_MILLIS", "JAVA_AGENT", "ListQuery", "ListRenderer"]
+
+DEFAULT_CACHE_MILLIS = 3000
+"""The ``cacheMillis`` announced to a client that is not a push subscriber (Nacos's default)."""
+JAVA_AGENT = "Nacos-Java-Client"
+"""User-Agent prefix of the Java client, which expects grouped service names in the list."""
+_MAX_CACHED_LISTS = 50_000
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """What a list is asked for: the service, a cluster filter (empty: all), and who asks."""
+
+    key: ServiceKey
+    clusters: tuple[str, ...] = ()
+    healthy_only: bool = False
+    java: bool = False  # the Java client gets ``group@@name`` as each host's ``serviceName`` and the ``dom``
+
+
+class ListRenderer:
+    """Builds ``instance/list`` bodies from this node's read views. One per node, shared by its API parts."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self._runtime = runtime
+        self._node = runtime.node
+        self._hosts_cache: dict[tuple[ServiceKey, str, bool, bool], tuple[int, bytes, bool]] = {}
+
+    def render(self, query: ListQuery, *, cache_millis: int = DEFAULT_CACHE_MILLIS) -> bytes:
+        """The UTF-8 JSON body for ``query``, announcing ``cache_millis``."""
+        key = query.key
+        clusters_text = ",".join(query.clusters)
+        now_ms = self._runtime.now_ms()
+        view = self._node.view(key)
+        if view is None:
+            empty = {
+                "name": key.grouped_name,
+                "groupName": key.group,
+                "clusters": clusters_text,
+                "cacheMillis": cache_millis,
+                "hosts": [],
+                "lastRefTime": now_ms,
+                "checksum": "",
+                "allIPs": False,
+                "reachProtectionThreshold": False,
+                "valid": True,
+            }
+            return _JSON.encode(empty).encode("utf-8", "replace")
+        hosts_json, protected = self._hosts_json(view, query, clusters_text)
+        name = key.grouped_name if query.java else key.service
+        meta = {} if view.meta is None else dict(view.meta.metadata)
+        head = (
+            f'{{"name":{json.dumps(key.grouped_name)},"dom":{json.dumps(name)},"groupName":{json.dumps(key.group)},'
+            f'"clusters":{json.dumps(clusters_text)},"cacheMillis":{cache_millis},"lastRefTime":{now_ms},'
+            f'"checksum":"{view.checksum}","allIPs":false,"useSpecifiedURL":false,'
+            f'"reachProtectionThreshold":{"true" if protected else "false"},"valid":true,"env":"",'
+            f'"metadata":{json.dumps(meta, ensure_ascii=False)},"hosts":'
+        ).encode()
+        return head + hosts_json + b"}"
+
+    def _hosts_json(self, view: ServiceView, query: ListQuery, clusters_text: str) -> tuple[bytes, bool]:
+        cache_key = (view.key, clusters_text, query.healthy_only, query.java)
+        cached = self._hosts_cache.get(cache_key)
+        if cached is not None and cached[0] == view.revision:
+            return cached[1], cached[2]
+        selection = select_hosts(view, list(query.clusters), query.healthy_only)
+        key = view.key
+        service_name = key.grouped_name if query.java else key.service
+        cfg = self._node.config
+        hosts = [
+            {
+                "instanceId": inst.instance_id(key),
+                "ip": inst.ip,
+                "port": inst.port,
+                "weight": inst.weight,
+                "healthy": inst.healthy,
+                "valid": inst.healthy,
+                "marked": False,
+                "enabled": inst.enabled,
+                "ephemeral": True,
+                "clusterName": inst.cluster,
+                "serviceName": service_name,
+                "metadata": dict(inst.metadata),
+                "instanceHeartBeatInterval": inst.beat_interval_ms(cfg.client_beat_interval_ms),
+                "instanceHeartBeatTimeOut": inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms),
+                "ipDeleteTimeout": inst.expire_ms(cfg.instance_expire_ms),
+                "instanceIdGenerator": "simple",
+            }
+            for inst in selection.hosts
+        ]
+        body = json.dumps(hosts, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(self._hosts_cache) > _MAX_CACHED_LISTS:
+            self._hosts_cache.clear()
+        self._hosts_cache[cache_key] = (view.revision, body, selection.protect_triggered)
+        return body, selection.protect_triggered
