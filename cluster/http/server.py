@@ -474,186 +474,223 @@ def _count(stats: HttpStats, status: int) -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
+class _Connection:
+    """One client connection: reads requests, calls the handler, writes responses, until it closes.
+
+    Deadlines are set lazily, only before actually waiting (``phase`` says which one is in force), so a
+    request that arrives whole and is answered at once costs no cancel-scope update.
+    """
+
+    __slots__ = (
+        "buf", "check_partial_at", "first_s", "graceful", "handler", "head_limit", "idle_s", "limits",
+        "max_requests", "phase", "remote", "request_s", "scope", "served", "sock", "stats", "unyielded",
+    )
+
+    def __init__(
+        self, sock: socket.socket, remote: tuple[str, int], handler: Handler, limits: HttpLimits, stats: HttpStats
+    ) -> None:
+        self.sock = sock
+        self.remote = remote
+        self.handler = handler
+        self.limits = limits
+        self.stats = stats
+        self.idle_s = limits.idle_timeout_ms / 1000
+        self.request_s = limits.request_timeout_ms / 1000
+        self.first_s = min(self.idle_s, self.request_s)  # a new connection gets this long to send its first byte
+        self.max_requests = limits.max_requests_per_connection
+        self.head_limit = limits.max_request_line_bytes + limits.max_header_bytes + 4
+        self.check_partial_at = min(limits.max_request_line_bytes, limits.max_header_bytes)
+        self.buf = bytearray()
+        self.scope = trio.CancelScope()
+        self.phase = _HANDLING  # i.e. no deadline yet
+        self.served = 0
+        self.unyielded = 0
+        self.graceful = True  # False: close at once without lingering
+
+    def _enter(self, phase: int, timeout_s: float) -> None:
+        """Switch to ``phase`` with a deadline ``timeout_s`` from now (``inf``: none)."""
+        self.phase = phase
+        self.scope.deadline = trio.current_time() + timeout_s
+
+    async def serve(self) -> None:
+        """Serve until the connection closes; never raises (except trio.Cancelled on shutdown)."""
+        error: _HttpError | None = None
+        try:
+            with self.scope:
+                try:
+                    await self._request_loop()
+                except _HttpError as exc:
+                    error = exc
+                except _PeerGone:
+                    self.graceful = False
+                    return
+            if self.scope.cancelled_caught:
+                if self.phase == _READING:
+                    error = _HttpError(408, "request timeout")
+                else:
+                    self.graceful = False
+                    return
+            if error is not None:
+                _count(self.stats, error.status)
+                with trio.move_on_after(self.request_s):
+                    await _send_all(self.sock, _error_bytes(error.status, error.message))
+        except OSError:
+            self.graceful = False
+        except Exception:
+            log.exception("HTTP connection from %s failed", self.remote)
+            self.graceful = False
+        finally:
+            self.stats.connections_open -= 1
+            try:
+                if error is not None and self.graceful:
+                    await _linger_and_close(self.sock)
+            finally:
+                _close(self.sock)
+
+    async def _request_loop(self) -> None:
+        buf = self.buf
+        # The first request usually arrives with (or right after) the connection: try without waiting.
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+            if not data:
+                return
+            buf += data
+        except BlockingIOError:
+            pass
+        limits = self.limits
+        while True:
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end <= 0:  # incomplete, or stray empty lines before the request line
+                head_end = await self._read_head()
+                if head_end < 0:  # the client closed the connection
+                    return
+            if head_end > self.head_limit:
+                _check_partial_head(buf, limits)
+                raise _HttpError(431, "header block too large")
+            head = bytes(buf[:head_end])
+            del buf[: head_end + 4]
+            method, path, query, http11, headers = _parse_head(head, limits)
+            if "transfer-encoding" in headers or "content-length" in headers or "expect" in headers:
+                body = await self._read_body(headers, http11)
+            else:
+                body = b""
+            request = Request(method, path, query, headers, body, self.remote)
+            if not await self._respond(request, http11):
+                return
+            self.unyielded += 1
+            if self.unyielded >= 16:  # pipelined input and a handler that never yields: be fair
+                self.unyielded = 0
+                await checkpoint()
+
+    async def _read_head(self) -> int:
+        """Read until ``buf`` holds a complete head; where it ends, or -1 when the client closed."""
+        buf = self.buf
+        sock = self.sock
+        scanned = 0
+        while True:
+            head_end = buf.find(b"\r\n\r\n", scanned)
+            if head_end > 0:
+                return head_end
+            if head_end == 0 or (buf and buf[0] == 13 and buf.startswith(b"\r\n")):  # CRLFs between requests
+                del buf[:2]
+                scanned = 0
+                continue
+            if buf:
+                if len(buf) > self.check_partial_at:
+                    _check_partial_head(buf, self.limits)
+                scanned = len(buf) - 3 if len(buf) > 3 else 0
+                if self.phase != _READING:
+                    self._enter(_READING, self.request_s)
+            elif self.phase != _IDLE:
+                self._enter(_IDLE, self.idle_s if self.served else self.first_s)
+            while True:
+                await wait_readable(sock)
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                    break
+                except BlockingIOError:
+                    continue
+            self.unyielded = 0
+            if not data:
+                if buf:
+                    self.graceful = False
+                return -1
+            buf += data
+
+    async def _read_body(self, headers: dict[str, str], http11: bool) -> bytes:
+        """The body announced by ``headers`` (Content-Length or chunked; 100-continue answered)."""
+        buf = self.buf
+        te = headers.get("transfer-encoding")
+        cl = headers.get("content-length")
+        if te is not None:
+            if cl is not None:
+                raise _HttpError(400, "both Content-Length and Transfer-Encoding")
+            if te.strip().lower() != "chunked":
+                raise _HttpError(501, f"unsupported transfer-encoding: {te}")
+            length = -1
+        else:
+            length = _content_length(cl) if cl is not None else 0
+            if length > self.limits.max_body_bytes:
+                raise _HttpError(413, "request body too large")
+        expect = headers.get("expect")
+        if expect is not None and http11 and expect.strip().lower() != "100-continue":
+            raise _HttpError(417, f"unsupported expectation: {expect}")
+        if not length:
+            return b""
+        if self.phase != _READING and (length < 0 or len(buf) < length):
+            self._enter(_READING, self.request_s)
+        if expect is not None and http11 and not buf:
+            await _send_all(self.sock, _CONTINUE)
+        if length < 0:
+            return await _read_chunked(self.sock, buf, self.limits)
+        while len(buf) < length:
+            await _recv_more(self.sock, buf)
+            self.unyielded = 0
+        body = bytes(buf[:length])
+        del buf[:length]
+        return body
+
+    async def _respond(self, request: Request, http11: bool) -> bool:
+        """Run the handler and write its response; whether the connection stays open."""
+        self.served += 1
+        stats = self.stats
+        stats.requests_total += 1
+        conn_hdr = request.headers.get("connection")
+        if http11:
+            keep_alive = conn_hdr is None or not _has_token(conn_hdr, "close")
+        else:
+            keep_alive = conn_hdr is not None and _has_token(conn_hdr, "keep-alive")
+        if self.served >= self.max_requests:
+            keep_alive = False
+        if self.phase != _HANDLING:
+            self.phase = _HANDLING
+            self.scope.deadline = math.inf
+        head_only = request.method == "HEAD"
+        try:
+            response = await self.handler(request)
+            out, status, keep_alive = _render(response, head_only, keep_alive, http11)
+        except Exception as exc:
+            log.exception("HTTP handler failed on %s %s", request.method, request.path)
+            response = Response.text(500, f"caused: {exc};")
+            out, status, keep_alive = _render(response, head_only, keep_alive, http11)
+        by_status = stats.responses_by_status
+        by_status[status] = by_status.get(status, 0) + 1
+        try:
+            sent = self.sock.send(out, _SEND_FLAGS)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(out):  # a client that does not read: bounded by the idle timeout
+            self._enter(_WRITING, self.idle_s)
+            await _send_rest(self.sock, out, sent)
+            self.unyielded = 0
+        return keep_alive
+
+
 async def _serve_connection(
     sock: socket.socket, remote: tuple[str, int], handler: Handler, limits: HttpLimits, stats: HttpStats
 ) -> None:
     """Serve one connection until it closes; never raises (except trio.Cancelled on shutdown)."""
-    idle_s = limits.idle_timeout_ms / 1000
-    request_s = limits.request_timeout_ms / 1000
-    max_requests = limits.max_requests_per_connection
-    max_body = limits.max_body_bytes
-    head_limit = limits.max_request_line_bytes + limits.max_header_bytes + 4
-    check_partial_at = min(limits.max_request_line_bytes, limits.max_header_bytes)
-    first_s = min(idle_s, request_s)  # a new connection gets this long to send its first byte
-    inf = math.inf
-    now = trio.current_time
-    recv = sock.recv
-    send = sock.send
-    buf = bytearray()
-    phase = _HANDLING  # i.e. no deadline yet; deadlines are set lazily, only before actually waiting
-    served = 0
-    unyielded = 0
-    error: _HttpError | None = None
-    graceful = True  # False: close at once without lingering
-    try:
-        with trio.CancelScope() as scope:
-            try:
-                # The first request usually arrives with (or right after) the connection: try without waiting.
-                try:
-                    data = recv(_RECV_SIZE)
-                    if not data:
-                        return
-                    buf += data
-                except BlockingIOError:
-                    pass
-                while True:
-                    # ---------------- request head
-                    scanned = 0
-                    while True:
-                        head_end = buf.find(b"\r\n\r\n", scanned)
-                        if head_end >= 0:
-                            break
-                        if buf:
-                            if buf[0] == 13 and buf.startswith(b"\r\n"):  # tolerate CRLFs between requests
-                                del buf[:2]
-                                scanned = 0
-                                continue
-                            if len(buf) > check_partial_at:
-                                _check_partial_head(buf, limits)
-                            scanned = len(buf) - 3 if len(buf) > 3 else 0
-                            if phase != _READING:
-                                phase = _READING
-                                scope.deadline = now() + request_s
-                        elif phase != _IDLE:  # set lazily: only when we really have to wait
-                            phase = _IDLE
-                            scope.deadline = now() + (idle_s if served else first_s)
-                        while True:
-                            await wait_readable(sock)
-                            try:
-                                data = recv(_RECV_SIZE)
-                                break
-                            except BlockingIOError:
-                                continue
-                        unyielded = 0
-                        if not data:
-                            if buf:
-                                graceful = False
-                            return
-                        buf += data
-                    if head_end > head_limit:
-                        _check_partial_head(buf, limits)
-                        raise _HttpError(431, "header block too large")
-                    if head_end == 0:  # stray empty lines before the request line
-                        del buf[:2]
-                        continue
-                    head = bytes(buf[:head_end])
-                    del buf[: head_end + 4]
-                    method, path, query, http11, headers = _parse_head(head, limits)
-
-                    # ---------------- body
-                    if "transfer-encoding" in headers or "content-length" in headers or "expect" in headers:
-                        te = headers.get("transfer-encoding")
-                        cl = headers.get("content-length")
-                        if te is not None:
-                            if cl is not None:
-                                raise _HttpError(400, "both Content-Length and Transfer-Encoding")
-                            if te.strip().lower() != "chunked":
-                                raise _HttpError(501, f"unsupported transfer-encoding: {te}")
-                            length = -1
-                        else:
-                            length = _content_length(cl) if cl is not None else 0
-                            if length > max_body:
-                                raise _HttpError(413, "request body too large")
-                        expect = headers.get("expect")
-                        if expect is not None and http11 and expect.strip().lower() != "100-continue":
-                            raise _HttpError(417, f"unsupported expectation: {expect}")
-                        if length:
-                            if phase != _READING and (length < 0 or len(buf) < length):
-                                phase = _READING
-                                scope.deadline = now() + request_s
-                            if expect is not None and http11 and not buf:
-                                await _send_all(sock, _CONTINUE)
-                            if length < 0:
-                                body = await _read_chunked(sock, buf, limits)
-                            else:
-                                while len(buf) < length:
-                                    await _recv_more(sock, buf)
-                                    unyielded = 0
-                                body = bytes(buf[:length])
-                                del buf[:length]
-                        else:
-                            body = b""
-                    else:
-                        body = b""
-
-                    # ---------------- handler
-                    served += 1
-                    stats.requests_total += 1
-                    if http11:
-                        conn_hdr = headers.get("connection")
-                        keep_alive = conn_hdr is None or not _has_token(conn_hdr, "close")
-                    else:
-                        conn_hdr = headers.get("connection")
-                        keep_alive = conn_hdr is not None and _has_token(conn_hdr, "keep-alive")
-                    if served >= max_requests:
-                        keep_alive = False
-                    if phase != _HANDLING:
-                        phase = _HANDLING
-                        scope.deadline = inf
-                    request = Request(method, path, query, headers, body, remote)
-                    try:
-                        response = await handler(request)
-                        out, status, keep_alive = _render(response, method == "HEAD", keep_alive, http11)
-                    except Exception as exc:
-                        log.exception("HTTP handler failed on %s %s", method, path)
-                        response = Response.text(500, f"caused: {exc};")
-                        out, status, keep_alive = _render(response, method == "HEAD", keep_alive, http11)
-
-                    # ---------------- response
-                    by_status = stats.responses_by_status
-                    by_status[status] = by_status.get(status, 0) + 1
-                    try:
-                        sent = send(out, _SEND_FLAGS)
-                    except BlockingIOError:
-                        sent = 0
-                    if sent < len(out):  # a client that does not read: bounded by the idle timeout
-                        phase = _WRITING
-                        scope.deadline = now() + idle_s
-                        await _send_rest(sock, out, sent)
-                        unyielded = 0
-                    if not keep_alive:
-                        return
-                    unyielded += 1
-                    if unyielded >= 16:  # pipelined input and a handler that never yields: be fair
-                        unyielded = 0
-                        await checkpoint()
-            except _HttpError as exc:
-                error = exc
-            except _PeerGone:
-                graceful = False
-                return
-        if scope.cancelled_caught:
-            if phase == _READING:
-                error = _HttpError(408, "request timeout")
-            else:
-                graceful = False
-                return
-        if error is not None:
-            _count(stats, error.status)
-            with trio.move_on_after(request_s):
-                await _send_all(sock, _error_bytes(error.status, error.message))
-    except OSError:
-        graceful = False
-    except Exception:
-        log.exception("HTTP connection from %s failed", remote)
-        graceful = False
-    finally:
-        stats.connections_open -= 1
-        try:
-            if error is not None and graceful:
-                await _linger_and_close(sock)
-        finally:
-            _close(sock)
+    await _Connection(sock, remote, handler, limits, stats).serve()
 
 
 # --------------------------------------------------------------------------------------------------------
