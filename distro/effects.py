@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from distro.messages import Message
 from distro.model import ServiceKey
@@ -34,11 +35,24 @@ class ServiceChanged:
     view: ServiceView
 
 
+class LifecycleKind(StrEnum):
+    """What a :class:`LifecycleEvent` reports. A ``str``: the value is what logs and traces print."""
+
+    READY = "ready"
+    """The node loaded its snapshot (or found no peer with data) and now serves and owns keys."""
+    PEER_UP = "peer_up"
+    """A peer is heard from and ready: it joins the live set."""
+    PEER_DOWN = "peer_down"
+    """A peer went silent, failed a send or is not ready: it leaves the live set."""
+    OWNERSHIP_CHANGED = "ownership_changed"
+    """The live set changed, and with it which keys this node owns."""
+
+
 @dataclass(frozen=True, slots=True)
 class LifecycleEvent:
-    """Something an operator wants in the log: ``ready``, ``peer_up``, ``peer_down``, ``ownership_changed``."""
+    """Something an operator wants in the log: what happened (``kind``) and a line saying to what."""
 
-    kind: str
+    kind: LifecycleKind
     detail: str
 
 
