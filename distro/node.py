@@ -56,7 +56,7 @@ from typing import Any
 
 from distro.config import DistroConfig
 from distro.datum import META_ENTRY_ID, Entry
-from distro.effects import ClientReply, Effect, LifecycleEvent, Send, ServiceChanged
+from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Send, ServiceChanged
 from distro.messages import (
     Digest,
     Forward,
@@ -79,6 +79,7 @@ from distro.model import (
     make_instance,
 )
 from distro.ownership import OwnershipMap
+from distro.readiness import NOT_READY, NOT_READY_TEXT
 from distro.requests import (
     CODE_OK,
     CODE_RESOURCE_NOT_FOUND,
@@ -97,8 +98,9 @@ from distro.store import DatumStore, MergeOutcome
 from distro.versions import HybridClock
 from distro.views import ServiceView, empty_view
 
+__all__ = ["NOT_READY_TEXT", "DistroNode", "MemberInfo", "NodeStatistics"]
+
 NEVER = -(2**62)
-NOT_READY_TEXT = "server is STARTINGnow, please try again later!"
 
 
 @dataclass(slots=True)
@@ -239,7 +241,7 @@ class DistroNode:
         self._advance(now_ms)
         owner = self._ownership.owner(str(request.key))
         if owner is None:  # not ready, and no ready peer is up
-            return Result(503, NOT_READY_TEXT)
+            return NOT_READY
         if owner == self.node_id:
             return self._apply_local(request, now_ms)
         if len(self._pending) >= self.config.max_pending_forwards:
@@ -840,7 +842,7 @@ class DistroNode:
         self._snapshot_parts.clear()
         self._snapshot_not_ready.clear()
         self._snapshot_asked = None
-        self._effects.append(LifecycleEvent("ready", reason))
+        self._effects.append(LifecycleEvent(LifecycleKind.READY, reason))
         self._refresh_membership(now_ms)
         ping = Ping(True, self.address)
         for peer_id in self._peers:
@@ -862,9 +864,9 @@ class DistroNode:
         self._up_peers = tuple(sorted(p.node_id for p in self._peers.values() if p.up))
         for peer_id in went_down:
             self._drop_dirty(peer_id)
-            self._effects.append(LifecycleEvent("peer_down", f"{peer_id} ({self.address_of(peer_id)})"))
+            self._effects.append(LifecycleEvent(LifecycleKind.PEER_DOWN, f"{peer_id} ({self.address_of(peer_id)})"))
         for peer_id in came_up:
-            self._effects.append(LifecycleEvent("peer_up", f"{peer_id} ({self.address_of(peer_id)})"))
+            self._effects.append(LifecycleEvent(LifecycleKind.PEER_UP, f"{peer_id} ({self.address_of(peer_id)})"))
         members = set(self._up_peers)
         if self.ready:
             members.add(self.node_id)
@@ -894,7 +896,7 @@ class DistroNode:
                 self._last_beat.pop(key, None)
         self._effects.append(
             LifecycleEvent(
-                "ownership_changed",
+                LifecycleKind.OWNERSHIP_CHANGED,
                 f"members={','.join(new_map.members) or '-'} gained={gained} lost={lost}",
             )
         )
