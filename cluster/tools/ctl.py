@@ -566,7 +566,8 @@ class _Signals:
 
 def cmd_local_cluster(args: argparse.Namespace) -> int:
     """Run N nodes as child processes until SIGINT/SIGTERM."""
-    from cluster.tools.localcluster import PEER_PORT_OFFSET, ClusterError, LocalCluster
+    from cluster.tools.launcher import PEER_PORT_OFFSET, ClusterError
+    from cluster.tools.localcluster import LocalCluster
 
     if not 1 <= args.nodes <= 64:
         raise CtlError("--nodes must be in 1..64", 2)

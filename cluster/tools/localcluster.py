@@ -1,9 +1,9 @@
 """Run a registry cluster as local ``distro-node`` processes on one machine.
 
 Used by ``distroctl local-cluster`` and by the integration tests (tests/integration). Each node is a
-child process listening on ``host:port`` (HTTP) and ``host:port+1000`` (peer link), with node ids
-``n1..nN`` and a cluster secret generated here (passed through the environment, never on the command
-line, so ``ps`` does not show it).
+child process started by :mod:`cluster.tools.launcher`, listening on ``host:port`` (HTTP) and
+``host:port+1000`` (peer link), with node ids ``n1..nN`` and a cluster secret generated here (passed
+through the environment, never on the command line, so ``ps`` does not show it).
 
     cluster = LocalCluster([8848, 8849, 8850], log_dir=Path("/tmp/logs"))
     cluster.start()
@@ -14,256 +14,21 @@ line, so ``ps`` does not show it).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
 
 import httpx
 
-PEER_PORT_OFFSET = 1000
-LOCALHOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
-
-
-class ClusterError(Exception):
-    """A local cluster could not start or stop; the message says why."""
-
-
-def node_command() -> list[str]:
-    """How to run ``distro-node``: the script next to this interpreter, on PATH, or ``python -c``."""
-    candidate = Path(sys.executable).parent / "distro-node"
-    if candidate.exists():
-        return [str(candidate)]
-    found = shutil.which("distro-node")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from cluster.node.main import main; main()"]
-
-
-def port_is_free(port: int, host: str = LOCALHOST) -> bool:
-    """True when a listener could bind ``host:port`` now (with SO_REUSEADDR, as the node does)."""
-    if not 0 < port < 65536:
-        return False
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int, *, host: str = LOCALHOST, offset: int = PEER_PORT_OFFSET, attempts: int = 200) -> list[int]:
-    """``count`` distinct ports ``p`` (picked by binding port 0) such that ``p`` and ``p + offset`` are free.
-
-    The ports are released before returning, so another process may still take one: callers retry on
-    a bind failure (:meth:`LocalCluster.start_with_retries`).
-    """
-    chosen: list[int] = []
-    used: set[int] = set()
-    for _ in range(attempts):
-        if len(chosen) == count:
-            break
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port + offset > 65535 or {port, port + offset} & used:
-            continue
-        if not port_is_free(port + offset, host):
-            continue
-        chosen.append(port)
-        used.update((port, port + offset))
-    if len(chosen) < count:
-        raise ClusterError(f"could not find {count} free port pairs (port and port+{offset}) on {host}")
-    return chosen
-
-
-def free_port_range(count: int, *, host: str = LOCALHOST, offset: int = PEER_PORT_OFFSET, attempts: int = 200) -> int:
-    """A base port ``b`` such that ``b..b+count-1`` and the same plus ``offset`` are all free now."""
-    for _ in range(attempts):
-        (base,) = free_ports(1, host=host, offset=offset)
-        ports = [base + i for i in range(count)]
-        if ports[-1] + offset <= 65535 and all(
-            port_is_free(p, host) and port_is_free(p + offset, host) for p in ports
-        ):
-            return base
-    raise ClusterError(f"could not find {count} consecutive free port pairs on {host}")
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    """Linux: SIGTERM this child when the process that started it dies (no orphans after a kill -9)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except Exception:  # not Linux, or no prctl: best effort
-        pass
-
-
-class LocalNode:
-    """One ``distro-node`` child process."""
-
-    def __init__(
-        self,
-        node_id: str,
-        port: int,
-        peers: Sequence[str],
-        secret: str,
-        *,
-        host: str = LOCALHOST,
-        node_args: Sequence[str] = (),
-        log_path: Path | None = None,
-        die_with_parent: bool = False,
-        own_process_group: bool = False,
-        hermetic_env: bool = False,
-    ) -> None:
-        self.node_id = node_id
-        self.host = host
-        self.port = port
-        self.peers = tuple(peers)
-        self.secret = secret
-        self.node_args = tuple(node_args)
-        self.log_path = log_path
-        self.die_with_parent = die_with_parent
-        self.own_process_group = own_process_group
-        self.hermetic_env = hermetic_env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.log_offset = 0  # where the current run's output begins in the log file
-
-    def __repr__(self) -> str:
-        return f"LocalNode({self.node_id} {self.address} pid={self.pid})"
-
-    @property
-    def address(self) -> str:
-        """``host:port`` (HTTP)."""
-        return f"{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """``http://host:port``."""
-        return f"http://{self.address}"
-
-    @property
-    def peer_port(self) -> int:
-        """The peer link's port."""
-        return self.port + PEER_PORT_OFFSET
-
-    @property
-    def pid(self) -> int | None:
-        """The current process id (None before start)."""
-        return None if self.process is None else self.process.pid
-
-    def command(self) -> list[str]:
-        """The ``distro-node`` command line (the secret travels in the environment)."""
-        return [
-            *node_command(),
-            "--node-id", self.node_id,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--advertise-address", self.address,
-            "--peers", ",".join(self.peers),
-            "--peer-port-offset", str(PEER_PORT_OFFSET),
-            *self.node_args,
-        ]
-
-    def environment(self) -> dict[str, str]:
-        """The child's environment: ours (without DISTRO_* when hermetic) plus the cluster secret."""
-        env = {k: v for k, v in os.environ.items() if not (self.hermetic_env and k.startswith("DISTRO_"))}
-        env["DISTRO_CLUSTER_SECRET"] = self.secret
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        return env
-
-    def start(self) -> None:
-        """Start the process (its output goes to ``log_path``, or to our stderr without one)."""
-        if self.running():
-            raise ClusterError(f"node {self.node_id} is already running (pid {self.pid})")
-        log_file: IO[bytes] | None = None
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_file = open(self.log_path, "ab")  # noqa: SIM115 (the child keeps its own copy)
-            self.log_offset = log_file.tell()
-        try:
-            self.process = subprocess.Popen(
-                self.command(),
-                env=self.environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file if log_file is not None else 2,  # our stderr
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
-                process_group=0 if self.own_process_group else None,
-            )
-        finally:
-            if log_file is not None:
-                log_file.close()
-        self.starts += 1
-
-    def running(self) -> bool:
-        """True while the process has not exited."""
-        return self.process is not None and self.process.poll() is None
-
-    def returncode(self) -> int | None:
-        """The exit code once exited (negative: killed by that signal)."""
-        return None if self.process is None else self.process.poll()
-
-    def kill(self) -> None:
-        """``kill -9`` and reap."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            self.process.wait()
-
-    def signal(self, signum: int) -> None:
-        """Send a signal if the process is still running."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signum)
-
-    def stop(self, timeout_s: float = 10.0) -> int | None:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL; the exit code."""
-        if self.process is None:
-            return None
-        self.signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return self.process.returncode
-
-    def restart(self) -> None:
-        """Start again on the same ports (after a kill or a stop)."""
-        if self.running():
-            self.stop()
-        self.start()
-
-    def is_ready(self, client: httpx.Client) -> bool:
-        """``GET /readyz`` answers 200."""
-        try:
-            return client.get(f"{self.url}/readyz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def log_text(self, *, current_run_only: bool = False) -> str:
-        """The node's log (all runs, or only the current one)."""
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        data = self.log_path.read_bytes()
-        if current_run_only:
-            data = data[self.log_offset :]
-        return data.decode("utf-8", errors="replace")
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the log."""
-        return "\n".join(self.log_text().splitlines()[-lines:])
+from cluster.tools.launcher import (
+    LOCALHOST,
+    ClusterError,
+    LocalNode,
+    free_ports,
+    port_is_free,
+)
 
 
 class LocalCluster:
@@ -287,11 +52,9 @@ class LocalCluster:
         self.secret = secret or secrets.token_hex(32)
         self.node_args = tuple(node_args)
         self.log_dir = log_dir
-        self._options = {
-            "die_with_parent": die_with_parent,
-            "own_process_group": own_process_group,
-            "hermetic_env": hermetic_env,
-        }
+        self.die_with_parent = die_with_parent
+        self.own_process_group = own_process_group
+        self.hermetic_env = hermetic_env
         self.nodes: list[LocalNode] = []
         self._build(list(ports))
 
@@ -306,7 +69,9 @@ class LocalCluster:
                 host=self.host,
                 node_args=self.node_args,
                 log_path=None if self.log_dir is None else self.log_dir / f"n{index}.log",
-                **self._options,
+                die_with_parent=self.die_with_parent,
+                own_process_group=self.own_process_group,
+                hermetic_env=self.hermetic_env,
             )
             for index, port in enumerate(ports, start=1)
         ]
@@ -423,14 +188,4 @@ class LocalCluster:
         return {node.node_id: node.returncode() for node in self.nodes}
 
 
-__all__ = [
-    "LOCALHOST",
-    "PEER_PORT_OFFSET",
-    "ClusterError",
-    "LocalCluster",
-    "LocalNode",
-    "free_port_range",
-    "free_ports",
-    "node_command",
-    "port_is_free",
-]
+__all__ = ["LocalCluster"]

@@ -14,12 +14,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cluster.tools.launcher import LocalNode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,6 +142,10 @@ class ProcessSet:
             env={**os.environ, **(env or {})}, cwd=ROOT,
         )
         out.close()
+        return self.adopt(name, popen, log_path)
+
+    def adopt(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> Proc:
+        """Record a process started elsewhere (in its own session, like ours) so stop_all() stops it."""
         proc = Proc(name, popen, log_path, time.perf_counter())
         self.procs.append(proc)
         return proc
@@ -188,17 +193,14 @@ class DistroCluster:
     def addrs(self) -> list[str]:
         return [f"127.0.0.1:{p}" for p in self.ports]
 
-    def node_cmd(self, i: int) -> list[str]:
-        exe = ROOT / ".venv" / "bin" / "distro-node"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cluster.node.main"]
-        return [
-            *cmd, "--node-id", f"n{i + 1}", "--host", "127.0.0.1", "--port", str(self.ports[i]),
-            "--advertise-address", self.addrs[i], "--peers", ",".join(self.addrs),
-            "--cluster-secret", self.secret, *self.extra_flags,
-        ]
-
     def start_node(self, i: int) -> Proc:
-        proc = self.ps.start(f"{self.label}-n{i + 1}", self.node_cmd(i))
+        """Start node ``n{i+1}`` with the one launcher (cluster/tools/launcher.py), in its own session."""
+        name = f"{self.label}-n{i + 1}"
+        node = LocalNode(f"n{i + 1}", self.ports[i], self.addrs, self.secret, node_args=self.extra_flags,
+                         log_path=self.ps.workdir / f"{name}.log", new_session=True, cwd=ROOT)
+        node.start()
+        assert node.process is not None and node.log_path is not None
+        proc = self.ps.adopt(name, node.process, node.log_path)
         self.nodes[i] = proc
         return proc
 

@@ -1,20 +1,16 @@
 """Test clusters for the push, watch and SDK tests.
 
-* :class:`NodeProcesses`: real ``distro-node`` processes on 127.0.0.1 (free ports, logs in a temp dir).
+* :class:`NodeProcesses`: real ``distro-node`` processes on 127.0.0.1 (free ports, logs in a temp dir),
+  started by :mod:`cluster.tools.launcher`.
 * :class:`InProcessCluster`: NodeServers with the in-memory peer transport, each serving HTTP on
   127.0.0.1:<free port>; for knobs the CLI does not expose (push TTLs, watch bounds, core timings).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,72 +27,44 @@ from cluster.node.memlink import MemoryNetwork
 from cluster.node.pump import NodeRuntime
 from cluster.node.settings import parse_settings
 from cluster.node.wiring import NodeServer
+from cluster.tools.launcher import LocalNode, free_ports
 from distro.config import DistroConfig
 
-PEER_OFFSET = 1000
 NS = "/nacos/v1/ns"
 
 
-def _free_port_pair() -> int:
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port + PEER_OFFSET > 65535:
-            continue
-        with socket.socket() as other:
-            try:
-                other.bind(("127.0.0.1", port + PEER_OFFSET))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
-def node_command() -> list[str]:
-    script = Path(sys.executable).parent / "distro-node"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from cluster.node.main import main; main()"]
-
-
 class NodeProcesses:
-    """``count`` real nodes listing each other. Use as a context manager."""
+    """``count`` real nodes listing each other, started by the launcher. Use as a context manager."""
 
     def __init__(self, count: int = 3, args: Sequence[str] = ()) -> None:
         self.count = count
         self.args = list(args)
-        self.ports: list[int] = []
-        self.procs: list[subprocess.Popen[bytes] | None] = []
+        self.nodes: list[LocalNode] = []
         self.secret = os.urandom(16).hex()
         self.log_dir = Path(tempfile.mkdtemp(prefix="distro-test-nodes-"))
 
     @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
     def addresses(self) -> list[str]:
-        return [f"127.0.0.1:{p}" for p in self.ports]
+        return [node.address for node in self.nodes]
 
     @property
     def urls(self) -> list[str]:
-        return [f"http://{a}" for a in self.addresses]
-
-    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
-        port = self.ports[index]
-        log = open(self.log_dir / f"n{index + 1}.log", "ab")  # noqa: SIM115 (the child keeps a copy)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DISTRO_")}
-        env["DISTRO_CLUSTER_SECRET"] = self.secret
-        try:
-            return subprocess.Popen(
-                [*node_command(), "--node-id", f"n{index + 1}", "--host", "127.0.0.1", "--port", str(port),
-                 "--advertise-address", f"127.0.0.1:{port}", "--peers", ",".join(self.addresses),
-                 "--peer-port-offset", str(PEER_OFFSET), "--snapshot-timeout-ms", "500", *self.args],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )
-        finally:
-            log.close()
+        return [node.url for node in self.nodes]
 
     def start(self, timeout_s: float = 30.0) -> NodeProcesses:
-        self.ports = [_free_port_pair() for _ in range(self.count)]
-        self.procs = [self._spawn(i) for i in range(self.count)]
+        ports = free_ports(self.count)
+        peers = [f"127.0.0.1:{port}" for port in ports]
+        self.nodes = [
+            LocalNode(f"n{i + 1}", port, peers, self.secret, node_args=["--snapshot-timeout-ms", "500", *self.args],
+                      log_path=self.log_dir / f"n{i + 1}.log", hermetic_env=True)
+            for i, port in enumerate(ports)
+        ]
+        for node in self.nodes:
+            node.start()
         self.wait_ready(timeout_s)
         return self
 
@@ -106,38 +74,27 @@ class NodeProcesses:
         with httpx.Client(timeout=1.0, trust_env=False) as http:
             while pending:
                 for i in list(pending):
-                    proc = self.procs[i]
-                    if proc is None or proc.poll() is not None:
+                    if not self.nodes[i].running():
                         raise RuntimeError(f"node n{i + 1} exited:\n{self.log(i)}")
-                    with contextlib.suppress(httpx.HTTPError):
-                        if http.get(f"{self.urls[i]}/readyz").status_code == 200:
-                            pending.discard(i)
+                    if self.nodes[i].is_ready(http):
+                        pending.discard(i)
                 if pending and time.monotonic() > deadline:
                     raise RuntimeError(f"nodes {sorted(pending)} not ready; logs in {self.log_dir}")
                 if pending:
                     time.sleep(0.05)
 
     def log(self, index: int) -> str:
-        path = self.log_dir / f"n{index + 1}.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+        return self.nodes[index].log_text()[-3000:]
 
     def stop_node(self, index: int) -> None:
-        proc = self.procs[index]
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs[index] = None
+        self.nodes[index].stop(10)
 
     def start_node(self, index: int) -> None:
-        self.procs[index] = self._spawn(index)
+        self.nodes[index].start()
         self.wait_ready(indexes=[index])
 
     def stop(self) -> None:
-        for i in range(len(self.procs)):
+        for i in range(len(self.nodes)):
             self.stop_node(i)
 
     def __enter__(self) -> NodeProcesses:

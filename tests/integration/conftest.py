@@ -1,4 +1,4 @@
-"""Fixtures that run real ``distro-node`` processes on 127.0.0.1 (via :mod:`cluster.tools.localcluster`).
+"""Fixtures that run real ``distro-node`` processes on 127.0.0.1 (via :mod:`cluster.tools.localcluster` and :mod:`cluster.tools.launcher`).
 
 - ``cluster``: three nodes ``n1..n3`` shared by the tests of one module (use unique service names).
 - ``fresh_cluster``: three nodes for one test only (for tests that kill or restart nodes).
@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from cluster.tools.localcluster import ClusterError, LocalCluster, LocalNode, free_ports
+from cluster.tools.launcher import ClusterError, LocalNode, free_ports
+from cluster.tools.localcluster import LocalCluster
 
 NS = "/nacos/v1/ns"
 HEARTBEAT_TIMEOUT_S = 3.0

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cluster.tools.localcluster import LocalNode
+from cluster.tools.launcher import LocalNode
 
 from .conftest import (
     HEARTBEAT_TIMEOUT_S,

@@ -16,7 +16,7 @@ from typing import IO
 import httpx
 import pytest
 
-from cluster.tools.localcluster import free_port_range, free_ports, port_is_free
+from cluster.tools.launcher import free_port_range, free_ports, port_is_free
 
 from .conftest import INSTANCE_EXPIRE_S, Beater, RunningCluster, unique, wait_until
 
