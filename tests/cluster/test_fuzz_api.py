@@ -6,8 +6,8 @@ A three-node cluster runs in a background thread (its own ``trio.run``): each no
 
 Properties: no request makes a node answer 5xx (501 only for an unknown route or transfer coding),
 without a valid token no protected route answers anything but 403, every node stays up (``/healthz``),
-and replication still converges afterwards. When ``cluster/node/peerlink.py`` exists, one more test fuzzes
-the peer port of real ``distro-node`` processes.
+and replication still converges afterwards. One more test fuzzes the peer port of real ``distro-node``
+processes.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import json
 import os
 import random
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +33,7 @@ from cluster.api.watch import WATCH_PATH
 from cluster.node.memlink import MemoryNetwork
 from cluster.node.settings import parse_settings
 from cluster.node.wiring import NodeServer
+from cluster.tools.launcher import PEER_PORT_OFFSET, LocalNode, free_ports
 
 NODES = 3
 SECRET = "fuzz-token-secret-0123456789abcdef0123"
@@ -698,48 +697,19 @@ def test_peer_internal_endpoints_do_not_exist(cluster: Cluster, path: str) -> No
 
 
 # ------------------------------------------------------------------------------------------------
-# real processes (once the peer link exists)
+# real processes
 # ------------------------------------------------------------------------------------------------
-def _free_port_pair(offset: int) -> int:
-    for _ in range(100):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            if port + offset > 65535:
-                continue
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + offset))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port pair")
-
-
-def _node_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("DISTRO_")}
-
-
-def _distro_node() -> str:
-    return str(Path(sys.executable).parent / "distro-node")
-
-
-def test_real_nodes_survive_malformed_peer_frames() -> None:
-    pytest.importorskip("cluster.node.peerlink", reason="cluster/node/peerlink.py has not landed yet")
-    offset = 1000
-    ports = [_free_port_pair(offset), _free_port_pair(offset)]
-    peers = ",".join(f"127.0.0.1:{p}" for p in ports)
+def test_real_nodes_survive_malformed_peer_frames(tmp_path: Path) -> None:
+    offset = PEER_PORT_OFFSET
+    ports = free_ports(2)
+    peers = [f"127.0.0.1:{p}" for p in ports]
     secret = os.urandom(16).hex()
-    processes = [
-        subprocess.Popen(
-            [_distro_node(), "--node-id", f"p{i}", "--host", "127.0.0.1", "--port", str(port),
-             "--advertise-address", f"127.0.0.1:{port}", "--peers", peers, "--peer-port-offset", str(offset)],
-            env={**_node_env(), "DISTRO_CLUSTER_SECRET": secret},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        for i, port in enumerate(ports)
-    ]
+    nodes = [LocalNode(f"p{i}", port, peers, secret, log_path=tmp_path / f"p{i}.log", hermetic_env=True)
+             for i, port in enumerate(ports)]
     try:
+        for node in nodes:
+            node.start()
+
         def ready(port: int) -> bool:
             try:
                 return request(port, "GET", "/readyz").status == 200
@@ -805,8 +775,8 @@ def test_real_nodes_survive_malformed_peer_frames() -> None:
         idle = [socket.create_connection(("127.0.0.1", ports[0] + offset), timeout=5) for _ in range(50)]
         for sock in idle:
             sock.close()
-        for process in processes:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        for node in nodes:
+            assert node.running(), node.log_tail()
         assert all(request(p, "GET", "/healthz").status == 200 for p in ports)
         params = {"serviceName": "peer-fuzz", "ip": "10.3.3.3", "port": "80"}
         assert request(ports[0], "POST", f"{NS}/instance", params).text == "ok"
@@ -817,16 +787,8 @@ def test_real_nodes_survive_malformed_peer_frames() -> None:
 
         wait_until(seen_on_other, 30)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-            if process.stderr is not None:
-                process.stderr.close()
+        for node in nodes:
+            node.stop(10)
 
 
 # ------------------------------------------------------------------------------------------------
