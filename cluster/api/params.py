@@ -6,6 +6,8 @@ import math
 
 from distro.model import DEFAULT_CLUSTER, ValidationError, validate_cluster
 
+__all__ = ["Params"]
+
 # nacos-sdk-python sends the literal string "None" when no cluster is given (docs/api.md).
 _ABSENT = {"", "None", "null"}
 

@@ -4,9 +4,9 @@ A node that has just started (or restarted) holds nothing until a peer's snapsho
 ``instance/list`` then would hand clients an empty or partial list, and clients that trust it drop every
 instance (the outage Nacos users know). Like Nacos's ``TrafficReviseFilter``, the node answers reads with
 503 instead, so that clients try another server (nacos-sdk-python, the Java client and our SDK all do on a
-503). Writes and beats are not gated here: the core forwards them to a ready owner, and answers the same
-503 itself when there is none. Operator routes (``/nacos/v1/ns/operator/...``) stay open so that operators
-can see why, as do ``/healthz``, ``/readyz``, ``/metrics`` and login, which are outside ``/nacos/v1/ns/``.
+503). Which requests are refused, and the text, are the core's one rule (:mod:`distro.readiness`): naming
+reads only; writes and beats go on to the core, which forwards them to a ready owner; operator routes,
+``/healthz``, ``/readyz``, ``/metrics`` and login stay open. This module is the HTTP guard that applies it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from __future__ import annotations
 from cluster.api.params import Params
 from cluster.http import Request, Response
 from cluster.metrics import counter
-from distro.node import NOT_READY_TEXT, DistroNode
+from distro.node import DistroNode
+from distro.readiness import NOT_READY_STATUS, NOT_READY_TEXT, refuses_while_starting
 
-__all__ = ["GATED_PREFIX", "OPEN_PREFIX", "STARTING_TEXT", "ReadinessGate"]
+__all__ = ["STARTING_TEXT", "ReadinessGate"]
 
-GATED_PREFIX = "/nacos/v1/ns/"
-OPEN_PREFIX = "/nacos/v1/ns/operator/"
 STARTING_TEXT = NOT_READY_TEXT  # Nacos's text, including its missing space before "now"
 
 
@@ -32,13 +31,10 @@ class ReadinessGate:
 
     def guard(self, request: Request, params: Params) -> Response | None:
         """None to let the request through, or the 503 answering it."""
-        if self._node.ready:
-            return None
-        path = request.path
-        if request.method != "GET" or not path.startswith(GATED_PREFIX) or path.startswith(OPEN_PREFIX):
+        if self._node.ready or not refuses_while_starting(request.method, request.path):
             return None
         self.refused += 1
-        return Response.text(503, STARTING_TEXT)
+        return Response.text(NOT_READY_STATUS, NOT_READY_TEXT)
 
     def render_metrics(self) -> str:
         """The refusal counter in Prometheus text format."""

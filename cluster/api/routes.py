@@ -43,7 +43,7 @@ from distro.model import (
     validate_protect_threshold,
     validate_weight,
 )
-from distro.node import NOT_READY_TEXT
+from distro.readiness import NOT_READY_DETAIL_TEXT, NOT_READY_STATUS, NOT_READY_TEXT
 from distro.requests import (
     Beat,
     CreateService,
@@ -65,7 +65,6 @@ PERSISTENT_REFUSED = (
     "persistent instances are not supported: this registry keeps ephemeral instances only "
     "(they live by heartbeats); register with ephemeral=true"
 )
-READYZ_NOT_READY = "server is STARTINGnow, detailed error message: snapshot not loaded yet"
 
 Route = Callable[[Request, Params], Awaitable[Response]]
 Guard = Callable[[Request, Params], Response | None]
@@ -472,7 +471,7 @@ class NamingApi:
         key = self._key(params)
         owner = self.node.owner_of(key)
         if owner is None:
-            return Response.text(503, NOT_READY_TEXT)
+            return Response.text(NOT_READY_STATUS, NOT_READY_TEXT)
         return Response.json({"responsibleServer": self.node.address_of(owner)})
 
     async def metrics(self, request: Request, params: Params) -> Response:
@@ -489,5 +488,5 @@ class NamingApi:
         """GET /readyz: 200 once the snapshot is loaded, else 503."""
         if self.node.ready:
             return Response.text(200, "OK")
-        return Response.text(503, READYZ_NOT_READY)
+        return Response.text(NOT_READY_STATUS, NOT_READY_DETAIL_TEXT)
 

@@ -24,6 +24,8 @@ import logging
 import time
 from typing import Any
 
+__all__ = ["SLOW_COLLECTION_S", "UNFREEZE_INTERVAL_S", "YOUNG_THRESHOLD", "install", "installed", "maintain", "on_ready"]
+
 log = logging.getLogger("distro.gc")
 
 YOUNG_THRESHOLD = 5_000

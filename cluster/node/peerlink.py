@@ -82,6 +82,7 @@ import trio
 
 from cluster.node.listeners import open_listeners
 from distro.codec import ProtocolError, decode_message, encode_message
+from distro.errors import LinkClosed
 from distro.messages import Forward, Message
 
 __all__ = ["HANDSHAKE_FRAME_MAX", "PROTOCOL_VERSION", "PeerLinkConfig", "PeerLinkStats", "PeerLinks"]
@@ -145,10 +146,6 @@ class PeerLinkStats:
     dialers: int = 0  # addresses currently being dialed
     dialers_waiting: int = 0  # of those, waiting out the reconnect interval (woken when a peer connects in)
     pending_handshakes: int = 0  # inbound connections not yet authenticated
-
-
-class LinkClosed(Exception):
-    """The connection ended or misbehaved; ``str()`` says why."""
 
 
 class _Eof(LinkClosed):

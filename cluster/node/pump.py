@@ -29,6 +29,8 @@ from distro.node import DistroNode
 from distro.requests import ClientRequest, Result
 from distro.views import ServiceView
 
+__all__ = ["ChangeListener", "NodeRuntime", "PeerTransport"]
+
 log = logging.getLogger("distro.node")
 
 ChangeListener = Callable[[ServiceKey, ServiceView], None]

@@ -21,6 +21,7 @@ from typing import Any
 
 from cluster.node.peerlink import MAX_PREVIOUS_SECRETS as MAX_PREVIOUS_CLUSTER_SECRETS
 from distro.config import DistroConfig
+from distro.errors import ConfigError
 
 DESCRIPTION = """\
 ``distro-node``: run one registry node. Every flag also reads ``DISTRO_<FLAG>`` from the environment.
@@ -52,10 +53,6 @@ _CORE_FLAGS = {
     "max-services": "max_services",
     "max-pending-forwards": "max_pending_forwards",
 }
-
-
-class ConfigError(Exception):
-    """The node cannot start with these settings; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -31,23 +31,15 @@ from typing import Any, NoReturn
 
 import httpx
 
+from distro.errors import CtlError
+from distro.model import DEFAULT_CLUSTER, DEFAULT_GROUP
+
 NS = "/nacos/v1/ns"
 DEFAULT_SERVER = "127.0.0.1:8848"
-DEFAULT_GROUP = "DEFAULT_GROUP"
-DEFAULT_CLUSTER = "DEFAULT"
 CODE_RESOURCE_NOT_FOUND = 20404
 _FAILOVER_STATUSES = {500, 502, 503}
 _NO_WATCH_STATUSES = {404, 405, 501}
 _HOST_RE = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.%A-Za-z]+\]")
-
-
-class CtlError(Exception):
-    """Ends the command with a message on stderr and a non-zero exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 class _Stop(Exception):

@@ -23,6 +23,8 @@ from typing import IO
 
 import httpx
 
+from distro.errors import ClusterError
+
 __all__ = [
     "LOCALHOST",
     "PEER_PORT_OFFSET",
@@ -37,10 +39,6 @@ __all__ = [
 PEER_PORT_OFFSET = 1000
 LOCALHOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
-
-
-class ClusterError(Exception):
-    """A local cluster could not start or stop; the message says why."""
 
 
 def node_command() -> list[str]:
