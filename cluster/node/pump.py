@@ -22,7 +22,7 @@ import trio
 
 from cluster.node import gctune
 from distro.config import DistroConfig
-from distro.effects import ClientReply, LifecycleEvent, Send, ServiceChanged
+from distro.effects import ClientReply, LifecycleEvent, LifecycleKind, Send, ServiceChanged
 from distro.messages import Message
 from distro.model import ServiceKey
 from distro.node import DistroNode
@@ -150,7 +150,7 @@ class NodeRuntime:
                 log.exception("change listener failed for %s", key)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
-        if event.kind == "ready":
+        if event.kind is LifecycleKind.READY:
             self.ready_event.set()
             gctune.on_ready()
         log.info("%s: %s", event.kind.replace("_", " "), event.detail)
