@@ -437,7 +437,7 @@ LIMITS = {
         "Per-entry work in Python, and the machine. The restarted node asks one peer at a time and asks again "
         "only when no chunk arrived for `snapshot_retry_ms` (its peers sent {chunks} chunks; one snapshot is "
         "about {needed}), and the cyclic garbage collector is paused until the node is ready "
-        "(`cluster/gctune.py`). "
+        "(`cluster/node/gctune.py`). "
         "What remains is linear: each entry is decoded into dataclasses by `distro.codec` (~1/3 of the load), "
         "merged with a version comparison, hashed into the key's digest with blake2b, and counted (~1/5), "
         "with about six `ServiceKey.__hash__` calls per entry (a frozen dataclass recomputes it). Python "
@@ -499,7 +499,7 @@ Changes made from these profiles (issue 6):
   time (ready peers first) and hands over to the next only on "not ready", a failed send, or a whole
   `snapshot_retry_ms` without a chunk; a peer whose answer failed to send resends it when its link to the
   node comes back.
-- **Garbage collector** (`cluster/gctune.py`): a node process pauses the cyclic collector until it is ready,
+- **Garbage collector** (`cluster/node/gctune.py`): a node process pauses the cyclic collector until it is ready,
   then freezes what it holds (`gc.freeze()`); in a micro-benchmark of the 100k snapshot load in one
   process, collections were two thirds of the time. Afterwards it freezes the survivors of every full
   collection (and hands everything back once every 10 minutes), so a full collection walks only what was
