@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+NEVER = -(2**62)
+"""A time before every ``now_ms``: when something has never happened."""
+
 
 @dataclass(frozen=True, slots=True)
 class DistroConfig:

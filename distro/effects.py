@@ -1,4 +1,8 @@
-"""Effects: what the core asks its runtime to do. The core never performs IO itself."""
+"""Effects: what the core asks its runtime to do. The core never performs IO itself.
+
+The node's parts queue them in one :class:`Outbox`, in the order they happen; the runtime drains it with
+:meth:`~distro.node.DistroNode.take_effects`.
+"""
 
 from __future__ import annotations
 
@@ -57,3 +61,28 @@ class LifecycleEvent:
 
 
 Effect = Send | ClientReply | ServiceChanged | LifecycleEvent
+
+
+class Outbox:
+    """The effects a node has queued for its runtime, in order. Its parts append; :meth:`take` drains."""
+
+    __slots__ = ("_effects",)
+
+    def __init__(self) -> None:
+        self._effects: list[Effect] = []
+
+    def append(self, effect: Effect) -> None:
+        """Queue one effect."""
+        self._effects.append(effect)
+
+    def send(self, target: str, message: Message) -> None:
+        """Queue a :class:`Send` of ``message`` to peer ``target``."""
+        self._effects.append(Send(target, message))
+
+    def take(self) -> list[Effect]:
+        """Every queued effect, oldest first; the outbox is empty afterwards."""
+        effects, self._effects = self._effects, []
+        return effects
+
+    def __len__(self) -> int:
+        return len(self._effects)

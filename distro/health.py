@@ -1,0 +1,165 @@
+"""Health: the owner's heartbeat clocks, and the check that marks silent instances unhealthy, then expires them.
+
+The owner of a key keeps one clock per instance: when it last heard a beat (or a write) for it. An instance
+is marked unhealthy ``heartbeat_timeout_ms`` after its last beat and deleted (a tombstone) after
+``instance_expire_ms``, both overridable per instance by Nacos's metadata; the node applies both as
+replicated writes. The check runs every ``health_check_interval_ms`` but scans the owned instances only
+once the earliest possible deadline has passed (a lower bound that every write starting or shortening a
+clock pulls in), so a large registry whose clients beat on time costs almost nothing between deadlines.
+
+Clocks restart at "now" whenever this node could not have heard the beats: when it gains a key, when it
+regains quorum after self-preservation, and when it did not run for longer than ``peer_timeout_ms``.
+"""
+
+from __future__ import annotations
+
+from distro.config import NEVER, DistroConfig
+from distro.model import Instance, ServiceKey
+from distro.ownership import OwnershipMap
+from distro.store import DatumStore
+
+__all__ = ["HealthChange", "HeartbeatClocks"]
+
+HealthChange = tuple[ServiceKey, str, Instance | None]
+"""A write the health check asks for: the instance marked unhealthy, or None (expired: delete it)."""
+
+
+class HeartbeatClocks:
+    """The heartbeat clocks of the instances this node owns, and the health check over them."""
+
+    __slots__ = ("_config", "_due_ms", "_last_beat", "_preserving", "_store")
+
+    def __init__(self, config: DistroConfig, store: DatumStore) -> None:
+        self._config = config
+        self._store = store
+        self._last_beat: dict[ServiceKey, dict[str, int]] = {}  # owned key -> entry id -> last beat
+        # No owned instance can turn unhealthy or expire before this (a lower bound; NEVER: scan at the next
+        # check). Writes that start or shorten a clock lower it, so a check with nothing due is O(1).
+        self._due_ms = NEVER
+        self._preserving = False  # the last check saw less than half the cluster (self-preservation)
+
+    # ============================================================================================
+    # Clocks
+    # ============================================================================================
+    def _deadline_ms(self, inst: Instance, last_ms: int) -> int:
+        cfg = self._config
+        expire = inst.expire_ms(cfg.instance_expire_ms)
+        if not inst.healthy:
+            return last_ms + expire
+        return last_ms + min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
+
+    def _lower_due(self, inst: Instance, last_ms: int) -> None:
+        deadline = self._deadline_ms(inst, last_ms)
+        if deadline < self._due_ms:
+            self._due_ms = deadline
+
+    def beat(self, key: ServiceKey, entry_id: str, now_ms: int) -> bool:
+        """A beat (or write) for an instance: its clock restarts. False when ``key`` has no clocks here."""
+        beats = self._last_beat.get(key)
+        if beats is None:
+            return False
+        beats[entry_id] = now_ms
+        return True
+
+    def start(self, key: ServiceKey, entry_id: str, now_ms: int) -> None:
+        """The first clock of an owned ``key`` (see :meth:`beat`), starting at ``now_ms``."""
+        self._last_beat[key] = {entry_id: now_ms}
+        inst = self._store.live_instance(key, entry_id)
+        if inst is not None:
+            self._lower_due(inst, now_ms)
+
+    def instance_changed(self, key: ServiceKey, entry_id: str, inst: Instance, now_ms: int) -> None:
+        """An owned instance was written: its clock starts now unless it runs already."""
+        last = self._last_beat.setdefault(key, {}).setdefault(entry_id, now_ms)
+        self._lower_due(inst, last)
+
+    def forget(self, key: ServiceKey, entry_id: str) -> None:
+        """An instance was deleted: drop its clock."""
+        beats = self._last_beat.get(key)
+        if beats is not None:
+            beats.pop(entry_id, None)
+
+    def restart(self, now_ms: int) -> None:
+        """Every owned instance's heartbeat clock starts again at ``now_ms``."""
+        for beats in self._last_beat.values():
+            for entry_id in beats:
+                beats[entry_id] = now_ms
+        self._due_ms = NEVER  # recompute the earliest deadline at the next check
+
+    def reassign(self, node_id: str, old: OwnershipMap, new: OwnershipMap, now_ms: int) -> tuple[int, int]:
+        """Ownership moved from ``old`` to ``new``: gained keys get clocks starting at ``now_ms`` (never a
+        stale ``lastBeat``), lost keys lose theirs. Returns how many keys were gained and lost."""
+        gained = lost = 0
+        for key in list(self._store.keys()):
+            text = str(key)
+            was = old.owner(text) == node_id
+            now_owned = new.owner(text) == node_id
+            if now_owned and not was:
+                gained += 1
+                self._due_ms = NEVER
+                datum = self._store.datum(key) or {}
+                self._last_beat[key] = {
+                    entry_id: now_ms for entry_id, entry in datum.items() if isinstance(entry.value, Instance)
+                }
+            elif was and not now_owned:
+                lost += 1
+                self._last_beat.pop(key, None)
+        return gained, lost
+
+    def last_beat_ms(self, key: ServiceKey, entry_id: str) -> int | None:
+        """When a beat was last heard for an instance (None when this node keeps no clock for it)."""
+        beats = self._last_beat.get(key)
+        return None if beats is None else beats.get(entry_id)
+
+    # ============================================================================================
+    # The check
+    # ============================================================================================
+    def check(self, now_ms: int, quorum: bool) -> list[HealthChange]:
+        """The writes due now: instances to mark unhealthy or to expire.
+
+        ``quorum`` False (self-preservation: this node sees less than half the cluster) expires nothing.
+        """
+        if not quorum:
+            self._preserving = True
+            return []
+        if self._preserving:
+            # Quorum is back. While we saw less than half the cluster, beats went to the other side and we
+            # did not hear them: our clocks are stale, not the instances. Restart them, as on gaining a key.
+            self._preserving = False
+            self.restart(now_ms)
+        if now_ms <= self._due_ms:
+            return []  # nothing can be due yet: skip the O(owned instances) scan
+        return self._scan(now_ms)
+
+    def _scan(self, now_ms: int) -> list[HealthChange]:
+        cfg = self._config
+        due = -NEVER
+        changes: list[HealthChange] = []
+        for key, beats in self._last_beat.items():
+            datum = self._store.datum(key)
+            if datum is None:
+                continue
+            for entry_id, entry in datum.items():
+                inst = entry.value
+                if not isinstance(inst, Instance):
+                    continue
+                last = beats.get(entry_id)
+                if last is None:
+                    beats[entry_id] = last = now_ms
+                silent = now_ms - last
+                expire = inst.expire_ms(cfg.instance_expire_ms)
+                if silent > expire:
+                    changes.append((key, entry_id, None))
+                    continue
+                if inst.healthy:
+                    timeout = min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
+                    if silent > timeout:
+                        changes.append((key, entry_id, inst.with_health(False)))
+                        continue
+                    deadline = last + timeout
+                else:
+                    deadline = last + expire
+                if deadline < due:
+                    due = deadline
+        self._due_ms = due  # the writes of these changes lower it again for what they change
+        return changes

@@ -1,0 +1,208 @@
+"""Replication: per-peer dirty sets flushed as ``SyncBatch`` messages, and anti-entropy digests.
+
+*Dirty sets.* Every local write marks its entry dirty for every up peer. A peer's set is flushed as
+``SyncBatch`` messages of at most ``sync_batch_entries`` entries: at the next tick when nothing was
+flushed to that peer for ``sync_delay_ms`` (an isolated change is not delayed), else ``sync_delay_ms``
+after the first change (a stream of changes is coalesced). Nothing is queued for a peer that is down,
+and a set that grows past ``max_dirty_entries_per_peer`` is dropped: in both cases anti-entropy repairs
+the peer.
+
+*Anti-entropy.* Every ``verify_interval_ms`` (and when a peer comes up) the owner sends digests of the keys
+it owns, in chunks of ``digest_chunk_keys`` that each cover a range of keys. The receiver answers with a
+``Repair``: its own entries for keys that differ (or that it holds and believes the sender owns, but the
+chunk lacks) and the keys it wants. Merging keeps the higher version per entry, so both sides converge.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from distro.config import NEVER, DistroConfig
+from distro.effects import Outbox
+from distro.messages import Digest, Item, Repair, SyncBatch
+from distro.model import ServiceKey
+from distro.ownership import OwnershipMap
+from distro.store import DatumStore
+
+__all__ = ["Replication"]
+
+
+class Replication:
+    """One node's outgoing replication: what each up peer has not been sent yet, and the digest exchange
+    that repairs whatever was never queued. Sends go to the node's :class:`~distro.effects.Outbox`."""
+
+    def __init__(self, node_id: str, config: DistroConfig, store: DatumStore, outbox: Outbox) -> None:
+        self._node_id = node_id
+        self._config = config
+        self._store = store
+        self._outbox = outbox
+        self._dirty: dict[str, dict[ServiceKey, dict[str, None]]] = {}
+        self._dirty_count: dict[str, int] = {}
+        self._dirty_since: dict[str, int] = {}  # peer -> when its pending batch counts as started
+        self._last_flush_ms: dict[str, int] = {}
+        self._sorted_keys: list[str] | None = None  # str() of every stored key, sorted (digest ranges)
+        self.sync_batches_sent = 0
+        self.sync_entries_sent = 0
+        self.digests_sent = 0
+        self.repairs_sent = 0
+        self.dirty_overflows = 0
+
+    # ============================================================================================
+    # Dirty sets
+    # ============================================================================================
+    def mark_dirty(
+        self, peers: Iterable[str], key: ServiceKey, entry_id: str, now_ms: int, ownership: OwnershipMap
+    ) -> None:
+        """Queue a changed entry for each of ``peers`` (the up peers)."""
+        for peer_id in peers:
+            if self._mark(peer_id, key, entry_id, now_ms):
+                # Too far behind to track entry by entry: the set was dropped; a digest round repairs it.
+                self.send_digests(peer_id, ownership)
+
+    def _mark(self, peer_id: str, key: ServiceKey, entry_id: str, now_ms: int) -> bool:
+        """Queue one entry for one peer. True when that overflowed its set (which is then dropped)."""
+        dirty = self._dirty.get(peer_id)
+        if dirty is None:
+            dirty = self._dirty[peer_id] = {}
+            self._dirty_count[peer_id] = 0
+        ids = dirty.get(key)
+        if ids is None:
+            ids = dirty[key] = {}
+        if entry_id in ids:
+            return False
+        ids[entry_id] = None
+        self._dirty_count[peer_id] += 1
+        if peer_id not in self._dirty_since:
+            # Leading edge: after a quiet spell the first change goes out at the next tick; only changes
+            # that follow a flush within sync_delay_ms wait for it (and coalesce).
+            delay = self._config.sync_delay_ms
+            quiet = now_ms - self._last_flush_ms.get(peer_id, NEVER) >= delay
+            self._dirty_since[peer_id] = now_ms - delay if quiet else now_ms
+        if self._dirty_count[peer_id] > self._config.max_dirty_entries_per_peer:
+            self.dirty_overflows += 1
+            self.drop(peer_id)
+            return True
+        return False
+
+    def drop(self, peer_id: str) -> None:
+        """Forget what ``peer_id`` has not been sent (it went down: anti-entropy repairs it later)."""
+        self._dirty.pop(peer_id, None)
+        self._dirty_count.pop(peer_id, None)
+        self._dirty_since.pop(peer_id, None)
+
+    def flush_due(self, now_ms: int) -> None:
+        """Flush every peer whose pending batch has waited ``sync_delay_ms``."""
+        delay = self._config.sync_delay_ms
+        for peer_id, since in list(self._dirty_since.items()):
+            if now_ms >= since + delay:
+                self._flush(peer_id, now_ms)
+
+    def _flush(self, peer_id: str, now_ms: int) -> None:
+        self._last_flush_ms[peer_id] = now_ms
+        dirty = self._dirty.get(peer_id)
+        self.drop(peer_id)
+        if not dirty:
+            return
+        items: list[Item] = []
+        for key, entry_ids in dirty.items():
+            datum = self._store.datum(key)
+            if datum is None:
+                continue
+            for entry_id in entry_ids:
+                entry = datum.get(entry_id)
+                if entry is not None:
+                    items.append((key, entry_id, entry))
+        self.send_items(peer_id, items)
+
+    def next_flush_ms(self, deadline_ms: int) -> int:
+        """The earlier of ``deadline_ms`` and the next moment a peer's batch is due."""
+        delay = self._config.sync_delay_ms
+        for since in self._dirty_since.values():
+            deadline_ms = min(deadline_ms, since + delay)
+        return deadline_ms
+
+    @property
+    def dirty_entries(self) -> int:
+        """Entries waiting to be sent, all peers together."""
+        return sum(self._dirty_count.values())
+
+    # ============================================================================================
+    # Sending entries
+    # ============================================================================================
+    def send_items(self, peer_id: str, items: list[Item]) -> None:
+        """Send ``items`` to ``peer_id`` as ``SyncBatch`` messages of at most ``sync_batch_entries``."""
+        batch = self._config.sync_batch_entries
+        for start in range(0, len(items), batch):
+            chunk = tuple(items[start : start + batch])
+            self.sync_batches_sent += 1
+            self.sync_entries_sent += len(chunk)
+            self._outbox.send(peer_id, SyncBatch(chunk))
+
+    def items_for(self, keys: Iterable[ServiceKey]) -> list[Item]:
+        """Every entry (tombstones included) of each of ``keys`` held here."""
+        items: list[Item] = []
+        for key in keys:
+            datum = self._store.datum(key)
+            if datum is not None:
+                items.extend((key, entry_id, entry) for entry_id, entry in datum.items())
+        return items
+
+    # ============================================================================================
+    # Anti-entropy
+    # ============================================================================================
+    def keys_changed(self) -> None:
+        """A key was added to or collected from the store: the sorted key list is rebuilt when next used."""
+        self._sorted_keys = None
+
+    def _key_strings(self) -> list[str]:
+        if self._sorted_keys is None:
+            self._sorted_keys = sorted(str(key) for key in self._store.keys())
+        return self._sorted_keys
+
+    def send_digests(self, peer_id: str, ownership: OwnershipMap) -> None:
+        """Send ``peer_id`` the digests of every key this node owns, in chunks that cover key ranges."""
+        node_id = self._node_id
+        owned = sorted((str(key), key) for key in self._store.keys() if ownership.owner(str(key)) == node_id)
+        chunk_size = self._config.digest_chunk_keys
+        low: str | None = None
+        start = 0
+        while True:
+            chunk = owned[start : start + chunk_size]
+            start += chunk_size
+            last = start >= len(owned)
+            high = None if last else chunk[-1][0]
+            digests = tuple((key, self._store.digest(key)) for _, key in chunk)
+            self.digests_sent += 1
+            self._outbox.send(peer_id, Digest(digests, low, high))
+            if last:
+                return
+            low = high
+
+    def on_digest(self, sender: str, message: Digest, ownership: OwnershipMap) -> None:
+        """Answer a digest chunk: push what differs or what the sender owns but lacks, ask for the rest."""
+        want: list[ServiceKey] = []
+        push: list[ServiceKey] = []
+        mentioned: set[ServiceKey] = set()
+        for key, digest in message.digests:
+            mentioned.add(key)
+            if self._store.digest(key) != digest:
+                if digest != 0:
+                    want.append(key)
+                if key in self._store:
+                    push.append(key)
+        keys = self._key_strings()
+        lo = 0 if message.low is None else bisect.bisect_right(keys, message.low)
+        hi = len(keys) if message.high is None else bisect.bisect_right(keys, message.high)
+        for text in keys[lo:hi]:
+            key = ServiceKey.parse(text)
+            if key not in mentioned and ownership.owner(text) == sender:
+                push.append(key)
+        if want or push:
+            self.repairs_sent += 1
+            items = self.items_for(push)
+            if len(items) <= self._config.sync_batch_entries:
+                self._outbox.send(sender, Repair(tuple(items), tuple(want)))
+            else:
+                self.send_items(sender, items)
+                self._outbox.send(sender, Repair((), tuple(want)))

@@ -1,0 +1,149 @@
+"""The start-up snapshot: how a starting node loads the registry from a peer, and how it serves its own.
+
+A node starts not ready and owns nothing. It asks one peer at a time for a snapshot (peers known ready
+first, then the rest, in node id order and in turn) and becomes ready when one ready peer has sent every
+chunk, when every expected peer has answered that it has none (or is unreachable), or, when no peer is up
+at all, after ``snapshot_timeout_ms``. One that answers "not ready", cannot be reached, or sends nothing
+for ``snapshot_retry_ms`` hands over to the next. Becoming ready is the node's rule (:mod:`distro.node`);
+this module says when.
+
+A ready node answers a ``SnapshotRequest`` with its whole store in chunks of ``snapshot_chunk_entries``
+(a node that is not ready answers one empty "not ready" chunk). When a chunk cannot be delivered, the
+snapshot is owed and sent again when the link to that peer comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from distro.config import NEVER, DistroConfig
+from distro.effects import Outbox
+from distro.membership import PeerState
+from distro.messages import Item, SnapshotChunk, SnapshotRequest
+from distro.store import DatumStore
+
+__all__ = ["StartupSnapshot"]
+
+
+class StartupSnapshot:
+    """Both sides of the start-up snapshot: the loading state of this node (asked whom, which chunks
+    arrived, who has none) and the snapshots it owes to peers. Sends go to the node's outbox."""
+
+    def __init__(self, config: DistroConfig, store: DatumStore, outbox: Outbox, now_ms: int) -> None:
+        self._config = config
+        self._store = store
+        self._outbox = outbox
+        self.next_request_ms = now_ms
+        self.deadline_ms = now_ms + config.snapshot_timeout_ms
+        self._not_ready: set[str] = set()  # peers that have no snapshot to give (or cannot be reached)
+        self._parts: dict[tuple[str, int], set[int]] = {}  # (peer, snapshot id) -> chunks received
+        self._progress_ms = NEVER  # when the last chunk of a ready peer's snapshot arrived
+        self._asked: str | None = None  # the one peer asked for its snapshot
+        self._asked_ms = NEVER
+        self._owed: set[str] = set()  # peers whose snapshot could not be sent: resend on reconnect
+        self._counter = 0
+        self.chunks_sent = 0
+
+    # ============================================================================================
+    # Loading (while not ready)
+    # ============================================================================================
+    def peer_has_data(self, peer_id: str) -> None:
+        """``peer_id`` says it is ready now: it may be asked again."""
+        self._not_ready.discard(peer_id)
+
+    def peer_has_none(self, peer_id: str) -> None:
+        """``peer_id`` answered "not ready", or could not be asked."""
+        self._not_ready.add(peer_id)
+
+    def ask(self, now_ms: int, peers: Mapping[str, PeerState], *, rotate: bool = False) -> None:
+        """Ask one peer for its snapshot, unless one already asked may still answer (or ``rotate``).
+
+        One at a time: two peers sending the whole registry at once only double the work of a node that
+        must load it. Peers known ready come first, then the rest, in id order and in turn; one that
+        answers "not ready", cannot be reached, or stalls for ``snapshot_retry_ms`` hands over to the next.
+        """
+        candidates = [p for p in sorted(peers) if p not in self._not_ready]
+        current = self._asked
+        if not candidates or (current in candidates and not rotate):
+            return
+        order = [p for p in candidates if peers[p].ready] + [p for p in candidates if not peers[p].ready]
+        choice = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
+        self._asked = choice
+        self._asked_ms = now_ms
+        self._outbox.send(choice, SnapshotRequest())
+
+    def retry(self, now_ms: int, peers: Mapping[str, PeerState]) -> None:
+        """Every ``snapshot_retry_ms``: hand over to the next peer when the one asked has gone quiet."""
+        if now_ms < self.next_request_ms:
+            return
+        retry_ms = self._config.snapshot_retry_ms
+        self.next_request_ms = now_ms + retry_ms
+        # While a snapshot is arriving, asking again would only make a peer send it again (and a big one
+        # then never finishes): hand over to the next peer when the one asked has sent nothing for a whole
+        # interval.
+        last = max(self._progress_ms, self._asked_ms)
+        if now_ms - last >= retry_ms:
+            self.ask(now_ms, peers, rotate=True)
+
+    def chunk_arrived(self, sender: str, message: SnapshotChunk, now_ms: int) -> bool:
+        """A chunk of a ready peer's snapshot arrived (its items already merged). True when it was the last."""
+        self._not_ready.discard(sender)
+        self._progress_ms = now_ms
+        self.deadline_ms = max(self.deadline_ms, now_ms + self._config.snapshot_timeout_ms)
+        parts = self._parts.setdefault((sender, message.snapshot_id), set())
+        if 0 <= message.seq < message.total:
+            parts.add(message.seq)
+        return len(parts) >= message.total
+
+    def done_reason(self, now_ms: int, known_peers: int, up_peers: tuple[str, ...]) -> str | None:
+        """Why the node may become ready without a complete snapshot, or None while it must wait."""
+        expected = max(self._config.cluster_size - 1, known_peers)
+        if len(self._not_ready) >= expected:
+            return "no peer has data (all answered not ready or unreachable)"
+        if now_ms >= self.deadline_ms:
+            if not up_peers:
+                return "no ready peer reachable before the snapshot timeout"
+            # A ready peer is up: keep asking it, and look again later.
+            self.deadline_ms = now_ms + self._config.snapshot_timeout_ms
+            self._not_ready.difference_update(up_peers)
+        return None
+
+    def finish(self) -> None:
+        """The node is ready: forget the loading state."""
+        self._parts.clear()
+        self._not_ready.clear()
+        self._asked = None
+
+    def next_deadline_ms(self) -> int:
+        """When :meth:`retry` or :meth:`done_reason` next has something to do."""
+        return min(self.next_request_ms, self.deadline_ms)
+
+    # ============================================================================================
+    # Serving (to a peer that starts)
+    # ============================================================================================
+    def serve(self, requester: str, ready: bool) -> None:
+        """Send ``requester`` this node's snapshot in chunks, or one "not ready" chunk."""
+        self._owed.discard(requester)
+        if not ready:
+            self._outbox.send(requester, SnapshotChunk(False, 0, 0, 1, ()))
+            return
+        items: list[Item] = []
+        for key in self._store.keys():
+            datum = self._store.datum(key)
+            assert datum is not None
+            items.extend((key, entry_id, entry) for entry_id, entry in datum.items())
+        self._counter += 1
+        size = self._config.snapshot_chunk_entries
+        total = max(1, (len(items) + size - 1) // size)
+        for seq in range(total):
+            chunk = tuple(items[seq * size : (seq + 1) * size])
+            self.chunks_sent += 1
+            self._outbox.send(requester, SnapshotChunk(True, self._counter, seq, total, chunk))
+
+    def owe(self, peer_id: str) -> None:
+        """A chunk for ``peer_id`` could not be delivered: send the snapshot again when it reconnects."""
+        self._owed.add(peer_id)
+
+    def owes(self, peer_id: str) -> bool:
+        """True when ``peer_id`` asked for a snapshot that could not be delivered."""
+        return peer_id in self._owed

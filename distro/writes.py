@@ -1,0 +1,170 @@
+"""Client writes: what each request means on the node that owns its key, with Nacos's checks and texts.
+
+A request becomes zero or more entry writes (an instance, a service's metadata, or a tombstone) and beats
+of heartbeat clocks; how a write is stored, replicated and notified is the node's rule, so this module
+calls back into it (:data:`Write`, :data:`Touch`). A request the registry refuses raises
+:class:`~distro.errors.ValidationError` inside and comes back as its :class:`~distro.requests.Result`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from distro.config import DistroConfig
+from distro.datum import META_ENTRY_ID
+from distro.errors import ValidationError
+from distro.model import Instance, ServiceKey, ServiceMeta, instance_entry_id, make_instance
+from distro.requests import (
+    CODE_OK,
+    CODE_RESOURCE_NOT_FOUND,
+    OK,
+    Beat,
+    ClientRequest,
+    CreateService,
+    DeleteService,
+    Deregister,
+    Register,
+    Result,
+    UpdateInstance,
+    UpdateService,
+)
+from distro.store import DatumStore
+
+__all__ = ["ClientWrites", "Touch", "Write"]
+
+
+Write = Callable[[ServiceKey, str, Instance | ServiceMeta | None, int], None]
+"""``write(key, entry_id, value, now_ms)``: store a new local version of an entry (value None: a tombstone),
+replicate it and notify. The node's rule."""
+Touch = Callable[[ServiceKey, str, int], None]
+"""``touch(key, entry_id, now_ms)``: a beat for an instance restarts its heartbeat clock (when owned)."""
+
+
+class ClientWrites:
+    """Applies client requests to a node's store through the node's ``write`` and ``touch``."""
+
+    __slots__ = ("_config", "_store", "_touch", "_write")
+
+    def __init__(self, config: DistroConfig, store: DatumStore, write: Write, touch: Touch) -> None:
+        self._config = config
+        self._store = store
+        self._write = write
+        self._touch = touch
+
+    def apply(self, request: ClientRequest, now_ms: int) -> Result:
+        """Apply one request here; a refusal comes back as its 4xx :class:`Result`."""
+        try:
+            return self._apply(request, now_ms)
+        except ValidationError as exc:
+            return Result(exc.status, exc.message)
+
+    def _apply(self, request: ClientRequest, now_ms: int) -> Result:
+        key = request.key
+        store = self._store
+        write = self._write
+        if isinstance(request, Register):
+            return self._register(key, request.instance, now_ms)
+        if isinstance(request, Deregister):
+            entry_id = instance_entry_id(request.cluster, request.ip, request.port)
+            if store.live_instance(key, entry_id) is not None:
+                write(key, entry_id, None, now_ms)
+            return OK
+        if isinstance(request, Beat):
+            return self._beat(request, now_ms)
+        if isinstance(request, UpdateInstance):
+            return self._update(request, now_ms)
+        if isinstance(request, CreateService):
+            if store.service_exists(key):
+                raise ValidationError(f"specified service already exists, serviceName : {key.grouped_name}")
+            self._check_service_room(key)
+            write(key, META_ENTRY_ID, request.meta, now_ms)
+            return OK
+        if isinstance(request, UpdateService):
+            if not store.service_exists(key):
+                raise ValidationError(f"service {key.grouped_name} not found!")
+            write(key, META_ENTRY_ID, request.meta, now_ms)
+            return OK
+        if isinstance(request, DeleteService):
+            if not store.service_exists(key):
+                raise ValidationError(f"specified service not exist, serviceName : {key.grouped_name}")
+            if store.live_instance_count(key):
+                raise ValidationError(
+                    f"Service {key.grouped_name} is not empty, can't be delete. Please unregister instance first"
+                )
+            if store.meta(key) is not None:
+                write(key, META_ENTRY_ID, None, now_ms)
+            return OK
+        raise ValidationError(f"unsupported request {type(request).__name__}")  # pragma: no cover
+
+    def _register(self, key: ServiceKey, instance: Instance, now_ms: int) -> Result:
+        entry_id = instance.entry_id
+        existing = self._store.live_instance(key, entry_id)
+        if existing is None:
+            limit = self._config.max_instances_per_service
+            datum = self._store.datum(key)
+            self._check_service_room(key)
+            # len(datum) bounds the live count from above: count (O(n)) only when it might be at the limit
+            if datum is not None and len(datum) >= limit and self._store.live_instance_count(key) >= limit:
+                raise ValidationError(
+                    f"service {key.grouped_name} already has {limit} "
+                    "instances, the most one service may hold"
+                )
+            self._write(key, entry_id, instance, now_ms)
+        elif existing != instance:
+            self._write(key, entry_id, instance, now_ms)
+        self._touch(key, entry_id, now_ms)
+        return OK
+
+    def _check_service_room(self, key: ServiceKey) -> None:
+        """Refuse a client write that would add a service beyond ``max_services`` (replication never is)."""
+        limit = self._config.max_services
+        if key not in self._store and len(self._store) >= limit:
+            raise ValidationError(
+                f"cannot create service {key.grouped_name}: this registry already holds {limit} services, "
+                "the most it may hold (max_services)"
+            )
+
+    def _update(self, request: UpdateInstance, now_ms: int) -> Result:
+        key = request.key
+        entry_id = instance_entry_id(request.cluster, request.ip, request.port)
+        existing = self._store.live_instance(key, entry_id)
+        if existing is None:
+            if request.must_exist:
+                raise ValidationError(
+                    f"instance not exist: {request.ip}:{request.port}:unknown:{request.cluster}"
+                )
+            base = make_instance(request.ip, request.port, cluster=request.cluster)
+        else:
+            base = existing
+        changes: dict[str, Any] = dict(request.changes)
+        updated = replace(base, **changes)
+        return self._register(key, updated, now_ms)
+
+    def _beat(self, request: Beat, now_ms: int) -> Result:
+        key = request.key
+        cluster, ip, port = request.cluster, request.ip, request.port
+        if request.instance is not None:
+            cluster, ip, port = request.instance.cluster, request.instance.ip, request.instance.port
+        entry_id = instance_entry_id(cluster, ip, port)
+        existing = self._store.live_instance(key, entry_id)
+        interval = self._config.client_beat_interval_ms
+        if existing is None:
+            if request.instance is None:
+                return Result(200, {"clientBeatInterval": interval, "code": CODE_RESOURCE_NOT_FOUND})
+            self._register(key, request.instance.with_health(True), now_ms)
+            existing = self._store.live_instance(key, entry_id)
+            assert existing is not None
+        else:
+            self._touch(key, entry_id, now_ms)
+            if not existing.healthy:
+                self._write(key, entry_id, existing.with_health(True), now_ms)
+        return Result(
+            200,
+            {
+                "clientBeatInterval": existing.beat_interval_ms(interval),
+                "code": CODE_OK,
+                "lightBeatEnabled": True,
+            },
+        )
