@@ -33,11 +33,12 @@ import httpx
 
 from distro.errors import CtlError
 from distro.model import DEFAULT_CLUSTER, DEFAULT_GROUP
+from distroreg.errors import NamingUnavailable, ServerFailure
+from distroreg.servers import SyncServerPool
 
 NS = "/nacos/v1/ns"
 DEFAULT_SERVER = "127.0.0.1:8848"
 CODE_RESOURCE_NOT_FOUND = 20404
-_FAILOVER_STATUSES = {500, 502, 503}
 _NO_WATCH_STATUSES = {404, 405, 501}
 _HOST_RE = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.%A-Za-z]+\]")
 
@@ -83,7 +84,7 @@ def server_list(values: Sequence[str] | None) -> list[str]:
     return servers
 
 
-def _describe(exc: httpx.HTTPError, timeout_s: float) -> str:
+def _describe(exc: Exception, timeout_s: float) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
         if "refused" in text.lower():
@@ -94,14 +95,27 @@ def _describe(exc: httpx.HTTPError, timeout_s: float) -> str:
     return text
 
 
+def _failure(failure: ServerFailure, timeout_s: float) -> str:
+    """What one server did with a request that went on to the next, as distroctl says it."""
+    if failure.response is not None:
+        return f"HTTP {failure.response.status_code} {_body(failure.response)}"
+    return _describe(failure.error, timeout_s) if failure.error is not None else "no answer"
+
+
+def _address(url: str) -> str:
+    """``host:port`` of a server URL of the pool."""
+    return url.removeprefix("http://")
+
+
 class Client:
-    """Sends requests to the first server that answers (sticky to the last one that did)."""
+    """Sends requests with the SDK's failover loop (:class:`distroreg.servers.SyncServerPool`): the first
+    server that answers, sticky to the last one that did; distroctl's own messages when none does."""
 
     def __init__(self, servers: Sequence[str], timeout_s: float = 5.0) -> None:
         self.servers = list(servers)
         self.timeout_s = timeout_s
         self._http = httpx.Client(timeout=timeout_s, headers={"User-Agent": "distroctl"})
-        self._preferred = 0
+        self._pool = SyncServerPool(self.servers, self._http)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -110,29 +124,22 @@ class Client:
     def request(
         self, method: str, path: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None
     ) -> tuple[str, httpx.Response]:
-        """Send to each server in turn until one answers (other than 500/502/503 while others remain)."""
+        """Send to each server in turn until one answers other than 5xx; the last server's 5xx is an answer too."""
         query = {k: _wire(v) for k, v in (params or {}).items() if v is not None}
-        errors: list[str] = []
-        count = len(self.servers)
-        for step in range(count):
-            index = (self._preferred + step) % count
-            server = self.servers[index]
-            try:
-                response = self._http.request(
-                    method, f"http://{server}{path}", params=query,
-                    timeout=self.timeout_s if timeout_s is None else timeout_s,
-                )
-            except httpx.HTTPError as exc:
-                errors.append(f"{server}: {_describe(exc, self.timeout_s if timeout_s is None else timeout_s)}")
-                continue
-            if response.status_code in _FAILOVER_STATUSES and step < count - 1:
-                errors.append(f"{server}: HTTP {response.status_code} {_body(response)}")
-                continue
-            self._preferred = index
-            return server, response
-        if count == 1:
-            raise CtlError(f"cannot reach {errors[0]}")
-        raise CtlError("cannot reach any server: " + "; ".join(errors))
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            response = self._pool.request(method, path, query, timeout=timeout)
+        except NamingUnavailable as exc:
+            last = exc.failures[-1] if exc.failures else None
+            if last is not None and last.response is not None:  # the caller reports the server's own message
+                return _address(last.url), last.response
+            errors = [f"{_address(f.url)}: {_failure(f, timeout)}" for f in exc.failures]
+            if len(errors) == 1:
+                raise CtlError(f"cannot reach {errors[0]}") from None
+            raise CtlError("cannot reach any server: " + "; ".join(errors)) from None
+        except httpx.HTTPError as exc:
+            raise CtlError(f"{_address(self._pool.current)}: {_describe(exc, timeout)}") from None
+        return _address(self._pool.current), response
 
     def ok(self, method: str, path: str, params: dict[str, Any], action: str) -> tuple[str, httpx.Response]:
         """A request that must succeed (2xx); otherwise CtlError with the server's message."""
