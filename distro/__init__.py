@@ -1,1 +1,49 @@
-"""Distro: the pure core of the registry (no IO). See docs/design.md."""
+"""Distro: the pure core of the registry. No IO, no clock, no randomness: time arrives as ``now_ms`` and
+every output is an effect that the runtime (``cluster/``) carries out. See docs/design.md.
+
+    node         DistroNode: one node's state machine (its inputs, outputs and rules)
+     membership  peers, who is up, what /operator/servers shows
+     ownership   rendezvous hashing: which live member owns a service key
+     writes      what each client request means (Nacos's checks and texts)
+     replication per-peer dirty sets, SyncBatch flushes, anti-entropy digests
+     snapshot    the start-up snapshot: loading one, serving ours
+     health      the owner's heartbeat clocks and the health check
+     notifier    changed keys and the read views swapped in for them
+     readiness   the one "not ready" rule and Nacos's STARTINGnow text
+    config       DistroConfig: every timing and bound of the core
+    model        service keys, instances, service metadata and Nacos's validation
+    requests     client requests the core accepts, and its results
+    messages     peer messages; codec turns them into plain structures for the wire (and checks them)
+    effects      what the core asks its runtime to do (Send, ClientReply, ServiceChanged, LifecycleEvent)
+    datum, store versioned entries per key, their digests and tombstone collection
+    versions     hybrid logical clock versions
+    views        immutable read views of a service
+    errors       the one exception tree (DistroError and its subclasses), drawn in its docstring
+    testing      a hand-driven harness, a deterministic simulator and its checkers
+
+Nothing is imported here, so importing one submodule never drags in the others.
+"""
+
+__all__ = [
+    "codec",
+    "config",
+    "datum",
+    "effects",
+    "errors",
+    "health",
+    "membership",
+    "messages",
+    "model",
+    "node",
+    "notifier",
+    "ownership",
+    "readiness",
+    "replication",
+    "requests",
+    "snapshot",
+    "store",
+    "testing",
+    "versions",
+    "views",
+    "writes",
+]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+__all__ = ["NEVER", "DistroConfig"]
+
 NEVER = -(2**62)
 """A time before every ``now_ms``: when something has never happened."""
 

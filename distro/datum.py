@@ -18,6 +18,17 @@ from typing import NamedTuple
 from distro.model import Instance, ServiceMeta
 from distro.versions import Version
 
+__all__ = [
+    "META_ENTRY_ID",
+    "Datum",
+    "Entry",
+    "EntryValue",
+    "datum_digest",
+    "entry_hash",
+    "merge_datums",
+    "newer",
+]
+
 META_ENTRY_ID = "#meta"
 
 EntryValue = Instance | ServiceMeta | None

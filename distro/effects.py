@@ -14,6 +14,8 @@ from distro.model import ServiceKey
 from distro.requests import Result
 from distro.views import ServiceView
 
+__all__ = ["ClientReply", "Effect", "LifecycleEvent", "LifecycleKind", "Outbox", "Send", "ServiceChanged"]
+
 
 @dataclass(frozen=True, slots=True)
 class Send:

@@ -12,6 +12,20 @@ from distro.datum import Entry
 from distro.model import ServiceKey
 from distro.requests import ClientRequest, Result
 
+__all__ = [
+    "Digest",
+    "Forward",
+    "ForwardReply",
+    "Item",
+    "Items",
+    "Message",
+    "Ping",
+    "Repair",
+    "SnapshotChunk",
+    "SnapshotRequest",
+    "SyncBatch",
+]
+
 Item = tuple[ServiceKey, str, Entry]
 Items = tuple[Item, ...]
 

@@ -13,7 +13,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from distro.errors import ValidationError as ValidationError  # defined in distro.errors, re-exported here
+from distro.errors import ValidationError  # defined in distro.errors, re-exported here (see __all__)
+
+__all__ = [
+    "DEFAULT_CLUSTER",
+    "DEFAULT_GROUP",
+    "DEFAULT_NAMESPACE",
+    "GROUP_SEPARATOR",
+    "MAX_NAME_LENGTH",
+    "MAX_WEIGHT",
+    "META_BEAT_INTERVAL",
+    "META_BEAT_TIMEOUT",
+    "META_DELETE_TIMEOUT",
+    "NAMESPACE_SEPARATOR",
+    "Instance",
+    "ServiceKey",
+    "ServiceMeta",
+    "ValidationError",
+    "instance_entry_id",
+    "make_instance",
+    "parse_metadata",
+    "service_key",
+    "validate_cluster",
+    "validate_ip",
+    "validate_namespace",
+    "validate_port",
+    "validate_protect_threshold",
+    "validate_weight",
+]
 
 DEFAULT_NAMESPACE = "public"
 DEFAULT_GROUP = "DEFAULT_GROUP"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from hashlib import blake2b
 
+__all__ = ["OwnershipMap", "owner_of", "score"]
+
 
 def score(member: str, key: str) -> int:
     """The member's stable weight for a key."""

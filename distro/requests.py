@@ -12,6 +12,21 @@ from typing import Any
 
 from distro.model import Instance, ServiceKey, ServiceMeta
 
+__all__ = [
+    "CODE_OK",
+    "CODE_RESOURCE_NOT_FOUND",
+    "OK",
+    "Beat",
+    "ClientRequest",
+    "CreateService",
+    "DeleteService",
+    "Deregister",
+    "Register",
+    "Result",
+    "UpdateInstance",
+    "UpdateService",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Register:

@@ -17,6 +17,8 @@ from distro.datum import META_ENTRY_ID, Datum, Entry, entry_hash
 from distro.model import Instance, ServiceKey, ServiceMeta
 from distro.versions import Version
 
+__all__ = ["DatumStore", "MergeOutcome", "StoreStatistics"]
+
 
 class MergeOutcome(enum.Enum):
     """What :meth:`DatumStore.merge` did with an entry."""

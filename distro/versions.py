@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+__all__ = ["ZERO_VERSION", "HybridClock", "Version"]
+
 
 class Version(NamedTuple):
     """An entry's version. Compared as a tuple: time, then counter, then node id as a tie-breaker."""

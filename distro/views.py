@@ -18,6 +18,8 @@ from typing import Any
 from distro.datum import META_ENTRY_ID, Entry
 from distro.model import Instance, ServiceKey, ServiceMeta
 
+__all__ = ["Selection", "ServiceView", "empty_view", "select_hosts"]
+
 
 class ServiceView:
     """A service as readers see it: its live instances (sorted by entry id) and settings.

@@ -18,6 +18,8 @@ from distro.node import DistroNode
 from distro.testing.sim import Simulator
 from distro.versions import Version
 
+__all__ = ["SafetyChecker", "check_converged", "live_entries"]
+
 
 class SafetyChecker:
     """Remembers every (key, entry, version) ever seen and flags conflicting content."""

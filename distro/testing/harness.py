@@ -17,6 +17,8 @@ from distro.messages import Message
 from distro.node import DistroNode
 from distro.requests import ClientRequest, Result
 
+__all__ = ["START_MS", "Harness", "Outputs", "Wire"]
+
 START_MS = 1_000_000
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from distro.testing.checkers import SafetyChecker, check_converged
 from distro.testing.sim import FaultOptions, Simulator
 
+__all__ = ["ScheduleReport", "run_schedule"]
+
 
 @dataclass
 class ScheduleReport:

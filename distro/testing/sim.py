@@ -25,6 +25,8 @@ from distro.model import ServiceKey, make_instance
 from distro.node import DistroNode
 from distro.requests import CODE_RESOURCE_NOT_FOUND, Beat, ClientRequest, Deregister, Register, Result
 
+__all__ = ["ClientState", "FaultOptions", "InFlight", "SimClient", "Simulator", "sim_config"]
+
 
 @dataclass(frozen=True, slots=True)
 class FaultOptions:
