@@ -53,6 +53,8 @@ def instance_of(g: int, prefix: str, services: int) -> tuple[str, str, int]:
 
 @dataclass
 class Config:
+    """One load generator run: the workload, its targets, and how hard and how long to drive them."""
+
     workload: str
     targets: list[str]
     connections: int = 48
@@ -69,6 +71,8 @@ class Config:
 
 @dataclass
 class Stats:
+    """Outcomes and latencies of a run, with a per-bucket timeline of successes."""
+
     ok: int = 0
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)

@@ -169,6 +169,8 @@ class Background:
 # profiling (optional)
 # ----------------------------------------------------------------------------------------------
 class Profiler:
+    """py-spy recordings of the nodes for ``--profile DIR`` (nothing without it, or without py-spy)."""
+
     def __init__(self, out_dir: Path | None) -> None:
         self.out_dir = out_dir
         self.exe = os.environ.get("PY_SPY") or shutil.which("py-spy")

@@ -41,6 +41,8 @@ def probe_ip(k: int, net: int) -> str:
 
 @dataclass
 class Sample:
+    """One change being timed: the bytes that show it, when it was made, when each node showed it."""
+
     marker: bytes
     t0: float = 0.0
     seen: dict[int, float] = field(default_factory=dict)

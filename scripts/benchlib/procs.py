@@ -104,6 +104,8 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 @dataclass
 class Proc:
+    """A process the benchmark started, with its log file."""
+
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
@@ -182,6 +184,8 @@ class ProcessSet:
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class DistroCluster:
+    """Our nodes on 127.0.0.1 (peer links on port + 1000), started for one phase."""
+
     ps: ProcessSet
     label: str
     ports: list[int]
@@ -273,6 +277,8 @@ def ensure_etcd() -> str | None:
 
 @dataclass
 class EtcdCluster:
+    """Three etcd members on 127.0.0.1, started for the etcd phase."""
+
     ps: ProcessSet
     client_ports: list[int]
     members: list[Proc]
