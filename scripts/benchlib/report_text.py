@@ -120,7 +120,7 @@ def _results(run: _Run) -> list[str]:
     out: list[str] = []
     w = out.append
     w("## Results\n")
-    w("| figure | ours | etcd 3.4 | target (design §6) | |")
+    w("| figure | ours | etcd 3.4 | target (`scripts/benchlib/figures.py`) | |")
     w("|---|---|---|---|---|")
     for key, (target, _) in TARGETS.items():
         ev = fmt(etcd.get(key)) if key in etcd else ""
