@@ -10,6 +10,7 @@ __all__ = ["Params"]
 
 # nacos-sdk-python sends the literal string "None" when no cluster is given (docs/api.md).
 _ABSENT = {"", "None", "null"}
+MAX_CLUSTERS_CHARS = 4096
 
 
 class Params:
@@ -49,6 +50,23 @@ class Params:
             return False
         raise ValidationError(f"Param '{name}' is illegal, it must be true or false, current: {value[:64]}")
 
+    def lenient_boolean(self, name: str, default: bool) -> bool:
+        """Java's ``Boolean.parseBoolean``: ``true`` in any case is true, anything else false (blank: default).
+
+        Nacos reads ``healthyOnly``, ``isCheck``, ``aggregation`` and ``responsibleOnly`` this way.
+        """
+        value = self.get(name)
+        if value is None or value == "":
+            return default
+        return value.lower() == "true"
+
+    def spring_required(self, name: str) -> str:
+        """A ``@RequestParam`` that must be present (``Parameter 'x' is missing``, Spring's text); may be empty."""
+        value = self.get(name)
+        if value is None:
+            raise ValidationError(f"Parameter '{name}' is missing")
+        return value
+
     def integer(self, name: str, default: int | None = None, *, low: int = 0, high: int = 2**31 - 1) -> int:
         """An integer in [low, high]; required when ``default`` is None."""
         value = self.get(name)
@@ -85,8 +103,14 @@ class Params:
         return validate_cluster(value)
 
     def clusters(self) -> list[str]:
-        """The comma-separated ``clusters`` filter of a list (empty: all clusters)."""
+        """The comma-separated ``clusters`` filter of a list (empty: all clusters).
+
+        As lenient as Nacos (``StringUtils.split``): blank parts are skipped and names are not checked, so a
+        name no cluster can have simply matches nothing.
+        """
         value = self.get("clusters")
         if not value or value in _ABSENT:
             return []
-        return [validate_cluster(part.strip()) for part in value.split(",") if part.strip()]
+        if len(value) > MAX_CLUSTERS_CHARS:  # it keys push subscriptions: keep them small
+            raise ValidationError(f"Param 'clusters' is too long: at most {MAX_CLUSTERS_CHARS} characters")
+        return [part.strip() for part in value.split(",") if part.strip()]

@@ -44,8 +44,9 @@ from dataclasses import dataclass
 
 import trio
 
+from cluster.api.clientinfo import client_info
 from cluster.api.params import Params
-from cluster.api.render import DEFAULT_CACHE_MILLIS, JAVA_AGENT, ListQuery, ListRenderer
+from cluster.api.render import DEFAULT_CACHE_MILLIS, ListQuery, ListRenderer
 from cluster.http import Request, Response
 from cluster.metrics import counter, gauge
 from cluster.node.pump import NodeRuntime
@@ -231,7 +232,7 @@ class PushService:
             return DEFAULT_CACHE_MILLIS
         ip = str(address.ipv4_mapped) if address.version == 6 and address.ipv4_mapped else str(address)
         clusters = ",".join(params.clusters())
-        healthy_only = params.boolean("healthyOnly", False)
+        healthy_only = params.lenient_boolean("healthyOnly", False)
         now = trio.current_time()
         by_ident = self._subs.get(key)
         ident = (clusters, ip, udp_port, agent)
@@ -370,7 +371,7 @@ class PushService:
     def _list_json(self, sub: Subscriber) -> str:
         """The ``instance/list`` body this subscriber would get now (the list route's renderer builds it)."""
         clusters = tuple(part for part in sub.clusters.split(",") if part)
-        query = ListQuery(sub.key, clusters, sub.healthy_only, sub.agent.startswith(JAVA_AGENT))
+        query = ListQuery(sub.key, clusters, sub.healthy_only, client_info(sub.agent).wants_grouped_names)
         cache_millis = max(DEFAULT_CACHE_MILLIS, self.config.push_cache_millis)
         return self.renderer.render(query, cache_millis=cache_millis).decode("utf-8", "replace")
 

@@ -14,22 +14,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
 from cluster.api.auth import LOGIN_PATHS, Authenticator
+from cluster.api.catalog import CatalogApi
+from cluster.api.clientinfo import client_agent
 from cluster.api.params import Params
 from cluster.api.push import PushService
 from cluster.api.readiness import ReadinessGate
-from cluster.api.render import DEFAULT_CACHE_MILLIS, JAVA_AGENT, ListQuery, ListRenderer
+from cluster.api.render import DEFAULT_CACHE_MILLIS, ListQuery, ListRenderer
 from cluster.api.watch import WATCH_PATH, WatchService
 from cluster.http import Request, Response
 from cluster.metrics import render_node_metrics
 from cluster.node.pump import NodeRuntime
+from distro.catalog import CatalogIndex
 from distro.model import (
-    DEFAULT_GROUP,
     Instance,
     ServiceKey,
     ServiceMeta,
@@ -54,7 +57,6 @@ from distro.requests import (
     UpdateInstance,
     UpdateService,
 )
-from distro.views import ServiceView
 
 log = logging.getLogger("distro.api")
 
@@ -65,6 +67,14 @@ PERSISTENT_REFUSED = (
     "persistent instances are not supported: this registry keeps ephemeral instances only "
     "(they live by heartbeats); register with ephemeral=true"
 )
+_JAVA_INT_RE = re.compile(r"[+-]?[0-9]{1,10}")
+
+
+def _is_java_int(text: str) -> bool:
+    """What Java's ``Integer.parseInt`` accepts (ASCII digits, an optional sign, within 32 bits)."""
+    return _JAVA_INT_RE.fullmatch(text) is not None and -(2**31) <= int(text) < 2**31
+
+
 
 Route = Callable[[Request, Params], Awaitable[Response]]
 Guard = Callable[[Request, Params], Response | None]
@@ -91,6 +101,7 @@ class NamingApi:
         push: PushService,
         watch: WatchService,
         auth: Authenticator | None = None,
+        catalog: CatalogIndex | None = None,
         extra_metrics: Sequence[Callable[[], str]] = (),
         metadata_max_bytes: int = 4096,
         metadata_max_keys: int = 64,
@@ -100,10 +111,15 @@ class NamingApi:
         self.renderer = renderer
         self.metadata_max_bytes = metadata_max_bytes
         self.metadata_max_keys = metadata_max_keys
+        if catalog is None:  # the wiring passes the node's; a bare API (tests) keeps its own up to date
+            catalog = CatalogIndex(self.node.view, self.node.views())
+            runtime.change_listeners.append(catalog.on_change)
+        self.catalog = CatalogApi(runtime, catalog)
         # The guards, in order: a starting node says so (503) before it asks for a token (403).
         self.guards: tuple[Guard, ...] = (readiness.guard,) + (() if auth is None else (auth.guard,))
         # Every instance/list call registers or refreshes a UDP push subscriber when it asks for one.
         self.list_hooks: tuple[ListHook, ...] = (push.on_list,)
+        catalog_api = self.catalog
         self.routes: dict[tuple[str, str], Route] = {
             # the Nacos v1 naming API
             ("POST", f"{NS}/instance"): self.register,
@@ -118,8 +134,16 @@ class NamingApi:
             ("PUT", f"{NS}/service"): self.update_service,
             ("DELETE", f"{NS}/service"): self.delete_service,
             ("GET", f"{NS}/service"): self.get_service,
-            ("GET", f"{NS}/service/list"): self.service_list,
-            ("GET", f"{NS}/catalog/services"): self.catalog_services,
+            # the catalog (cluster/api/catalog.py)
+            ("GET", f"{NS}/service/list"): catalog_api.service_list,
+            ("GET", f"{NS}/service/names"): catalog_api.service_names,
+            ("POST", f"{NS}/service/names"): catalog_api.service_names,
+            ("GET", f"{NS}/catalog/services"): catalog_api.services,
+            ("GET", f"{NS}/catalog/instances"): catalog_api.instances,
+            ("POST", f"{NS}/catalog/instances"): catalog_api.instances,
+            ("GET", f"{NS}/catalog/service"): catalog_api.service,
+            ("GET", f"{NS}/api/allDomNames"): catalog_api.all_dom_names,
+            ("POST", f"{NS}/api/allDomNames"): catalog_api.all_dom_names,
             ("GET", f"{NS}/operator/servers"): self.servers,
             ("GET", f"{NS}/operator/metrics"): self.operator_metrics,
             ("GET", f"{NS}/operator/distro/server"): self.distro_server,
@@ -221,14 +245,31 @@ class NamingApi:
         return changes
 
     async def update(self, request: Request, params: Params) -> Response:
-        """PUT /instance: changes the given fields (the Java client must name an existing instance)."""
+        """PUT /instance: replaces the instance; fields not given take their defaults (Nacos 1.4.2).
+
+        The Java client 1.0.0 or later must name an instance that exists (same ip and port, any cluster:
+        Nacos's ``Instance.equals``); other clients register it.
+        """
         key = self._key(params)
         self._check_ephemeral(params)
-        ip = validate_ip(params.required("ip"))
-        port = validate_port(params.integer("port", None, high=65535))
-        must_exist = request.headers.get("user-agent", "").startswith(JAVA_AGENT)
-        update = UpdateInstance(key, params.cluster(), ip, port, self._changes(params), must_exist)
-        return _ok_or_error(await self.runtime.submit(update))
+        instance = self._instance(params)
+        if client_agent(request).java_at_least((1, 0, 0)):
+            self._require_existing(key, instance)
+        return _ok_or_error(await self.runtime.submit(Register(key, instance)))
+
+    def _require_existing(self, key: ServiceKey, instance: Instance) -> None:
+        """Nacos's ``updateInstance`` checks, read from this node's view, with its texts."""
+        view = self.node.view(key)
+        if view is None:
+            raise ValidationError(f"service not found, namespace: {key.namespace}, service: {key.grouped_name}")
+        if not any(
+            inst.ip == instance.ip and (instance.port == 0 or inst.port == instance.port) for inst in view.instances
+        ):
+            cluster = instance.cluster
+            raise ValidationError(
+                f"instance not exist: {instance.ip}:{instance.port}:unknown:{cluster}_{instance.weight!r}_"
+                f"{'true' if instance.healthy else 'false'}_false_{cluster}"
+            )
 
     async def patch(self, request: Request, params: Params) -> Response:
         """PATCH /instance: like PUT, but the instance must exist."""
@@ -318,14 +359,16 @@ class NamingApi:
         """GET /instance/list: Nacos's ``doSrvIpxt``."""
         key = self._key(params)
         clusters = params.clusters()
-        healthy_only = params.boolean("healthyOnly", False)
-        if params.boolean("isCheck", False):
+        healthy_only = params.lenient_boolean("healthyOnly", False)
+        udp_port = params.get("udpPort")
+        if udp_port and not _is_java_int(udp_port):  # Integer.parseInt's NumberFormatException
+            raise ValidationError(f'For input string: "{udp_port[:64]}"')
+        if params.lenient_boolean("isCheck", False):
             return Response.json({})
         cache_millis = DEFAULT_CACHE_MILLIS
         for hook in self.list_hooks:
             cache_millis = max(cache_millis, hook(request, params, key))
-        java = request.headers.get("user-agent", "").startswith(JAVA_AGENT)
-        query = ListQuery(key, tuple(clusters), healthy_only, java)
+        query = ListQuery(key, tuple(clusters), healthy_only, client_agent(request).wants_grouped_names)
         return Response(200, self.renderer.render(query, cache_millis=cache_millis))
 
     # ------------------------------------------------------------------------------------------
@@ -381,47 +424,6 @@ class NamingApi:
                 "clusters": [{"name": c, "healthChecker": {"type": "TCP"}, "metadata": {}} for c in clusters],
             }
         )
-
-    def _services(self, namespace: str) -> list[ServiceView]:
-        return sorted((v for v in self.node.views() if v.key.namespace == namespace), key=lambda v: str(v.key))
-
-    async def service_list(self, request: Request, params: Params) -> Response:
-        """GET /service/list: a page of bare service names of one group (``*``: all groups)."""
-        page_no = params.integer("pageNo", None, low=1)
-        page_size = params.integer("pageSize", None, low=1, high=10_000)
-        namespace = service_key(params.get("namespaceId"), None, "x").namespace
-        group = params.get("groupName") or DEFAULT_GROUP
-        names = [v.key.service for v in self._services(namespace) if group == "*" or v.key.group == group]
-        start = (page_no - 1) * page_size
-        return Response.json({"doms": names[start : start + page_size], "count": len(names)})
-
-    async def catalog_services(self, request: Request, params: Params) -> Response:
-        """GET /catalog/services: the console's service table."""
-        page_no = params.integer("pageNo", 1, low=1)
-        page_size = params.integer("pageSize", 10, low=1, high=10_000)
-        namespace = service_key(params.get("namespaceId"), None, "x").namespace
-        name_filter = params.get("serviceNameParam") or ""
-        group_filter = params.get("groupNameParam") or ""
-        rows = []
-        for view in self._services(namespace):
-            if name_filter and name_filter not in view.key.service:
-                continue
-            if group_filter and group_filter not in view.key.group:
-                continue
-            healthy = sum(1 for inst in view.instances if inst.healthy)
-            total = len(view.instances)
-            rows.append(
-                {
-                    "name": view.key.service,
-                    "groupName": view.key.group,
-                    "clusterCount": len({inst.cluster for inst in view.instances}),
-                    "ipCount": total,
-                    "healthyInstanceCount": healthy,
-                    "triggerFlag": "true" if total and healthy / total <= view.protect_threshold else "false",
-                }
-            )
-        start = (page_no - 1) * page_size
-        return Response.json({"serviceList": rows[start : start + page_size], "count": len(rows)})
 
     # ------------------------------------------------------------------------------------------
     # operator and probes

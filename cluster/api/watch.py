@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import trio
 
+from cluster.api.clientinfo import client_agent
 from cluster.api.params import Params
-from cluster.api.render import JAVA_AGENT, ListQuery, ListRenderer
+from cluster.api.render import ListQuery, ListRenderer
 from cluster.http import Request, Response
 from cluster.metrics import counter, gauge
 from cluster.node.pump import NodeRuntime
@@ -75,7 +76,7 @@ class WatchService:
             key,
             tuple(params.clusters()),  # validated before waiting
             params.boolean("healthyOnly", False),
-            request.headers.get("user-agent", "").startswith(JAVA_AGENT),
+            client_agent(request).wants_grouped_names,
         )
         timeout_ms = min(params.integer("timeoutMs", self.default_timeout_ms), self.max_timeout_ms)
         known = params.get("checksum")

@@ -28,6 +28,7 @@ from cluster.metrics import render_http_metrics, render_peer_link_metrics
 from cluster.node.peerlink import PeerLinkConfig, PeerLinks
 from cluster.node.pump import NodeRuntime, PeerTransport
 from cluster.node.settings import NodeSettings, peer_link_address
+from distro.catalog import CatalogIndex
 from distro.messages import Message
 
 __all__ = ["NodeServer", "NodeTransport", "PeerLinkTransport", "TransportFactory", "peer_links"]
@@ -111,6 +112,8 @@ class NodeServer:
         self.push = PushService(self.runtime, renderer, push)
         self.runtime.change_listeners.append(self.push.on_change)
         self.watch = WatchService(self.runtime, renderer, watch)
+        self.catalog = CatalogIndex(self.runtime.node.view)
+        self.runtime.change_listeners.append(self.catalog.on_change)
         self.http_stats = HttpStats()
         self.api = NamingApi(
             self.runtime,
@@ -119,6 +122,7 @@ class NodeServer:
             push=self.push,
             watch=self.watch,
             auth=authenticator_for(settings) if settings.auth else None,
+            catalog=self.catalog,
             extra_metrics=(lambda: render_http_metrics(self.http_stats), self.transport.render_metrics),
             metadata_max_bytes=settings.metadata_max_bytes,
             metadata_max_keys=settings.metadata_max_keys,

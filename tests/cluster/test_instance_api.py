@@ -1,0 +1,99 @@
+"""Instance routes against Nacos 1.4.2's rules, on an in-process node over real HTTP.
+
+- ``PUT /instance`` replaces the instance: fields not given take their defaults;
+- the Java client 1.0.0 or later must name an existing instance (Nacos's texts), older or other agents
+  register it; the agent comes from ``User-Agent``, else ``Client-Version``;
+- ``instance/list`` gives grouped names only to the Java client 1.0.0 or later, reads ``healthyOnly`` and
+  ``clusters`` as leniently as Nacos, and refuses ``udpPort=abc`` with Java's text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import trio
+
+from tests.client.support import InProcessCluster, register
+
+NS = "/nacos/v1/ns"
+JAVA = {"User-Agent": "Nacos-Java-Client:v1.4.2"}
+
+
+async def _host(http: httpx.AsyncClient, url: str, service: str, **params: Any) -> dict[str, Any]:
+    response = await http.get(f"{url}{NS}/instance/list", params={"serviceName": service, **params})
+    assert response.status_code == 200, response.text
+    (host,) = response.json()["hosts"]
+    return dict(host)
+
+
+async def test_put_replaces_the_instance() -> None:
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        url = (await InProcessCluster(1).start(nursery)).urls[0]
+        await register(http, url, "rep", "10.2.0.1", 80, weight="3", metadata='{"a":"1","b":"2"}', enabled="false")
+        put = await http.put(f"{url}{NS}/instance", params={"serviceName": "rep", "ip": "10.2.0.1", "port": "80",
+                                                            "metadata": '{"c":"3"}'})
+        assert (put.status_code, put.text) == (200, "ok")
+        host = await _host(http, url, "rep")
+        assert (host["weight"], host["enabled"], host["metadata"]) == (1.0, True, {"c": "3"})
+        put = await http.put(f"{url}{NS}/instance", params={"serviceName": "rep", "ip": "10.2.0.1", "port": "80",
+                                                            "weight": "2"})
+        assert put.text == "ok"
+        host = await _host(http, url, "rep")
+        assert (host["weight"], host["metadata"]) == (2.0, {})
+        nursery.cancel_scope.cancel()
+
+
+async def test_put_from_the_java_client_needs_an_existing_instance() -> None:
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        url = (await InProcessCluster(1).start(nursery)).urls[0]
+        params = {"serviceName": "jput", "ip": "10.2.0.2", "port": "81"}
+        missing = await http.put(f"{url}{NS}/instance", params=params, headers=JAVA)
+        assert (missing.status_code, missing.text) == (
+            400, "service not found, namespace: public, service: DEFAULT_GROUP@@jput"
+        )
+        await register(http, url, "jput", "10.2.0.3", 81)
+        absent = await http.put(f"{url}{NS}/instance", params={**params, "weight": "2.5"}, headers=JAVA)
+        assert (absent.status_code, absent.text) == (
+            400, "instance not exist: 10.2.0.2:81:unknown:DEFAULT_2.5_true_false_DEFAULT"
+        )
+        # an old Java client (and any other agent) registers it; so does an agent given as Client-Version
+        old = await http.put(f"{url}{NS}/instance", params=params, headers={"User-Agent": "Nacos-Java-Client:v0.9.0"})
+        assert old.text == "ok"
+        via_version = await http.put(f"{url}{NS}/instance", params={**params, "port": "82"},
+                                     headers={"User-Agent": "", "Client-Version": "Nacos-Java-Client:v1.4.2"})
+        assert (via_version.status_code, via_version.text) == (400, "instance not exist: "
+                                                               "10.2.0.2:82:unknown:DEFAULT_1.0_true_false_DEFAULT")
+        present = await http.put(f"{url}{NS}/instance", params={**params, "weight": "4"}, headers=JAVA)
+        assert present.text == "ok"
+        response = await http.get(f"{url}{NS}/instance/list", params={"serviceName": "jput"})
+        assert {(h["ip"], h["weight"]) for h in response.json()["hosts"]} == {("10.2.0.3", 1.0), ("10.2.0.2", 4.0)}
+        nursery.cancel_scope.cancel()
+
+
+async def test_list_names_flags_and_lenient_parameters() -> None:
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        url = (await InProcessCluster(1).start(nursery)).urls[0]
+        await register(http, url, "names", "10.2.0.4", 80, clusterName="c1", groupName="G")
+        await register(http, url, "names", "10.2.0.5", 80, clusterName="c2", groupName="G", healthy="false")
+        base = {"serviceName": "names", "groupName": "G"}
+        for headers, grouped in [
+            (JAVA, True),
+            ({"User-Agent": "Nacos-Java-Client:v0.9.9"}, False),
+            ({"User-Agent": "curl/8", "Client-Version": "Nacos-Java-Client:v1.0.0"}, True),
+            ({"User-Agent": "Nacos-Python-Client:v0.1.17"}, False),
+        ]:
+            body = (await http.get(f"{url}{NS}/instance/list", params=base, headers=headers)).json()
+            expected = "G@@names" if grouped else "names"
+            assert body["dom"] == expected and {h["serviceName"] for h in body["hosts"]} == {expected}, headers
+        # healthyOnly: anything but "true" is false; clusters: unknown or odd names simply match nothing
+        loose = (await http.get(f"{url}{NS}/instance/list", params={**base, "healthyOnly": "yes"})).json()
+        assert len(loose["hosts"]) == 2
+        strict = (await http.get(f"{url}{NS}/instance/list", params={**base, "healthyOnly": "TRUE"})).json()
+        assert [h["ip"] for h in strict["hosts"]] == ["10.2.0.4"]
+        odd = (await http.get(f"{url}{NS}/instance/list", params={**base, "clusters": "c2,,no_such.cluster"})).json()
+        assert [h["ip"] for h in odd["hosts"]] == ["10.2.0.5"]
+        for bad in ("abc", "99999999999", "1.5"):
+            response = await http.get(f"{url}{NS}/instance/list", params={**base, "udpPort": bad})
+            assert (response.status_code, response.text) == (400, f'For input string: "{bad}"')
+        nursery.cancel_scope.cancel()
