@@ -18,6 +18,7 @@ every output is an effect that the runtime (``cluster/``) carries out. See docs/
     datum, store versioned entries per key, their digests and tombstone collection
     versions     hybrid logical clock versions
     views        immutable read views of a service
+    catalog      every namespace's services in name order, with per-service counts (the catalog routes)
     errors       the one exception tree (DistroError and its subclasses), drawn in its docstring
     testing      a hand-driven harness, a deterministic simulator and its checkers
 
@@ -25,6 +26,7 @@ Nothing is imported here, so importing one submodule never drags in the others.
 """
 
 __all__ = [
+    "catalog",
     "codec",
     "config",
     "datum",

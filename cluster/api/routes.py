@@ -75,7 +75,6 @@ def _is_java_int(text: str) -> bool:
     return _JAVA_INT_RE.fullmatch(text) is not None and -(2**31) <= int(text) < 2**31
 
 
-
 Route = Callable[[Request, Params], Awaitable[Response]]
 Guard = Callable[[Request, Params], Response | None]
 """Answers a request itself (503 while starting, 403 without a token), or None to let it through."""
