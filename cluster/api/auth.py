@@ -8,9 +8,15 @@ Off by default. With ``--auth`` (``NodeSettings.auth``) the API lists the parts 
   throttled per client IP (429).
 * a guard in front of every route except the open ones (``/healthz``, ``/readyz``, ``/metrics``, the
   login routes): the request must carry a valid token in ``Authorization: Bearer <t>`` (looked at first)
-  or in the ``accessToken`` parameter. Otherwise 403 with Nacos's texts: ``user not found!`` (no token),
-  ``token invalid!``, ``token expired!``. No header (``User-Agent: Nacos-Server``, ``serverIdentity`` ...)
+  or in the ``accessToken`` parameter, or, without a token, ``username`` and ``password`` parameters that
+  would log in (as Nacos's ``NacosAuthManager`` accepts; wrong ones count as failed logins). Otherwise 403
+  with Nacos's texts: ``user not found!`` (nothing presented), ``token invalid!``, ``token expired!``,
+  ``unknown user!`` (wrong credentials). No header (``User-Agent: Nacos-Server``, ``serverIdentity`` ...)
   grants anything: peers never use this API, they talk over the authenticated peer link.
+
+With auth off, :class:`OpenLogin` answers both login routes: a token for any credentials (nothing checks
+tokens then), so that clients configured with a user name and password (nacos-sdk-python 0.1.x logs in
+from its constructor and raises when that fails) work against a cluster without auth.
 
 Token format (not a JWT, on purpose: there is no header, so there is no ``alg`` to play games with)::
 
@@ -237,7 +243,8 @@ class Authenticator:
         self._password_digest = _digest(admin_password)
         self.throttle = throttle if throttle is not None else LoginThrottle()
         self.counts: dict[str, int] = dict.fromkeys(
-            ("login_ok", "login_denied", "login_throttled", "refused_no_token", "refused_invalid", "refused_expired"),
+            ("login_ok", "login_denied", "login_throttled", "refused_no_token", "refused_invalid", "refused_expired",
+             "credentials_ok", "refused_credentials"),
             0,
         )
 
@@ -295,6 +302,8 @@ class Authenticator:
             return None
         token = self.presented_token(request, params)
         if token is None:
+            if params.get("username") is not None or params.get("password") is not None:
+                return self._guard_credentials(request, params)
             self.counts["refused_no_token"] += 1
             return Response.text(403, USER_NOT_FOUND)
         status = self.check(token).status
@@ -306,14 +315,52 @@ class Authenticator:
         self.counts["refused_invalid"] += 1
         return Response.text(403, TOKEN_INVALID)
 
+    def _guard_credentials(self, request: Request, params: Params) -> Response | None:
+        """Nacos's third way to present oneself: ``username`` and ``password`` parameters, checked like a
+        login (and throttled with the logins of the same address)."""
+        address = request.remote[0]
+        if self.throttle.blocked(address):
+            self.counts["login_throttled"] += 1
+            return Response.text(429, TOO_MANY_FAILURES)
+        if self.credentials_ok(params.get("username") or "", params.get("password") or ""):
+            self.throttle.succeeded(address)
+            self.counts["credentials_ok"] += 1
+            return None
+        self.throttle.failed(address)
+        self.counts["refused_credentials"] += 1
+        return Response.text(403, UNKNOWN_USER)
+
     def render_metrics(self) -> str:
         """Login and refusal counters in Prometheus text format."""
         c = self.counts
         logins = [({"result": result}, c[f"login_{result}"]) for result in ("ok", "denied", "throttled")]
-        refusals = [({"reason": reason}, c[f"refused_{reason}"]) for reason in ("no_token", "invalid", "expired")]
+        refusals = [({"reason": reason}, c[f"refused_{reason}"])
+                    for reason in ("no_token", "invalid", "expired", "credentials")]
         return family("distro_auth_logins_total", "counter", "Login attempts by result.", logins) + family(
             "distro_auth_refusals_total", "counter", "Requests refused for lack of a valid token, by reason.", refusals
         )
+
+
+OPEN_TOKEN = "auth-disabled"
+"""The token handed out while auth is off: nothing checks it (docs/security.md)."""
+
+
+class OpenLogin:
+    """The login routes of a node without auth: any user name and password get :data:`OPEN_TOKEN`."""
+
+    def __init__(self, token_ttl_s: int = 18_000) -> None:
+        self.token_ttl_s = token_ttl_s
+        self.logins = 0
+
+    async def login(self, request: Request, params: Params) -> Response:
+        """POST /nacos/v1/auth/login (and /users/login): both parameters must be present, any values."""
+        params.spring_required("username")
+        params.spring_required("password")
+        self.logins += 1
+        body = {"accessToken": OPEN_TOKEN, "tokenTtl": self.token_ttl_s, "globalAdmin": True}
+        response = Response.json(body)
+        response.headers = [("Authorization", f"Bearer {OPEN_TOKEN}"), ("Cache-Control", "no-store")]
+        return response
 
 
 def authenticator_for(
@@ -349,8 +396,10 @@ def authenticator_for(
 __all__ = [
     "LOGIN_PATHS",
     "OPEN_PATHS",
+    "OPEN_TOKEN",
     "Authenticator",
     "LoginThrottle",
+    "OpenLogin",
     "TokenCheck",
     "TokenCodec",
     "TokenStatus",

@@ -20,10 +20,11 @@ from typing import Any
 
 import trio
 
-from cluster.api.auth import LOGIN_PATHS, Authenticator
+from cluster.api.auth import LOGIN_PATHS, Authenticator, OpenLogin
 from cluster.api.catalog import CatalogApi
 from cluster.api.clientinfo import client_agent
 from cluster.api.params import Params
+from cluster.api.probes import LIVENESS_PATH, READINESS_PATH, ConsoleProbes
 from cluster.api.push import PushService
 from cluster.api.readiness import ReadinessGate
 from cluster.api.render import DEFAULT_CACHE_MILLIS, ListQuery, ListRenderer
@@ -119,6 +120,8 @@ class NamingApi:
         # Every instance/list call registers or refreshes a UDP push subscriber when it asks for one.
         self.list_hooks: tuple[ListHook, ...] = (push.on_list,)
         catalog_api = self.catalog
+        probes = ConsoleProbes(self.node)
+        login = OpenLogin().login if auth is None else auth.login
         self.routes: dict[tuple[str, str], Route] = {
             # the Nacos v1 naming API
             ("POST", f"{NS}/instance"): self.register,
@@ -154,8 +157,11 @@ class NamingApi:
             ("GET", "/metrics"): self.metrics,
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,
-            # login, when auth is on
-            **({} if auth is None else {("POST", path): auth.login for path in LOGIN_PATHS}),
+            # Nacos's console probes (open, like /healthz and /readyz)
+            ("GET", LIVENESS_PATH): probes.liveness,
+            ("GET", READINESS_PATH): probes.readiness,
+            # login: checked when auth is on; with auth off any credentials get a token nothing checks
+            **{("POST", path): login for path in LOGIN_PATHS},
         }
         # /metrics: the core's series, then each part's, then the wiring's (HTTP server, peer transport).
         self.metric_sources: tuple[Callable[[], str], ...] = (

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from cluster.api.auth import (
     LOGIN_PATHS,
+    OPEN_TOKEN,
     Authenticator,
     LoginThrottle,
     TokenCodec,
@@ -382,9 +383,9 @@ async def test_no_header_grants_anything() -> None:
             for method, path in PROTECTED:
                 response = await node.client.request(method, path, params=INSTANCE, headers=headers)
                 assert response.status_code == 403, (headers, method, path)
-            # nor do username/password parameters on a naming route (no login on the fly here)
+            # username/password parameters log in on the fly (as Nacos, issue 12), but only right ones
             response = await node.client.post(
-                f"{NS}/instance", params={**INSTANCE, "username": "nacos", "password": PASSWORD}, headers=headers
+                f"{NS}/instance", params={**INSTANCE, "username": "nacos", "password": "wrong"}, headers=headers
             )
             assert response.status_code == 403
         view = node.api.node.view
@@ -468,8 +469,13 @@ async def test_auth_off_by_default() -> None:
     async with auth_node(node_settings, enable=False) as node:
         response = await node.client.get(f"{NS}/instance/list", params={"serviceName": "a"})
         assert response.status_code == 200
-        response = await node.client.post("/nacos/v1/auth/login", params={"username": "nacos", "password": "x"})
-        assert response.status_code == 501
+        # with auth off, login answers a token for any credentials (issue 12): nothing checks it
+        response = await node.client.post("/nacos/v1/auth/login", params={"username": "any", "password": "x"})
+        assert response.status_code == 200 and response.json()["accessToken"] == OPEN_TOKEN
+        listed = await node.client.get(f"{NS}/instance/list", params={"serviceName": "a", "accessToken": "junk"})
+        assert listed.status_code == 200
+        response = await node.client.post("/nacos/v1/auth/login", params={"username": "any"})
+        assert (response.status_code, response.text) == (400, "Parameter 'password' is missing")
 
 
 async def test_node_server_installs_auth_from_settings() -> None:
@@ -485,7 +491,8 @@ async def test_node_server_installs_auth_from_settings() -> None:
                 response = await client.post(
                     "/nacos/v1/auth/login", params={"username": "nacos", "password": PASSWORD}
                 )
-                assert response.status_code == (200 if guarded else 501)
+                assert response.status_code == 200  # auth off: a token nothing checks
+                assert (response.json()["accessToken"] == OPEN_TOKEN) is not guarded
             nursery.cancel_scope.cancel()
 
 
@@ -541,6 +548,36 @@ async def test_nacos_sdk_python_without_credentials_is_refused(tmp_path: Path) -
 
         assert node.api.node.view(service_key(None, None, "sdk-svc")) is None
 
+
+
+async def test_username_and_password_parameters_authenticate_a_request() -> None:
+    """Nacos's third way in (NacosAuthManager.resolveToken): no token, but username and password parameters."""
+    async with auth_node() as node:
+        params = {"serviceName": "a", "username": "nacos", "password": PASSWORD}
+        assert (await node.client.get(f"{NS}/instance/list", params=params)).status_code == 200
+        register = await node.client.post(f"{NS}/instance", data={**params, "ip": "10.0.0.1", "port": "80"})
+        assert (register.status_code, register.text) == (200, "ok")
+        for wrong in ({**params, "password": "nope"}, {"serviceName": "a", "username": "nacos"},
+                      {"serviceName": "a", "password": PASSWORD}):
+            response = await node.client.get(f"{NS}/instance/list", params=wrong)
+            assert (response.status_code, response.text) == (403, "unknown user!"), wrong
+        # a token, when given, is what counts (a bad one is refused whatever the credentials say)
+        response = await node.client.get(f"{NS}/instance/list", params={**params, "accessToken": "bad"})
+        assert (response.status_code, response.text) == (403, "token invalid!")
+        assert node.auth is not None
+        assert (node.auth.counts["credentials_ok"], node.auth.counts["refused_credentials"]) == (2, 3)
+
+
+def _sdk_session_unchecked(port: int, log_dir: Path) -> list[object]:
+    return _sdk_session(port, log_dir, "nacos", "any password at all")
+
+
+async def test_nacos_sdk_python_with_credentials_against_auth_off(tmp_path: Path) -> None:
+    """nacos-sdk-python 0.1.17 logs in from its constructor and raises when that fails: with auth off the
+    login answers a token, so a client configured with credentials works."""
+    async with auth_node(parse_settings(["--port", "18848"]), enable=False) as node:
+        out = await trio.to_thread.run_sync(_sdk_session_unchecked, node.port, tmp_path)
+        assert out == [True, [("10.1.0.1", 8080, "c1")], 10200, True, []]
 
 
 def _sdk_after_rotation(port: int, log_dir: Path, rotate: Callable[[], None]) -> list[str]:
