@@ -327,8 +327,18 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
         _print(json.dumps(body, indent=2, ensure_ascii=False))
         return 0
     hosts: list[dict[str, Any]] = body["hosts"]
+    protected = body.get("reachProtectionThreshold") is True
+    if protected:
+        # Nacos's protection: the list reports every instance healthy. Ask each one's real state.
+        for h in hosts[:PROTECTED_DETAIL_LIMIT]:
+            h["healthy"] = _real_health(client, args, h)
     healthy = sum(1 for h in hosts if h.get("healthy") is True)
     _print(f"{_service_label(args)}: {len(hosts)} instance(s), {healthy} healthy (from {server})")
+    if protected:
+        _print(
+            "protect threshold reached: clients are given every instance as healthy; "
+            f"HEALTHY below is each instance's real state (first {PROTECTED_DETAIL_LIMIT} asked)"
+        )
     if hosts:
         rows = [
             [f"{h.get('ip')}:{h.get('port')}", h.get("clusterName", ""), h.get("weight", ""),
@@ -337,6 +347,21 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
         ]
         _print(table(["INSTANCE", "CLUSTER", "WEIGHT", "HEALTHY", "ENABLED", "METADATA"], rows))
     return 0
+
+
+PROTECTED_DETAIL_LIMIT = 100
+
+
+def _real_health(client: Client, args: argparse.Namespace, host: dict[str, Any]) -> object:
+    """An instance's own health, from GET /instance (not subject to the protect threshold)."""
+    params = _service_params(args)
+    params.update(ip=host.get("ip"), port=host.get("port"), cluster=host.get("clusterName") or "DEFAULT")
+    try:
+        _server, response = client.ok("GET", f"{NS}/instance", params, "instance detail")
+        detail = response.json()
+    except (CtlError, ValueError):
+        return "?"
+    return detail.get("healthy", "?") if isinstance(detail, dict) else "?"
 
 
 def cmd_services(args: argparse.Namespace, client: Client) -> int:

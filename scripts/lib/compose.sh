@@ -16,6 +16,9 @@
 #                               cluster/, client/, Dockerfile)
 #   image_source_hash [IMAGE]   the hash label of an existing image ('' if none)
 #   log / die                   messages on stderr
+#   with_progress LABEL LOG CMD...
+#                               run CMD with its output in LOG, printing a progress line (elapsed time and
+#                               LOG's last line) every 15 s on stderr; returns CMD's status
 
 DISTRO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DISTRO_IMAGE="${DISTRO_IMAGE:-distro-registry:latest}"
@@ -25,6 +28,27 @@ DISTRO_HASH_LABEL="org.distro-registry.source-hash"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+with_progress() {
+    local label="$1" logfile="$2" pid t0 rc last
+    shift 2
+    t0=$(date +%s)
+    "$@" >"$logfile" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            last="$(tail -n 1 "$logfile" 2>/dev/null | tr -d '\r' | cut -c1-90)"
+            log "   ... $label: $(($(date +%s) - t0))s${last:+ ($last)}"
+        fi
+    done
+    rc=0
+    wait "$pid" || rc=$?
+    return "$rc"
+}
 
 _COMPOSE=()
 _compose_detect() {

@@ -51,3 +51,37 @@ async def test_consumer_calls_goods_by_service_name(sdk_nodes: NodeProcesses) ->
 
             await wait_for(both_answered, timeout_s=30)
             nursery.cancel_scope.cancel()
+
+
+async def test_readme_quickstart_registers_calls_and_deregisters(sdk_nodes: NodeProcesses) -> None:
+    """examples/quickstart.py, the README's first SDK program, against a real provider and real nodes."""
+    import subprocess
+    import sys
+
+    provider = subprocess.Popen(
+        [sys.executable, "-c", _PROVIDER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert provider.stdout is not None
+        port = int(provider.stdout.readline())
+        service = unique("quickstart")
+        done = await trio.run_process(
+            [sys.executable, str(EXAMPLES / "quickstart.py"), "--servers", ",".join(sdk_nodes.addresses),
+             "--port", str(port), "--service", service, "--timeout-s", "20"],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+        out = done.stdout.decode()
+        assert done.returncode == 0, out + done.stderr.decode()
+        assert f"GET http://{service}/ -> 200 from 127.0.0.1:{port}" in out
+        assert f"deregistered {service}" in out
+    finally:
+        provider.kill()
+        provider.wait()
+
+
+_PROVIDER = """
+import http.server, sys
+server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""

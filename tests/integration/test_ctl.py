@@ -147,6 +147,33 @@ def test_register_then_deregister(cluster: RunningCluster) -> None:
                    f"the instance gone from {node.node_id}", timeout_s=3.0)
 
 
+def test_list_shows_real_health_when_protect_threshold_is_reached(cluster: RunningCluster) -> None:
+    """Clients get every instance as healthy once protection kicks in; distroctl says so and shows the truth."""
+    node = cluster.nodes[0]
+    service = unique("ctl-protected")
+    created = cluster.call(node, "POST", "/nacos/v1/ns/service", serviceName=service, protectThreshold="0.9")
+    assert created.text == "ok", created.text
+    beater = Beater(node, service, "10.8.2.1", 80, interval_s=0.5)
+    assert cluster.register(node, service, "10.8.2.1", 80).text == "ok"
+    assert cluster.register(node, service, "10.8.2.2", 80).text == "ok"  # never beats
+    beater.start()
+    try:
+        wait_until(
+            lambda: (cluster.host(node, service, "10.8.2.2", 80) or {}).get("healthy") is True
+            and cluster.call(node, "GET", "/nacos/v1/ns/instance", serviceName=service, ip="10.8.2.2",
+                             port="80").json().get("healthy") is False,
+            "the silent instance to turn unhealthy while the list still reports it healthy",
+        )
+        done = ctl("list", service, servers=cluster.addresses)
+        assert done.returncode == 0, done.stderr
+        assert "2 instance(s), 1 healthy" in done.stdout, done.stdout
+        assert "protect threshold reached" in done.stdout, done.stdout
+    finally:
+        beater.stop()
+        cluster.deregister(node, service, "10.8.2.1", 80)
+        cluster.deregister(node, service, "10.8.2.2", 80)
+
+
 def test_errors_are_clear(cluster: RunningCluster) -> None:
     (dead_port,) = free_ports(1)
     dead = f"127.0.0.1:{dead_port}"
