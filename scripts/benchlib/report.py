@@ -22,7 +22,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
     d = results["details"]["distro"]
     e = results["details"].get("etcd", {})
     made = []
-    for plot in (_converge_cdf, _register_throughput, _push_hist, _heartbeat_ramp):
+    for plot in (_converge_cdf, _register_throughput, _push_cdf, _heartbeat_ramp):
         name = plot(plt, d, e, out_dir)
         if name is not None:
             made.append(name)
@@ -34,6 +34,14 @@ def _save(plt: Any, fig: Any, path: Path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
+
+
+def _log_ms_axis(plt: Any, ax: Any) -> None:
+    """A log-scale millisecond axis labelled 1, 2, 5, 10, ... instead of powers of ten."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(plt.FixedLocator([0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]))
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
 
 
 def _converge_cdf(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir: Path) -> str | None:
@@ -56,7 +64,7 @@ def _converge_cdf(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir: Path)
         ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post", label=f"{label}, n={len(v)}")
     ax.axvline(50, color="grey", linestyle=":", label="target p99 50 ms")
     ax.axhline(0.99, color="lightgrey", linestyle="--", linewidth=0.8)
-    ax.set_xscale("log")
+    _log_ms_axis(plt, ax)
     ax.set_xlabel("write on one node → visible on every node (ms, log scale)")
     ax.set_ylabel("fraction of samples")
     bg = main.get("background", {}).get("ok_per_s")
@@ -96,22 +104,30 @@ def _register_throughput(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir
     return _save(plt, fig, out_dir / "register_throughput.png")
 
 
-def _push_hist(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir: Path) -> str | None:
-    """Change to subscriber: the UDP push and our SDK's subscriber."""
+def _push_cdf(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir: Path) -> str | None:
+    """Change to subscriber, as CDFs on a log scale (the tail shows, and no series hides another)."""
     main = d.get("main", {})
-    if not main.get("push", {}).get("samples_ms"):
+    series = []
+    if main.get("push", {}).get("samples_ms"):
+        series.append(("UDP subscriber (Nacos 1.x)", main["push"]["samples_ms"]))
+    for mode, label in (("auto", "our SDK subscriber"), ("watch", "our SDK subscriber (watch)")):
+        samples = main.get("sdk_push", {}).get(mode, {}).get("samples_ms")
+        if samples:
+            series.append((label, samples))
+    if not series:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.hist(main["push"]["samples_ms"], bins=40, color="tab:green", alpha=0.7,
-            label=f"UDP subscriber (Nacos 1.x), n={len(main['push']['samples_ms'])}")
-    sdk = main.get("sdk_push", {}).get("auto", {}).get("samples_ms")
-    if sdk:
-        ax.hist(sdk, bins=40, color="tab:purple", alpha=0.6, label=f"our SDK subscriber, n={len(sdk)}")
-    ax.axvline(100, color="grey", linestyle=":", label="target p99 100 ms")
-    ax.set_xlabel("change on one node → subscriber of any node notified (ms)")
-    ax.set_ylabel("samples")
-    ax.legend(fontsize=8)
-    return _save(plt, fig, out_dir / "push_hist.png")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, xs in series:
+        v = sorted(xs)
+        ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post", label=f"{label}, n={len(v)}")
+    ax.axvline(50, color="grey", linestyle=":", label="target p99 50 ms")
+    ax.axhline(0.99, color="lightgrey", linestyle="--", linewidth=0.8)
+    _log_ms_axis(plt, ax)
+    ax.set_xlabel("change on one node → subscriber of any node notified (ms, log scale)")
+    ax.set_ylabel("fraction of samples")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(plt, fig, out_dir / "push_cdf.png")
 
 
 def _heartbeat_ramp(plt: Any, d: dict[str, Any], e: dict[str, Any], out_dir: Path) -> str | None:

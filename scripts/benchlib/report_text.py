@@ -159,7 +159,7 @@ def _plots(run: _Run) -> list[str]:
     if plot_dir is not None:
         pics = [("converge_cdf.png", "Convergence: write on one node until every node shows it"),
                 ("register_throughput.png", "Registrations per second during the closed-loop run"),
-                ("push_hist.png", "Change to subscriber: UDP push and our SDK"),
+                ("push_cdf.png", "Change to subscriber: UDP push and our SDK (CDF, log scale)"),
                 ("heartbeat_ramp.png", "Heartbeat ramp")]
         shown = [(f, t) for f, t in pics if (plot_dir / f).exists()]
         if shown:
