@@ -52,6 +52,11 @@ NAMESPACE_SEPARATOR = "##"
 META_BEAT_INTERVAL = "preserved.heart.beat.interval"
 META_BEAT_TIMEOUT = "preserved.heart.beat.timeout"
 META_DELETE_TIMEOUT = "preserved.ip.delete.timeout"
+# The range a client may set the two expiry timings to (a silent instance must not live for ever).
+TIMING_RANGE_MS: dict[str, tuple[int, int]] = {
+    META_BEAT_TIMEOUT: (1_000, 3_600_000),
+    META_DELETE_TIMEOUT: (1_000, 3_600_000),
+}
 
 _SERVICE_NAME_RE = re.compile(r"[0-9a-zA-Z@.:_-]+")
 _CLUSTER_NAME_RE = re.compile(r"[0-9a-zA-Z-]+")
@@ -225,9 +230,28 @@ def _has_lone_surrogate(text: str) -> bool:
 
 def _timing(metadata: Mapping[str, str], key: str, default: int) -> int:
     value = metadata.get(key)
-    if value is not None and _DIGITS_RE.fullmatch(value) and len(value) <= 12:
+    if value is None or not value.isascii() or not _DIGITS_RE.fullmatch(value) or len(value) > 12:
+        return default
+    bounds = TIMING_RANGE_MS.get(key)
+    if bounds is None:
         return int(value)
-    return default
+    return min(max(int(value), bounds[0]), bounds[1])  # clamped: entries replicated by an older node
+
+
+def validate_timing_metadata(metadata: Mapping[str, str]) -> None:
+    """Refuse expiry timings outside :data:`TIMING_RANGE_MS` (a 400 that says the range).
+
+    As in Nacos, a value that is not all digits is ignored (the default applies); digits out of range
+    are refused rather than clamped, so that the client learns its setting has no effect.
+    """
+    for key, (low, high) in TIMING_RANGE_MS.items():
+        value = metadata.get(key)
+        if value is None or not value.isascii() or not _DIGITS_RE.fullmatch(value):
+            continue
+        if not low <= int(value) <= high:
+            raise ValidationError(
+                f"metadata {key} must be a whole number of milliseconds in {low}..{high}, got {value[:20]}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +308,8 @@ def make_instance(
     metadata: Mapping[str, str] | None = None,
 ) -> Instance:
     """Build a validated instance."""
+    if metadata:
+        validate_timing_metadata(metadata)
     return Instance(
         ip=validate_ip(ip.strip()),
         port=validate_port(port),

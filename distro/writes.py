@@ -15,7 +15,14 @@ from typing import Any
 from distro.config import DistroConfig
 from distro.datum import META_ENTRY_ID
 from distro.errors import ValidationError
-from distro.model import Instance, ServiceKey, ServiceMeta, instance_entry_id, make_instance
+from distro.model import (
+    Instance,
+    ServiceKey,
+    ServiceMeta,
+    instance_entry_id,
+    make_instance,
+    validate_timing_metadata,
+)
 from distro.requests import (
     CODE_OK,
     CODE_RESOURCE_NOT_FOUND,
@@ -139,6 +146,8 @@ class ClientWrites:
         else:
             base = existing
         changes: dict[str, Any] = dict(request.changes)
+        if "metadata" in changes:
+            validate_timing_metadata(changes["metadata"])
         updated = replace(base, **changes)
         return self._register(key, updated, now_ms)
 

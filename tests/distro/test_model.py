@@ -235,11 +235,28 @@ def test_metadata_timings_override_defaults_only_when_all_digits() -> None:
         "10.0.0.1", 1, metadata={META_BEAT_INTERVAL: "1000", META_BEAT_TIMEOUT: "3000", META_DELETE_TIMEOUT: "9000"}
     )
     assert (inst.beat_interval_ms(5), inst.heartbeat_timeout_ms(15), inst.expire_ms(30)) == (1000, 3000, 9000)
-    for bad in ("-1", "1e3", "", "12 ", "1" * 13):
+    for bad in ("-1", "1e3", "", "12 "):
         odd = make_instance("10.0.0.1", 1, metadata={META_BEAT_TIMEOUT: bad})
         assert odd.heartbeat_timeout_ms(15) == 15
     plain = make_instance("10.0.0.1", 1)
     assert (plain.beat_interval_ms(5), plain.heartbeat_timeout_ms(15), plain.expire_ms(30)) == (5, 15, 30)
+
+
+@pytest.mark.parametrize("key", [META_BEAT_TIMEOUT, META_DELETE_TIMEOUT])
+@pytest.mark.parametrize("value", ["999999999999", "3600001", "999", "0", "9" * 40])
+def test_expiry_timings_out_of_range_are_refused_with_the_range(key: str, value: str) -> None:
+    # Issue 14, finding 5: preserved.ip.delete.timeout=999999999999 kept a silent instance for ever.
+    error = error_of(make_instance, "10.0.0.1", 1, metadata={key: value})
+    assert error.message == f"metadata {key} must be a whole number of milliseconds in 1000..3600000, got {value[:20]}"
+
+
+def test_expiry_timings_at_the_bounds_are_taken_and_stored_extremes_are_clamped() -> None:
+    edge = make_instance("10.0.0.1", 1, metadata={META_BEAT_TIMEOUT: "1000", META_DELETE_TIMEOUT: "3600000"})
+    assert (edge.heartbeat_timeout_ms(15), edge.expire_ms(30)) == (1000, 3_600_000)
+    # An entry that bypassed validation (replicated by an older node) is clamped where it is read.
+    stored = Instance("10.0.0.1", 1, metadata={META_BEAT_TIMEOUT: "5", META_DELETE_TIMEOUT: "999999999999"})
+    assert (stored.heartbeat_timeout_ms(15), stored.expire_ms(30)) == (1000, 3_600_000)
+    assert Instance("10.0.0.1", 1, metadata={META_DELETE_TIMEOUT: "\u0661\u0662"}).expire_ms(30) == 30
 
 
 # ------------------------------------------------------------------------------------------------

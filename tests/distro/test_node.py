@@ -465,6 +465,18 @@ def test_metadata_overrides_heartbeat_timeout_and_expiry() -> None:
     assert h["n1"].store.live_instance(key, plain.entry_id) == plain
 
 
+def test_update_refuses_an_expiry_timing_out_of_range() -> None:
+    h = started()
+    key = key_owned_by("n2")
+    register(h, "n2", key)
+    forever = {"metadata": {META_DELETE_TIMEOUT: "999999999999"}}
+    _, result = h.client("n2", UpdateInstance(key, "DEFAULT", IP, PORT, forever))
+    assert result == Result(
+        400, f"metadata {META_DELETE_TIMEOUT} must be a whole number of milliseconds in 1000..3600000, got 999999999999"
+    )
+    assert h["n2"].store.live_instance(key, EID) == INST
+
+
 def test_a_short_timeout_registered_after_a_check_is_not_missed() -> None:
     # Health checks skip their scan while nothing can be due. A long-timeout instance makes the next
     # deadline far away; a short-timeout instance registered later must pull it in.
