@@ -3,7 +3,7 @@
 A node starts not ready and owns nothing until it has loaded a peer's snapshot (see :mod:`distro.snapshot`).
 Until then:
 
-- a naming read (``GET`` under ``/nacos/v1/ns/``) is answered ``503`` :data:`NOT_READY_TEXT`, because an
+- a naming read (``GET`` or ``HEAD``, in any case, under ``/nacos/v1/ns/``) is answered ``503`` :data:`NOT_READY_TEXT`, because an
   empty or partial ``instance/list`` would make clients drop every instance; operator routes
   (``/nacos/v1/ns/operator/``) stay open so that operators can see why, as does everything outside
   ``/nacos/v1/ns/`` (``/healthz``, ``/readyz``, ``/metrics``, login). Like Nacos's ``TrafficReviseFilter``;
@@ -41,6 +41,7 @@ GATED_PREFIX = "/nacos/v1/ns/"
 """Naming reads under this prefix are refused while starting..."""
 OPEN_PREFIX = "/nacos/v1/ns/operator/"
 """...except the operator routes under this one."""
+_READS = frozenset({"GET", "HEAD"})  # methods are compared upper-cased: the router takes ``get`` and HEAD as GET
 
 
 def refuses_while_starting(method: str, path: str) -> bool:
@@ -49,4 +50,4 @@ def refuses_while_starting(method: str, path: str) -> bool:
     Only naming reads are refused: writes and beats go on to the core, which forwards them to a ready
     owner (or answers :data:`NOT_READY` when there is none).
     """
-    return method == "GET" and path.startswith(GATED_PREFIX) and not path.startswith(OPEN_PREFIX)
+    return method.upper() in _READS and path.startswith(GATED_PREFIX) and not path.startswith(OPEN_PREFIX)

@@ -21,6 +21,19 @@ from distro.config import DistroConfig
 NS = "/nacos/v1/ns"
 
 
+async def raw_status(port: int, method: str, target: str) -> int:
+    """The status of one request sent as written (httpx would upper-case the method)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = await stream.receive_some(4096)
+            assert chunk, head
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
 async def test_naming_routes_answer_503_until_ready_then_serve() -> None:
     runtime = NodeRuntime("n1", DistroConfig(cluster_size=3, snapshot_timeout_ms=300), address="127.0.0.1:1")
     renderer = ListRenderer(runtime)
@@ -40,12 +53,15 @@ async def test_naming_routes_answer_503_until_ready_then_serve() -> None:
             for method, path, params in gated:
                 response = await http.request(method, path, params=params)
                 assert (response.status_code, response.text) == (503, STARTING_TEXT), (method, path)
+            # Issue 14, finding 5: methods are matched whatever their case, and HEAD is a read like GET.
+            for method in ("get", "Get", "HEAD", "head"):
+                assert await raw_status(port, method, f"{NS}/instance/list?serviceName=orders") == 503, method
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/readyz")).status_code == 503
             servers = await http.get(f"{NS}/operator/servers")  # operators can still look
             assert servers.status_code == 200, servers.text
             metrics = (await http.get("/metrics")).text.splitlines()
-            assert f"distro_not_ready_refusals_total {len(gated)}" in metrics
+            assert f"distro_not_ready_refusals_total {len(gated) + 4}" in metrics
 
             await nursery.start(runtime.run)
             with trio.fail_after(10):

@@ -35,6 +35,11 @@ def test_texts_are_nacos_texts() -> None:
         ("GET", "/readyz", False),
         ("GET", "/metrics", False),
         ("POST", "/nacos/v1/auth/login", False),
+        # issue 14, finding 5: the method in any case, and HEAD (a GET without the body) too
+        ("get", "/nacos/v1/ns/instance/list", True),
+        ("HEAD", "/nacos/v1/ns/instance/list", True),
+        ("head", "/nacos/v1/ns/service", True),
+        ("post", "/nacos/v1/ns/instance", False),
     ],
 )
 def test_only_naming_reads_are_refused(method: str, path: str, refused: bool) -> None:
