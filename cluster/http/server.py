@@ -438,6 +438,15 @@ async def _read_chunked(sock: socket.socket, buf: bytearray, limits: HttpLimits)
             raise _HttpError(431, "trailer section too large")
 
 
+def _skip_empty_lines(buf: bytearray) -> None:
+    """Drop the empty lines (CRLFs) that may precede a request line (RFC 9112 section 2.2)."""
+    start = 0
+    while buf.startswith(b"\r\n", start):
+        start += 2
+    if start:
+        del buf[:start]
+
+
 async def _linger_and_close(sock: socket.socket) -> None:
     """Half-close, then discard what the client still sends for a moment so the last response is not lost
     to a TCP reset (which a close() with unread input produces)."""
@@ -559,6 +568,8 @@ class _Connection:
             pass
         limits = self.limits
         while True:
+            if buf and buf[0] == 13:  # CR: empty lines before the request line
+                _skip_empty_lines(buf)
             head_end = buf.find(b"\r\n\r\n")
             if head_end <= 0:  # incomplete, or stray empty lines before the request line
                 head_end = await self._read_head()
@@ -588,13 +599,12 @@ class _Connection:
         sock = self.sock
         scanned = 0
         while True:
+            if buf and buf[0] == 13 and buf.startswith(b"\r\n"):  # empty lines before a request line
+                _skip_empty_lines(buf)
+                scanned = 0
             head_end = buf.find(b"\r\n\r\n", scanned)
             if head_end > 0:
                 return head_end
-            if head_end == 0 or (buf and buf[0] == 13 and buf.startswith(b"\r\n")):  # CRLFs between requests
-                del buf[:2]
-                scanned = 0
-                continue
             if buf:
                 if len(buf) > self.check_partial_at:
                     _check_partial_head(buf, self.limits)

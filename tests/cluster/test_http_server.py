@@ -292,6 +292,19 @@ async def test_pipelined_bytes_split_at_every_position() -> None:
                 await c.aclose()
 
 
+@pytest.mark.parametrize("prefix", [b"\r\n", b"\r\n\r\n", b"\r\n" * 5])
+async def test_leading_empty_lines_are_skipped_even_in_the_same_segment(prefix: bytes) -> None:
+    # Issue 14, finding 5: CRLFs arriving in one segment with the request line were a 400.
+    with trio.fail_after(GUARD):
+        async with running() as (port, _):
+            c = await Client.connect(port)
+            status, _, body = await c.request(prefix + get("/first?i=1"))
+            assert status == 200 and json.loads(body)["params"] == {"i": "1"}
+            status, _, body = await c.request(prefix + post("/second", b"i=2"))  # and between requests
+            assert status == 200 and json.loads(body)["params"] == {"i": "2"}
+            await c.aclose()
+
+
 async def test_connection_close_from_client() -> None:
     with trio.fail_after(GUARD):
         async with running() as (port, stats):
