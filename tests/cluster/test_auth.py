@@ -363,6 +363,24 @@ async def test_open_routes_stay_open() -> None:
             assert response.status_code in (403, 501), (path, response.status_code)
 
 
+async def test_unknown_routes_cannot_be_enumerated_without_a_token() -> None:
+    # Issue 14, finding 5: the 501 of an unknown route came before the auth check, so route names could be
+    # probed without a token. Now every route that is not open answers the same 403 without a token.
+    unknown = [
+        ("GET", f"{NS}/nonexistent"), ("POST", f"{NS}/distro/datum"), ("PUT", f"{NS}/instance/statuses"),
+        ("GET", "/nacos/v1/cs/configs"), ("DELETE", f"{NS}/instance/list"), ("GET", "/v1/console/server/state"),
+    ]
+    async with auth_node() as node:
+        token = await node.login()
+        for method, path in unknown:
+            response = await node.client.request(method, path)
+            assert (response.status_code, response.text) == (403, "user not found!"), (method, path)
+            response = await node.client.request(method, path, params={"accessToken": token})
+            assert response.status_code == 501, (method, path)
+        # an open path answers for an unknown method as before: nothing there to hide
+        assert (await node.client.post("/healthz")).status_code == 501
+
+
 async def test_no_header_grants_anything() -> None:
     """CVE-2021-29441: Nacos 1.4.0 let any request whose User-Agent started with Nacos-Server through."""
     spoofed: list[dict[str, str]] = [
