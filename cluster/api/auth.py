@@ -5,7 +5,7 @@ Off by default. With ``--auth`` (``NodeSettings.auth``) the API lists the parts 
 * ``POST /nacos/v1/auth/login`` and ``POST /nacos/v1/auth/users/login``: ``username`` and ``password``
   (query or form body) -> ``{"accessToken", "tokenTtl", "globalAdmin": true}`` plus
   ``Authorization: Bearer <token>``; a wrong name or password -> 403 ``unknown user!``. Failed logins are
-  throttled per client IP (429).
+  throttled per client address and per user name (429; see :class:`LoginThrottle`).
 * a guard in front of every route except the open ones (``/healthz``, ``/readyz``, ``/metrics``, the
   login routes): the request must carry a valid token in ``Authorization: Bearer <t>`` (looked at first)
   or in the ``accessToken`` parameter, or, without a token, ``username`` and ``password`` parameters that
@@ -76,7 +76,7 @@ USER_NOT_FOUND = "user not found!"
 TOKEN_INVALID = "token invalid!"
 TOKEN_EXPIRED = "token expired!"
 UNKNOWN_USER = "unknown user!"
-TOO_MANY_FAILURES = "too many failed logins from this address, try again later"
+TOO_MANY_FAILURES = "too many failed logins from this address or for this user, try again later"
 
 
 class TokenStatus(enum.Enum):
@@ -168,56 +168,129 @@ class TokenCodec:
         return TokenCheck(TokenStatus.VALID, subject)
 
 
+class _FailureWindows:
+    """Failures per key in fixed windows; at most ``max_keys`` keys (the expired, then the oldest, dropped)."""
+
+    def __init__(self, limit: int, window_s: float, max_keys: int, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._clock = clock
+        self._failures: dict[object, tuple[float, int]] = {}  # key -> (window start, failures), oldest first
+
+    def over(self, key: object) -> bool:
+        """Whether ``key`` used up its failures in the current window."""
+        entry = self._failures.get(key)
+        if entry is None:
+            return False
+        if self._clock() - entry[0] >= self.window_s:
+            del self._failures[key]
+            return False
+        return entry[1] >= self.limit
+
+    def add(self, key: object) -> None:
+        """Count one failure."""
+        now = self._clock()
+        entry = self._failures.pop(key, None)
+        if entry is None or now - entry[0] >= self.window_s:
+            entry = (now, 0)
+            if len(self._failures) >= self.max_keys:
+                self._evict(now)
+        self._failures[key] = (entry[0], entry[1] + 1)
+
+    def clear(self, key: object) -> None:
+        """Forget ``key``'s failures."""
+        self._failures.pop(key, None)
+
+    def _evict(self, now: float) -> None:
+        for key in [k for k, (start, _) in self._failures.items() if now - start >= self.window_s]:
+            del self._failures[key]
+        while len(self._failures) >= self.max_keys:
+            del self._failures[next(iter(self._failures))]
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+
 class LoginThrottle:
-    """Counts failed logins per client IP in fixed windows; bounded in the number of IPs it remembers."""
+    """Counts failed logins per client address AND per user name, in fixed windows, on this node.
+
+    A login is refused (429) without its password being checked when its address has had
+    ``max_failures`` failures in the window (any user name), or its user name has had
+    ``max_user_failures`` (from any address): so guessing from many addresses is capped per user name.
+    An address that logged in successfully as a user is trusted for that user for ``trust_s``: it is
+    only held to its own failures as that user (``max_failures``), so others' guessing, elsewhere or under
+    other names, does not lock it out. Every map is bounded in entries, and each key in bytes (an address,
+    or a 16-byte digest of the user name): ``max_addresses`` + ``max_users`` + ``max_trusted`` entries.
+    """
 
     def __init__(
         self,
         max_failures: int = 10,
         window_s: float = 60.0,
         *,
+        max_user_failures: int = 20,
+        trust_s: float = 86_400.0,
         max_addresses: int = 10_000,
+        max_users: int = 10_000,
+        max_trusted: int = 1_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_failures = max_failures
+        self.max_user_failures = max_user_failures
         self.window_s = window_s
-        self.max_addresses = max_addresses
+        self.trust_s = trust_s
+        self.max_trusted = max_trusted
         self._clock = clock
-        self._failures: dict[str, tuple[float, int]] = {}  # ip -> (window start, failures), oldest first
+        self._by_address = _FailureWindows(max_failures, window_s, max_addresses, clock)
+        self._by_user = _FailureWindows(max_user_failures, window_s, max_users, clock)
+        self._by_trusted_pair = _FailureWindows(max_failures, window_s, max_trusted, clock)
+        self._trusted: dict[tuple[str, bytes], float] = {}  # (address, user digest) -> trusted until
 
-    def blocked(self, address: str) -> bool:
-        """Whether this address used up its failures in the current window."""
-        entry = self._failures.get(address)
-        if entry is None:
+    def _is_trusted(self, pair: tuple[str, bytes]) -> bool:
+        until = self._trusted.get(pair)
+        if until is None:
             return False
-        start, count = entry
-        if self._clock() - start >= self.window_s:
-            del self._failures[address]
+        if self._clock() >= until:
+            del self._trusted[pair]
+            self._by_trusted_pair.clear(pair)
             return False
-        return count >= self.max_failures
+        return True
 
-    def failed(self, address: str) -> None:
+    def blocked(self, address: str, username: str) -> bool:
+        """Whether a login as ``username`` from ``address`` is refused without a look at its password."""
+        pair = (address, _user_digest(username))
+        if self._is_trusted(pair):
+            return self._by_trusted_pair.over(pair)
+        return self._by_address.over(address) or self._by_user.over(pair[1])
+
+    def failed(self, address: str, username: str) -> None:
         """Record a failed login."""
-        now = self._clock()
-        entry = self._failures.pop(address, None)
-        if entry is None or now - entry[0] >= self.window_s:
-            entry = (now, 0)
-            if len(self._failures) >= self.max_addresses:
-                self._evict(now)
-        self._failures[address] = (entry[0], entry[1] + 1)
+        pair = (address, _user_digest(username))
+        self._by_address.add(address)
+        self._by_user.add(pair[1])
+        if self._is_trusted(pair):
+            self._by_trusted_pair.add(pair)
 
-    def succeeded(self, address: str) -> None:
-        """A correct login clears the address's failures."""
-        self._failures.pop(address, None)
+    def succeeded(self, address: str, username: str) -> None:
+        """A correct login: the address is trusted for this user from now on (others' counts stay)."""
+        pair = (address, _user_digest(username))
+        self._trusted.pop(pair, None)
+        while len(self._trusted) >= self.max_trusted:
+            del self._trusted[next(iter(self._trusted))]
+        self._trusted[pair] = self._clock() + self.trust_s
+        self._by_trusted_pair.clear(pair)
 
-    def _evict(self, now: float) -> None:
-        for address in [a for a, (start, _) in self._failures.items() if now - start >= self.window_s]:
-            del self._failures[address]
-        while len(self._failures) >= self.max_addresses:
-            del self._failures[next(iter(self._failures))]
+    def sizes(self) -> dict[str, int]:
+        """Entries held per map (for /metrics)."""
+        return {"addresses": len(self._by_address), "users": len(self._by_user), "trusted": len(self._trusted)}
 
     def __len__(self) -> int:
-        return len(self._failures)
+        return len(self._by_address) + len(self._by_user) + len(self._trusted)
+
+
+def _user_digest(username: str) -> bytes:
+    return hashlib.sha256(username.encode("utf-8", "surrogatepass")).digest()[:16]
 
 
 def _digest(text: str) -> bytes:
@@ -258,17 +331,17 @@ class Authenticator:
     async def login(self, request: Request, params: Params) -> Response:
         """POST /nacos/v1/auth/login (and /users/login)."""
         address = request.remote[0]
-        if self.throttle.blocked(address):
-            self.counts["login_throttled"] += 1
-            return Response.text(429, TOO_MANY_FAILURES)
         username = params.required("username")
         password = params.required("password")
+        if self.throttle.blocked(address, username):
+            self.counts["login_throttled"] += 1
+            return Response.text(429, TOO_MANY_FAILURES)
         if not self.credentials_ok(username, password):
-            self.throttle.failed(address)
+            self.throttle.failed(address, username)
             self.counts["login_denied"] += 1
             log.warning("failed login from %s", address)
             return Response.text(403, UNKNOWN_USER)
-        self.throttle.succeeded(address)
+        self.throttle.succeeded(address, username)
         self.counts["login_ok"] += 1
         token = self.codec.issue(username)
         response = Response.json({"accessToken": token, "tokenTtl": self.codec.ttl_s, "globalAdmin": True})
@@ -317,16 +390,17 @@ class Authenticator:
 
     def _guard_credentials(self, request: Request, params: Params) -> Response | None:
         """Nacos's third way to present oneself: ``username`` and ``password`` parameters, checked like a
-        login (and throttled with the logins of the same address)."""
+        login (and throttled with the logins, per address and per user name)."""
         address = request.remote[0]
-        if self.throttle.blocked(address):
+        username = params.get("username") or ""
+        if self.throttle.blocked(address, username):
             self.counts["login_throttled"] += 1
             return Response.text(429, TOO_MANY_FAILURES)
-        if self.credentials_ok(params.get("username") or "", params.get("password") or ""):
-            self.throttle.succeeded(address)
+        if self.credentials_ok(username, params.get("password") or ""):
+            self.throttle.succeeded(address, username)
             self.counts["credentials_ok"] += 1
             return None
-        self.throttle.failed(address)
+        self.throttle.failed(address, username)
         self.counts["refused_credentials"] += 1
         return Response.text(403, UNKNOWN_USER)
 
@@ -336,8 +410,13 @@ class Authenticator:
         logins = [({"result": result}, c[f"login_{result}"]) for result in ("ok", "denied", "throttled")]
         refusals = [({"reason": reason}, c[f"refused_{reason}"])
                     for reason in ("no_token", "invalid", "expired", "credentials")]
-        return family("distro_auth_logins_total", "counter", "Login attempts by result.", logins) + family(
-            "distro_auth_refusals_total", "counter", "Requests refused for lack of a valid token, by reason.", refusals
+        sizes = [({"map": name}, size) for name, size in self.throttle.sizes().items()]
+        return (
+            family("distro_auth_logins_total", "counter", "Login attempts by result.", logins)
+            + family("distro_auth_refusals_total", "counter", "Requests refused for lack of a valid token, by reason.",
+                     refusals)
+            + family("distro_auth_throttle_entries", "gauge",
+                     "Entries the login throttle holds, by map (each bounded; docs/security.md).", sizes)
         )
 
 

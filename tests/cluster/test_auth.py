@@ -250,36 +250,57 @@ def test_credentials_compare() -> None:
 # ------------------------------------------------------------------------------------------------
 def test_throttle_blocks_after_failures_and_forgets_after_the_window() -> None:
     clock = FakeClock(0.0)
-    throttle = LoginThrottle(3, 60.0, clock=clock)
+    throttle = LoginThrottle(3, 60.0, max_user_failures=5, clock=clock)
     for _ in range(3):
-        assert not throttle.blocked("1.2.3.4")
-        throttle.failed("1.2.3.4")
-    assert throttle.blocked("1.2.3.4")
-    assert not throttle.blocked("5.6.7.8")
+        assert not throttle.blocked("1.2.3.4", "nacos")
+        throttle.failed("1.2.3.4", "nacos")
+    assert throttle.blocked("1.2.3.4", "nacos") and throttle.blocked("1.2.3.4", "other")  # the address is out
+    assert not throttle.blocked("5.6.7.8", "nacos")
+    throttle.failed("5.6.7.8", "nacos")
+    throttle.failed("5.6.7.8", "nacos")
+    assert throttle.blocked("9.9.9.9", "nacos")  # the user name is out: 5 failures from any address
+    assert not throttle.blocked("9.9.9.9", "other")
     clock.now = 59.9
-    assert throttle.blocked("1.2.3.4")
+    assert throttle.blocked("1.2.3.4", "nacos")
     clock.now = 60.0
-    assert not throttle.blocked("1.2.3.4")
-    throttle.failed("1.2.3.4")
-    throttle.failed("1.2.3.4")
-    throttle.succeeded("1.2.3.4")
-    throttle.failed("1.2.3.4")
-    assert not throttle.blocked("1.2.3.4")
+    assert not throttle.blocked("1.2.3.4", "nacos") and not throttle.blocked("9.9.9.9", "nacos")
+
+
+def test_a_trusted_address_is_held_to_its_own_failures_only() -> None:
+    clock = FakeClock(0.0)
+    throttle = LoginThrottle(3, 60.0, max_user_failures=5, trust_s=3600.0, clock=clock)
+    throttle.succeeded("1.2.3.4", "nacos")
+    for i in range(10):
+        throttle.failed(f"10.0.0.{i}", "nacos")
+        throttle.failed("1.2.3.4", "guess-another-name")
+    assert throttle.blocked("10.0.0.99", "nacos") and throttle.blocked("1.2.3.4", "someone")
+    assert not throttle.blocked("1.2.3.4", "nacos")
+    for _ in range(3):
+        throttle.failed("1.2.3.4", "nacos")
+    assert throttle.blocked("1.2.3.4", "nacos")
+    clock.now = 60.0
+    assert not throttle.blocked("1.2.3.4", "nacos")
+    clock.now = 3600.0  # the trust lapsed: the address is an address like any other again
+    throttle.failed("10.0.0.1", "nacos")
+    assert throttle.sizes()["trusted"] == 1 and not throttle.blocked("1.2.3.4", "nacos")
+    assert throttle.sizes()["trusted"] == 0
 
 
 def test_throttle_is_bounded() -> None:
     clock = FakeClock(0.0)
-    throttle = LoginThrottle(2, 60.0, max_addresses=100, clock=clock)
+    throttle = LoginThrottle(2, 60.0, max_addresses=100, max_users=50, max_trusted=10, clock=clock)
     for i in range(1000):
-        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+        address = f"10.0.{i // 256}.{i % 256}"
+        throttle.failed(address, f"user-{i}" * 100)  # long names are kept as 16-byte digests
+        throttle.succeeded(address, "nacos")
         clock.now += 0.01
-        assert len(throttle) <= 100
-    assert throttle.blocked("10.0.3.231") is False  # one failure only
-    throttle.failed("10.0.3.231")
-    assert throttle.blocked("10.0.3.231")
+        assert throttle.sizes() == {"addresses": min(i + 1, 100), "users": min(i + 1, 50), "trusted": min(i + 1, 10)}
+    assert throttle.blocked("10.0.3.231", "x") is False  # one failure only
+    throttle.failed("10.0.3.231", "x")
+    assert throttle.blocked("10.0.3.231", "x")
     clock.now += 120
-    throttle.failed("9.9.9.9")  # the map is full: expired entries are dropped first
-    assert len(throttle) == 1
+    throttle.failed("9.9.9.9", "y")  # the maps are full: expired entries are dropped first
+    assert throttle.sizes() == {"addresses": 1, "users": 1, "trusted": 10}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -464,7 +485,7 @@ async def test_renamed_admin_user_invalidates_its_tokens() -> None:
         await node.login("ops")
 
 
-async def test_failed_logins_are_throttled_per_address() -> None:
+async def test_failed_logins_are_throttled() -> None:
     clock = FakeClock(0.0)
     async with auth_node(throttle=LoginThrottle(5, 60.0, clock=clock)) as node:
         for _ in range(5):
@@ -479,6 +500,58 @@ async def test_failed_logins_are_throttled_per_address() -> None:
         metrics = (await node.client.get("/metrics")).text
         assert 'distro_auth_logins_total{result="denied"} 5' in metrics
         assert 'distro_auth_logins_total{result="throttled"} 1' in metrics
+        assert 'distro_auth_throttle_entries{map="trusted"} 1' in metrics
+
+
+async def login_from(port: int, address: str, user: str, password: str) -> int:
+    """The status of one login sent from ``address`` (a loopback address other than 127.0.0.1)."""
+    sock = trio.socket.socket()
+    with sock:
+        await sock.bind((address, 0))
+        await sock.connect(("127.0.0.1", port))
+        body = f"username={user}&password={password}".encode()
+        await sock.send(
+            b"POST /nacos/v1/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        head = b""
+        while b"\r\n" not in head:
+            chunk = await sock.recv(4096)
+            assert chunk, head
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+async def test_guessing_from_many_addresses_is_capped_per_user() -> None:
+    # Issue 14, finding 5: the throttle counted per address only, so 38 addresses guessed 10 times a minute
+    # each. Now the failures against one user name are counted over every address as well.
+    clock = FakeClock(0.0)
+    throttle = LoginThrottle(10, 60.0, max_user_failures=20, clock=clock)
+    async with auth_node(throttle=throttle) as node:
+        statuses = [
+            await login_from(node.port, f"127.0.1.{i}", "nacos", f"guess-{i}-{j}") for i in range(1, 39) for j in range(10)
+        ]
+        assert statuses.count(403) == 20  # passwords actually checked: the user's budget, not 38 x 10
+        assert statuses.count(429) == 38 * 10 - 20
+        # another user name has its own budget (and an unknown user is as unknown as before)
+        assert await login_from(node.port, "127.0.2.1", "admin", "x") == 403
+
+
+async def test_admin_is_not_locked_out_by_guessing_from_other_addresses() -> None:
+    clock = FakeClock(0.0)
+    throttle = LoginThrottle(10, 60.0, max_user_failures=20, clock=clock)
+    async with auth_node(throttle=throttle) as node:
+        assert await login_from(node.port, "127.0.3.1", "nacos", PASSWORD) == 200  # the admin's usual address
+        for i in range(40):  # the user's budget is spent by others
+            await login_from(node.port, f"127.0.4.{i % 30 + 1}", "nacos", f"guess-{i}")
+        assert await login_from(node.port, "127.0.4.99", "nacos", PASSWORD) == 429  # a new address waits
+        assert await login_from(node.port, "127.0.3.1", "nacos", PASSWORD) == 200  # the admin's address does not
+        # guessing from the admin's own address is still bounded there
+        for i in range(10):
+            assert await login_from(node.port, "127.0.3.1", "nacos", f"guess-{i}") == 403
+        assert await login_from(node.port, "127.0.3.1", "nacos", PASSWORD) == 429
+        clock.now += 61
+        assert await login_from(node.port, "127.0.4.99", "nacos", PASSWORD) == 200
 
 
 async def test_auth_off_by_default() -> None:
