@@ -63,7 +63,7 @@ view builds its sorted instances on first read, so a burst of writes to a big se
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from distro.config import DistroConfig
@@ -166,7 +166,8 @@ class DistroNode:
         self._snapshot = StartupSnapshot(config, self.store, self._outbox, now_ms)
         self._health = HeartbeatClocks(config, self.store)
         self._notifier = Notifier(self.store, config.max_notifier_keys)
-        self._writes = ClientWrites(config, self.store, self._write, self._touch)
+        self._writes = ClientWrites(config, self.store, self._write, self._touch, self._owner_share)
+        self._owned_count: tuple[OwnershipMap, int] | None = None  # see _owned_key_count
         self._pending: dict[int, _PendingForward] = {}  # by request id, oldest deadline first
         # timers
         self._next_ping_ms = now_ms
@@ -271,6 +272,7 @@ class DistroNode:
             ttl = max(cfg.tombstone_ttl_ms, 2 * cfg.instance_expire_ms)
             if self.store.collect_tombstones(now_ms - ttl):
                 self._replication.keys_changed()
+                self._owned_count = None
 
     # ============================================================================================
     # Outputs and queries
@@ -428,6 +430,25 @@ class DistroNode:
         self._c["requests_applied"] += 1
         return self._writes.apply(request, now_ms)
 
+    def _key_added(self, key: ServiceKey) -> None:
+        self._replication.keys_changed()
+        cached = self._owned_count
+        if cached is not None and cached[0] is self._ownership and self.is_owner(key):
+            self._owned_count = (cached[0], cached[1] + 1)
+
+    def _owned_key_count(self) -> int:
+        """How many stored keys this node owns: counted once per ownership map, then kept up to date as
+        keys are added (:meth:`_key_added`) and counted again after tombstone collection."""
+        cached = self._owned_count
+        if cached is None or cached[0] is not self._ownership:
+            cached = (self._ownership, sum(1 for key in self.store.keys() if self.is_owner(key)))
+            self._owned_count = cached
+        return cached[1]
+
+    def _owner_share(self) -> tuple[int, Callable[[], int]]:
+        """For :class:`ClientWrites`' bound on services: the live members, and how to count this node's keys."""
+        return len(self._ownership.members), self._owned_key_count
+
     def _touch(self, key: ServiceKey, entry_id: str, now_ms: int) -> None:
         if not self._health.beat(key, entry_id, now_ms) and self.is_owner(key):
             self._health.start(key, entry_id, now_ms)
@@ -439,7 +460,7 @@ class DistroNode:
         outcome = self.store.merge(key, entry_id, entry)
         assert outcome is MergeOutcome.APPLIED, outcome
         if new_key:
-            self._replication.keys_changed()
+            self._key_added(key)
         self._after_change(key, entry_id, entry, now_ms)
         self._replication.mark_dirty(self._membership.up_peers, key, entry_id, now_ms, self._ownership)
 
@@ -451,7 +472,7 @@ class DistroNode:
             outcome = self.store.merge(key, entry_id, entry)
             if outcome is MergeOutcome.APPLIED:
                 if new_key:
-                    self._replication.keys_changed()
+                    self._key_added(key)
                 self._after_change(key, entry_id, entry, now_ms)
             elif outcome is MergeOutcome.BELOW_FLOOR:
                 refused.append((key, entry_id))

@@ -47,18 +47,23 @@ Write = Callable[[ServiceKey, str, Instance | ServiceMeta | None, int], None]
 replicate it and notify. The node's rule."""
 Touch = Callable[[ServiceKey, str, int], None]
 """``touch(key, entry_id, now_ms)``: a beat for an instance restarts its heartbeat clock (when owned)."""
+Ownership = Callable[[], tuple[int, Callable[[], int]]]
+"""``ownership()``: the number of live members, and a function counting the stored keys this node owns."""
 
 
 class ClientWrites:
     """Applies client requests to a node's store through the node's ``write`` and ``touch``."""
 
-    __slots__ = ("_config", "_store", "_touch", "_write")
+    __slots__ = ("_config", "_ownership", "_store", "_touch", "_write")
 
-    def __init__(self, config: DistroConfig, store: DatumStore, write: Write, touch: Touch) -> None:
+    def __init__(
+        self, config: DistroConfig, store: DatumStore, write: Write, touch: Touch, ownership: Ownership
+    ) -> None:
         self._config = config
         self._store = store
         self._write = write
         self._touch = touch
+        self._ownership = ownership
 
     def apply(self, request: ClientRequest, now_ms: int) -> Result:
         """Apply one request here; a refusal comes back as its 4xx :class:`Result`."""
@@ -125,12 +130,29 @@ class ClientWrites:
         return OK
 
     def _check_service_room(self, key: ServiceKey) -> None:
-        """Refuse a client write that would add a service beyond ``max_services`` (replication never is)."""
+        """Refuse a client write that would add a service beyond ``max_services`` (replication never is).
+
+        Owners that create services at the same moment do not see each other's until they replicate, so
+        the count of known keys alone lets ``n - 1`` owners' worth of creations past the bound. Each of
+        the ``n`` live members therefore also keeps the keys it owns within its share, ``max_services // n``
+        (at least 1): with every member agreeing on the live set, the keys of all owners together stay
+        within ``max_services``.
+        """
+        store = self._store
+        if key in store:
+            return
         limit = self._config.max_services
-        if key not in self._store and len(self._store) >= limit:
+        if len(store) >= limit:
             raise ValidationError(
                 f"cannot create service {key.grouped_name}: this registry already holds {limit} services, "
                 "the most it may hold (max_services)"
+            )
+        members, owned_keys = self._ownership()
+        share = max(1, limit // max(1, members))
+        if len(store) >= share and owned_keys() >= share:
+            raise ValidationError(
+                f"cannot create service {key.grouped_name}: this node owns {share} services, its share of "
+                f"max_services ({limit} over {members} live members)"
             )
 
     def _update(self, request: UpdateInstance, now_ms: int) -> Result:

@@ -673,6 +673,49 @@ def test_services_are_bounded_for_client_writes_but_not_for_replication() -> Non
     assert all(len(small[n].store) == 2 for n in ("n1", "n2", "n3"))
 
 
+def keys_owned_by(owner: str, count: int, members: tuple[str, ...] = ("n1", "n2", "n3")) -> list[ServiceKey]:
+    """``count`` service keys that ``owner`` owns among ``members``."""
+    keys = []
+    for i in range(100_000):
+        key = ServiceKey("public", "DEFAULT_GROUP", f"many-{i}")
+        if owner_of(str(key), members) == owner:
+            keys.append(key)
+            if len(keys) == count:
+                return keys
+    raise AssertionError("not enough keys")
+
+
+def test_owners_creating_services_at_once_do_not_pass_max_services() -> None:
+    # Issue 14, finding 5: "--max-services 300 let 303 in". Each owner checked the count of the keys it had
+    # heard of, so owners creating services within one replication delay all passed the check. Now each of
+    # the n live members creates new services only within its share (max_services // n) of the keys it owns.
+    h = started(DistroConfig(cluster_size=3, max_services=300))
+    owners = ("n1", "n2", "n3")
+    keys = {owner: iter(keys_owned_by(owner, 110)) for owner in owners}
+    for _ in range(99):  # 297 services, created one per owner per round, replicated after each round
+        for owner in owners:
+            assert register(h, owner, next(keys[owner])) == OK
+        h.advance(h.config.sync_delay_ms)
+    burst = [(owner, next(keys[owner])) for _ in range(5) for owner in owners]
+    results = [register(h, owner, key) for owner, key in burst]  # no replication in between
+    h.advance(h.config.verify_interval_ms + 1)
+    assert [len(h[n].store) for n in owners] == [300, 300, 300]
+    assert results.count(OK) == 3
+    owner, key = burst[-1]
+    assert results[-1] == Result(
+        400,
+        f"cannot create service {key.grouped_name}: this node owns 100 services, its share of max_services "
+        "(300 over 3 live members)",
+    )
+
+
+def test_a_lone_member_may_use_all_of_max_services() -> None:
+    h = started(DistroConfig(cluster_size=1, max_services=3), ("n1",))
+    assert [register(h, "n1", key) for key in keys_owned_by("n1", 4, ("n1",))] == [OK, OK, OK, Result(
+        400, "cannot create service DEFAULT_GROUP@@many-3: this registry already holds 3 services, the most it may "
+        "hold (max_services)")]
+
+
 def test_statistics_counters_move() -> None:
     h = started()
     before = {node_id: node.statistics() for node_id, node in h.nodes.items()}
