@@ -21,6 +21,10 @@ class Params:
     def __init__(self, values: dict[str, str]) -> None:
         self._values = values
 
+    def overridden(self, **values: str) -> Params:
+        """A copy with some values replaced (legacy routes that rewrite ``serviceName`` as Nacos does)."""
+        return Params({**self._values, **values})
+
     def get(self, name: str, *aliases: str) -> str | None:
         """The first present value of ``name`` or its aliases."""
         value = self._values.get(name)

@@ -172,6 +172,8 @@ class PushService:
         self._sock4: trio.socket.SocketType | None = None
         self._sock6: trio.socket.SocketType | None = None
         self.port: int = 0  # the IPv4 socket's port, once running
+        # The cacheMillis announced to a client that does not subscribe (operator/switches defaultCacheMillis).
+        self.default_cache_millis = DEFAULT_CACHE_MILLIS
 
     # ------------------------------------------------------------------------------------------
     # the socket
@@ -212,24 +214,24 @@ class PushService:
         cfg = self.config
         raw_port = params.get("udpPort")
         if not cfg.enabled or not raw_port or raw_port == "0":
-            return DEFAULT_CACHE_MILLIS
+            return self.default_cache_millis
         try:
             udp_port = int(raw_port)
         except ValueError:
-            return DEFAULT_CACHE_MILLIS
+            return self.default_cache_millis
         if not 0 < udp_port < 65536:
-            return DEFAULT_CACHE_MILLIS
+            return self.default_cache_millis
         agent = request.headers.get("user-agent", "")
         if not push_capable(agent):
             agent = request.headers.get("client-version", "")
             if not push_capable(agent):
-                return DEFAULT_CACHE_MILLIS
+                return self.default_cache_millis
         try:
             address = ipaddress.ip_address((params.get("clientIP") or "").strip("[]"))
         except ValueError:
-            return DEFAULT_CACHE_MILLIS
+            return self.default_cache_millis
         if address.is_unspecified or address.is_multicast or (address.version == 6 and self._sock6 is None):
-            return DEFAULT_CACHE_MILLIS
+            return self.default_cache_millis
         ip = str(address.ipv4_mapped) if address.version == 6 and address.ipv4_mapped else str(address)
         clusters = ",".join(params.clusters())
         healthy_only = params.lenient_boolean("healthyOnly", False)
@@ -244,7 +246,7 @@ class PushService:
                 return cfg.push_cache_millis
         if self._count >= cfg.max_subscribers:
             self.stats.refused_subscribers += 1
-            return DEFAULT_CACHE_MILLIS
+            return self.default_cache_millis
         sub = Subscriber(key, clusters, healthy_only, ip, udp_port, agent,
                          params.get("app") or "", params.get("tid") or "", now)
         self._subs.setdefault(key, {})[ident] = sub

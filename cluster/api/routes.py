@@ -16,6 +16,8 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import trio
@@ -27,13 +29,16 @@ from cluster.api.params import Params
 from cluster.api.probes import LIVENESS_PATH, READINESS_PATH, ConsoleProbes
 from cluster.api.push import PushService
 from cluster.api.readiness import ReadinessGate
-from cluster.api.render import DEFAULT_CACHE_MILLIS, ListQuery, ListRenderer
+from cluster.api.render import ListQuery, ListRenderer
+from cluster.api.switches import SwitchDomain, Switches
 from cluster.api.watch import WATCH_PATH, WatchService
 from cluster.http import Request, Response
 from cluster.metrics import render_node_metrics
 from cluster.node.pump import NodeRuntime
 from distro.catalog import CatalogIndex
 from distro.model import (
+    DEFAULT_GROUP,
+    GROUP_SEPARATOR,
     Instance,
     ServiceKey,
     ServiceMeta,
@@ -83,6 +88,18 @@ ListHook = Callable[[Request, Params, ServiceKey], int]
 """Sees every ``instance/list`` call (UDP push subscriptions); returns the ``cacheMillis`` to announce."""
 
 
+def _apply_switches(push: PushService, domain: SwitchDomain) -> None:
+    """The switches that change something here: push on/off and the two announced cache times."""
+    cache_ms = int(domain["defaultPushCacheMillis"])
+    push.config = replace(
+        push.config,
+        enabled=bool(domain["pushEnabled"]),
+        push_cache_millis=cache_ms,
+        subscriber_ttl_ms=max(push.config.subscriber_ttl_ms, 2 * cache_ms),  # one late poll keeps a subscriber
+    )
+    push.default_cache_millis = int(domain["defaultCacheMillis"])
+
+
 def _ok_or_error(result: Result) -> Response:
     if isinstance(result.body, str):
         return Response.text(result.status, result.body)
@@ -119,6 +136,9 @@ class NamingApi:
         self.guards: tuple[Guard, ...] = (readiness.guard,) + (() if auth is None else (auth.guard,))
         # Every instance/list call registers or refreshes a UDP push subscriber when it asks for one.
         self.list_hooks: tuple[ListHook, ...] = (push.on_list,)
+        # operator/switches: kept in memory; three entries steer the list answers and the UDP push
+        self.switches = Switches()
+        self.switches.listeners.append(partial(_apply_switches, push))
         catalog_api = self.catalog
         probes = ConsoleProbes(self.node)
         login = OpenLogin().login if auth is None else auth.login
@@ -149,8 +169,16 @@ class NamingApi:
             ("GET", f"{NS}/operator/servers"): self.servers,
             ("GET", f"{NS}/operator/metrics"): self.operator_metrics,
             ("GET", f"{NS}/operator/distro/server"): self.distro_server,
+            ("GET", f"{NS}/operator/cluster/state"): self.cluster_state,
+            # the legacy aliases of ApiController (DEFAULT_GROUP@@<dom>)
+            ("GET", f"{NS}/api/srvIPXT"): self.srv_ipxt,
+            ("POST", f"{NS}/api/srvIPXT"): self.srv_ipxt,
+            ("PUT", f"{NS}/api/clientBeat"): self.client_beat,
+            ("POST", f"{NS}/api/clientBeat"): self.client_beat,
             # UDP push and HTTP watch (ours, beside Nacos's API)
             ("GET", f"{NS}/operator/push/state"): push.push_state,
+            ("GET", f"{NS}/operator/switches"): self.switches.get,
+            ("PUT", f"{NS}/operator/switches"): self.switches.put,
             ("GET", f"{NS}/service/subscribers"): push.subscribers_route,
             ("GET", WATCH_PATH): watch.handle,
             # probes and metrics
@@ -370,7 +398,7 @@ class NamingApi:
             raise ValidationError(f'For input string: "{udp_port[:64]}"')
         if params.lenient_boolean("isCheck", False):
             return Response.json({})
-        cache_millis = DEFAULT_CACHE_MILLIS
+        cache_millis = int(self.switches.domain["defaultCacheMillis"])
         for hook in self.list_hooks:
             cache_millis = max(cache_millis, hook(request, params, key))
         query = ListQuery(key, tuple(clusters), healthy_only, client_agent(request).wants_grouped_names)
@@ -449,7 +477,8 @@ class NamingApi:
                     "nodeId": member.node_id,
                     "state": "UP" if member.up else ("STARTING" if member.is_self else "DOWN"),
                     "self": member.is_self,
-                    "extendInfo": {"lastRefreshTime": member.last_heard_ms, "ready": member.ready},
+                    # never heard of: 0, not the core's "never" sentinel (JSON readers keep 53 bits)
+                    "extendInfo": {"lastRefreshTime": max(member.last_heard_ms, 0), "ready": member.ready},
                 }
             )
         return Response.json({"servers": servers})
@@ -480,6 +509,35 @@ class NamingApi:
         if owner is None:
             return Response.text(NOT_READY_STATUS, NOT_READY_TEXT)
         return Response.json({"responsibleServer": self.node.address_of(owner)})
+
+    async def cluster_state(self, request: Request, params: Params) -> Response:
+        """GET /operator/cluster/state: Nacos's (deprecated) Raft peer of this node. There is no Raft here:
+        the shape is kept with ``term`` 0 and every node a ``FOLLOWER``; ``nodeId`` and ``ready`` are ours."""
+        await trio.lowlevel.checkpoint()
+        return Response.json(
+            {
+                "ip": self.node.address,
+                "term": 0,
+                "leaderDueMs": 0,
+                "heartbeatDueMs": 0,
+                "state": "FOLLOWER",
+                "nodeId": self.node.node_id,
+                "ready": self.node.ready,
+            }
+        )
+
+    def _legacy(self, params: Params) -> Params:
+        """ApiController's rewrite: the service is always ``DEFAULT_GROUP@@<dom>``."""
+        dom = params.required("dom")
+        return params.overridden(serviceName=f"{DEFAULT_GROUP}{GROUP_SEPARATOR}{dom}", groupName=DEFAULT_GROUP)
+
+    async def srv_ipxt(self, request: Request, params: Params) -> Response:
+        """ANY /api/srvIPXT?dom=: the instance list of ``DEFAULT_GROUP@@<dom>``."""
+        return await self.list_instances(request, self._legacy(params))
+
+    async def client_beat(self, request: Request, params: Params) -> Response:
+        """/api/clientBeat?dom=: a beat for ``DEFAULT_GROUP@@<dom>``."""
+        return await self.beat(request, self._legacy(params))
 
     async def metrics(self, request: Request, params: Params) -> Response:
         """GET /metrics: Prometheus text format."""
