@@ -2,8 +2,8 @@
 
 The HTTP route, the UDP push (whose packets carry this body as a string) and the HTTP watch all build it
 here, so a client sees the same document whichever way it learns of a change. The ``hosts`` array is the
-expensive part: it is cached per (service, clusters, healthyOnly, client flavour) and rebuilt only when
-the service's view has a new revision.
+expensive part: it is kept per (service, clusters the service has, healthyOnly, client flavour) until the
+service's view has a new revision, in a cache bounded in bytes (:mod:`cluster.api.hostscache`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from cluster.api.hostscache import DEFAULT_MAX_BYTES, HostsCache
 from cluster.node.pump import NodeRuntime
 from distro.model import ServiceKey
 from distro.views import ServiceView, select_hosts
@@ -21,7 +22,6 @@ DEFAULT_CACHE_MILLIS = 3000
 """The ``cacheMillis`` announced to a client that is not a push subscriber (Nacos's default)."""
 JAVA_AGENT = "Nacos-Java-Client"
 """User-Agent prefix of the Java client, which expects grouped service names in the list."""
-_MAX_CACHED_LISTS = 50_000
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -38,10 +38,10 @@ class ListQuery:
 class ListRenderer:
     """Builds ``instance/list`` bodies from this node's read views. One per node, shared by its API parts."""
 
-    def __init__(self, runtime: NodeRuntime) -> None:
+    def __init__(self, runtime: NodeRuntime, *, cache_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._runtime = runtime
         self._node = runtime.node
-        self._hosts_cache: dict[tuple[ServiceKey, str, bool, bool], tuple[int, bytes, bool]] = {}
+        self.hosts_cache = HostsCache(cache_max_bytes)
 
     def render(self, query: ListQuery, *, cache_millis: int = DEFAULT_CACHE_MILLIS) -> bytes:
         """The UTF-8 JSON body for ``query``, announcing ``cache_millis``."""
@@ -63,7 +63,7 @@ class ListRenderer:
                 "valid": True,
             }
             return _JSON.encode(empty).encode("utf-8", "replace")
-        hosts_json, protected = self._hosts_json(view, query, clusters_text)
+        hosts_json, protected = self._hosts_json(view, query)
         name = key.grouped_name if query.java else key.service
         meta = {} if view.meta is None else dict(view.meta.metadata)
         head = (
@@ -75,12 +75,15 @@ class ListRenderer:
         ).encode()
         return head + hosts_json + b"}"
 
-    def _hosts_json(self, view: ServiceView, query: ListQuery, clusters_text: str) -> tuple[bytes, bool]:
-        cache_key = (view.key, clusters_text, query.healthy_only, query.java)
-        cached = self._hosts_cache.get(cache_key)
-        if cached is not None and cached[0] == view.revision:
-            return cached[1], cached[2]
-        selection = select_hosts(view, list(query.clusters), query.healthy_only)
+    def _hosts_json(self, view: ServiceView, query: ListQuery) -> tuple[bytes, bool]:
+        clusters = self.hosts_cache.normalise(view, query.clusters)
+        if clusters is None:  # only clusters the service does not have: nothing to select, nothing to keep
+            return b"[]", False
+        form = (clusters, query.healthy_only, query.java)
+        cached = self.hosts_cache.get(view, form)
+        if cached is not None:
+            return cached
+        selection = select_hosts(view, clusters, query.healthy_only)
         key = view.key
         service_name = key.grouped_name if query.java else key.service
         cfg = self._node.config
@@ -106,7 +109,5 @@ class ListRenderer:
             for inst in selection.hosts
         ]
         body = json.dumps(hosts, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(self._hosts_cache) > _MAX_CACHED_LISTS:
-            self._hosts_cache.clear()
-        self._hosts_cache[cache_key] = (view.revision, body, selection.protect_triggered)
+        self.hosts_cache.put(view, form, body, selection.protect_triggered)
         return body, selection.protect_triggered

@@ -195,6 +195,7 @@ class NamingApi:
         self.metric_sources: tuple[Callable[[], str], ...] = (
             lambda: render_node_metrics(self.node.statistics()),
             readiness.render_metrics,
+            renderer.hosts_cache.render_metrics,
             *(() if auth is None else (auth.render_metrics,)),
             push.render_metrics,
             watch.render_metrics,

@@ -81,6 +81,7 @@ class NodeSettings:
     token_ttl_s: int
     previous_cluster_secrets: tuple[str, ...] = ()
     previous_token_secrets: tuple[str, ...] = ()
+    list_cache_bytes: int = 64 * 1024 * 1024
 
 
 def _env_default(flag: str, default: Any) -> Any:
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("max-connections", 4096, "most client connections open at once", int)
     add("request-timeout-ms", 10_000, "a request must arrive whole within this", int)
     add("idle-timeout-ms", 60_000, "idle keep-alive connections are closed after this", int)
+    add("list-cache-bytes", 64 * 1024 * 1024, "bytes of rendered instance lists kept for reuse", int)
     add("metadata-max-bytes", 4096, "largest metadata of one instance or service", int)
     add("metadata-max-keys", 64, "most metadata keys of one instance or service", int)
     p.add_argument("--auth", default=_bool(_env_default("auth", "false")), type=_bool, nargs="?", const=True,
@@ -198,7 +200,14 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         token_ttl_s=args.token_ttl_s,
         previous_cluster_secrets=previous_cluster,
         previous_token_secrets=previous_token,
+        list_cache_bytes=_non_negative("--list-cache-bytes", args.list_cache_bytes),
     )
+
+
+def _non_negative(flag: str, value: int) -> int:
+    if value < 0:
+        raise ConfigError(f"{flag} must not be negative, got {value}")
+    return value
 
 
 def _secret_list(text: str) -> tuple[str, ...]:

@@ -108,7 +108,7 @@ class NodeServer:
         self.runtime = NodeRuntime(settings.node_id, settings.core, address=settings.advertise_address)
         self.transport = transport(settings, self.runtime)
         self.runtime.transport = self.transport
-        renderer = ListRenderer(self.runtime)
+        renderer = ListRenderer(self.runtime, cache_max_bytes=settings.list_cache_bytes)
         self.push = PushService(self.runtime, renderer, push)
         self.runtime.change_listeners.append(self.push.on_change)
         self.watch = WatchService(self.runtime, renderer, watch)

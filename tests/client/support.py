@@ -141,8 +141,10 @@ class InProcessCluster:
         push: PushConfig | None = None,
         watch: dict[str, int] | None = None,
         core: DistroConfig | None = None,
+        flags: Sequence[str] = (),
     ) -> None:
         self.count = count
+        self.flags = list(flags)  # more distro-node flags for every node
         self.push_config = push or PushConfig()
         self.watch_config = WatchConfig(**(watch or {}))
         self.core = core or DistroConfig(cluster_size=count, snapshot_timeout_ms=200)
@@ -156,7 +158,7 @@ class InProcessCluster:
     async def start(self, nursery: trio.Nursery) -> InProcessCluster:
         await nursery.start(self.network.run)
         for i in range(self.count):
-            flags = parse_settings(["--node-id", f"n{i}", "--host", "127.0.0.1", "--port", str(9000 + i)])
+            flags = parse_settings(["--node-id", f"n{i}", "--host", "127.0.0.1", "--port", str(9000 + i), *self.flags])
             node_settings = replace(flags, port=0, core=self.core)  # advertised as 127.0.0.1:900i, served anywhere
             server = NodeServer(node_settings, transport=self.network.transport, push=self.push_config,
                                 watch=self.watch_config)
