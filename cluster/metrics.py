@@ -97,6 +97,7 @@ _NODE_GAUGES = {
     "pending_forwards": "Forwarded writes waiting for the owner (queue depth).",
     "notifier_depth": "Keys waiting in the notifier queue.",
     "dirty_entries": "Entries waiting to be replicated, all peers together (replication lag).",
+    "ownership_cache_bytes": "Bytes of the key-to-owner cache (bounded; docs/security.md).",
 }
 
 

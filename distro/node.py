@@ -121,6 +121,7 @@ class NodeStatistics:
     pending_forwards: int
     notifier_depth: int
     dirty_entries: int
+    ownership_cache_bytes: int
     requests_applied: int
     forwards_sent: int
     forwards_received: int
@@ -339,7 +340,7 @@ class DistroNode:
     def statistics(self) -> NodeStatistics:
         """Counters and queue depths."""
         store = self.store.statistics()
-        owned = sum(1 for key in self.store.keys() if self.is_owner(key))
+        owned = self._owned_key_count()
         c = self._c
         replication = self._replication
         return NodeStatistics(
@@ -353,6 +354,7 @@ class DistroNode:
             pending_forwards=len(self._pending),
             notifier_depth=len(self._notifier),
             dirty_entries=replication.dirty_entries,
+            ownership_cache_bytes=self._ownership.cache_bytes,
             requests_applied=c["requests_applied"],
             forwards_sent=c["forwards_sent"],
             forwards_received=c["forwards_received"],

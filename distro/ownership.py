@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from hashlib import blake2b
 
-__all__ = ["OwnershipMap", "owner_of", "score"]
+__all__ = ["CACHE_ENTRY_BYTES", "MAX_CACHE_BYTES", "OwnershipMap", "owner_of", "score"]
 
 
 def score(member: str, key: str) -> int:
@@ -29,14 +29,26 @@ def owner_of(key: str, members: Iterable[str]) -> str | None:
     return None if best is None else best[1]
 
 
+MAX_CACHE_BYTES = 64 * 1024 * 1024
+"""The bound on an :class:`OwnershipMap`'s cache: its keys' characters plus :data:`CACHE_ENTRY_BYTES` each."""
+CACHE_ENTRY_BYTES = 120
+"""What one cached key costs beyond its characters (the dict slot and the string's header)."""
+
+
 class OwnershipMap:
-    """Caches ``owner_of`` for a fixed member set; build a new one when the live set changes."""
+    """Caches ``owner_of`` for a fixed member set; build a new one when the live set changes.
 
-    __slots__ = ("_cache", "members")
+    Keys come from clients (any name a request carries is looked up), so the cache is bounded in bytes:
+    past ``max_cache_bytes`` (:data:`MAX_CACHE_BYTES`) it starts again empty.
+    """
 
-    def __init__(self, members: Iterable[str]) -> None:
+    __slots__ = ("_cache", "cache_bytes", "max_cache_bytes", "members")
+
+    def __init__(self, members: Iterable[str], *, max_cache_bytes: int = MAX_CACHE_BYTES) -> None:
         self.members: tuple[str, ...] = tuple(sorted(set(members)))
         self._cache: dict[str, str | None] = {}
+        self.cache_bytes = 0
+        self.max_cache_bytes = max_cache_bytes
 
     def owner(self, key: str) -> str | None:
         """The owner of ``key`` among this map's members."""
@@ -44,7 +56,10 @@ class OwnershipMap:
         if cached != "":
             return cached
         result = owner_of(key, self.members)
-        if len(self._cache) > 1_000_000:
+        cost = len(key) + CACHE_ENTRY_BYTES
+        if self.cache_bytes + cost > self.max_cache_bytes:
             self._cache.clear()
+            self.cache_bytes = 0
         self._cache[key] = result
+        self.cache_bytes += cost
         return result

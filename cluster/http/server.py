@@ -133,7 +133,9 @@ _TARGET_CHARS = bytes(range(0x21, 0x7F))  # visible ASCII
 _FIELD_BLOCK_CHARS = b"\t\r\n" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
 
-# Validated names seen before -> decoded (lower-cased) names. Only names that passed validation get in.
+# Validated names seen before -> decoded (lower-cased) names. Only names that passed validation get in, and
+# only short ones: 512 header names and 64 methods of at most 64 bytes, about 100 KB in all.
+_CACHED_NAME_BYTES = 64
 _name_cache: dict[bytes, str] = {}
 _method_cache: dict[bytes, str] = {}
 
@@ -179,7 +181,7 @@ def _parse_head(head: bytes, limits: HttpLimits) -> tuple[str, str, str, bool, d
         if not method_b or method_b.translate(None, _TOKEN_CHARS):
             raise _HttpError(400, "malformed request method")
         method = method_b.decode("ascii")
-        if len(_method_cache) < 64:
+        if len(_method_cache) < 64 and len(method_b) <= _CACHED_NAME_BYTES:
             _method_cache[method_b] = method
     if not target_b or target_b.translate(None, _TARGET_CHARS):
         raise _HttpError(400, "malformed request target")
@@ -200,7 +202,7 @@ def _parse_head(head: bytes, limits: HttpLimits) -> tuple[str, str, str, bool, d
                 if not raw_name or raw_name.translate(None, _TOKEN_CHARS):
                     raise _HttpError(400, "malformed header field")
                 name = raw_name.decode("ascii").lower()
-                if len(_name_cache) < 512:
+                if len(_name_cache) < 512 and len(raw_name) <= _CACHED_NAME_BYTES:
                     _name_cache[raw_name] = name
             if not colon:
                 raise _HttpError(400, "malformed header field")

@@ -305,6 +305,18 @@ async def test_leading_empty_lines_are_skipped_even_in_the_same_segment(prefix: 
             await c.aclose()
 
 
+def test_the_parser_caches_only_short_names() -> None:
+    # Header names and methods seen before are kept decoded; clients choose them, so only short ones are.
+    from cluster.http import server
+
+    limits = HttpLimits()
+    for i in range(600):
+        name = f"X-{i:05d}-" + "n" * 1000
+        _parse_head(f"M{i:04d}{'m' * 1000} / HTTP/1.1\r\n{name}: v".encode(), limits)
+    assert sum(len(name) for name in server._name_cache) <= 512 * 64
+    assert sum(len(method) for method in server._method_cache) <= 64 * 64
+
+
 async def test_connection_close_from_client() -> None:
     with trio.fail_after(GUARD):
         async with running() as (port, stats):

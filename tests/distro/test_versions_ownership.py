@@ -12,7 +12,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distro.ownership import OwnershipMap, owner_of, score
+from distro.ownership import MAX_CACHE_BYTES, OwnershipMap, owner_of, score
 from distro.versions import ZERO_VERSION, HybridClock, Version
 from tests.distro import PROPERTIES
 
@@ -103,6 +103,19 @@ def test_no_members_no_owner() -> None:
     omap = OwnershipMap(())
     assert omap.owner("k") is None
     assert omap.owner("k") is None
+
+
+def test_the_ownership_cache_is_bounded_in_bytes() -> None:
+    # Any name a request carries is looked up (operator/distro/server answers for services nobody made):
+    # ever-new 770-character names must not pile up (before: up to a million of them, ~800 MB).
+    assert OwnershipMap(["a"]).max_cache_bytes == MAX_CACHE_BYTES == 64 * 1024 * 1024
+    omap = OwnershipMap(["a", "b", "c"], max_cache_bytes=1_000_000)
+    name = "n" * 256
+    for i in range(5_000):
+        key = f"{name}##{name}@@{i:0256d}"
+        assert omap.owner(key) == owner_of(key, ["a", "b", "c"])
+        assert omap.cache_bytes <= 1_000_000
+    assert omap.cache_bytes > 250_000  # it does cache
 
 
 KEYS = [f"public##DEFAULT_GROUP@@svc-{i}" for i in range(10_000)]
