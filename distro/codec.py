@@ -14,6 +14,8 @@ Layout (compact: a type tag and positional fields, never field names)::
     ["repair", items, [key, ...]]
     ["snapreq"]
     ["snap", ready, snapshot_id, seq, total, items]
+    ["subq", query_id, key]
+    ["subr", query_id, [[addr, agent, app, ip, port, clusters, protocol], ...]]
 
     item     = [key, entry_id, ms, counter, node, value]
     value    = None (tombstone)
@@ -57,6 +59,9 @@ from distro.messages import (
     Repair,
     SnapshotChunk,
     SnapshotRequest,
+    SubscriberRow,
+    SubscribersQuery,
+    SubscribersReply,
     SyncBatch,
 )
 from distro.model import (
@@ -199,6 +204,14 @@ def _enc_snapshot_chunk(m: SnapshotChunk) -> list[Any]:
     return ["snap", m.ready, m.snapshot_id, m.seq, m.total, _enc_items(m.items)]
 
 
+def _enc_subscribers_query(m: SubscribersQuery) -> list[Any]:
+    return ["subq", m.query_id, str(m.key)]
+
+
+def _enc_subscribers_reply(m: SubscribersReply) -> list[Any]:
+    return ["subr", m.query_id, [list(row) for row in m.rows]]
+
+
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     Ping: _enc_ping,
     Forward: _enc_forward,
@@ -208,6 +221,8 @@ _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     Repair: _enc_repair,
     SnapshotRequest: _enc_snapshot_request,
     SnapshotChunk: _enc_snapshot_chunk,
+    SubscribersQuery: _enc_subscribers_query,
+    SubscribersReply: _enc_subscribers_reply,
 }
 
 
@@ -581,6 +596,28 @@ def _dec_snapshot_chunk(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
     )
 
 
+def _dec_subscribers_query(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
+    _, query_id, key = _seq(obj, 3, "subscribers query")
+    return SubscribersQuery(_int(query_id, "query id"), _key(key, ctx))
+
+
+def _dec_subscribers_reply(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
+    _, query_id, rows = _seq(obj, 3, "subscribers reply")
+    out: list[SubscriberRow] = []
+    for row in _list(rows, "subscribers"):
+        addr, agent, app, ip, port, clusters, protocol = _seq(row, 7, "subscriber")
+        out.append((
+            _str(addr, "subscriber address"),
+            _str(agent, "subscriber agent"),
+            _str(app, "subscriber app"),
+            _str(ip, "subscriber ip"),
+            _port(port),
+            _str(clusters, "subscriber clusters", MAX_METADATA_CHARS),
+            _str(protocol, "subscriber protocol"),
+        ))
+    return SubscribersReply(_int(query_id, "query id"), tuple(out))
+
+
 _DECODERS: dict[str, Callable[[list[Any] | tuple[Any, ...], _Ctx], Message]] = {
     "ping": _dec_ping,
     "fwd": _dec_forward,
@@ -590,6 +627,8 @@ _DECODERS: dict[str, Callable[[list[Any] | tuple[Any, ...], _Ctx], Message]] = {
     "repair": _dec_repair,
     "snapreq": _dec_snapshot_request,
     "snap": _dec_snapshot_chunk,
+    "subq": _dec_subscribers_query,
+    "subr": _dec_subscribers_reply,
 }
 
 INTERNAL_ERROR_PREFIX = "malformed message ("

@@ -23,6 +23,9 @@ __all__ = [
     "Repair",
     "SnapshotChunk",
     "SnapshotRequest",
+    "SubscriberRow",
+    "SubscribersQuery",
+    "SubscribersReply",
     "SyncBatch",
 ]
 
@@ -98,4 +101,35 @@ class SnapshotChunk:
     items: Items
 
 
-Message = Ping | Forward | ForwardReply | SyncBatch | Digest | Repair | SnapshotRequest | SnapshotChunk
+SubscriberRow = tuple[str, str, str, str, int, str, str]
+"""One subscriber of a service on some node: ``(addrStr, agent, app, ip, port, clusters, protocol)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribersQuery:
+    """Asks a peer for its own subscribers of one service (``service/subscribers`` across the cluster)."""
+
+    query_id: int
+    key: ServiceKey
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribersReply:
+    """The answer to a :class:`SubscribersQuery`: the peer's local subscribers (at most ``MAX_ITEMS``)."""
+
+    query_id: int
+    rows: tuple[SubscriberRow, ...]
+
+
+Message = (
+    Ping
+    | Forward
+    | ForwardReply
+    | SyncBatch
+    | Digest
+    | Repair
+    | SnapshotRequest
+    | SnapshotChunk
+    | SubscribersQuery
+    | SubscribersReply
+)

@@ -15,9 +15,9 @@ receiving socket. Differences from Nacos 1.4, all deliberate:
 * an unacknowledged packet is re-sent ``max_tries - 1`` times, ``retry_interval_ms`` apart (3 tries 500 ms
   apart, against Nacos's 2 tries 10 s apart); a newer push to the same subscriber and service supersedes
   an older pending one, so a stale list is never re-sent over a newer one;
-* ``lastRefTime`` is a per-node sequence number (started from the wall clock in ns, so it stays unique
-  across restarts and fits a Java ``long``); an ack is matched on it alone, not on its source address, so
-  acks through NAT count;
+* ``lastRefTime`` is the node's clock in milliseconds, as in Nacos, moved on by one when needed so that each
+  packet's is greater than the last (an ack is matched on it alone, not on its source address, so acks
+  through NAT count). It stays far below 2^53, so JSON readers that keep numbers as doubles read it exactly;
 * a subscriber is forgotten once it has not listed for ``subscriber_ttl_ms`` (20 s, twice the
   ``cacheMillis`` of 10 s we announce to it, so one late poll does not drop it);
 * subscribers, pending packets and the packet size are bounded; a datagram that is not a valid ack is
@@ -39,7 +39,7 @@ import logging
 import math
 import re
 import socket
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import trio
@@ -50,6 +50,7 @@ from cluster.api.render import DEFAULT_CACHE_MILLIS, ListQuery, ListRenderer
 from cluster.http import Request, Response
 from cluster.metrics import counter, gauge
 from cluster.node.pump import NodeRuntime
+from distro.messages import SubscriberRow
 from distro.model import ServiceKey, service_key
 from distro.views import ServiceView
 
@@ -168,7 +169,7 @@ class PushService:
         self._pending: dict[int, _Pending] = {}  # by seq, oldest first
         self._latest: dict[tuple[ServiceKey, tuple[str, str, int, str]], int] = {}  # -> seq pending
         self._timers: list[tuple[float, int]] = []  # (due, seq) heap
-        self._seq = time.time_ns()
+        self._seq = 0  # the last lastRefTime sent (epoch ms, strictly growing)
         self._sock4: trio.socket.SocketType | None = None
         self._sock6: trio.socket.SocketType | None = None
         self.port: int = 0  # the IPv4 socket's port, once running
@@ -259,6 +260,13 @@ class PushService:
             return list(self._subs.get(key, {}).values())
         return [sub for subs in self._subs.values() for sub in subs.values()]
 
+    def subscriber_rows(self, key: ServiceKey) -> Iterator[SubscriberRow]:
+        """The live subscribers of ``key`` as ``service/subscribers`` rows (protocol ``udp``)."""
+        now = trio.current_time()
+        for sub in self._subs.get(key, {}).values():
+            if not self._expired(sub, now):
+                yield (f"{sub.ip}:{sub.port}", sub.agent, sub.app, sub.ip, sub.port, sub.clusters, "udp")
+
     @property
     def subscriber_count(self) -> int:
         """Subscribers held (expired ones are dropped at the next sweep or push)."""
@@ -344,8 +352,7 @@ class PushService:
                     log.exception("push: could not build the list of %s for %s:%d", key, sub.ip, sub.port)
                     self.stats.failed += 1
                     continue
-            self._seq += 1
-            seq = self._seq
+            self._seq = seq = max(self.runtime.now_ms(), self._seq + 1)
             packet = encode_packet({"type": "dom", "data": data, "lastRefTime": seq})
             if len(packet) > MAX_DATAGRAM:
                 self.stats.too_large += 1

@@ -30,10 +30,11 @@ from cluster.api.probes import LIVENESS_PATH, READINESS_PATH, ConsoleProbes
 from cluster.api.push import PushService
 from cluster.api.readiness import ReadinessGate
 from cluster.api.render import ListQuery, ListRenderer
+from cluster.api.subscribers import SubscribersService
 from cluster.api.switches import SwitchDomain, Switches
 from cluster.api.watch import WATCH_PATH, WatchService
 from cluster.http import Request, Response
-from cluster.metrics import render_node_metrics
+from cluster.metrics import counter, render_node_metrics
 from cluster.node.pump import NodeRuntime
 from distro.catalog import CatalogIndex
 from distro.model import (
@@ -136,6 +137,8 @@ class NamingApi:
         self.guards: tuple[Guard, ...] = (readiness.guard,) + (() if auth is None else (auth.guard,))
         # Every instance/list call registers or refreshes a UDP push subscriber when it asks for one.
         self.list_hooks: tuple[ListHook, ...] = (push.on_list,)
+        # service/subscribers: this node's subscribers, and by default every up peer's (over the peer link)
+        self.subscribers = SubscribersService(runtime, [push.subscriber_rows])
         # operator/switches: kept in memory; three entries steer the list answers and the UDP push
         self.switches = Switches()
         self.switches.listeners.append(partial(_apply_switches, push))
@@ -179,7 +182,7 @@ class NamingApi:
             ("GET", f"{NS}/operator/push/state"): push.push_state,
             ("GET", f"{NS}/operator/switches"): self.switches.get,
             ("PUT", f"{NS}/operator/switches"): self.switches.put,
-            ("GET", f"{NS}/service/subscribers"): push.subscribers_route,
+            ("GET", f"{NS}/service/subscribers"): self.subscribers.route,
             ("GET", WATCH_PATH): watch.handle,
             # probes and metrics
             ("GET", "/metrics"): self.metrics,
@@ -198,6 +201,9 @@ class NamingApi:
             renderer.hosts_cache.render_metrics,
             *(() if auth is None else (auth.render_metrics,)),
             push.render_metrics,
+            lambda: counter("distro_subscribers_partial_answers_total",
+                            "service/subscribers answers that lack a peer which did not answer in time.",
+                            self.subscribers.partial_answers),
             watch.render_metrics,
             *extra_metrics,
         )

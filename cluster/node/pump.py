@@ -29,11 +29,13 @@ from distro.node import DistroNode
 from distro.requests import ClientRequest, Result
 from distro.views import ServiceView
 
-__all__ = ["ChangeListener", "NodeRuntime", "PeerTransport"]
+__all__ = ["ChangeListener", "NodeRuntime", "PeerHandler", "PeerTransport"]
 
 log = logging.getLogger("distro.node")
 
 ChangeListener = Callable[[ServiceKey, ServiceView], None]
+PeerHandler = Callable[[str, Message], None]
+"""Answers a peer message the core leaves to the runtime: ``(sender node id, message)``."""
 
 
 class PeerTransport(Protocol):
@@ -59,6 +61,7 @@ class NodeRuntime:
         self._scheduled_ms: int | None = None
         self._change_events: dict[ServiceKey, trio.Event] = {}
         self.change_listeners: list[ChangeListener] = []
+        self.peer_handlers: dict[type, PeerHandler] = {}
         self.ready_event = trio.Event()
         self.forward_wait_ms = 2 * config.forward_timeout_ms + 1000
 
@@ -88,9 +91,20 @@ class NodeRuntime:
         return Result(503, "server is busy: the owner of this service did not answer, please try again later!")
 
     def on_message(self, sender: str, message: Message) -> None:
-        """A decoded message from an authenticated peer."""
+        """A decoded message from an authenticated peer.
+
+        The core hears every message (any message proves its sender alive); a query that only the runtime
+        can answer (``SubscribersQuery``: subscriptions live in the API's parts) also goes to the handler
+        registered for its type in :attr:`peer_handlers`.
+        """
         self.node.handle_peer(sender, message, self.now_ms())
         self._after_input()
+        handler = self.peer_handlers.get(type(message))
+        if handler is not None:
+            try:
+                handler(sender, message)
+            except Exception:  # a broken handler must not take the peer link down
+                log.exception("peer handler failed for %s from %s", type(message).__name__, sender)
 
     def on_connected(self, node_id: str, address: str) -> None:
         """An authenticated link to a peer came up."""
