@@ -60,6 +60,7 @@ OPEN_PATHS = frozenset(
         "/metrics",
         "/nacos/v1/console/health/liveness",
         "/nacos/v1/console/health/readiness",
+        "/nacos/v1/console/server/state",  # the console asks whether to show its login page
         *LOGIN_PATHS,
     }
 )

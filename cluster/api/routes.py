@@ -33,6 +33,7 @@ from cluster.api.render import ListQuery, ListRenderer
 from cluster.api.subscribers import SubscribersService
 from cluster.api.switches import SwitchDomain, Switches
 from cluster.api.watch import WATCH_PATH, WatchService
+from cluster.console.endpoints import BEATS_PATH, CONSOLE, NODE_PATH, STATE_PATH, ConsoleEndpoints
 from cluster.http import Request, Response
 from cluster.metrics import counter, render_node_metrics
 from cluster.node.pump import NodeRuntime
@@ -120,6 +121,7 @@ class NamingApi:
         watch: WatchService,
         auth: Authenticator | None = None,
         catalog: CatalogIndex | None = None,
+        console: ConsoleEndpoints | None = None,
         extra_metrics: Sequence[Callable[[], str]] = (),
         metadata_max_bytes: int = 4096,
         metadata_max_keys: int = 64,
@@ -193,6 +195,14 @@ class NamingApi:
             ("GET", READINESS_PATH): probes.readiness,
             # login: checked when auth is on; with auth off any credentials get a token nothing checks
             **{("POST", path): login for path in LOGIN_PATHS},
+            # the web console's own read endpoints (cluster/console; its static files are served in front)
+            **({} if console is None else {
+                ("GET", STATE_PATH): console.state,
+                ("GET", f"{CONSOLE}/changes"): console.changes,
+                ("GET", f"{CONSOLE}/cluster"): console.cluster,
+                ("GET", NODE_PATH): console.node_info,
+                ("GET", BEATS_PATH): console.beats,
+            }),
         }
         # /metrics: the core's series, then each part's, then the wiring's (HTTP server, peer transport).
         self.metric_sources: tuple[Callable[[], str], ...] = (

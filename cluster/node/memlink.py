@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from cluster.node.peerlink import LinkState
 from cluster.node.pump import NodeRuntime
 from distro.messages import Message
 
@@ -108,3 +109,13 @@ class MemoryEndpoint:
     def render_metrics(self) -> str:
         """No series of its own."""
         return ""
+
+    def link_states(self) -> dict[str, LinkState]:
+        """Every other joined node, linked both ways unless cut."""
+        cut = self.network.cut_links
+        return {
+            node_id: LinkState(linked, linked, 0)
+            for node_id in sorted(self.network.runtimes)
+            if node_id != self.node_id
+            for linked in [frozenset((self.node_id, node_id)) not in cut]
+        }

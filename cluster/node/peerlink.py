@@ -85,7 +85,7 @@ from distro.codec import ProtocolError, decode_message, encode_message
 from distro.errors import LinkClosed
 from distro.messages import Forward, Message
 
-__all__ = ["HANDSHAKE_FRAME_MAX", "PROTOCOL_VERSION", "PeerLinkConfig", "PeerLinkStats", "PeerLinks"]
+__all__ = ["HANDSHAKE_FRAME_MAX", "PROTOCOL_VERSION", "LinkState", "PeerLinkConfig", "PeerLinkStats", "PeerLinks"]
 
 log = logging.getLogger("distro.peerlink")
 
@@ -146,6 +146,15 @@ class PeerLinkStats:
     dialers: int = 0  # addresses currently being dialed
     dialers_waiting: int = 0  # of those, waiting out the reconnect interval (woken when a peer connects in)
     pending_handshakes: int = 0  # inbound connections not yet authenticated
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """This node's links with one peer: can it send (outbound up), can it hear (inbound up), what waits."""
+
+    outbound: bool
+    inbound: bool
+    queued: int
 
 
 class _Eof(LinkClosed):
@@ -356,6 +365,16 @@ class PeerLinks:
     def connected_peers(self) -> dict[str, str]:
         """Node id -> advertised address of every peer with an authenticated outbound link."""
         return {node_id: link.address for node_id, link in self._outbound.items() if not link.closed}
+
+    def link_states(self) -> dict[str, LinkState]:
+        """Node id -> the state of this node's links with that peer (for the console's cluster page)."""
+        ids = {node_id for node_id, link in self._outbound.items() if not link.closed} | set(self._inbound)
+        states = {}
+        for node_id in sorted(ids):
+            link = self._outbound.get(node_id)
+            up = link is not None and not link.closed
+            states[node_id] = LinkState(up, node_id in self._inbound, len(link.queue) if link is not None and up else 0)
+        return states
 
     def statistics(self) -> PeerLinkStats:
         """A snapshot of the counters, with current queue depths and link counts."""

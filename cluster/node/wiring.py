@@ -23,9 +23,12 @@ from cluster.api.readiness import ReadinessGate
 from cluster.api.render import ListRenderer
 from cluster.api.routes import NamingApi
 from cluster.api.watch import WatchConfig, WatchService
+from cluster.console.assets import StaticAssets
+from cluster.console.endpoints import ConsoleEndpoints
+from cluster.console.front import ConsoleFront
 from cluster.http import HttpLimits, HttpStats, serve_http
 from cluster.metrics import render_http_metrics, render_peer_link_metrics
-from cluster.node.peerlink import PeerLinkConfig, PeerLinks
+from cluster.node.peerlink import LinkState, PeerLinkConfig, PeerLinks
 from cluster.node.pump import NodeRuntime, PeerTransport
 from cluster.node.settings import NodeSettings, peer_link_address
 from distro.catalog import CatalogIndex
@@ -44,6 +47,9 @@ class NodeTransport(PeerTransport, Protocol):
 
     def render_metrics(self) -> str:
         """The transport's series for /metrics (may be empty)."""
+
+    def link_states(self) -> dict[str, LinkState]:
+        """Node id -> the state of this node's links with that peer (empty when the transport has none)."""
 
 
 TransportFactory = Callable[[NodeSettings, NodeRuntime], NodeTransport]
@@ -69,6 +75,10 @@ class PeerLinkTransport:
     def render_metrics(self) -> str:
         """The peer links' counters."""
         return render_peer_link_metrics(self.links.statistics())
+
+    def link_states(self) -> dict[str, LinkState]:
+        """This node's links with each peer (the console's cluster page)."""
+        return self.links.link_states()
 
 
 def peer_links(settings: NodeSettings, runtime: NodeRuntime) -> PeerLinkTransport:
@@ -115,6 +125,8 @@ class NodeServer:
         self.catalog = CatalogIndex(self.runtime.node.view)
         self.runtime.change_listeners.append(self.catalog.on_change)
         self.http_stats = HttpStats()
+        self.console = ConsoleEndpoints(self.runtime, auth_enabled=settings.auth, link_states=self.transport.link_states)
+        self.runtime.change_listeners.append(self.console.feed.on_change)
         self.api = NamingApi(
             self.runtime,
             renderer,
@@ -123,10 +135,13 @@ class NodeServer:
             watch=self.watch,
             auth=authenticator_for(settings) if settings.auth else None,
             catalog=self.catalog,
+            console=self.console,
             extra_metrics=(lambda: render_http_metrics(self.http_stats), self.transport.render_metrics),
             metadata_max_bytes=settings.metadata_max_bytes,
             metadata_max_keys=settings.metadata_max_keys,
         )
+        # The web console's static files are answered in front of the API (they need no token).
+        self.handler = ConsoleFront(self.api, StaticAssets.from_package())
         self.limits = HttpLimits(
             max_body_bytes=settings.max_body_bytes,
             max_connections=settings.max_connections,
@@ -141,7 +156,7 @@ class NodeServer:
             await nursery.start(self.runtime.run)
             peer_port = await nursery.start(self.transport.serve)
             await nursery.start(self.push.run)
-            serve = partial(serve_http, self.api, s.host, s.port, self.limits, stats=self.http_stats)
+            serve = partial(serve_http, self.handler, s.host, s.port, self.limits, stats=self.http_stats)
             port: int = await nursery.start(serve)
             log.info(
                 "started: node %s on %s:%d (advertised %s), peer link on port %d, peers %s",

@@ -1,0 +1,207 @@
+"""The read-only endpoints the console needs beyond Nacos's API (docs/console.md lists their shapes).
+
+:class:`cluster.api.routes.NamingApi` lists them in its route table, behind its guards.
+
+* ``GET /nacos/v1/console/server/state``: version and whether auth is on (open: the login page needs it
+  before it has a token).
+* ``GET /nacos/v1/console/changes``: the change feed's long poll (:mod:`cluster.console.feed`).
+* ``GET /nacos/v1/console/node``: this node's own facts (id, version, start time, readiness).
+* ``GET /nacos/v1/console/cluster``: every member with its state, link state, services owned, and the
+  version and uptime it reports itself (asked of each member that is up, in parallel, with a short timeout).
+* ``GET /nacos/v1/console/beats``: when each instance of a service last beat. Only the owner knows, so a
+  node that does not own the service asks the owner (once: a forwarded call is never forwarded again).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from cluster.console.feed import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, ChangeFeed
+from cluster.console.peerhttp import PeerReadError, credentials, get_json
+from cluster.http import Request, Response
+from cluster.node.peerlink import LinkState
+from distro.model import ServiceKey, service_key
+
+if TYPE_CHECKING:
+    from cluster.api.params import Params
+    from cluster.node.pump import NodeRuntime
+
+log = logging.getLogger("distro.console")
+
+CONSOLE = "/nacos/v1/console"
+STATE_PATH = f"{CONSOLE}/server/state"
+NODE_PATH = f"{CONSOLE}/node"
+BEATS_PATH = f"{CONSOLE}/beats"
+DISTRIBUTION = "distro-registry"
+
+
+LinkStates = Callable[[], Mapping[str, LinkState]]
+def package_version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare source tree)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class ConsoleEndpoints:
+    """The console's own read endpoints on one node. ``routes()`` lists them for the API's route table."""
+
+    def __init__(self, runtime: NodeRuntime, *, auth_enabled: bool, link_states: LinkStates | None = None) -> None:
+        self.runtime = runtime
+        self.node = runtime.node
+        self.auth_enabled = auth_enabled
+        self.link_states = link_states
+        self.version = package_version()
+        self.started_ms = runtime.now_ms()
+        self.feed = ChangeFeed()
+        self._owned_cache: tuple[tuple[int, tuple[str, ...]], dict[str, int]] | None = None
+
+    # -- server state and node facts ------------------------------------------------------------------
+    def server_state(self) -> dict[str, Any]:
+        """Nacos 2.x's ``server/state`` keys the console reads, plus this node's id and address."""
+        return {
+            "version": self.version,
+            "standalone_mode": "cluster",
+            "function_mode": "naming",
+            "auth_enabled": "true" if self.auth_enabled else "false",
+            "login_page_enabled": "true" if self.auth_enabled else "false",
+            "nodeId": self.node.node_id,
+            "address": self.node.address,
+        }
+
+    async def state(self, request: Request, params: Params) -> Response:
+        """GET console/server/state (open: auth lets it through without a token)."""
+        await trio.lowlevel.checkpoint()
+        return Response.json(self.server_state())
+
+    def facts(self) -> dict[str, Any]:
+        """What this node says about itself."""
+        now_ms = self.runtime.now_ms()
+        return {
+            "nodeId": self.node.node_id,
+            "address": self.node.address,
+            "version": self.version,
+            "startedMs": self.started_ms,
+            "uptimeMs": now_ms - self.started_ms,
+            "ready": self.node.ready,
+        }
+
+    async def node_info(self, request: Request, params: Params) -> Response:
+        """GET console/node."""
+        await trio.lowlevel.checkpoint()
+        return Response.json(self.facts())
+
+    # -- the change feed ------------------------------------------------------------------------------
+    async def changes(self, request: Request, params: Params) -> Response:
+        """GET console/changes: the long poll."""
+        raw_revision = params.get("revision")
+        revision = None if raw_revision in (None, "") else params.integer("revision", 0, high=2**53)
+        timeout_ms = params.integer("timeoutMs", DEFAULT_TIMEOUT_MS, high=MAX_TIMEOUT_MS)
+        return Response.json(await self.feed.wait(params.get("feed"), revision, timeout_ms))
+
+    # -- the cluster page -----------------------------------------------------------------------------
+    def services_owned(self) -> dict[str, int]:
+        """How many services each live member owns, as this node computes ownership (cached per change)."""
+        cache_key = (self.feed.revision, self.node.live_members())
+        if self._owned_cache is not None and self._owned_cache[0] == cache_key:
+            return self._owned_cache[1]
+        counts: dict[str, int] = {}
+        for view in self.node.views():
+            owner = self.node.owner_of(view.key)
+            if owner is not None:
+                counts[owner] = counts.get(owner, 0) + 1
+        self._owned_cache = (cache_key, counts)
+        return counts
+
+    async def cluster(self, request: Request, params: Params) -> Response:
+        """GET console/cluster."""
+        owned = self.services_owned()
+        links = {} if self.link_states is None else dict(self.link_states())
+        members: list[dict[str, Any]] = []
+        for member in self.node.members():
+            link = links.get(member.node_id)
+            members.append(
+                {
+                    "address": member.address,
+                    "nodeId": member.node_id,
+                    "self": member.is_self,
+                    "state": "UP" if member.up else ("STARTING" if member.is_self else "DOWN"),
+                    "ready": member.ready,
+                    "lastHeardMs": member.last_heard_ms if member.last_heard_ms > 0 else None,
+                    "link": None if member.is_self or link is None else
+                    {"outbound": link.outbound, "inbound": link.inbound, "queued": link.queued},
+                    "servicesOwned": owned.get(member.node_id, 0),
+                    "reachable": member.is_self,
+                    "version": None,
+                    "startedMs": None,
+                    "uptimeMs": None,
+                }
+            )
+        headers, token = credentials(request, params)
+
+        async def ask(row: dict[str, Any]) -> None:
+            try:
+                facts = await get_json(row["address"], NODE_PATH, token, headers)
+            except PeerReadError as exc:
+                row["error"] = str(exc)
+                return
+            row["reachable"] = True
+            for name in ("version", "startedMs", "uptimeMs"):
+                row[name] = facts.get(name)
+
+        async with trio.open_nursery() as nursery:
+            for row in members:
+                if row["self"]:
+                    row.update({name: value for name, value in self.facts().items() if name != "ready"})
+                elif row["state"] == "UP":
+                    nursery.start_soon(ask, row)
+        return Response.json({"self": self.node.address, "members": members})
+
+    # -- last beats -----------------------------------------------------------------------------------
+    def local_beats(self, key: ServiceKey) -> dict[str, int]:
+        """``{"<cluster>/<ip>:<port>": last beat ms}`` for an owned service (empty when not owned here)."""
+        view = self.node.view(key)
+        if view is None or not self.node.is_owner(key):
+            return {}
+        beats: dict[str, int] = {}
+        for instance in view.instances:
+            last = self.node.last_beat_ms(key, instance.entry_id)
+            if last is not None:
+                beats[instance.entry_id] = last
+        return beats
+
+    async def beats(self, request: Request, params: Params) -> Response:
+        """GET console/beats."""
+        key = service_key(params.get("namespaceId"), params.get("groupName"), params.required("serviceName"))
+        owner = self.node.owner_of(key)
+        owner_address = None if owner is None else self.node.address_of(owner)
+        body: dict[str, Any] = {"owner": owner_address, "nowMs": self.runtime.now_ms(), "beats": {}}
+        if owner == self.node.node_id or owner is None or params.boolean("forwarded", False):
+            body["beats"] = self.local_beats(key)
+            return Response.json(body)
+        headers, token = credentials(request, params)
+        query = {
+            "namespaceId": key.namespace, "groupName": key.group, "serviceName": key.service,
+            "forwarded": "true", **token,
+        }
+        try:
+            answer = await get_json(str(owner_address), BEATS_PATH, query, headers)
+        except PeerReadError as exc:
+            body["error"] = str(exc)
+            return Response.json(body)
+        beats = answer.get("beats")
+        now = answer.get("nowMs")
+        if isinstance(beats, dict) and isinstance(now, int):
+            # Re-based on this node's clock, so that the page computes "seconds ago" from one clock.
+            skew = body["nowMs"] - now
+            body["beats"] = {str(k): v + skew for k, v in beats.items() if isinstance(v, int)}
+        return Response.json(body)
+
+
+__all__ = ["BEATS_PATH", "CONSOLE", "NODE_PATH", "STATE_PATH", "ConsoleEndpoints", "LinkStates", "package_version"]

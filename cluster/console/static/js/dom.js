@@ -1,0 +1,78 @@
+// Building the page safely: every piece of registry data becomes a text node or a property, never markup.
+// This module (and the whole console) never assigns innerHTML/outerHTML or calls insertAdjacentHTML or
+// document.write; tests/console/test_assets.py checks that for every file.
+
+/**
+ * Create an element. `props`: `class`, `text`, `value`, `checked`, `disabled`, `hidden`, `dataset`,
+ * `on<event>` listeners, and any other attribute (set with setAttribute, so as a string, never parsed).
+ * Children: nodes, strings and numbers (as text nodes), arrays of those; null/undefined/false are skipped.
+ */
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === 'class') el.className = value;
+    else if (name === 'text') el.textContent = String(value);
+    else if (name === 'value') el.value = String(value);
+    else if (name === 'checked') el.checked = Boolean(value);
+    else if (name === 'disabled') el.disabled = Boolean(value);
+    else if (name === 'hidden') el.hidden = Boolean(value);
+    else if (name === 'dataset') Object.assign(el.dataset, value);
+    else if (name.startsWith('on') && typeof value === 'function') el.addEventListener(name.slice(2), value);
+    else if (name === 'href') el.setAttribute('href', safeHref(value));
+    else el.setAttribute(name, value === true ? '' : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+/** Only in-page links (`#/...`) and same-origin paths are ever put in an href. */
+function safeHref(value) {
+  const text = String(value);
+  return text.startsWith('#') || (text.startsWith('/') && !text.startsWith('//')) ? text : '#';
+}
+
+/** Append children (see h) to a node. */
+export function append(parent, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    parent.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return parent;
+}
+
+/** Replace every child of `parent` with `children`. */
+export function replace(parent, ...children) {
+  parent.replaceChildren();
+  return append(parent, children);
+}
+
+/** A form field: a label around its text and its control. */
+export function field(label, control, hint) {
+  return h('label', { class: 'field' }, h('span', { class: 'field-label' }, label), control,
+    hint ? h('span', { class: 'hint' }, hint) : null);
+}
+
+/** A table with a header row; `rows` are arrays of cells (nodes or text) or <tr> elements. */
+export function table(headers, rows, props = {}) {
+  return h('table', props,
+    h('thead', {}, h('tr', {}, headers.map((head) => h('th', { scope: 'col' }, head)))),
+    h('tbody', {}, rows.map((row) => (row instanceof Node ? row : h('tr', {}, row.map((cell) => h('td', {}, cell)))))));
+}
+
+/** A short message shown in a page (`kind`: info, error, ok). */
+export function notice(kind, text) {
+  return h('p', { class: `notice notice-${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text);
+}
+
+/** A button that asks "sure?" in place (no native dialog) before running `action`. */
+export function confirmButton(label, question, action, props = {}) {
+  const holder = h('span', { class: 'confirm' });
+  const ask = () => replace(holder,
+    h('span', { class: 'confirm-question' }, question), ' ',
+    h('button', { type: 'button', class: 'danger', onclick: () => { reset(); action(); } }, 'Yes'), ' ',
+    h('button', { type: 'button', onclick: reset }, 'No'));
+  const reset = () => replace(holder, h('button', { type: 'button', class: 'danger', onclick: ask, ...props }, label));
+  reset();
+  return holder;
+}
