@@ -1,6 +1,6 @@
 // Building the page safely: every piece of registry data becomes a text node or a property, never markup.
-// This module (and the whole console) never assigns innerHTML/outerHTML or calls insertAdjacentHTML or
-// document.write; tests/console/test_assets.py checks that for every file.
+// No script of the console hands a string to an HTML parser (no HTML-string properties, no document writes,
+// no eval); tests/console/test_assets.py checks every file for the APIs that would.
 
 /**
  * Create an element. `props`: `class`, `text`, `value`, `checked`, `disabled`, `hidden`, `dataset`,

@@ -6,6 +6,7 @@ import { ApiError, CONSOLE, ConnectionLost, get, on } from './api.js';
 
 const POLL_TIMEOUT_MS = 20000;
 const MIN_GAP_MS = 250;
+const RETRY_MS = 1000;
 
 /** The change feed. `subscribe(callback)`: callback({complete, changes}) after each change batch. */
 export class Live {
@@ -97,8 +98,9 @@ export function touches(batch, namespace, group, name) {
     && (name === undefined || c.serviceName === name));
 }
 
-/** Wrap `refresh` so that calls closer than `gapMs` are merged and never overlap; a failure goes to
- * `onError` (pages show it) instead of becoming an unhandled rejection. */
+/** Wrap `refresh` so that calls closer than `gapMs` are merged and never overlap. A failure goes to
+ * `onError` (pages show it) instead of becoming an unhandled rejection; when the node was unreachable or
+ * still starting (503), the refresh runs again a second later. */
 export function throttled(refresh, onError, gapMs = 300) {
   let running = false;
   let again = false;
@@ -119,6 +121,9 @@ export function throttled(refresh, onError, gapMs = 300) {
           await refresh();
         } catch (error) {
           onError(error);
+          if (error instanceof ConnectionLost || (error instanceof ApiError && error.status === 503)) {
+            setTimeout(run, RETRY_MS);
+          }
         }
       } while (again);
     } finally {

@@ -139,7 +139,7 @@ export class ServicePage {
         replace(status, notice('error', error.message));
       }
     } },
-    h('div', { class: 'fields' }, field('Protect threshold (0–1)', threshold)),
+    h('div', { class: 'fields' }, field('Protect threshold (0 to 1)', threshold)),
     field('Metadata (JSON object)', metadata), status,
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', id: 'save-settings' }, 'Save settings')));
     replace(this.settings, this.settingsForm);

@@ -82,7 +82,7 @@ export class ServicesPage {
       }
     } },
     h('h2', {}, 'Create a service'),
-    h('div', { class: 'fields' }, field('Name', name), field('Group', group), field('Protect threshold (0–1)', threshold)),
+    h('div', { class: 'fields' }, field('Name', name), field('Group', group), field('Protect threshold (0 to 1)', threshold)),
     field('Metadata (JSON object)', metadata), status,
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Create'),
       h('button', { type: 'button', onclick: () => { form.hidden = true; } }, 'Cancel')));
@@ -158,9 +158,9 @@ export class ServicesPage {
     const sizeSelect = h('select', { id: 'page-size', 'aria-label': 'services per page', onchange: () => this.routeTo(1, Number(sizeSelect.value)) },
       PAGE_SIZES.map((size) => h('option', { value: size, selected: size === this.pageSize }, `${size} per page`)));
     replace(this.pager,
-      h('button', { type: 'button', id: 'page-prev', disabled: this.pageNo <= 1, onclick: () => this.routeTo(this.pageNo - 1) }, '‹ Previous'),
+      h('button', { type: 'button', id: 'page-prev', disabled: this.pageNo <= 1, onclick: () => this.routeTo(this.pageNo - 1) }, 'Previous'),
       h('span', { id: 'page-info' }, `Page ${this.pageNo} of ${pages} · ${count} service${count === 1 ? '' : 's'}`),
-      h('button', { type: 'button', id: 'page-next', disabled: this.pageNo >= pages, onclick: () => this.routeTo(this.pageNo + 1) }, 'Next ›'),
+      h('button', { type: 'button', id: 'page-next', disabled: this.pageNo >= pages, onclick: () => this.routeTo(this.pageNo + 1) }, 'Next'),
       sizeSelect);
   }
 

@@ -1,0 +1,140 @@
+"""A thin helper over selenium's Chrome driver for the console's tests: open a node's console, find things
+the way a person would (by visible text, by role of the control), wait for the page to follow a change
+(polling with a deadline, never a fixed sleep), read the browser's log, and take screenshots."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from selenium import webdriver
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+
+T = TypeVar("T")
+TIMEOUT_S = 15.0
+WINDOW = (1280, 860)
+
+
+class Browser:
+    """One headless Chromium window."""
+
+    def __init__(self, driver: webdriver.Chrome, screenshots: Path) -> None:
+        self.driver = driver
+        self.screenshots = screenshots
+        self._log: list[dict[str, Any]] = []
+
+    @classmethod
+    def start(cls, chromium: str, chromedriver: str, screenshots: Path) -> Browser:
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                         f"--window-size={WINDOW[0]},{WINDOW[1]}", "--no-first-run", "--disable-extensions",
+                         "--disable-background-networking", "--lang=en-US"):
+            options.add_argument(argument)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+        driver.set_page_load_timeout(30)
+        return cls(driver, screenshots)
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+    # -- navigation -------------------------------------------------------------------------------------
+    def open(self, url: str) -> None:
+        """Load a URL and mark the document, so :meth:`reloaded` can tell whether it was loaded again."""
+        self.driver.get(url)
+        self.driver.execute_script("window.__consoleTestMark = 'loaded-once';")
+
+    def reloaded(self) -> bool:
+        """True when the document was loaded again since :meth:`open` (the mark is gone)."""
+        return self.driver.execute_script("return window.__consoleTestMark") != "loaded-once"
+
+    def wait(self, predicate: Callable[[], T], what: str, timeout_s: float = TIMEOUT_S) -> T:
+        """Poll ``predicate`` until it returns something truthy; AssertionError (with the page text) at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except (NoSuchElementException, StaleElementReferenceException):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; the page says:\n{self.text()[:3000]}")
+            time.sleep(0.05)
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def text(self) -> str:
+        try:
+            return str(self.driver.find_element(By.TAG_NAME, "body").text)
+        except WebDriverException:
+            return ""
+
+    def shows(self, text: str) -> bool:
+        return text in self.text()
+
+    def find(self, css: str) -> WebElement:
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def find_all(self, css: str) -> list[WebElement]:
+        return list(self.driver.find_elements(By.CSS_SELECTOR, css))
+
+    def link(self, text: str) -> WebElement:
+        """A link whose visible text is exactly ``text``."""
+        return self.driver.find_element(By.XPATH, f"//a[normalize-space(.)={xpath_literal(text)}]")
+
+    def button(self, text: str, within: WebElement | None = None) -> WebElement:
+        """A visible button whose text is exactly ``text`` (inside ``within`` when given)."""
+        root: Any = within if within is not None else self.driver
+        for candidate in root.find_elements(By.XPATH, f".//button[normalize-space(.)={xpath_literal(text)}]"):
+            if candidate.is_displayed():
+                return candidate  # type: ignore[no-any-return]
+        raise NoSuchElementException(f"no visible button {text!r}")
+
+    def row_with(self, text: str) -> WebElement:
+        """The table row whose text contains ``text``."""
+        return self.driver.find_element(By.XPATH, f"//tr[contains(normalize-space(.), {xpath_literal(text)})]")
+
+    def labelled(self, label: str, within: WebElement | None = None) -> WebElement:
+        """The control inside the <label> whose label text is ``label``."""
+        root: Any = within if within is not None else self.driver
+        return root.find_element(  # type: ignore[no-any-return]
+            By.XPATH, f".//label[span[normalize-space(.)={xpath_literal(label)}]]//*[self::input or self::textarea or self::select]")
+
+    def alert_open(self) -> bool:
+        try:
+            self.driver.switch_to.alert  # noqa: B018 (raises when there is none)
+        except NoAlertPresentException:
+            return False
+        return True
+
+    def errors(self) -> list[str]:
+        """Every SEVERE entry of the browser's log (JavaScript errors, failed fetches, CSP violations)."""
+        self._log.extend(self.driver.get_log("browser"))
+        return [f"{e.get('source')}: {e.get('message')}" for e in self._log if e.get("level") == "SEVERE"]
+
+    def screenshot(self, name: str) -> Path:
+        self.screenshots.mkdir(parents=True, exist_ok=True)
+        path = self.screenshots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+
+def xpath_literal(text: str) -> str:
+    """``text`` as an XPath string literal (concat() when it holds both kinds of quote)."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    parts = text.split("'")
+    return "concat(" + ", \"'\", ".join(f"'{p}'" for p in parts) + ")"
