@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.console.conftest import NS, Registry, unique, wait_until
+from tests.console.conftest import NS, Registry, needs, unique, wait_until
 from tests.console.driver import Browser
 
 pytestmark = pytest.mark.slow
@@ -66,6 +66,7 @@ def test_services_page_pages_and_searches_on_the_server(console_cluster: Registr
 
 def test_service_page_shows_instances_and_follows_a_deregistration(console_cluster: Registry, browser: Browser) -> None:
     registry = console_cluster
+    needs(registry, "GET /nacos/v1/ns/catalog/service", "GET /nacos/v1/ns/catalog/instances")
     name = unique("goods")
     registry.register(registry.nodes[0], name, "10.2.0.1", 8080, metadata={"zone": "a"})
     registry.register(registry.nodes[0], name, "10.2.0.2", 8081, clusterName="east", weight="2")
@@ -91,6 +92,7 @@ def test_service_page_shows_instances_and_follows_a_deregistration(console_clust
 
 def test_editing_an_instance_weight_reaches_the_api(console_cluster: Registry, browser: Browser) -> None:
     registry = console_cluster
+    needs(registry, "GET /nacos/v1/ns/catalog/service", "GET /nacos/v1/ns/catalog/instances")
     name = unique("weights")
     registry.register(registry.nodes[0], name, "10.3.0.1", 7000, metadata={"v": "1"})
     registry.everywhere(name, 1)
@@ -115,6 +117,7 @@ def test_editing_an_instance_weight_reaches_the_api(console_cluster: Registry, b
 
 def test_offline_online_and_deregister_buttons(console_cluster: Registry, browser: Browser) -> None:
     registry = console_cluster
+    needs(registry, "GET /nacos/v1/ns/catalog/service", "GET /nacos/v1/ns/catalog/instances")
     name = unique("offline")
     registry.register(registry.nodes[0], name, "10.4.0.1", 7000)
     registry.register(registry.nodes[0], name, "10.4.0.2", 7000)
@@ -138,6 +141,7 @@ def test_offline_online_and_deregister_buttons(console_cluster: Registry, browse
 
 def test_create_edit_and_delete_a_service(console_cluster: Registry, browser: Browser) -> None:
     registry = console_cluster
+    needs(registry, "GET /nacos/v1/ns/catalog/service", "GET /nacos/v1/ns/catalog/instances")
     name = unique("created")
     browser.open(console_url(registry, 0))
     browser.wait(lambda: browser.button("Create service"), "the services page").click()
@@ -191,6 +195,43 @@ def test_cluster_page_shows_the_three_members(console_cluster: Registry, browser
     browser.button("Look up", form).click()
     browser.wait(lambda: f"is owned by {owner['responsibleServer']}" in browser.text(), "the owner")
     browser.screenshot("cluster")
+
+
+def test_namespaces_page_creates_edits_and_deletes(console_cluster: Registry, browser: Browser) -> None:
+    registry = console_cluster
+    needs(registry, "GET /nacos/v1/console/namespaces")
+    namespace_id = unique("dev")
+    browser.open(console_url(registry, 1))
+    browser.wait(lambda: browser.link("Namespaces"), "the navigation").click()
+    form = browser.wait(lambda: browser.find("#create-namespace"), "the namespaces page")
+    browser.labelled("ID", form).send_keys(namespace_id)
+    browser.labelled("Name", form).send_keys("Development")
+    browser.labelled("Description", form).send_keys("for the developers")
+    browser.button("Create", form).click()
+    browser.wait(lambda: namespace_id in browser.row_with("Development").text, "the new namespace in the list")
+
+    def listed(node_index: int) -> dict[str, object] | None:
+        rows = registry.call(registry.nodes[node_index], "GET", "/nacos/v1/console/namespaces").json()["data"]
+        return next((r for r in rows if r["namespace"] == namespace_id), None)
+
+    wait_until(lambda: listed(2), "the namespace on another node")
+    browser.screenshot("namespaces")
+    browser.button("Edit", browser.row_with(namespace_id)).click()
+    editor = browser.wait(lambda: browser.find("#page-namespaces form.inline-editor"), "the namespace editor")
+    name = browser.labelled("Name", editor)
+    name.clear()
+    name.send_keys("Dev")
+    browser.button("Save", editor).click()
+    wait_until(lambda: (listed(0) or {}).get("namespaceShowName") == "Dev", "the new name in the API")
+
+    registry.register(registry.nodes[0], unique("in-dev"), "10.7.0.1", 80, namespaceId=namespace_id)
+    browser.link("Dev").click()
+    browser.wait(lambda: browser.find("#page-services") and browser.shows("in-dev-"), "the namespace's services")
+    browser.link("Namespaces").click()
+    browser.button("Delete", browser.wait(lambda: browser.row_with(namespace_id), "the namespace row")).click()
+    browser.button("Yes", browser.row_with(namespace_id)).click()
+    wait_until(lambda: listed(1) is None, "the namespace deleted in the API")
+    browser.wait(lambda: not browser.shows(namespace_id), "the namespace gone from the page")
 
 
 @pytest.mark.browser_errors_expected
