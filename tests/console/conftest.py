@@ -205,6 +205,13 @@ def needs(registry: Registry, *routes: str) -> None:
         pytest.skip(f"waiting for issue 12: {', '.join(absent)}")
 
 
+def unexpected(errors: list[str]) -> list[str]:
+    """The browser errors that are not a 501 for one of PENDING_ROUTES."""
+    pending = [r.rpartition(" ")[2] for r in PENDING_ROUTES]
+    return [e for e in errors
+            if not ("status of 501" in e and any(f"{p}?" in e or e.split(" - ")[0].endswith(p) for p in pending))]
+
+
 @pytest.fixture
 def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
     from tests.console.driver import Browser
@@ -214,8 +221,7 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
     try:
         yield page
         if not request.node.get_closest_marker("browser_errors_expected"):
-            pending = [r.rpartition(" ")[2] for r in PENDING_ROUTES]
-            errors = [e for e in page.errors() if not ("status of 501" in e and any(f"{p}?" in e or e.split(" - ")[0].endswith(p) for p in pending))]
+            errors = unexpected(page.errors())
             assert not errors, "the browser logged errors:\n" + "\n".join(errors)
     finally:
         page.quit()

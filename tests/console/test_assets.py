@@ -115,6 +115,12 @@ def test_the_page_has_no_inline_script_or_style() -> None:
     assert re.search(r"\sstyle=|\son[a-z]+=|<style", html) is None
 
 
+def test_the_page_preloads_every_module() -> None:
+    html = (STATIC / "index.html").read_text()
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/nacos/([^"]+)">', html))
+    assert preloaded == {p.relative_to(STATIC).as_posix() for p in scripts()} - {"js/app.js"}
+
+
 def test_every_module_import_resolves() -> None:
     importer = re.compile(r"^import\s.*?from\s+'([^']+)';", re.MULTILINE | re.DOTALL)
     for path in scripts():
