@@ -29,7 +29,8 @@ import httpx
 import trio
 
 from benchlib.httpraw import build_request, open_conn, split_addr
-from cluster.tools.localcluster import LocalCluster, free_ports
+from cluster.tools.launcher import free_ports
+from cluster.tools.localcluster import LocalCluster
 
 NODE_ARGS = ("--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "7200000", "--max-services", "200000")
 CATALOG = "/nacos/v1/ns/catalog/services"

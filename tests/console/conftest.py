@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from cluster.tools.localcluster import ClusterError, LocalCluster, LocalNode, free_ports
+from cluster.tools.launcher import ClusterError, LocalNode, free_ports
+from cluster.tools.localcluster import LocalCluster
 
 NS = "/nacos/v1/ns"
 CONSOLE = "/nacos/v1/console"
