@@ -105,6 +105,10 @@ class Browser:
         """The table row whose text contains ``text``."""
         return self.driver.find_element(By.XPATH, f"//tr[contains(normalize-space(.), {xpath_literal(text)})]")
 
+    def click_in_row(self, row_text: str, button: str) -> None:
+        """Click a button in the row showing ``row_text`` (found again if the page redrew the row meanwhile)."""
+        self.wait(lambda: self.button(button, self.row_with(row_text)).click() or True, f"{button!r} in {row_text}")
+
     def labelled(self, label: str, within: WebElement | None = None) -> WebElement:
         """The control inside the <label> whose label text is ``label``."""
         root: Any = within if within is not None else self.driver
@@ -124,9 +128,15 @@ class Browser:
         return [f"{e.get('source')}: {e.get('message')}" for e in self._log if e.get("level") == "SEVERE"]
 
     def screenshot(self, name: str) -> Path:
+        """The whole page (up to 2,400 pixels high) as docs/console/<name>.png."""
         self.screenshots.mkdir(parents=True, exist_ok=True)
         path = self.screenshots / f"{name}.png"
-        self.driver.save_screenshot(str(path))
+        height = int(self.driver.execute_script("return document.documentElement.scrollHeight"))
+        self.driver.set_window_size(WINDOW[0], min(max(WINDOW[1], height + 120), 2400))
+        try:
+            self.driver.save_screenshot(str(path))
+        finally:
+            self.driver.set_window_size(*WINDOW)
         return path
 
 

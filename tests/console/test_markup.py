@@ -49,7 +49,8 @@ def test_markup_in_metadata_and_subscribers_stays_text(console_cluster: Registry
     open_service(browser, name)
     browser.wait(lambda: IMG in browser.text() and SCRIPT in browser.text() and SVG in browser.text(),
                  "the instance metadata shown as text")
-    browser.wait(lambda: LINK in browser.find("#service-metadata").get_attribute("value"), "the service metadata")
+    browser.wait(lambda: json.loads(browser.find("#service-metadata").get_attribute("value") or "{}").get("link") == LINK,
+                 "the service metadata in its editor")
     browser.wait(lambda: browser.find_all("#subscribers-table") and SCRIPT in browser.find("#subscribers").text
                  and IMG in browser.find("#subscribers").text, "the subscriber's agent and app shown as text")
     assert_inert(browser)

@@ -65,14 +65,55 @@ export function notice(kind, text) {
   return h('p', { class: `notice notice-${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text);
 }
 
-/** A button that asks "sure?" in place (no native dialog) before running `action`. */
+/** A button that asks "sure?" in place (no native dialog) before running `action`. While it asks, the
+ * holder is marked `data-asking` (see `busy`); when the question closes it fires a bubbling `settled` event. */
 export function confirmButton(label, question, action, props = {}) {
   const holder = h('span', { class: 'confirm' });
-  const ask = () => replace(holder,
-    h('span', { class: 'confirm-question' }, question), ' ',
-    h('button', { type: 'button', class: 'danger', onclick: () => { reset(); action(); } }, 'Yes'), ' ',
-    h('button', { type: 'button', onclick: reset }, 'No'));
+  const settle = () => {
+    delete holder.dataset.asking;
+    holder.dispatchEvent(new Event('settled', { bubbles: true }));
+  };
+  const ask = () => {
+    holder.dataset.asking = '1';
+    replace(holder,
+      h('span', { class: 'confirm-question' }, question), ' ',
+      h('button', { type: 'button', class: 'danger', onclick: () => { reset(); action(); settle(); } }, 'Yes'), ' ',
+      h('button', { type: 'button', onclick: () => { reset(); settle(); } }, 'No'));
+  };
   const reset = () => replace(holder, h('button', { type: 'button', class: 'danger', onclick: ask, ...props }, label));
   reset();
   return holder;
+}
+
+/** True while a person is busy inside `root` (in a field or a form, or answering a confirmButton): a page
+ * then holds back a re-render that would throw their work away, and renders on `settled` or blur. */
+export function busy(root) {
+  const active = document.activeElement;
+  const editing = active && root.contains(active)
+    && (['INPUT', 'TEXTAREA', 'SELECT'].includes(active.tagName) || active.closest('form'));
+  return Boolean(editing || root.querySelector('[data-asking]'));
+}
+
+/** Render with `draw` now, or, while `root` is busy, once it is not (on `settled` or when focus leaves). */
+export function whenIdle(root, draw) {
+  if (!busy(root)) {
+    draw();
+    return;
+  }
+  if (root.pendingDraw) {
+    root.pendingDraw = draw;
+    return;
+  }
+  root.pendingDraw = draw;
+  const later = () => {
+    if (busy(root)) return;
+    root.removeEventListener('settled', later);
+    root.removeEventListener('focusout', soon);
+    const pending = root.pendingDraw;
+    root.pendingDraw = null;
+    pending();
+  };
+  const soon = () => setTimeout(later, 0);
+  root.addEventListener('settled', later);
+  root.addEventListener('focusout', soon);
 }

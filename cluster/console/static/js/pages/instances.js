@@ -2,7 +2,7 @@
 // metadata and time since its last beat, with edit, offline/online and deregister in place.
 
 import { NS, send } from '../api.js';
-import { confirmButton, field, h, notice, replace, table } from '../dom.js';
+import { confirmButton, field, h, notice, replace, table, whenIdle } from '../dom.js';
 import { duration, metadataJson, metadataText, parseMetadata, yesNo } from '../format.js';
 
 /** The key the console and console/beats use for an instance. */
@@ -25,9 +25,7 @@ export class InstanceTable {
 
   setInstances(instances) {
     this.instances = instances;
-    const active = document.activeElement;
-    const typing = ['INPUT', 'TEXTAREA'].includes(active?.tagName) && this.root.contains(active);
-    if (!typing) this.render();
+    whenIdle(this.root, () => this.render());
   }
 
   setBeats(answer) {

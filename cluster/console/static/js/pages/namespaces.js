@@ -1,7 +1,7 @@
 // The Namespaces page: list, create, edit (name and description) and delete, through console/namespaces.
 
 import { CONSOLE, send } from '../api.js';
-import { confirmButton, field, h, notice, replace, table } from '../dom.js';
+import { confirmButton, field, h, notice, replace, table, whenIdle } from '../dom.js';
 import { throttled } from '../live.js';
 import { PUBLIC, fetchNamespaces, rememberNamespace } from '../namespace.js';
 import { href } from '../router.js';
@@ -53,8 +53,7 @@ export class NamespacesPage {
 
   async load() {
     this.namespaces = await fetchNamespaces();
-    const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName) && this.list.contains(document.activeElement);
-    if (!typing) this.render();
+    whenIdle(this.list, () => this.render());
   }
 
   render() {

@@ -2,7 +2,7 @@
 // and subscribers across the cluster. Follows the change feed; beats and subscribers are polled.
 
 import { CONSOLE, NS, get, send } from '../api.js';
-import { confirmButton, field, h, notice, replace, table } from '../dom.js';
+import { confirmButton, field, h, notice, replace, table, whenIdle } from '../dom.js';
 import { metadataJson, metadataText, parseMetadata } from '../format.js';
 import { throttled, touches } from '../live.js';
 import { canonical } from '../namespace.js';
@@ -19,18 +19,24 @@ export class ServicePage {
   constructor(ctx, params) {
     this.ctx = ctx;
     this.service = { namespace: canonical(params.ns), group: params.group || 'DEFAULT_GROUP', name: params.name || '' };
-    this.timers = [];
     this.clusterEditors = new Map();
     this.build();
     this.refresh = throttled(() => this.load(), (error) => this.fail(error));
-    this.unsubscribe = ctx.live.subscribe((batch) => {
-      if (touches(batch, this.service.namespace, this.service.group, this.service.name)) this.refresh();
-    });
+    this.followChanges = throttled(() => this.loadIfExists(), (error) => this.fail(error));
     this.refresh();
+    this.follow();
+    this.loadOwner();
+  }
+
+  /** Follow the change feed, and poll the beats, the subscribers and the "seconds ago" clock. */
+  follow() {
+    this.unsubscribe = this.ctx.live.subscribe((batch) => {
+      if (touches(batch, this.service.namespace, this.service.group, this.service.name)) this.followChanges();
+    });
+    this.timers = [];
     this.every(BEATS_EVERY_MS, () => this.loadBeats());
     this.every(SUBSCRIBERS_EVERY_MS, () => this.loadSubscribers());
     this.timers.push(setInterval(() => this.instances.tick(), 1000));
-    this.loadOwner();
   }
 
   unmount() {
@@ -86,6 +92,26 @@ export class ServicePage {
     this.instances.setInstances(instances);
   }
 
+  /** After a change: reload, unless the service is gone (asked of the list, which never answers 404). */
+  async loadIfExists() {
+    const s = this.service;
+    const answer = await get(`${NS}/catalog/services`, {
+      namespaceId: s.namespace, serviceNameParam: s.name, groupNameParam: s.group, pageNo: 1, pageSize: 100, withInstances: false,
+    });
+    const rows = answer.serviceList || [];
+    const found = rows.some((row) => row.name === s.name && row.groupName === s.group);
+    if (found || (answer.count || 0) > rows.length) {
+      await this.load();
+    } else {
+      this.gone();
+    }
+  }
+
+  gone() {
+    replace(this.message, notice('info', 'This service does not exist (any more).'));
+    this.instances.setInstances([]);
+  }
+
   async loadBeats() {
     try {
       this.instances.setBeats(await get(`${CONSOLE}/beats`, this.params()));
@@ -122,8 +148,10 @@ export class ServicePage {
   }
 
   renderSettings(service) {
-    const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName);
-    if (typing && this.settingsForm && this.settingsForm.contains(document.activeElement)) return;
+    whenIdle(this.settings, () => this.drawSettings(service));
+  }
+
+  drawSettings(service) {
     const threshold = h('input', { type: 'number', id: 'protect-threshold', name: 'protectThreshold', min: 0, max: 1, step: 0.01, value: service.protectThreshold ?? 0 });
     const metadata = h('textarea', { id: 'service-metadata', name: 'metadata', rows: 4, value: metadataJson(service.metadata) });
     const status = h('div', { class: 'form-status' });
@@ -132,8 +160,7 @@ export class ServicePage {
       try {
         await send('PUT', `${NS}/service`, { ...this.params(), protectThreshold: threshold.value || '0', metadata: JSON.stringify(parseMetadata(metadata.value)) });
         replace(status, notice('ok', 'Settings saved.'));
-        threshold.blur();
-        metadata.blur();
+        document.activeElement?.blur();
         this.refresh();
       } catch (error) {
         replace(status, notice('error', error.message));
@@ -146,8 +173,7 @@ export class ServicePage {
   }
 
   renderClusters(clusters) {
-    const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName) && this.clusters.contains(document.activeElement);
-    if (!typing) this.drawClusters(clusters);
+    whenIdle(this.clusters, () => this.drawClusters(clusters));
   }
 
   drawClusters(clusters) {
@@ -177,6 +203,7 @@ export class ServicePage {
         try {
           await send('PUT', `${NS}/cluster`, { ...this.params(), clusterName: cluster.name, metadata: JSON.stringify(parseMetadata(metadata.value)) });
           this.clusterEditors.delete(cluster.name);
+          document.activeElement?.blur();
           replace(this.message, notice('ok', `Saved cluster ${cluster.name}.`));
           this.refresh();
         } catch (error) {
@@ -189,18 +216,19 @@ export class ServicePage {
   }
 
   async removeService() {
+    this.unmount(); // stop following the service first: a reload racing the delete would find it gone
     try {
       await send('DELETE', `${NS}/service`, this.params());
       go('services', { ns: this.service.namespace });
     } catch (error) {
+      this.follow();
       replace(this.message, notice('error', `Could not delete the service: ${error.message}`));
     }
   }
 
   fail(error) {
     if (error.status === 404) {
-      replace(this.message, notice('info', 'This service does not exist (any more).'));
-      this.instances.setInstances([]);
+      this.gone();
       return;
     }
     replace(this.message, notice('error', `Could not load the service: ${error.message}`));

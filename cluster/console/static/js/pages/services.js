@@ -3,7 +3,7 @@
 // onto another page.
 
 import { NS, send, get } from '../api.js';
-import { confirmButton, field, h, notice, replace, table } from '../dom.js';
+import { confirmButton, field, h, notice, replace, table, whenIdle } from '../dom.js';
 import { parseMetadata } from '../format.js';
 import { throttled, touches } from '../live.js';
 import { canonical, currentNamespace, fetchNamespaces, namespaceSelect, rememberNamespace } from '../namespace.js';
@@ -131,7 +131,7 @@ export class ServicesPage {
       this.routeTo(pages);
       return;
     }
-    this.render(answer.serviceList || [], count, pages);
+    whenIdle(this.tableHolder, () => this.render(answer.serviceList || [], count, pages));
     if (!firstPageMarked) {
       firstPageMarked = true;
       performance.mark('console:services-first-page');
