@@ -1,37 +1,60 @@
 """The headline figures of a run: the targets they are judged against, their verdicts, and the table.
 
 Shared by ``benchlib.main`` (which fills them in and prints the table) and ``benchlib.report`` (plots and
-docs/benchmarks.md).
+docs/benchmarks.md). The targets are those of docs/design.md section 6 (issue 15): throughputs at least 1.5
+times r-nacos's in the same run, server CPU per operation at most two thirds of r-nacos's, and absolute
+bounds for the rest. Where r-nacos did not run, a ratio target reads "n/a".
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-TARGETS = {
-    "register_per_s": ("≥ max(etcd, 3000)/s", None),
-    "converge_p50_ms": ("-", None),
-    "converge_p99_ms": ("≤ 50 ms at 1,000 reg/s", 50.0),
-    "push_p99_ms": ("≤ 100 ms", 100.0),
-    "failover_ms": ("≤ 3,000 ms, nothing lost", 3000.0),
-    "bytes_per_instance": ("≤ 1,024 B", 1024.0),
-    "snapshot_load_ms": ("≤ 2,000 ms at 100k", 2000.0),
-    "max_heartbeating_instances": ("20,000", 20000.0),
+# key -> (target as text, bound, kind): kind "min_ratio"/"max_ratio" compare with r-nacos's figure,
+# "max"/"min" with the bound itself, "" reports only.
+TARGETS: dict[str, tuple[str, float | None, str]] = {
+    "register_per_s": ("≥ 1.5x r-nacos", 1.5, "min_ratio"),
+    "bulk_register_per_s": ("≥ 1.5x r-nacos", 1.5, "min_ratio"),
+    "beats_per_s": ("≥ 1.5x r-nacos", 1.5, "min_ratio"),
+    "list_per_s": ("≥ 1.5x r-nacos", 1.5, "min_ratio"),
+    "cpu_us_per_register": ("≤ 2/3 of r-nacos's", 2 / 3, "max_ratio"),
+    "cpu_us_per_beat": ("≤ 2/3 of r-nacos's", 2 / 3, "max_ratio"),
+    "converge_p50_ms": ("-", None, ""),
+    "converge_p99_ms": ("≤ 10 ms at 1,000 reg/s", 10.0, "max"),
+    "push_p99_ms": ("≤ 50 ms", 50.0, "max"),
+    "failover_ms": ("≤ 3,000 ms, nothing lost", 3000.0, "max"),
+    "bytes_per_instance": ("≤ 400 B", 400.0, "max"),
+    "snapshot_load_ms": ("≤ 2,000 ms at 100k", 2000.0, "max"),
+    "max_heartbeating_instances": ("100,000", 100000.0, "min"),
 }
+
+ETCD_KEYS = ("register_per_s", "converge_p50_ms", "converge_p99_ms")
+
+
+def _system_figures(d: dict[str, Any], into: dict[str, Any]) -> None:
+    """The figures both Nacos-API systems produce, from their ``details`` (ours or r-nacos's)."""
+    main, mem = d.get("main", {}), d.get("memory", {})
+    reg = main.get("register", {})
+    into["register_per_s"] = reg.get("register_per_s")
+    into["bulk_register_per_s"] = mem.get("register", {}).get("ok_per_s")
+    into["beats_per_s"] = mem.get("beat", {}).get("ok_per_s")
+    into["list_per_s"] = main.get("list", {}).get("ok_per_s")
+    best = [r for r in reg.get("runs", []) if r.get("config") == reg.get("best")]
+    into["cpu_us_per_register"] = best[0].get("server_cpu_us_per_ok") if best else None
+    into["cpu_us_per_beat"] = mem.get("beat", {}).get("server_cpu_us_per_ok")
+    into["converge_p50_ms"] = main.get("converge", {}).get("p50")
+    into["converge_p99_ms"] = main.get("converge", {}).get("p99")
+    into["push_p99_ms"] = main.get("push", {}).get("p99")
+    into["bytes_per_instance"] = mem.get("bytes_per_instance")
+    into["snapshot_load_ms"] = mem.get("snapshot_load_ms")
+    into["max_heartbeating_instances"] = d.get("ramp", {}).get("max_heartbeating_instances")
 
 
 def figures(results: dict[str, Any]) -> None:
     d, e = results["details"]["distro"], results["details"].get("etcd", {})
     dist = results["distro"]
-    dist["register_per_s"] = d.get("main", {}).get("register", {}).get("register_per_s")
-    conv = d.get("main", {}).get("converge", {})
-    dist["converge_p50_ms"] = conv.get("p50")
-    dist["converge_p99_ms"] = conv.get("p99")
-    dist["push_p99_ms"] = d.get("main", {}).get("push", {}).get("p99")
+    _system_figures(d, dist)
     dist["failover_ms"] = d.get("failover", {}).get("failover_ms")
-    dist["bytes_per_instance"] = d.get("memory", {}).get("bytes_per_instance")
-    dist["snapshot_load_ms"] = d.get("memory", {}).get("snapshot_load_ms")
-    dist["max_heartbeating_instances"] = d.get("ramp", {}).get("max_heartbeating_instances")
     sdk = d.get("main", {}).get("sdk_push", {})
     if "p99" in sdk:
         dist["sdk_push_p99_ms"] = sdk["p99"]
@@ -39,24 +62,35 @@ def figures(results: dict[str, Any]) -> None:
     etcd["register_per_s"] = e.get("register", {}).get("register_per_s")
     etcd["converge_p50_ms"] = e.get("converge", {}).get("p50")
     etcd["converge_p99_ms"] = e.get("converge", {}).get("p99")
+    rn = results.setdefault("rnacos", {})
+    r = results["details"].get("rnacos", {})
+    if r and not r.get("skipped"):
+        _system_figures(r, rn)
+        rn["restart_healthy_ms"] = r.get("memory", {}).get("restart_healthy_ms")
+
+
+def ratio(key: str, results: dict[str, Any]) -> float | None:
+    """Ours divided by r-nacos's, for a figure both have."""
+    ours, theirs = results["distro"].get(key), results.get("rnacos", {}).get(key)
+    if not isinstance(ours, int | float) or not isinstance(theirs, int | float) or theirs == 0:
+        return None
+    return ours / theirs
 
 
 def verdict(key: str, value: Any, results: dict[str, Any]) -> str:
-    if value is None:
-        return "n/a"
-    if key == "register_per_s":
-        etcd = results["etcd"].get("register_per_s") or 0
-        return "met" if value >= max(3000, etcd) else "NOT met"
-    if key == "converge_p50_ms":
-        return ""
-    target = TARGETS[key][1]
-    assert target is not None
-    if key == "max_heartbeating_instances":
-        return "met" if value >= target else "NOT met"
+    _, bound, kind = TARGETS[key]
+    if value is None or not kind:
+        return "n/a" if value is None else ""
+    assert bound is not None
+    if kind in ("min_ratio", "max_ratio"):
+        r = ratio(key, results)
+        if r is None:
+            return "n/a"
+        return "met" if (r >= bound if kind == "min_ratio" else r <= bound) else "NOT met"
     if key == "failover_ms":
         lost = results["details"]["distro"].get("failover", {}).get("violation_count", 0)
-        return "met" if value <= target and not lost else "NOT met"
-    return "met" if value <= target else "NOT met"
+        return "met" if value <= bound and not lost else "NOT met"
+    return "met" if (value >= bound if kind == "min" else value <= bound) else "NOT met"
 
 
 def fmt(v: Any) -> str:
@@ -69,14 +103,20 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}x"
+
+
 def table(results: dict[str, Any]) -> str:
-    rows = [("figure", "ours", "etcd", "target", "")]
-    for key, (target, _) in TARGETS.items():
+    rows = [("figure", "ours", "etcd", "r-nacos", "ours/r-nacos", "target", "")]
+    for key, (target, _, _) in TARGETS.items():
         ours = results["distro"].get(key)
-        etcd = results["etcd"].get(key, None) if key in ("register_per_s", "converge_p50_ms", "converge_p99_ms") else None
-        rows.append((key, fmt(ours), fmt(etcd) if key in results["etcd"] else "", target, verdict(key, ours, results)))
-    rows.append(("loadgen ceiling_req_per_s", fmt(results["loadgen"].get("ceiling_req_per_s")), "", "", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        etcd = fmt(results["etcd"].get(key)) if key in ETCD_KEYS else ""
+        rn = results.get("rnacos", {}).get(key)
+        rows.append((key, fmt(ours), etcd, fmt(rn), fmt_ratio(ratio(key, results)), target,
+                     verdict(key, ours, results)))
+    rows.append(("loadgen ceiling_req_per_s", fmt(results["loadgen"].get("ceiling_req_per_s")), "", "", "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

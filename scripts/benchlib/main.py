@@ -39,9 +39,8 @@ from typing import Any
 
 import trio
 
-from benchlib import probes, report
+from benchlib import probes, report, rnacos, rnacos_phases
 from benchlib.figures import figures, table
-from benchlib.loadgen import percentiles
 from benchlib.procs import (
     ROOT,
     DistroCluster,
@@ -52,9 +51,21 @@ from benchlib.procs import (
     http_get,
     log,
     rss_bytes,
-    schedstat,
     start_distro,
     start_etcd,
+)
+from benchlib.ramp import heartbeat_ramp
+from benchlib.rnacos import ensure_rnacos
+from benchlib.runner import (
+    Background,
+    Profiler,
+    SchedWatch,
+    bg_args,
+    closed_run,
+    loadgen_env,
+    register_sweep,
+    run_loadgen,
+    summarize_latency,
 )
 
 LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3600000"]
@@ -62,19 +73,19 @@ LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3
 MODES: dict[str, dict[str, Any]] = {
     "full": {
         "ceiling_s": 5.0, "reg_configs": [(48, 1), (96, 1), (96, 2)], "reg_s": 10.0, "services": 64,
-        "conv_samples": 300, "push_samples": 200, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 100_000,
+        "conv_samples": 300, "push_samples": 200, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 100_000, "bulk_services": 1000,
         "ramp": [2500, 5000, 10000, 15000, 20000, 25000, 30000, 35000, 40000], "hold_s": 20.0, "beat_interval_s": 5.0,
         "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": True,
     },
     "quick": {
         "ceiling_s": 3.0, "reg_configs": [(48, 1)], "reg_s": 8.0, "services": 64,
-        "conv_samples": 100, "push_samples": 60, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 20_000,
+        "conv_samples": 100, "push_samples": 60, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 20_000, "bulk_services": 1000,
         "ramp": [5000, 20000], "hold_s": 18.0, "beat_interval_s": 5.0,
         "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": False,
     },
     "smoke": {
         "ceiling_s": 1.5, "reg_configs": [(24, 1)], "reg_s": 3.0, "services": 16,
-        "conv_samples": 20, "push_samples": 10, "bg_rate": 300.0, "bg_services": 64, "mem_instances": 2000,
+        "conv_samples": 20, "push_samples": 10, "bg_rate": 300.0, "bg_services": 64, "mem_instances": 2000, "bulk_services": 100,
         "ramp": [200, 500], "hold_s": 5.0, "beat_interval_s": 1.0,
         "fo_observe": 5.0, "poll_crosscheck": False,
         "short_flags": ["--heartbeat-timeout-ms", "3000", "--instance-expire-ms", "6000",
@@ -110,99 +121,6 @@ def machine_info() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# the load generator as a subprocess
-# ----------------------------------------------------------------------------------------------
-def loadgen_cmd(args: list[str], cpu: str | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "benchlib.loadgen", *args]
-    if cpu is not None and shutil.which("taskset"):
-        cmd = ["taskset", "-c", cpu, *cmd]
-    return cmd
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "scripts") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def run_loadgen(args: list[str], cpu: str | None = None, timeout: float = 600) -> dict[str, Any]:
-    res = subprocess.run(loadgen_cmd(args, cpu), capture_output=True, text=True, env=_env(), timeout=timeout,
-                         check=False)
-    if res.returncode != 0 or not res.stdout.strip():
-        raise RuntimeError(f"loadgen failed ({res.returncode}): {res.stderr[-2000:]}")
-    out: dict[str, Any] = json.loads(res.stdout)
-    return out
-
-
-class Background:
-    """A loadgen process running while probes measure; ``stop()`` ends it (SIGTERM) and returns its summary."""
-
-    running: list[Background] = []
-
-    def __init__(self, args: list[str]) -> None:
-        self.popen = subprocess.Popen(loadgen_cmd(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      env=_env(), start_new_session=True)
-        Background.running.append(self)
-
-    def stop(self) -> dict[str, Any]:
-        if self in Background.running:
-            Background.running.remove(self)
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            out, err = self.popen.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            out, err = self.popen.communicate()
-        try:
-            result: dict[str, Any] = json.loads(out)
-        except ValueError:
-            raise RuntimeError(f"background loadgen failed (exit status {self.popen.returncode}): "
-                               f"{err[-2000:]!r}") from None
-        return result
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-
-
-# ----------------------------------------------------------------------------------------------
-# profiling (optional)
-# ----------------------------------------------------------------------------------------------
-class Profiler:
-    """py-spy recordings of the nodes for ``--profile DIR`` (nothing without it, or without py-spy)."""
-
-    def __init__(self, out_dir: Path | None) -> None:
-        self.out_dir = out_dir
-        self.exe = os.environ.get("PY_SPY") or shutil.which("py-spy")
-        self.running: list[subprocess.Popen[bytes]] = []
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            if self.exe is None:
-                log("--profile: py-spy not found (pip install py-spy, or set PY_SPY); not profiling")
-
-    def start(self, label: str, pids: dict[str, int], seconds: float) -> None:
-        if self.out_dir is None or self.exe is None:
-            return
-        for name, pid in pids.items():
-            for fmt, ext in (("raw", "txt"), ("flamegraph", "svg")):
-                if fmt == "flamegraph" and name != "n1":
-                    continue
-                out = self.out_dir / f"{label}-{name}.{ext}"
-                self.running.append(subprocess.Popen(
-                    [self.exe, "record", "--nonblocking", "--pid", str(pid), "-d", str(int(seconds)), "-r", "250",
-                     "--format", fmt, "-o", str(out)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-
-    def wait(self) -> None:
-        for p in self.running:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-        self.running.clear()
-
-
-# ----------------------------------------------------------------------------------------------
 # phases
 # ----------------------------------------------------------------------------------------------
 def phase_ceiling(m: dict[str, Any], ps: ProcessSet) -> dict[str, Any]:
@@ -210,7 +128,7 @@ def phase_ceiling(m: dict[str, Any], ps: ProcessSet) -> dict[str, Any]:
     port = free_ports(1)[0]
     pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     cmd = [sys.executable, "-m", "benchlib.trivial", str(port)]
-    server = ps.start("trivial", (["taskset", "-c", "0"] if pin else []) + cmd, env=_env())
+    server = ps.start("trivial", (["taskset", "-c", "0"] if pin else []) + cmd, env=loadgen_env())
     try:
         deadline = time.monotonic() + 10
         while http_get(f"http://127.0.0.1:{port}/", 0.5)[0] != 200:
@@ -236,60 +154,6 @@ def phase_ceiling(m: dict[str, Any], ps: ProcessSet) -> dict[str, Any]:
         "runs": runs,
     }
 
-
-class SchedWatch:
-    """Run-queue wait of a set of processes over an interval: how long they were runnable but had no CPU."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
-        self.start = [schedstat(p) for p in pids]
-
-    def result(self) -> dict[str, float | None]:
-        end = [schedstat(p) for p in self.pids]
-        run = sum(e[0] - s[0] for s, e in zip(self.start, end, strict=True))
-        wait = sum(e[1] - s[1] for s, e in zip(self.start, end, strict=True))
-        return {"cpu_s": round(run, 2), "runqueue_wait_s": round(wait, 2),
-                "wait_per_cpu": round(wait / run, 2) if run > 0 else None}
-
-
-def register_sweep(m: dict[str, Any], workload: str, addrs: list[str], pids: list[int], label: str,
-                   profiler: Profiler, base0: int) -> dict[str, Any]:
-    runs = []
-    for j, (conns, depth) in enumerate(m["reg_configs"]):
-        cpu0 = sum(cpu_seconds(p) for p in pids)
-        sched = SchedWatch(pids)
-        if j == 0:
-            profiler.start(f"{label}-register", {f"n{i + 1}": p for i, p in enumerate(pids)}, m["reg_s"] - 1)
-        r = run_loadgen(["--workload", workload, "--targets", ",".join(addrs), "--connections", str(conns),
-                         "--depth", str(depth), "--duration", str(m["reg_s"]), "--services", str(m["services"]),
-                         "--prefix", f"reg{j}", "--base", str(base0 + j * 1_000_000)])
-        profiler.wait()
-        cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-        r["server_cpu_s"] = round(cpu, 2)
-        r["server_cpu_us_per_ok"] = round(cpu / r["ok"] * 1e6, 1) if r["ok"] else None
-        r["server_cores_used"] = round(cpu / r["elapsed_s"], 2) if r["elapsed_s"] else None
-        r["server_sched"] = sched.result()
-        r["config"] = f"{conns} connections x depth {depth}"
-        runs.append(r)
-        log(f"  {label} {r['config']}: {r['ok_per_s']:,.0f}/s ok, {r['failed']} failed, "
-            f"p99 {r['latency_ms']['p99']} ms, server CPU {r['server_cpu_us_per_ok']} us/registration "
-            f"({r['server_cores_used']} cores busy; waited {r['server_sched']['wait_per_cpu']} s for a CPU "
-            f"per CPU-second)"
-            + (f", errors {r['errors']}" if r["errors"] else ""))
-    best = max(runs, key=lambda r: r["ok_per_s"])
-    return {"register_per_s": best["ok_per_s"], "best": best["config"], "runs": runs,
-            "timeline": best["timeline"], "bucket_s": best["bucket_s"]}
-
-
-def bg_args(m: dict[str, Any], workload: str, addrs: list[str], base: int) -> list[str]:
-    rate = m["bg_rate"]
-    return ["--workload", workload, "--targets", ",".join(addrs), "--connections", str(max(12, int(rate / 25))),
-            "--rate", str(rate), "--duration", "600", "--services", str(m["bg_services"]), "--prefix", "bg",
-            "--base", str(base)]
-
-
-def summarize_latency(samples: list[float]) -> dict[str, Any]:
-    return percentiles(samples)
 
 
 def phase_etcd(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[str, Any]:
@@ -374,6 +238,9 @@ def phase_distro_main(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> 
         out["register"]["instances_listed_per_node"] = counts
         out["register"]["registered_ok"] = total
         log(f"  every node lists {counts} instances (registered ok: {total}; settled {waited:.1f} s later)")
+        log("ours: instance/list/s (closed loop) over the services the first run filled")
+        out["list"] = closed_run(m, "distro-list", cluster.addrs, pids, ["--services", str(m["services"]),
+                                                                         "--prefix", "reg0"])
 
         method = "watch" if trio.run(probes.has_watch, cluster.addrs[0]) else "poll"
         idle = trio.run(lambda: probes.converge_distro(cluster.addrs, max(10, m["conv_samples"] // 3),
@@ -468,7 +335,7 @@ def phase_memory_snapshot(m: dict[str, Any], ps: ProcessSet, profiler: Profiler)
         before = [rss_bytes(p) for p in pids]
         cpu0 = sum(cpu_seconds(p) for p in pids)
         r = run_loadgen(["--workload", "distro-register", "--targets", ",".join(cluster.addrs), "--connections", "48",
-                         "--count", str(n), "--services", "100", "--prefix", "mem", "--base", "0"])
+                         "--count", str(n), "--services", str(m["bulk_services"]), "--prefix", "mem", "--base", "0"])
         out["register"] = {k: r[k] for k in ("ok", "failed", "ok_per_s", "elapsed_s", "errors", "timeline",
                                              "bucket_s")}
         cpu = sum(cpu_seconds(p) for p in pids) - cpu0
@@ -483,6 +350,9 @@ def phase_memory_snapshot(m: dict[str, Any], ps: ProcessSet, profiler: Profiler)
                     "bytes_per_instance": round(sum(per) / len(per)), "listed": counts})
         log(f"  RSS before {[b >> 20 for b in before]} MiB, after {[a >> 20 for a in after]} MiB: "
             f"{out['bytes_per_instance']} bytes per instance per node")
+        log(f"ours: light beats/s (closed loop) over those {r['ok']:,} instances")
+        out["beat"] = closed_run(m, "distro-beat", cluster.addrs, pids,
+                                 ["--count", str(n), "--services", str(m["bulk_services"]), "--prefix", "mem"])
 
         victim = 2
         log(f"  restarting n{victim + 1} (SIGTERM, then a new process) while the others hold {r['ok']:,} instances")
@@ -537,79 +407,33 @@ def phase_failover(m: dict[str, Any], ps: ProcessSet) -> dict[str, Any]:
     return res
 
 
-def _catalog(addr: str, prefix: str) -> tuple[int, int]:
-    status, body = http_get(f"http://{addr}/nacos/v1/ns/catalog/services?pageNo=1&pageSize=10000", 5.0)
-    if status != 200:
-        return -1, -1
-    total = healthy = 0
-    for row in json.loads(body).get("serviceList", []):
-        if str(row.get("name", "")).startswith(prefix + "-"):
-            total += int(row.get("ipCount", 0))
-            healthy += int(row.get("healthyInstanceCount", 0))
-    return total, healthy
-
-
 def phase_ramp(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[str, Any]:
-    flags = m["short_flags"]
-    interval = m["beat_interval_s"]
-    log(f"ours: heartbeat ramp {m['ramp']} (beats every {interval:g} s, hold {m['hold_s']:g} s per step)")
-    cluster = start_distro(ps, "hb", flags)
-    steps = []
-    passed = 0
-    registered = 0
-    try:
-        pids = [cluster.node(i).pid for i in range(3)]
-        for step_no, n in enumerate(m["ramp"]):
-            if n > registered:
-                r = run_loadgen(["--workload", "distro-register", "--targets", ",".join(cluster.addrs),
-                                 "--connections", "48", "--count", str(n - registered), "--base", str(registered),
-                                 "--services", "100", "--prefix", "hb"])
-                if r["failed"]:
-                    log(f"  registering up to {n}: {r['failed']} failed: {r['errors']}")
-                registered = n
-            rate = n / interval
-            conns = min(600, max(24, int(rate / 20)))
-            cpu0 = [cpu_seconds(p) for p in pids]
-            sched = SchedWatch(pids)
-            beats = Background(["--workload", "distro-beat", "--targets", ",".join(cluster.addrs),
-                                "--connections", str(conns), "--rate", f"{rate:.1f}", "--count", str(n),
-                                "--duration", str(m["hold_s"] + 30), "--services", "100", "--prefix", "hb"])
-            if step_no == len(m["ramp"]) - 1:
-                profiler.start("distro-beat", {f"n{i + 1}": p for i, p in enumerate(pids)}, min(10, m["hold_s"] - 2))
-            flaps = []
-            t0 = time.perf_counter()
-            time.sleep(min(2.0, m["hold_s"] / 4))
-            while time.perf_counter() - t0 < m["hold_s"] - 0.5:
-                for i, a in enumerate(cluster.addrs):
-                    total, healthy = _catalog(a, "hb")
-                    if total != n or healthy != n:
-                        flaps.append(f"t+{time.perf_counter() - t0:.1f}s n{i + 1}: {healthy}/{total} healthy of {n}")
-                time.sleep(1.0)
-            res = beats.stop()
-            profiler.wait()
-            cpu = [round(cpu_seconds(p) - c, 2) for p, c in zip(pids, cpu0, strict=True)]
-            total_beats = res["ok"] + res["failed"]
-            achieved = res["ok"] / res["elapsed_s"] if res["elapsed_s"] else 0.0
-            ok = (res["failed"] <= 0.001 * max(1, total_beats) and achieved >= 0.95 * rate and not flaps)
-            step = {"instances": n, "beats_per_s_target": round(rate, 1), "beats_per_s": round(achieved, 1),
-                    "beats_failed": res["failed"], "beat_latency_ms": res["latency_ms"], "flaps": flaps[:10],
-                    "flap_count": len(flaps), "server_cpu_s": cpu, "ok": ok, "errors": res["errors"],
-                    "server_cpu_us_per_beat": round(sum(cpu) / res["ok"] * 1e6, 1) if res["ok"] else None,
-                    "server_sched": sched.result(),
-                    "loadgen_cpu_s": res["cpu_s"]}
-            steps.append(step)
-            log(f"  {n:,} instances: {achieved:,.0f}/{rate:,.0f} beats/s, {res['failed']} failed, beat p99 "
-                f"{res['latency_ms']['p99']} ms, {len(flaps)} unhealthy/missing observations, node CPU {cpu} s "
-                f"(waited {step['server_sched']['wait_per_cpu']} s for a CPU per CPU-second) "
-                f"-> {'steady' if ok else 'NOT steady'}")
-            if not ok:
-                break
-            passed = n
-        check_alive(cluster)
-    finally:
-        cluster.stop()
-    return {"max_heartbeating_instances": passed, "steps": steps, "beat_interval_s": interval,
-            "hold_s": m["hold_s"], "capped": passed == m["ramp"][-1]}
+    log(f"ours: heartbeat ramp {m['ramp']} (beats every {m['beat_interval_s']:g} s, hold {m['hold_s']:g} s per step)")
+    return heartbeat_ramp(m, lambda: start_distro(ps, "hb", m["short_flags"]), profiler, "distro")
+
+
+def phase_rnacos(m: dict[str, Any], ps: ProcessSet, profiler: Profiler, results: dict[str, Any]) -> dict[str, Any]:
+    """r-nacos's three sub-phases (``benchlib.rnacos_phases``); a sub-phase that fails is noted, not fatal."""
+    binary, how = ensure_rnacos()
+    if binary is None:
+        log(f"r-nacos: {how}")
+        return {"skipped": how}
+    log(f"r-nacos {rnacos.VERSION}: {binary} ({how})")
+    out: dict[str, Any] = {"binary": binary, "version": rnacos.VERSION}
+    runs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("main", lambda: rnacos_phases.phase_main(m, ps, profiler, binary)),
+        ("memory", lambda: rnacos_phases.phase_memory(m, ps, binary)),
+        ("ramp", lambda: rnacos_phases.phase_ramp(m, ps, profiler, binary)),
+    ]
+    for name, run in runs:
+        try:
+            out[name] = run()
+        except (RuntimeError, OSError, trio.TooSlowError, ValueError, KeyError) as exc:
+            log(f"r-nacos phase {name} FAILED: {type(exc).__name__}: {exc}")
+            results["notes"].append(f"r-nacos phase {name} failed: {type(exc).__name__}: {str(exc)[:500]}")
+            for proc in list(ps.procs):
+                ps.stop(proc)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -621,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plots", type=Path, help="write PNG plots into this directory (needs matplotlib)")
     ap.add_argument("--markdown", type=Path, help="write the report (docs/benchmarks.md) here")
     ap.add_argument("--profile", type=Path, help="py-spy profiles of the nodes into this directory")
-    ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp")
+    ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp,rnacos "
+                                   "(rnacos is not in --smoke's default)")
     ap.add_argument("--ramp", help="comma-separated heartbeat ramp steps (instances), instead of the mode's")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="run nothing: re-render the table, --plots and --markdown from a saved --json file")
@@ -635,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     m = dict(MODES[mode])
     if args.ramp:
         m["ramp"] = [int(x) for x in args.ramp.split(",") if x]
-    phases = set((args.only or "ceiling,etcd,main,memory,failover,ramp").split(","))
+    default = "ceiling,etcd,main,memory,failover,ramp" + ("" if mode == "smoke" else ",rnacos")
+    phases = set((args.only or default).split(","))
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="distro-bench-"))
     ps = ProcessSet(workdir)
@@ -643,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict[str, Any] = {
         "machine": machine_info(), "mode": mode, "command": command.strip(),
-        "distro": {}, "etcd": {}, "loadgen": {}, "details": {"distro": {}}, "notes": [],
+        "distro": {}, "etcd": {}, "rnacos": {}, "loadgen": {}, "details": {"distro": {}}, "notes": [],
         "settings": {k: v for k, v in m.items() if k != "short_flags"},
     }
     log(f"mode {mode}; logs in {workdir}; machine {results['machine']['cpus']} CPUs "
@@ -662,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             ("memory", lambda: results["details"]["distro"].__setitem__("memory", phase_memory_snapshot(m, ps, profiler))),
             ("failover", lambda: results["details"]["distro"].__setitem__("failover", phase_failover(m, ps))),
             ("ramp", lambda: results["details"]["distro"].__setitem__("ramp", phase_ramp(m, ps, profiler))),
+            ("rnacos", lambda: results["details"].__setitem__("rnacos", phase_rnacos(m, ps, profiler, results))),
         ]
         for name, step in steps:
             if name not in phases:
