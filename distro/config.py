@@ -33,6 +33,10 @@ class DistroConfig:
     snapshot_timeout_ms: int = 3_000
     snapshot_retry_ms: int = 1_000
     snapshot_chunk_entries: int = 5_000
+    # A beat for an instance that was explicitly deregistered this recently answers OK without asking the
+    # client to register again (a beat already in flight when its instance was removed; Nacos answers 20404
+    # and the Java client re-registers what it just removed).
+    deregister_grace_ms: int = 5_000
     # Forwarding writes to the owner.
     forward_timeout_ms: int = 2_000
     max_pending_forwards: int = 10_000

@@ -39,7 +39,10 @@ from distro.requests import (
 )
 from distro.store import DatumStore
 
-__all__ = ["ClientWrites", "Touch", "Write"]
+__all__ = ["MAX_REMEMBERED_DEREGISTRATIONS", "ClientWrites", "Touch", "Write"]
+
+MAX_REMEMBERED_DEREGISTRATIONS = 100_000
+"""Most recent deregistrations a node remembers for :meth:`ClientWrites.recently_deregistered`."""
 
 
 Write = Callable[[ServiceKey, str, Instance | ServiceMeta | None, int], None]
@@ -54,7 +57,7 @@ Ownership = Callable[[], tuple[int, Callable[[], int]]]
 class ClientWrites:
     """Applies client requests to a node's store through the node's ``write`` and ``touch``."""
 
-    __slots__ = ("_config", "_ownership", "_store", "_touch", "_write")
+    __slots__ = ("_config", "_deregistered", "_ownership", "_store", "_touch", "_write")
 
     def __init__(
         self, config: DistroConfig, store: DatumStore, write: Write, touch: Touch, ownership: Ownership
@@ -64,6 +67,8 @@ class ClientWrites:
         self._write = write
         self._touch = touch
         self._ownership = ownership
+        # (key, entry id) -> when a client deregistered it here, oldest first (see _beat); bounded
+        self._deregistered: dict[tuple[ServiceKey, str], int] = {}
 
     def apply(self, request: ClientRequest, now_ms: int) -> Result:
         """Apply one request here; a refusal comes back as its 4xx :class:`Result`."""
@@ -82,6 +87,7 @@ class ClientWrites:
             entry_id = instance_entry_id(request.cluster, request.ip, request.port)
             if store.live_instance(key, entry_id) is not None:
                 write(key, entry_id, None, now_ms)
+                self._remember_deregistration(key, entry_id, now_ms)
             return OK
         if isinstance(request, Beat):
             return self._beat(request, now_ms)
@@ -110,8 +116,27 @@ class ClientWrites:
             return OK
         raise ValidationError(f"unsupported request {type(request).__name__}")  # pragma: no cover
 
+    def _remember_deregistration(self, key: ServiceKey, entry_id: str, now_ms: int) -> None:
+        """Keep when (key, entry) was deregistered, for ``deregister_grace_ms``; at most
+        ``MAX_REMEMBERED_DEREGISTRATIONS`` of them (the oldest are forgotten first)."""
+        remembered = self._deregistered
+        remembered.pop((key, entry_id), None)
+        remembered[(key, entry_id)] = now_ms
+        horizon = now_ms - self._config.deregister_grace_ms
+        while remembered:
+            oldest = next(iter(remembered.items()))
+            if oldest[1] >= horizon and len(remembered) <= MAX_REMEMBERED_DEREGISTRATIONS:
+                break
+            del remembered[oldest[0]]
+
+    def recently_deregistered(self, key: ServiceKey, entry_id: str, now_ms: int) -> bool:
+        """Whether a client deregistered this instance here within ``deregister_grace_ms``."""
+        when = self._deregistered.get((key, entry_id))
+        return when is not None and now_ms - when <= self._config.deregister_grace_ms
+
     def _register(self, key: ServiceKey, instance: Instance, now_ms: int) -> Result:
         entry_id = instance.entry_id
+        self._deregistered.pop((key, entry_id), None)
         existing = self._store.live_instance(key, entry_id)
         if existing is None:
             limit = self._config.max_instances_per_service
@@ -182,6 +207,10 @@ class ClientWrites:
         existing = self._store.live_instance(key, entry_id)
         interval = self._config.client_beat_interval_ms
         if existing is None:
+            if self.recently_deregistered(key, entry_id, now_ms):
+                # A beat that was in flight when its client deregistered: asking for re-registration
+                # (20404), or re-registering from the beat's body, would bring back what was just removed.
+                return Result(200, {"clientBeatInterval": interval, "code": CODE_OK, "lightBeatEnabled": True})
             if request.instance is None:
                 return Result(200, {"clientBeatInterval": interval, "code": CODE_RESOURCE_NOT_FOUND})
             self._register(key, request.instance.with_health(True), now_ms)

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 import trio
 
 from cluster.node import gctune
-from cluster.node.settings import WEAK_CLUSTER_SECRET_BYTES, ConfigError, NodeSettings, parse_settings
+from cluster.node.settings import (
+    WEAK_CLUSTER_SECRET_BYTES,
+    ConfigError,
+    NodeSettings,
+    beat_timing_warning,
+    parse_settings,
+)
 from cluster.node.wiring import NodeServer
 
 log = logging.getLogger("distro.node")
@@ -53,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "Use 32 random hex digits or more: python3 -c 'import secrets; print(secrets.token_hex(32))'",
                 len(secret.encode()),
             )
+    beat_warning = beat_timing_warning(settings.core)
+    if beat_warning is not None:
+        log.warning("%s", beat_warning)
     gctune.install()
     trio.run(_main_async, settings)
     log.info("stopped")

@@ -52,6 +52,7 @@ _CORE_FLAGS = {
     "max-instances-per-service": "max_instances_per_service",
     "max-services": "max_services",
     "max-pending-forwards": "max_pending_forwards",
+    "deregister-grace-ms": "deregister_grace_ms",
 }
 
 
@@ -210,6 +211,25 @@ def _non_negative(flag: str, value: int) -> int:
     return value
 
 
+def beat_timing_warning(core: DistroConfig) -> str | None:
+    """A warning when clients told to beat every ``client_beat_interval_ms`` would flap between healthy and
+    unhealthy: the heartbeat timeout must leave room for at least one late or lost beat (twice the interval).
+
+    The Java client 1.4.2 beats at the interval the node announces in every beat answer (and sends its first
+    beat one interval after registering), so a timeout below two intervals marks instances unhealthy
+    between beats that arrive on time.
+    """
+    interval, timeout = core.client_beat_interval_ms, core.heartbeat_timeout_ms
+    if timeout >= 2 * interval:
+        return None
+    return (
+        f"--heartbeat-timeout-ms {timeout} is less than twice the beat interval announced to clients "
+        f"(--client-beat-interval-ms {interval}): instances of clients that beat on time will flap between "
+        f"healthy and unhealthy. Give --client-beat-interval-ms {max(1, timeout // 3)} (a third of the timeout) "
+        f"or a longer timeout"
+    )
+
+
 def _secret_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -240,6 +260,7 @@ __all__ = [
     "WEAK_CLUSTER_SECRET_BYTES",
     "ConfigError",
     "NodeSettings",
+    "beat_timing_warning",
     "build_parser",
     "parse_settings",
     "peer_link_address",
