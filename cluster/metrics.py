@@ -83,6 +83,7 @@ _NODE_COUNTERS = {
     "instances_marked_unhealthy": "Instances marked unhealthy by this node's heartbeat checks.",
     "instances_expired": "Instances deleted by this node's heartbeat checks.",
     "stale_entries_refused": "Stale entries older than a collected tombstone, answered with a new tombstone.",
+    "future_entries_refused": "Replicated entries refused for a version beyond the wall clock plus --max-clock-skew-ms.",
     "dirty_overflows": "Times a peer's replication backlog overflowed and was left to anti-entropy.",
     "notifier_overflows": "Times the notifier queue overflowed and forced a full rebuild.",
 }

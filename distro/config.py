@@ -43,6 +43,9 @@ class DistroConfig:
     # Tombstones are kept this long (and at least twice the expiry), then collected.
     tombstone_ttl_ms: int = 300_000
     gc_interval_ms: int = 5_000
+    # Versions whose milliseconds are beyond this node's wall clock plus this are refused when merged
+    # (counted in future_entries_refused): keep the members' clocks within it of each other (NTP).
+    max_clock_skew_ms: int = 60_000
     # Bounds.
     max_notifier_keys: int = 1_000_000
     max_instances_per_service: int = 10_000

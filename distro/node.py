@@ -137,6 +137,7 @@ class NodeStatistics:
     instances_marked_unhealthy: int
     instances_expired: int
     stale_entries_refused: int
+    future_entries_refused: int
     dirty_overflows: int
     notifier_overflows: int
 
@@ -179,7 +180,8 @@ class DistroNode:
         self._c: dict[str, int] = dict.fromkeys(
             (
                 "requests_applied forwards_sent forwards_received forward_fallbacks sync_batches_received "
-                "entries_applied instances_marked_unhealthy instances_expired stale_entries_refused"
+                "entries_applied instances_marked_unhealthy instances_expired stale_entries_refused "
+                "future_entries_refused"
             ).split(),
             0,
         )
@@ -370,6 +372,7 @@ class DistroNode:
             instances_marked_unhealthy=c["instances_marked_unhealthy"],
             instances_expired=c["instances_expired"],
             stale_entries_refused=c["stale_entries_refused"],
+            future_entries_refused=c["future_entries_refused"],
             dirty_overflows=replication.dirty_overflows,
             notifier_overflows=self._notifier.overflows,
         )
@@ -468,7 +471,13 @@ class DistroNode:
 
     def _merge_items(self, items: Items, now_ms: int) -> None:
         refused: list[tuple[ServiceKey, str]] = []
+        horizon_ms = now_ms + self.config.max_clock_skew_ms
         for key, entry_id, entry in items:
+            if entry.version.ms > horizon_ms:
+                # From beyond the wall clock plus the allowed skew: a peer's clock is wrong (or a frame is
+                # forged). Taking it would drag this node's clock (and every write after it) along.
+                self._c["future_entries_refused"] += 1
+                continue
             self.clock.observe(entry.version)
             new_key = key not in self.store
             outcome = self.store.merge(key, entry_id, entry)

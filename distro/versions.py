@@ -4,6 +4,14 @@ Every entry a node writes carries the next version of that node's clock. The clo
 backwards: it follows the wall clock it is given (``now_ms``) when that is ahead, and otherwise bumps
 the counter. Observing a version from a peer pulls the clock forward, so a write that causally follows
 another always gets a higher version, even when the writer's wall clock lags.
+
+Bounds: peers decode both parts as non-negative 64-bit signed integers (distro/codec.py). The clock never
+issues a counter above :data:`MAX_COUNTER`: when the counter would pass it, the clock moves to the next
+millisecond instead (a peer that sent counter 2^63-1 cannot make it issue an undecodable version). Versions
+it cannot pass (milliseconds beyond :data:`MAX_MS`, counters beyond :data:`MAX_COUNTER`) are not observed,
+and the wall clock is read as at most :data:`MAX_MS`, so the millisecond part stays far below the codec's
+limit too. Versions from too far in the future never reach the clock: the node refuses them when it
+merges (``max_clock_skew_ms``, distro/node.py).
 """
 
 from __future__ import annotations
@@ -22,6 +30,11 @@ class Version(NamedTuple):
 
 
 ZERO_VERSION = Version(0, 0, "")
+MAX_COUNTER = 2**63 - 1
+"""The largest counter a peer decodes (the codec's 64-bit signed limit)."""
+MAX_MS = 2**62
+"""The largest millisecond part the clock takes from the wall clock or from a peer (year 146 million):
+a counter overflow adds one, still far below the codec's limit."""
 
 
 class HybridClock:
@@ -31,20 +44,26 @@ class HybridClock:
 
     def __init__(self, node_id: str, now_ms: int) -> None:
         self.node_id = node_id
-        self._ms = now_ms
+        self._ms = min(now_ms, MAX_MS)
         self._counter = 0
 
     def next(self, now_ms: int) -> Version:
         """The next version; always greater than every version issued or observed before."""
+        now_ms = min(now_ms, MAX_MS)
         if now_ms > self._ms:
             self._ms = now_ms
             self._counter = 0
-        else:
+        elif self._counter < MAX_COUNTER:
             self._counter += 1
+        else:  # the counter is spent: the next millisecond (a little ahead of the wall clock)
+            self._ms += 1
+            self._counter = 0
         return Version(self._ms, self._counter, self.node_id)
 
     def observe(self, version: Version) -> None:
-        """Move the clock past a version seen from elsewhere."""
+        """Move the clock past a version seen from elsewhere (one beyond the bounds is ignored)."""
+        if version.ms > MAX_MS or version.counter > MAX_COUNTER:
+            return
         if version.ms > self._ms or (version.ms == self._ms and version.counter > self._counter):
             self._ms = version.ms
             self._counter = version.counter

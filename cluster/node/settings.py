@@ -53,6 +53,7 @@ _CORE_FLAGS = {
     "max-services": "max_services",
     "max-pending-forwards": "max_pending_forwards",
     "deregister-grace-ms": "deregister_grace_ms",
+    "max-clock-skew-ms": "max_clock_skew_ms",
 }
 
 
