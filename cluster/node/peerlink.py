@@ -1,4 +1,4 @@
-"""Long-lived, mutually authenticated peer links carrying msgpack frames between nodes.
+"""Long-lived, mutually authenticated peer links carrying MAC'd msgpack frames between nodes.
 
 Topology
 --------
@@ -7,44 +7,61 @@ Each node dials every configured peer address; the connection it dials (*outboun
 of nodes has two TCP connections, each used one way: no tie-breaking, and a link is up for sending
 exactly while its outbound connection is.
 
-Handshake
----------
-Nothing is trusted before a mutual HMAC-SHA256 challenge completes (the secret never crosses the wire;
-frames during the handshake are bounded to :data:`HANDSHAKE_FRAME_MAX` bytes and the whole exchange to
-``handshake_timeout_ms``)::
+Handshake (protocol version 2)
+------------------------------
+The dialer proves knowledge of the cluster secret first; the acceptor proves nothing, and sends nothing
+that depends on the secret, until the dialer's proof checks out (so whoever connects gets no value to
+test guessed secrets against)::
 
-    dialer   -> ["hello", version, dialer_id, dialer_address, nonce_d, [key_id, ...]]
-    acceptor -> ["challenge", acceptor_id, acceptor_address, nonce_a, mac("acceptor", nonce_d, nonce_a)]
-    dialer   -> ["proof", mac("dialer", nonce_a, nonce_d)]          (or ["bye"]: see below)
-    acceptor -> ["welcome"]
+    dialer   -> ["hello", 2, dialer_id, dialer_address, nonce_d]
+    acceptor -> ["challenge", acceptor_id, acceptor_address, nonce_a]
+    dialer   -> ["proof", [dialer_proof(S) for each secret S the dialer holds, current first]]
+                (or ["bye"]: ourselves, or a node already linked through another address; see below)
+    acceptor -> ["welcome", acceptor_proof(S)]        S: the first of its own secrets a proof matched
 
-``mac(role, n1, n2) = HMAC-SHA256(secret, role + n1 + n2 + msgpack([version, dialer_id, dialer_address,
-acceptor_id, acceptor_address]))``; nonces are 32 random bytes; both MACs are checked with
-``hmac.compare_digest``. Any failure closes the connection and counts in ``handshake_failures``.
+Nonces are 32 random bytes. The proofs and the connection's frame key come from the secret, both nonces,
+both ids and both addresses (HKDF-SHA256: :mod:`cluster.node.peerauth`); both sides compare with
+``hmac.compare_digest``. A wrong proof closes the connection without a word. Any failure closes the
+connection and counts in ``handshake_failures``. Handshake frames are bounded to
+:data:`HANDSHAKE_FRAME_MAX` bytes and the whole exchange (TLS included) to ``handshake_timeout_ms``.
 
-*Rotation*: a node may accept previous secrets besides its current one. ``key_id`` names each secret the
-dialer accepts (``HMAC-SHA256(secret, "distro-peer-key-id-v1")[:8]``, current first); the acceptor runs
-the handshake with the first one it also accepts, and the dialer checks the challenge against each of its
-own. So any two nodes with a secret in common link, and a rolling restart can change the secret with no
-split (docs/security.md).
+*Rotation*: a node may accept previous secrets besides its current one (``previous_secrets``). The dialer
+sends one proof per secret it holds (at most :data:`MAX_SECRETS`); the acceptor takes the first of its
+own secrets that one of them matches, and the dialer checks the welcome against each of its own. So any
+two nodes with a secret in common link, and a rolling restart changes the secret with no split
+(docs/security.md).
 
-* *Self*: a dialer that reaches its own node (the peer list may hold our own address) sees its own id in
-  a verified challenge whose nonce it issued itself; it sends its proof, waits for the acceptor (itself)
-  to hang up, and never dials that address again (``self_dials``). The same id with a nonce we did not
-  issue is another node configured with our id: an error, logged and counted, and retried.
-* *Duplicate address*: if a verified acceptor is a node that another address's dialer already links
-  to (or is completing a handshake with), the dialer answers ``["bye"]`` and retries that address
+* *Self*: a challenge carrying our own node id and a nonce our own acceptor issued (and still waits on)
+  is our own acceptor: the dialer says "bye". When the acceptor's connection comes from the very socket
+  the dialer dialed from, the address is this node (``self_dials``): it is checked again after a backoff
+  (the reconnect interval, doubling up to ``self_recheck_max_ms``; woken early like any waiting dialer),
+  never given up for good. When it comes from elsewhere, something relays our dial back to us (an
+  impostor on a down peer's port): ``self_relays``, a warning, and the address is dialed again after the
+  normal reconnect interval. A challenge with our id and a nonce we did not issue is another node
+  configured with our id: once it proves the secret, an error, logged and counted, and retried.
+* *Duplicate address*: if the acceptor names a node that another address's dialer already links to (or
+  is completing a handshake with), the dialer answers ``["bye"]`` and retries that address
   ``10 * reconnect_interval_ms`` later, so one node never gets two outbound links.
 * A second authenticated inbound connection from a node id replaces (closes) the first.
 * A dialer waits ``reconnect_interval_ms`` between attempts, but an authenticated inbound connection from a
   peer we have no outbound link to wakes every waiting dialer at once: a restarted peer is dialed back
   immediately (its snapshot answers depend on that link), not up to an interval later.
 
+TLS (optional)
+--------------
+With ``tls`` set, both ends run TLS (stdlib ``ssl`` through ``trio.SSLStream``, contexts from
+:mod:`cluster.node.tls`) before the handshake above; with a CA file they verify each other's certificate
+against it (mutual TLS). The handshake and frame MACs run inside TLS unchanged.
+
 Frames
 ------
-4-byte big-endian length + ``msgpack.packb(distro.codec.encode_message(m), use_bin_type=True)``. A frame
-over ``max_frame_bytes``, undecodable msgpack, a :class:`~distro.codec.ProtocolError`, or any byte on an
-outbound connection after the handshake closes that connection only (``bad_frames``, a warning).
+4-byte big-endian payload length + payload + 16-byte tag, where the payload is
+``msgpack.packb(distro.codec.encode_message(m), use_bin_type=True)`` and the tag is a truncated
+HMAC-SHA256 of the frame's sequence number and payload under the connection's frame key
+(:mod:`cluster.node.peerauth`). A frame whose tag is wrong (injected, altered, replayed, reordered) closes
+the connection before its payload is decoded (``mac_failures`` and ``bad_frames``); a frame over
+``max_frame_bytes``, undecodable msgpack, a :class:`~distro.codec.ProtocolError`, or any byte on an
+outbound connection after the handshake closes that connection too (``bad_frames``, a warning).
 
 Sending
 -------
@@ -64,9 +81,7 @@ Timeouts use trio's clock (``trio.current_time()``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import hmac
 import logging
 import secrets
@@ -81,21 +96,39 @@ import msgpack
 import trio
 
 from cluster.node.listeners import open_listeners
+from cluster.node.peerauth import (
+    NONCE_BYTES,
+    PROTOCOL_VERSION,
+    TAG_BYTES,
+    FrameOpener,
+    FrameSealer,
+    SessionKeys,
+    session_keys,
+    transcript,
+)
+from cluster.node.tls import TlsFiles, client_context, server_context
+from cluster.node.tls import handshake as tls_handshake
 from distro.codec import ProtocolError, decode_message, encode_message
 from distro.errors import LinkClosed
 from distro.messages import Forward, Message
 
-__all__ = ["HANDSHAKE_FRAME_MAX", "PROTOCOL_VERSION", "LinkState", "PeerLinkConfig", "PeerLinkStats", "PeerLinks"]
+__all__ = [
+    "HANDSHAKE_FRAME_MAX",
+    "MAX_PREVIOUS_SECRETS",
+    "PROTOCOL_VERSION",
+    "LinkClosed",
+    "LinkState",
+    "PeerLinkConfig",
+    "PeerLinkStats",
+    "PeerLinks",
+]
 
 log = logging.getLogger("distro.peerlink")
 
-PROTOCOL_VERSION = 1
 HANDSHAKE_FRAME_MAX = 4096
 """Largest frame accepted before the handshake completes."""
-NONCE_BYTES = 32
-KEY_ID_BYTES = 8
-MAX_KEY_IDS = 4  # secrets a hello may offer (the current one and those still accepted)
-MAX_PREVIOUS_SECRETS = MAX_KEY_IDS - 1
+MAX_SECRETS = 4  # secrets a node holds: the current one and those still accepted (one proof each)
+MAX_PREVIOUS_SECRETS = MAX_SECRETS - 1
 MAX_ID_CHARS = 256
 _LEN = struct.Struct(">I")
 _RECV_SIZE = 65536
@@ -117,11 +150,13 @@ class PeerLinkConfig:
     max_frame_bytes: int = 16 * 1024 * 1024
     send_queue_limit: int = 10_000  # messages queued per peer; beyond: reported as failed
     connect_timeout_ms: int = 2_000
-    handshake_timeout_ms: int = 3_000
+    handshake_timeout_ms: int = 3_000  # TLS (when on) and the peer handshake together
     reconnect_interval_ms: int = 500
+    self_recheck_max_ms: int = 30_000  # an address found to be ourselves is rechecked, backing off to this
     write_timeout_ms: int = 10_000  # one send_all blocked this long: the peer is gone, close the link
     tcp_user_timeout_ms: int = 5_000  # data unacknowledged this long aborts the connection (TCP_USER_TIMEOUT)
     max_pending_handshakes: int = 64  # unauthenticated inbound connections at once; beyond: closed at once
+    tls: TlsFiles | None = None  # TLS on both ends of every link (mutual, verified against tls.ca_file)
 
 
 @dataclass
@@ -130,10 +165,11 @@ class PeerLinkStats:
 
     frames_sent: int = 0
     frames_received: int = 0
-    bytes_sent: int = 0  # frame bytes, length prefixes included; handshakes not counted
+    bytes_sent: int = 0  # frame bytes, length prefixes and tags included; handshakes not counted
     bytes_received: int = 0
-    handshake_failures: int = 0  # either side, any reason (bad secret, garbage, timeout, id conflict)
-    bad_frames: int = 0  # authenticated connections closed for a malformed or oversized frame
+    handshake_failures: int = 0  # either side, any reason (bad secret, TLS, garbage, timeout, id conflict)
+    bad_frames: int = 0  # authenticated connections closed for a malformed, oversized or forged frame
+    mac_failures: int = 0  # of those, frames whose tag was wrong (injected, altered, replayed, reordered)
     reconnects: int = 0  # dial attempts after the first, per address
     send_failures: int = 0  # messages reported through on_send_failed
     unsendable: int = 0  # messages this side could not encode or that exceeded the frame limit: dropped
@@ -142,7 +178,8 @@ class PeerLinkStats:
     inbound_accepts: int = 0  # inbound handshakes completed
     outbound_links: int = 0  # currently up
     inbound_links: int = 0
-    self_dials: int = 0  # addresses found to be this node (no longer dialed)
+    self_dials: int = 0  # times an address was found to be this node (rechecked later, with backoff)
+    self_relays: int = 0  # times our own dial came back to us from elsewhere (a relay): not taken as self
     dialers: int = 0  # addresses currently being dialed
     dialers_waiting: int = 0  # of those, waiting out the reconnect interval (woken when a peer connects in)
     pending_handshakes: int = 0  # inbound connections not yet authenticated
@@ -160,6 +197,15 @@ class LinkState:
 class _Eof(LinkClosed):
     def __init__(self) -> None:
         super().__init__("connection closed by peer")
+
+
+class _BadTag(LinkClosed):
+    def __init__(self, seq: int) -> None:
+        super().__init__(f"frame {seq} failed its MAC check (forged, altered, replayed or reordered)")
+
+
+_Session = tuple[tuple[str, str], SessionKeys]
+"""A completed handshake: the peer's (node id, advertised address) and the connection's keys."""
 
 
 class _Outbound:
@@ -190,7 +236,7 @@ class _FrameReader:
 
     __slots__ = ("buffer", "stream")
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self.stream = stream
         self.buffer = bytearray()
 
@@ -201,6 +247,7 @@ class _FrameReader:
         self.buffer += data
 
     async def read(self, max_bytes: int) -> bytes:
+        """One handshake frame (no tag: the handshake authenticates itself)."""
         buf = self.buffer
         while len(buf) < 4:
             await self.fill()
@@ -212,6 +259,33 @@ class _FrameReader:
         frame = bytes(buf[4 : 4 + length])
         del buf[: 4 + length]
         return frame
+
+
+class _Connection:
+    """One TCP connection: the stream frames go over (TLS or the socket itself) and the socket below."""
+
+    __slots__ = ("sock", "stream")
+
+    def __init__(self, sock: trio.SocketStream) -> None:
+        self.sock = sock
+        self.stream: trio.abc.Stream = sock
+
+    def remote(self) -> str:
+        return _address_text(self.sock, "getpeername")
+
+    def local(self) -> str:
+        return _address_text(self.sock, "getsockname")
+
+    async def start_tls(
+        self, context: Any, timeout_s: float, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
+        """Wrap the socket in TLS and run the TLS handshake within ``timeout_s``."""
+        stream = trio.SSLStream(self.sock, context, server_side=server_side, server_hostname=server_hostname)
+        self.stream = stream
+        await tls_handshake(stream, timeout_s)
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
 
 
 def _frame(obj: Any) -> bytes:
@@ -226,24 +300,6 @@ def _unpack(payload: bytes | bytearray | memoryview) -> Any:
         raise LinkClosed(f"undecodable frame ({type(exc).__name__})") from None
 
 
-def handshake_mac(
-    secret: bytes,
-    role: bytes,
-    first: bytes,
-    second: bytes,
-    dialer: tuple[str, str],
-    acceptor: tuple[str, str],
-) -> bytes:
-    """The handshake MAC: ``HMAC-SHA256(secret, role + first + second + msgpack(ids))``."""
-    ids = msgpack.packb([PROTOCOL_VERSION, dialer[0], dialer[1], acceptor[0], acceptor[1]], use_bin_type=True)
-    return hmac.new(secret, role + first + second + ids, hashlib.sha256).digest()
-
-
-def secret_key_id(secret: bytes) -> bytes:
-    """A short public name for a secret (an HMAC of a constant): lets two nodes find the one they share."""
-    return hmac.new(secret, b"distro-peer-key-id-v1", hashlib.sha256).digest()[:KEY_ID_BYTES]
-
-
 def _is_id(value: Any) -> bool:
     return type(value) is str and 0 < len(value) <= MAX_ID_CHARS
 
@@ -256,6 +312,14 @@ def _is_nonce(value: Any) -> bool:
     return type(value) is bytes and len(value) == NONCE_BYTES
 
 
+def _is_proofs(value: Any) -> bool:
+    return (
+        type(value) is list
+        and 0 < len(value) <= MAX_SECRETS
+        and all(type(proof) is bytes and len(proof) <= 64 for proof in value)
+    )
+
+
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port_text = address.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -265,11 +329,14 @@ def _split_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _remote(stream: trio.SocketStream) -> str:
+def _address_text(sock: trio.SocketStream, which: str) -> str:
+    """``host:port`` of one end of a socket (IPv4-mapped IPv6 written as IPv4), "?" when unknown."""
     try:
-        host, port = stream.socket.getpeername()[:2]
+        host, port = getattr(sock.socket, which)()[:2]
     except OSError:
         return "?"
+    if isinstance(host, str) and host.startswith("::ffff:") and "." in host:
+        host = host[len("::ffff:") :]
     return f"{host}:{port}"
 
 
@@ -322,9 +389,11 @@ class PeerLinks:
         if len(config.previous_secrets) > MAX_PREVIOUS_SECRETS:
             raise ValueError(f"at most {MAX_PREVIOUS_SECRETS} previous cluster secrets")
         self.config = config
-        # The current secret first: a dialer offers all of them, an acceptor picks the first it shares.
-        self._accepted_secrets = (config.secret, *config.previous_secrets)
-        self._key_ids = [secret_key_id(secret) for secret in self._accepted_secrets]
+        # The current secret first: a dialer proves each, an acceptor takes the first of its own that matches.
+        self._secrets = (config.secret, *config.previous_secrets)
+        tls = config.tls
+        self._tls_server = None if tls is None else server_context(tls, require_client_cert=bool(tls.ca_file))
+        self._tls_client = None if tls is None else client_context(tls)
         self._on_message = on_message
         self._on_connected = on_connected
         self._on_send_failed = on_send_failed
@@ -334,7 +403,8 @@ class PeerLinks:
         self._failures: deque[tuple[str, Message]] = deque()
         self._failure_wakeup: trio.Event | None = None
         self._dialer_nonces: set[bytes] = set()
-        self._acceptor_nonces: set[bytes] = set()
+        # Nonces our acceptor issued and still waits on -> where that connection comes from (self-dials).
+        self._acceptor_nonces: dict[bytes, str] = {}
         self._dialing: set[str] = set()
         # Dialers waiting out their reconnect interval, woken early when any peer connects to us: a peer
         # that just (re)started is worth dialing at once, not up to reconnect_interval_ms later.
@@ -416,7 +486,10 @@ class PeerLinks:
                 for address in self.config.peer_addresses:
                     self.add_peer_address(address)
                 log.info(
-                    "peer link listening on port %d, dialing %d addresses", actual_port, len(self._dialing)
+                    "peer link listening on port %d%s, dialing %d addresses",
+                    actual_port,
+                    " (TLS)" if self.config.tls else "",
+                    len(self._dialing),
                 )
                 task_status.started(actual_port)
         finally:
@@ -469,103 +542,86 @@ class PeerLinks:
                 continue
             nursery.start_soon(self._serve_inbound, stream)
 
-    async def _serve_inbound(self, stream: trio.SocketStream) -> None:
-        _tune(stream, self.config.tcp_user_timeout_ms)
-        reader = _FrameReader(stream)
+    async def _serve_inbound(self, sock: trio.SocketStream) -> None:
+        _tune(sock, self.config.tcp_user_timeout_ms)
+        conn = _Connection(sock)
         try:
             if self._pending_handshakes >= self.config.max_pending_handshakes:
                 self._stats.handshake_failures += 1
-                log.warning("too many peer handshakes at once: refusing %s", _remote(stream))
+                log.warning("too many peer handshakes at once: refusing %s", conn.remote())
                 return
             self._pending_handshakes += 1
             try:
-                with trio.fail_after(self.config.handshake_timeout_ms / 1000):
-                    peer = await self._handshake_acceptor(stream, reader)
+                timeout_s = self.config.handshake_timeout_ms / 1000
+                with trio.fail_after(timeout_s):
+                    if self._tls_server is not None:
+                        await conn.start_tls(self._tls_server, timeout_s, server_side=True)
+                    reader = _FrameReader(conn.stream)
+                    session = await self._handshake_acceptor(conn, reader)
             except (LinkClosed, trio.TooSlowError, *_CLOSED_ERRORS) as exc:
                 self._stats.handshake_failures += 1
-                log.warning(
-                    "peer handshake from %s failed: %s", _remote(stream), str(exc) or type(exc).__name__
-                )
+                log.warning("peer handshake from %s failed: %s", conn.remote(), str(exc) or type(exc).__name__)
                 return
             finally:
                 self._pending_handshakes -= 1
-            if peer is None:  # our own dialer, or a polite duplicate: nothing to log
+            if session is None:  # our own dialer, or a polite duplicate: nothing to log
                 return
-            await self._read_frames(peer, stream, reader)
+            peer, keys = session
+            await self._read_frames(peer, conn, reader, FrameOpener(keys.frame_key))
         finally:
-            await trio.aclose_forcefully(stream)
+            await conn.aclose()
 
-    def _shared_secret(self, offered: Any) -> bytes:
-        """The secret to run an inbound handshake with: the first one the dialer offers that we accept.
+    def _acceptor_keys(self, proofs: list[bytes], transcript_bytes: bytes, nonces: tuple[bytes, bytes]) -> SessionKeys | None:
+        """The keys of the first of our secrets that one of the dialer's proofs was made with, or None."""
+        for secret in self._secrets:
+            keys = session_keys(secret, nonces[0], nonces[1], transcript_bytes)
+            if any(hmac.compare_digest(proof, keys.dialer_proof) for proof in proofs):
+                return keys
+        return None
 
-        A hello without key ids (five elements) means the dialer has a single secret: we try our current one.
-        """
-        if offered is None:
-            return self.config.secret
-        if not (
-            type(offered) is list
-            and 0 < len(offered) <= MAX_KEY_IDS
-            and all(type(key_id) is bytes and len(key_id) == KEY_ID_BYTES for key_id in offered)
-        ):
-            raise LinkClosed("malformed hello")
-        for key_id in offered:
-            for secret, mine in zip(self._accepted_secrets, self._key_ids, strict=True):
-                if hmac.compare_digest(key_id, mine):
-                    return secret
-        raise LinkClosed("dialer offers no cluster secret we accept")
+    async def _handshake_acceptor(self, conn: _Connection, reader: _FrameReader) -> _Session | None:
+        """The dialer's (node id, address) and the connection's keys; None when the dialer said "bye".
 
-    async def _handshake_acceptor(
-        self, stream: trio.SocketStream, reader: _FrameReader
-    ) -> tuple[str, str] | None:
+        Nothing sent before the dialer's proof checks out depends on the secret."""
         cfg = self.config
         hello = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
-        if not (type(hello) is list and len(hello) in (5, 6) and hello[0] == "hello"):
+        if not (type(hello) is list and len(hello) >= 2 and hello[0] == "hello"):
             raise LinkClosed("expected hello")
-        _, version, dialer_id, dialer_address, nonce_d = hello[:5]
-        secret = self._shared_secret(hello[5] if len(hello) == 6 else None)
-        if version != PROTOCOL_VERSION or type(version) is not int:
-            raise LinkClosed(f"unsupported protocol version {str(version)[:20]}")
+        if type(hello[1]) is not int or hello[1] != PROTOCOL_VERSION:
+            raise LinkClosed(f"unsupported protocol version {str(hello[1])[:20]} (this node speaks {PROTOCOL_VERSION})")
+        if len(hello) != 5:
+            raise LinkClosed("malformed hello")
+        _, _, dialer_id, dialer_address, nonce_d = hello
         if not (_is_id(dialer_id) and _is_address(dialer_address) and _is_nonce(nonce_d)):
             raise LinkClosed("malformed hello")
         dialer = (dialer_id, dialer_address)
         me = (cfg.node_id, cfg.advertise_address)
         nonce_a = secrets.token_bytes(NONCE_BYTES)
-        self._acceptor_nonces.add(nonce_a)
+        self._acceptor_nonces[nonce_a] = conn.remote()
         try:
-            mac_a = handshake_mac(secret, b"acceptor", nonce_d, nonce_a, dialer, me)
-            await stream.send_all(_frame(["challenge", cfg.node_id, cfg.advertise_address, nonce_a, mac_a]))
-            proof = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
+            await conn.stream.send_all(_frame(["challenge", cfg.node_id, cfg.advertise_address, nonce_a]))
+            reply = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
         finally:
-            self._acceptor_nonces.discard(nonce_a)
-        if proof == ["bye"]:
-            log.debug(
-                "peer %s at %s hung up: already linked through another address", dialer_id, _remote(stream)
-            )
+            del self._acceptor_nonces[nonce_a]
+        if reply == ["bye"]:
+            log.debug("peer %s at %s said bye (ourselves, or linked through another address)", dialer_id, conn.remote())
             return None
-        if not (type(proof) is list and len(proof) == 2 and proof[0] == "proof" and type(proof[1]) is bytes):
+        if not (type(reply) is list and len(reply) == 2 and reply[0] == "proof" and _is_proofs(reply[1])):
             raise LinkClosed("expected proof")
-        expected = handshake_mac(secret, b"dialer", nonce_a, nonce_d, dialer, me)
-        if not hmac.compare_digest(proof[1], expected):
+        keys = self._acceptor_keys(reply[1], transcript(dialer, me, nonce_d, nonce_a), (nonce_d, nonce_a))
+        if keys is None:
             raise LinkClosed("dialer failed to prove the cluster secret")
         if dialer_id == cfg.node_id:
-            if nonce_d in self._dialer_nonces:
-                return None  # ourselves: our dialer noticed too and stops dialing that address
-            log.error(
-                "node %s at %s uses our node id: check the cluster configuration", dialer_id, _remote(stream)
-            )
+            log.error("node %s at %s uses our node id: check the cluster configuration", dialer_id, conn.remote())
             raise LinkClosed("another node uses our node id")
-        await stream.send_all(_frame(["welcome"]))
-        return dialer
+        await conn.stream.send_all(_frame(["welcome", keys.acceptor_proof]))
+        return dialer, keys
 
     async def _read_frames(
-        self, peer: tuple[str, str], stream: trio.SocketStream, reader: _FrameReader
+        self, peer: tuple[str, str], conn: _Connection, reader: _FrameReader, opener: FrameOpener
     ) -> None:
         peer_id, peer_address = peer
         stats = self._stats
-        max_frame = self.config.max_frame_bytes
-        on_message = self._on_message
-        unpack = msgpack.unpackb
-        buf = reader.buffer
         with trio.CancelScope() as scope:
             old = self._inbound.get(peer_id)
             if old is not None:
@@ -576,189 +632,210 @@ class PeerLinks:
             if peer_id not in self._outbound:
                 for wakeup in self._dial_wakeups.values():
                     wakeup.set()
-            log.info("peer %s (%s) connected from %s", peer_id, peer_address, _remote(stream))
+            log.info("peer %s (%s) connected from %s", peer_id, peer_address, conn.remote())
             try:
-                while True:
-                    pos = 0
-                    size = len(buf)
-                    need = 4
-                    while size - pos >= 4:
-                        (length,) = _LEN.unpack_from(buf, pos)
-                        if length > max_frame:
-                            raise LinkClosed(f"frame of {length} bytes exceeds {max_frame}")
-                        end = pos + 4 + length
-                        if end > size:
-                            need = end - pos
-                            break
-                        try:
-                            obj = unpack(buf[pos + 4 : end], raw=False, strict_map_key=True)
-                        except Exception as exc:  # msgpack raises several types on garbage
-                            raise LinkClosed(f"undecodable frame ({type(exc).__name__})") from None
-                        try:
-                            message = decode_message(obj)
-                        except ProtocolError as exc:
-                            raise LinkClosed(f"malformed message: {exc}") from None
-                        pos = end
-                        stats.frames_received += 1
-                        stats.bytes_received += 4 + length
-                        on_message(peer_id, message)
-                    if pos:
-                        del buf[:pos]
-                    await reader.fill(need - len(buf))
+                await self._deliver_frames(peer_id, reader, opener)
             except _Eof:
                 log.info("peer %s closed its connection", peer_id)
             except LinkClosed as exc:
                 stats.bad_frames += 1
-                log.warning("closing connection from peer %s (%s): %s", peer_id, _remote(stream), exc)
+                if isinstance(exc, _BadTag):
+                    stats.mac_failures += 1
+                log.warning("closing connection from peer %s (%s): %s", peer_id, conn.remote(), exc)
             except _CLOSED_ERRORS as exc:
                 log.info("connection from peer %s lost: %s", peer_id, exc)
             finally:
                 if self._inbound.get(peer_id) is me:
                     del self._inbound[peer_id]
 
+    async def _deliver_frames(self, peer_id: str, reader: _FrameReader, opener: FrameOpener) -> None:
+        """Check, decode and hand over every frame until the connection ends (the hot loop)."""
+        stats = self._stats
+        max_frame = self.config.max_frame_bytes
+        on_message = self._on_message
+        unpack = msgpack.unpackb
+        check = opener.check
+        buf = reader.buffer
+        while True:
+            pos = 0
+            size = len(buf)
+            need = 4
+            while size - pos >= 4:
+                (length,) = _LEN.unpack_from(buf, pos)
+                if length > max_frame:
+                    raise LinkClosed(f"frame of {length} bytes exceeds {max_frame}")
+                body_end = pos + 4 + length
+                end = body_end + TAG_BYTES
+                if end > size:
+                    need = end - pos
+                    break
+                payload = buf[pos + 4 : body_end]
+                if not check(payload, buf[body_end:end]):
+                    raise _BadTag(opener.seq)
+                try:
+                    obj = unpack(payload, raw=False, strict_map_key=True)
+                except Exception as exc:  # msgpack raises several types on garbage
+                    raise LinkClosed(f"undecodable frame ({type(exc).__name__})") from None
+                try:
+                    message = decode_message(obj)
+                except ProtocolError as exc:
+                    raise LinkClosed(f"malformed message: {exc}") from None
+                stats.frames_received += 1
+                stats.bytes_received += end - pos
+                pos = end
+                on_message(peer_id, message)
+            if pos:
+                del buf[:pos]
+            await reader.fill(need - len(buf))
+
     # ============================================================================================
     # Dialing: frames to peers
     # ============================================================================================
     async def _dial_forever(self, address: str) -> None:
-        cfg = self.config
-        host, port = _split_address(address)
-        interval = cfg.reconnect_interval_ms / 1000
+        interval = self.config.reconnect_interval_ms / 1000
+        self_delay = 0.0  # backoff of the recheck of an address that was ourselves
         delay = 0.0
+        wake_early = True
         try:
-            wake_early = True
             while True:
                 if delay:
-                    wakeup = trio.Event()
-                    if wake_early:
-                        self._dial_wakeups[address] = wakeup
-                    try:
-                        with trio.move_on_after(delay):
-                            await wakeup.wait()
-                    finally:
-                        self._dial_wakeups.pop(address, None)
-                    self._stats.reconnects += 1
+                    await self._wait_to_redial(address, delay, wake_early)
                 delay = interval
                 wake_early = True
-                stream: trio.SocketStream | None = None
-                with trio.move_on_after(cfg.connect_timeout_ms / 1000):
-                    try:
-                        stream = await trio.open_tcp_stream(host, port)
-                    except OSError as exc:
-                        log.debug("cannot connect to peer %s: %s", address, exc)
-                if stream is None:
-                    continue
-                try:
-                    _tune(stream, self.config.tcp_user_timeout_ms)
-                    try:
-                        with trio.fail_after(cfg.handshake_timeout_ms / 1000):
-                            outcome = await self._handshake_dialer(stream, address)
-                    except (LinkClosed, trio.TooSlowError, *_CLOSED_ERRORS) as exc:
-                        self._stats.handshake_failures += 1
-                        log.warning(
-                            "peer handshake with %s failed: %s", address, str(exc) or type(exc).__name__
-                        )
-                        continue
-                    if outcome == "self":
-                        self._stats.self_dials += 1
-                        log.info("peer address %s is this node: not dialing it", address)
-                        return
-                    if outcome == "duplicate":
-                        delay = interval * _DUPLICATE_RETRY_FACTOR
-                        wake_early = False  # that node is linked through another address already
-                        continue
-                    assert isinstance(outcome, tuple)
-                    try:
-                        await self._run_outbound(address, outcome, stream)
-                    finally:
-                        self._release_claim(outcome[0], address)
-                finally:
-                    await trio.aclose_forcefully(stream)
+                outcome = await self._dial_once(address)
+                if outcome == "self":
+                    self._stats.self_dials += 1
+                    self_delay = min(max(2 * self_delay, interval), self.config.self_recheck_max_ms / 1000)
+                    delay = self_delay
+                    (log.info if self._stats.self_dials == 1 else log.debug)(
+                        "peer address %s is this node: checking again in %.1f s", address, delay
+                    )
+                elif outcome == "relay":
+                    self._stats.self_relays += 1
+                    log.warning(
+                        "peer address %s relayed our own connection back to us (an impostor on a peer's port?): "
+                        "not taken as ourselves, dialing it again",
+                        address,
+                    )
+                elif outcome == "duplicate":
+                    delay = interval * _DUPLICATE_RETRY_FACTOR
+                    wake_early = False  # that node is linked through another address already
         finally:
             self._dialing.discard(address)
+
+    async def _wait_to_redial(self, address: str, delay: float, wake_early: bool) -> None:
+        wakeup = trio.Event()
+        if wake_early:
+            self._dial_wakeups[address] = wakeup
+        try:
+            with trio.move_on_after(delay):
+                await wakeup.wait()
+        finally:
+            self._dial_wakeups.pop(address, None)
+        self._stats.reconnects += 1
+
+    async def _dial_once(self, address: str) -> str:
+        """Connect, handshake and run the link until it ends: "self", "relay", "duplicate" or "done"."""
+        cfg = self.config
+        host, port = _split_address(address)
+        sock: trio.SocketStream | None = None
+        with trio.move_on_after(cfg.connect_timeout_ms / 1000):
+            try:
+                sock = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                log.debug("cannot connect to peer %s: %s", address, exc)
+        if sock is None:
+            return "done"
+        _tune(sock, cfg.tcp_user_timeout_ms)
+        conn = _Connection(sock)
+        try:
+            try:
+                timeout_s = cfg.handshake_timeout_ms / 1000
+                with trio.fail_after(timeout_s):
+                    if self._tls_client is not None:
+                        await conn.start_tls(self._tls_client, timeout_s, server_side=False, server_hostname=host)
+                    outcome = await self._handshake_dialer(conn, address)
+            except (LinkClosed, trio.TooSlowError, *_CLOSED_ERRORS) as exc:
+                self._stats.handshake_failures += 1
+                log.warning("peer handshake with %s failed: %s", address, str(exc) or type(exc).__name__)
+                return "done"
+            if isinstance(outcome, str):
+                return outcome
+            peer, keys = outcome
+            try:
+                await self._run_outbound(address, peer, conn, FrameSealer(keys.frame_key))
+            finally:
+                self._release_claim(peer[0], address)
+            return "done"
+        finally:
+            await conn.aclose()
 
     def _release_claim(self, node_id: str, address: str) -> None:
         if self._dial_claims.get(node_id) == address:
             del self._dial_claims[node_id]
 
-    async def _handshake_dialer(self, stream: trio.SocketStream, address: str) -> tuple[str, str] | str:
-        """The peer's (node id, advertise address), or "self" / "duplicate".
+    async def _handshake_dialer(self, conn: _Connection, address: str) -> _Session | str:
+        """The peer's (node id, advertise address) and the connection's keys, or "self" / "relay" /
+        "duplicate".
 
         Before proving itself, the dialer claims the peer's node id for its address (released by the
         caller when the link ends, or here when the handshake fails), so that two addresses of one node
         never both complete a handshake: the second says "bye" instead.
         """
         cfg = self.config
+        stream = conn.stream
         reader = _FrameReader(stream)
         me = (cfg.node_id, cfg.advertise_address)
         nonce_d = secrets.token_bytes(NONCE_BYTES)
         self._dialer_nonces.add(nonce_d)
         claimed: str | None = None
         try:
-            await stream.send_all(
-                _frame(["hello", PROTOCOL_VERSION, cfg.node_id, cfg.advertise_address, nonce_d, self._key_ids])
-            )
+            await stream.send_all(_frame(["hello", PROTOCOL_VERSION, cfg.node_id, cfg.advertise_address, nonce_d]))
             challenge = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
-            if not (type(challenge) is list and len(challenge) == 5 and challenge[0] == "challenge"):
+            if not (type(challenge) is list and len(challenge) == 4 and challenge[0] == "challenge"):
                 raise LinkClosed("expected challenge")
-            _, peer_id, peer_address, nonce_a, mac_a = challenge
-            if not (
-                _is_id(peer_id) and _is_address(peer_address) and _is_nonce(nonce_a) and type(mac_a) is bytes
-            ):
+            _, peer_id, peer_address, nonce_a = challenge
+            if not (_is_id(peer_id) and _is_address(peer_address) and _is_nonce(nonce_a)):
                 raise LinkClosed("malformed challenge")
-            peer = (peer_id, peer_address)
-            secret = next(
-                (
-                    candidate
-                    for candidate in self._accepted_secrets
-                    if hmac.compare_digest(mac_a, handshake_mac(candidate, b"acceptor", nonce_d, nonce_a, me, peer))
-                ),
-                None,
-            )
-            if secret is None:
-                raise LinkClosed("peer failed to prove the cluster secret")
-            is_self = peer_id == cfg.node_id
-            if is_self and nonce_a not in self._acceptor_nonces:
-                log.error(
-                    "the node at %s uses our node id %s: check the cluster configuration",
-                    _remote(stream),
-                    peer_id,
-                )
-                raise LinkClosed("another node uses our node id")
-            if not is_self:
+            if peer_id == cfg.node_id and nonce_a in self._acceptor_nonces:
+                # Our own acceptor answered: from the very socket we dialed from, or through a relay.
+                came_from = self._acceptor_nonces[nonce_a]
+                await stream.send_all(_frame(["bye"]))
+                return "self" if came_from == conn.local() else "relay"
+            if peer_id != cfg.node_id:
                 holder = self._dial_claims.get(peer_id)
                 if holder is not None and holder != address:
                     log.warning(
-                        "peer address %s is node %s, already linked through %s: retrying later",
-                        address,
-                        peer_id,
-                        holder,
+                        "peer address %s is node %s, already linked through %s: retrying later", address, peer_id, holder
                     )
                     await stream.send_all(_frame(["bye"]))
                     return "duplicate"
                 self._dial_claims[peer_id] = address
                 claimed = peer_id
-            await stream.send_all(
-                _frame(["proof", handshake_mac(secret, b"dialer", nonce_a, nonce_d, me, peer)])
-            )
-            if is_self:
-                # Keep our nonce registered until our acceptor has checked it and hung up.
-                with contextlib.suppress(LinkClosed):
-                    await reader.read(HANDSHAKE_FRAME_MAX)
-                return "self"
+            peer = (peer_id, peer_address)
+            t = transcript(me, peer, nonce_d, nonce_a)
+            candidates = [session_keys(secret, nonce_d, nonce_a, t) for secret in self._secrets]
+            await stream.send_all(_frame(["proof", [keys.dialer_proof for keys in candidates]]))
             welcome = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
-            if welcome != ["welcome"]:
+            if not (type(welcome) is list and len(welcome) == 2 and welcome[0] == "welcome" and type(welcome[1]) is bytes):
                 raise LinkClosed("expected welcome")
+            keys = next((k for k in candidates if hmac.compare_digest(welcome[1], k.acceptor_proof)), None)
+            if keys is None:
+                raise LinkClosed("peer failed to prove the cluster secret")
+            if peer_id == cfg.node_id:
+                log.error("the node at %s uses our node id %s: check the cluster configuration", conn.remote(), peer_id)
+                raise LinkClosed("another node uses our node id")
             if reader.buffer:
                 raise LinkClosed("unexpected data after welcome")
             claimed = None  # the caller releases it when the link ends
-            return peer
+            return peer, keys
         finally:
             self._dialer_nonces.discard(nonce_d)
             if claimed is not None:
                 self._release_claim(claimed, address)
 
     async def _run_outbound(
-        self, dial_address: str, peer: tuple[str, str], stream: trio.SocketStream
+        self, dial_address: str, peer: tuple[str, str], conn: _Connection, sealer: FrameSealer
     ) -> None:
         peer_id, peer_address = peer
         old = self._outbound.get(peer_id)
@@ -770,8 +847,8 @@ class PeerLinks:
         try:
             self._on_connected(peer_id, peer_address)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_outbound, link, stream, nursery.cancel_scope)
-                await self._write_frames(link, stream, nursery.cancel_scope)
+                nursery.start_soon(self._watch_outbound, link, conn.stream, nursery.cancel_scope)
+                await self._write_frames(link, conn.stream, sealer, nursery.cancel_scope)
         finally:
             link.closed = True
             if self._outbound.get(peer_id) is link:
@@ -782,9 +859,7 @@ class PeerLinks:
             while link.queue:
                 self._fail(peer_id, link.queue.popleft())
 
-    async def _watch_outbound(
-        self, link: _Outbound, stream: trio.SocketStream, scope: trio.CancelScope
-    ) -> None:
+    async def _watch_outbound(self, link: _Outbound, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         """The peer never writes on our outbound connection: any byte, or its end, closes the link."""
         try:
             data = await stream.receive_some(HANDSHAKE_FRAME_MAX)
@@ -798,52 +873,54 @@ class PeerLinks:
                 log.info("peer %s closed our link", link.node_id)
         scope.cancel()
 
-    async def _write_frames(
-        self, link: _Outbound, stream: trio.SocketStream, scope: trio.CancelScope
-    ) -> None:
-        stats = self._stats
+    def _pack_batch(self, link: _Outbound, sealer: FrameSealer) -> tuple[list[Message], bytes]:
+        """Take up to ~1 MiB of queued messages off the queue: ``(messages, sealed frames)``."""
         max_frame = self.config.max_frame_bytes
-        write_timeout = self.config.write_timeout_ms / 1000
         queue = link.queue
         pack = msgpack.packb
-        len_pack = _LEN.pack
+        seal = sealer.seal
+        batch: list[Message] = []
+        chunks: list[bytes] = []
+        size = 0
+        while queue and size < _BATCH_BYTES:
+            message = queue.popleft()
+            try:
+                payload = pack(encode_message(message), use_bin_type=True)
+            except Exception as exc:  # a message the codec or msgpack cannot carry: a bug upstream
+                log.error("cannot encode %s for peer %s: %r", type(message).__name__, link.node_id, exc)
+                self._drop_unsendable(link.node_id, message)
+                continue
+            if len(payload) > max_frame:
+                log.error(
+                    "%s for peer %s is %d bytes, over the %d-byte frame limit: dropped",
+                    type(message).__name__,
+                    link.node_id,
+                    len(payload),
+                    max_frame,
+                )
+                self._drop_unsendable(link.node_id, message)
+                continue
+            prefix, tag = seal(payload)
+            batch.append(message)
+            chunks += (prefix, payload, tag)
+            size += 4 + len(payload) + TAG_BYTES
+        return batch, b"".join(chunks)
+
+    async def _write_frames(
+        self, link: _Outbound, stream: trio.abc.Stream, sealer: FrameSealer, scope: trio.CancelScope
+    ) -> None:
+        stats = self._stats
+        write_timeout = self.config.write_timeout_ms / 1000
         try:
             while True:
-                if not queue:
+                if not link.queue:
                     wakeup = link.wakeup = trio.Event()
                     await wakeup.wait()
                     continue
-                batch: list[Message] = []
-                chunks: list[bytes] = []
-                size = 0
-                link.inflight = batch
-                while queue and size < _BATCH_BYTES:
-                    message = queue.popleft()
-                    try:
-                        payload = pack(encode_message(message), use_bin_type=True)
-                    except Exception as exc:  # a message the codec or msgpack cannot carry: a bug upstream
-                        log.error(
-                            "cannot encode %s for peer %s: %r", type(message).__name__, link.node_id, exc
-                        )
-                        self._drop_unsendable(link.node_id, message)
-                        continue
-                    if len(payload) > max_frame:
-                        log.error(
-                            "%s for peer %s is %d bytes, over the %d-byte frame limit: dropped",
-                            type(message).__name__,
-                            link.node_id,
-                            len(payload),
-                            max_frame,
-                        )
-                        self._drop_unsendable(link.node_id, message)
-                        continue
-                    batch.append(message)
-                    chunks.append(len_pack(len(payload)))
-                    chunks.append(payload)
-                    size += 4 + len(payload)
+                batch, data = self._pack_batch(link, sealer)
                 if not batch:
                     continue
-                data = b"".join(chunks)
+                link.inflight = batch
                 with trio.fail_after(write_timeout):
                     await stream.send_all(data)
                 link.inflight = []

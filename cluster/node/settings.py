@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.node.peerlink import MAX_PREVIOUS_SECRETS as MAX_PREVIOUS_CLUSTER_SECRETS
+from cluster.node.tls import TlsFiles, tls_files
 from distro.config import DistroConfig
 from distro.errors import ConfigError
 
@@ -84,6 +85,7 @@ class NodeSettings:
     previous_cluster_secrets: tuple[str, ...] = ()
     previous_token_secrets: tuple[str, ...] = ()
     list_cache_bytes: int = 64 * 1024 * 1024
+    tls: TlsFiles | None = None  # --tls-cert-file/--tls-key-file/--tls-ca-file (None: TLS off)
 
 
 def _env_default(flag: str, default: Any) -> Any:
@@ -134,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("admin-user", "nacos", "the admin user's name")
     add("admin-password", "", "the admin user's password (no default)")
     add("token-ttl-s", 18_000, "access token lifetime in seconds", int)
+    add("tls-cert-file", "", "PEM certificate (chain) of this node: turns TLS on (docs/security.md)")
+    add("tls-key-file", "", "PEM private key of --tls-cert-file")
+    add("tls-ca-file", "", "PEM CA bundle: peers verify each other's certificates against it (mutual TLS)")
     defaults = DistroConfig()
     for flag, field_name in _CORE_FLAGS.items():
         add(flag, getattr(defaults, field_name), f"core knob {field_name}", int)
@@ -203,6 +208,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         previous_cluster_secrets=previous_cluster,
         previous_token_secrets=previous_token,
         list_cache_bytes=_non_negative("--list-cache-bytes", args.list_cache_bytes),
+        tls=tls_files(args.tls_cert_file, args.tls_key_file, args.tls_ca_file),
     )
 
 

@@ -91,6 +91,7 @@ def peer_links(settings: NodeSettings, runtime: NodeRuntime) -> PeerLinkTranspor
             peer_addresses=tuple(peer_link_address(p, s.peer_port_offset) for p in s.peers),
             secret=s.cluster_secret.encode(),
             previous_secrets=tuple(secret.encode() for secret in s.previous_cluster_secrets),
+            tls=s.tls,
         ),
         on_message=runtime.on_message,
         on_connected=runtime.on_connected,

@@ -26,6 +26,7 @@ import msgpack
 import pytest
 import trio
 
+from cluster.node.peerauth import TAG_BYTES, FrameSealer, SessionKeys, session_keys, transcript
 from cluster.node.peerlink import (
     HANDSHAKE_FRAME_MAX,
     PROTOCOL_VERSION,
@@ -33,8 +34,6 @@ from cluster.node.peerlink import (
     PeerLinks,
     PeerLinkStats,
     _tune,
-    handshake_mac,
-    secret_key_id,
 )
 from distro.codec import encode_message
 from distro.datum import META_ENTRY_ID, Entry
@@ -201,6 +200,7 @@ class RawPeer:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.buf = bytearray()
+        self.sealer: FrameSealer | None = None  # set by a completed handshake
 
     opened: list[RawPeer] = []  # closed after each test by the close_raw_peers fixture
 
@@ -211,8 +211,16 @@ class RawPeer:
         return peer
 
     async def send_frame(self, obj: Any) -> None:
+        """A handshake frame (no tag)."""
         payload = msgpack.packb(obj, use_bin_type=True)
         await self.stream.send_all(_LEN.pack(len(payload)) + payload)
+
+    async def send_sealed(self, obj: Any) -> None:
+        """A frame after the handshake, with the right tag."""
+        assert self.sealer is not None
+        payload = msgpack.packb(obj, use_bin_type=True)
+        prefix, tag = self.sealer.seal(payload)
+        await self.stream.send_all(prefix + payload + tag)
 
     async def read_frame(self) -> Any:
         with trio.fail_after(GUARD):
@@ -229,16 +237,16 @@ class RawPeer:
                 self.buf += data
 
     async def handshake(self, node_id: str = "raw", secret: bytes = SECRET, address: str = "raw:1") -> str:
-        """Dialer side of the handshake; returns the acceptor's node id."""
-        me = (node_id, address)
+        """Dialer side of the handshake; returns the acceptor's node id (EOFError: refused)."""
         nonce_d = secrets.token_bytes(32)
         await self.send_frame(["hello", PROTOCOL_VERSION, node_id, address, nonce_d])
-        tag, peer_id, peer_address, nonce_a, mac_a = await self.read_frame()
+        tag, peer_id, peer_address, nonce_a = await self.read_frame()
         assert tag == "challenge"
-        peer = (peer_id, peer_address)
-        assert hmac.compare_digest(mac_a, handshake_mac(secret, b"acceptor", nonce_d, nonce_a, me, peer))
-        await self.send_frame(["proof", handshake_mac(secret, b"dialer", nonce_a, nonce_d, me, peer)])
-        assert await self.read_frame() == ["welcome"]
+        keys = dialer_keys(secret, (node_id, address), (peer_id, peer_address), nonce_d, nonce_a)
+        await self.send_frame(["proof", [keys.dialer_proof]])
+        tag, proof = await self.read_frame()
+        assert tag == "welcome" and hmac.compare_digest(proof, keys.acceptor_proof)
+        self.sealer = FrameSealer(keys.frame_key)
         return str(peer_id)
 
     async def closed_by_peer(self) -> bool:
@@ -253,6 +261,12 @@ class RawPeer:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+def dialer_keys(
+    secret: bytes, dialer: tuple[str, str], acceptor: tuple[str, str], nonce_d: bytes, nonce_a: bytes
+) -> SessionKeys:
+    return session_keys(secret, nonce_d, nonce_a, transcript(dialer, acceptor, nonce_d, nonce_a))
 
 
 @pytest.fixture(autouse=True)
@@ -283,7 +297,9 @@ async def test_two_nodes_exchange_every_message_type() -> None:
         sa, sb = a.stats, b.stats
         assert sa.frames_sent == sb.frames_received == len(SAMPLES)
         assert sa.bytes_sent == sb.bytes_received
-        expected_bytes = sum(4 + len(msgpack.packb(encode_message(m), use_bin_type=True)) for m in SAMPLES)
+        expected_bytes = sum(
+            4 + len(msgpack.packb(encode_message(m), use_bin_type=True)) + TAG_BYTES for m in SAMPLES
+        )
         assert sa.bytes_sent == expected_bytes
         assert sa.handshake_failures == sb.handshake_failures == sa.bad_frames == 0
         assert sa.outbound_links == sa.inbound_links == 1
@@ -451,23 +467,38 @@ async def test_a_rolling_secret_change_never_splits_the_cluster() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_a_hello_offering_only_unknown_secrets_is_refused() -> None:
-    a = Node("a")
+async def test_proofs_made_only_with_unknown_secrets_are_refused() -> None:
+    """A dialer proves each secret it holds; none of them being ours, or a malformed list, is refused."""
+    a = Node("a", previous_secrets=(b"an older secret",))
+    proof_lists: list[Any] = [
+        lambda keys: [keys(b"some other secret").dialer_proof, keys(b"and another one").dialer_proof],
+        lambda keys: [],
+        lambda keys: [keys(SECRET).dialer_proof] * 5,  # more proofs than secrets a node may hold
+        lambda keys: ["not bytes"],
+        lambda keys: keys(SECRET).dialer_proof,  # not a list
+    ]
     async with trio.open_nursery() as nursery:
         await a.start(nursery)
-        raw = await RawPeer.connect(a.port)
-        nonce_d = secrets.token_bytes(32)
-        offered = [secret_key_id(b"some other secret"), secret_key_id(b"and another one")]
-        await raw.send_frame(["hello", PROTOCOL_VERSION, "mallory", "m:1", nonce_d, offered])
-        assert await raw.closed_by_peer()
-        await raw.aclose()
-        await eventually(lambda: a.stats.handshake_failures == 1)
-        raw = await RawPeer.connect(a.port)
-        await raw.send_frame(["hello", PROTOCOL_VERSION, "mallory", "m:1", nonce_d, ["not a key id"]])
-        assert await raw.closed_by_peer()
-        await raw.aclose()
-        await eventually(lambda: a.stats.handshake_failures == 2)
+        for count, make in enumerate(proof_lists, 1):
+            raw = await RawPeer.connect(a.port)
+            nonce_d = secrets.token_bytes(32)
+            await raw.send_frame(["hello", PROTOCOL_VERSION, "mallory", "m:1", nonce_d])
+            _, peer_id, peer_address, nonce_a = await raw.read_frame()
+
+            def keys(secret: bytes, nonce_d: bytes = nonce_d, acceptor: Any = (peer_id, peer_address),
+                     nonce_a: bytes = nonce_a) -> SessionKeys:
+                return dialer_keys(secret, ("mallory", "m:1"), acceptor, nonce_d, nonce_a)
+
+            await raw.send_frame(["proof", make(keys)])
+            assert await raw.closed_by_peer()
+            await raw.aclose()
+            await eventually(lambda count=count: a.stats.handshake_failures == count)  # type: ignore[misc]
         assert a.stats.inbound_accepts == 0
+        # The same dialer proving one secret a holds (its previous one, listed after a wrong one) gets in.
+        raw = await RawPeer.connect(a.port)
+        assert await raw.handshake(secret=b"an older secret") == "a"
+        await raw.send_sealed(encode_message(Ping(True, "in")))
+        await eventually(lambda: a.messages == [("raw", Ping(True, "in"))])
         nursery.cancel_scope.cancel()
 
 
@@ -515,7 +546,7 @@ async def test_a_raw_client_with_the_secret_is_accepted() -> None:
         await a.start(nursery)
         raw = await RawPeer.connect(a.port)
         assert await raw.handshake() == "a"
-        await raw.send_frame(encode_message(Ping(True, "raw here")))
+        await raw.send_sealed(encode_message(Ping(True, "raw here")))
         await eventually(lambda: a.messages == [("raw", Ping(True, "raw here"))])
         assert a.stats.inbound_accepts == 1
         assert a.links.connected_peers() == {}  # inbound only: a cannot send to it
@@ -528,21 +559,16 @@ async def test_a_raw_client_with_a_wrong_secret_is_refused() -> None:
     async with trio.open_nursery() as nursery:
         await a.start(nursery)
         raw = await RawPeer.connect(a.port)
-        with pytest.raises(AssertionError):  # a's challenge does not verify with our secret
+        with pytest.raises(EOFError):  # a closes the connection instead of welcoming us
             await raw.handshake(secret=b"guess")
-        await raw.aclose()  # a, waiting for a proof, sees the end of the connection
-        # Answer with a proof made from the wrong secret anyway.
+        await raw.aclose()
+        await eventually(lambda: a.stats.handshake_failures == 1)
+        # Hang up before proving anything: a was waiting for a proof.
         raw = await RawPeer.connect(a.port)
-        nonce_d = secrets.token_bytes(32)
-        await raw.send_frame(["hello", PROTOCOL_VERSION, "mallory", "m:1", nonce_d])
-        _, peer_id, peer_address, nonce_a, _ = await raw.read_frame()
-        forged = handshake_mac(
-            b"guess", b"dialer", nonce_a, nonce_d, ("mallory", "m:1"), (peer_id, peer_address)
-        )
-        await raw.send_frame(["proof", forged])
-        assert await raw.closed_by_peer()
+        await raw.send_frame(["hello", PROTOCOL_VERSION, "mallory", "m:1", secrets.token_bytes(32)])
+        assert (await raw.read_frame())[0] == "challenge"
+        await raw.aclose()
         await eventually(lambda: a.stats.handshake_failures == 2)
-        await raw.send_frame(encode_message(Ping(True, "let me in")))  # too late: nobody reads it
         assert a.messages == [] and a.stats.inbound_accepts == 0
         nursery.cancel_scope.cancel()
 
@@ -608,27 +634,29 @@ async def test_unauthenticated_connections_are_bounded() -> None:
         nursery.cancel_scope.cancel()
 
 
-BAD_FRAMES = {
-    "schema violation": _LEN.pack(len(r := msgpack.packb(["ping", "yes", 1]))) + r,
-    "unknown message": _LEN.pack(len(u := msgpack.packb(["nope"]))) + u,
-    "undecodable msgpack": _LEN.pack(2) + b"\xc1\xc1",
-    "trailing bytes": _LEN.pack(4) + b"\x91\xc0\xc0\xc0",
-    "over max_frame_bytes": _LEN.pack(4097) + b"z" * 10,
+BAD_PAYLOADS = {  # sent by a peer that passed the handshake, each with the right tag
+    "schema violation": msgpack.packb(["ping", "yes", 1]),
+    "unknown message": msgpack.packb(["nope"]),
+    "undecodable msgpack": b"\xc1\xc1",
+    "trailing bytes": b"\x91\xc0\xc0\xc0",
+    "over max_frame_bytes": b"z" * 4097,
 }
 
 
-@pytest.mark.parametrize("frame", list(BAD_FRAMES.values()), ids=list(BAD_FRAMES))
-async def test_a_bad_frame_after_the_handshake_closes_only_that_connection(frame: bytes) -> None:
+@pytest.mark.parametrize("payload", list(BAD_PAYLOADS.values()), ids=list(BAD_PAYLOADS))
+async def test_a_bad_frame_after_the_handshake_closes_only_that_connection(payload: bytes) -> None:
     a, b = Node("a", max_frame_bytes=4096), Node("b")
     async with cluster(a, b):
         raw = await RawPeer.connect(a.port)
         await raw.handshake()
-        await raw.send_frame(encode_message(Ping(True, "fine so far")))
-        await raw.stream.send_all(frame)
+        await raw.send_sealed(encode_message(Ping(True, "fine so far")))
+        assert raw.sealer is not None
+        prefix, tag = raw.sealer.seal(payload)
+        await raw.stream.send_all(prefix + payload + tag)
         assert await raw.closed_by_peer()
         await eventually(lambda: a.stats.bad_frames == 1)
         assert a.received_from("raw") == [Ping(True, "fine so far")]
-        assert a.stats.handshake_failures == 0
+        assert a.stats.handshake_failures == 0 and a.stats.mac_failures == 0
         b.send("a", Ping(True, "still serving"))
         await eventually(lambda: a.received_from("b") == [Ping(True, "still serving")])
         a.send("b", Ping(True, "both ways"))
@@ -645,21 +673,22 @@ async def test_a_second_connection_from_a_node_replaces_the_first() -> None:
         second = await RawPeer.connect(a.port)
         await second.handshake("x")
         assert await first.closed_by_peer()
-        await second.send_frame(encode_message(Ping(True, "second")))
+        await second.send_sealed(encode_message(Ping(True, "second")))
         await eventually(lambda: a.messages == [("x", Ping(True, "second"))])
         assert a.stats.inbound_links == 1 and a.stats.inbound_accepts == 2
         assert a.stats.bad_frames == 0
         nursery.cancel_scope.cancel()
 
 
-async def test_self_dial_is_detected_and_not_retried() -> None:
-    a = Node("a")
+async def test_self_dial_is_detected_and_rechecked_later() -> None:
+    a = Node("a", reconnect_interval_ms=500)
     async with trio.open_nursery() as nursery:
         await a.start(nursery)
         a.links.add_peer_address(a.address)
         assert a.stats.dialers == 1
-        await eventually(lambda: a.stats.self_dials == 1 and a.stats.dialers == 0)
+        await eventually(lambda: a.stats.self_dials == 1 and a.stats.dialers_waiting == 1)
         stats = a.stats
+        assert stats.dialers == 1 and stats.self_relays == 0  # still dialed: checked again later
         assert stats.handshake_failures == 0 and stats.outbound_connects == 0
         assert stats.inbound_accepts == 0 and stats.inbound_links == 0
         assert a.connected == [] and a.links.connected_peers() == {}
@@ -675,8 +704,8 @@ async def test_self_dial_from_the_config_at_start() -> None:
     a = Node("a", peers=[f"127.0.0.1:{port}"])
     async with trio.open_nursery() as nursery:
         await a.start(nursery, port=port)
-        await eventually(lambda: a.stats.self_dials == 1 and a.stats.dialers == 0)
-        assert a.stats.handshake_failures == 0 and a.connected == []
+        await eventually(lambda: a.stats.self_dials == 1 and a.stats.dialers_waiting == 1)
+        assert a.stats.handshake_failures == 0 and a.connected == [] and a.stats.self_relays == 0
         nursery.cancel_scope.cancel()
 
 
@@ -724,17 +753,15 @@ async def raw_accept(stream: trio.SocketStream, node_id: str = "fake", address: 
     """Acceptor side of the handshake on an accepted stream."""
     peer = RawPeer(stream)
     RawPeer.opened.append(peer)
-    tag, version, dialer_id, dialer_address, nonce_d, key_ids = await peer.read_frame()
+    tag, version, dialer_id, dialer_address, nonce_d = await peer.read_frame()
     assert (tag, version) == ("hello", PROTOCOL_VERSION)
-    assert key_ids == [secret_key_id(SECRET)]
     me, dialer = (node_id, address), (dialer_id, dialer_address)
     nonce_a = secrets.token_bytes(32)
-    mac_a = handshake_mac(SECRET, b"acceptor", nonce_d, nonce_a, dialer, me)
-    await peer.send_frame(["challenge", node_id, address, nonce_a, mac_a])
-    tag, proof = await peer.read_frame()
-    assert tag == "proof"
-    assert hmac.compare_digest(proof, handshake_mac(SECRET, b"dialer", nonce_a, nonce_d, dialer, me))
-    await peer.send_frame(["welcome"])
+    await peer.send_frame(["challenge", node_id, address, nonce_a])
+    tag, proofs = await peer.read_frame()
+    keys = dialer_keys(SECRET, dialer, me, nonce_d, nonce_a)
+    assert tag == "proof" and proofs == [keys.dialer_proof]
+    await peer.send_frame(["welcome", keys.acceptor_proof])
     return peer
 
 
