@@ -19,4 +19,6 @@ def make_certs(directory: Path, *names: str) -> dict[str, TlsFiles]:
         pytest.skip("needs the openssl command")
     subprocess.run([str(MAKE_CERTS), str(directory), *names], check=True, capture_output=True, timeout=60)
     ca = str(directory / "ca.pem")
-    return {name: TlsFiles(str(directory / f"{name}.pem"), str(directory / f"{name}.key"), ca) for name in names}
+    return {
+        name: TlsFiles(str(directory / f"{name}.pem"), str(directory / f"{name}.key"), ca) for name in names
+    }

@@ -55,7 +55,8 @@ _LABEL_FRAMES = b"distro-peer-v2 dialer frames"
 def transcript(dialer: tuple[str, str], acceptor: tuple[str, str], nonce_d: bytes, nonce_a: bytes) -> bytes:
     """The handshake transcript every proof and key is bound to."""
     packed: bytes = msgpack.packb(
-        [PROTOCOL_VERSION, dialer[0], dialer[1], acceptor[0], acceptor[1], nonce_d, nonce_a], use_bin_type=True
+        [PROTOCOL_VERSION, dialer[0], dialer[1], acceptor[0], acceptor[1], nonce_d, nonce_a],
+        use_bin_type=True,
     )
     return packed
 
@@ -113,7 +114,7 @@ class FrameOpener:
         mac = self._base.copy()
         mac.update(_SEQ.pack(self.seq))
         mac.update(payload)
-        if not hmac.compare_digest(mac.digest()[:TAG_BYTES], bytes(tag)):
+        if not hmac.compare_digest(mac.digest()[:TAG_BYTES], tag):
             return False
         self.seq += 1
         return True

@@ -560,7 +560,9 @@ class PeerLinks:
                     session = await self._handshake_acceptor(conn, reader)
             except (LinkClosed, trio.TooSlowError, *_CLOSED_ERRORS) as exc:
                 self._stats.handshake_failures += 1
-                log.warning("peer handshake from %s failed: %s", conn.remote(), str(exc) or type(exc).__name__)
+                log.warning(
+                    "peer handshake from %s failed: %s", conn.remote(), str(exc) or type(exc).__name__
+                )
                 return
             finally:
                 self._pending_handshakes -= 1
@@ -571,7 +573,9 @@ class PeerLinks:
         finally:
             await conn.aclose()
 
-    def _acceptor_keys(self, proofs: list[bytes], transcript_bytes: bytes, nonces: tuple[bytes, bytes]) -> SessionKeys | None:
+    def _acceptor_keys(
+        self, proofs: list[bytes], transcript_bytes: bytes, nonces: tuple[bytes, bytes]
+    ) -> SessionKeys | None:
         """The keys of the first of our secrets that one of the dialer's proofs was made with, or None."""
         for secret in self._secrets:
             keys = session_keys(secret, nonces[0], nonces[1], transcript_bytes)
@@ -588,7 +592,9 @@ class PeerLinks:
         if not (type(hello) is list and len(hello) >= 2 and hello[0] == "hello"):
             raise LinkClosed("expected hello")
         if type(hello[1]) is not int or hello[1] != PROTOCOL_VERSION:
-            raise LinkClosed(f"unsupported protocol version {str(hello[1])[:20]} (this node speaks {PROTOCOL_VERSION})")
+            raise LinkClosed(
+                f"unsupported protocol version {str(hello[1])[:20]} (this node speaks {PROTOCOL_VERSION})"
+            )
         if len(hello) != 5:
             raise LinkClosed("malformed hello")
         _, _, dialer_id, dialer_address, nonce_d = hello
@@ -604,7 +610,11 @@ class PeerLinks:
         finally:
             del self._acceptor_nonces[nonce_a]
         if reply == ["bye"]:
-            log.debug("peer %s at %s said bye (ourselves, or linked through another address)", dialer_id, conn.remote())
+            log.debug(
+                "peer %s at %s said bye (ourselves, or linked through another address)",
+                dialer_id,
+                conn.remote(),
+            )
             return None
         if not (type(reply) is list and len(reply) == 2 and reply[0] == "proof" and _is_proofs(reply[1])):
             raise LinkClosed("expected proof")
@@ -612,7 +622,9 @@ class PeerLinks:
         if keys is None:
             raise LinkClosed("dialer failed to prove the cluster secret")
         if dialer_id == cfg.node_id:
-            log.error("node %s at %s uses our node id: check the cluster configuration", dialer_id, conn.remote())
+            log.error(
+                "node %s at %s uses our node id: check the cluster configuration", dialer_id, conn.remote()
+            )
             raise LinkClosed("another node uses our node id")
         await conn.stream.send_all(_frame(["welcome", keys.acceptor_proof]))
         return dialer, keys
@@ -753,7 +765,9 @@ class PeerLinks:
                 timeout_s = cfg.handshake_timeout_ms / 1000
                 with trio.fail_after(timeout_s):
                     if self._tls_client is not None:
-                        await conn.start_tls(self._tls_client, timeout_s, server_side=False, server_hostname=host)
+                        await conn.start_tls(
+                            self._tls_client, timeout_s, server_side=False, server_hostname=host
+                        )
                     outcome = await self._handshake_dialer(conn, address)
             except (LinkClosed, trio.TooSlowError, *_CLOSED_ERRORS) as exc:
                 self._stats.handshake_failures += 1
@@ -790,7 +804,9 @@ class PeerLinks:
         self._dialer_nonces.add(nonce_d)
         claimed: str | None = None
         try:
-            await stream.send_all(_frame(["hello", PROTOCOL_VERSION, cfg.node_id, cfg.advertise_address, nonce_d]))
+            await stream.send_all(
+                _frame(["hello", PROTOCOL_VERSION, cfg.node_id, cfg.advertise_address, nonce_d])
+            )
             challenge = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
             if not (type(challenge) is list and len(challenge) == 4 and challenge[0] == "challenge"):
                 raise LinkClosed("expected challenge")
@@ -806,7 +822,10 @@ class PeerLinks:
                 holder = self._dial_claims.get(peer_id)
                 if holder is not None and holder != address:
                     log.warning(
-                        "peer address %s is node %s, already linked through %s: retrying later", address, peer_id, holder
+                        "peer address %s is node %s, already linked through %s: retrying later",
+                        address,
+                        peer_id,
+                        holder,
                     )
                     await stream.send_all(_frame(["bye"]))
                     return "duplicate"
@@ -817,13 +836,22 @@ class PeerLinks:
             candidates = [session_keys(secret, nonce_d, nonce_a, t) for secret in self._secrets]
             await stream.send_all(_frame(["proof", [keys.dialer_proof for keys in candidates]]))
             welcome = _unpack(await reader.read(HANDSHAKE_FRAME_MAX))
-            if not (type(welcome) is list and len(welcome) == 2 and welcome[0] == "welcome" and type(welcome[1]) is bytes):
+            if not (
+                type(welcome) is list
+                and len(welcome) == 2
+                and welcome[0] == "welcome"
+                and type(welcome[1]) is bytes
+            ):
                 raise LinkClosed("expected welcome")
             keys = next((k for k in candidates if hmac.compare_digest(welcome[1], k.acceptor_proof)), None)
             if keys is None:
                 raise LinkClosed("peer failed to prove the cluster secret")
             if peer_id == cfg.node_id:
-                log.error("the node at %s uses our node id %s: check the cluster configuration", conn.remote(), peer_id)
+                log.error(
+                    "the node at %s uses our node id %s: check the cluster configuration",
+                    conn.remote(),
+                    peer_id,
+                )
                 raise LinkClosed("another node uses our node id")
             if reader.buffer:
                 raise LinkClosed("unexpected data after welcome")
@@ -859,7 +887,9 @@ class PeerLinks:
             while link.queue:
                 self._fail(peer_id, link.queue.popleft())
 
-    async def _watch_outbound(self, link: _Outbound, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    async def _watch_outbound(
+        self, link: _Outbound, stream: trio.abc.Stream, scope: trio.CancelScope
+    ) -> None:
         """The peer never writes on our outbound connection: any byte, or its end, closes the link."""
         try:
             data = await stream.receive_some(HANDSHAKE_FRAME_MAX)

@@ -750,13 +750,17 @@ def test_real_nodes_survive_malformed_peer_frames(tmp_path: Path) -> None:
         # challenge, fails the proof and is hung up on without a welcome; the real link is not disturbed.
         import msgpack
 
+        from cluster.node.peerlink import PROTOCOL_VERSION
+
         def frame_of(obj: object) -> bytes:
             payload: bytes = msgpack.packb(obj, use_bin_type=True)
             return len(payload).to_bytes(4, "big") + payload
 
-        for proof in [["proof", os.urandom(32)], ["proof", b""], ["proof", "x"], ["welcome"], ["proof"], [], 7]:
+        for proof in [["proof", [os.urandom(32)]], ["proof", os.urandom(32)], ["proof", b""], ["proof", "x"],
+                      ["welcome"], ["proof"], [], 7]:
             with socket.create_connection(("127.0.0.1", ports[0] + offset), timeout=5) as sock:
-                sock.sendall(frame_of(["hello", 1, "p1", f"127.0.0.1:{ports[1] + offset}", os.urandom(32)]))
+                sock.sendall(frame_of(["hello", PROTOCOL_VERSION, "p1", f"127.0.0.1:{ports[1] + offset}",
+                                       os.urandom(32)]))
                 received = b""
                 try:
                     while len(received) < 4 or len(received) < 4 + int.from_bytes(received[:4], "big"):
@@ -773,8 +777,10 @@ def test_real_nodes_survive_malformed_peer_frames(tmp_path: Path) -> None:
                 except (ConnectionResetError, BrokenPipeError):
                     rest = b""
                 assert b"welcome" not in rest
-        for bad_hello in [["hello", 2, "x", "127.0.0.1:1", os.urandom(32)], ["hello", 1, "x", "nope", b"short"],
-                          ["hello", 1, "x" * 5000, "127.0.0.1:1", os.urandom(32)], {"hello": 1}]:
+        for bad_hello in [["hello", PROTOCOL_VERSION + 1, "x", "127.0.0.1:1", os.urandom(32)],
+                          ["hello", 1, "x", "127.0.0.1:1", os.urandom(32)],  # the first protocol: refused
+                          ["hello", PROTOCOL_VERSION, "x", "nope", b"short"],
+                          ["hello", PROTOCOL_VERSION, "x" * 5000, "127.0.0.1:1", os.urandom(32)], {"hello": 1}]:
             with socket.create_connection(("127.0.0.1", ports[0] + offset), timeout=5) as sock:
                 try:
                     sock.sendall(frame_of(bad_hello))

@@ -50,7 +50,9 @@ async def test_tls_nodes_form_a_full_mesh(certs: dict[str, TlsFiles]) -> None:
     async with cluster(a, b):
         a.send("b", Ping(True, "to b"))
         b.send("a", Ping(True, "to a"))
-        await eventually(lambda: a.messages == [("b", Ping(True, "to a"))] and b.messages == [("a", Ping(True, "to b"))])
+        await eventually(
+            lambda: a.messages == [("b", Ping(True, "to a"))] and b.messages == [("a", Ping(True, "to b"))]
+        )
 
 
 async def test_a_certificate_from_another_ca_is_refused_both_ways(certs: dict[str, TlsFiles]) -> None:

@@ -21,9 +21,13 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
     return make_certs(tmp_path_factory.mktemp("certs"), "n1", "n2")
 
 
-def test_the_three_flags_make_the_tls_identity(certs: dict[str, TlsFiles], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_three_flags_make_the_tls_identity(
+    certs: dict[str, TlsFiles], monkeypatch: pytest.MonkeyPatch
+) -> None:
     n1 = certs["n1"]
-    settings = parse_settings(["--tls-cert-file", n1.cert_file, "--tls-key-file", n1.key_file, "--tls-ca-file", n1.ca_file])
+    settings = parse_settings(
+        ["--tls-cert-file", n1.cert_file, "--tls-key-file", n1.key_file, "--tls-ca-file", n1.ca_file]
+    )
     assert settings.tls == n1
     assert parse_settings([]).tls is None
     monkeypatch.setenv("DISTRO_TLS_CERT_FILE", n1.cert_file)
@@ -39,10 +43,18 @@ def test_bad_tls_flags_are_refused(certs: dict[str, TlsFiles], tmp_path: Path) -
         "needs both": (["--tls-cert-file", n1.cert_file], "needs both --tls-cert-file and --tls-key-file"),
         "key alone": (["--tls-key-file", n1.key_file], "needs both --tls-cert-file and --tls-key-file"),
         "ca alone": (["--tls-ca-file", n1.ca_file], "--tls-ca-file needs --tls-cert-file"),
-        "missing": (["--tls-cert-file", str(tmp_path / "nope.pem"), "--tls-key-file", n1.key_file], "nope.pem"),
-        "mismatch": (["--tls-cert-file", n1.cert_file, "--tls-key-file", n2.key_file], "cannot load the TLS certificate"),
-        "bad ca": (["--tls-cert-file", n1.cert_file, "--tls-key-file", n1.key_file, "--tls-ca-file", str(garbage)],
-                   "cannot load the TLS CA file"),
+        "missing": (
+            ["--tls-cert-file", str(tmp_path / "nope.pem"), "--tls-key-file", n1.key_file],
+            "nope.pem",
+        ),
+        "mismatch": (
+            ["--tls-cert-file", n1.cert_file, "--tls-key-file", n2.key_file],
+            "cannot load the TLS certificate",
+        ),
+        "bad ca": (
+            ["--tls-cert-file", n1.cert_file, "--tls-key-file", n1.key_file, "--tls-ca-file", str(garbage)],
+            "cannot load the TLS CA file",
+        ),
     }
     for name, (argv, message) in cases.items():
         with pytest.raises(ConfigError) as refused:

@@ -29,8 +29,15 @@ def test_two_nodes_link_over_mutual_tls_and_replicate(tmp_path: Path) -> None:
             port,
             addresses,
             "a cluster secret of some length",
-            node_args=(*NODE_ARGS, "--tls-cert-file", certs[name].cert_file, "--tls-key-file", certs[name].key_file,
-                       "--tls-ca-file", certs[name].ca_file),
+            node_args=(
+                *NODE_ARGS,
+                "--tls-cert-file",
+                certs[name].cert_file,
+                "--tls-key-file",
+                certs[name].key_file,
+                "--tls-ca-file",
+                certs[name].ca_file,
+            ),
             log_path=tmp_path / f"{name}.log",
             die_with_parent=True,
             hermetic_env=True,
@@ -43,14 +50,20 @@ def test_two_nodes_link_over_mutual_tls_and_replicate(tmp_path: Path) -> None:
                 node.start()
             for node in nodes:
                 wait_until(lambda node=node: node.is_ready(client), f"{node.node_id} ready")  # type: ignore[misc]
-                wait_until(lambda node=node: _metric(client, node, "distro_peer_links_outbound") == 1,  # type: ignore[misc]
-                           f"{node.node_id} linked")
-            response = client.post(f"{nodes[0].url}{NS}/instance",
-                                   params={"serviceName": "tls-svc", "ip": "10.9.9.9", "port": 80})
+                wait_until(
+                    lambda node=node: _metric(client, node, "distro_peer_links_outbound") == 1,  # type: ignore[misc]
+                    f"{node.node_id} linked",
+                )
+            response = client.post(
+                f"{nodes[0].url}{NS}/instance",
+                params={"serviceName": "tls-svc", "ip": "10.9.9.9", "port": 80},
+            )
             assert (response.status_code, response.text) == (200, "ok")
 
             def replicated() -> bool:
-                hosts = client.get(f"{nodes[1].url}{NS}/instance/list", params={"serviceName": "tls-svc"}).json()
+                hosts = client.get(
+                    f"{nodes[1].url}{NS}/instance/list", params={"serviceName": "tls-svc"}
+                ).json()
                 return [h["ip"] for h in hosts["hosts"]] == ["10.9.9.9"]
 
             wait_until(replicated, "the registration on n2")
