@@ -1,7 +1,8 @@
 """UDP push to subscribers, compatible with Nacos 1.x clients (reference/nacos-naming.md §6.1).
 
-A ``GET /nacos/v1/ns/instance/list`` with ``udpPort > 0`` and a ``clientIP`` from a push-capable agent
-registers (or refreshes) a subscriber of that service on this node. Whenever the service's view changes on
+A ``GET /nacos/v1/ns/instance/list`` with ``udpPort > 0`` from a push-capable agent registers (or
+refreshes) a subscriber of that service on this node, at the call's own source address (``clientIP``
+counts only from the operator's trusted networks: :mod:`cluster.api.pushtargets`). Whenever the service's view changes on
 this node (a local write or a replicated one), every live subscriber of it gets::
 
     {"type": "dom", "data": "<the instance/list JSON for its clusters, as a string>", "lastRefTime": <seq>}
@@ -12,16 +13,20 @@ receiving socket. Differences from Nacos 1.4, all deliberate:
 
 * the push leaves within ``push_delay_ms`` (1 ms) of the change, not 1 s later; changes to one service that
   arrive while its push is pending are coalesced into it (the data is built when it is sent);
-* an unacknowledged packet is re-sent ``max_tries - 1`` times, ``retry_interval_ms`` apart (3 tries 500 ms
+* an unacknowledged packet is re-sent ``max_tries - 1`` times, ``retry_interval_ms`` apart (2 tries 500 ms
   apart, against Nacos's 2 tries 10 s apart); a newer push to the same subscriber and service supersedes
-  an older pending one, so a stale list is never re-sent over a newer one;
+  an older pending one, so a stale list is never re-sent over a newer one. A subscriber that has not
+  acknowledged its last ``max_tries`` datagrams is dropped (it subscribes again with its next list call);
+* a subscriber is told apart by its service, clusters and address, not by its agent (a new version string
+  is not a new subscriber);
 * ``lastRefTime`` is the node's clock in milliseconds, as in Nacos, moved on by one when needed so that each
   packet's is greater than the last (an ack is matched on it alone, not on its source address, so acks
   through NAT count). It stays far below 2^53, so JSON readers that keep numbers as doubles read it exactly;
 * a subscriber is forgotten once it has not listed for ``subscriber_ttl_ms`` (20 s, twice the
   ``cacheMillis`` of 10 s we announce to it, so one late poll does not drop it);
-* subscribers, pending packets and the packet size are bounded; a datagram that is not a valid ack is
-  counted and dropped, never raised.
+* subscribers (in all, and per target address), the bytes sent to one address per second, pending packets
+  (in count and in bytes) and the packet size are bounded, as are the strings a subscriber keeps; a
+  datagram that is not a valid ack is counted and dropped, never raised.
 
 The API (:mod:`cluster.api.routes`) lists :meth:`PushService.on_list` among its ``instance/list`` hooks and
 the push routes; the node's wiring adds :meth:`PushService.on_change` to the runtime's change listeners and
@@ -33,7 +38,6 @@ from __future__ import annotations
 
 import gzip
 import heapq
-import ipaddress
 import json
 import logging
 import math
@@ -46,6 +50,7 @@ import trio
 
 from cluster.api.clientinfo import client_info
 from cluster.api.params import Params
+from cluster.api.pushtargets import Network, TargetPolicy
 from cluster.api.render import DEFAULT_CACHE_MILLIS, ListQuery, ListRenderer
 from cluster.http import Request, Response
 from cluster.metrics import counter, gauge
@@ -68,19 +73,30 @@ PUSH_AGENTS: dict[str, tuple[int, ...]] = {
     "Nacos-CSharp-Client": (0, 9, 0),
     "Distro-Python-Client": (0, 0, 0),
 }
+MAX_KEPT_CHARS = 128
+"""The longest agent version, ``app`` or ``tid`` a subscriber keeps (longer ones are cut)."""
+MAX_CLUSTERS_CHARS = 1024
+"""A list call whose cluster filter is longer than this is answered but makes no subscriber."""
+SUBSCRIBER_BYTES = 512
+"""What one subscriber costs beyond its strings (its object, dict slots and the per-target count)."""
 _AGENT_RE = re.compile(r"\s*([A-Za-z][A-Za-z0-9-]*):v(\d+(?:\.\d+)*)")
+
+
+def push_agent(agent: str) -> str | None:
+    """``Name:v1.2.3`` of a client that listens for UDP pushes (what a subscriber keeps), or None."""
+    match = _AGENT_RE.match(agent)
+    if match is None:
+        return None
+    minimum = PUSH_AGENTS.get(match.group(1))
+    if minimum is None or len(match.group(2)) > MAX_KEPT_CHARS:
+        return None
+    version = tuple(int(part) for part in match.group(2).split(".")[:4])
+    return match.group(0).strip() if version >= minimum else None
 
 
 def push_capable(agent: str) -> bool:
     """True when ``agent`` (``Name:v1.2.3...``) is a client that listens for UDP pushes."""
-    match = _AGENT_RE.match(agent)
-    if match is None:
-        return False
-    minimum = PUSH_AGENTS.get(match.group(1))
-    if minimum is None:
-        return False
-    version = tuple(int(part) for part in match.group(2).split(".")[:4])
-    return version >= minimum
+    return push_agent(agent) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +109,22 @@ class PushConfig:
     sweep_interval_ms: int = 5_000
     push_delay_ms: int = 1  # wait this long after a change before pushing (coalesces bursts)
     retry_interval_ms: int = 500
-    max_tries: int = 3  # sends per packet, the first one included
+    max_tries: int = 2  # sends per packet, the first one included (Nacos: 1 retry)
     max_subscribers: int = 10_000  # on this node, every service together
     max_pending: int = 20_000  # packets waiting for an ack
+    max_pending_bytes: int = 32 * 1024 * 1024  # ... and their bytes
     bind_host: str = "0.0.0.0"
+    # Reflection bounds (cluster/api/pushtargets.py): where pushes may go and how much one address gets.
+    trusted_networks: tuple[Network, ...] = ()  # list calls from here may name another target in clientIP
+    max_subscribers_per_target: int = 512  # subscriptions pointing at one IP address, all services together
+    target_bytes_per_s: int = 1_048_576  # bytes one IP address may be sent per second, after ...
+    target_burst_bytes: int = 1_048_576  # ... a burst of this many
 
     def __post_init__(self) -> None:
-        if self.max_tries < 1 or self.max_subscribers < 0 or self.max_pending < 1:
-            raise ValueError("max_tries and max_pending must be positive, max_subscribers non-negative")
+        if self.max_tries < 1 or self.max_subscribers < 0 or self.max_pending < 1 or self.max_pending_bytes < 1:
+            raise ValueError("max_tries and max_pending(_bytes) must be positive, max_subscribers non-negative")
+        if self.max_subscribers_per_target < 0 or self.target_bytes_per_s < 0 or self.target_burst_bytes < 0:
+            raise ValueError("per-target bounds must not be negative")
         if self.retry_interval_ms <= 0 or self.sweep_interval_ms <= 0 or self.subscriber_ttl_ms <= 0:
             raise ValueError("intervals must be positive")
 
@@ -118,11 +142,20 @@ class Subscriber:
     app: str
     tenant: str
     last_list: float  # trio time of its last list call
+    unacked: int = 0  # datagrams sent to it since its last ack
 
     @property
-    def ident(self) -> tuple[str, str, int, str]:
-        """What tells two subscribers of a service apart (as Nacos: clusters, address, agent)."""
-        return (self.clusters, self.ip, self.port, self.agent)
+    def ident(self) -> tuple[str, str, int]:
+        """What tells two subscribers of a service apart: clusters and address (not the agent, unlike Nacos,
+        so that a new version string is not a new subscriber)."""
+        return (self.clusters, self.ip, self.port)
+
+    @property
+    def size_bytes(self) -> int:
+        """What this subscriber holds, counted against nothing but reported on /metrics."""
+        return SUBSCRIBER_BYTES + len(self.clusters) + len(self.ip) + len(self.agent) + len(self.app) + len(
+            self.tenant
+        )
 
 
 @dataclass
@@ -137,6 +170,7 @@ class PushStats:
     too_large: int = 0
     send_errors: int = 0
     refused_subscribers: int = 0  # over max_subscribers
+    dropped_unacknowledged: int = 0  # subscribers dropped after max_tries datagrams without an ack
     expired_subscribers: int = 0
     garbage_packets: int = 0
     unknown_acks: int = 0  # late, duplicate or foreign acks
@@ -162,12 +196,20 @@ class PushService:
         self.renderer = renderer
         self.config = config or PushConfig()
         self.stats = PushStats()
-        self._subs: dict[ServiceKey, dict[tuple[str, str, int, str], Subscriber]] = {}
+        self._subs: dict[ServiceKey, dict[tuple[str, str, int], Subscriber]] = {}
         self._count = 0
+        self._subscriber_bytes = 0
+        cfg = self.config
+        self.targets = TargetPolicy(
+            trusted_networks=cfg.trusted_networks, max_subscribers_per_target=cfg.max_subscribers_per_target,
+            target_bytes_per_s=cfg.target_bytes_per_s, target_burst_bytes=cfg.target_burst_bytes,
+            clock=trio.current_time,
+        )
         self._dirty: dict[ServiceKey, None] = {}  # an ordered set of services to push
         self._wake = trio.Event()
         self._pending: dict[int, _Pending] = {}  # by seq, oldest first
-        self._latest: dict[tuple[ServiceKey, tuple[str, str, int, str]], int] = {}  # -> seq pending
+        self._pending_bytes = 0
+        self._latest: dict[tuple[ServiceKey, tuple[str, str, int]], int] = {}  # -> seq pending
         self._timers: list[tuple[float, int]] = []  # (due, seq) heap
         self._seq = 0  # the last lastRefTime sent (epoch ms, strictly growing)
         self._sock4: trio.socket.SocketType | None = None
@@ -222,36 +264,40 @@ class PushService:
             return self.default_cache_millis
         if not 0 < udp_port < 65536:
             return self.default_cache_millis
-        agent = request.headers.get("user-agent", "")
-        if not push_capable(agent):
-            agent = request.headers.get("client-version", "")
-            if not push_capable(agent):
-                return self.default_cache_millis
-        try:
-            address = ipaddress.ip_address((params.get("clientIP") or "").strip("[]"))
-        except ValueError:
+        agent = push_agent(request.headers.get("user-agent", "")) or push_agent(
+            request.headers.get("client-version", "")
+        )
+        if agent is None:
             return self.default_cache_millis
-        if address.is_unspecified or address.is_multicast or (address.version == 6 and self._sock6 is None):
+        ip = self.targets.target_ip(request.remote[0], params.get("clientIP"))
+        if ip is None or (":" in ip and self._sock6 is None):
             return self.default_cache_millis
-        ip = str(address.ipv4_mapped) if address.version == 6 and address.ipv4_mapped else str(address)
         clusters = ",".join(params.clusters())
+        if len(clusters) > MAX_CLUSTERS_CHARS:
+            return self.default_cache_millis
         healthy_only = params.lenient_boolean("healthyOnly", False)
         now = trio.current_time()
         by_ident = self._subs.get(key)
-        ident = (clusters, ip, udp_port, agent)
+        ident = (clusters, ip, udp_port)
         if by_ident is not None:
             existing = by_ident.get(ident)
             if existing is not None:
                 existing.last_list = now
                 existing.healthy_only = healthy_only
+                self._subscriber_bytes += len(agent) - len(existing.agent)
+                existing.agent = agent
                 return cfg.push_cache_millis
         if self._count >= cfg.max_subscribers:
             self.stats.refused_subscribers += 1
             return self.default_cache_millis
+        if not self.targets.may_add(ip):
+            return self.default_cache_millis
         sub = Subscriber(key, clusters, healthy_only, ip, udp_port, agent,
-                         params.get("app") or "", params.get("tid") or "", now)
+                         (params.get("app") or "")[:MAX_KEPT_CHARS], (params.get("tid") or "")[:MAX_KEPT_CHARS], now)
         self._subs.setdefault(key, {})[ident] = sub
         self._count += 1
+        self._subscriber_bytes += sub.size_bytes
+        self.targets.added(ip)
         return cfg.push_cache_millis
 
     def subscribers(self, key: ServiceKey | None = None) -> list[Subscriber]:
@@ -277,15 +323,25 @@ class PushService:
         """Packets waiting for an ack."""
         return len(self._pending)
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the packets waiting for an ack."""
+        return self._pending_bytes
+
     def _remove(self, sub: Subscriber) -> None:
         by_ident = self._subs.get(sub.key)
-        if by_ident is not None and by_ident.pop(sub.ident, None) is not None:
+        if by_ident is not None and by_ident.get(sub.ident) is sub:
+            del by_ident[sub.ident]
             self._count -= 1
+            self._subscriber_bytes -= sub.size_bytes
+            self.targets.removed(sub.ip)
             if not by_ident:
                 del self._subs[sub.key]
-        seq = self._latest.pop((sub.key, sub.ident), None)
+        seq = self._latest.get((sub.key, sub.ident))
         if seq is not None:
-            self._pending.pop(seq, None)
+            pending = self._pending.get(seq)
+            if pending is not None:
+                self._forget(pending)
 
     def _expired(self, sub: Subscriber, now: float) -> bool:
         return now - sub.last_list > self.config.subscriber_ttl_ms / 1000
@@ -343,6 +399,9 @@ class PushService:
                 self._remove(sub)
                 self.stats.expired_subscribers += 1
                 continue
+            if sub.unacked >= self.config.max_tries:  # its last push went unanswered: it is gone
+                self._drop_unacknowledged(sub)
+                continue
             form = (sub.clusters, sub.healthy_only, sub.agent)
             data = data_by_form.get(form)
             if data is None:
@@ -360,15 +419,19 @@ class PushService:
                 log.warning("push: %s is %d bytes gzipped, too large for UDP; %s:%d must poll",
                             key, len(packet), sub.ip, sub.port)
                 continue
-            previous = self._latest.pop((key, sub.ident), None)
-            if previous is not None and self._pending.pop(previous, None) is not None:
+            previous = self._pending.get(self._latest.get((key, sub.ident), -1))
+            if previous is not None:
+                self._forget(previous)
                 self.stats.superseded += 1
-            while len(self._pending) >= self.config.max_pending:
-                oldest = next(iter(self._pending.values()))
-                self._forget(oldest)
+            cfg = self.config
+            while self._pending and (
+                len(self._pending) >= cfg.max_pending or self._pending_bytes + len(packet) > cfg.max_pending_bytes
+            ):
+                self._forget(next(iter(self._pending.values())))
                 self.stats.failed += 1
             pending = _Pending(seq, sub, packet, 1, now, now + self.config.retry_interval_ms / 1000)
             self._pending[seq] = pending
+            self._pending_bytes += len(packet)
             self._latest[(key, sub.ident)] = seq
             if len(self._timers) > 4 * self.config.max_pending:  # superseded packets' timers: drop them
                 self._timers = [(p.due, p.seq) for p in self._pending.values()]
@@ -385,10 +448,15 @@ class PushService:
         return self.renderer.render(query, cache_millis=cache_millis).decode("utf-8", "replace")
 
     def _forget(self, pending: _Pending) -> None:
-        self._pending.pop(pending.seq, None)
+        if self._pending.pop(pending.seq, None) is not None:
+            self._pending_bytes -= len(pending.packet)
         ident = (pending.sub.key, pending.sub.ident)
         if self._latest.get(ident) == pending.seq:
             del self._latest[ident]
+
+    def _drop_unacknowledged(self, sub: Subscriber) -> None:
+        self._remove(sub)
+        self.stats.dropped_unacknowledged += 1
 
     async def _sendto(self, pending: _Pending) -> None:
         sub = pending.sub
@@ -396,6 +464,9 @@ class PushService:
         if sock is None:
             self.stats.send_errors += 1
             return
+        if not self.targets.may_send(sub.ip, len(pending.packet)):
+            return  # over the target's bytes per second: the client's poll covers it
+        sub.unacked += 1
         try:
             await sock.sendto(pending.packet, (sub.ip, sub.port))
         except OSError as exc:  # unreachable network, buffer full...: the retry (or the poll) covers it
@@ -412,6 +483,8 @@ class PushService:
             if pending.tries >= self.config.max_tries or self._expired(pending.sub, now):
                 self._forget(pending)
                 self.stats.failed += 1
+                if pending.sub.unacked >= self.config.max_tries:
+                    self._drop_unacknowledged(pending.sub)
                 continue
             pending.tries += 1
             pending.due = now + self.config.retry_interval_ms / 1000
@@ -442,6 +515,7 @@ class PushService:
             self.stats.unknown_acks += 1
             return
         self._forget(pending)
+        pending.sub.unacked = 0
         cost_ms = (trio.current_time() - pending.first_sent) * 1000
         self.stats.acked += 1
         self.stats.ack_cost_total_ms += cost_ms
@@ -453,6 +527,7 @@ class PushService:
     def render_metrics(self) -> str:
         """Prometheus text for /metrics."""
         s = self.stats
+        t = self.targets.stats
         return "".join([
             counter("distro_push_sent_total", "UDP pushes sent (first sends).", s.sent),
             counter("distro_push_acked_total", "UDP pushes acknowledged by the client.", s.acked),
@@ -472,6 +547,22 @@ class PushService:
                     s.expired_subscribers),
             gauge("distro_push_subscribers", "UDP push subscribers on this node.", self._count),
             gauge("distro_push_pending", "UDP pushes waiting for an ack.", len(self._pending)),
+            gauge("distro_push_pending_bytes", "Bytes of the UDP pushes waiting for an ack (bounded).",
+                  self._pending_bytes),
+            gauge("distro_push_subscriber_bytes", "Bytes the UDP push subscribers hold (bounded by their count).",
+                  self._subscriber_bytes),
+            gauge("distro_push_targets", "Addresses UDP pushes go to.", self.targets.targets),
+            counter("distro_push_subscribers_dropped_unacknowledged_total",
+                    "Subscribers dropped after max_tries datagrams without an ack.", s.dropped_unacknowledged),
+            counter("distro_push_subscribers_refused_per_target_total",
+                    "Subscriptions refused over the bound per target address.", t.refused_per_target),
+            counter("distro_push_client_ip_ignored_total",
+                    "List calls whose clientIP named another address from outside the trusted networks.",
+                    t.ignored_client_ips),
+            counter("distro_push_throttled_datagrams_total",
+                    "UDP pushes not sent: over their target's bytes per second.", t.throttled_datagrams),
+            counter("distro_push_throttled_bytes_total", "Bytes of the UDP pushes not sent over their target's bound.",
+                    t.throttled_bytes),
             counter("distro_push_ack_seconds_sum", "Seconds from first send to ack, summed over acked pushes.",
                     s.ack_cost_total_ms / 1000),
         ])
@@ -552,12 +643,16 @@ def parse_ack(data: bytes) -> int | None:
 
 __all__ = [
     "GZIP_MIN_BYTES",
+    "MAX_CLUSTERS_CHARS",
+    "MAX_KEPT_CHARS",
     "PUSH_AGENTS",
+    "SUBSCRIBER_BYTES",
     "PushConfig",
     "PushService",
     "PushStats",
     "Subscriber",
     "encode_packet",
     "parse_ack",
+    "push_agent",
     "push_capable",
 ]

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.api.pushtargets import Network, parse_networks
 from cluster.node.peerlink import MAX_PREVIOUS_SECRETS as MAX_PREVIOUS_CLUSTER_SECRETS
 from cluster.node.tls import TlsFiles, tls_files
 from distro.config import DistroConfig
@@ -86,6 +87,7 @@ class NodeSettings:
     previous_token_secrets: tuple[str, ...] = ()
     list_cache_bytes: int = 64 * 1024 * 1024
     tls: TlsFiles | None = None  # --tls-cert-file/--tls-key-file/--tls-ca-file (None: TLS off)
+    push_trusted_networks: tuple[Network, ...] = ()
 
 
 def _env_default(flag: str, default: Any) -> Any:
@@ -125,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("max-connections", 4096, "most client connections open at once", int)
     add("request-timeout-ms", 10_000, "a request must arrive whole within this", int)
     add("idle-timeout-ms", 60_000, "idle keep-alive connections are closed after this", int)
+    add("push-trusted-networks", "",
+        "comma-separated CIDRs whose list calls may name another UDP push target in clientIP (default: none; "
+        "pushes go to the caller's own address)")
     add("list-cache-bytes", 64 * 1024 * 1024, "bytes of rendered instance lists kept for reuse", int)
     add("metadata-max-bytes", 4096, "largest metadata of one instance or service", int)
     add("metadata-max-keys", 64, "most metadata keys of one instance or service", int)
@@ -209,7 +214,15 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         previous_token_secrets=previous_token,
         list_cache_bytes=_non_negative("--list-cache-bytes", args.list_cache_bytes),
         tls=tls_files(args.tls_cert_file, args.tls_key_file, args.tls_ca_file),
+        push_trusted_networks=_networks("--push-trusted-networks", args.push_trusted_networks),
     )
+
+
+def _networks(flag: str, text: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
 
 
 def _non_negative(flag: str, value: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Protocol
 
@@ -120,6 +121,9 @@ class NodeServer:
         self.transport = transport(settings, self.runtime)
         self.runtime.transport = self.transport
         renderer = ListRenderer(self.runtime, cache_max_bytes=settings.list_cache_bytes)
+        push = push or PushConfig()
+        if settings.push_trusted_networks:
+            push = replace(push, trusted_networks=settings.push_trusted_networks)
         self.push = PushService(self.runtime, renderer, push)
         self.runtime.change_listeners.append(self.push.on_change)
         self.watch = WatchService(self.runtime, renderer, watch)

@@ -8,7 +8,12 @@ import pytest
 
 from tests.client.support import NodeProcesses
 
-SDK_NODE_ARGS = ["--client-beat-interval-ms", "200", "--heartbeat-timeout-ms", "2000", "--instance-expire-ms", "4000"]
+SDK_NODE_ARGS = [
+    "--client-beat-interval-ms", "200", "--heartbeat-timeout-ms", "2000", "--instance-expire-ms", "4000",
+    # the clients' clientIP is honoured from loopback (test_auto_switches_to_watch_when_pushes_do_not_arrive
+    # announces an address pushes cannot reach); without it pushes go to the caller's own address
+    "--push-trusted-networks", "127.0.0.0/8",
+]
 
 
 @pytest.fixture(scope="session")

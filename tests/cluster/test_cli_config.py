@@ -118,6 +118,19 @@ def test_safe_configurations_parse() -> None:
         parse_settings(["--peers", "127.0.0.1:1"])
 
 
+def test_hardening_flags_parse_and_are_checked() -> None:
+    defaults = parse_settings([])
+    assert defaults.push_trusted_networks == () and defaults.list_cache_bytes == 64 * 1024 * 1024
+    settings = parse_settings(["--push-trusted-networks", "10.0.0.0/8, 192.168.1.7,fd00::/8",
+                               "--list-cache-bytes", "0"])
+    assert [str(net) for net in settings.push_trusted_networks] == ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]
+    assert settings.list_cache_bytes == 0
+    with pytest.raises(ConfigError, match="--push-trusted-networks: not a network in CIDR notation: 'nope'"):
+        parse_settings(["--push-trusted-networks", "10.0.0.0/8,nope"])
+    with pytest.raises(ConfigError, match="--list-cache-bytes must not be negative"):
+        parse_settings(["--list-cache-bytes", "-1"])
+
+
 def _free_port_pair(offset: int) -> int:
     for _ in range(100):
         with socket.socket() as a:
