@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import math
 
+from cluster.http import Request
+from cluster.http.params import merge_params_in
 from distro.model import DEFAULT_CLUSTER, ValidationError, validate_cluster
 
 __all__ = ["Params"]
@@ -11,6 +14,22 @@ __all__ = ["Params"]
 # nacos-sdk-python sends the literal string "None" when no cluster is given (docs/api.md).
 _ABSENT = {"", "None", "null"}
 MAX_CLUSTERS_CHARS = 4096
+
+
+def request_params(request: Request) -> dict[str, str]:
+    """The request's parameters; with an ``encoding`` parameter naming a text codec other than UTF-8, their
+    escapes are decoded in that codec (Nacos's ``WebUtils`` re-decodes values with ``encoding``)."""
+    values = request.params()
+    encoding = values.get("encoding")
+    if not encoding or len(encoding) > 40:
+        return values
+    try:
+        codec = codecs.lookup(encoding)
+        if codec.name == "utf-8" or not getattr(codec, "_is_text_encoding", True):
+            return values
+        return merge_params_in(codec.name, request.query, request.body, request.headers.get("content-type"))
+    except (LookupError, ValueError, TypeError):  # (UnicodeError is a ValueError) Nacos ignores such a name too
+        return values
 
 
 class Params:

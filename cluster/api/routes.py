@@ -25,7 +25,7 @@ import trio
 from cluster.api.auth import LOGIN_PATHS, Authenticator, OpenLogin
 from cluster.api.catalog import CatalogApi
 from cluster.api.clientinfo import client_agent
-from cluster.api.params import Params
+from cluster.api.params import Params, request_params
 from cluster.api.probes import LIVENESS_PATH, READINESS_PATH, ConsoleProbes
 from cluster.api.push import PushService
 from cluster.api.readiness import ReadinessGate
@@ -225,7 +225,7 @@ class NamingApi:
             method = "GET"
         route = self.routes.get((method, request.path.rstrip("/") or "/"))
         try:
-            params = Params(request.params())
+            params = Params(request_params(request))
             for guard in self.guards:  # before the 501: no route names are told to a caller without a token
                 refusal = guard(request, params)
                 if refusal is not None:

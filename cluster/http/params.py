@@ -17,7 +17,9 @@ The rules, in one place:
 
 from __future__ import annotations
 
-__all__ = ["FORM_CONTENT_TYPE", "body_is_form", "merge_params", "parse_urlencoded", "percent_decode"]
+from urllib.parse import unquote_to_bytes
+
+__all__ = ["FORM_CONTENT_TYPE", "body_is_form", "merge_params", "merge_params_in", "parse_urlencoded", "percent_decode"]
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
@@ -84,4 +86,21 @@ def merge_params(query: str, body: bytes, content_type: str | None) -> dict[str,
     parse_urlencoded(query, out)
     if body_is_form(content_type, body):
         parse_urlencoded(body.decode("utf-8", "replace"), out)
+    return out
+
+
+def merge_params_in(charset: str, query: str, body: bytes, content_type: str | None) -> dict[str, str]:
+    """:func:`merge_params` with escapes and raw bytes decoded as ``charset`` (a text codec Python knows,
+    e.g. ``GBK``) instead of UTF-8: what the Nacos API's ``encoding`` parameter asks for."""
+    out: dict[str, str] = {}
+    parts = [query.encode("latin-1", "replace")]
+    if body_is_form(content_type, body):
+        parts.append(body)
+    for data in parts:
+        for part in data.split(b"&"):
+            raw_name, _, raw_value = part.partition(b"=")
+            name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode(charset, "replace")
+            if not name or name in out:
+                continue
+            out[name] = unquote_to_bytes(raw_value.replace(b"+", b" ")).decode(charset, "replace").strip()
     return out

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import trio
@@ -96,4 +97,23 @@ async def test_list_names_flags_and_lenient_parameters() -> None:
         for bad in ("abc", "99999999999", "1.5"):
             response = await http.get(f"{url}{NS}/instance/list", params={**base, "udpPort": bad})
             assert (response.status_code, response.text) == (400, f'For input string: "{bad}"')
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_encoding_parameter_decodes_values_in_that_charset() -> None:
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        url = (await InProcessCluster(1).start(nursery)).urls[0]
+        metadata = quote('{"zone":"服务"}', encoding="gbk")
+        query = f"serviceName=enc&ip=10.2.0.9&port=80&metadata={metadata}&encoding=GBK"
+        response = await http.post(f"{url}{NS}/instance?{query}")
+        assert response.text == "ok"
+        assert (await _host(http, url, "enc"))["metadata"] == {"zone": "服务"}
+        body = f"serviceName=enc&ip=10.2.0.9&port=80&metadata={metadata}&encoding=gb18030".encode()
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert (await http.put(f"{url}{NS}/instance", content=body, headers=form)).text == "ok"
+        assert (await _host(http, url, "enc"))["metadata"] == {"zone": "服务"}
+        # without it (or with a name Python does not know) values are UTF-8, as always
+        unknown = query.replace("encoding=GBK", "encoding=no-such-charset")
+        assert (await http.post(f"{url}{NS}/instance?{unknown}")).text == "ok"
+        assert (await _host(http, url, "enc"))["metadata"]["zone"] != "服务"
         nursery.cancel_scope.cancel()
