@@ -178,6 +178,29 @@ def test_create_edit_and_delete_a_service(console_cluster: Registry, browser: Br
     browser.wait(lambda: browser.find("#page-services"), "back on the services page")
 
 
+def test_cluster_metadata_is_edited_on_the_service_page(console_cluster: Registry, browser: Browser) -> None:
+    registry = console_cluster
+    needs(registry, "GET /nacos/v1/ns/catalog/service", "PUT /nacos/v1/ns/cluster")
+    name = unique("clusters")
+    registry.register(registry.nodes[0], name, "10.13.0.1", 80, clusterName="west")
+    registry.everywhere(name, 1)
+    browser.open(console_url(registry, 2))
+    open_service(browser, name)
+    browser.click_in_row("west", "Edit")
+    editor = browser.wait(lambda: browser.find("#clusters form.inline-editor"), "the cluster editor")
+    metadata = browser.labelled("Metadata (JSON object)", editor)
+    metadata.clear()
+    metadata.send_keys('{"zone": "west-1"}')
+    browser.button("Save cluster", editor).click()
+
+    def cluster_metadata() -> object:
+        detail = registry.call(registry.nodes[1], "GET", f"{NS}/catalog/service", serviceName=name).json()
+        return next(c["metadata"] for c in detail["clusters"] if c["name"] == "west")
+
+    wait_until(lambda: cluster_metadata() == {"zone": "west-1"}, "the cluster metadata in the API")
+    browser.wait(lambda: "zone=west-1" in browser.row_with("west").text, "the cluster metadata on the page")
+
+
 def test_cluster_page_shows_the_three_members(console_cluster: Registry, browser: Browser) -> None:
     registry = console_cluster
     browser.open(console_url(registry, 0))
@@ -190,6 +213,7 @@ def test_cluster_page_shows_the_three_members(console_cluster: Registry, browser
     browser.wait(lambda: all("sending, hearing" in r.text for r in browser.find_all("#members-table tbody tr")[1:]),
                  "both peer links up to each peer")
     assert "this node" in rows[0].text and text.count("0.1.0") == 3
+    browser.wait(lambda: browser.shows("3 nodes: 3 up, 3 ready"), "the summary")
     assert len(re.findall(r"\b(\d+ s|\d+ min \d+ s)\b", text)) >= 3  # three uptimes
 
     service = unique("owned")

@@ -47,6 +47,7 @@ def test_login_then_logout(auth_cluster: Registry, browser: Browser) -> None:
 def test_a_wrong_password_is_refused(auth_cluster: Registry, browser: Browser) -> None:
     browser.open(console_url(auth_cluster, 0))
     browser.wait(lambda: password_fields(browser), "a password field")
+    browser.labelled("User name").send_keys("nacos")
     browser.labelled("Password").send_keys("not-the-password")
     browser.button("Log in").click()
     browser.wait(lambda: browser.shows("Wrong user name or password."), "the refusal")

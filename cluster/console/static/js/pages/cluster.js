@@ -29,9 +29,10 @@ export class ClusterPage {
     this.ctx = ctx;
     this.message = h('div', { class: 'message' });
     this.members = h('div', { class: 'table-holder', id: 'members' }, notice('info', 'Loading members…'));
+    this.summary = h('p', { class: 'muted', id: 'members-summary' });
     this.root = h('section', { class: 'page', id: 'page-cluster' },
-      h('div', { class: 'page-head' }, h('h1', {}, 'Cluster')),
-      this.message, this.members, this.ownerForm());
+      h('div', { class: 'page-head' }, h('h1', {}, 'Cluster members')),
+      this.summary, this.message, this.members, this.ownerForm());
     replace(ctx.main, this.root);
     this.refresh = throttled(() => this.load(), (error) => replace(this.message, notice('error', `Could not load the members: ${error.message}`)));
     this.refresh();
@@ -54,6 +55,10 @@ export class ClusterPage {
       h('td', { class: linkClass(m) }, linkText(m)),
       h('td', {}, m.version || '—'),
       h('td', { title: m.error || '' }, m.uptimeMs === null || m.uptimeMs === undefined ? '—' : duration(m.uptimeMs))));
+    const members = answer.members || [];
+    const up = members.filter((m) => m.state === 'UP').length;
+    const ready = members.filter((m) => m.ready).length;
+    this.summary.textContent = `${members.length} nodes: ${up} up, ${ready} ready, as ${answer.self} sees them.`;
     replace(this.members, table(['Address', 'Node id', 'State', 'Ready', 'Services owned', 'Peer link', 'Version', 'Uptime'],
       rows, { id: 'members-table', class: 'data' }));
   }

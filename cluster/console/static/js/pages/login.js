@@ -7,7 +7,7 @@ import { field, h, notice, replace } from '../dom.js';
 export class LoginPage {
   constructor(ctx) {
     this.ctx = ctx;
-    const username = h('input', { id: 'login-username', name: 'username', autocomplete: 'username', required: true, value: 'nacos' });
+    const username = h('input', { id: 'login-username', name: 'username', autocomplete: 'username', required: true, placeholder: 'nacos' });
     const password = h('input', { id: 'login-password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
     const status = h('div', { class: 'form-status', id: 'login-status' });
     const form = h('form', { class: 'panel login', id: 'login-form', onsubmit: async (event) => {
@@ -28,7 +28,7 @@ export class LoginPage {
     field('User name', username), field('Password', password), status,
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', id: 'login-button' }, 'Log in')));
     replace(ctx.main, h('section', { class: 'page', id: 'page-login' }, form));
-    (username.value ? password : username).focus();
+    username.focus();
   }
 
   unmount() {}
