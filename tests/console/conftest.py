@@ -8,7 +8,10 @@
   (CI). After each test the browser's log must hold no error, so a JavaScript exception, a failed fetch or a
   CSP violation fails the test that caused it.
 
-Screenshots go to docs/console/ (docs/console.md shows them).
+Every page's screenshot is taken on every run. It goes to the test's temporary folder, and to docs/console/
+(which docs/console.md shows) when that file is missing or when ``DISTRO_CONSOLE_SCREENSHOTS=1``: screenshots
+differ on every run (ports, uptimes), and rewriting tracked files on each test run would leave every checkout
+dirty. Refresh them with ``DISTRO_CONSOLE_SCREENSHOTS=1 scripts/test tests/console``.
 """
 
 from __future__ import annotations
@@ -214,11 +217,12 @@ def unexpected(errors: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
+def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     from tests.console.driver import Browser
 
     chromium, driver = browser_binaries()
-    page = Browser.start(chromium, driver, SCREENSHOTS)
+    refresh = os.environ.get("DISTRO_CONSOLE_SCREENSHOTS") == "1"
+    page = Browser.start(chromium, driver, tmp_path / "screenshots", docs=SCREENSHOTS, refresh_docs=refresh)
     try:
         yield page
         if not request.node.get_closest_marker("browser_errors_expected"):

@@ -4,6 +4,7 @@ the way a person would (by visible text, by role of the control), wait for the p
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,13 +29,17 @@ WINDOW = (1280, 860)
 class Browser:
     """One headless Chromium window."""
 
-    def __init__(self, driver: webdriver.Chrome, screenshots: Path) -> None:
+    def __init__(self, driver: webdriver.Chrome, screenshots: Path, docs: Path | None, refresh_docs: bool) -> None:
         self.driver = driver
         self.screenshots = screenshots
+        self.docs = docs
+        self.refresh_docs = refresh_docs
         self._log: list[dict[str, Any]] = []
 
     @classmethod
-    def start(cls, chromium: str, chromedriver: str, screenshots: Path) -> Browser:
+    def start(
+        cls, chromium: str, chromedriver: str, screenshots: Path, *, docs: Path | None = None, refresh_docs: bool = False
+    ) -> Browser:
         options = webdriver.ChromeOptions()
         options.binary_location = chromium
         for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -44,7 +49,7 @@ class Browser:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         driver = webdriver.Chrome(service=Service(chromedriver), options=options)
         driver.set_page_load_timeout(30)
-        return cls(driver, screenshots)
+        return cls(driver, screenshots, docs, refresh_docs)
 
     def quit(self) -> None:
         self.driver.quit()
@@ -128,15 +133,19 @@ class Browser:
         return [f"{e.get('source')}: {e.get('message')}" for e in self._log if e.get("level") == "SEVERE"]
 
     def screenshot(self, name: str) -> Path:
-        """The whole page (up to 2,400 pixels high) as docs/console/<name>.png."""
+        """The whole page (up to 2,400 pixels high) as <screenshots>/<name>.png, copied to <docs>/<name>.png
+        when that is missing or ``refresh_docs``."""
         self.screenshots.mkdir(parents=True, exist_ok=True)
         path = self.screenshots / f"{name}.png"
         height = int(self.driver.execute_script("return document.documentElement.scrollHeight"))
         self.driver.set_window_size(WINDOW[0], min(max(WINDOW[1], height + 120), 2400))
         try:
-            self.driver.save_screenshot(str(path))
+            assert self.driver.save_screenshot(str(path)), f"no screenshot of {name}"
         finally:
             self.driver.set_window_size(*WINDOW)
+        if self.docs is not None and (self.refresh_docs or not (self.docs / path.name).exists()):
+            self.docs.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, self.docs / path.name)
         return path
 
 

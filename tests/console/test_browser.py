@@ -78,6 +78,11 @@ def test_service_page_shows_instances_and_follows_a_deregistration(console_clust
     beat = registry.call(registry.nodes[0], "PUT", f"{NS}/instance/beat", serviceName=name, ip="10.2.0.1", port=8080)
     assert beat.status_code == 200 and beat.json()["code"] == 10200, beat.text
     registry.everywhere(name, 2)
+    subscribed = registry.http.get(  # a UDP push subscriber on another node than the page's
+        f"{registry.nodes[0].url}{NS}/instance/list",
+        params={"serviceName": name, "udpPort": "5353", "clientIP": "10.2.9.9", "app": "checkout"},
+        headers={"User-Agent": "Nacos-Java-Client:v1.4.2"})
+    assert subscribed.json()["cacheMillis"] == 10000, subscribed.text
     browser.open(console_url(registry, 2))
     open_service(browser, name)
     first = browser.wait(lambda: browser.row_with("10.2.0.1:8080"), "the first instance")
@@ -85,6 +90,9 @@ def test_service_page_shows_instances_and_follows_a_deregistration(console_clust
     assert cells[1:7] == ["DEFAULT", "healthy", "1", "yes", "yes", "zone=a"], cells
     browser.wait(lambda: re.fullmatch(r"\d+ s ago", browser.row_with("10.2.0.1:8080").find_elements(
         "css selector", "td")[7].text), "the time since the last beat")
+    subscriber = browser.wait(lambda: browser.row_with("10.2.9.9:5353"), "the subscriber, from another node")
+    assert [c.text for c in subscriber.find_elements("css selector", "td")] == [
+        "10.2.9.9:5353", "Nacos-Java-Client:v1.4.2", "checkout", "udp"]
     second = browser.row_with("10.2.0.2:8081")
     assert "east" in second.text and " 2 " in second.text
     browser.screenshot("service")
