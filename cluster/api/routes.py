@@ -33,7 +33,7 @@ from cluster.api.render import ListQuery, ListRenderer
 from cluster.api.subscribers import SubscribersService
 from cluster.api.switches import SwitchDomain, Switches
 from cluster.api.watch import WATCH_PATH, WatchService
-from cluster.console.endpoints import BEATS_PATH, CONSOLE, NODE_PATH, STATE_PATH, ConsoleEndpoints
+from cluster.console.endpoints import ConsoleEndpoints
 from cluster.http import Request, Response
 from cluster.metrics import counter, render_node_metrics
 from cluster.node.pump import NodeRuntime
@@ -195,14 +195,8 @@ class NamingApi:
             ("GET", READINESS_PATH): probes.readiness,
             # login: checked when auth is on; with auth off any credentials get a token nothing checks
             **{("POST", path): login for path in LOGIN_PATHS},
-            # the web console's own read endpoints (cluster/console; its static files are served in front)
-            **({} if console is None else {
-                ("GET", STATE_PATH): console.state,
-                ("GET", f"{CONSOLE}/changes"): console.changes,
-                ("GET", f"{CONSOLE}/cluster"): console.cluster,
-                ("GET", NODE_PATH): console.node_info,
-                ("GET", BEATS_PATH): console.beats,
-            }),
+            # the web console's read endpoints, GET /nacos/v1/console/{server/state,changes,cluster,node,beats}
+            **({} if console is None else console.routes()),
         }
         # /metrics: the core's series, then each part's, then the wiring's (HTTP server, peer transport).
         self.metric_sources: tuple[Callable[[], str], ...] = (

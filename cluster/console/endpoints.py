@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ DISTRIBUTION = "distro-registry"
 
 
 LinkStates = Callable[[], Mapping[str, LinkState]]
+Route = Callable[[Request, "Params"], Awaitable[Response]]
 def package_version() -> str:
     """The installed distribution's version (``unknown`` when run from a bare source tree)."""
     try:
@@ -61,6 +62,16 @@ class ConsoleEndpoints:
         self.started_ms = runtime.now_ms()
         self.feed = ChangeFeed()
         self._owned_cache: tuple[tuple[int, tuple[str, ...]], dict[str, int]] | None = None
+
+    def routes(self) -> dict[tuple[str, str], Route]:
+        """The console's routes, for :class:`cluster.api.routes.NamingApi`'s table (behind its guards)."""
+        return {
+            ("GET", STATE_PATH): self.state,
+            ("GET", f"{CONSOLE}/changes"): self.changes,
+            ("GET", f"{CONSOLE}/cluster"): self.cluster,
+            ("GET", NODE_PATH): self.node_info,
+            ("GET", BEATS_PATH): self.beats,
+        }
 
     # -- server state and node facts ------------------------------------------------------------------
     def server_state(self) -> dict[str, Any]:
