@@ -83,11 +83,18 @@ class CatalogIndex:
         self._addresses: dict[ServiceKey, tuple[int, frozenset[str]]] = {}
         self._address_count = 0
         for view in views:
-            self._add(view.key)
+            if view.key.group:
+                self._add(view.key)
 
     # -- keeping up with changes --------------------------------------------------------------------
     def on_change(self, key: ServiceKey, view: ServiceView) -> None:
-        """A view changed (the runtime's change listener): the service exists iff ``view_of`` has it."""
+        """A view changed (the runtime's change listener): the service exists iff ``view_of`` has it.
+
+        Keys with an empty group are not services (cluster-wide data lives under such reserved keys) and
+        are never listed.
+        """
+        if not key.group:
+            return
         if self._view_of(key) is None:
             self._remove(key)
         else:

@@ -100,3 +100,11 @@ def test_instance_filter_matches_ip_or_ip_port() -> None:
     assert not index.has_address(k, "10.0.0.2:80") and not index.has_address(k, "10.0.0.3")
     views.put(make_view(k, Instance("10.0.0.3", 80), revision=2))
     assert index.has_address(k, "10.0.0.3:80") and not index.has_address(k, "10.0.0.1")
+
+
+def test_keys_without_a_group_are_never_listed() -> None:
+    views = Views()
+    reserved = ServiceKey("", "", "namespaces")  # where cluster-wide data lives, not a service
+    views.put(make_view(reserved, Instance("10.0.0.1", 80)))
+    assert views.index.namespaces() == [] and views.index.keys("") == []
+    assert CatalogIndex(views.current.get, views.current.values()).namespaces() == []
