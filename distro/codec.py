@@ -16,6 +16,8 @@ Layout (compact: a type tag and positional fields, never field names)::
     ["snap", ready, snapshot_id, seq, total, items]
     ["subq", query_id, key]
     ["subr", query_id, [[addr, agent, app, ip, port, clusters, protocol], ...]]
+    ["conq", query_id, key | None]
+    ["conr", query_id, version, started_ms, now_ms, [[entry_id, last_beat_ms], ...]]
 
     item     = [key, entry_id, ms, counter, node, value]
     value    = None (tombstone)
@@ -49,6 +51,8 @@ from typing import Any
 from distro.datum import META_ENTRY_ID, Entry
 from distro.errors import ProtocolError  # defined in distro.errors, re-exported here (see __all__)
 from distro.messages import (
+    ConsoleQuery,
+    ConsoleReply,
     Digest,
     Forward,
     ForwardReply,
@@ -212,6 +216,14 @@ def _enc_subscribers_reply(m: SubscribersReply) -> list[Any]:
     return ["subr", m.query_id, [list(row) for row in m.rows]]
 
 
+def _enc_console_query(m: ConsoleQuery) -> list[Any]:
+    return ["conq", m.query_id, None if m.key is None else str(m.key)]
+
+
+def _enc_console_reply(m: ConsoleReply) -> list[Any]:
+    return ["conr", m.query_id, m.version, m.started_ms, m.now_ms, [list(beat) for beat in m.beats]]
+
+
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     Ping: _enc_ping,
     Forward: _enc_forward,
@@ -223,6 +235,8 @@ _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     SnapshotChunk: _enc_snapshot_chunk,
     SubscribersQuery: _enc_subscribers_query,
     SubscribersReply: _enc_subscribers_reply,
+    ConsoleQuery: _enc_console_query,
+    ConsoleReply: _enc_console_reply,
 }
 
 
@@ -618,6 +632,26 @@ def _dec_subscribers_reply(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Messa
     return SubscribersReply(_int(query_id, "query id"), tuple(out))
 
 
+def _dec_console_query(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
+    _, query_id, key = _seq(obj, 3, "console query")
+    return ConsoleQuery(_int(query_id, "query id"), None if key is None else _key(key, ctx))
+
+
+def _dec_console_reply(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
+    _, query_id, version, started_ms, now_ms, beats = _seq(obj, 6, "console reply")
+    out: list[tuple[str, int]] = []
+    for beat in _list(beats, "beats"):
+        entry_id, last_ms = _seq(beat, 2, "beat")
+        out.append((_str(entry_id, "entry id"), _int(last_ms, "last beat")))
+    return ConsoleReply(
+        _int(query_id, "query id"),
+        _str(version, "version", 64),
+        _int(started_ms, "started ms"),
+        _int(now_ms, "now ms"),
+        tuple(out),
+    )
+
+
 _DECODERS: dict[str, Callable[[list[Any] | tuple[Any, ...], _Ctx], Message]] = {
     "ping": _dec_ping,
     "fwd": _dec_forward,
@@ -629,6 +663,8 @@ _DECODERS: dict[str, Callable[[list[Any] | tuple[Any, ...], _Ctx], Message]] = {
     "snap": _dec_snapshot_chunk,
     "subq": _dec_subscribers_query,
     "subr": _dec_subscribers_reply,
+    "conq": _dec_console_query,
+    "conr": _dec_console_reply,
 }
 
 INTERNAL_ERROR_PREFIX = "malformed message ("

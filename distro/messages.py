@@ -13,6 +13,8 @@ from distro.model import ServiceKey
 from distro.requests import ClientRequest, Result
 
 __all__ = [
+    "ConsoleQuery",
+    "ConsoleReply",
     "Digest",
     "Forward",
     "ForwardReply",
@@ -121,6 +123,27 @@ class SubscribersReply:
     rows: tuple[SubscriberRow, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleQuery:
+    """Asks a peer what the web console shows of it: its version and start time and, when ``key`` is given,
+    when each instance of that service last beat (only the service's owner knows)."""
+
+    query_id: int
+    key: ServiceKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleReply:
+    """The answer to a :class:`ConsoleQuery`. ``started_ms`` and ``now_ms`` are on the peer's clock; ``beats``
+    holds ``(entry id, last beat ms)`` of the asked service's instances when the peer owns it, else nothing."""
+
+    query_id: int
+    version: str
+    started_ms: int
+    now_ms: int
+    beats: tuple[tuple[str, int], ...]
+
+
 Message = (
     Ping
     | Forward
@@ -132,4 +155,6 @@ Message = (
     | SnapshotChunk
     | SubscribersQuery
     | SubscribersReply
+    | ConsoleQuery
+    | ConsoleReply
 )

@@ -7,9 +7,9 @@
 * ``GET /nacos/v1/console/changes``: the change feed's long poll (:mod:`cluster.console.feed`).
 * ``GET /nacos/v1/console/node``: this node's own facts (id, version, start time, readiness).
 * ``GET /nacos/v1/console/cluster``: every member with its state, link state, services owned, and the
-  version and uptime it reports itself (asked of each member that is up, in parallel, with a short timeout).
+  version and uptime it reports itself (asked of each member that is up, in parallel, over the peer link).
 * ``GET /nacos/v1/console/beats``: when each instance of a service last beat. Only the owner knows, so a
-  node that does not own the service asks the owner (once: a forwarded call is never forwarded again).
+  node that does not own the service asks the owner over the peer link (:mod:`cluster.console.peers`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from cluster.console.feed import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, ChangeFeed
-from cluster.console.peerhttp import PeerReadError, credentials, get_json
+from cluster.console.peers import MAX_BEATS, ConsolePeers
 from cluster.http import Request, Response
 from cluster.node.peerlink import LinkState
+from distro.messages import ConsoleReply
 from distro.model import ServiceKey, service_key
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ DISTRIBUTION = "distro-registry"
 
 LinkStates = Callable[[], Mapping[str, LinkState]]
 Route = Callable[[Request, "Params"], Awaitable[Response]]
+
+
 def package_version() -> str:
     """The installed distribution's version (``unknown`` when run from a bare source tree)."""
     try:
@@ -61,6 +64,7 @@ class ConsoleEndpoints:
         self.version = package_version()
         self.started_ms = runtime.now_ms()
         self.feed = ChangeFeed()
+        self.peers = ConsolePeers(runtime, self.reply_for)
         self._owned_cache: tuple[tuple[int, tuple[str, ...]], dict[str, int]] | None = None
 
     def routes(self) -> dict[tuple[str, str], Route]:
@@ -102,6 +106,11 @@ class ConsoleEndpoints:
             "uptimeMs": now_ms - self.started_ms,
             "ready": self.node.ready,
         }
+
+    def reply_for(self, key: ServiceKey | None) -> ConsoleReply:
+        """This node's answer to a peer's console query (``query_id`` is set by the caller)."""
+        beats = () if key is None else tuple(self.local_beats(key).items())[:MAX_BEATS]
+        return ConsoleReply(0, self.version, self.started_ms, self.runtime.now_ms(), beats)
 
     async def node_info(self, request: Request, params: Params) -> Response:
         """GET console/node."""
@@ -154,17 +163,14 @@ class ConsoleEndpoints:
                     "uptimeMs": None,
                 }
             )
-        headers, token = credentials(request, params)
 
         async def ask(row: dict[str, Any]) -> None:
-            try:
-                facts = await get_json(row["address"], NODE_PATH, token, headers)
-            except PeerReadError as exc:
-                row["error"] = str(exc)
+            reply = await self.peers.ask(row["nodeId"])
+            if reply is None:
+                row["error"] = "it did not answer over the peer link within a second"
                 return
-            row["reachable"] = True
-            for name in ("version", "startedMs", "uptimeMs"):
-                row[name] = facts.get(name)
+            row.update(reachable=True, version=reply.version, startedMs=reply.started_ms,
+                       uptimeMs=reply.now_ms - reply.started_ms)
 
         async with trio.open_nursery() as nursery:
             for row in members:
@@ -191,27 +197,20 @@ class ConsoleEndpoints:
         """GET console/beats."""
         key = service_key(params.get("namespaceId"), params.get("groupName"), params.required("serviceName"))
         owner = self.node.owner_of(key)
-        owner_address = None if owner is None else self.node.address_of(owner)
-        body: dict[str, Any] = {"owner": owner_address, "nowMs": self.runtime.now_ms(), "beats": {}}
-        if owner == self.node.node_id or owner is None or params.boolean("forwarded", False):
+        now_ms = self.runtime.now_ms()
+        body: dict[str, Any] = {
+            "owner": None if owner is None else self.node.address_of(owner), "nowMs": now_ms, "beats": {},
+        }
+        if owner is None or owner == self.node.node_id:
+            await trio.lowlevel.checkpoint()
             body["beats"] = self.local_beats(key)
             return Response.json(body)
-        headers, token = credentials(request, params)
-        query = {
-            "namespaceId": key.namespace, "groupName": key.group, "serviceName": key.service,
-            "forwarded": "true", **token,
-        }
-        try:
-            answer = await get_json(str(owner_address), BEATS_PATH, query, headers)
-        except PeerReadError as exc:
-            body["error"] = str(exc)
-            return Response.json(body)
-        beats = answer.get("beats")
-        now = answer.get("nowMs")
-        if isinstance(beats, dict) and isinstance(now, int):
-            # Re-based on this node's clock, so that the page computes "seconds ago" from one clock.
-            skew = body["nowMs"] - now
-            body["beats"] = {str(k): v + skew for k, v in beats.items() if isinstance(v, int)}
+        reply = await self.peers.ask(owner, key)
+        if reply is None:
+            body["error"] = "the owner did not answer over the peer link within a second"
+        else:
+            skew = self.runtime.now_ms() - reply.now_ms  # re-based on this node's clock: one clock for the page
+            body["beats"] = {entry_id: last_ms + skew for entry_id, last_ms in reply.beats}
         return Response.json(body)
 
 
