@@ -193,19 +193,7 @@ def parse_metadata(raw: str, *, max_keys: int = 64, max_bytes: int = 4096) -> di
             raise ValidationError(f"metadata format incorrect:{raw}") from None
         if not isinstance(parsed, dict):
             raise ValidationError(f"metadata format incorrect:{raw}")
-        for key, value in parsed.items():
-            if isinstance(value, dict | list):
-                raise ValidationError(f"metadata format incorrect:{raw}")
-            if value is None:
-                continue
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            key, value = str(key), str(value)
-            if _has_lone_surrogate(key) or _has_lone_surrogate(value):  # only JSON escapes can make one
-                raise ValidationError(
-                    "metadata format incorrect: a key or value is not valid Unicode (a lone UTF-16 surrogate escape)"
-                )
-            result[key] = value
+        return validate_metadata(parsed, max_keys=max_keys, max_bytes=max_bytes, raw=raw)
     else:
         for item in raw.split(","):
             if not item.strip():
@@ -216,6 +204,38 @@ def parse_metadata(raw: str, *, max_keys: int = 64, max_bytes: int = 4096) -> di
             result[key.strip()] = value.strip()
     if len(result) > max_keys:
         raise ValidationError(f"metadata has too many keys: at most {max_keys}")
+    return result
+
+
+def validate_metadata(
+    parsed: Mapping[str, Any], *, max_keys: int = 64, max_bytes: int = 4096, raw: str | None = None
+) -> dict[str, str]:
+    """Metadata given as a JSON object (already decoded): scalar values as strings, nulls dropped.
+
+    Bounded in keys and (encoded) bytes; a nested value is refused. ``raw`` is the text the client sent,
+    quoted in the error when there is one.
+    """
+    shown = raw if raw is not None else json.dumps(parsed, ensure_ascii=False, default=str)[:512]
+    result: dict[str, str] = {}
+    size = 0
+    for key, value in parsed.items():
+        if isinstance(value, dict | list):
+            raise ValidationError(f"metadata format incorrect:{shown}")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        key, value = str(key), str(value)
+        if _has_lone_surrogate(key) or _has_lone_surrogate(value):  # only JSON escapes can make one
+            raise ValidationError(
+                "metadata format incorrect: a key or value is not valid Unicode (a lone UTF-16 surrogate escape)"
+            )
+        size += len(key.encode()) + len(value.encode())
+        if size > max_bytes:
+            raise ValidationError(f"metadata is too large: at most {max_bytes} bytes")
+        result[key] = value
+        if len(result) > max_keys:
+            raise ValidationError(f"metadata has too many keys: at most {max_keys}")
     return result
 
 
