@@ -285,6 +285,9 @@ class Instance:
     healthy: bool = True
     enabled: bool = True
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # The gRPC connection this instance lives by ("" for an instance that lives by heartbeats): set by the
+    # node holding the connection (distro/connections.py), replicated with the entry, never shown to clients.
+    connection: str = ""
 
     @property
     def entry_id(self) -> str:

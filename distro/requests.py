@@ -38,12 +38,17 @@ class Register:
 
 @dataclass(frozen=True, slots=True)
 class Deregister:
-    """``DELETE /instance``: remove an instance (``ok`` even when it is unknown, as Nacos)."""
+    """``DELETE /instance``: remove an instance (``ok`` even when it is unknown, as Nacos).
+
+    With ``connection`` set (a gRPC connection's deregistration) the instance is removed only while it
+    still belongs to that connection: a client that re-registered elsewhere keeps it.
+    """
 
     key: ServiceKey
     cluster: str
     ip: str
     port: int
+    connection: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,15 @@ import h2.exceptions
 import h2.settings
 import trio
 
-from cluster.grpc.wire import MAX_MESSAGE_BYTES, MessageReader, Payload, WireError, decode_payload, encode_payload, frame_message
+from cluster.grpc.wire import (
+    MAX_MESSAGE_BYTES,
+    MessageReader,
+    Payload,
+    WireError,
+    decode_payload,
+    encode_payload,
+    frame_message,
+)
 
 log = logging.getLogger("distro.grpc")
 
@@ -131,6 +139,7 @@ class GrpcConnection:
         self._pull_pushes = pull_pushes
         self.bi_stream_id: int | None = None
         self.registered = False  # ConnectionSetupRequest received
+        self.client_version = ""
         self.close_reason = ""
         self.bytes_in = 0
         self.bytes_out = 0
@@ -257,14 +266,14 @@ class GrpcConnection:
             self._stalled_since = None
 
     def _on_request(self, event: h2.events.RequestReceived, handler: ConnectionHandler) -> None:
-        headers = dict(event.headers or ())
-        path = str(headers.get(":path", ""))
+        headers = {_text(k): _text(v) for k, v in event.headers or ()}
+        path = headers.get(":path", "")
         stream_id = event.stream_id
         if path not in (UNARY_PATH, STREAM_PATH) or headers.get(":method") != "POST":
             state = self._streams[stream_id] = _Stream(False, self.limits.max_message_bytes)
             self._finish(stream_id, GRPC_UNIMPLEMENTED, f"unknown method {path[:200]}")
             return
-        content_type = str(headers.get("content-type", ""))
+        content_type = headers.get("content-type", "")
         if not content_type.startswith("application/grpc"):
             self._streams[stream_id] = _Stream(False, self.limits.max_message_bytes)
             self._finish(stream_id, GRPC_INVALID_ARGUMENT, "content-type must be application/grpc")
@@ -417,6 +426,11 @@ class GrpcConnection:
         since = self._stalled_since
         if since is not None and trio.current_time() - since > self.limits.stall_timeout_ms / 1000:
             raise SlowReader(f"slow reader: flow-control window closed for {self.limits.stall_timeout_ms} ms")
+
+
+def _text(value: str | bytes) -> str:
+    """A header name or value as text (h2 gives str with ``header_encoding`` set; be safe with bytes)."""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def _percent_encode(text: str) -> str:

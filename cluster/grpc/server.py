@@ -1,0 +1,258 @@
+"""GrpcServer: the listener of the Nacos gRPC front door, its connections and their life.
+
+``await nursery.start(server.serve, host, port)`` listens (HTTP/2 with prior knowledge, no TLS) and serves
+each accepted connection with a :class:`~cluster.grpc.connection.GrpcConnection` whose requests go to the
+:class:`~cluster.grpc.naming.NamingFrontDoor`. The server also
+
+* fans the node's changes out to gRPC subscribers (it is one of the runtime's change listeners, beside UDP
+  push and the HTTP watch);
+* runs detection: every ``check_interval_ms`` the connection table names the idle connections to probe
+  (``ClientDetectionRequest`` on their bi-stream) and those that did not answer, which are closed;
+* when a connection ends (closed by the client, lost, given up, or a slow reader), forgets its
+  subscriptions and submits the deregistrations of its instances. A node that is shutting down does not
+  deregister anything: its clients reconnect to another node and register again, and their instances do
+  not flap.
+
+Connection ids follow Nacos (``<ms>_<client ip>_<client port>``) with a short tag of the node id, so two
+nodes never hand out the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from cluster.grpc.connection import GrpcConnection, GrpcLimits
+from cluster.grpc.naming import NamingFrontDoor, TokenChecker
+from cluster.grpc.render import ServiceInfoRenderer
+from cluster.grpc.requests import InstanceLimits
+from cluster.grpc.responses import server_request
+from cluster.grpc.subscriptions import Subscriptions
+from cluster.grpc.wire import Payload
+from cluster.node.pump import NodeRuntime
+from distro.connections import ConnectionTable, ConnectionTimings
+from distro.model import ServiceKey
+from distro.requests import ClientRequest
+from distro.views import ServiceView
+
+log = logging.getLogger("distro.grpc")
+
+
+@dataclass
+class ServerStats:
+    """Connection counters for /metrics."""
+
+    accepted: int = 0
+    rejected: int = 0  # over max_connections
+    closed: dict[str, int] = field(default_factory=dict)  # by reason class
+    probes_sent: int = 0
+    deregistrations: int = 0
+
+
+def _reason_class(reason: str) -> str:
+    for prefix, name in (
+        ("closed by the client", "client"),
+        ("the client ended", "client"),
+        ("the client reset", "client"),
+        ("the client sent GOAWAY", "client"),
+        ("connection lost", "lost"),
+        ("slow reader", "slow_reader"),
+        ("no answer to detection", "detection"),
+        ("HTTP/2 protocol error", "protocol_error"),
+        ("bad message", "protocol_error"),
+        ("over ", "inbound_limit"),
+    ):
+        if reason.startswith(prefix):
+            return name
+    return "other"
+
+
+class GrpcServer:
+    """The gRPC front door of one node."""
+
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        *,
+        limits: GrpcLimits | None = None,
+        timings: ConnectionTimings | None = None,
+        max_connections: int = 16_384,
+        max_subscriptions_per_connection: int = 10_000,
+        instance_limits: InstanceLimits | None = None,
+        check_token: TokenChecker | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.limits = limits or GrpcLimits()
+        self.max_connections = max_connections
+        self.table = ConnectionTable(timings)
+        self.renderer = ServiceInfoRenderer(runtime.now_ms, runtime.node.config)
+        self.subscriptions = Subscriptions(
+            self.renderer, runtime.node.view, trio.current_time, max_per_connection=max_subscriptions_per_connection
+        )
+        self.front = NamingFrontDoor(
+            runtime, self.table, self.subscriptions, self.renderer, instance_limits=instance_limits, check_token=check_token
+        )
+        self.connections: dict[str, GrpcConnection] = {}
+        self.stats = ServerStats()
+        self.port = 0
+        self._tag = hashlib.blake2b(runtime.node.node_id.encode(), digest_size=3).hexdigest()
+        self._nursery: trio.Nursery | None = None
+        self._probe_seq = 0
+        runtime.change_listeners.append(self._on_change)
+
+    # ------------------------------------------------------------------------------------------
+    # serving
+    # ------------------------------------------------------------------------------------------
+    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on ``host:port`` (0: any free port) until cancelled; ``task_status.started(port)``."""
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        self.port = int(listeners[0].socket.getsockname()[1])
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._detect_loop)
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+            task_status.started(self.port)
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # EMFILE and friends: wait a little instead of spinning
+                    log.warning("grpc: accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                if len(self.connections) >= self.max_connections:
+                    self.stats.rejected += 1
+                    await stream.aclose()
+                    continue
+                nursery.start_soon(self._serve_connection, stream)
+
+    def _connection_id(self, remote: tuple[str, int]) -> str:
+        base = f"{self.runtime.now_ms()}_{remote[0]}_{remote[1]}_{self._tag}"
+        connection_id, n = base, 0
+        while connection_id in self.connections:
+            n += 1
+            connection_id = f"{base}.{n}"
+        return connection_id
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            peer = stream.socket.getpeername()
+            remote = (str(peer[0]), int(peer[1]))
+        except OSError:
+            await stream.aclose()
+            return
+        connection_id = self._connection_id(remote)
+        conn = GrpcConnection(stream, connection_id, remote, self.limits, pull_pushes=self._pull_pushes)
+        self.connections[connection_id] = conn
+        self.stats.accepted += 1
+        try:
+            await conn.run(self.front)
+        finally:
+            del self.connections[connection_id]
+            reason = conn.close_reason or "server stopping"
+            kind = _reason_class(reason)
+            self.stats.closed[kind] = self.stats.closed.get(kind, 0) + 1
+            self.subscriptions.drop(connection_id)
+            writes = self.table.close(connection_id)
+            if kind not in ("client", "lost"):
+                log.info("grpc: closed %s: %s", connection_id, reason)
+            if writes and self._nursery is not None and conn.close_reason:
+                self._nursery.start_soon(self._deregister, writes)
+
+    async def _deregister(self, writes: list[ClientRequest]) -> None:
+        for write in writes:
+            self.stats.deregistrations += 1
+            await self.runtime.submit(write)
+
+    # ------------------------------------------------------------------------------------------
+    # pushes and detection
+    # ------------------------------------------------------------------------------------------
+    def _on_change(self, key: ServiceKey, view: ServiceView) -> None:
+        for connection_id in self.subscriptions.on_change(key):
+            conn = self.connections.get(connection_id)
+            if conn is not None:
+                conn.wake()
+
+    def _pull_pushes(self, conn: GrpcConnection, budget_bytes: int) -> list[Payload]:
+        if not conn.registered:
+            return []
+        return self.subscriptions.pull(conn.connection_id, budget_bytes)
+
+    async def _detect_loop(self) -> None:
+        interval_s = self.table.timings.check_interval_ms / 1000
+        while True:
+            await trio.sleep(interval_s)
+            self.detect()
+
+    def detect(self) -> None:
+        """One detection round: probe idle connections, close those that did not answer."""
+        detection = self.table.detect(self.runtime.now_ms())
+        for connection_id in detection.probe:
+            conn = self.connections.get(connection_id)
+            if conn is not None:
+                self._probe_seq += 1
+                self.stats.probes_sent += 1
+                conn.push(server_request("ClientDetectionRequest", f"detect-{self._probe_seq}"))
+        for connection_id in detection.give_up:
+            conn = self.connections.get(connection_id)
+            if conn is not None:
+                conn.close("no answer to detection")
+
+    # ------------------------------------------------------------------------------------------
+    # reporting
+    # ------------------------------------------------------------------------------------------
+    def render_metrics(self) -> str:
+        """Prometheus text: connections, requests, pushes."""
+        s, p, c = self.stats, self.subscriptions.stats, self.front.stats
+        rows: list[tuple[str, str, str, str, float]] = [
+            ("distro_grpc_connections", "gauge", "gRPC connections open.", "", len(self.connections)),
+            ("distro_grpc_connections_registered", "gauge", "gRPC connections that completed their setup.", "",
+             len(self.table)),
+            ("distro_grpc_connections_accepted_total", "counter", "gRPC connections accepted.", "", s.accepted),
+            ("distro_grpc_connections_rejected_total", "counter", "gRPC connections refused over the bound.", "",
+             s.rejected),
+            ("distro_grpc_bound_instances", "gauge", "Instances bound to this node's gRPC connections.", "",
+             self.table.bound_count),
+            ("distro_grpc_subscriptions", "gauge", "gRPC subscriptions held.", "", self.subscriptions.count()),
+            ("distro_grpc_pushes_sent_total", "counter", "NotifySubscriberRequest pushes written.", "", p.pushes_sent),
+            ("distro_grpc_pushes_acked_total", "counter", "Pushes the client acknowledged.", "", p.pushes_acked),
+            ("distro_grpc_pushes_coalesced_total", "counter", "Changes folded into a push still waiting to go out.", "",
+             p.pushes_coalesced),
+            ("distro_grpc_push_ack_seconds_sum", "counter", "Seconds from push written to its ack, summed.", "",
+             p.ack_seconds_total),
+            ("distro_grpc_detection_probes_total", "counter", "ClientDetectionRequest probes sent to idle connections.",
+             "", s.probes_sent),
+            ("distro_grpc_deregistrations_total", "counter", "Deregistrations made because a connection ended.", "",
+             s.deregistrations),
+            ("distro_grpc_auth_refused_total", "counter", "gRPC requests refused for lack of a valid token.", "",
+             c.auth_refused),
+        ]
+        rows += [("distro_grpc_connections_closed_total", "counter", "gRPC connections closed, by reason.",
+                  f'{{reason="{reason}"}}', n) for reason, n in sorted(s.closed.items())]
+        rows += [("distro_grpc_requests_total", "counter", "gRPC requests received, by type.", f'{{type="{kind}"}}', n)
+                 for kind, n in sorted(c.requests.items())]
+        rows += [("distro_grpc_errors_total", "counter", "gRPC error answers, by Nacos errorCode.", f'{{code="{code}"}}', n)
+                 for code, n in sorted(c.errors.items())]
+        out: list[str] = []
+        seen: set[str] = set()
+        for name, kind, help_text, labels, value in rows:
+            if name not in seen:
+                seen.add(name)
+                out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+            out.append(f"{name}{labels} {value:g}\n")
+        return "".join(out)
+
+
+def grpc_port(http_port: int, offset: int) -> int:
+    """The gRPC port of a node whose HTTP port is ``http_port`` (Nacos: + 1000)."""
+    return http_port + offset
+
+
+
+__all__ = ["GrpcServer", "ServerStats", "grpc_port"]

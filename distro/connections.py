@@ -1,0 +1,196 @@
+"""ConnectionTable: the gRPC client connections a node holds and the instances bound to them. Pure.
+
+Nacos 2.x clients register ephemeral instances over a long-lived connection and send no heartbeats: an
+instance lives as long as the connection that registered it. The node that holds a connection (its
+*holder*) keeps this table; the instances themselves are ordinary versioned entries on their owners,
+marked with the connection id (:attr:`~distro.model.Instance.connection`).
+
+Rules (docs/protocol.md, "gRPC connections"):
+
+* **One instance per service per connection**, as in Nacos: registering again on the same connection
+  replaces the connection's instance of that service; a batch registration replaces them with the batch.
+* **Bind before the write.** A registration is bound here first, then its :class:`~distro.requests.Register`
+  goes to the owner, so a connection that closes while its write is in flight still deregisters it.
+* **A clean close, or a connection that fails detection, deregisters at once**: :meth:`close` returns one
+  :class:`~distro.requests.Deregister` per bound instance, each conditional on the entry still belonging to
+  this connection (a client that already moved to another node keeps its instance).
+* **Detection** (Nacos's timings are the defaults): a connection with no inbound traffic for
+  ``probe_after_idle_ms`` is probed; one that stays silent ``give_up_after_ms`` after the probe is given up.
+  Any inbound message counts as traffic and answers a probe.
+* **Renewal.** The holder renews its connections' instances on their owners (see
+  :meth:`~distro.node.DistroNode` and the ``Renew`` peer message); this table says what to renew.
+
+Everything is bounded: ``max_bound_per_connection`` instances per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from distro.model import Instance, ServiceKey, ValidationError
+from distro.requests import ClientRequest, Deregister, Register
+
+NEVER = -(2**62)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionTimings:
+    """Detection knobs (milliseconds) and the per-connection bound."""
+
+    probe_after_idle_ms: int = 20_000
+    give_up_after_ms: int = 5_000
+    check_interval_ms: int = 3_000
+    max_bound_per_connection: int = 10_000
+
+    def __post_init__(self) -> None:
+        if min(self.probe_after_idle_ms, self.give_up_after_ms, self.check_interval_ms) <= 0:
+            raise ValueError("connection detection timings must be positive")
+        if self.max_bound_per_connection < 1:
+            raise ValueError("max_bound_per_connection must be positive")
+
+
+@dataclass(slots=True)
+class _Connection:
+    connection_id: str
+    last_active_ms: int
+    probe_sent_ms: int = NEVER
+    bound: dict[ServiceKey, dict[str, Instance]] = field(default_factory=dict)
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """What a detection round decided: connections to probe now, and connections to give up."""
+
+    probe: tuple[str, ...]
+    give_up: tuple[str, ...]
+
+
+def _deregister(key: ServiceKey, inst: Instance, connection_id: str) -> Deregister:
+    return Deregister(key, inst.cluster, inst.ip, inst.port, connection=connection_id)
+
+
+class ConnectionTable:
+    """The connections held by one node, with the instances bound to each."""
+
+    def __init__(self, timings: ConnectionTimings | None = None) -> None:
+        self.timings = timings or ConnectionTimings()
+        self._conns: dict[str, _Connection] = {}
+        self._bound_total = 0
+
+    # -- life -------------------------------------------------------------------------------------
+    def open(self, connection_id: str, now_ms: int) -> None:
+        """A connection was set up (idempotent)."""
+        if connection_id not in self._conns:
+            self._conns[connection_id] = _Connection(connection_id, now_ms)
+
+    def touch(self, connection_id: str, now_ms: int) -> None:
+        """Inbound traffic on a connection: it is alive (this also answers a pending probe)."""
+        conn = self._conns.get(connection_id)
+        if conn is not None:
+            conn.last_active_ms = max(conn.last_active_ms, now_ms)
+            conn.probe_sent_ms = NEVER
+
+    def close(self, connection_id: str) -> list[ClientRequest]:
+        """The connection is gone: the deregistrations of everything bound to it."""
+        conn = self._conns.pop(connection_id, None)
+        if conn is None:
+            return []
+        self._bound_total -= conn.count
+        return [
+            _deregister(key, inst, connection_id) for key, by_id in conn.bound.items() for inst in by_id.values()
+        ]
+
+    def __contains__(self, connection_id: object) -> bool:
+        return connection_id in self._conns
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    # -- binding ----------------------------------------------------------------------------------
+    def register(self, connection_id: str, key: ServiceKey, instances: tuple[Instance, ...]) -> list[ClientRequest]:
+        """Make ``instances`` this connection's instances of ``key`` (replacing any it had).
+
+        Returns the writes to submit: deregistrations of replaced instances, then registrations (each
+        instance marked with the connection id). Raises ValidationError for an unknown connection or
+        past the per-connection bound.
+        """
+        conn = self._conns.get(connection_id)
+        if conn is None:
+            raise ValidationError("Connection is unregistered.")
+        marked = {inst.entry_id: replace(inst, connection=connection_id) for inst in instances}
+        old = conn.bound.get(key, {})
+        if conn.count - len(old) + len(marked) > self.timings.max_bound_per_connection:
+            raise ValidationError(
+                f"a connection may register at most {self.timings.max_bound_per_connection} instances"
+            )
+        requests: list[ClientRequest] = [
+            _deregister(key, inst, connection_id) for entry_id, inst in old.items() if entry_id not in marked
+        ]
+        requests.extend(Register(key, inst) for inst in marked.values())
+        self._set(conn, key, marked)
+        return requests
+
+    def deregister(self, connection_id: str, key: ServiceKey, instance: Instance) -> list[ClientRequest]:
+        """Unbind one instance (matched by cluster, ip and port); its deregistration, conditional on the
+        connection, is returned even when it was not bound here (the owner then ignores it)."""
+        conn = self._conns.get(connection_id)
+        if conn is None:
+            raise ValidationError("Connection is unregistered.")
+        by_id = dict(conn.bound.get(key, {}))
+        by_id.pop(instance.entry_id, None)
+        self._set(conn, key, by_id)
+        return [_deregister(key, instance, connection_id)]
+
+    def unbind(self, connection_id: str, key: ServiceKey, entry_id: str) -> None:
+        """Forget one binding without a write (its entry now belongs to another connection or client)."""
+        conn = self._conns.get(connection_id)
+        if conn is not None and entry_id in conn.bound.get(key, {}):
+            by_id = dict(conn.bound[key])
+            del by_id[entry_id]
+            self._set(conn, key, by_id)
+
+    def _set(self, conn: _Connection, key: ServiceKey, by_id: dict[str, Instance]) -> None:
+        old = conn.bound.pop(key, {})
+        if by_id:
+            conn.bound[key] = by_id
+        delta = len(by_id) - len(old)
+        conn.count += delta
+        self._bound_total += delta
+
+    def bound(self, connection_id: str, key: ServiceKey, entry_id: str) -> Instance | None:
+        """The instance bound under that entry, or None."""
+        conn = self._conns.get(connection_id)
+        return None if conn is None else conn.bound.get(key, {}).get(entry_id)
+
+    def instances(self, connection_id: str | None = None) -> Iterator[tuple[str, ServiceKey, Instance]]:
+        """``(connection id, key, instance)`` of every binding (of one connection, or all)."""
+        conns = self._conns.values() if connection_id is None else [c for c in [self._conns.get(connection_id)] if c]
+        for conn in conns:
+            for key, by_id in conn.bound.items():
+                for inst in by_id.values():
+                    yield conn.connection_id, key, inst
+
+    @property
+    def bound_count(self) -> int:
+        """Instances bound, all connections together."""
+        return self._bound_total
+
+    # -- detection --------------------------------------------------------------------------------
+    def detect(self, now_ms: int) -> Detection:
+        """Connections to probe (idle ``probe_after_idle_ms``) and to give up (probe unanswered)."""
+        t = self.timings
+        probe: list[str] = []
+        give_up: list[str] = []
+        for conn in self._conns.values():
+            if conn.probe_sent_ms != NEVER:
+                if now_ms - conn.probe_sent_ms >= t.give_up_after_ms:
+                    give_up.append(conn.connection_id)
+            elif now_ms - conn.last_active_ms >= t.probe_after_idle_ms:
+                conn.probe_sent_ms = now_ms
+                probe.append(conn.connection_id)
+        return Detection(tuple(probe), tuple(give_up))
+
+
+__all__ = ["ConnectionTable", "ConnectionTimings", "Detection"]

@@ -1,0 +1,84 @@
+"""The pure connection table: one instance per service per connection, bind before the write, conditional
+deregistrations on close, and Nacos's detection schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+from distro.connections import ConnectionTable, ConnectionTimings, Detection
+from distro.model import ServiceKey, ValidationError, make_instance
+from distro.requests import Deregister, Register
+
+KEY = ServiceKey("public", "DEFAULT_GROUP", "orders")
+OTHER = ServiceKey("public", "DEFAULT_GROUP", "users")
+A = make_instance("10.0.0.1", 80)
+B = make_instance("10.0.0.2", 80)
+
+
+def test_register_marks_the_instance_and_replaces_the_previous_one() -> None:
+    table = ConnectionTable()
+    table.open("c1", 0)
+    [write] = table.register("c1", KEY, (A,))
+    assert write == Register(KEY, A.__class__(**{**_fields(A), "connection": "c1"}))
+    writes = table.register("c1", KEY, (B,))
+    assert writes[0] == Deregister(KEY, "DEFAULT", "10.0.0.1", 80, connection="c1")
+    assert isinstance(writes[1], Register) and writes[1].instance.ip == "10.0.0.2"
+    assert [inst.ip for _, _, inst in table.instances("c1")] == ["10.0.0.2"]
+    assert table.bound_count == 1
+
+
+def _fields(inst: object) -> dict[str, object]:
+    return {name: getattr(inst, name) for name in ("ip", "port", "cluster", "weight", "healthy", "enabled", "metadata")}
+
+
+def test_batch_replaces_the_service_and_close_deregisters_everything_conditionally() -> None:
+    table = ConnectionTable()
+    table.open("c1", 0)
+    table.register("c1", KEY, (A,))
+    table.register("c1", OTHER, (A, B))
+    assert table.bound_count == 3
+    writes = table.close("c1")
+    assert sorted((w.key.service, w.ip) for w in writes if isinstance(w, Deregister)) == [
+        ("orders", "10.0.0.1"), ("users", "10.0.0.1"), ("users", "10.0.0.2")]
+    assert all(isinstance(w, Deregister) and w.connection == "c1" for w in writes)
+    assert table.bound_count == 0 and "c1" not in table and table.close("c1") == []
+
+
+def test_deregister_and_unbind() -> None:
+    table = ConnectionTable()
+    table.open("c1", 0)
+    table.register("c1", KEY, (A,))
+    assert table.deregister("c1", KEY, B) == [Deregister(KEY, "DEFAULT", "10.0.0.2", 80, connection="c1")]
+    assert table.bound("c1", KEY, A.entry_id) is not None
+    table.unbind("c1", KEY, A.entry_id)
+    assert table.bound("c1", KEY, A.entry_id) is None and table.bound_count == 0
+    assert table.close("c1") == []
+
+
+def test_unknown_connection_and_bound_are_refused() -> None:
+    table = ConnectionTable(ConnectionTimings(max_bound_per_connection=2))
+    with pytest.raises(ValidationError, match="unregistered"):
+        table.register("nope", KEY, (A,))
+    table.open("c1", 0)
+    table.register("c1", KEY, (A, B))
+    with pytest.raises(ValidationError, match="at most 2"):
+        table.register("c1", OTHER, (A,))
+    table.register("c1", KEY, (A,))  # replacing within the bound is fine
+    table.register("c1", OTHER, (A,))
+    assert table.bound_count == 2
+
+
+def test_detection_probes_idle_connections_and_gives_up_on_silence() -> None:
+    table = ConnectionTable(ConnectionTimings(probe_after_idle_ms=20_000, give_up_after_ms=5_000))
+    table.open("quiet", 0)
+    table.open("chatty", 0)
+    table.open("answers", 0)
+    assert table.detect(19_999) == Detection((), ())
+    table.touch("chatty", 15_000)
+    assert table.detect(20_000) == Detection(("quiet", "answers"), ())
+    assert table.detect(21_000) == Detection((), ())  # a probe is sent once
+    table.touch("answers", 22_000)  # any traffic answers the probe
+    assert table.detect(25_000) == Detection((), ("quiet",))  # the runtime closes it
+    table.close("quiet")
+    assert table.detect(42_000) == Detection(("chatty", "answers"), ())
+    assert table.detect(47_000) == Detection((), ("chatty", "answers"))
