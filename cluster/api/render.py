@@ -1,6 +1,7 @@
 """The one renderer of the service-list body: what ``GET /nacos/v1/ns/instance/list`` answers.
 
-The HTTP route, the UDP push (whose packets carry this body as a string) and the HTTP watch all build it
+The HTTP route, the UDP push (whose packets carry this body as a string), the HTTP watch and the gRPC front
+door (the same list in Nacos 2.x's ``serviceInfo`` shape, :meth:`ListRenderer.service_info`) all build it
 here, so a client sees the same document whichever way it learns of a change. The ``hosts`` array is the
 expensive part: it is kept per (service, clusters the service has, healthyOnly, client flavour) until the
 service's view has a new revision, in a cache bounded in bytes (:mod:`cluster.api.hostscache`).
@@ -16,12 +17,14 @@ from cluster.node.pump import NodeRuntime
 from distro.model import ServiceKey
 from distro.views import ServiceView, select_hosts
 
-__all__ = ["DEFAULT_CACHE_MILLIS", "JAVA_AGENT", "ListQuery", "ListRenderer"]
+__all__ = ["DEFAULT_CACHE_MILLIS", "JAVA_AGENT", "PUSH_CACHE_MILLIS", "ListQuery", "ListRenderer"]
 
 DEFAULT_CACHE_MILLIS = 3000
 """The ``cacheMillis`` announced to a client that is not a push subscriber (Nacos's default)."""
 JAVA_AGENT = "Nacos-Java-Client"
 """User-Agent prefix of the Java client, which expects grouped service names in the list."""
+PUSH_CACHE_MILLIS = 10_000
+"""The ``cacheMillis`` of a 2.x service info (clients that get pushes poll rarely)."""
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -42,6 +45,7 @@ class ListRenderer:
         self._runtime = runtime
         self._node = runtime.node
         self.hosts_cache = HostsCache(cache_max_bytes)
+        self._last_stamp = 0
 
     def render(self, query: ListQuery, *, cache_millis: int = DEFAULT_CACHE_MILLIS) -> bytes:
         """The UTF-8 JSON body for ``query``, announcing ``cache_millis``."""
@@ -74,6 +78,35 @@ class ListRenderer:
             f'"metadata":{json.dumps(meta, ensure_ascii=False)},"hosts":'
         ).encode()
         return head + hosts_json + b"}"
+
+    def service_info(self, query: ListQuery) -> bytes:
+        """The same list in Nacos 2.x's ``serviceInfo`` shape (gRPC answers and pushes).
+
+        ``name`` is the bare service name (2.x clients key their caches by ``groupName`` + ``name``),
+        hosts carry the grouped ``serviceName``, and ``lastRefTime`` is :meth:`stamp`: nacos-sdk-python
+        3.x drops a service info whose ``lastRefTime`` is not greater than the one it holds.
+        """
+        key = query.key
+        clusters_text = ",".join(query.clusters)
+        view = self._node.view(key)
+        if view is None:
+            hosts_json, protected, checksum = b"[]", False, ""
+        else:
+            hosts_json, protected = self._hosts_json(view, ListQuery(key, query.clusters, query.healthy_only, True))
+            checksum = view.checksum
+        head = (
+            f'{{"name":{json.dumps(key.service)},"groupName":{json.dumps(key.group)},'
+            f'"clusters":{json.dumps(clusters_text)},"cacheMillis":{PUSH_CACHE_MILLIS},"lastRefTime":{self.stamp()},'
+            f'"checksum":"{checksum}","allIPs":false,'
+            f'"reachProtectionThreshold":{"true" if protected else "false"},"valid":true,"hosts":'
+        ).encode()
+        return head + hosts_json + b"}"
+
+    def stamp(self) -> int:
+        """The node's clock in ms, moved on by one when needed so that every stamp is greater than the last."""
+        stamp = max(self._runtime.now_ms(), self._last_stamp + 1)
+        self._last_stamp = stamp
+        return stamp
 
     def _hosts_json(self, view: ServiceView, query: ListQuery) -> tuple[bytes, bool]:
         clusters = self.hosts_cache.normalise(view, query.clusters)

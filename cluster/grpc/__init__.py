@@ -4,8 +4,8 @@ Modules, outside in: :mod:`~cluster.grpc.server` (listener, connection life, det
 :mod:`~cluster.grpc.connection` (one HTTP/2 connection: h2, one writer, bounds),
 :mod:`~cluster.grpc.wire` (the Payload protobuf and gRPC framing), :mod:`~cluster.grpc.requests` (typed
 calls parsed in one pass), :mod:`~cluster.grpc.naming` (what each call does),
-:mod:`~cluster.grpc.subscriptions` (pushes), :mod:`~cluster.grpc.responses` and
-:mod:`~cluster.grpc.render` (what goes back). docs/grpc.md describes the protocol and the choices.
+:mod:`~cluster.grpc.subscriptions` (pushes), :mod:`~cluster.grpc.responses` (what goes back; the service
+lists come from the one renderer, :mod:`cluster.api.render`). docs/grpc.md describes the protocol and the choices.
 """
 
 from cluster.grpc.connection import GrpcLimits

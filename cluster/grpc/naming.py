@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cluster.api.auth import TOKEN_EXPIRED, TOKEN_INVALID, USER_NOT_FOUND, TokenStatus
+from cluster.api.render import ListQuery, ListRenderer
 from cluster.grpc.connection import GrpcConnection
-from cluster.grpc.render import ServiceInfoRenderer
 from cluster.grpc.requests import (
     CODE_INVALID_PARAM,
     CODE_INVALID_SERVER_STATUS,
@@ -45,10 +45,9 @@ from cluster.grpc.subscriptions import Subscriptions
 from cluster.grpc.wire import Payload
 from cluster.node.pump import NodeRuntime
 from distro.connections import ConnectionTable
-from distro.model import ServiceKey, ValidationError
+from distro.model import ValidationError
 from distro.node import NOT_READY_TEXT
 from distro.requests import ClientRequest, Result
-from distro.views import ServiceView
 
 log = logging.getLogger("distro.grpc")
 
@@ -74,7 +73,7 @@ class NamingFrontDoor:
         runtime: NodeRuntime,
         table: ConnectionTable,
         subscriptions: Subscriptions,
-        renderer: ServiceInfoRenderer,
+        renderer: ListRenderer,
         *,
         instance_limits: InstanceLimits | None = None,
         check_token: TokenChecker | None = None,
@@ -170,16 +169,15 @@ class NamingFrontDoor:
                 return self._result_error(rid, failure)
             return response(response_type, rid, type="batchRegisterInstance")
         if isinstance(call, ServiceQuery):
-            info = self.renderer.render(call.key, self._view(call.key), ",".join(call.clusters), call.healthy_only)
+            info = self.renderer.service_info(ListQuery(call.key, call.clusters, call.healthy_only))
             return with_service_info(response(response_type, rid), info)
         if isinstance(call, Subscribe):
-            clusters = ",".join(call.clusters)
             if call.subscribe:
-                if not self.subscriptions.subscribe(conn.connection_id, call.key, clusters):
+                if not self.subscriptions.subscribe(conn.connection_id, call.key, call.clusters):
                     return self._error(response_type, rid, CODE_INVALID_PARAM, "too many subscriptions on one connection")
             else:
-                self.subscriptions.unsubscribe(conn.connection_id, call.key, clusters)
-            info = self.renderer.render(call.key, self._view(call.key), clusters, False)
+                self.subscriptions.unsubscribe(conn.connection_id, call.key, call.clusters)
+            info = self.renderer.service_info(ListQuery(call.key, call.clusters))
             return with_service_info(response(response_type, rid), info)
         if isinstance(call, ServiceList):
             names = sorted(
@@ -190,9 +188,6 @@ class NamingFrontDoor:
             start = (call.page_no - 1) * call.page_size
             return response(response_type, rid, count=len(names), serviceNames=names[start : start + call.page_size])
         return self._error("ErrorResponse", rid, CODE_NO_HANDLER, "RequestHandler Not Found")
-
-    def _view(self, key: ServiceKey) -> ServiceView | None:
-        return self.runtime.node.view(key)
 
     async def _submit_all(self, writes: list[ClientRequest]) -> Result | None:
         """Submit writes in order; the first failed result, or None when all succeeded."""

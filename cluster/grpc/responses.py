@@ -3,7 +3,7 @@
 Every response body has ``resultCode`` (200 or 500), ``errorCode`` (0 on success), ``message`` (never
 null: nacos-sdk-python 3.x rejects a null), ``requestId`` and ``success``; the rest is per type. Fields whose
 value would be null are left out, as Jackson does in Nacos. The service-info shape itself is rendered by
-:mod:`cluster.grpc.render`.
+:meth:`cluster.api.render.ListRenderer.service_info`, the one list renderer.
 """
 
 from __future__ import annotations

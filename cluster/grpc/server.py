@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 
 import trio
 
+from cluster.api.render import ListRenderer
 from cluster.grpc.connection import GrpcConnection, GrpcLimits
 from cluster.grpc.naming import NamingFrontDoor, TokenChecker
-from cluster.grpc.render import ServiceInfoRenderer
 from cluster.grpc.requests import InstanceLimits
 from cluster.grpc.responses import server_request
 from cluster.grpc.subscriptions import Subscriptions
 from cluster.grpc.wire import Payload
+from cluster.node.listeners import open_listeners
 from cluster.node.pump import NodeRuntime
 from distro.connections import ConnectionTable, ConnectionTimings
 from distro.model import ServiceKey
@@ -83,14 +84,15 @@ class GrpcServer:
         max_subscriptions_per_connection: int = 10_000,
         instance_limits: InstanceLimits | None = None,
         check_token: TokenChecker | None = None,
+        renderer: ListRenderer | None = None,
     ) -> None:
         self.runtime = runtime
         self.limits = limits or GrpcLimits()
         self.max_connections = max_connections
         self.table = ConnectionTable(timings)
-        self.renderer = ServiceInfoRenderer(runtime.now_ms, runtime.node.config)
+        self.renderer = renderer or ListRenderer(runtime)
         self.subscriptions = Subscriptions(
-            self.renderer, runtime.node.view, trio.current_time, max_per_connection=max_subscriptions_per_connection
+            self.renderer, trio.current_time, max_per_connection=max_subscriptions_per_connection
         )
         self.front = NamingFrontDoor(
             runtime, self.table, self.subscriptions, self.renderer, instance_limits=instance_limits, check_token=check_token
@@ -108,8 +110,9 @@ class GrpcServer:
     # ------------------------------------------------------------------------------------------
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``host:port`` (0: any free port) until cancelled; ``task_status.started(port)``."""
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
-        self.port = int(listeners[0].socket.getsockname()[1])
+        sockets = await open_listeners(host, port, backlog=1024)
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
+        self.port = int(sockets[0].getsockname()[1])
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._detect_loop)

@@ -17,15 +17,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cluster.grpc.render import ServiceInfoRenderer
+from cluster.api.render import ListQuery, ListRenderer
 from cluster.grpc.responses import notify_subscriber
 from cluster.grpc.wire import Payload
 from distro.model import ServiceKey
-from distro.views import ServiceView
 
 MAX_UNACKED = 256
 
-Target = tuple[ServiceKey, str]  # (service, clusters filter as sent)
+Target = tuple[ServiceKey, tuple[str, ...]]  # (service, clusters filter)
 
 
 @dataclass
@@ -53,21 +52,19 @@ class Subscriptions:
 
     def __init__(
         self,
-        renderer: ServiceInfoRenderer,
-        view_of: Callable[[ServiceKey], ServiceView | None],
+        renderer: ListRenderer,
         clock: Callable[[], float],
         *,
         max_per_connection: int = 10_000,
     ) -> None:
         self._renderer = renderer
-        self._view_of = view_of
         self._clock = clock
         self.max_per_connection = max_per_connection
         self._subs: dict[str, _Subscriber] = {}
-        self._by_key: dict[ServiceKey, dict[str, dict[str, None]]] = {}  # key -> conn -> clusters
+        self._by_key: dict[ServiceKey, dict[str, dict[tuple[str, ...], None]]] = {}  # key -> conn -> filters
         self.stats = PushStats()
 
-    def subscribe(self, connection_id: str, key: ServiceKey, clusters: str) -> bool:
+    def subscribe(self, connection_id: str, key: ServiceKey, clusters: tuple[str, ...]) -> bool:
         """Start pushing ``key`` to the connection; False when it already has too many subscriptions."""
         sub = self._subs.setdefault(connection_id, _Subscriber())
         target = (key, clusters)
@@ -79,7 +76,7 @@ class Subscriptions:
             self._by_key.setdefault(key, {}).setdefault(connection_id, {})[clusters] = None
         return True
 
-    def unsubscribe(self, connection_id: str, key: ServiceKey, clusters: str) -> None:
+    def unsubscribe(self, connection_id: str, key: ServiceKey, clusters: tuple[str, ...]) -> None:
         """Stop pushing ``key`` (with that clusters filter) to the connection."""
         sub = self._subs.get(connection_id)
         if sub is None or sub.targets.pop((key, clusters), 1) is not None:
@@ -87,7 +84,7 @@ class Subscriptions:
         sub.dirty.pop((key, clusters), None)
         self._forget_index(connection_id, key, clusters)
 
-    def _forget_index(self, connection_id: str, key: ServiceKey, clusters: str) -> None:
+    def _forget_index(self, connection_id: str, key: ServiceKey, clusters: tuple[str, ...]) -> None:
         conns = self._by_key.get(key)
         if conns is None:
             return
@@ -110,7 +107,7 @@ class Subscriptions:
         """Subscriptions held, all connections together."""
         return sum(len(sub.targets) for sub in self._subs.values())
 
-    def subscribers_of(self, key: ServiceKey) -> dict[str, dict[str, None]]:
+    def subscribers_of(self, key: ServiceKey) -> dict[str, dict[tuple[str, ...], None]]:
         """``connection id -> clusters filters`` subscribed to ``key``."""
         return self._by_key.get(key, {})
 
@@ -142,7 +139,7 @@ class Subscriptions:
             del sub.dirty[(key, clusters)]
             sub.push_seq += 1
             request_id = str(sub.push_seq)
-            info = self._renderer.render(key, self._view_of(key), clusters, False)
+            info = self._renderer.service_info(ListQuery(key, clusters))
             payload = notify_subscriber(request_id, key.namespace, key.group, key.service, info)
             out.append(payload)
             size += len(payload.body)

@@ -45,7 +45,12 @@ class Payload:
 # --------------------------------------------------------------------------------------------------
 # encoding
 # --------------------------------------------------------------------------------------------------
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)] + [bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x4000:
+        return _SMALL_VARINTS[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -56,7 +61,7 @@ def _varint(value: int) -> bytes:
 
 def _field(number: int, data: bytes) -> bytes:
     """A length-delimited field: tag, length, bytes."""
-    return _varint((number << 3) | _WT_LEN) + _varint(len(data)) + data
+    return _SMALL_VARINTS[(number << 3) | _WT_LEN] + _varint(len(data)) + data
 
 
 def encode_payload(payload: Payload) -> bytes:
@@ -85,6 +90,8 @@ def frame_message(data: bytes) -> bytes:
 # decoding
 # --------------------------------------------------------------------------------------------------
 def _read_varint(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
+    if pos < end and data[pos] < 0x80:  # one byte: tags and short lengths
+        return data[pos], pos + 1
     result = shift = 0
     while True:
         if pos >= end:
@@ -99,80 +106,96 @@ def _read_varint(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int
             raise WireError("varint longer than 10 bytes")
 
 
-def _fields(data: bytes | memoryview, start: int, end: int) -> list[tuple[int, int, int, int]]:
-    """``(number, wire type, start, end)`` of every field in ``data[start:end]``; varints give (value, 0)."""
-    out: list[tuple[int, int, int, int]] = []
-    pos = start
-    while pos < end:
+def _next_field(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int, int, int]:
+    """The field at ``pos``: ``(number, wire type, start, end)``; a varint's value is returned as ``start``."""
+    tag = data[pos]
+    if tag < 0x80:
+        pos += 1
+    else:
         tag, pos = _read_varint(data, pos, end)
-        number, wire_type = tag >> 3, tag & 7
-        if number == 0:
-            raise WireError("field number 0")
-        if wire_type == _WT_VARINT:
-            value, pos = _read_varint(data, pos, end)
-            out.append((number, wire_type, value, 0))
-            continue
-        if wire_type == _WT_LEN:
-            length, pos = _read_varint(data, pos, end)
-            size = length
-        elif wire_type == _WT_I64:
-            size = 8
-        elif wire_type == _WT_I32:
-            size = 4
+    number, wire_type = tag >> 3, tag & 7
+    if number == 0:
+        raise WireError("field number 0")
+    if wire_type == _WT_LEN:
+        size = data[pos] if pos < end else 0x80
+        if size < 0x80:
+            pos += 1
         else:
-            raise WireError(f"unsupported wire type {wire_type}")
-        if pos + size > end:
-            raise WireError("field runs past the end of its message")
-        out.append((number, wire_type, pos, pos + size))
-        pos += size
-    return out
+            size, pos = _read_varint(data, pos, end)
+    elif wire_type == _WT_VARINT:
+        value, pos = _read_varint(data, pos, end)
+        return number, wire_type, value, pos
+    elif wire_type == _WT_I64:
+        size = 8
+    elif wire_type == _WT_I32:
+        size = 4
+    else:
+        raise WireError(f"unsupported wire type {wire_type}")
+    if pos + size > end:
+        raise WireError("field runs past the end of its message")
+    return number, wire_type, pos, pos + size
 
 
 def _text(data: bytes | memoryview, start: int, end: int, what: str) -> str:
     try:
-        return bytes(data[start:end]).decode("utf-8")
+        return str(data[start:end], "utf-8")
     except UnicodeDecodeError:
         raise WireError(f"{what} is not UTF-8") from None
 
 
-def _decode_metadata(data: bytes | memoryview, start: int, end: int, payload: Payload) -> None:
-    header_bytes = sum(len(k) + len(v) for k, v in payload.headers.items())
-    for number, wire_type, a, b in _fields(data, start, end):
+def _decode_header(data: bytes | memoryview, pos: int, end: int) -> tuple[str, str]:
+    key = value = ""
+    while pos < end:
+        number, wire_type, a, pos = _next_field(data, pos, end)
+        if wire_type == _WT_LEN:
+            if number == 1:
+                key = _text(data, a, pos, "a header name")
+            elif number == 2:
+                value = _text(data, a, pos, "a header value")
+    return key, value
+
+
+def _decode_metadata(data: bytes | memoryview, pos: int, end: int, payload: Payload) -> None:
+    headers = payload.headers
+    header_bytes = sum(len(k) + len(v) for k, v in headers.items())
+    while pos < end:
+        number, wire_type, a, pos = _next_field(data, pos, end)
         if wire_type != _WT_LEN:
             continue  # proto3: a field of another type is skipped like an unknown one
         if number == 3:
-            payload.type = _text(data, a, b, "Metadata.type")
-        elif number == 8:
-            payload.client_ip = _text(data, a, b, "Metadata.clientIp")
+            payload.type = _text(data, a, pos, "Metadata.type")
         elif number == 7:
-            key = value = ""
-            for entry_number, entry_type, c, d in _fields(data, a, b):
-                if entry_type != _WT_LEN:
-                    continue
-                if entry_number == 1:
-                    key = _text(data, c, d, "a header name")
-                elif entry_number == 2:
-                    value = _text(data, c, d, "a header value")
+            key, value = _decode_header(data, a, pos)
             header_bytes += len(key) + len(value)
-            payload.headers[key] = value
-            if len(payload.headers) > MAX_HEADERS or header_bytes > MAX_HEADER_BYTES:
+            headers[key] = value
+            if len(headers) > MAX_HEADERS or header_bytes > MAX_HEADER_BYTES:
                 raise WireError(f"too many headers: at most {MAX_HEADERS} and {MAX_HEADER_BYTES} bytes")
+        elif number == 8:
+            payload.client_ip = _text(data, a, pos, "Metadata.clientIp")
 
 
 def decode_payload(data: bytes | memoryview) -> Payload:
     """Parse a Payload; raises :class:`WireError` on anything malformed."""
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise WireError(f"message of {len(data)} bytes: at most {MAX_MESSAGE_BYTES}")
+    end = len(data)
+    if end > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {end} bytes: at most {MAX_MESSAGE_BYTES}")
     payload = Payload("")
-    for number, wire_type, start, end in _fields(data, 0, len(data)):
-        if wire_type != _WT_LEN:
-            continue
-        if number == 2:
-            _decode_metadata(data, start, end, payload)
-        elif number == 3:
-            for any_number, any_type, a, b in _fields(data, start, end):
-                if any_number == 2 and any_type == _WT_LEN:
-                    payload.body = bytes(data[a:b])
+    pos = 0
+    try:
+        while pos < end:
+            number, wire_type, start, pos = _next_field(data, pos, end)
+            if wire_type != _WT_LEN:
+                continue
+            if number == 2:
+                _decode_metadata(data, start, pos, payload)
+            elif number == 3:
+                inner = start
+                while inner < pos:
+                    any_number, any_type, a, inner = _next_field(data, inner, pos)
+                    if any_number == 2 and any_type == _WT_LEN:
+                        payload.body = bytes(data[a:inner])
+    except IndexError:  # a tag or length cut off at the very end
+        raise WireError("truncated message") from None
     return payload
 
 
