@@ -46,7 +46,7 @@ from cluster.grpc.wire import Payload
 from cluster.node.pump import NodeRuntime
 from distro.connections import ConnectionTable
 from distro.model import ValidationError
-from distro.node import NOT_READY_TEXT
+from distro.readiness import NOT_READY_TEXT
 from distro.requests import ClientRequest, Result
 
 log = logging.getLogger("distro.grpc")
