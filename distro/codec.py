@@ -18,13 +18,16 @@ Layout (compact: a type tag and positional fields, never field names)::
     ["subr", query_id, [[addr, agent, app, ip, port, clusters, protocol], ...]]
     ["conq", query_id, key | None]
     ["conr", query_id, version, started_ms, now_ms, [[entry_id, last_beat_ms], ...]]
+    ["renew", [[key, entry_id, connection], ...]]
+    ["renewr", [[key, entry_id, connection], ...], [[key, entry_id, connection], ...]]   missing, taken
 
     item     = [key, entry_id, ms, counter, node, value]
     value    = None (tombstone)
-             | ["i", ip, port, cluster, weight, healthy, enabled, metadata]
+             | ["i", ip, port, cluster, weight, healthy, enabled, metadata (, connection)]
+                                                       connection only when the instance has one
              | ["m", protect_threshold, metadata, selector_type]
     request  = ["reg", key, instance]                  instance = ["i", ...] as above
-             | ["dereg", key, cluster, ip, port]
+             | ["dereg", key, cluster, ip, port (, connection)]
              | ["upd", key, cluster, ip, port, changes, must_exist]
              | ["beat", key, cluster, ip, port, instance | None]
              | ["csvc", key, meta] | ["usvc", key, meta]   meta = ["m", ...] as above
@@ -60,6 +63,9 @@ from distro.messages import (
     Items,
     Message,
     Ping,
+    Renew,
+    RenewItem,
+    RenewReply,
     Repair,
     SnapshotChunk,
     SnapshotRequest,
@@ -122,16 +128,10 @@ _SEQ = (list, tuple)
 
 
 def _enc_instance(inst: Instance) -> list[Any]:
-    return [
-        "i",
-        inst.ip,
-        inst.port,
-        inst.cluster,
-        inst.weight,
-        inst.healthy,
-        inst.enabled,
-        dict(inst.metadata),
-    ]
+    out = ["i", inst.ip, inst.port, inst.cluster, inst.weight, inst.healthy, inst.enabled, dict(inst.metadata)]
+    if inst.connection:
+        out.append(inst.connection)
+    return out
 
 
 def _enc_meta(meta: ServiceMeta) -> list[Any]:
@@ -157,6 +157,8 @@ def _enc_request(req: ClientRequest) -> list[Any]:
     if isinstance(req, Register):
         return ["reg", key, _enc_instance(req.instance)]
     if isinstance(req, Deregister):
+        if req.connection is not None:
+            return ["dereg", key, req.cluster, req.ip, req.port, req.connection]
         return ["dereg", key, req.cluster, req.ip, req.port]
     if isinstance(req, UpdateInstance):
         changes = dict(req.changes)
@@ -224,6 +226,18 @@ def _enc_console_reply(m: ConsoleReply) -> list[Any]:
     return ["conr", m.query_id, m.version, m.started_ms, m.now_ms, [list(beat) for beat in m.beats]]
 
 
+def _enc_renew_items(items: tuple[RenewItem, ...]) -> list[Any]:
+    return [[str(key), entry_id, connection] for key, entry_id, connection in items]
+
+
+def _enc_renew(m: Renew) -> list[Any]:
+    return ["renew", _enc_renew_items(m.items)]
+
+
+def _enc_renew_reply(m: RenewReply) -> list[Any]:
+    return ["renewr", _enc_renew_items(m.missing), _enc_renew_items(m.taken)]
+
+
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     Ping: _enc_ping,
     Forward: _enc_forward,
@@ -237,6 +251,8 @@ _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     SubscribersReply: _enc_subscribers_reply,
     ConsoleQuery: _enc_console_query,
     ConsoleReply: _enc_console_reply,
+    Renew: _enc_renew,
+    RenewReply: _enc_renew_reply,
 }
 
 
@@ -385,9 +401,12 @@ def _port(obj: Any) -> int:
 
 
 def _instance(obj: Any, ctx: _Ctx, *, check_ip: bool) -> Instance:
-    if type(obj) not in _SEQ or len(obj) != 8 or obj[0] != "i":
-        raise ProtocolError("instance: expected ['i', ip, port, cluster, weight, healthy, enabled, metadata]")
-    _, ip, port, cluster, weight, healthy, enabled, metadata = obj
+    if type(obj) not in _SEQ or len(obj) not in (8, 9) or obj[0] != "i":
+        raise ProtocolError(
+            "instance: expected ['i', ip, port, cluster, weight, healthy, enabled, metadata (, connection)]"
+        )
+    _, ip, port, cluster, weight, healthy, enabled, metadata = obj[:8]
+    connection = _str(obj[8], "connection") if len(obj) == 9 else ""
     if check_ip:
         ip = _ip(ip)
     elif type(ip) is not str or not ip or len(ip) > 253:
@@ -400,6 +419,7 @@ def _instance(obj: Any, ctx: _Ctx, *, check_ip: bool) -> Instance:
         _bool(healthy, "healthy"),
         _bool(enabled, "enabled"),
         _metadata(metadata, "metadata"),
+        connection,
     )
 
 
@@ -441,8 +461,11 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
             raise ProtocolError("version node: expected a string")
         if value is None:
             entry_value: Instance | ServiceMeta | None = None
-        elif type(value) in seq_types and len(value) == 8 and value[0] == "i":
-            _, ip, port, cluster, weight, healthy, enabled, metadata = value
+        elif type(value) in seq_types and len(value) in (8, 9) and value[0] == "i":
+            _, ip, port, cluster, weight, healthy, enabled, metadata = value[:8]
+            connection = value[8] if len(value) == 9 else ""
+            if type(connection) is not str or len(connection) > max_str:
+                raise ProtocolError("connection: expected a string")
             if type(ip) is not str or not ip or len(ip) > 253:
                 raise ProtocolError("ip: expected a string of 1..253 characters")
             if type(port) is not int or not 0 <= port <= 65535:
@@ -457,7 +480,7 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
                 metadata = _metadata(metadata, "metadata")
             if entry_id != instance_entry_id(cluster, ip, port):
                 raise ProtocolError("item: entry id does not match the instance")
-            entry_value = Instance(ip, port, cluster, weight, healthy, enabled, metadata)
+            entry_value = Instance(ip, port, cluster, weight, healthy, enabled, metadata, connection)
         elif type(value) in seq_types and value and value[0] == "m":
             if entry_id != META_ENTRY_ID:
                 raise ProtocolError("item: service meta under an instance entry id")
@@ -495,6 +518,10 @@ def _request(obj: Any, ctx: _Ctx) -> ClientRequest:
         _, key, inst = _seq(obj, 3, "register")
         return Register(_key(key, ctx), _instance(inst, ctx, check_ip=True))
     if tag == "dereg":
+        if type(obj) in _SEQ and len(obj) == 6:
+            _, key, cluster, ip, port, connection = obj
+            return Deregister(_key(key, ctx), _cluster(cluster, ctx), _ip(ip), _port(port),
+                              _str(connection, "connection"))
         _, key, cluster, ip, port = _seq(obj, 5, "deregister")
         return Deregister(_key(key, ctx), _cluster(cluster, ctx), _ip(ip), _port(port))
     if tag == "upd":
@@ -652,6 +679,24 @@ def _dec_console_reply(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
     )
 
 
+def _renew_items(obj: Any, ctx: _Ctx) -> tuple[RenewItem, ...]:
+    out: list[RenewItem] = []
+    for item in _list(obj, "renew items"):
+        key, entry_id, connection = _seq(item, 3, "renew item")
+        out.append((_key(key, ctx), _str(entry_id, "entry id"), _str(connection, "connection")))
+    return tuple(out)
+
+
+def _dec_renew(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
+    _, items = _seq(obj, 2, "renew")
+    return Renew(_renew_items(items, ctx))
+
+
+def _dec_renew_reply(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
+    _, missing, taken = _seq(obj, 3, "renew reply")
+    return RenewReply(_renew_items(missing, ctx), _renew_items(taken, ctx))
+
+
 _DECODERS: dict[str, Callable[[list[Any] | tuple[Any, ...], _Ctx], Message]] = {
     "ping": _dec_ping,
     "fwd": _dec_forward,
@@ -665,6 +710,8 @@ _DECODERS: dict[str, Callable[[list[Any] | tuple[Any, ...], _Ctx], Message]] = {
     "subr": _dec_subscribers_reply,
     "conq": _dec_console_query,
     "conr": _dec_console_reply,
+    "renew": _dec_renew,
+    "renewr": _dec_renew_reply,
 }
 
 INTERNAL_ERROR_PREFIX = "malformed message ("

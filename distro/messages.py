@@ -144,6 +144,28 @@ class ConsoleReply:
     beats: tuple[tuple[str, int], ...]
 
 
+RenewItem = tuple[ServiceKey, str, str]
+"""``(service key, entry id, connection id)``: one instance bound to a gRPC connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Renew:
+    """The node holding gRPC connections renews their instances on the owner of their keys (every
+    ``heartbeat_timeout_ms / 3``, one message per owner): the owner restarts their heartbeat clocks."""
+
+    items: tuple[RenewItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RenewReply:
+    """The owner's answer to a :class:`Renew`, sent only when something is off: ``missing`` instances it
+    does not hold (the holder registers them again) and ``taken`` ones that now belong to another
+    connection or client (the holder forgets them)."""
+
+    missing: tuple[RenewItem, ...]
+    taken: tuple[RenewItem, ...]
+
+
 Message = (
     Ping
     | Forward
@@ -157,4 +179,6 @@ Message = (
     | SubscribersReply
     | ConsoleQuery
     | ConsoleReply
+    | Renew
+    | RenewReply
 )
