@@ -25,9 +25,10 @@ Everything is bounded: ``max_bound_per_connection`` instances per connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+from distro.messages import RenewItem
 from distro.model import Instance, ServiceKey, ValidationError
 from distro.requests import ClientRequest, Deregister, Register
 
@@ -41,11 +42,12 @@ class ConnectionTimings:
     probe_after_idle_ms: int = 20_000
     give_up_after_ms: int = 5_000
     check_interval_ms: int = 3_000
+    renew_interval_ms: int = 5_000  # well within the 15 s heartbeat timeout: two renewals may be lost
     max_bound_per_connection: int = 10_000
 
     def __post_init__(self) -> None:
-        if min(self.probe_after_idle_ms, self.give_up_after_ms, self.check_interval_ms) <= 0:
-            raise ValueError("connection detection timings must be positive")
+        if min(self.probe_after_idle_ms, self.give_up_after_ms, self.check_interval_ms, self.renew_interval_ms) <= 0:
+            raise ValueError("connection timings must be positive")
         if self.max_bound_per_connection < 1:
             raise ValueError("max_bound_per_connection must be positive")
 
@@ -177,6 +179,33 @@ class ConnectionTable:
         """Instances bound, all connections together."""
         return self._bound_total
 
+    # -- renewal ----------------------------------------------------------------------------------
+    def renewals(self, owner_of: Callable[[ServiceKey], str | None]) -> dict[str, list[RenewItem]]:
+        """Every bound instance, grouped by the owner of its key now (keys without an owner are left out)."""
+        by_owner: dict[str, list[RenewItem]] = {}
+        owners: dict[ServiceKey, str | None] = {}
+        for conn in self._conns.values():
+            for key, by_id in conn.bound.items():
+                if key not in owners:
+                    owners[key] = owner_of(key)
+                owner = owners[key]
+                if owner is None:
+                    continue
+                items = by_owner.setdefault(owner, [])
+                items.extend((key, entry_id, conn.connection_id) for entry_id in by_id)
+        return by_owner
+
+    def on_renew_reply(self, missing: tuple[RenewItem, ...], taken: tuple[RenewItem, ...]) -> list[ClientRequest]:
+        """An owner's verdict: forget what was ``taken``; register again what is ``missing`` and still bound."""
+        for key, entry_id, connection_id in taken:
+            self.unbind(connection_id, key, entry_id)
+        writes: list[ClientRequest] = []
+        for key, entry_id, connection_id in missing:
+            inst = self.bound(connection_id, key, entry_id)
+            if inst is not None:
+                writes.append(Register(key, inst))
+        return writes
+
     # -- detection --------------------------------------------------------------------------------
     def detect(self, now_ms: int) -> Detection:
         """Connections to probe (idle ``probe_after_idle_ms``) and to give up (probe unanswered)."""
@@ -193,4 +222,18 @@ class ConnectionTable:
         return Detection(tuple(probe), tuple(give_up))
 
 
-__all__ = ["ConnectionTable", "ConnectionTimings", "Detection"]
+def judge_renewal(
+    item: RenewItem, owned: bool, live: Instance | None
+) -> str:
+    """What the owner does with one renewed instance: ``"touch"`` (restart its heartbeat clock),
+    ``"missing"`` (it holds no such instance), ``"taken"`` (the entry belongs to another connection or to a
+    heartbeating client now) or ``"ignore"`` (this node does not own the key: the holder's view of
+    ownership is behind, and its next renewal goes to the right owner)."""
+    if not owned:
+        return "ignore"
+    if live is None:
+        return "missing"
+    return "touch" if live.connection == item[2] else "taken"
+
+
+__all__ = ["ConnectionTable", "ConnectionTimings", "Detection", "judge_renewal"]

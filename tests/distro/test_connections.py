@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from distro.connections import ConnectionTable, ConnectionTimings, Detection
+from distro.codec import ProtocolError, decode_message, encode_message
+from distro.connections import ConnectionTable, ConnectionTimings, Detection, judge_renewal
+from distro.datum import Entry
+from distro.messages import Forward, Renew, RenewReply, SyncBatch
 from distro.model import ServiceKey, ValidationError, make_instance
 from distro.requests import Deregister, Register
+from distro.versions import Version
 
 KEY = ServiceKey("public", "DEFAULT_GROUP", "orders")
 OTHER = ServiceKey("public", "DEFAULT_GROUP", "users")
@@ -82,3 +86,61 @@ def test_detection_probes_idle_connections_and_gives_up_on_silence() -> None:
     table.close("quiet")
     assert table.detect(42_000) == Detection(("chatty", "answers"), ())
     assert table.detect(47_000) == Detection((), ("chatty", "answers"))
+
+
+def test_renewals_are_grouped_by_the_current_owner() -> None:
+    table = ConnectionTable()
+    table.open("c1", 0)
+    table.open("c2", 0)
+    table.register("c1", KEY, (A,))
+    table.register("c2", KEY, (B,))
+    table.register("c2", OTHER, (A,))
+    owners = {KEY: "n1", OTHER: None}
+    batches = table.renewals(owners.get)
+    assert batches == {"n1": [(KEY, A.entry_id, "c1"), (KEY, B.entry_id, "c2")]}
+    owners[OTHER] = "n2"
+    assert table.renewals(owners.get)["n2"] == [(OTHER, A.entry_id, "c2")]
+
+
+def test_renew_reply_registers_missing_bound_instances_and_forgets_taken_ones() -> None:
+    table = ConnectionTable()
+    table.open("c1", 0)
+    table.register("c1", KEY, (A,))
+    table.register("c1", OTHER, (B,))
+    writes = table.on_renew_reply(
+        missing=((KEY, A.entry_id, "c1"), (KEY, B.entry_id, "c1"), (KEY, A.entry_id, "gone")),
+        taken=((OTHER, B.entry_id, "c1"),),
+    )
+    assert len(writes) == 1 and isinstance(writes[0], Register)
+    assert writes[0].instance.ip == "10.0.0.1" and writes[0].instance.connection == "c1"
+    assert table.bound("c1", OTHER, B.entry_id) is None and table.close("c1") == [
+        Deregister(KEY, "DEFAULT", "10.0.0.1", 80, connection="c1")]
+
+
+def test_the_owner_judges_each_renewed_instance() -> None:
+    item = (KEY, A.entry_id, "c1")
+    mine = A.__class__(**{**_fields(A), "connection": "c1"})
+    theirs = A.__class__(**{**_fields(A), "connection": "c2"})
+    assert judge_renewal(item, owned=False, live=mine) == "ignore"
+    assert judge_renewal(item, owned=True, live=None) == "missing"
+    assert judge_renewal(item, owned=True, live=mine) == "touch"
+    assert judge_renewal(item, owned=True, live=theirs) == "taken"
+    assert judge_renewal(item, owned=True, live=A) == "taken"  # re-registered over v1 HTTP
+
+
+def test_renew_messages_and_connection_fields_cross_the_wire() -> None:
+    item = (KEY, A.entry_id, "1_10.0.0.9_5000_ab12cd")
+    for message in (Renew((item,)), RenewReply((item,), ()), RenewReply((), (item, item))):
+        assert decode_message(encode_message(message)) == message
+    bound = A.__class__(**{**_fields(A), "connection": "c1"})
+    dereg = Deregister(KEY, "DEFAULT", "10.0.0.1", 80, connection="c1")
+    forward = Forward(3, Register(KEY, bound))
+    assert decode_message(encode_message(forward)) == forward
+    assert decode_message(encode_message(Forward(4, dereg))) == Forward(4, dereg)
+    sync = SyncBatch(((KEY, bound.entry_id, Entry(Version(1, 0, "n1"), bound)),))
+    assert decode_message(encode_message(sync)) == sync
+    plain = SyncBatch(((KEY, A.entry_id, Entry(Version(1, 0, "n1"), A)),))
+    assert len(encode_message(plain)[1][0][5]) == 8  # no connection: the old layout, no extra field
+    for bad in (["renew", [["k", "e", "c"]]], ["renew", [[str(KEY), "e", 5]]], ["renewr", [], [[str(KEY), "e"]]]):
+        with pytest.raises(ProtocolError):
+            decode_message(bad)
