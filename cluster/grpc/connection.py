@@ -93,7 +93,7 @@ class SlowReader(Exception):
 
 
 class _Stream:
-    __slots__ = ("done", "headers_sent", "is_bi", "out", "reader", "trailers")
+    __slots__ = ("answering", "done", "headers_sent", "is_bi", "out", "reader", "trailers")
 
     def __init__(self, is_bi: bool, max_message_bytes: int) -> None:
         self.is_bi = is_bi
@@ -102,6 +102,7 @@ class _Stream:
         self.trailers: list[tuple[str, str]] | None = None  # to send once ``out`` is empty
         self.headers_sent = False
         self.done = False  # trailers handed to h2
+        self.answering = False  # a unary call's message arrived and is being answered
 
 
 class GrpcConnection:
@@ -256,6 +257,8 @@ class GrpcConnection:
             state = self._streams.get(event.stream_id)
             if state is not None and state.is_bi:
                 self.close("the client ended its bi-stream")
+            elif state is not None and not state.answering:
+                self._finish(event.stream_id, GRPC_INVALID_ARGUMENT, "the call ended without a whole message")
         elif isinstance(event, h2.events.StreamReset):
             state = self._streams.pop(event.stream_id, None)
             if state is not None and state.is_bi:
@@ -310,6 +313,7 @@ class GrpcConnection:
                 handler.stream_message(self, payload)
             else:
                 state.reader = MessageReader(0)  # a unary call has one message: anything more is refused
+                state.answering = True
                 nursery.start_soon(self._answer, handler, stream_id, payload)
                 return
 

@@ -30,6 +30,7 @@ class GrpcTestClient:
         self.ended: dict[int, trio.Event] = {}
         self.pushes: list[Payload] = []
         self.push_event = trio.Event()
+        self.window_event = trio.Event()
         self.closed = trio.Event()
         self.bi_id: int | None = None
         self.auto_ack = True
@@ -83,6 +84,9 @@ class GrpcTestClient:
             self.ended.setdefault(event.stream_id, trio.Event()).set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.closed.set()
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self.window_event.set()
+            self.window_event = trio.Event()
 
     def _headers(self, path: str) -> list[tuple[str, str]]:
         return [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"),
@@ -93,9 +97,23 @@ class GrpcTestClient:
         stream_id = self.h2.get_next_available_stream_id()
         self.ended[stream_id] = trio.Event()
         self.h2.send_headers(stream_id, self._headers(path))
-        self.h2.send_data(stream_id, data, end_stream=end)
-        await self.flush()
+        await self.send_data(stream_id, data, end=end)
         return stream_id
+
+    async def send_data(self, stream_id: int, data: bytes, *, end: bool = False) -> None:
+        """Send DATA within the frame size and the flow-control window (waiting for the server to open it)."""
+        view = memoryview(data)
+        while True:
+            size = min(len(view), self.h2.max_outbound_frame_size, self.h2.local_flow_control_window(stream_id))
+            if size == 0 and len(view):
+                await self.flush()
+                await self.window_event.wait()
+                continue
+            self.h2.send_data(stream_id, bytes(view[:size]), end_stream=end and size == len(view))
+            view = view[size:]
+            if not len(view):
+                break
+        await self.flush()
 
     async def call(self, kind: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
                    timeout_s: float = 10) -> dict[str, Any]:
@@ -120,8 +138,7 @@ class GrpcTestClient:
 
     async def send_bi(self, payload: Payload) -> None:
         assert self.bi_id is not None
-        self.h2.send_data(self.bi_id, frame_message(encode_payload(payload)))
-        await self.flush()
+        await self.send_data(self.bi_id, frame_message(encode_payload(payload)))
 
     async def setup(self) -> None:
         """ServerCheck, open the bi-stream, ConnectionSetup; then wait for a health check to pass."""
