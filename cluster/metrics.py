@@ -86,6 +86,10 @@ _NODE_COUNTERS = {
     "future_entries_refused": "Replicated entries refused for a version beyond the wall clock plus --max-clock-skew-ms.",
     "dirty_overflows": "Times a peer's replication backlog overflowed and was left to anti-entropy.",
     "notifier_overflows": "Times the notifier queue overflowed and forced a full rebuild.",
+    "renewals_sent": "Renew messages sent to owners for the instances of this node's gRPC connections.",
+    "renewals_received": "Renew messages received from nodes holding gRPC connections.",
+    "renewed_missing": "Renewed instances an owner lacked (registered again while still bound).",
+    "renewed_taken": "Renewed instances that another connection or client had taken (forgotten).",
 }
 _NODE_GAUGES = {
     "ready": "1 once the snapshot is loaded.",
@@ -99,6 +103,8 @@ _NODE_GAUGES = {
     "notifier_depth": "Keys waiting in the notifier queue.",
     "dirty_entries": "Entries waiting to be replicated, all peers together (replication lag).",
     "ownership_cache_bytes": "Bytes of the key-to-owner cache (bounded; docs/security.md).",
+    "connections": "gRPC connections set up on this node (in its connection table).",
+    "connection_instances": "Instances bound to this node's gRPC connections.",
 }
 
 

@@ -52,6 +52,13 @@ class DistroConfig:
     # Service keys held (all namespaces and groups; a removed service counts until its tombstones are
     # collected). Only client writes that would add a key are refused; replicated entries never are.
     max_services: int = 100_000
+    # gRPC connections held by this node (distro/connections.py; Nacos's timings): probe a connection idle
+    # this long, give it up when the probe is not answered within connection_give_up_after_ms. The holder
+    # renews its connections' instances on their owners every heartbeat_timeout_ms / 3.
+    connection_probe_after_idle_ms: int = 20_000
+    connection_give_up_after_ms: int = 5_000
+    connection_check_interval_ms: int = 3_000
+    max_instances_per_connection: int = 10_000
     # Members expected in the cluster, self included (for self-preservation; learned peers raise it).
     cluster_size: int = 1
     # Stop expiring instances while this node sees fewer than half of the cluster (a partitioned minority
@@ -65,7 +72,9 @@ class DistroConfig:
                 raise ValueError(f"{f.name} must not be negative, got {value}")
         if self.instance_expire_ms < self.heartbeat_timeout_ms:
             raise ValueError("instance_expire_ms must be at least heartbeat_timeout_ms")
-        for name in ("ping_interval_ms", "verify_interval_ms", "health_check_interval_ms", "gc_interval_ms"):
+        for name in ("ping_interval_ms", "verify_interval_ms", "health_check_interval_ms", "gc_interval_ms",
+                     "connection_probe_after_idle_ms", "connection_give_up_after_ms",
+                     "connection_check_interval_ms", "max_instances_per_connection"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.sync_batch_entries <= 0 or self.digest_chunk_keys <= 0 or self.snapshot_chunk_entries <= 0:

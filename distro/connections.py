@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+from distro.config import DistroConfig
 from distro.messages import RenewItem
 from distro.model import Instance, ServiceKey, ValidationError
 from distro.requests import ClientRequest, Deregister, Register
@@ -42,11 +43,20 @@ class ConnectionTimings:
     probe_after_idle_ms: int = 20_000
     give_up_after_ms: int = 5_000
     check_interval_ms: int = 3_000
-    renew_interval_ms: int = 5_000  # well within the 15 s heartbeat timeout: two renewals may be lost
     max_bound_per_connection: int = 10_000
 
+    @classmethod
+    def of(cls, config: DistroConfig) -> ConnectionTimings:
+        """The timings a node's configuration sets."""
+        return cls(
+            config.connection_probe_after_idle_ms,
+            config.connection_give_up_after_ms,
+            config.connection_check_interval_ms,
+            config.max_instances_per_connection,
+        )
+
     def __post_init__(self) -> None:
-        if min(self.probe_after_idle_ms, self.give_up_after_ms, self.check_interval_ms, self.renew_interval_ms) <= 0:
+        if min(self.probe_after_idle_ms, self.give_up_after_ms, self.check_interval_ms) <= 0:
             raise ValueError("connection timings must be positive")
         if self.max_bound_per_connection < 1:
             raise ValueError("max_bound_per_connection must be positive")

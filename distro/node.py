@@ -20,6 +20,7 @@ queries) and the rules that tie the parts together; each part keeps its own stat
      ├── snapshot.py        StartupSnapshot: loading the start-up snapshot, and serving ours
      ├── health.py          HeartbeatClocks: the owner's beat clocks and the health check
      ├── notifier.py        Notifier: changed keys and the read views swapped in for them
+     ├── connections.py     ConnectionTable: gRPC connections held here and the instances bound to them
      └── readiness.py       the "not ready" rule and Nacos's STARTINGnow text
 
 Theory of operation
@@ -56,6 +57,16 @@ whose clients beat on time costs almost nothing between deadlines. With
 ``self_preservation`` a node that sees less than half of the cluster expires nothing: it cannot hear the
 beats that reach the other side.
 
+*Connections.* An instance registered over gRPC lives as long as its connection. The node holding the
+connection binds the instance in its :class:`~distro.connections.ConnectionTable` and registers it on the
+owner as an ordinary entry marked with the connection id; every ``heartbeat_timeout_ms / 3`` it renews its
+connections' instances with one ``Renew`` per owner (computed anew each time, so ownership changes are
+followed), and the owner restarts their heartbeat clocks. The owner answers only what is off: instances
+it lacks are registered again, instances now held by another connection are forgotten. A closed or
+given-up connection deregisters its instances at once (conditionally on the connection); a crashed
+holder stops renewing, so its instances expire like silent heartbeat clients unless their clients
+reconnect elsewhere and register again (docs/protocol.md, "gRPC connections").
+
 *Notifier.* Every applied change, local or replicated, queues its key (coalesced). Draining the queue
 swaps in a new immutable :class:`~distro.views.ServiceView` per key and emits ``ServiceChanged``; the
 view builds its sorted instances on first read, so a burst of writes to a big service costs no rebuilds.
@@ -67,6 +78,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from distro.config import DistroConfig
+from distro.connections import ConnectionTable, ConnectionTimings, judge_renewal
 from distro.datum import Entry
 from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Outbox
 from distro.health import HeartbeatClocks
@@ -78,6 +90,9 @@ from distro.messages import (
     Items,
     Message,
     Ping,
+    Renew,
+    RenewItem,
+    RenewReply,
     Repair,
     SnapshotChunk,
     SnapshotRequest,
@@ -95,7 +110,12 @@ from distro.versions import HybridClock
 from distro.views import ServiceView
 from distro.writes import ClientWrites
 
-__all__ = ["NOT_READY_TEXT", "DistroNode", "MemberInfo", "NodeStatistics"]
+__all__ = ["INTERNAL_REQUEST_IDS", "NOT_READY_TEXT", "DistroNode", "MemberInfo", "NodeStatistics"]
+
+INTERNAL_REQUEST_IDS = 2**62
+"""Writes the core makes itself (registering a renewed instance again) use request ids from here up; their
+:class:`ClientReply`, when forwarded, answers nobody."""
+RENEW_BATCH_ITEMS = 5_000
 
 
 @dataclass(slots=True)
@@ -140,6 +160,12 @@ class NodeStatistics:
     future_entries_refused: int
     dirty_overflows: int
     notifier_overflows: int
+    connections: int
+    connection_instances: int
+    renewals_sent: int
+    renewals_received: int
+    renewed_missing: int
+    renewed_taken: int
 
 
 class DistroNode:
@@ -170,6 +196,10 @@ class DistroNode:
         self._notifier = Notifier(self.store, config.max_notifier_keys)
         self._writes = ClientWrites(config, self.store, self._write, self._touch, self._owner_share)
         self._owned_count: tuple[OwnershipMap, int] | None = None  # see _owned_key_count
+        self.connections = ConnectionTable(ConnectionTimings.of(config))
+        self._renew_interval_ms = max(100, config.heartbeat_timeout_ms // 3)
+        self._next_renew_ms = now_ms + self._renew_interval_ms
+        self._internal_seq = INTERNAL_REQUEST_IDS
         self._pending: dict[int, _PendingForward] = {}  # by request id, oldest deadline first
         # timers
         self._next_ping_ms = now_ms
@@ -181,7 +211,7 @@ class DistroNode:
             (
                 "requests_applied forwards_sent forwards_received forward_fallbacks sync_batches_received "
                 "entries_applied instances_marked_unhealthy instances_expired stale_entries_refused "
-                "future_entries_refused"
+                "future_entries_refused renewals_sent renewals_received renewed_missing renewed_taken"
             ).split(),
             0,
         )
@@ -270,6 +300,9 @@ class DistroNode:
         if self.ready and now_ms >= self._next_health_ms:
             self._next_health_ms = now_ms + cfg.health_check_interval_ms
             self._check_health(now_ms)
+        if self.ready and now_ms >= self._next_renew_ms:
+            self._next_renew_ms = now_ms + self._renew_interval_ms
+            self._renew(now_ms)
         if now_ms >= self._next_gc_ms:
             self._next_gc_ms = now_ms + cfg.gc_interval_ms
             ttl = max(cfg.tombstone_ttl_ms, 2 * cfg.instance_expire_ms)
@@ -291,6 +324,8 @@ class DistroNode:
         deadline = min(self._next_ping_ms, self._next_gc_ms)
         if self.ready:
             deadline = min(deadline, self._next_verify_ms, self._next_health_ms)
+            if len(self.connections):
+                deadline = min(deadline, self._next_renew_ms)
         else:
             deadline = min(deadline, self._snapshot.next_deadline_ms())
         deadline = self._replication.next_flush_ms(deadline)
@@ -375,6 +410,12 @@ class DistroNode:
             future_entries_refused=c["future_entries_refused"],
             dirty_overflows=replication.dirty_overflows,
             notifier_overflows=self._notifier.overflows,
+            connections=len(self.connections),
+            connection_instances=self.connections.bound_count,
+            renewals_sent=c["renewals_sent"],
+            renewals_received=c["renewals_received"],
+            renewed_missing=c["renewed_missing"],
+            renewed_taken=c["renewed_taken"],
         )
 
     # ============================================================================================
@@ -413,6 +454,13 @@ class DistroNode:
             self._snapshot.serve(sender, self.ready)
         elif isinstance(message, SnapshotChunk):
             self._on_snapshot_chunk(sender, message, now_ms)
+        elif isinstance(message, Renew):
+            self._c["renewals_received"] += 1
+            missing, taken = self._judge_renewals(message.items, now_ms)
+            if missing or taken:
+                self._outbox.send(sender, RenewReply(missing, taken))
+        elif isinstance(message, RenewReply):
+            self._after_renewal(message.missing, message.taken, now_ms)
 
     def _ping_all(self) -> None:
         ping = Ping(self.ready, self.address)
@@ -427,6 +475,48 @@ class DistroNode:
             del self._pending[request_id]
             self._c["forward_fallbacks"] += 1
             self._outbox.append(ClientReply(request_id, self._apply_local(pending.request, now_ms)))
+
+    # ============================================================================================
+    # gRPC connections: the holder renews, the owner judges
+    # ============================================================================================
+    def _renew(self, now_ms: int) -> None:
+        """Renew every bound instance on its owner: one ``Renew`` per owner (in bounded batches)."""
+        for owner, items in self.connections.renewals(self.owner_of).items():
+            if owner == self.node_id:
+                self._after_renewal(*self._judge_renewals(tuple(items), now_ms), now_ms)
+                continue
+            for start in range(0, len(items), RENEW_BATCH_ITEMS):
+                self._c["renewals_sent"] += 1
+                self._outbox.send(owner, Renew(tuple(items[start : start + RENEW_BATCH_ITEMS])))
+
+    def _judge_renewals(
+        self, items: tuple[RenewItem, ...], now_ms: int
+    ) -> tuple[tuple[RenewItem, ...], tuple[RenewItem, ...]]:
+        """As the owner: restart the clocks of the instances still bound to their connection (healthy
+        again if they were not); return the ones missing here and the ones taken by someone else."""
+        missing: list[RenewItem] = []
+        taken: list[RenewItem] = []
+        for item in items:
+            key, entry_id, _ = item
+            live = self.store.live_instance(key, entry_id)
+            verdict = judge_renewal(item, self.is_owner(key), live)
+            if verdict == "touch" and live is not None:
+                self._touch(key, entry_id, now_ms)
+                if not live.healthy:
+                    self._write(key, entry_id, live.with_health(True), now_ms)
+            elif verdict == "missing":
+                missing.append(item)
+            elif verdict == "taken":
+                taken.append(item)
+        return tuple(missing), tuple(taken)
+
+    def _after_renewal(self, missing: tuple[RenewItem, ...], taken: tuple[RenewItem, ...], now_ms: int) -> None:
+        """As the holder: register again what the owner lacks and is still bound here; forget what was taken."""
+        self._c["renewed_missing"] += len(missing)
+        self._c["renewed_taken"] += len(taken)
+        for write in self.connections.on_renew_reply(missing, taken):
+            self._internal_seq += 1
+            self.handle_client(self._internal_seq, write, now_ms)
 
     # ============================================================================================
     # Writes: every change, local or replicated, goes through here

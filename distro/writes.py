@@ -85,7 +85,9 @@ class ClientWrites:
             return self._register(key, request.instance, now_ms)
         if isinstance(request, Deregister):
             entry_id = instance_entry_id(request.cluster, request.ip, request.port)
-            if store.live_instance(key, entry_id) is not None:
+            live = store.live_instance(key, entry_id)
+            # A connection's deregistration removes only what still belongs to that connection.
+            if live is not None and request.connection in (None, live.connection):
                 write(key, entry_id, None, now_ms)
                 self._remember_deregistration(key, entry_id, now_ms)
             return OK

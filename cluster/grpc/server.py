@@ -32,9 +32,9 @@ from cluster.grpc.requests import InstanceLimits
 from cluster.grpc.responses import server_request
 from cluster.grpc.subscriptions import Subscriptions
 from cluster.grpc.wire import Payload
+from cluster.metrics import counter, family, gauge
 from cluster.node.listeners import open_listeners
 from cluster.node.pump import NodeRuntime
-from distro.connections import ConnectionTable, ConnectionTimings
 from distro.model import ServiceKey
 from distro.requests import ClientRequest
 from distro.views import ServiceView
@@ -79,7 +79,6 @@ class GrpcServer:
         runtime: NodeRuntime,
         *,
         limits: GrpcLimits | None = None,
-        timings: ConnectionTimings | None = None,
         max_connections: int = 16_384,
         max_subscriptions_per_connection: int = 10_000,
         instance_limits: InstanceLimits | None = None,
@@ -89,7 +88,7 @@ class GrpcServer:
         self.runtime = runtime
         self.limits = limits or GrpcLimits()
         self.max_connections = max_connections
-        self.table = ConnectionTable(timings)
+        self.table = runtime.node.connections
         self.renderer = renderer or ListRenderer(runtime)
         self.subscriptions = Subscriptions(
             self.renderer, trio.current_time, max_per_connection=max_subscriptions_per_connection
@@ -211,45 +210,32 @@ class GrpcServer:
     # reporting
     # ------------------------------------------------------------------------------------------
     def render_metrics(self) -> str:
-        """Prometheus text: connections, requests, pushes."""
+        """Prometheus text: connections, requests, pushes (the connection table's gauges are the core's)."""
         s, p, c = self.stats, self.subscriptions.stats, self.front.stats
-        rows: list[tuple[str, str, str, str, float]] = [
-            ("distro_grpc_connections", "gauge", "gRPC connections open.", "", len(self.connections)),
-            ("distro_grpc_connections_registered", "gauge", "gRPC connections that completed their setup.", "",
-             len(self.table)),
-            ("distro_grpc_connections_accepted_total", "counter", "gRPC connections accepted.", "", s.accepted),
-            ("distro_grpc_connections_rejected_total", "counter", "gRPC connections refused over the bound.", "",
-             s.rejected),
-            ("distro_grpc_bound_instances", "gauge", "Instances bound to this node's gRPC connections.", "",
-             self.table.bound_count),
-            ("distro_grpc_subscriptions", "gauge", "gRPC subscriptions held.", "", self.subscriptions.count()),
-            ("distro_grpc_pushes_sent_total", "counter", "NotifySubscriberRequest pushes written.", "", p.pushes_sent),
-            ("distro_grpc_pushes_acked_total", "counter", "Pushes the client acknowledged.", "", p.pushes_acked),
-            ("distro_grpc_pushes_coalesced_total", "counter", "Changes folded into a push still waiting to go out.", "",
-             p.pushes_coalesced),
-            ("distro_grpc_push_ack_seconds_sum", "counter", "Seconds from push written to its ack, summed.", "",
-             p.ack_seconds_total),
-            ("distro_grpc_detection_probes_total", "counter", "ClientDetectionRequest probes sent to idle connections.",
-             "", s.probes_sent),
-            ("distro_grpc_deregistrations_total", "counter", "Deregistrations made because a connection ended.", "",
-             s.deregistrations),
-            ("distro_grpc_auth_refused_total", "counter", "gRPC requests refused for lack of a valid token.", "",
-             c.auth_refused),
-        ]
-        rows += [("distro_grpc_connections_closed_total", "counter", "gRPC connections closed, by reason.",
-                  f'{{reason="{reason}"}}', n) for reason, n in sorted(s.closed.items())]
-        rows += [("distro_grpc_requests_total", "counter", "gRPC requests received, by type.", f'{{type="{kind}"}}', n)
-                 for kind, n in sorted(c.requests.items())]
-        rows += [("distro_grpc_errors_total", "counter", "gRPC error answers, by Nacos errorCode.", f'{{code="{code}"}}', n)
-                 for code, n in sorted(c.errors.items())]
-        out: list[str] = []
-        seen: set[str] = set()
-        for name, kind, help_text, labels, value in rows:
-            if name not in seen:
-                seen.add(name)
-                out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
-            out.append(f"{name}{labels} {value:g}\n")
-        return "".join(out)
+        return "".join([
+            gauge("distro_grpc_connections_open", "gRPC (HTTP/2) connections open.", len(self.connections)),
+            counter("distro_grpc_connections_accepted_total", "gRPC connections accepted.", s.accepted),
+            counter("distro_grpc_connections_rejected_total", "gRPC connections refused over the bound.", s.rejected),
+            family("distro_grpc_connections_closed_total", "counter", "gRPC connections closed, by reason.",
+                   [({"reason": reason}, n) for reason, n in sorted(s.closed.items())]),
+            gauge("distro_grpc_subscriptions", "gRPC subscriptions held.", self.subscriptions.count()),
+            counter("distro_grpc_pushes_sent_total", "NotifySubscriberRequest pushes written.", p.pushes_sent),
+            counter("distro_grpc_pushes_acked_total", "Pushes the client acknowledged.", p.pushes_acked),
+            counter("distro_grpc_pushes_coalesced_total", "Changes folded into a push still waiting to go out.",
+                    p.pushes_coalesced),
+            counter("distro_grpc_push_ack_seconds_sum", "Seconds from push written to its ack, summed.",
+                    p.ack_seconds_total),
+            counter("distro_grpc_detection_probes_total", "ClientDetectionRequest probes sent to idle connections.",
+                    s.probes_sent),
+            counter("distro_grpc_deregistrations_total", "Deregistrations made because a connection ended.",
+                    s.deregistrations),
+            counter("distro_grpc_auth_refused_total", "gRPC requests refused for lack of a valid token.",
+                    c.auth_refused),
+            family("distro_grpc_requests_total", "counter", "gRPC requests received, by type.",
+                   [({"type": kind}, n) for kind, n in sorted(c.requests.items())]),
+            family("distro_grpc_errors_total", "counter", "gRPC error answers, by Nacos errorCode.",
+                   [({"code": str(code)}, n) for code, n in sorted(c.errors.items())]),
+        ])
 
 
 def grpc_port(http_port: int, offset: int) -> int:

@@ -17,7 +17,6 @@ from cluster.grpc.server import GrpcServer
 from cluster.grpc.wire import Payload, encode_payload, frame_message
 from cluster.node.pump import NodeRuntime
 from distro.config import DistroConfig
-from distro.connections import ConnectionTimings
 from distro.model import ServiceKey, make_instance
 from distro.requests import Register
 from tests.grpc.h2client import GrpcTestClient
@@ -39,8 +38,9 @@ class Node:
 
 
 @asynccontextmanager
-async def one_node(**server_args: object) -> AsyncIterator[Node]:
-    runtime = NodeRuntime("n1", DistroConfig(cluster_size=1, snapshot_timeout_ms=50), address="127.0.0.1:1")
+async def one_node(config: DistroConfig | None = None, **server_args: object) -> AsyncIterator[Node]:
+    config = config or DistroConfig(cluster_size=1, snapshot_timeout_ms=50)
+    runtime = NodeRuntime("n1", config, address="127.0.0.1:1")
     server = GrpcServer(runtime, **server_args)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         await nursery.start(runtime.run)
@@ -134,8 +134,9 @@ async def test_one_instance_per_service_per_connection_and_batches() -> None:
 
 
 async def test_silent_connection_is_probed_then_closed_and_its_instances_removed() -> None:
-    timings = ConnectionTimings(probe_after_idle_ms=300, give_up_after_ms=300, check_interval_ms=50)
-    async with one_node(timings=timings) as node, client(node) as answering, client(node) as silent:
+    config = DistroConfig(cluster_size=1, snapshot_timeout_ms=50, connection_probe_after_idle_ms=300,
+                          connection_give_up_after_ms=300, connection_check_interval_ms=50)
+    async with one_node(config) as node, client(node) as answering, client(node) as silent:
         silent.auto_ack = False
         await answering.call("InstanceRequest", register_body(ip="10.0.0.1"))
         await silent.call("InstanceRequest", {**register_body(ip="10.0.0.2"), "serviceName": "other"})
