@@ -48,7 +48,7 @@ RUN set -eu; \
 LABEL org.opencontainers.image.title="distro-registry" \
       org.opencontainers.image.description="distro-registry node (Nacos v1 naming API, Distro replication)"
 WORKDIR /var/lib/distro
-EXPOSE 8848
+EXPOSE 8848 9848
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=2s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/distro-healthcheck"]
 ENTRYPOINT ["/opt/distro/bin/distro-node"]

@@ -6,7 +6,8 @@ Every flag also reads ``DISTRO_<FLAG>`` from the environment::
                 --cluster-secret "$SECRET"
 
 Peers are the members' HTTP addresses; their peer links listen on the HTTP port plus
-``--peer-port-offset`` (1000 by default). docs/operations.md lists every knob. The entry point itself is
+``--peer-port-offset`` (1001 by default, Nacos's cluster port) and the Nacos 2.x gRPC front door on the HTTP
+port plus ``--grpc-port-offset`` (1000, Nacos's rule). docs/operations.md lists every knob. The entry point itself is
 :mod:`cluster.node.main`.
 """
 
@@ -32,7 +33,8 @@ DESCRIPTION = """\
                 --cluster-secret "$SECRET"
 
 Peers are the members' HTTP addresses; their peer links listen on the HTTP port plus
-``--peer-port-offset`` (1000 by default). docs/operations.md lists every knob.
+``--peer-port-offset`` (1001 by default) and Nacos 2.x/3.x clients connect over gRPC to the HTTP port plus
+``--grpc-port-offset`` (1000). docs/operations.md lists every knob.
 """
 # Shorter cluster secrets are accepted (the operator decides) but warned about at start.
 WEAK_CLUSTER_SECRET_BYTES = 16
@@ -56,6 +58,9 @@ _CORE_FLAGS = {
     "max-pending-forwards": "max_pending_forwards",
     "deregister-grace-ms": "deregister_grace_ms",
     "max-clock-skew-ms": "max_clock_skew_ms",
+    "grpc-probe-after-idle-ms": "connection_probe_after_idle_ms",
+    "grpc-give-up-after-ms": "connection_give_up_after_ms",
+    "max-instances-per-connection": "max_instances_per_connection",
 }
 
 
@@ -83,6 +88,9 @@ class NodeSettings:
     admin_user: str
     admin_password: str
     token_ttl_s: int
+    grpc: bool = True
+    grpc_port_offset: int = 1000
+    grpc_max_connections: int = 16_384
     previous_cluster_secrets: tuple[str, ...] = ()
     previous_token_secrets: tuple[str, ...] = ()
     list_cache_bytes: int = 64 * 1024 * 1024
@@ -121,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("cluster-secret", "", "shared secret that peers prove to each other (required with peers)")
     add("previous-cluster-secrets", "",
         "comma-separated secrets still accepted from peers while a new --cluster-secret is rolled out")
-    add("peer-port-offset", 1000, "peer links listen on the HTTP port plus this", int)
+    add("peer-port-offset", 1001, "peer links listen on the HTTP port plus this (Nacos's cluster port)", int)
+    p.add_argument("--grpc", default=_bool(_env_default("grpc", "true")), type=_bool, nargs="?", const=True,
+                   help="serve the Nacos 2.x/3.x gRPC protocol (on by default)")
+    add("grpc-port-offset", 1000, "the Nacos 2.x gRPC port is the HTTP port plus this (Nacos's rule)", int)
+    add("grpc-max-connections", 16_384, "most gRPC client connections open at once", int)
     add("log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
     add("max-body-bytes", 1_048_576, "largest request body (413 beyond)", int)
     add("max-connections", 4096, "most client connections open at once", int)
@@ -155,6 +167,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
     args = build_parser().parse_args(argv)
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    _check_offsets(args.port, args.peer_port_offset, args.grpc_port_offset if args.grpc else None)
     advertise = args.advertise_address or f"{_default_host(args.host)}:{args.port}"
     peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
     for peer in peers:
@@ -197,6 +210,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         peers=peers,
         cluster_secret=args.cluster_secret,
         peer_port_offset=args.peer_port_offset,
+        grpc=args.grpc,
+        grpc_port_offset=args.grpc_port_offset,
+        grpc_max_connections=args.grpc_max_connections,
         core=core,
         log_level=args.log_level.upper(),
         max_body_bytes=args.max_body_bytes,
@@ -248,6 +264,19 @@ def beat_timing_warning(core: DistroConfig) -> str | None:
         f"healthy and unhealthy. Give --client-beat-interval-ms {max(1, timeout // 3)} (a third of the timeout) "
         f"or a longer timeout"
     )
+
+
+def _check_offsets(port: int, peer_offset: int, grpc_offset: int | None) -> None:
+    """The HTTP, peer-link and gRPC ports must be three different valid ports."""
+    ports = {"--peer-port-offset": peer_offset, "--grpc-port-offset": grpc_offset}
+    for flag, offset in ports.items():
+        if offset is not None and (offset == 0 or not 0 < port + offset < 65536):
+            raise ConfigError(f"{flag} {offset} puts that port at {port + offset}: it must be a port other than --port")
+    if grpc_offset is not None and grpc_offset == peer_offset:
+        raise ConfigError(
+            f"--grpc-port-offset and --peer-port-offset are both {peer_offset}: the gRPC front door and the peer "
+            "links need ports of their own (defaults: gRPC + 1000, peers + 1001)"
+        )
 
 
 def _secret_list(text: str) -> tuple[str, ...]:

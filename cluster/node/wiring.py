@@ -1,8 +1,11 @@
-"""NodeServer: wires one node together: the core's pump, the Nacos HTTP API and the peer transport.
+"""NodeServer: wires one node together: the core's pump, the Nacos HTTP API, the gRPC front door and the
+peer transport.
 
 Every part of a node is built here, in one place, from its :class:`~cluster.node.settings.NodeSettings`:
-the runtime (:mod:`cluster.node.pump`), the list renderer that HTTP, push and watch share, the API's parts
-(readiness gate, auth when on, UDP push, HTTP watch), the API itself, and the peer transport. The peer
+the runtime (:mod:`cluster.node.pump`), the list renderer that HTTP, push, watch and gRPC share, the API's
+parts (readiness gate, auth when on, UDP push, HTTP watch), the API itself, the Nacos 2.x gRPC front door
+(:mod:`cluster.grpc`, on the HTTP port + ``grpc_port_offset``; its change listener sits beside UDP push's
+and the watch's, its token check is the API's), and the peer transport. The peer
 transport is a parameter: production nodes use authenticated peer links (:func:`peer_links`); tests put
 nodes of one trio process on an in-memory network (``NodeServer(settings, transport=network.transport)``
 with a :class:`cluster.node.memlink.MemoryNetwork`).
@@ -27,6 +30,8 @@ from cluster.api.watch import WatchConfig, WatchService
 from cluster.console.assets import StaticAssets
 from cluster.console.endpoints import ConsoleEndpoints
 from cluster.console.front import ConsoleFront
+from cluster.grpc import GrpcServer
+from cluster.grpc.requests import InstanceLimits
 from cluster.http import HttpLimits, HttpStats, serve_http
 from cluster.metrics import render_http_metrics, render_peer_link_metrics
 from cluster.node.peerlink import LinkState, PeerLinkConfig, PeerLinks
@@ -129,6 +134,16 @@ class NodeServer:
         self.watch = WatchService(self.runtime, renderer, watch)
         self.catalog = CatalogIndex(self.runtime.node.view)
         self.runtime.change_listeners.append(self.catalog.on_change)
+        auth = authenticator_for(settings) if settings.auth else None
+        self.grpc: GrpcServer | None = None
+        if settings.grpc:
+            self.grpc = GrpcServer(
+                self.runtime,
+                renderer=renderer,
+                max_connections=settings.grpc_max_connections,
+                instance_limits=InstanceLimits(settings.metadata_max_keys, settings.metadata_max_bytes),
+                check_token=None if auth is None else (lambda token: auth.check(token).status),
+            )
         self.http_stats = HttpStats()
         self.console = ConsoleEndpoints(self.runtime, auth_enabled=settings.auth, link_states=self.transport.link_states)
         self.runtime.change_listeners.append(self.console.feed.on_change)
@@ -138,10 +153,14 @@ class NodeServer:
             readiness=ReadinessGate(self.runtime.node),
             push=self.push,
             watch=self.watch,
-            auth=authenticator_for(settings) if settings.auth else None,
+            auth=auth,
             catalog=self.catalog,
             console=self.console,
-            extra_metrics=(lambda: render_http_metrics(self.http_stats), self.transport.render_metrics),
+            extra_metrics=(
+                lambda: render_http_metrics(self.http_stats),
+                self.transport.render_metrics,
+                *(() if self.grpc is None else (self.grpc.render_metrics,)),
+            ),
             metadata_max_bytes=settings.metadata_max_bytes,
             metadata_max_keys=settings.metadata_max_keys,
         )
@@ -163,8 +182,12 @@ class NodeServer:
             await nursery.start(self.push.run)
             serve = partial(serve_http, self.handler, s.host, s.port, self.limits, stats=self.http_stats)
             port: int = await nursery.start(serve)
+            grpc_port = 0
+            if self.grpc is not None:
+                grpc_port = await nursery.start(self.grpc.serve, s.host, port + s.grpc_port_offset)
             log.info(
-                "started: node %s on %s:%d (advertised %s), peer link on port %d, peers %s",
-                s.node_id, s.host, port, s.advertise_address, peer_port, ",".join(s.peers) or "-",
+                "started: node %s on %s:%d (advertised %s), gRPC on port %s, peer link on port %d, peers %s",
+                s.node_id, s.host, port, s.advertise_address, grpc_port or "- (off)", peer_port,
+                ",".join(s.peers) or "-",
             )
             task_status.started(port)

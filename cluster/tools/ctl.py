@@ -6,7 +6,7 @@
     distroctl services [--group G|*]
     distroctl members
     distroctl watch orders
-    distroctl local-cluster --nodes 3 [--base-port 8848]
+    distroctl local-cluster --nodes 3 [--base-port 8848] [--port-step 10]
 
 Servers come from ``--server host:port`` (repeatable or comma-separated), else ``DISTRO_SERVERS``, else
 127.0.0.1:8848. A request that cannot connect, times out or gets a 500/502/503 is tried on the next
@@ -590,15 +590,19 @@ class _Signals:
 
 def cmd_local_cluster(args: argparse.Namespace) -> int:
     """Run N nodes as child processes until SIGINT/SIGTERM."""
-    from cluster.tools.launcher import PEER_PORT_OFFSET, ClusterError
+    from cluster.tools.launcher import GRPC_PORT_OFFSET, PEER_PORT_OFFSET, ClusterError
     from cluster.tools.localcluster import LocalCluster
 
     if not 1 <= args.nodes <= 64:
         raise CtlError("--nodes must be in 1..64", 2)
-    last = args.base_port + args.nodes - 1
+    if args.port_step < 1 or (args.nodes > 1 and args.port_step in (1, PEER_PORT_OFFSET - GRPC_PORT_OFFSET)):
+        raise CtlError("--port-step must be at least 2 (a node's gRPC and peer ports are its HTTP port + 1000 and "
+                       "+ 1001: HTTP ports one apart would collide)", 2)
+    ports = [args.base_port + i * args.port_step for i in range(args.nodes)]
+    last = ports[-1]
     if args.base_port < 1 or last + PEER_PORT_OFFSET > 65535:
-        raise CtlError(f"--base-port {args.base_port} leaves no room for {args.nodes} node(s) and peer links "
-                       f"(ports up to {last + PEER_PORT_OFFSET})", 2)
+        raise CtlError(f"--base-port {args.base_port} leaves no room for {args.nodes} node(s) and their gRPC and "
+                       f"peer ports (ports up to {last + PEER_PORT_OFFSET})", 2)
     node_args: list[str] = []
     for flag in ("heartbeat_timeout_ms", "instance_expire_ms", "verify_interval_ms", "sync_delay_ms"):
         value = getattr(args, flag)
@@ -610,7 +614,7 @@ def cmd_local_cluster(args: argparse.Namespace) -> int:
     signals.install()
     log_dir = Path(args.log_dir) if args.log_dir else None
     cluster = LocalCluster(
-        list(range(args.base_port, last + 1)),
+        ports,
         node_args=node_args,
         log_dir=log_dir,
         die_with_parent=True,
@@ -620,8 +624,9 @@ def cmd_local_cluster(args: argparse.Namespace) -> int:
         cluster.check_ports_free()
     except ClusterError as exc:
         raise CtlError(f"{exc.args[0]} (choose another --base-port)") from None
-    _print(f"starting {args.nodes} node(s) on 127.0.0.1: HTTP ports {args.base_port}-{last}, peer links "
-           f"{args.base_port + PEER_PORT_OFFSET}-{last + PEER_PORT_OFFSET}, cluster secret generated (not shown)")
+    shown = ", ".join(str(port) for port in ports)
+    _print(f"starting {args.nodes} node(s) on 127.0.0.1: HTTP ports {shown} (gRPC + {GRPC_PORT_OFFSET}, "
+           f"peer links + {PEER_PORT_OFFSET}), cluster secret generated (not shown)")
     cluster.start()
     for node in cluster.nodes:
         where = f", log {node.log_path}" if node.log_path else ""
@@ -747,7 +752,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("local-cluster", help="run N nodes on 127.0.0.1 as local processes until Ctrl-C")
     sp.add_argument("--nodes", "-N", type=int, default=3)
-    sp.add_argument("--base-port", type=_port, default=8848, help="HTTP ports base..base+N-1 (peer links +1000)")
+    sp.add_argument("--base-port", type=_port, default=8848,
+                    help="the first node's HTTP port (gRPC on HTTP + 1000, peer links on HTTP + 1001)")
+    sp.add_argument("--port-step", type=int, default=10,
+                    help="HTTP ports of the nodes are base, base+step, ... (default 10: 8848, 8858, 8868)")
     sp.add_argument("--heartbeat-timeout-ms", type=int, default=None)
     sp.add_argument("--instance-expire-ms", type=int, default=None)
     sp.add_argument("--verify-interval-ms", type=int, default=None)

@@ -2,7 +2,8 @@
 
 :class:`LocalNode` is one node process: its command line (the cluster secret travels in the environment,
 never on the command line, so ``ps`` does not show it), its log file, and start, stop, kill and restart.
-Free-port helpers pick ports whose peer-link port (``+ PEER_PORT_OFFSET``) is free too. Used by
+Free-port helpers pick ports whose gRPC port (``+ GRPC_PORT_OFFSET``) and peer-link port
+(``+ PEER_PORT_OFFSET``) are free too. Used by
 ``distroctl local-cluster`` (:mod:`cluster.tools.localcluster`), the benchmark (``scripts/benchlib/procs.py``)
 and the tests that run real nodes.
 """
@@ -26,6 +27,7 @@ import httpx
 from distro.errors import ClusterError
 
 __all__ = [
+    "GRPC_PORT_OFFSET",
     "LOCALHOST",
     "PEER_PORT_OFFSET",
     "ClusterError",
@@ -36,7 +38,11 @@ __all__ = [
     "port_is_free",
 ]
 
-PEER_PORT_OFFSET = 1000
+GRPC_PORT_OFFSET = 1000
+"""Nacos's rule: 2.x/3.x clients reach a node over gRPC on its HTTP port + 1000 (``--grpc-port-offset``)."""
+PEER_PORT_OFFSET = 1001
+"""Peer links listen on the HTTP port + 1001, Nacos's cluster port (``--peer-port-offset``)."""
+_OFFSETS = (GRPC_PORT_OFFSET, PEER_PORT_OFFSET)
 LOCALHOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 
@@ -65,8 +71,11 @@ def port_is_free(port: int, host: str = LOCALHOST) -> bool:
     return True
 
 
-def free_ports(count: int, *, host: str = LOCALHOST, offset: int = PEER_PORT_OFFSET, attempts: int = 200) -> list[int]:
-    """``count`` distinct ports ``p`` (picked by binding port 0) such that ``p`` and ``p + offset`` are free.
+def free_ports(
+    count: int, *, host: str = LOCALHOST, offsets: tuple[int, ...] = _OFFSETS, attempts: int = 200
+) -> list[int]:
+    """``count`` distinct ports ``p`` (picked by binding port 0) such that ``p`` and ``p + offset`` for every
+    one of ``offsets`` (the gRPC and peer-link ports) are free.
 
     The ports are released before returning, so another process may still take one: callers retry on
     a bind failure (:meth:`LocalCluster.start_with_retries`).
@@ -79,25 +88,28 @@ def free_ports(count: int, *, host: str = LOCALHOST, offset: int = PEER_PORT_OFF
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
-        if port + offset > 65535 or {port, port + offset} & used:
+        family = {port, *(port + offset for offset in offsets)}
+        if max(family) > 65535 or family & used:
             continue
-        if not port_is_free(port + offset, host):
+        if not all(port_is_free(p, host) for p in family - {port}):
             continue
         chosen.append(port)
-        used.update((port, port + offset))
+        used.update(family)
     if len(chosen) < count:
-        raise ClusterError(f"could not find {count} free port pairs (port and port+{offset}) on {host}")
+        shown = ", ".join(f"port+{offset}" for offset in offsets)
+        raise ClusterError(f"could not find {count} free ports (with {shown} free too) on {host}")
     return chosen
 
 
-def free_port_range(count: int, *, host: str = LOCALHOST, offset: int = PEER_PORT_OFFSET, attempts: int = 200) -> int:
-    """A base port ``b`` such that ``b..b+count-1`` and the same plus ``offset`` are all free now."""
+def free_port_range(
+    count: int, *, host: str = LOCALHOST, step: int = 10, offsets: tuple[int, ...] = _OFFSETS, attempts: int = 200
+) -> int:
+    """A base port ``b`` such that ``b, b+step, ..., b+(count-1)*step`` and the same plus each of ``offsets``
+    are all free now (``distroctl local-cluster --port-step``)."""
     for _ in range(attempts):
-        (base,) = free_ports(1, host=host, offset=offset)
-        ports = [base + i for i in range(count)]
-        if ports[-1] + offset <= 65535 and all(
-            port_is_free(p, host) and port_is_free(p + offset, host) for p in ports
-        ):
+        (base,) = free_ports(1, host=host, offsets=offsets)
+        ports = [base + i * step + offset for i in range(count) for offset in (0, *offsets)]
+        if max(ports) <= 65535 and all(port_is_free(p, host) for p in ports):
             return base
     raise ClusterError(f"could not find {count} consecutive free port pairs on {host}")
 
@@ -171,6 +183,11 @@ class LocalNode:
         return self.port + PEER_PORT_OFFSET
 
     @property
+    def grpc_port(self) -> int:
+        """The Nacos 2.x gRPC port (clients are given the HTTP address and add 1000 themselves)."""
+        return self.port + GRPC_PORT_OFFSET
+
+    @property
     def pid(self) -> int | None:
         """The current process id (None before start)."""
         return None if self.process is None else self.process.pid
@@ -185,6 +202,7 @@ class LocalNode:
             "--advertise-address", self.address,
             "--peers", ",".join(self.peers),
             "--peer-port-offset", str(PEER_PORT_OFFSET),
+            "--grpc-port-offset", str(GRPC_PORT_OFFSET),
             *self.node_args,
         ]
 

@@ -1,11 +1,11 @@
 """Run a registry cluster as local ``distro-node`` processes on one machine.
 
 Used by ``distroctl local-cluster`` and by the integration tests (tests/integration). Each node is a
-child process started by :mod:`cluster.tools.launcher`, listening on ``host:port`` (HTTP) and
-``host:port+1000`` (peer link), with node ids ``n1..nN`` and a cluster secret generated here (passed
+child process started by :mod:`cluster.tools.launcher`, listening on ``host:port`` (HTTP),
+``host:port+1000`` (Nacos 2.x gRPC) and ``host:port+1001`` (peer link), with node ids ``n1..nN`` and a cluster secret generated here (passed
 through the environment, never on the command line, so ``ps`` does not show it).
 
-    cluster = LocalCluster([8848, 8849, 8850], log_dir=Path("/tmp/logs"))
+    cluster = LocalCluster([8848, 8858, 8868], log_dir=Path("/tmp/logs"))
     cluster.start()
     cluster.wait_ready(timeout_s=30)
     ...
@@ -105,9 +105,9 @@ class LocalCluster:
         raise KeyError(address)
 
     def check_ports_free(self) -> None:
-        """Raise ClusterError naming the first HTTP or peer-link port already taken."""
+        """Raise ClusterError naming the first HTTP, gRPC or peer-link port already taken."""
         for node in self.nodes:
-            for port, what in ((node.port, "HTTP"), (node.peer_port, "peer link")):
+            for port, what in ((node.port, "HTTP"), (node.grpc_port, "gRPC"), (node.peer_port, "peer link")):
                 if not port_is_free(port, self.host):
                     raise ClusterError(
                         f"port {port} on {self.host} ({what} port of {node.node_id}) is already in use"

@@ -246,7 +246,7 @@ class DistroCluster:
 
 
 def start_distro(ps: ProcessSet, label: str, extra_flags: list[str], size: int = 3) -> DistroCluster:
-    ports = free_ports(size, offset=1000)
+    ports = free_ports(size)
     cluster = DistroCluster(ps, label, ports, secrets.token_hex(32), extra_flags, [None] * size)
     for i in range(size):
         cluster.start_node(i)

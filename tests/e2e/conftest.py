@@ -91,13 +91,14 @@ def _free_ports(n: int) -> list[int]:
 
 
 def isolated_env() -> dict[str, str]:
-    """Our environment plus E2E_ENV, a private compose project name and free host ports for the nodes and
-    the demo profile's consumer."""
-    *ports, demo_port = _free_ports(len(NODE_PORTS) + 1)
+    """Our environment plus E2E_ENV, a private compose project name and free host ports for the nodes (HTTP
+    and gRPC) and the demo profile's consumer."""
+    *ports, demo_port = _free_ports(2 * len(NODE_PORTS) + 1)
     env = {**os.environ, **E2E_ENV, "COMPOSE_PROJECT_NAME": f"distro-e2e-{os.getpid()}",
            "DEMO_CONSUMER_PORT": str(demo_port)}
-    for name, port in zip(NODE_PORTS, ports, strict=True):
+    for name, port, grpc_port in zip(NODE_PORTS, ports[: len(NODE_PORTS)], ports[len(NODE_PORTS):], strict=True):
         env[f"DISTRO_NODE{name[-1]}_PORT"] = str(port)
+        env[f"DISTRO_NODE{name[-1]}_GRPC_PORT"] = str(grpc_port)
     return env
 
 

@@ -3,7 +3,7 @@
 - :class:`Nacos3Client`: nacos-sdk-python 3.x in its own venv (``.venv-nacos3``, which ``scripts/test``
   creates: it cannot share a venv with nacos-sdk-python 0.1.17), run as a child process that reads JSON
   commands (tests/grpc/drivers/nacos3_driver.py).
-- :func:`rust_client`: the official Rust SDK through its Python binding (``nacos-sdk-rust-binding-py``,
+- :class:`RustClient`: the official Rust SDK through its Python binding (``nacos-sdk-rust-binding-py``,
   installed with the test extra), in this process.
 """
 
@@ -108,11 +108,52 @@ class Nacos3Client:
         self._stderr.close()
 
 
-def rust_client(servers: list[str], *, app_name: str = "distro-test") -> Any:
-    """A ``nacos_sdk_rust_binding_py.NacosNamingClient`` for the given gRPC-side servers (HTTP addresses)."""
-    import nacos_sdk_rust_binding_py as rust
+class RustClient:
+    """The official Rust SDK's naming client (``nacos-sdk-rust-binding-py``), usable from synchronous tests.
 
-    return rust.NacosNamingClient(rust.ClientOptions(",".join(servers), "", app_name=app_name))
+    The binding's blocking client keeps the GIL while it waits for an answer, so a push that arrives
+    meanwhile (the listener needs the GIL) deadlocks it. Its asyncio client does not: this class runs it
+    on an event loop in a thread of its own and waits for each call's result.
+    """
+
+    def __init__(self, servers: list[str], *, app_name: str = "distro-test") -> None:
+        import asyncio
+
+        import nacos_sdk_rust_binding_py as rust
+
+        self._asyncio = asyncio
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        options = rust.ClientOptions(",".join(servers), "", app_name=app_name)
+        self.client = self._run(self._make(rust.AsyncNacosNamingClient, options))
+
+    @staticmethod
+    async def _make(factory: Any, options: Any) -> Any:
+        return factory(options)
+
+    def _run(self, coroutine: Any, timeout_s: float = 30) -> Any:
+        return self._asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Call one of the client's methods (``register_instance``, ``subscribe``...) and wait for it."""
+
+        async def invoke() -> Any:
+            return await getattr(self.client, method)(*args)
+
+        return self._run(invoke())
+
+    def close(self) -> None:
+        """Drop the client and stop the loop. The binding has no shutdown call: the SDK's connection (and
+        so its instances) lives on until this process ends."""
+
+        async def drop() -> None:
+            self.client = None
+
+        self._run(drop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
 
 def rust_instance(ip: str, port: int, **fields: Any) -> Any:
@@ -134,4 +175,4 @@ def poll(predicate: Any, what: str, timeout_s: float = 20.0) -> Any:
         time.sleep(0.05)
 
 
-__all__ = ["NACOS3_VERSION", "Nacos3Client", "nacos3_python", "poll", "rust_client", "rust_instance"]
+__all__ = ["NACOS3_VERSION", "Nacos3Client", "RustClient", "nacos3_python", "poll", "rust_instance"]

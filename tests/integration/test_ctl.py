@@ -254,10 +254,10 @@ def _start_local_cluster(tmp_path: Path, nodes: int) -> tuple[subprocess.Popen[s
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     out = LineReader(process.stdout)  # type: ignore[arg-type]
-    pids = [int(out.wait_for(f"n{i}  http://127.0.0.1:{base + i - 1}  pid ").split("pid ")[1].split(",")[0])
+    pids = [int(out.wait_for(f"n{i}  http://127.0.0.1:{base + 10 * (i - 1)}  pid ").split("pid ")[1].split(",")[0])
             for i in range(1, nodes + 1)]
     ready = out.wait_for("ready: ", timeout_s=60)
-    addresses = ",".join(f"127.0.0.1:{base + i}" for i in range(nodes))
+    addresses = ",".join(f"127.0.0.1:{base + 10 * i}" for i in range(nodes))
     assert ready.startswith(f"ready: {nodes} node(s) at {addresses} "), ready
     return process, out, base, pids
 
@@ -267,13 +267,13 @@ def test_local_cluster_starts_and_stops_on_sigint(tmp_path: Path) -> None:
     try:
         assert all(_alive(pid) for pid in pids)
         with httpx.Client(timeout=5) as http:
-            for port in (base, base + 1):
+            for port in (base, base + 10):
                 assert http.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-        members = ctl("members", servers=[f"127.0.0.1:{base + 1}"])
+        members = ctl("members", servers=[f"127.0.0.1:{base + 10}"])
         assert "2 member(s), 2 up" in members.stdout, members.stdout + members.stderr
         registered = ctl("register", "lc", "10.9.0.1", "80", servers=[f"127.0.0.1:{base}"])
         assert registered.returncode == 0, registered.stderr
-        wait_until(lambda: "10.9.0.1:80" in ctl("list", "lc", servers=[f"127.0.0.1:{base + 1}"]).stdout,
+        wait_until(lambda: "10.9.0.1:80" in ctl("list", "lc", servers=[f"127.0.0.1:{base + 10}"]).stdout,
                    "the instance on the second node")
     finally:
         process.send_signal(signal.SIGINT)
@@ -281,7 +281,7 @@ def test_local_cluster_starts_and_stops_on_sigint(tmp_path: Path) -> None:
     out.wait_for("stopped")
     assert code == 0, out.lines
     assert not any(_alive(pid) for pid in pids), "orphan distro-node processes"
-    for port in (base, base + 1, base + 1000, base + 1001):
+    for port in (base, base + 10, base + 1000, base + 1001, base + 1010, base + 1011):
         assert port_is_free(port), f"port {port} still taken"
     assert "stopped" in (tmp_path / "n1.log").read_text().splitlines()[-1]
 
