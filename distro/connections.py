@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from hashlib import blake2b
 
 from distro.config import DistroConfig
 from distro.messages import RenewItem
@@ -232,6 +233,22 @@ class ConnectionTable:
         return Detection(tuple(probe), tuple(give_up))
 
 
+def node_tag(node_id: str) -> str:
+    """A short, stable tag of a node id (6 hex digits), the last part of the ids of its connections."""
+    return blake2b(node_id.encode("utf-8", "surrogatepass"), digest_size=3).hexdigest()
+
+
+def new_connection_id(holder: str, now_ms: int, remote_ip: str, remote_port: int) -> str:
+    """A connection id in Nacos's form (``<ms>_<client ip>_<client port>``) plus the holder's tag, so that
+    ids never collide across nodes and an owner can tell which node holds a connection (:func:`held_by`)."""
+    return f"{now_ms}_{remote_ip}_{remote_port}_{node_tag(holder)}"
+
+
+def held_by(connection_id: str, node_id: str) -> bool:
+    """Whether ``connection_id`` was made by :func:`new_connection_id` on ``node_id``."""
+    return connection_id.rpartition("_")[2].partition(".")[0] == node_tag(node_id)
+
+
 def judge_renewal(
     item: RenewItem, owned: bool, live: Instance | None
 ) -> str:
@@ -246,4 +263,12 @@ def judge_renewal(
     return "touch" if live.connection == item[2] else "taken"
 
 
-__all__ = ["ConnectionTable", "ConnectionTimings", "Detection", "judge_renewal"]
+__all__ = [
+    "ConnectionTable",
+    "ConnectionTimings",
+    "Detection",
+    "held_by",
+    "judge_renewal",
+    "new_connection_id",
+    "node_tag",
+]

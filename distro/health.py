@@ -9,9 +9,18 @@ clock pulls in), so a large registry whose clients beat on time costs almost not
 
 Clocks restart at "now" whenever this node could not have heard the beats: when it gains a key, when it
 regains quorum after self-preservation, and when it did not run for longer than ``peer_timeout_ms``.
+
+An instance bound to a gRPC connection (``Instance.connection``) is renewed by the node holding the
+connection instead of beating. Silence never marks it unhealthy (its connection's detection, on its holder,
+decides whether the client is gone, as in Nacos 2.x); it only expires, ``instance_expire_ms`` after its last
+renewal. When its holder is seen down, its clock restarts (:meth:`HeartbeatClocks.restart_connections`):
+the client is reconnecting elsewhere and has until ``instance_expire_ms`` after the holder's death to
+register again (nacos-sdk-python 3.x does so up to 30 s after it reconnects).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from distro.config import NEVER, DistroConfig
 from distro.model import Instance, ServiceKey
@@ -44,7 +53,7 @@ class HeartbeatClocks:
     def _deadline_ms(self, inst: Instance, last_ms: int) -> int:
         cfg = self._config
         expire = inst.expire_ms(cfg.instance_expire_ms)
-        if not inst.healthy:
+        if not inst.healthy or inst.connection:
             return last_ms + expire
         return last_ms + min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
 
@@ -85,6 +94,19 @@ class HeartbeatClocks:
             for entry_id in beats:
                 beats[entry_id] = now_ms
         self._due_ms = NEVER  # recompute the earliest deadline at the next check
+
+    def restart_connections(self, held: Callable[[str], bool], now_ms: int) -> int:
+        """Restart the clocks of the owned instances whose connection ``held`` selects (those of a holder
+        just seen down); how many."""
+        count = 0
+        live_instance = self._store.live_instance
+        for key, beats in self._last_beat.items():
+            for entry_id in beats:
+                inst = live_instance(key, entry_id)
+                if inst is not None and inst.connection and held(inst.connection):
+                    beats[entry_id] = now_ms
+                    count += 1
+        return count
 
     def reassign(self, node_id: str, old: OwnershipMap, new: OwnershipMap, now_ms: int) -> tuple[int, int]:
         """Ownership moved from ``old`` to ``new``: gained keys get clocks starting at ``now_ms`` (never a
@@ -151,7 +173,7 @@ class HeartbeatClocks:
                 if silent > expire:
                     changes.append((key, entry_id, None))
                     continue
-                if inst.healthy:
+                if inst.healthy and not inst.connection:
                     timeout = min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
                     if silent > timeout:
                         changes.append((key, entry_id, inst.with_health(False)))

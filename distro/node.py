@@ -76,9 +76,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from distro.config import DistroConfig
-from distro.connections import ConnectionTable, ConnectionTimings, judge_renewal
+from distro.connections import ConnectionTable, ConnectionTimings, held_by, judge_renewal
 from distro.datum import Entry
 from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Outbox
 from distro.health import HeartbeatClocks
@@ -635,6 +636,9 @@ class DistroNode:
         came_up, went_down = self._membership.refresh(now_ms)
         for peer_id in went_down:
             self._replication.drop(peer_id)
+            # Instances of the gRPC connections it held: their clients are reconnecting elsewhere; each
+            # has a whole expiry from now to register again (distro/health.py).
+            self._health.restart_connections(partial(held_by, node_id=peer_id), now_ms)
             self._outbox.append(LifecycleEvent(LifecycleKind.PEER_DOWN, f"{peer_id} ({self.address_of(peer_id)})"))
         for peer_id in came_up:
             self._outbox.append(LifecycleEvent(LifecycleKind.PEER_UP, f"{peer_id} ({self.address_of(peer_id)})"))

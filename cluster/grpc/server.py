@@ -13,13 +13,13 @@ each accepted connection with a :class:`~cluster.grpc.connection.GrpcConnection`
   deregister anything: its clients reconnect to another node and register again, and their instances do
   not flap.
 
-Connection ids follow Nacos (``<ms>_<client ip>_<client port>``) with a short tag of the node id, so two
-nodes never hand out the same id.
+Connection ids follow Nacos (``<ms>_<client ip>_<client port>``) with a short tag of the node id
+(:func:`distro.connections.new_connection_id`), so two nodes never hand out the same id and an owner can
+tell whose connection an instance is bound to.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 
@@ -35,6 +35,7 @@ from cluster.grpc.wire import Payload
 from cluster.metrics import counter, family, gauge
 from cluster.node.listeners import open_listeners
 from cluster.node.pump import NodeRuntime
+from distro.connections import new_connection_id
 from distro.model import ServiceKey
 from distro.requests import ClientRequest
 from distro.views import ServiceView
@@ -99,7 +100,6 @@ class GrpcServer:
         self.connections: dict[str, GrpcConnection] = {}
         self.stats = ServerStats()
         self.port = 0
-        self._tag = hashlib.blake2b(runtime.node.node_id.encode(), digest_size=3).hexdigest()
         self._nursery: trio.Nursery | None = None
         self._probe_seq = 0
         runtime.change_listeners.append(self._on_change)
@@ -135,7 +135,7 @@ class GrpcServer:
                 nursery.start_soon(self._serve_connection, stream)
 
     def _connection_id(self, remote: tuple[str, int]) -> str:
-        base = f"{self.runtime.now_ms()}_{remote[0]}_{remote[1]}_{self._tag}"
+        base = new_connection_id(self.runtime.node.node_id, self.runtime.now_ms(), remote[0], remote[1])
         connection_id, n = base, 0
         while connection_id in self.connections:
             n += 1

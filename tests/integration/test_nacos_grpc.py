@@ -3,7 +3,8 @@
 Two outside clients from PyPI: nacos-sdk-python 3.x (in its own venv, tests/grpc/outside.py) and the
 official Rust SDK through ``nacos-sdk-rust-binding-py``. Each is given HTTP addresses and adds 1000 for gRPC,
 as Nacos's clients do. The nodes run with a 3 s heartbeat timeout and a 6 s expiry (conftest.NODE_ARGS), so
-a gRPC connection's instances are renewed every second and an orphan expires within seconds.
+a gRPC connection's instances are renewed every second and an orphan expires within seconds; one test runs
+Nacos's default timings, which nacos-sdk-python 3.x's 30-second redo needs.
 """
 
 from __future__ import annotations
@@ -14,10 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from cluster.tools.launcher import LocalNode
+from cluster.tools.launcher import LocalNode, free_ports
+from cluster.tools.localcluster import LocalCluster
 from tests.grpc.outside import Nacos3Client, RustClient, poll, rust_instance
-from tests.integration.conftest import INSTANCE_EXPIRE_S, RunningCluster, unique
+from tests.integration.conftest import INSTANCE_EXPIRE_S, NODE_ARGS, START_TIMEOUT_S, RunningCluster, unique
+
+pytestmark = pytest.mark.slow
+
+# The integration cluster's timings, but Nacos's default health timings (15 s unhealthy, 30 s expiry).
+DEFAULT_TIMINGS_ARGS = tuple(
+    arg for i, arg in enumerate(NODE_ARGS)
+    if arg not in ("--heartbeat-timeout-ms", "--instance-expire-ms")
+    and NODE_ARGS[i - 1] not in ("--heartbeat-timeout-ms", "--instance-expire-ms")
+)
 
 
 def listed(cluster: RunningCluster, node: LocalNode, service: str) -> list[tuple[str, int, bool]]:
@@ -107,31 +119,68 @@ def test_rust_sdk_registers_batches_subscribes_and_deregisters(cluster: RunningC
         client.close()  # the binding has no shutdown: its connection lives until the process ends
 
 
-def test_a_client_keeps_its_instance_when_its_node_is_killed(fresh_cluster: RunningCluster, tmp_path: Path) -> None:
-    """Clients that know all three nodes move to a survivor and register again; one that knew only the killed
-    node cannot, and its instance is gone from the survivors within the expiry."""
+def holder_of_instances(cluster: RunningCluster) -> list[LocalNode]:
+    """The running nodes that hold gRPC connections with instances bound to them."""
+    return [n for n in cluster.nodes if n.running() and metric(n, "distro_connection_instances") > 0]
+
+
+def test_killing_a_clients_node_keeps_its_instance_and_drops_an_orphan(
+    fresh_cluster: RunningCluster, tmp_path: Path
+) -> None:
+    """The Rust SDK knows all three nodes: it reconnects to a survivor and registers again at once. A
+    nacos-sdk-python 3.x client that knew only the killed node cannot: its instance (an orphan) is gone from
+    the survivors within the expiry (6 s here), counted from when they saw its node die."""
     cluster = fresh_cluster
-    addresses = [n.address for n in cluster.nodes]
     service = unique("kill")
-    py3 = Nacos3Client(addresses, tmp_path / "py3")
-    rust = RustClient(addresses)
+    rust = RustClient([n.address for n in cluster.nodes])
     try:
-        py3.call("register", service=service, ip="10.3.0.1", port=1)
         rust.call("register_instance", service, "DEFAULT_GROUP", rust_instance("10.3.0.2", 2))
-        both = [("10.3.0.1", 1, True), ("10.3.0.2", 2, True)]
-        poll(lambda: everywhere(cluster, service, both), "both instances everywhere")
-        holders = [n for n in cluster.nodes if metric(n, "distro_connection_instances") > 0]
-        victim = holders[0]
-        lonely = Nacos3Client([victim.address], tmp_path / "lonely")  # knows only the node about to die
-        lonely.call("register", service=service, ip="10.3.0.3", port=3)
-        poll(lambda: everywhere(cluster, service, [*both, ("10.3.0.3", 3, True)]), "the third instance everywhere")
+        poll(lambda: everywhere(cluster, service, [("10.3.0.2", 2, True)]), "the Rust instance everywhere")
+        victim = holder_of_instances(cluster)[0]
+        lonely = Nacos3Client([victim.address], tmp_path / "lonely")
+        try:
+            lonely.call("register", service=service, ip="10.3.0.3", port=3)
+            both = [("10.3.0.2", 2, True), ("10.3.0.3", 3, True)]
+            poll(lambda: everywhere(cluster, service, both), "both instances everywhere")
+            cluster.kill9(victim)
+            survivors = [n for n in cluster.nodes if n.running()]
+            kept = [("10.3.0.2", 2, True)]
+            poll(lambda: all(listed(cluster, n, service) == kept for n in survivors),
+                 "the orphan gone and the Rust instance kept", timeout_s=3 * INSTANCE_EXPIRE_S)
+            # and it stays, healthy, well past the expiry: renewed by the node the client moved to
+            holds_for(lambda: all(listed(cluster, n, service) == kept for n in survivors), INSTANCE_EXPIRE_S + 1)
+        finally:
+            lonely.kill()
+    finally:
+        rust.close()
+
+
+def test_python_sdk_3_keeps_its_instance_when_its_node_is_killed(tmp_path: Path) -> None:
+    """nacos-sdk-python 3.2.0 reconnects at once but registers again only on its 30-second redo timer. With
+    the default expiry (30 s, counted from when the survivors saw the node die) its instance never leaves."""
+    local = LocalCluster(free_ports(3), node_args=DEFAULT_TIMINGS_ARGS, log_dir=tmp_path / "nodes", hermetic_env=True)
+    local.start_with_retries(START_TIMEOUT_S)
+    cluster = RunningCluster(local)
+    service = unique("py3kill")
+    client: Nacos3Client | None = None
+    try:
+        cluster.wait_settled()
+        client = Nacos3Client([n.address for n in cluster.nodes], tmp_path / "py3")
+        client.call("register", service=service, ip="10.4.0.1", port=1)
+        kept = [("10.4.0.1", 1, True)]
+        poll(lambda: everywhere(cluster, service, kept), "the instance everywhere")
+        [victim] = holder_of_instances(cluster)
         cluster.kill9(victim)
         survivors = [n for n in cluster.nodes if n.running()]
-        poll(lambda: all(listed(cluster, n, service) == both for n in survivors),
-             "the orphan gone and the others kept on the survivors", timeout_s=3 * INSTANCE_EXPIRE_S)
-        # and they stay, healthy, well past the expiry: renewed by the node each client moved to
-        holds_for(lambda: all(listed(cluster, n, service) == both for n in survivors), INSTANCE_EXPIRE_S + 1)
-        lonely.kill()
+        # listed and healthy on both survivors all along, until a survivor holds the client's new connection
+        # and renews the instance (the SDK's redo, at most 30 s later)
+        deadline = time.monotonic() + 40
+        while not holder_of_instances(cluster):
+            assert all(listed(cluster, n, service) == kept for n in survivors), "the instance left meanwhile"
+            assert time.monotonic() < deadline, "the SDK never registered again"
+            time.sleep(0.2)
+        assert all(listed(cluster, n, service) == kept for n in survivors)
     finally:
-        py3.close()
-        rust.close()
+        if client is not None:
+            client.kill()
+        cluster.close()

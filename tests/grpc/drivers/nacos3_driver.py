@@ -78,7 +78,8 @@ async def run(naming: Any, cmd: dict[str, Any]) -> Any:
 
 async def main() -> None:
     work_dir = os.environ.get("NACOS_DRIVER_DIR", "/tmp/nacos3-driver")  # the SDK's log and cache folders
-    builder = ClientConfigBuilder().server_address(sys.argv[1]).log_level("WARNING")
+    log_level = os.environ.get("NACOS_DRIVER_LOG_LEVEL", "WARNING")
+    builder = ClientConfigBuilder().server_address(sys.argv[1]).log_level(log_level)
     builder = builder.log_dir(work_dir).cache_dir(work_dir)
     builder = builder.grpc_config(GRPCConfig(grpc_timeout=5000))
     if len(sys.argv) > 3:
