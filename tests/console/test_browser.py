@@ -255,6 +255,10 @@ def test_namespaces_page_creates_edits_and_deletes(console_cluster: Registry, br
 
     wait_until(lambda: listed(2), "the namespace on another node")
     browser.screenshot("namespaces")
+    browser.labelled("ID", form).send_keys(namespace_id)  # the same id again: refused, and the page says so
+    browser.labelled("Name", form).send_keys("Again")
+    browser.button("Create", form).click()
+    browser.wait(lambda: "is taken or not allowed" in browser.text(), "the refusal of a taken id")
     browser.button("Edit", browser.row_with(namespace_id)).click()
     editor = browser.wait(lambda: browser.find("#page-namespaces form.inline-editor"), "the namespace editor")
     name = browser.labelled("Name", editor)

@@ -35,7 +35,11 @@ export class NamespacesPage {
     const form = h('form', { class: 'panel', id: 'create-namespace', onsubmit: async (event) => {
       event.preventDefault();
       try {
-        await send('POST', `${CONSOLE}/namespaces`, { customNamespaceId: id.value.trim(), namespaceName: name.value.trim(), namespaceDesc: desc.value.trim() });
+        const created = await send('POST', `${CONSOLE}/namespaces`, { customNamespaceId: id.value.trim(), namespaceName: name.value.trim(), namespaceDesc: desc.value.trim() });
+        if (created === false) {
+          replace(this.message, notice('error', `Could not create the namespace: the id ${id.value.trim()} is taken or not allowed (letters, digits, _ and -).`));
+          return;
+        }
         replace(this.message, notice('ok', `Created namespace ${name.value.trim()}.`));
         id.value = '';
         name.value = '';
