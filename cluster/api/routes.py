@@ -140,7 +140,7 @@ class NamingApi:
         # Every instance/list call registers or refreshes a UDP push subscriber when it asks for one.
         self.list_hooks: tuple[ListHook, ...] = (push.on_list,)
         # service/subscribers: this node's subscribers, and by default every up peer's (over the peer link)
-        self.subscribers = SubscribersService(runtime, [push.subscriber_rows])
+        self.subscribers = SubscribersService(runtime, [push.subscriber_rows, watch.subscriber_rows])
         # operator/switches: kept in memory; three entries steer the list answers and the UDP push
         self.switches = Switches()
         self.switches.listeners.append(partial(_apply_switches, push))

@@ -29,6 +29,7 @@ from cluster.api.render import ListQuery, ListRenderer
 from cluster.http import Request, Response
 from cluster.metrics import counter, gauge
 from cluster.node.pump import NodeRuntime
+from distro.messages import SubscriberRow
 from distro.model import ServiceKey, service_key
 
 __all__ = ["WATCH_PATH", "WatchConfig", "WatchService"]
@@ -63,6 +64,8 @@ class WatchService:
         self.answered_changed = 0  # 200 answers (at once or after a change)
         self.answered_unchanged = 0  # 304 answers at the timeout
         self.rejected = 0  # 503 over max_watchers
+        # The watches waiting now, per service (at most max_watchers in all): service/subscribers lists them.
+        self._watching: dict[ServiceKey, dict[tuple[str, int], SubscriberRow]] = {}
 
     def current_checksum(self, key: ServiceKey) -> str:
         """The checksum ``instance/list`` would report now (``""`` for an unknown service)."""
@@ -84,6 +87,10 @@ class WatchService:
             self.rejected += 1
             return Response.text(503, "too many watchers on this node, please poll instance/list or retry later")
         self.active += 1
+        ip, port = request.remote[0], request.remote[1]
+        watching = self._watching.setdefault(key, {})
+        watching[(ip, port)] = (f"{ip}:{port}", request.headers.get("user-agent", ""), params.get("app") or "",
+                                ip, port, ",".join(query.clusters), "watch")
         try:
             deadline = trio.current_time() + timeout_ms / 1000
             while True:
@@ -99,6 +106,13 @@ class WatchService:
                     await changed.wait()
         finally:
             self.active -= 1
+            watching.pop((ip, port), None)
+            if not watching and self._watching.get(key) is watching:
+                del self._watching[key]
+
+    def subscriber_rows(self, key: ServiceKey) -> list[SubscriberRow]:
+        """The watches waiting on ``key`` now, as ``service/subscribers`` rows (protocol ``watch``)."""
+        return list(self._watching.get(key, {}).values())
 
     def render_metrics(self) -> str:
         """Prometheus text for /metrics."""

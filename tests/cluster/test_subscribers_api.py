@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import trio
 
+from cluster.api.watch import WATCH_PATH
 from distro.messages import SubscribersQuery
-from tests.client.support import InProcessCluster
+from tests.client.support import InProcessCluster, wait_for
 
 NS = "/nacos/v1/ns"
 JAVA = {"User-Agent": "Nacos-Java-Client:v1.4.2"}
@@ -60,4 +61,25 @@ async def test_subscribers_are_aggregated_over_the_cluster() -> None:
         assert silent["subscribers"][0]["addrStr"] == "127.0.0.1:40001"
         metrics = (await http.get(f"{urls[0]}/metrics")).text
         assert "distro_subscribers_partial_answers_total 1" in metrics.splitlines()
+        nursery.cancel_scope.cancel()
+
+
+async def test_http_watchers_are_subscribers_while_they_wait() -> None:
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        cluster = await InProcessCluster(2).start(nursery)
+        urls = cluster.urls
+        watch_params = {"serviceName": "watched", "checksum": "", "timeoutMs": "10000", "app": "shop"}
+
+        async def watch() -> None:
+            await http.get(f"{urls[1]}{WATCH_PATH}", params=watch_params, headers={"User-Agent": "distroreg/1"})
+
+        nursery.start_soon(watch)
+
+        async def listed() -> bool:
+            body = await _subscribers(http, urls[0], "watched")
+            return body["count"] == 1
+
+        await wait_for(listed, what="the watch listed through the other node")
+        (row,) = (await _subscribers(http, urls[0], "watched"))["subscribers"]
+        assert (row["protocol"], row["agent"], row["app"], row["ip"]) == ("watch", "distroreg/1", "shop", "127.0.0.1")
         nursery.cancel_scope.cancel()
