@@ -127,12 +127,15 @@ class ConsoleEndpoints:
 
     # -- the cluster page -----------------------------------------------------------------------------
     def services_owned(self) -> dict[str, int]:
-        """How many services each live member owns, as this node computes ownership (cached per change)."""
+        """How many services each live member owns, as this node computes ownership (cached per change; a change
+        to cluster-wide data does not move the feed, but it cannot change a count of services either)."""
         cache_key = (self.feed.revision, self.node.live_members())
         if self._owned_cache is not None and self._owned_cache[0] == cache_key:
             return self._owned_cache[1]
         counts: dict[str, int] = {}
         for view in self.node.views():
+            if not view.key.group:  # cluster-wide data (the namespaces), not a service
+                continue
             owner = self.node.owner_of(view.key)
             if owner is not None:
                 counts[owner] = counts.get(owner, 0) + 1

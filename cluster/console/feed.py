@@ -40,7 +40,10 @@ class ChangeFeed:
         self._changed = trio.Event()
 
     def on_change(self, key: ServiceKey, view: ServiceView) -> None:
-        """The runtime's change listener: O(1), never awaits."""
+        """The runtime's change listener: O(1), never awaits. Keys with no group hold cluster-wide data (the
+        namespaces), not a service: the feed leaves them out (the namespaces page polls)."""
+        if not key.group:
+            return
         self.revision += 1
         self._recent.append((self.revision, key))
         if self.waiters:

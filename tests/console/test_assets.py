@@ -15,7 +15,7 @@ import trio
 from cluster.console.assets import CONTENT_SECURITY_POLICY, StaticAssets, package_files
 from cluster.console.feed import ChangeFeed
 from cluster.http import Request
-from distro.model import service_key
+from distro.model import ServiceKey, service_key
 from distro.views import empty_view
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,6 +155,15 @@ def test_the_feed_lists_the_services_changed_since_a_revision() -> None:
     assert feed.answer(first["feed"], 2)["changes"] == [
         {"namespaceId": "public", "groupName": "DEFAULT_GROUP", "serviceName": "a"}]
     assert feed.answer(first["feed"], 3) == {"feed": first["feed"], "revision": 3, "complete": True, "changes": []}
+
+
+def test_the_feed_leaves_out_cluster_wide_data() -> None:
+    feed = ChangeFeed()
+    reserved = ServiceKey("", "", "namespaces")  # no group: the namespaces, not a service
+    feed.on_change(reserved, empty_view(reserved))
+    assert feed.revision == 0
+    feed.on_change(KEY_A, empty_view(KEY_A))
+    assert [c["serviceName"] for c in feed.answer(feed.feed_id, 0)["changes"]] == ["a"]
 
 
 def test_the_feed_says_incomplete_when_it_cannot_tell() -> None:
