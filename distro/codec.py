@@ -25,14 +25,19 @@ Layout (compact: a type tag and positional fields, never field names)::
     value    = None (tombstone)
              | ["i", ip, port, cluster, weight, healthy, enabled, metadata (, connection)]
                                                        connection only when the instance has one
-             | ["m", protect_threshold, metadata, selector_type]
+             | ["m", protect_threshold, metadata, selector_type, implicit]   (under "#meta")
+             | ["c", check_port, use_instance_port, checker, metadata]       (under "#cluster/<name>")
+             | ["n", name, desc, created_ms]                                 (a namespace, reserved key)
+    checker  = [type, path, headers, expected_response_code, user, pwd, cmd]
     request  = ["reg", key, instance]                  instance = ["i", ...] as above
              | ["dereg", key, cluster, ip, port (, connection)]
              | ["upd", key, cluster, ip, port, changes, must_exist]
              | ["beat", key, cluster, ip, port, instance | None]
              | ["csvc", key, meta] | ["usvc", key, meta]   meta = ["m", ...] as above
              | ["dsvc", key]
-    key      = str(ServiceKey)                         "namespace##group@@service"
+             | ["ucl", key, cluster, check_port | None, use_instance_port | None, checker | None, metadata]
+             | ["cns", namespace_id, name, desc] | ["uns", namespace_id, name, desc] | ["dns", namespace_id]
+    key      = str(ServiceKey)                         "namespace##group@@service", or a reserved key
 
 :func:`decode_message` is a schema check for untrusted input: any deviation (wrong type or arity,
 unknown tag, number out of range, string or collection over its bound, a value the model would
@@ -51,7 +56,20 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from distro.datum import META_ENTRY_ID, Entry
+from distro.clusterdata import (
+    HEALTH_CHECKER_TYPES,
+    MAX_CHECKER_FIELD,
+    MAX_NAMESPACE_DESC,
+    MAX_NAMESPACE_NAME,
+    NAMESPACES_KEY,
+    RESERVED_KEYS,
+    ClusterMeta,
+    HealthChecker,
+    NamespaceInfo,
+    cluster_name_of,
+    valid_custom_namespace_id,
+)
+from distro.datum import META_ENTRY_ID, Entry, EntryValue
 from distro.errors import ProtocolError  # defined in distro.errors, re-exported here (see __all__)
 from distro.messages import (
     ConsoleQuery,
@@ -88,12 +106,16 @@ from distro.model import (
 from distro.requests import (
     Beat,
     ClientRequest,
+    CreateNamespace,
     CreateService,
+    DeleteNamespace,
     DeleteService,
     Deregister,
     Register,
     Result,
+    UpdateCluster,
     UpdateInstance,
+    UpdateNamespace,
     UpdateService,
 )
 from distro.versions import Version
@@ -106,6 +128,7 @@ __all__ = [
     "ProtocolError",
     "decode_message",
     "encode_message",
+    "encode_value",
 ]
 
 MAX_STRING = 1024
@@ -135,19 +158,37 @@ def _enc_instance(inst: Instance) -> list[Any]:
 
 
 def _enc_meta(meta: ServiceMeta) -> list[Any]:
-    return ["m", meta.protect_threshold, dict(meta.metadata), meta.selector_type]
+    return ["m", meta.protect_threshold, dict(meta.metadata), meta.selector_type, meta.implicit]
+
+
+def _enc_checker(c: HealthChecker) -> list[Any]:
+    return [c.type, c.path, c.headers, c.expected_response_code, c.user, c.pwd, c.cmd]
+
+
+def _enc_cluster(c: ClusterMeta) -> list[Any]:
+    return ["c", c.check_port, c.use_instance_port, _enc_checker(c.health_checker), dict(c.metadata)]
+
+
+def encode_value(value: EntryValue) -> Any:
+    """One entry value as plain lists (``None`` for a tombstone): the ``value`` of an item."""
+    if value is None:
+        return None
+    if type(value) is Instance:
+        return _enc_instance(value)
+    if type(value) is ServiceMeta:
+        return _enc_meta(value)
+    if type(value) is ClusterMeta:
+        return _enc_cluster(value)
+    if type(value) is NamespaceInfo:
+        return ["n", value.name, value.desc, value.created_ms]
+    raise TypeError(f"not an entry value: {type(value).__name__}")
 
 
 def _enc_items(items: Items) -> list[Any]:
     out: list[Any] = []
     append = out.append
     for key, entry_id, (version, value) in items:
-        if value is None:
-            enc: Any = None
-        elif type(value) is Instance:
-            enc = _enc_instance(value)
-        else:
-            enc = _enc_meta(value)  # type: ignore[arg-type]
+        enc = _enc_instance(value) if type(value) is Instance else encode_value(value)
         append([str(key), entry_id, version.ms, version.counter, version.node, enc])
     return out
 
@@ -174,6 +215,15 @@ def _enc_request(req: ClientRequest) -> list[Any]:
         return ["usvc", key, _enc_meta(req.meta)]
     if isinstance(req, DeleteService):
         return ["dsvc", key]
+    if isinstance(req, UpdateCluster):
+        checker = None if req.health_checker is None else _enc_checker(req.health_checker)
+        return ["ucl", key, req.cluster, req.check_port, req.use_instance_port, checker, dict(req.metadata)]
+    if isinstance(req, CreateNamespace):
+        return ["cns", req.namespace_id, req.name, req.desc]
+    if isinstance(req, UpdateNamespace):
+        return ["uns", req.namespace_id, req.name, req.desc]
+    if isinstance(req, DeleteNamespace):
+        return ["dns", req.namespace_id]
     raise TypeError(f"not a client request: {type(req).__name__}")
 
 
@@ -354,11 +404,16 @@ def _metadata(obj: Any, what: str) -> dict[str, str]:
 
 
 def _key(obj: Any, ctx: _Ctx) -> ServiceKey:
+    """A service key or a reserved key (items, digests, wants)."""
     if type(obj) is not str:
         raise ProtocolError("service key: expected a string")
     key = ctx.keys.get(obj)
     if key is not None:
         return key
+    reserved = RESERVED_KEYS.get(obj)
+    if reserved is not None:
+        ctx.keys[obj] = reserved
+        return reserved
     if len(obj) > MAX_STRING:
         raise ProtocolError("service key: too long")
     try:
@@ -423,15 +478,80 @@ def _instance(obj: Any, ctx: _Ctx, *, check_ip: bool) -> Instance:
     )
 
 
+def _client_key(obj: Any, ctx: _Ctx) -> ServiceKey:
+    """The key of a client request: a service's, never a reserved one."""
+    key = _key(obj, ctx)
+    if not key.group:
+        raise ProtocolError("request: a reserved key")
+    return key
+
+
 def _meta(obj: Any) -> ServiceMeta:
-    if type(obj) not in _SEQ or len(obj) != 4 or obj[0] != "m":
-        raise ProtocolError("service meta: expected ['m', protect_threshold, metadata, selector_type]")
-    _, threshold, metadata, selector = obj
+    if type(obj) not in _SEQ or len(obj) not in (4, 5) or obj[0] != "m":
+        raise ProtocolError("service meta: expected ['m', protect_threshold, metadata, selector_type, implicit]")
+    threshold, metadata, selector = obj[1], obj[2], obj[3]
     return ServiceMeta(
         _float(threshold, "protect threshold", 0.0, 1.0),
         _metadata(metadata, "metadata"),
         _str(selector, "selector type"),
+        _bool(obj[4], "implicit") if len(obj) == 5 else False,
     )
+
+
+def _checker(obj: Any) -> HealthChecker:
+    kind, path, headers, code, user, pwd, cmd = _seq(obj, 7, "health checker")
+    if kind not in HEALTH_CHECKER_TYPES:
+        raise ProtocolError("health checker: unknown type")
+    return HealthChecker(
+        kind,
+        _str(path, "checker path", MAX_CHECKER_FIELD),
+        _str(headers, "checker headers", MAX_CHECKER_FIELD),
+        _int(code, "expected response code", 100, 999),
+        _str(user, "checker user", MAX_CHECKER_FIELD),
+        _str(pwd, "checker pwd", MAX_CHECKER_FIELD),
+        _str(cmd, "checker cmd", MAX_CHECKER_FIELD),
+    )
+
+
+def _cluster_meta(obj: Any) -> ClusterMeta:
+    _, port, use_port, checker, metadata = _seq(obj, 5, "cluster settings")
+    return ClusterMeta(_port(port), _bool(use_port, "use instance port"), _checker(checker), _metadata(metadata, "metadata"))
+
+
+def _namespace_id(obj: Any) -> str:
+    if type(obj) is not str or not valid_custom_namespace_id(obj):
+        raise ProtocolError("namespace id: expected [A-Za-z0-9_-]{1,128}")
+    return obj
+
+
+def _namespace(obj: Any) -> NamespaceInfo:
+    _, name, desc, created_ms = _seq(obj, 4, "namespace")
+    return NamespaceInfo(
+        _str(name, "namespace name", MAX_NAMESPACE_NAME),
+        _str(desc, "namespace desc", MAX_NAMESPACE_DESC),
+        _int(created_ms, "namespace created ms"),
+    )
+
+
+def _settings_value(key: ServiceKey, entry_id: str, value: Any, ctx: _Ctx) -> EntryValue:
+    """A value other than an instance, checked against the entry id it is stored under."""
+    tag = value[0] if type(value) in _SEQ and value else None
+    if key is NAMESPACES_KEY:
+        if tag != "n":
+            raise ProtocolError("item: the namespaces key holds namespaces only")
+        _namespace_id(entry_id)
+        return _namespace(value)
+    if tag == "m":
+        if entry_id != META_ENTRY_ID:
+            raise ProtocolError("item: service meta under an instance entry id")
+        return _meta(value)
+    if tag == "c":
+        cluster = cluster_name_of(entry_id)
+        if cluster is None:
+            raise ProtocolError("item: cluster settings under another entry id")
+        _cluster(cluster, ctx)
+        return _cluster_meta(value)
+    raise ProtocolError("item: value must be None, an instance, a service meta, cluster settings or a namespace")
 
 
 def _items(obj: Any, ctx: _Ctx) -> Items:
@@ -460,8 +580,8 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
         if type(node) is not str or len(node) > max_str:
             raise ProtocolError("version node: expected a string")
         if value is None:
-            entry_value: Instance | ServiceMeta | None = None
-        elif type(value) in seq_types and len(value) in (8, 9) and value[0] == "i":
+            entry_value: EntryValue = None
+        elif type(value) in seq_types and len(value) in (8, 9) and value[0] == "i" and key.group:
             _, ip, port, cluster, weight, healthy, enabled, metadata = value[:8]
             connection = value[8] if len(value) == 9 else ""
             if type(connection) is not str or len(connection) > max_str:
@@ -481,12 +601,8 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
             if entry_id != instance_entry_id(cluster, ip, port):
                 raise ProtocolError("item: entry id does not match the instance")
             entry_value = Instance(ip, port, cluster, weight, healthy, enabled, metadata, connection)
-        elif type(value) in seq_types and value and value[0] == "m":
-            if entry_id != META_ENTRY_ID:
-                raise ProtocolError("item: service meta under an instance entry id")
-            entry_value = _meta(value)
         else:
-            raise ProtocolError("item: value must be None, an instance or a service meta")
+            entry_value = _settings_value(key, entry_id, value, ctx)
         append((key, entry_id, Entry(Version(ms, counter, node), entry_value)))
     return tuple(out)
 
@@ -516,18 +632,18 @@ def _request(obj: Any, ctx: _Ctx) -> ClientRequest:
     tag = obj[0]
     if tag == "reg":
         _, key, inst = _seq(obj, 3, "register")
-        return Register(_key(key, ctx), _instance(inst, ctx, check_ip=True))
+        return Register(_client_key(key, ctx), _instance(inst, ctx, check_ip=True))
     if tag == "dereg":
         if type(obj) in _SEQ and len(obj) == 6:
             _, key, cluster, ip, port, connection = obj
             return Deregister(_key(key, ctx), _cluster(cluster, ctx), _ip(ip), _port(port),
                               _str(connection, "connection"))
         _, key, cluster, ip, port = _seq(obj, 5, "deregister")
-        return Deregister(_key(key, ctx), _cluster(cluster, ctx), _ip(ip), _port(port))
+        return Deregister(_client_key(key, ctx), _cluster(cluster, ctx), _ip(ip), _port(port))
     if tag == "upd":
         _, key, cluster, ip, port, changes, must_exist = _seq(obj, 7, "update")
         return UpdateInstance(
-            _key(key, ctx),
+            _client_key(key, ctx),
             _cluster(cluster, ctx),
             _ip(ip),
             _port(port),
@@ -537,7 +653,7 @@ def _request(obj: Any, ctx: _Ctx) -> ClientRequest:
     if tag == "beat":
         _, key, cluster, ip, port, inst = _seq(obj, 6, "beat")
         return Beat(
-            _key(key, ctx),
+            _client_key(key, ctx),
             _cluster(cluster, ctx),
             _ip(ip),
             _port(port),
@@ -545,13 +661,38 @@ def _request(obj: Any, ctx: _Ctx) -> ClientRequest:
         )
     if tag == "csvc":
         _, key, meta = _seq(obj, 3, "create service")
-        return CreateService(_key(key, ctx), _meta(meta))
+        return CreateService(_client_key(key, ctx), _meta(meta))
     if tag == "usvc":
         _, key, meta = _seq(obj, 3, "update service")
-        return UpdateService(_key(key, ctx), _meta(meta))
+        return UpdateService(_client_key(key, ctx), _meta(meta))
     if tag == "dsvc":
         _, key = _seq(obj, 2, "delete service")
-        return DeleteService(_key(key, ctx))
+        return DeleteService(_client_key(key, ctx))
+    return _cluster_data_request(tag, obj, ctx)
+
+
+def _cluster_data_request(tag: Any, obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> ClientRequest:
+    if tag == "ucl":
+        _, key, cluster, port, use_port, checker, metadata = _seq(obj, 7, "update cluster")
+        return UpdateCluster(
+            _client_key(key, ctx),
+            _cluster(cluster, ctx),
+            None if port is None else _port(port),
+            None if use_port is None else _bool(use_port, "use instance port"),
+            None if checker is None else _checker(checker),
+            _metadata(metadata, "metadata"),
+        )
+    if tag in ("cns", "uns"):
+        _, namespace_id, name, desc = _seq(obj, 4, "namespace request")
+        request = CreateNamespace if tag == "cns" else UpdateNamespace
+        return request(
+            _str(namespace_id, "namespace id", MAX_STRING),
+            _str(name, "namespace name", MAX_NAMESPACE_NAME),
+            _str(desc, "namespace desc", MAX_NAMESPACE_DESC),
+        )
+    if tag == "dns":
+        _, namespace_id = _seq(obj, 2, "delete namespace")
+        return DeleteNamespace(_str(namespace_id, "namespace id", MAX_STRING))
     raise ProtocolError("request: unknown type")
 
 

@@ -59,6 +59,14 @@ class DistroConfig:
     connection_give_up_after_ms: int = 5_000
     connection_check_interval_ms: int = 3_000
     max_instances_per_connection: int = 10_000
+    # Most namespaces the namespaces API may create (they are cluster data, kept on every node).
+    max_namespaces: int = 1_000
+    # Empty-service cleaner (Nacos: removed after more than 3 empty runs, every 20 s after 60 s): a service
+    # a registration created is removed once it has had no instance and no change for the grace.
+    empty_service_grace_ms: int = 60_000
+    empty_service_clean_interval_ms: int = 20_000
+    # Cluster data is written to disk before its answer goes out (a node started with a data folder).
+    durable_writes: bool = False
     # Members expected in the cluster, self included (for self-preservation; learned peers raise it).
     cluster_size: int = 1
     # Stop expiring instances while this node sees fewer than half of the cluster (a partitioned minority
@@ -74,7 +82,8 @@ class DistroConfig:
             raise ValueError("instance_expire_ms must be at least heartbeat_timeout_ms")
         for name in ("ping_interval_ms", "verify_interval_ms", "health_check_interval_ms", "gc_interval_ms",
                      "connection_probe_after_idle_ms", "connection_give_up_after_ms",
-                     "connection_check_interval_ms", "max_instances_per_connection"):
+                     "connection_check_interval_ms", "max_instances_per_connection",
+                     "empty_service_clean_interval_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.sync_batch_entries <= 0 or self.digest_chunk_keys <= 0 or self.snapshot_chunk_entries <= 0:

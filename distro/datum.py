@@ -1,7 +1,8 @@
 """Datums: per service key, a map of versioned entries; merge keeps the higher version per entry.
 
 A datum maps an entry id to an :class:`Entry`. Instance entries are keyed ``cluster/ip:port``; the
-service's own settings live under :data:`META_ENTRY_ID`. A deregistration is a tombstone (an entry whose
+service's own settings live under :data:`META_ENTRY_ID`, its clusters' settings under ``#cluster/<name>``,
+and the reserved namespaces key holds one entry per namespace (:mod:`distro.clusterdata`). A deregistration is a tombstone (an entry whose
 value is ``None``) so that it replicates and wins over older copies like any other write.
 
 Because merge is "highest version wins" per entry, it is commutative, associative and idempotent: replicas
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from hashlib import blake2b
 from typing import NamedTuple
 
+from distro.clusterdata import ClusterMeta, NamespaceInfo
 from distro.model import Instance, ServiceMeta
 from distro.versions import Version
 
@@ -31,7 +33,7 @@ __all__ = [
 
 META_ENTRY_ID = "#meta"
 
-EntryValue = Instance | ServiceMeta | None
+EntryValue = Instance | ServiceMeta | ClusterMeta | NamespaceInfo | None
 
 
 class Entry(NamedTuple):

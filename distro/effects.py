@@ -9,12 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from distro.datum import Entry
 from distro.messages import Message
 from distro.model import ServiceKey
 from distro.requests import Result
 from distro.views import ServiceView
 
-__all__ = ["ClientReply", "Effect", "LifecycleEvent", "LifecycleKind", "Outbox", "Send", "ServiceChanged"]
+__all__ = [
+    "ClientReply",
+    "Effect",
+    "LifecycleEvent",
+    "LifecycleKind",
+    "Outbox",
+    "Persist",
+    "Send",
+    "ServiceChanged",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,22 @@ class ServiceChanged:
     view: ServiceView
 
 
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Write one cluster-data entry to disk (``entry.value is None``: a tombstone), in ``seq`` order.
+
+    Only a node configured with ``durable_writes`` emits these. The runtime reports back with
+    :meth:`~distro.node.DistroNode.persisted` once everything up to ``seq`` is on disk; answers that wait
+    for the disk are released then. Writing only a later version of the same entry is enough: an entry's
+    versions only grow.
+    """
+
+    seq: int
+    key: ServiceKey
+    entry_id: str
+    entry: Entry
+
+
 class LifecycleKind(StrEnum):
     """What a :class:`LifecycleEvent` reports. A ``str``: the value is what logs and traces print."""
 
@@ -62,7 +88,7 @@ class LifecycleEvent:
     detail: str
 
 
-Effect = Send | ClientReply | ServiceChanged | LifecycleEvent
+Effect = Send | ClientReply | ServiceChanged | LifecycleEvent | Persist
 
 
 class Outbox:

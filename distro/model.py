@@ -346,11 +346,17 @@ def make_instance(
 
 @dataclass(frozen=True, slots=True)
 class ServiceMeta:
-    """Service-level settings (``POST /nacos/v1/ns/service``): protect threshold, metadata, selector."""
+    """Service-level settings (``POST /nacos/v1/ns/service``): protect threshold, metadata, selector.
+
+    ``implicit`` marks the settings a registration gives a service it creates (nobody configured them):
+    they keep the service after its last instance until the empty-service cleaner removes it, and they
+    are never written to disk (see :mod:`distro.clusterdata`).
+    """
 
     protect_threshold: float = 0.0
     metadata: Mapping[str, str] = field(default_factory=dict)
     selector_type: str = "none"
+    implicit: bool = False
 
 
 def validate_protect_threshold(value: float) -> float:

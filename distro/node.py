@@ -21,6 +21,9 @@ queries) and the rules that tie the parts together; each part keeps its own stat
      ├── health.py          HeartbeatClocks: the owner's beat clocks and the health check
      ├── notifier.py        Notifier: changed keys and the read views swapped in for them
      ├── connections.py     ConnectionTable: gRPC connections held here and the instances bound to them
+     ├── clusterwrites.py   ClusterDataWrites: cluster settings and namespaces (cluster data)
+     ├── durability.py      Durability: what goes to disk, and answers that wait until it is there
+     ├── cleaner.py         EmptyServiceCleaner: services a registration created, removed once empty
      └── readiness.py       the "not ready" rule and Nacos's STARTINGnow text
 
 Theory of operation
@@ -67,6 +70,15 @@ given-up connection deregisters its instances at once (conditionally on the conn
 holder stops renewing, so its instances expire like silent heartbeat clients unless their clients
 reconnect elsewhere and register again (docs/protocol.md, "gRPC connections").
 
+*Cluster data.* Namespaces, service settings and cluster settings are entries like instances (the
+namespaces under a reserved key, owned by hashing like any key): written by the owner, replicated, merged
+per entry, covered by digests and snapshots (:mod:`distro.clusterdata`). With ``durable_writes`` (a node
+with a data folder) each applied cluster-data change, local or replicated, is also a ``Persist`` effect,
+and the answer to a cluster-data request waits until the runtime reports it on disk
+(:mod:`distro.durability`). What the node loaded from disk at start (:meth:`DistroNode.load_persisted`)
+merges with what its peers hold by version, like any entry. A service a registration created outlives its
+last instance until the owner's empty-service cleaner removes it (:mod:`distro.cleaner`).
+
 *Notifier.* Every applied change, local or replicated, queues its key (coalesced). Draining the queue
 swaps in a new immutable :class:`~distro.views.ServiceView` per key and emits ``ServiceChanged``; the
 view builds its sorted instances on first read, so a burst of writes to a big service costs no rebuilds.
@@ -78,10 +90,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
+from distro.cleaner import EmptyServiceCleaner
+from distro.clusterdata import NamespaceInfo
+from distro.clusterwrites import ClusterDataWrites, namespaces
 from distro.config import DistroConfig
 from distro.connections import ConnectionTable, ConnectionTimings, held_by, judge_renewal
-from distro.datum import Entry
-from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Outbox
+from distro.datum import META_ENTRY_ID, Entry, EntryValue
+from distro.durability import Durability
+from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Outbox, Send
 from distro.health import HeartbeatClocks
 from distro.membership import MemberInfo, Membership, PeerState
 from distro.messages import (
@@ -99,12 +115,20 @@ from distro.messages import (
     SnapshotRequest,
     SyncBatch,
 )
-from distro.model import Instance, ServiceKey, ServiceMeta
+from distro.model import Instance, ServiceKey
 from distro.notifier import Notifier
 from distro.ownership import OwnershipMap
 from distro.readiness import NOT_READY, NOT_READY_TEXT
 from distro.replication import Replication
-from distro.requests import ClientRequest, Result
+from distro.requests import (
+    CLUSTER_DATA_REQUESTS,
+    ClientRequest,
+    CreateNamespace,
+    DeleteNamespace,
+    Result,
+    UpdateCluster,
+    UpdateNamespace,
+)
 from distro.snapshot import StartupSnapshot
 from distro.store import DatumStore, MergeOutcome
 from distro.versions import HybridClock
@@ -167,6 +191,10 @@ class NodeStatistics:
     renewals_received: int
     renewed_missing: int
     renewed_taken: int
+    entries_persisted: int
+    persist_backlog: int
+    answers_awaiting_disk: int
+    empty_services_removed: int
 
 
 class DistroNode:
@@ -201,6 +229,9 @@ class DistroNode:
         self._renew_interval_ms = max(100, config.heartbeat_timeout_ms // 3)
         self._next_renew_ms = now_ms + self._renew_interval_ms
         self._internal_seq = INTERNAL_REQUEST_IDS
+        self._cluster_writes = ClusterDataWrites(config, self.store, self._write)
+        self._durability = Durability(config.durable_writes, self._outbox)
+        self._cleaner = EmptyServiceCleaner(config, self.store, now_ms)
         self._pending: dict[int, _PendingForward] = {}  # by request id, oldest deadline first
         # timers
         self._next_ping_ms = now_ms
@@ -227,11 +258,15 @@ class DistroNode:
         owner = self._ownership.owner(str(request.key))
         if owner is None:  # not ready, and no ready peer is up
             return NOT_READY
-        if owner == self.node_id:
-            return self._apply_local(request, now_ms)
-        if len(self._pending) >= self.config.max_pending_forwards:
+        if owner != self.node_id and len(self._pending) >= self.config.max_pending_forwards:
             self._c["forward_fallbacks"] += 1
-            return self._apply_local(request, now_ms)
+            owner = self.node_id
+        if owner == self.node_id:
+            result = self._apply_local(request, now_ms)
+            if self._must_wait_for_disk(request):
+                self._durability.hold(ClientReply(request_id, result))
+                return None
+            return result
         self._pending[request_id] = _PendingForward(owner, request, now_ms + self.config.forward_timeout_ms)
         self._c["forwards_sent"] += 1
         self._outbox.send(owner, Forward(request_id, request))
@@ -263,6 +298,24 @@ class DistroNode:
         if not self.ready:
             self._snapshot.ask(now_ms, self._membership.peers)
 
+    def load_persisted(self, items: Items, now_ms: int) -> None:
+        """Entries read from this node's data folder at start, before it is ready: merged by version like
+        replicated entries, but neither persisted again nor sent anywhere (anti-entropy and the snapshot
+        it serves carry them to peers)."""
+        self._advance(now_ms)
+        for key, entry_id, entry in items:
+            self.clock.observe(entry.version)
+            new_key = key not in self.store
+            if self.store.merge(key, entry_id, entry) is MergeOutcome.APPLIED:
+                if new_key:
+                    self._key_added(key)
+                self._after_change(key, entry_id, entry, now_ms)
+
+    def persisted(self, seq: int, now_ms: int) -> None:
+        """The runtime wrote every ``Persist`` up to ``seq`` to disk: answers waiting for it go out."""
+        self._advance(now_ms)
+        self._durability.persisted(seq)
+
     def handle_send_failed(self, target: str, message: Message, now_ms: int) -> None:
         """The runtime could not deliver ``message``: the peer is down for now."""
         self._advance(now_ms)
@@ -273,7 +326,7 @@ class DistroNode:
             if pending is not None:
                 self._c["forward_fallbacks"] += 1
                 result = self._apply_local(pending.request, now_ms)
-                self._outbox.append(ClientReply(message.request_id, result))
+                self._answer(pending.request, ClientReply(message.request_id, result))
         elif isinstance(message, SnapshotChunk):
             self._snapshot.owe(target)
         elif isinstance(message, SnapshotRequest) and not self.ready:
@@ -304,6 +357,9 @@ class DistroNode:
         if self.ready and now_ms >= self._next_renew_ms:
             self._next_renew_ms = now_ms + self._renew_interval_ms
             self._renew(now_ms)
+        if self.ready and self._cleaner.due(now_ms):
+            for key in self._cleaner.doomed(now_ms, self.is_owner):
+                self._write(key, META_ENTRY_ID, None, now_ms)
         if now_ms >= self._next_gc_ms:
             self._next_gc_ms = now_ms + cfg.gc_interval_ms
             ttl = max(cfg.tombstone_ttl_ms, 2 * cfg.instance_expire_ms)
@@ -324,7 +380,7 @@ class DistroNode:
         """When :meth:`tick` next has something to do."""
         deadline = min(self._next_ping_ms, self._next_gc_ms)
         if self.ready:
-            deadline = min(deadline, self._next_verify_ms, self._next_health_ms)
+            deadline = min(deadline, self._next_verify_ms, self._next_health_ms, self._cleaner.next_run_ms)
             if len(self.connections):
                 deadline = min(deadline, self._next_renew_ms)
         else:
@@ -344,6 +400,10 @@ class DistroNode:
     def views(self) -> Iterator[ServiceView]:
         """Every existing service's view."""
         return self._notifier.views()
+
+    def namespaces(self) -> list[tuple[str, NamespaceInfo]]:
+        """Every namespace created through the namespaces API, oldest first: ``(id, info)``."""
+        return namespaces(self.store)
 
     def owner_of(self, key: ServiceKey) -> str | None:
         """The node id that owns ``key`` in this node's current view."""
@@ -417,6 +477,10 @@ class DistroNode:
             renewals_received=c["renewals_received"],
             renewed_missing=c["renewed_missing"],
             renewed_taken=c["renewed_taken"],
+            entries_persisted=self._durability.persisted_entries,
+            persist_backlog=self._durability.latest_seq - self._durability.durable_seq,
+            answers_awaiting_disk=len(self._durability),
+            empty_services_removed=self._cleaner.removed,
         )
 
     # ============================================================================================
@@ -440,7 +504,7 @@ class DistroNode:
         elif isinstance(message, Forward):
             self._c["forwards_received"] += 1
             result = self._apply_local(message.request, now_ms)
-            self._outbox.send(sender, ForwardReply(message.request_id, result))
+            self._answer(message.request, Send(sender, ForwardReply(message.request_id, result)))
         elif isinstance(message, ForwardReply):
             pending = self._pending.pop(message.request_id, None)
             if pending is not None:
@@ -475,7 +539,7 @@ class DistroNode:
                 break
             del self._pending[request_id]
             self._c["forward_fallbacks"] += 1
-            self._outbox.append(ClientReply(request_id, self._apply_local(pending.request, now_ms)))
+            self._answer(pending.request, ClientReply(request_id, self._apply_local(pending.request, now_ms)))
 
     # ============================================================================================
     # gRPC connections: the holder renews, the owner judges
@@ -524,6 +588,8 @@ class DistroNode:
     # ============================================================================================
     def _apply_local(self, request: ClientRequest, now_ms: int) -> Result:
         self._c["requests_applied"] += 1
+        if isinstance(request, UpdateCluster | CreateNamespace | UpdateNamespace | DeleteNamespace):
+            return self._cluster_writes.apply(request, now_ms)
         return self._writes.apply(request, now_ms)
 
     def _key_added(self, key: ServiceKey) -> None:
@@ -545,24 +611,38 @@ class DistroNode:
         """For :class:`ClientWrites`' bound on services: the live members, and how to count this node's keys."""
         return len(self._ownership.members), self._owned_key_count
 
+    def _must_wait_for_disk(self, request: ClientRequest) -> bool:
+        """A cluster-data answer waits until every cluster-data write applied so far is on disk."""
+        return self._durability.behind and isinstance(request, CLUSTER_DATA_REQUESTS)
+
+    def _answer(self, request: ClientRequest, answer: ClientReply | Send) -> None:
+        """Send an answer now, or once the disk has caught up (see :meth:`_must_wait_for_disk`)."""
+        if self._must_wait_for_disk(request):
+            self._durability.hold(answer)
+        else:
+            self._outbox.append(answer)
+
     def _touch(self, key: ServiceKey, entry_id: str, now_ms: int) -> None:
         if not self._health.beat(key, entry_id, now_ms) and self.is_owner(key):
             self._health.start(key, entry_id, now_ms)
 
-    def _write(self, key: ServiceKey, entry_id: str, value: Instance | ServiceMeta | None, now_ms: int) -> None:
-        """Store a new local version of an entry, replicate it and notify."""
+    def _write(self, key: ServiceKey, entry_id: str, value: EntryValue, now_ms: int) -> None:
+        """Store a new local version of an entry, persist (cluster data), replicate it and notify."""
         entry = Entry(self.clock.next(now_ms), value)
         new_key = key not in self.store
+        previous = self.store.entry(key, entry_id) if self._durability.enabled else None
         outcome = self.store.merge(key, entry_id, entry)
         assert outcome is MergeOutcome.APPLIED, outcome
         if new_key:
             self._key_added(key)
+        self._durability.record(key, entry_id, previous, entry)
         self._after_change(key, entry_id, entry, now_ms)
         self._replication.mark_dirty(self._membership.up_peers, key, entry_id, now_ms, self._ownership)
 
     def _merge_items(self, items: Items, now_ms: int) -> None:
         refused: list[tuple[ServiceKey, str]] = []
         horizon_ms = now_ms + self.config.max_clock_skew_ms
+        durable = self._durability.enabled
         for key, entry_id, entry in items:
             if entry.version.ms > horizon_ms:
                 # From beyond the wall clock plus the allowed skew: a peer's clock is wrong (or a frame is
@@ -571,10 +651,13 @@ class DistroNode:
                 continue
             self.clock.observe(entry.version)
             new_key = key not in self.store
+            previous = self.store.entry(key, entry_id) if durable else None
             outcome = self.store.merge(key, entry_id, entry)
             if outcome is MergeOutcome.APPLIED:
                 if new_key:
                     self._key_added(key)
+                if durable:
+                    self._durability.record(key, entry_id, previous, entry)
                 self._after_change(key, entry_id, entry, now_ms)
             elif outcome is MergeOutcome.BELOW_FLOOR:
                 refused.append((key, entry_id))

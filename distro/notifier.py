@@ -3,13 +3,16 @@
 Every applied change, local or replicated, queues its key. Draining swaps in a new immutable
 :class:`~distro.views.ServiceView` per key and emits ``ServiceChanged``; the view builds its sorted
 instances on first read, so a burst of writes to a big service costs no rebuilds. The queue holds at most
-``max_notifier_keys``; past that it is dropped, and the next drain refreshes every key.
+``max_notifier_keys``; past that it is dropped, and the next drain refreshes every key. Reserved keys
+(the namespaces) are not services: they get no view (:meth:`~distro.node.DistroNode.namespaces` reads
+them from the store).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from distro.clusterdata import is_reserved
 from distro.effects import Outbox, ServiceChanged
 from distro.model import ServiceKey
 from distro.store import DatumStore
@@ -35,7 +38,7 @@ class Notifier:
 
     def queue(self, key: ServiceKey) -> None:
         """``key`` changed: refresh its view at the next drain."""
-        if key not in self._queue:
+        if key not in self._queue and not is_reserved(key):
             if len(self._queue) < self._max_keys:
                 self._queue[key] = None
             else:
@@ -59,7 +62,8 @@ class Notifier:
         """
         if self._overflow:
             self._overflow = False
-            keys: list[ServiceKey] = list(self._store.keys()) + [k for k in self._views if k not in self._store]
+            stored = [k for k in self._store.keys() if not is_reserved(k)]
+            keys: list[ServiceKey] = stored + [k for k in self._views if k not in self._store]
         else:
             keys = list(self._queue)
         self._queue.clear()

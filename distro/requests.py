@@ -10,20 +10,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from distro.clusterdata import NAMESPACES_KEY, HealthChecker
 from distro.model import Instance, ServiceKey, ServiceMeta
 
 __all__ = [
+    "CLUSTER_DATA_REQUESTS",
     "CODE_OK",
     "CODE_RESOURCE_NOT_FOUND",
     "OK",
     "Beat",
     "ClientRequest",
+    "CreateNamespace",
     "CreateService",
+    "DeleteNamespace",
     "DeleteService",
     "Deregister",
     "Register",
     "Result",
+    "UpdateCluster",
     "UpdateInstance",
+    "UpdateNamespace",
     "UpdateService",
 ]
 
@@ -97,12 +103,90 @@ class UpdateService:
 
 @dataclass(frozen=True, slots=True)
 class DeleteService:
-    """``DELETE /service``: refused while the service still has instances."""
+    """``DELETE /service``: removes the service's settings and its clusters' settings; refused while the
+    service still has instances (docs/api-naming.md says why)."""
 
     key: ServiceKey
 
 
-ClientRequest = Register | Deregister | UpdateInstance | Beat | CreateService | UpdateService | DeleteService
+@dataclass(frozen=True, slots=True)
+class UpdateCluster:
+    """``PUT /cluster``: a cluster's settings. A field left ``None`` keeps its current value (its default
+    for a cluster without settings yet); ``metadata`` replaces the cluster's metadata."""
+
+    key: ServiceKey
+    cluster: str
+    check_port: int | None = None
+    use_instance_port: bool | None = None
+    health_checker: HealthChecker | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateNamespace:
+    """``POST /console/namespaces``: answers ``true``, or ``false`` when the id is taken or malformed."""
+
+    namespace_id: str
+    name: str
+    desc: str = ""
+
+    @property
+    def key(self) -> ServiceKey:
+        """Namespaces live under the reserved key; its owner takes the write."""
+        return NAMESPACES_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateNamespace:
+    """``PUT /console/namespaces``: a namespace's show name and description (``true`` even when unknown)."""
+
+    namespace_id: str
+    name: str
+    desc: str = ""
+
+    @property
+    def key(self) -> ServiceKey:
+        """Namespaces live under the reserved key; its owner takes the write."""
+        return NAMESPACES_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteNamespace:
+    """``DELETE /console/namespaces``: ``true`` (also for an unknown id). The namespace's services stay."""
+
+    namespace_id: str
+
+    @property
+    def key(self) -> ServiceKey:
+        """Namespaces live under the reserved key; its owner takes the write."""
+        return NAMESPACES_KEY
+
+
+ClientRequest = (
+    Register
+    | Deregister
+    | UpdateInstance
+    | Beat
+    | CreateService
+    | UpdateService
+    | DeleteService
+    | UpdateCluster
+    | CreateNamespace
+    | UpdateNamespace
+    | DeleteNamespace
+)
+
+CLUSTER_DATA_REQUESTS = (
+    CreateService,
+    UpdateService,
+    DeleteService,
+    UpdateCluster,
+    CreateNamespace,
+    UpdateNamespace,
+    DeleteNamespace,
+)
+"""Requests about cluster data: on a node that keeps a data folder, their answer waits until every
+cluster-data write applied so far is on disk (:mod:`distro.durability`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,15 @@ class StoreStatistics:
 class DatumStore:
     """All datums of one node, keyed by service key, with incrementally maintained digests."""
 
-    __slots__ = ("_datums", "_digests", "_floors", "_live_instances", "_tombstones")
+    __slots__ = (
+        "_datums",
+        "_digests",
+        "_floors",
+        "_live_by_key",
+        "_live_instances",
+        "_no_instances",
+        "_tombstones",
+    )
 
     def __init__(self) -> None:
         self._datums: dict[ServiceKey, Datum] = {}
@@ -49,6 +57,8 @@ class DatumStore:
         self._floors: dict[ServiceKey, Version] = {}
         self._tombstones = 0
         self._live_instances = 0
+        self._live_by_key: dict[ServiceKey, int] = {}  # keys with at least one live instance
+        self._no_instances: dict[ServiceKey, None] = {}  # stored keys without one (an ordered set)
 
     # -- reading ---------------------------------------------------------------------------------
     def keys(self) -> Iterator[ServiceKey]:
@@ -85,11 +95,12 @@ class DatumStore:
         return entry.value
 
     def live_instance_count(self, key: ServiceKey) -> int:
-        """How many live instances the key has."""
-        datum = self._datums.get(key)
-        if datum is None:
-            return 0
-        return sum(1 for entry in datum.values() if isinstance(entry.value, Instance))
+        """How many live instances the key has (kept up to date on every merge: O(1))."""
+        return self._live_by_key.get(key, 0)
+
+    def keys_without_instances(self) -> Iterator[ServiceKey]:
+        """Every stored key that has no live instance (settings only, tombstones only, reserved keys)."""
+        return iter(self._no_instances)
 
     def service_exists(self, key: ServiceKey) -> bool:
         """A service exists while it has settings or any live instance."""
@@ -124,20 +135,28 @@ class DatumStore:
                 return MergeOutcome.STALE if entry.value is None else MergeOutcome.BELOW_FLOOR
         if datum is None:
             datum = self._datums[key] = {}
+            self._no_instances[key] = None
         datum[entry_id] = entry
         digest = self._digests.get(key, 0) ^ entry_hash(entry_id, entry.version)
         if current is not None:
             digest ^= entry_hash(entry_id, current.version)
-            self._count(current, -1)
+            self._count(key, current, -1)
         self._digests[key] = digest
-        self._count(entry, +1)
+        self._count(key, entry, +1)
         return MergeOutcome.APPLIED
 
-    def _count(self, entry: Entry, sign: int) -> None:
+    def _count(self, key: ServiceKey, entry: Entry, sign: int) -> None:
         if entry.value is None:
             self._tombstones += sign
         elif isinstance(entry.value, Instance):
             self._live_instances += sign
+            live = self._live_by_key.get(key, 0) + sign
+            if live:
+                self._live_by_key[key] = live
+                self._no_instances.pop(key, None)
+            else:
+                del self._live_by_key[key]
+                self._no_instances[key] = None
 
     def collect_tombstones(self, older_than_ms: int) -> list[ServiceKey]:
         """Drop tombstones written before ``older_than_ms``; returns the keys that changed."""
@@ -167,6 +186,7 @@ class DatumStore:
             else:
                 del self._datums[key]
                 self._digests.pop(key, None)
+                self._no_instances.pop(key, None)
             changed.append(key)
         return changed
 
@@ -177,3 +197,5 @@ class DatumStore:
         self._floors.clear()
         self._tombstones = 0
         self._live_instances = 0
+        self._live_by_key.clear()
+        self._no_instances.clear()

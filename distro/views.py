@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
 
+from distro.clusterdata import ClusterMeta, cluster_name_of
 from distro.datum import META_ENTRY_ID, Entry
 from distro.model import Instance, ServiceKey, ServiceMeta
 
@@ -22,7 +23,7 @@ __all__ = ["Selection", "ServiceView", "empty_view", "select_hosts"]
 
 
 class ServiceView:
-    """A service as readers see it: its live instances (sorted by entry id) and settings.
+    """A service as readers see it: its live instances (sorted by entry id), settings and clusters' settings.
 
     ``revision`` increases on this node every time the view changes; ``checksum`` is the same on every
     node that holds the same instances, so clients can compare it across nodes.
@@ -32,7 +33,7 @@ class ServiceView:
     consistent) state, and a newer view with a higher revision is already on its way.
     """
 
-    __slots__ = ("_checksum", "_instances", "_meta", "_source", "key", "modified_ms", "revision")
+    __slots__ = ("_checksum", "_clusters", "_instances", "_meta", "_source", "key", "modified_ms", "revision")
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class ServiceView:
         self.modified_ms = modified_ms
         self._instances: tuple[Instance, ...] | None = instances
         self._meta = meta
+        self._clusters: Mapping[str, ClusterMeta] = {}
         self._source: Mapping[str, Entry] | None = None
         self._checksum: str | None = None
 
@@ -63,10 +65,14 @@ class ServiceView:
         assert source is not None
         instances: list[Instance] = []
         append = instances.append
+        clusters: dict[str, ClusterMeta] = {}
         for entry_id in sorted(source):
             value = source[entry_id].value
             if type(value) is Instance:
                 append(value)
+            elif type(value) is ClusterMeta:
+                clusters[cluster_name_of(entry_id) or entry_id] = value
+        self._clusters = clusters
         meta_entry = source.get(META_ENTRY_ID)
         meta = None if meta_entry is None else meta_entry.value
         self._meta = meta if isinstance(meta, ServiceMeta) else None
@@ -89,9 +95,16 @@ class ServiceView:
         return self._meta
 
     @property
+    def clusters(self) -> Mapping[str, ClusterMeta]:
+        """The settings of the clusters someone configured (``PUT /cluster``), by cluster name."""
+        if self._instances is None:
+            self._build()
+        return self._clusters
+
+    @property
     def exists(self) -> bool:
         """False for the view of a deleted or never-registered service."""
-        return bool(self.instances) or self.meta is not None
+        return bool(self.instances) or self.meta is not None or bool(self.clusters)
 
     @property
     def protect_threshold(self) -> float:
@@ -114,6 +127,10 @@ class ServiceView:
             if self.meta is not None:
                 meta = ",".join(f"{k}:{v}" for k, v in sorted(self.meta.metadata.items()))
                 h.update(f"#{self.meta.protect_threshold!r}_{self.meta.selector_type}_{meta}".encode())
+            for name, settings in sorted(self.clusters.items()):
+                meta = ",".join(f"{k}:{v}" for k, v in sorted(settings.metadata.items()))
+                text = f"#{name}_{settings.check_port}_{settings.use_instance_port}_{settings.health_checker!r}_{meta}"
+                h.update(text.encode("utf-8", "surrogatepass"))
             self._checksum = h.hexdigest()
         return self._checksum
 

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from distro.clusterdata import cluster_name_of
 from distro.config import DistroConfig
-from distro.datum import META_ENTRY_ID
+from distro.datum import META_ENTRY_ID, EntryValue
 from distro.errors import ValidationError
 from distro.model import (
     Instance,
@@ -45,7 +46,7 @@ MAX_REMEMBERED_DEREGISTRATIONS = 100_000
 """Most recent deregistrations a node remembers for :meth:`ClientWrites.recently_deregistered`."""
 
 
-Write = Callable[[ServiceKey, str, Instance | ServiceMeta | None, int], None]
+Write = Callable[[ServiceKey, str, EntryValue, int], None]
 """``write(key, entry_id, value, now_ms)``: store a new local version of an entry (value None: a tombstone),
 replicate it and notify. The node's rule."""
 Touch = Callable[[ServiceKey, str, int], None]
@@ -107,15 +108,7 @@ class ClientWrites:
             write(key, META_ENTRY_ID, request.meta, now_ms)
             return OK
         if isinstance(request, DeleteService):
-            if not store.service_exists(key):
-                raise ValidationError(f"specified service not exist, serviceName : {key.grouped_name}")
-            if store.live_instance_count(key):
-                raise ValidationError(
-                    f"Service {key.grouped_name} is not empty, can't be delete. Please unregister instance first"
-                )
-            if store.meta(key) is not None:
-                write(key, META_ENTRY_ID, None, now_ms)
-            return OK
+            return self._delete_service(key, now_ms)
         raise ValidationError(f"unsupported request {type(request).__name__}")  # pragma: no cover
 
     def _remember_deregistration(self, key: ServiceKey, entry_id: str, now_ms: int) -> None:
@@ -136,20 +129,40 @@ class ClientWrites:
         when = self._deregistered.get((key, entry_id))
         return when is not None and now_ms - when <= self._config.deregister_grace_ms
 
+    def _delete_service(self, key: ServiceKey, now_ms: int) -> Result:
+        """Remove an empty service: its settings and its clusters' settings become tombstones.
+
+        A service that still has instances is refused, as Nacos 2 does: its clients would register the
+        instances again within one beat, bringing the service back without its settings.
+        """
+        store = self._store
+        if not store.service_exists(key):
+            raise ValidationError(f"specified service not exist, serviceName : {key.grouped_name}")
+        if store.live_instance_count(key):
+            raise ValidationError(
+                f"Service {key.grouped_name} is not empty, can't be delete. Please unregister instance first"
+            )
+        for entry_id, entry in store.items(key):
+            if entry.value is not None and (entry_id == META_ENTRY_ID or cluster_name_of(entry_id) is not None):
+                self._write(key, entry_id, None, now_ms)
+        return OK
+
     def _register(self, key: ServiceKey, instance: Instance, now_ms: int) -> Result:
         entry_id = instance.entry_id
         self._deregistered.pop((key, entry_id), None)
         existing = self._store.live_instance(key, entry_id)
         if existing is None:
             limit = self._config.max_instances_per_service
-            datum = self._store.datum(key)
             self._check_service_room(key)
-            # len(datum) bounds the live count from above: count (O(n)) only when it might be at the limit
-            if datum is not None and len(datum) >= limit and self._store.live_instance_count(key) >= limit:
+            if self._store.live_instance_count(key) >= limit:
                 raise ValidationError(
                     f"service {key.grouped_name} already has {limit} "
                     "instances, the most one service may hold"
                 )
+            if self._store.meta(key) is None:
+                # A service created by a registration outlives its last instance until the empty-service
+                # cleaner removes it (distro/cleaner.py); these implicit settings keep it meanwhile.
+                self._write(key, META_ENTRY_ID, ServiceMeta(implicit=True), now_ms)
             self._write(key, entry_id, instance, now_ms)
         elif existing != instance:
             self._write(key, entry_id, instance, now_ms)

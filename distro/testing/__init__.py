@@ -3,9 +3,10 @@
     harness   Harness: a few DistroNodes driven by hand (no message moves, no time passes unless told)
     sim       Simulator: N DistroNodes on a simulated clock and a faulty network, with heartbeating clients
     checkers  SafetyChecker and check_converged: readable violations, never asserts
+    disk      SimDisk: a node's persisted entries, which survive its crash
     runner    run_schedule: one seeded fault schedule end to end (faults, heal, settle, check)
 
 Nothing is imported here, so importing one submodule never drags in the others.
 """
 
-__all__ = ["checkers", "harness", "runner", "sim"]
+__all__ = ["checkers", "disk", "harness", "runner", "sim"]

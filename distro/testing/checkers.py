@@ -7,7 +7,9 @@ Safety (:class:`SafetyChecker`, after every step):
 
 Liveness (:func:`check_converged`, after faults stop and the cluster settles):
 - every ready node holds the same live entries for every key;
-- every heartbeating client is listed, healthy, on every node; every deregistered or dead one is gone.
+- every heartbeating client is listed, healthy, on every node; every deregistered or dead one is gone;
+- every acknowledged namespace, service setting and cluster setting is on every node, and no
+  acknowledged namespace deletion is undone (``distro.testing.datawork``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from distro.datum import EntryValue
 from distro.model import Instance, ServiceKey
 from distro.node import DistroNode
+from distro.testing.datawork import check_cluster_data
 from distro.testing.sim import Simulator
 from distro.versions import Version
 
@@ -136,6 +139,7 @@ def check_converged(sim: Simulator) -> list[str]:
                     f"client {client.client_id} {client.state} at {client.last_stopped_ms} "
                     f"but still listed on {node_id} at {sim.now_ms}"
                 )
+    violations.extend(check_cluster_data(sim.data, ready))
     owners = {node.owner_of(sim.services[0]) for _, node in ready}
     if len(owners) > 1:
         violations.append(f"nodes disagree on the owner of {sim.services[0]}: {sorted(map(str, owners))}")

@@ -4,6 +4,10 @@ Nothing happens behind the test's back: messages a node sends wait on :attr:`Har
 delivers, drops or fails them, and time only moves in :meth:`Harness.advance`. Unit tests use it to walk
 one protocol exchange at a time; :meth:`Harness.advance` with ``deliver=True`` runs a fault-free cluster
 forward (every message delivered at once) when the exchange itself is not what is being tested.
+
+Each node has a simulated disk (:attr:`Harness.disks`) that survives :meth:`Harness.crash`. With
+``auto_persist`` (the default) every ``Persist`` a node emits is written and acknowledged at once; without
+it they wait in :attr:`Outputs.persists` until the test calls :meth:`Harness.persist`.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from distro.config import DistroConfig
-from distro.effects import ClientReply, Effect, LifecycleEvent, Send, ServiceChanged
+from distro.effects import ClientReply, Effect, LifecycleEvent, Persist, Send, ServiceChanged
 from distro.messages import Message
 from distro.node import DistroNode
 from distro.requests import ClientRequest, Result
+from distro.testing.disk import SimDisk
 
 __all__ = ["START_MS", "Harness", "Outputs", "Wire"]
 
@@ -38,6 +43,7 @@ class Outputs:
     replies: list[ClientReply] = field(default_factory=list)
     changes: list[ServiceChanged] = field(default_factory=list)
     events: list[LifecycleEvent] = field(default_factory=list)
+    persists: list[Persist] = field(default_factory=list)  # emitted, not yet written (auto_persist off)
 
 
 class Harness:
@@ -48,6 +54,8 @@ class Harness:
         node_ids: Iterable[str] = ("n1", "n2", "n3"),
         config: DistroConfig | None = None,
         now_ms: int = START_MS,
+        *,
+        auto_persist: bool = True,
     ) -> None:
         self.node_ids = list(node_ids)
         self.config = config or DistroConfig(cluster_size=len(self.node_ids))
@@ -56,15 +64,20 @@ class Harness:
         self.outputs: dict[str, Outputs] = {}
         self.wire: list[Wire] = []
         self.cut: set[tuple[str, str]] = set()
+        self.auto_persist = auto_persist
+        self.disks: dict[str, SimDisk] = {}
         self._request_id = 0
         for node_id in self.node_ids:
             self.boot(node_id)
 
     # -- nodes -----------------------------------------------------------------------------------
     def boot(self, node_id: str) -> DistroNode:
-        """Create (or re-create, empty) a node; it is not ready until it loads a snapshot."""
+        """Create (or re-create) a node with what its disk holds; it is not ready until it loads a snapshot."""
         peers = [n for n in self.node_ids if n != node_id]
         node = DistroNode(node_id, self.config, self.now_ms, peers=peers)
+        disk = self.disks.setdefault(node_id, SimDisk())
+        if len(disk):
+            node.load_persisted(disk.items(), self.now_ms)
         self.nodes[node_id] = node
         self.outputs[node_id] = Outputs()
         self.collect(node_id)
@@ -101,9 +114,27 @@ class Harness:
                 out.replies.append(effect)
             elif isinstance(effect, ServiceChanged):
                 out.changes.append(effect)
+            elif isinstance(effect, Persist):
+                out.persists.append(effect)
             else:
                 out.events.append(effect)
+        if out.persists and self.auto_persist:
+            effects += self.persist(node_id)
         return effects
+
+    def persist(self, node_id: str) -> list[Effect]:
+        """Write a node's pending ``Persist`` effects to its disk and tell the node (what that releases is
+        collected and returned)."""
+        node = self.nodes[node_id]
+        out = self.outputs[node_id]
+        pending, out.persists = out.persists, []
+        if not pending:
+            return []
+        disk = self.disks.setdefault(node_id, SimDisk())
+        for effect in pending:
+            disk.write(effect)
+        node.persisted(pending[-1].seq, self.now_ms)
+        return self.collect(node_id)
 
     def client(self, node_id: str, request: ClientRequest) -> tuple[int, Result | None]:
         """Send a client request to a node: ``(request id, immediate result or None if forwarded)``."""

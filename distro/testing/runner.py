@@ -22,6 +22,7 @@ class ScheduleReport:
     delivered: int = 0
     dropped: int = 0
     clients: int = 0
+    data_acknowledged: int = 0
     violations: list[str] = field(default_factory=list)
     failed_at_step: int | None = None
 
@@ -37,7 +38,8 @@ class ScheduleReport:
         return (
             f"seed={self.seed} nodes={self.nodes} steps={self.steps} {verdict}{where}: "
             f"{self.simulated_ms / 1000:.0f}s simulated, {self.delivered} messages delivered, "
-            f"{self.dropped} dropped, {self.clients} clients"
+            f"{self.dropped} dropped, {self.clients} clients, "
+            f"{self.data_acknowledged} cluster-data writes acknowledged"
         )
 
 
@@ -71,4 +73,5 @@ def run_schedule(
     report.delivered = sim.delivered
     report.dropped = sim.dropped
     report.clients = len(sim.clients)
+    report.data_acknowledged = sim.data.acknowledged
     return report

@@ -1,8 +1,11 @@
 """A deterministic simulator: N DistroNodes, a simulated clock, a faulty network and heartbeating clients.
 
 Everything is driven by one seed. The network delays, drops, duplicates and reorders messages and can cut
-links in one or both directions; nodes crash (losing all memory) and restart; clients register, beat
-through random nodes, re-register on 20404 and deregister. Checkers (``distro.testing.checkers``) look at
+links in one or both directions; nodes crash (losing all memory, but not what their simulated disks
+hold: ``Persist`` effects reach the disk a few ms after they are emitted, and a crash loses the ones not
+there yet) and restart from their disk; clients register, beat through random nodes, re-register on 20404
+and deregister; an operator creates and deletes namespaces and configures services and clusters
+(:mod:`distro.testing.datawork`). Checkers (``distro.testing.checkers``) look at
 the cluster from outside and return readable violations.
 
 Two ways to drive it: :meth:`Simulator.run_schedule` plays a random fault schedule (``scripts/simulate``),
@@ -18,12 +21,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from distro.clusterdata import NAMESPACES_KEY
 from distro.config import DistroConfig
-from distro.effects import ClientReply, LifecycleEvent, Send
+from distro.effects import ClientReply, LifecycleEvent, Persist, Send
 from distro.messages import Message
 from distro.model import ServiceKey, make_instance
 from distro.node import DistroNode
-from distro.requests import CODE_RESOURCE_NOT_FOUND, Beat, ClientRequest, Deregister, Register, Result
+from distro.requests import (
+    CODE_RESOURCE_NOT_FOUND,
+    Beat,
+    ClientRequest,
+    DeleteNamespace,
+    Deregister,
+    Register,
+    Result,
+)
+from distro.testing.datawork import ClusterDataWorkload
+from distro.testing.disk import SimDisk
 
 __all__ = ["ClientState", "FaultOptions", "InFlight", "SimClient", "Simulator", "sim_config"]
 
@@ -43,11 +57,14 @@ class FaultOptions:
     crash_probability: float = 0.01
     restart_probability: float = 0.05
     max_step_ms: int = 1500
+    # Cluster-data requests (namespaces, settings) per step, and how late a Persist reaches the disk.
+    data_request_probability: float = 0.04
+    disk_delay_max_ms: int = 20
 
 
 def sim_config(nodes: int) -> DistroConfig:
-    """The core configuration the simulator uses by default (Nacos timings, fast replication)."""
-    return DistroConfig(cluster_size=nodes, max_pending_forwards=1000)
+    """The core configuration the simulator uses by default (Nacos timings, fast replication, a data folder)."""
+    return DistroConfig(cluster_size=nodes, max_pending_forwards=1000, durable_writes=True)
 
 
 @dataclass(order=True, slots=True)
@@ -117,6 +134,10 @@ class Simulator:
         self.max_in_flight = 200_000
         self.delivered = 0
         self.dropped = 0
+        self.disks: dict[str, SimDisk] = {node_id: SimDisk() for node_id in self.node_ids}
+        self._unflushed: dict[str, list[tuple[int, Persist]]] = {node_id: [] for node_id in self.node_ids}
+        self.data = ClusterDataWorkload()
+        self._data_requests: dict[tuple[str, int], ClientRequest] = {}  # (node, request id) -> request
         for node_id in self.node_ids:
             self._boot(node_id)
 
@@ -125,7 +146,11 @@ class Simulator:
     # ---------------------------------------------------------------------------------------------
     def _boot(self, node_id: str) -> None:
         peers = [n for n in self.node_ids if n != node_id]
-        self.nodes[node_id] = DistroNode(node_id, self.config, self.now_ms, peers=peers)
+        node = DistroNode(node_id, self.config, self.now_ms, peers=peers)
+        disk = self.disks[node_id]
+        if len(disk):
+            node.load_persisted(disk.items(), self.now_ms)
+        self.nodes[node_id] = node
         self._drain(node_id)
 
     def live_nodes(self) -> list[tuple[str, DistroNode]]:
@@ -137,10 +162,11 @@ class Simulator:
         if self.nodes.get(node_id) is None:
             return
         self.nodes[node_id] = None
+        self._unflushed[node_id].clear()  # written but not on disk yet: lost with the process
         self._log(f"crash {node_id}")
 
     def restart(self, node_id: str) -> None:
-        """Start a crashed node again, empty; it loads a snapshot from its peers."""
+        """Start a crashed node again with what its disk holds; it loads a snapshot from its peers."""
         if self.nodes.get(node_id) is not None:
             return
         self.now_ms += 1  # a restart never happens in the same millisecond as the crash
@@ -233,6 +259,11 @@ class Simulator:
                     self._client_result(node_id, effect.request_id, effect.result)
                 elif isinstance(effect, LifecycleEvent):
                     self._log(f"{node_id} {effect.kind}: {effect.detail}")
+                elif isinstance(effect, Persist):
+                    # Written in order: never before the write emitted ahead of it.
+                    pending = self._unflushed[node_id]
+                    due = self.now_ms + self.rng.randint(0, self.faults.disk_delay_max_ms)
+                    pending.append((max(due, pending[-1][0]) if pending else due, effect))
             node = self.nodes.get(node_id)
 
     def _log(self, text: str) -> None:
@@ -274,7 +305,35 @@ class Simulator:
             self._on_client_result(client, kind, result, node_id)
         self._drain(node_id)
 
+    def send_data_request(self, node_id: str, request: ClientRequest | None = None) -> None:
+        """Send a cluster-data request (a random one from the workload when none is given) to ``node_id``."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return
+        if request is None:
+            request = self.data.issue(self.rng, self.now_ms)
+        self._request_seq += 1
+        request_id = self._request_seq
+        result = node.handle_client(request_id, request, self.now_ms)
+        if result is None:
+            if len(self._data_requests) < 100_000:
+                self._data_requests[(node_id, request_id)] = request
+        else:
+            self._data_answered(request, result)
+        self._drain(node_id)
+
+    def _data_answered(self, request: ClientRequest, result: Result) -> None:
+        deleted = isinstance(request, DeleteNamespace) and any(
+            (entry := node.store.entry(NAMESPACES_KEY, request.namespace_id)) is not None and entry.is_tombstone
+            for _, node in self.live_nodes()
+        )
+        self.data.answered(request, result, self.now_ms, deleted=deleted)
+
     def _client_result(self, node_id: str, request_id: int, result: Result) -> None:
+        data_request = self._data_requests.pop((node_id, request_id), None)
+        if data_request is not None:
+            self._data_answered(data_request, result)
+            return
         origin = self._requests.pop((node_id, request_id), None)
         if origin is not None:
             self._on_client_result(self.clients[origin[0]], origin[1], result, node_id)
@@ -328,9 +387,13 @@ class Simulator:
                 heapq.heappop(self._beats)
             if self._beats:
                 next_ms = min(next_ms, self._beats[0][0])
+            for pending in self._unflushed.values():
+                if pending:
+                    next_ms = min(next_ms, pending[0][0])
             if next_ms > end:
                 break
             self.now_ms = max(self.now_ms, next_ms)
+            self._flush_disks()
             while self.in_flight and self.in_flight[0].deliver_at_ms <= self.now_ms:
                 self._deliver(heapq.heappop(self.in_flight))
             for node_id, node in self.live_nodes():
@@ -346,6 +409,19 @@ class Simulator:
                 heapq.heappush(self._beats, (client.next_beat_ms, client_id))
                 self.send_client_request(client, self._random_node_id(), "beat")
         self.now_ms = end
+
+    def _flush_disks(self) -> None:
+        """Write what is due to each node's disk, in order, and tell the node how far it got."""
+        for node_id, pending in self._unflushed.items():
+            node = self.nodes.get(node_id)
+            written = 0
+            while pending and pending[0][0] <= self.now_ms:
+                _, effect = pending.pop(0)
+                self.disks[node_id].write(effect)
+                written = effect.seq
+            if written and node is not None:
+                node.persisted(written, self.now_ms)
+                self._drain(node_id)
 
     # ---------------------------------------------------------------------------------------------
     # Whole schedules
@@ -376,6 +452,8 @@ class Simulator:
                 self.deregister_client(rng.choice(alive), self._random_node_id())
             elif action < 0.23:
                 self.kill_client(rng.choice(alive))
+            elif action < 0.23 + f.data_request_probability:
+                self.send_data_request(self._random_node_id())
         self.advance(rng.randint(1, f.max_step_ms))
 
     def settle_ms(self) -> int:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distro.clusterdata import NAMESPACES_KEY, ClusterMeta, HealthChecker, NamespaceInfo, cluster_entry_id
 from distro.codec import (
     INTERNAL_ERROR_PREFIX,
     MAX_ITEMS,
@@ -37,12 +38,16 @@ from distro.requests import (
     OK,
     Beat,
     ClientRequest,
+    CreateNamespace,
     CreateService,
+    DeleteNamespace,
     DeleteService,
     Deregister,
     Register,
     Result,
+    UpdateCluster,
     UpdateInstance,
+    UpdateNamespace,
     UpdateService,
 )
 from distro.versions import Version
@@ -85,20 +90,38 @@ metas = st.builds(
     protect_threshold=st.floats(0.0, 1.0, allow_nan=False),
     metadata=metadata,
     selector_type=short_text,
+    implicit=st.booleans(),
 )
+checkers = st.builds(
+    HealthChecker,
+    type=st.sampled_from(["TCP", "HTTP", "MYSQL", "NONE"]),
+    path=short_text,
+    headers=short_text,
+    expected_response_code=st.integers(100, 999),
+    user=short_text,
+    pwd=short_text,
+    cmd=short_text,
+)
+cluster_metas = st.builds(ClusterMeta, ports, st.booleans(), checkers, metadata)
+namespace_ids = st.from_regex(r"[A-Za-z0-9_-]{1,40}", fullmatch=True)
+namespace_infos = st.builds(NamespaceInfo, short_text, short_text, st.integers(0, 2**62))
 versions = st.builds(Version, st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1), short_text)
 
 
 @st.composite
 def items(draw: st.DrawFn) -> Item:
     key = draw(keys)
-    kind = draw(st.sampled_from(["instance", "meta", "tombstone"]))
+    kind = draw(st.sampled_from(["instance", "meta", "tombstone", "cluster", "namespace"]))
     version = draw(versions)
     if kind == "instance":
         inst = draw(instances)
         return (key, inst.entry_id, Entry(version, inst))
     if kind == "meta":
         return (key, META_ENTRY_ID, Entry(version, draw(metas)))
+    if kind == "cluster":
+        return (key, cluster_entry_id(draw(clusters)), Entry(version, draw(cluster_metas)))
+    if kind == "namespace":
+        return (NAMESPACES_KEY, draw(namespace_ids), Entry(version, draw(namespace_infos)))
     entry_id = draw(st.just(META_ENTRY_ID) | st.text(min_size=1, max_size=40))
     return (key, entry_id, Entry(version, None))
 
@@ -118,6 +141,18 @@ requests: st.SearchStrategy[ClientRequest] = st.one_of(
     st.builds(CreateService, keys, metas),
     st.builds(UpdateService, keys, metas),
     st.builds(DeleteService, keys),
+    st.builds(
+        UpdateCluster,
+        keys,
+        clusters,
+        st.none() | ports,
+        st.none() | st.booleans(),
+        st.none() | checkers,
+        metadata,
+    ),
+    st.builds(CreateNamespace, short_text, short_text, short_text),
+    st.builds(UpdateNamespace, short_text, short_text, short_text),
+    st.builds(DeleteNamespace, short_text),
 )
 
 body_values = st.one_of(

@@ -188,14 +188,17 @@ def test_replication_flushes_an_isolated_change_at_once_and_coalesces_a_stream()
     register(h, "n1", key, INST)
     _, result = h.client("n1", UpdateInstance(key, "DEFAULT", IP, PORT, {"weight": 3.0}))
     assert result == OK
-    assert h.wire == [] and h["n1"].statistics().dirty_entries == 2  # one entry, for two peers
+    # two entries (the service's implicit settings, written by the registration that created it, and
+    # the instance), for two peers
+    assert h.wire == [] and h["n1"].statistics().dirty_entries == 4
     assert h["n1"].next_deadline_ms() == t0  # nothing flushed lately: due at the next tick
     h.tick("n1")
     entry = h["n1"].store.entry(key, EID)
-    assert entry.value == replace(INST, weight=3.0)
+    meta = h["n1"].store.entry(key, META_ENTRY_ID)
+    assert entry.value == replace(INST, weight=3.0) and meta.value == ServiceMeta(implicit=True)
     assert h.pending(SyncBatch) == [
-        Wire("n1", "n2", SyncBatch(((key, EID, entry),))),
-        Wire("n1", "n3", SyncBatch(((key, EID, entry),))),
+        Wire("n1", "n2", SyncBatch(((key, META_ENTRY_ID, meta), (key, EID, entry)))),
+        Wire("n1", "n3", SyncBatch(((key, META_ENTRY_ID, meta), (key, EID, entry)))),
     ]
     assert h["n1"].statistics().dirty_entries == 0
     h.deliver(SyncBatch)
@@ -215,7 +218,7 @@ def test_replication_flushes_an_isolated_change_at_once_and_coalesces_a_stream()
     assert latest.value.weight == 5.0
     assert [w.message for w in h.pending(SyncBatch)] == [SyncBatch(((key, EID, latest),))] * 2
     stats = h["n1"].statistics()
-    assert (stats.sync_batches_sent, stats.sync_entries_sent) == (4, 4)
+    assert (stats.sync_batches_sent, stats.sync_entries_sent) == (4, 6)
 
 
 def test_sync_batches_are_split_at_the_batch_size() -> None:
@@ -224,7 +227,7 @@ def test_sync_batches_are_split_at_the_batch_size() -> None:
     for i in range(5):
         register(h, "n1", key, make_instance(f"10.0.1.{i}", PORT))
     h.advance(h.config.sync_delay_ms, deliver=False)
-    assert [len(w.message.items) for w in h.pending(SyncBatch)] == [2, 2, 1]
+    assert [len(w.message.items) for w in h.pending(SyncBatch)] == [2, 2, 2]  # the service's settings + 5
     h.deliver_all()
     assert live_entries(h["n2"]) == live_entries(h["n1"])
 
@@ -242,9 +245,10 @@ def test_deregister_is_a_tombstone_that_replicates() -> None:
     h.advance(h.config.sync_delay_ms)
     for node_id, node in h.nodes.items():
         assert node.store.entry(key, EID) == tombstone, node_id
-        assert node.view(key) is None
+        # The service outlives its last instance (until the empty-service cleaner removes it).
+        assert node.view(key).instances == ()
         last = h.outputs[node_id].changes[-1]
-        assert last.key == key and not last.view.exists
+        assert last.key == key and last.view.exists and last.view.instances == ()
         assert node.store.statistics().tombstones == 1
     # Deregistering an unknown instance is ok and writes nothing.
     applied = h["n1"].statistics().entries_applied
@@ -261,7 +265,7 @@ def test_a_stale_live_copy_does_not_resurrect_a_deleted_instance() -> None:
     h.advance(h.config.sync_delay_ms)
     h["n2"].handle_peer("n1", SyncBatch(((key, EID, old),)), h.now_ms)
     assert h["n2"].store.entry(key, EID).is_tombstone
-    assert h["n2"].view(key) is None
+    assert h["n2"].view(key).instances == ()
 
 
 def test_nothing_is_queued_for_a_down_peer() -> None:
@@ -271,7 +275,7 @@ def test_nothing_is_queued_for_a_down_peer() -> None:
     assert h["n1"].live_members() == ("n1", "n2") == h["n2"].live_members()
     key = key_owned_by("n1", ("n1", "n2"))
     register(h, "n1", key)
-    assert h["n1"].statistics().dirty_entries == 1
+    assert h["n1"].statistics().dirty_entries == 2  # the service's settings and the instance, for n2
     h.advance(h.config.sync_delay_ms, deliver=False)
     assert [w.target for w in h.pending(SyncBatch)] == ["n2"]
 
@@ -280,9 +284,9 @@ def test_a_peer_going_down_drops_its_dirty_set() -> None:
     h = started()
     key = key_owned_by("n1")
     register(h, "n1", key)
-    assert h["n1"].statistics().dirty_entries == 2
+    assert h["n1"].statistics().dirty_entries == 4  # the service's settings and the instance, per peer
     h["n1"].handle_send_failed("n3", Ping(True, "n1"), h.now_ms)
-    assert h["n1"].statistics().dirty_entries == 1
+    assert h["n1"].statistics().dirty_entries == 2
     assert "n3" not in h["n1"].live_members()
 
 
@@ -309,7 +313,7 @@ def test_digest_and_repair_fix_a_peer_that_missed_a_batch() -> None:
     assert h["n2"].statistics().repairs_sent == 1
     h.deliver(Repair, source="n2")
     (batch,) = h.pending(SyncBatch, source="n1", target="n2")
-    assert batch.message.items == ((key, EID, h["n1"].store.entry(key, EID)),)
+    assert batch.message.items == tuple((key, e, h["n1"].store.entry(key, e)) for e in (META_ENTRY_ID, EID))
     h.deliver(SyncBatch)
     assert h["n2"].store.digest(key) == h["n1"].store.digest(key)
     assert h["n2"].view(key).instances == (INST,)
@@ -427,7 +431,7 @@ def test_unhealthy_after_heartbeat_timeout_then_deleted_after_expiry() -> None:
     assert h["n1"].store.live_instance(key, EID) is not None
     h.advance(cfg.health_check_interval_ms + cfg.sync_delay_ms)
     for node in h.nodes.values():
-        assert node.store.entry(key, EID).is_tombstone and node.view(key) is None
+        assert node.store.entry(key, EID).is_tombstone and node.view(key).instances == ()
     stats = h["n1"].statistics()
     assert (stats.instances_marked_unhealthy, stats.instances_expired) == (1, 1)
     assert h["n1"].last_beat_ms(key, EID) is None
@@ -729,7 +733,7 @@ def test_statistics_counters_move() -> None:
     assert s2.requests_applied == before["n2"].requests_applied + 1
     assert s2.sync_batches_sent >= 2 and s2.sync_entries_sent >= 2
     assert s1.sync_batches_received >= 1 and s3.sync_batches_received >= 1
-    assert s1.entries_applied == s2.entries_applied == s3.entries_applied == 1
+    assert s1.entries_applied == s2.entries_applied == s3.entries_applied == 2  # the instance, the settings
     assert s2.digests_sent > before["n2"].digests_sent
     assert s2.notifications >= 1 and s1.notifications >= 1
     assert (s1.keys, s1.live_instances, s1.tombstones) == (1, 1, 0)
@@ -744,6 +748,7 @@ def test_stale_entries_refused_answer_with_a_fresh_tombstone() -> None:
     register(h, "n1", key)
     old = h["n1"].store.entry(key, EID)
     h.client("n1", Deregister(key, "DEFAULT", IP, PORT))
+    assert h.client("n1", DeleteService(key))[1] == OK  # its implicit settings go too
     h.advance(2 * cfg.instance_expire_ms + 2 * cfg.gc_interval_ms)
     assert key not in h["n1"].store and key not in h["n2"].store  # tombstones collected
     h["n1"].handle_peer("n2", SyncBatch(((key, EID, old),)), h.now_ms)
@@ -828,13 +833,13 @@ def test_a_starting_node_asks_a_peer_again_once_it_is_ready() -> None:
 def test_dirty_overflow_falls_back_to_a_digest_round() -> None:
     h = started(DistroConfig(cluster_size=2, max_dirty_entries_per_peer=2), ("n1", "n2"))
     key = key_owned_by("n1", ("n1", "n2"))
-    instances = [make_instance(f"10.0.4.{i}", PORT) for i in range(4)]
-    for inst in instances[:3]:
+    instances = [make_instance(f"10.0.4.{i}", PORT) for i in range(3)]
+    for inst in instances[:2]:  # the service's implicit settings, then two instances: one over the bound
         register(h, "n1", key, inst)
     stats = h["n1"].statistics()
     assert stats.dirty_overflows == 1 and stats.dirty_entries == 0
     assert [type(w.message) for w in h.wire] == [Digest]  # sent at once, no waiting for the verify round
-    register(h, "n1", key, instances[3])
+    register(h, "n1", key, instances[2])
     assert h["n1"].statistics().dirty_entries == 1
     h.advance(h.config.sync_delay_ms)
     assert live_entries(h["n2"]) == live_entries(h["n1"])

@@ -1,13 +1,17 @@
 """Hypothesis explores fault schedules of a simulated cluster and every schedule converges.
 
 A ``RuleBasedStateMachine`` drives :class:`distro.testing.sim.Simulator` step by step, in three
-configurations (3 nodes, 4 nodes, and 3 nodes with timers short enough that expiry, tombstone collection
-and the floor rule happen within a schedule). Its rules: clients start (registering through a chosen node), beat, deregister and die; in-flight messages are
-delivered out of order or dropped; nodes are isolated, links cut one way, partitions healed; nodes crash
-and restart empty; the clock moves by small and large amounts. After every step the safety checker must
-find nothing (no two contents for one version, views match stores, bounds hold). At the end faults stop,
-the cluster settles, and every ready node must hold the same live entries, every heartbeating client
-must be listed healthy everywhere and every stopped one gone (``check_converged``).
+configurations (3 nodes, 4 nodes, and 3 nodes with timers short enough that expiry, tombstone collection,
+the floor rule and the empty-service cleaner happen within a schedule). Its rules: clients start
+(registering through a chosen node), beat, deregister and die; an operator creates and deletes
+namespaces and configures services and clusters through a chosen node; in-flight messages are delivered
+out of order or dropped; nodes are isolated, links cut one way, partitions healed; nodes crash (all of
+them, at times) and restart with what their simulated disks hold; the clock moves by small and large
+amounts. After every step the safety checker must find nothing (no two contents for one version, views
+match stores, bounds hold). At the end faults stop, the cluster settles, and every ready node must hold
+the same live entries, every heartbeating client must be listed healthy everywhere and every stopped one
+gone, and every acknowledged namespace and setting must be everywhere, every acknowledged namespace
+deletion nowhere (``check_converged``).
 
 The number of schedules comes from the Hypothesis profile (tests/conftest.py): 3 x ``max_examples`` in
 all, shared 840 / 840 / 420 under ci (2,100 schedules; 4-node schedules cost twice as much to settle).
@@ -43,6 +47,8 @@ FAST_TIMERS = {
     "tombstone_ttl_ms": 10_000,
     "gc_interval_ms": 1_000,
     "verify_interval_ms": 2_000,
+    "empty_service_grace_ms": 3_000,
+    "empty_service_clean_interval_ms": 1_000,
 }
 
 
@@ -100,6 +106,11 @@ def cluster_machine(nodes: int, *, fast: bool = False) -> type[RuleBasedStateMac
         def kill_client(self, which: int) -> None:
             alive = self._alive()
             self.sim.kill_client(alive[which % len(alive)])
+
+        # -- cluster data ------------------------------------------------------------------------
+        @rule(via=node)
+        def cluster_data_request(self, via: str) -> None:
+            self.sim.send_data_request(via)
 
         # -- network -----------------------------------------------------------------------------
         @precondition(lambda self: bool(self.sim.in_flight))
