@@ -6,6 +6,7 @@
      ├── ProtocolError              a peer sent a frame that is not a well-formed message
      │                              (also a ValueError; distro.codec re-exports it)
      ├── ConfigError                the node cannot start with these settings or flags
+     ├── DataDirError               the node's data folder cannot be used (names the path and what to do)
      ├── LinkClosed                 a peer link ended or misbehaved (the runtime's peer links)
      ├── ClusterError               a local cluster could not start or stop (``distroctl local-cluster``)
      └── CtlError                   ends a ``distroctl`` command with ``message`` and exit ``code``
@@ -23,6 +24,7 @@ __all__ = [
     "ClusterError",
     "ConfigError",
     "CtlError",
+    "DataDirError",
     "DistroError",
     "LinkClosed",
     "ProtocolError",
@@ -49,6 +51,11 @@ class ProtocolError(DistroError, ValueError):
 
 class ConfigError(DistroError):
     """The node cannot start with these settings; the message says why."""
+
+
+class DataDirError(DistroError):
+    """The node's data folder is unreadable, damaged, another node's or in use; the message names the path
+    and what to do (the node refuses to start rather than lose what the folder holds)."""
 
 
 class LinkClosed(DistroError):

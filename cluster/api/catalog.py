@@ -16,10 +16,12 @@ from typing import Any
 
 import trio
 
+from cluster.api.clusters import service_clusters
 from cluster.api.params import Params
 from cluster.http import Request, Response
 from cluster.node.pump import NodeRuntime
 from distro.catalog import CatalogIndex, ServiceSummary
+from distro.clusterdata import ClusterMeta
 from distro.model import (
     DEFAULT_GROUP,
     DEFAULT_NAMESPACE,
@@ -88,19 +90,20 @@ def instance_json(key: ServiceKey, inst: Instance, timings: tuple[int, int, int]
     return body
 
 
-def cluster_json(key: ServiceKey, name: str, metadata: dict[str, str], empty: bool) -> dict[str, Any]:
-    """Nacos's Cluster JSON (``catalog/service``): health checks are the clients' beats, so ``TCP`` is nominal."""
+def cluster_json(key: ServiceKey, name: str, settings: ClusterMeta, empty: bool) -> dict[str, Any]:
+    """Nacos's Cluster JSON (``catalog/service``) with the cluster's settings (``PUT /cluster``; Nacos's
+    defaults for a cluster nobody configured). The checker is shown, never run: instances live by beats."""
     return {
         "serviceName": key.grouped_name,
         "name": name,
-        "healthChecker": {"type": "TCP"},
+        "healthChecker": settings.health_checker.to_json(),
         "defaultPort": 80,
-        "defaultCheckPort": 80,
-        "useIPPort4Check": True,
-        "metadata": metadata,
+        "defaultCheckPort": settings.check_port,
+        "useIPPort4Check": settings.use_instance_port,
+        "metadata": dict(settings.metadata),
         "sitegroup": "",
-        "defCkport": 80,
-        "defIPPort": 80,
+        "defCkport": settings.check_port,
+        "defIPPort": settings.check_port,
         "empty": empty,
     }
 
@@ -208,7 +211,7 @@ class CatalogApi:
             return Response.text(404, f"service {key.grouped_name} is not found!")
         meta = view.meta or ServiceMeta()
         summary = self.index.summary(key)
-        clusters = () if summary is None else summary.clusters
+        with_instances = set(() if summary is None else summary.clusters)
         return Response.json(
             {
                 "service": {
@@ -218,7 +221,10 @@ class CatalogApi:
                     "selector": {"type": meta.selector_type},
                     "metadata": dict(meta.metadata),
                 },
-                "clusters": [cluster_json(key, name, {}, False) for name in clusters],
+                "clusters": [
+                    cluster_json(key, name, settings, name not in with_instances)
+                    for name, settings in service_clusters(view)
+                ],
             }
         )
 

@@ -4,9 +4,10 @@ Writes are turned into core requests and submitted through the runtime (which fo
 owner); reads are answered from this node's read views. Every bad parameter is a 400 with Nacos's text;
 a handler never lets an exception become a 5xx for bad input.
 
-:class:`NamingApi` is built from its parts (the readiness gate, auth, UDP push, watch) and lists, in its
-constructor and nowhere else, the guards in the order they run, the ``instance/list`` hooks, every route
-and every source of ``/metrics``. Nothing adds to them from outside.
+:class:`NamingApi` is built from its parts (the readiness gate, auth, UDP push, watch, the namespaces and
+cluster-settings handlers) and lists, in its constructor and its route table (``_route_table``) and nowhere
+else, the guards in the order they run, the ``instance/list`` hooks, every route and every source of
+``/metrics``. Nothing adds to them from outside.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import trio
 from cluster.api.auth import LOGIN_PATHS, Authenticator, OpenLogin
 from cluster.api.catalog import CatalogApi
 from cluster.api.clientinfo import client_agent
+from cluster.api.clusters import CLUSTER_PATH, ClusterApi, cluster_json, service_clusters
+from cluster.api.namespaces import NAMESPACES_PATH, NamespaceApi
 from cluster.api.params import Params, request_params
 from cluster.api.probes import LIVENESS_PATH, READINESS_PATH, ConsoleProbes
 from cluster.api.push import PushService
@@ -144,10 +147,37 @@ class NamingApi:
         # operator/switches: kept in memory; three entries steer the list answers and the UDP push
         self.switches = Switches()
         self.switches.listeners.append(partial(_apply_switches, push))
-        catalog_api = self.catalog
-        probes = ConsoleProbes(self.node)
+        namespaces = NamespaceApi(runtime)
+        clusters = ClusterApi(runtime, metadata_max_keys=metadata_max_keys, metadata_max_bytes=metadata_max_bytes)
         login = OpenLogin().login if auth is None else auth.login
-        self.routes: dict[tuple[str, str], Route] = {
+        self.routes = self._route_table(push, watch, ConsoleProbes(self.node), login, console, namespaces, clusters)
+        # /metrics: the core's series, then each part's, then the wiring's (HTTP server, peer transport).
+        self.metric_sources: tuple[Callable[[], str], ...] = (
+            lambda: render_node_metrics(self.node.statistics()),
+            readiness.render_metrics,
+            renderer.hosts_cache.render_metrics,
+            *(() if auth is None else (auth.render_metrics,)),
+            push.render_metrics,
+            lambda: counter("distro_subscribers_partial_answers_total",
+                            "service/subscribers answers that lack a peer which did not answer in time.",
+                            self.subscribers.partial_answers),
+            watch.render_metrics,
+            *extra_metrics,
+        )
+
+    def _route_table(
+        self,
+        push: PushService,
+        watch: WatchService,
+        probes: ConsoleProbes,
+        login: Route,
+        console: ConsoleEndpoints | None,
+        namespaces: NamespaceApi,
+        clusters: ClusterApi,
+    ) -> dict[tuple[str, str], Route]:
+        """Every route of the API, listed here and nowhere else."""
+        catalog_api = self.catalog
+        return {
             # the Nacos v1 naming API
             ("POST", f"{NS}/instance"): self.register,
             ("DELETE", f"{NS}/instance"): self.deregister,
@@ -180,6 +210,12 @@ class NamingApi:
             ("POST", f"{NS}/api/srvIPXT"): self.srv_ipxt,
             ("PUT", f"{NS}/api/clientBeat"): self.client_beat,
             ("POST", f"{NS}/api/clientBeat"): self.client_beat,
+            ("PUT", CLUSTER_PATH): clusters.update,
+            # the namespaces of Nacos's console API (cluster data, like service and cluster settings)
+            ("GET", NAMESPACES_PATH): namespaces.get,
+            ("POST", NAMESPACES_PATH): namespaces.create,
+            ("PUT", NAMESPACES_PATH): namespaces.update,
+            ("DELETE", NAMESPACES_PATH): namespaces.delete,
             # UDP push and HTTP watch (ours, beside Nacos's API)
             ("GET", f"{NS}/operator/push/state"): push.push_state,
             ("GET", f"{NS}/operator/switches"): self.switches.get,
@@ -198,19 +234,6 @@ class NamingApi:
             # the web console's read endpoints, GET /nacos/v1/console/{server/state,changes,cluster,node,beats}
             **({} if console is None else console.routes()),
         }
-        # /metrics: the core's series, then each part's, then the wiring's (HTTP server, peer transport).
-        self.metric_sources: tuple[Callable[[], str], ...] = (
-            lambda: render_node_metrics(self.node.statistics()),
-            readiness.render_metrics,
-            renderer.hosts_cache.render_metrics,
-            *(() if auth is None else (auth.render_metrics,)),
-            push.render_metrics,
-            lambda: counter("distro_subscribers_partial_answers_total",
-                            "service/subscribers answers that lack a peer which did not answer in time.",
-                            self.subscribers.partial_answers),
-            watch.render_metrics,
-            *extra_metrics,
-        )
 
     async def __call__(self, request: Request) -> Response:
         """The HTTP handler."""
@@ -456,7 +479,6 @@ class NamingApi:
         if view is None:
             return Response.text(404, f"service {key.grouped_name} is not found!")
         meta = view.meta or ServiceMeta()
-        clusters = sorted({inst.cluster for inst in view.instances})
         return Response.json(
             {
                 "name": key.service,
@@ -465,7 +487,7 @@ class NamingApi:
                 "protectThreshold": meta.protect_threshold,
                 "metadata": dict(meta.metadata),
                 "selector": {"type": meta.selector_type},
-                "clusters": [{"name": c, "healthChecker": {"type": "TCP"}, "metadata": {}} for c in clusters],
+                "clusters": [cluster_json(key, name, settings) for name, settings in service_clusters(view)],
             }
         )
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
 from cluster.node import gctune
+from cluster.node.datadir import DataDir, DataDirError
 from cluster.node.settings import (
     WEAK_CLUSTER_SECRET_BYTES,
     ConfigError,
@@ -25,16 +28,22 @@ from cluster.node.wiring import NodeServer
 log = logging.getLogger("distro.node")
 
 
-async def run_node(settings: NodeSettings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a node until cancelled; ``task_status.started(http_port)``."""
-    server = NodeServer(settings)
+async def run_node(
+    settings: NodeSettings,
+    *,
+    data_dir: DataDir | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a node until cancelled (keeping its cluster data in ``data_dir`` when given);
+    ``task_status.started(http_port)``."""
+    server = NodeServer(settings, data_dir=data_dir)
     await server.run(task_status=task_status)
 
 
-async def _main_async(settings: NodeSettings) -> None:
+async def _main_async(settings: NodeSettings, data_dir: DataDir) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_node, settings)
+            nursery.start_soon(partial(run_node, settings, data_dir=data_dir))
             async for signum in signals:
                 log.info("stopping: received %s", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
@@ -62,8 +71,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     beat_warning = beat_timing_warning(settings.core)
     if beat_warning is not None:
         log.warning("%s", beat_warning)
+    try:
+        # Before the event loop: lock the folder, check the file, load what it holds.
+        data_dir = DataDir.open(settings.data_dir, settings.node_id, now_ms=int(time.time() * 1000))
+    except DataDirError as exc:
+        print(f"distro-node: {exc}", file=sys.stderr)
+        sys.exit(2)
     gctune.install()
-    trio.run(_main_async, settings)
+    try:
+        trio.run(_main_async, settings, data_dir)
+    finally:
+        data_dir.close()
     log.info("stopped")
 
 

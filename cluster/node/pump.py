@@ -1,7 +1,7 @@
 """NodeRuntime: the trio shell around one :class:`~distro.node.DistroNode`.
 
-It feeds the core its inputs (client writes, peer messages, link events, timer ticks) and carries the
-effects out (peer sends, client replies, view changes, lifecycle log lines). It makes no protocol
+It feeds the core its inputs (client writes, peer messages, link events, timer ticks, disk progress) and
+carries the effects out (peer sends, client replies, view changes, lifecycle log lines, entries to persist). It makes no protocol
 decision of its own.
 
 Concurrency: trio runs one task at a time and the core never awaits, so any task may call into the core
@@ -22,8 +22,8 @@ import trio
 
 from cluster.node import gctune
 from distro.config import DistroConfig
-from distro.effects import ClientReply, LifecycleEvent, LifecycleKind, Send, ServiceChanged
-from distro.messages import Message
+from distro.effects import ClientReply, LifecycleEvent, LifecycleKind, Persist, Send, ServiceChanged
+from distro.messages import Items, Message
 from distro.model import ServiceKey
 from distro.node import DistroNode
 from distro.requests import ClientRequest, Result
@@ -53,6 +53,8 @@ class NodeRuntime:
         self._epoch_ms = int(time.time() * 1000) if epoch_ms is None else epoch_ms
         self.node = DistroNode(node_id, config, self.now_ms(), address=address)
         self.transport: PeerTransport | None = None
+        # Where Persist effects go (the node's DiskWriter); set whenever the core runs with durable_writes.
+        self.persist: Callable[[Persist], None] | None = None
         self._request_seq = 0
         self._waiting: dict[int, tuple[trio.Event, list[Result]]] = {}
         self._failed: list[tuple[str, Message]] = []
@@ -111,6 +113,16 @@ class NodeRuntime:
         self.node.peer_connected(node_id, address, self.now_ms())
         self._after_input()
 
+    def load_persisted(self, items: Items) -> None:
+        """What the data folder held at start; call before :meth:`run` (the node is not ready yet)."""
+        self.node.load_persisted(items, self.now_ms())
+        self._after_input()
+
+    def persisted(self, seq: int) -> None:
+        """The disk writer committed every ``Persist`` up to ``seq``: answers that waited for it go out."""
+        self.node.persisted(seq, self.now_ms())
+        self._after_input()
+
     def on_send_failed(self, node_id: str, message: Message) -> None:
         """The transport could not deliver a message."""
         self._failed.append((node_id, message))
@@ -150,6 +162,10 @@ class NodeRuntime:
                         self._on_service_changed(effect.key, effect.view)
                     elif isinstance(effect, LifecycleEvent):
                         self._on_lifecycle(effect)
+                    elif isinstance(effect, Persist):
+                        if self.persist is None:
+                            raise RuntimeError("the core persists (durable_writes) but this runtime has no disk")
+                        self.persist(effect)
         finally:
             self._dispatching = False
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.api.pushtargets import Network, parse_networks
+from cluster.node.datadir import default_data_dir
 from cluster.node.peerlink import MAX_PREVIOUS_SECRETS as MAX_PREVIOUS_CLUSTER_SECRETS
 from cluster.node.tls import TlsFiles, tls_files
 from distro.config import DistroConfig
@@ -61,6 +62,9 @@ _CORE_FLAGS = {
     "grpc-probe-after-idle-ms": "connection_probe_after_idle_ms",
     "grpc-give-up-after-ms": "connection_give_up_after_ms",
     "max-instances-per-connection": "max_instances_per_connection",
+    "max-namespaces": "max_namespaces",
+    "empty-service-grace-ms": "empty_service_grace_ms",
+    "empty-service-clean-interval-ms": "empty_service_clean_interval_ms",
 }
 
 
@@ -96,6 +100,7 @@ class NodeSettings:
     list_cache_bytes: int = 64 * 1024 * 1024
     tls: TlsFiles | None = None  # --tls-cert-file/--tls-key-file/--tls-ca-file (None: TLS off)
     push_trusted_networks: tuple[Network, ...] = ()
+    data_dir: str = ""
 
 
 def _env_default(flag: str, default: Any) -> Any:
@@ -134,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the Nacos 2.x/3.x gRPC protocol (on by default)")
     add("grpc-port-offset", 1000, "the Nacos 2.x gRPC port is the HTTP port plus this (Nacos's rule)", int)
     add("grpc-max-connections", 16_384, "most gRPC client connections open at once", int)
+    add("data-dir", "", "this node's own folder for what survives a full restart (namespaces, service and "
+        "cluster settings); default data/<node-id> under the working directory")
     add("log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
     add("max-body-bytes", 1_048_576, "largest request body (413 beyond)", int)
     add("max-connections", 4096, "most client connections open at once", int)
@@ -202,8 +209,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         core = DistroConfig(cluster_size=cluster_size, **core_values)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    node_id = args.node_id or advertise
     return NodeSettings(
-        node_id=args.node_id or advertise,
+        node_id=node_id,
         host=args.host,
         port=args.port,
         advertise_address=advertise,
@@ -231,6 +239,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         list_cache_bytes=_non_negative("--list-cache-bytes", args.list_cache_bytes),
         tls=tls_files(args.tls_cert_file, args.tls_key_file, args.tls_ca_file),
         push_trusted_networks=_networks("--push-trusted-networks", args.push_trusted_networks),
+        data_dir=args.data_dir.strip() or default_data_dir(node_id),
     )
 
 

@@ -9,6 +9,12 @@ and the watch's, its token check is the API's), and the peer transport. The peer
 transport is a parameter: production nodes use authenticated peer links (:func:`peer_links`); tests put
 nodes of one trio process on an in-memory network (``NodeServer(settings, transport=network.transport)``
 with a :class:`cluster.node.memlink.MemoryNetwork`).
+
+A node keeps its cluster data on disk only when given an open data folder (``data_dir``, a
+:class:`~cluster.node.datadir.DataDir`; ``distro-node`` always opens ``--data-dir``): the core then runs
+with ``durable_writes``, what the folder held is loaded before the node starts (and so before it can be
+ready), and a :class:`~cluster.node.datadir.DiskWriter` task carries the core's ``Persist`` effects to
+it. Without one (nodes built in tests) the node keeps everything in memory.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from cluster.grpc import GrpcServer
 from cluster.grpc.requests import InstanceLimits
 from cluster.http import HttpLimits, HttpStats, serve_http
 from cluster.metrics import render_http_metrics, render_peer_link_metrics
+from cluster.node.datadir import DataDir, DiskWriter
 from cluster.node.peerlink import LinkState, PeerLinkConfig, PeerLinks
 from cluster.node.pump import NodeRuntime, PeerTransport
 from cluster.node.settings import NodeSettings, peer_link_address
@@ -120,9 +127,16 @@ class NodeServer:
         transport: TransportFactory = peer_links,
         push: PushConfig | None = None,
         watch: WatchConfig | None = None,
+        data_dir: DataDir | None = None,
     ) -> None:
         self.settings = settings
-        self.runtime = NodeRuntime(settings.node_id, settings.core, address=settings.advertise_address)
+        core = replace(settings.core, durable_writes=data_dir is not None)
+        self.runtime = NodeRuntime(settings.node_id, core, address=settings.advertise_address)
+        self.data_dir = data_dir
+        self.disk: DiskWriter | None = None
+        if data_dir is not None:
+            self.disk = DiskWriter(data_dir, self.runtime.persisted)
+            self.runtime.persist = self.disk.submit
         self.transport = transport(settings, self.runtime)
         self.runtime.transport = self.transport
         renderer = ListRenderer(self.runtime, cache_max_bytes=settings.list_cache_bytes)
@@ -160,6 +174,7 @@ class NodeServer:
                 lambda: render_http_metrics(self.http_stats),
                 self.transport.render_metrics,
                 *(() if self.grpc is None else (self.grpc.render_metrics,)),
+                *(() if self.disk is None else (self.disk.render_metrics,)),
             ),
             metadata_max_bytes=settings.metadata_max_bytes,
             metadata_max_keys=settings.metadata_max_keys,
@@ -177,6 +192,11 @@ class NodeServer:
         """Serve until cancelled; ``task_status.started(http_port)`` (``settings.port`` 0 picks a free one)."""
         s = self.settings
         async with trio.open_nursery() as nursery:
+            if self.data_dir is not None and self.disk is not None:
+                loaded = self.data_dir.take_loaded()
+                self.runtime.load_persisted(loaded)  # before anything can make the node ready
+                log.info("data dir %s: %d cluster-data entries loaded", self.data_dir.path, len(loaded))
+                await nursery.start(self.disk.run)
             await nursery.start(self.runtime.run)
             peer_port = await nursery.start(self.transport.serve)
             await nursery.start(self.push.run)

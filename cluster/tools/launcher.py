@@ -18,6 +18,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -129,7 +131,9 @@ class LocalNode:
     ``die_with_parent``: SIGTERM it when we die (Linux); ``own_process_group``: its own process group, so a
     terminal's Ctrl-C does not reach it; ``new_session``: its own session (and group), for callers that
     signal the whole group; ``hermetic_env``: our ``DISTRO_*`` variables are not passed on; ``cwd``: its
-    working directory (ours by default).
+    working directory (ours by default); ``data_dir``: its ``--data-dir`` (by default a temporary folder
+    of its own, made at the first start, kept across restarts of this node and removed with this object,
+    so that a node's cluster data survives its restarts and never leaks into another run).
     """
 
     def __init__(
@@ -147,6 +151,7 @@ class LocalNode:
         new_session: bool = False,
         hermetic_env: bool = False,
         cwd: Path | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.node_id = node_id
         self.host = host
@@ -160,6 +165,7 @@ class LocalNode:
         self.new_session = new_session
         self.hermetic_env = hermetic_env
         self.cwd = cwd
+        self._data_dir = data_dir
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.log_offset = 0  # where the current run's output begins in the log file
@@ -188,6 +194,15 @@ class LocalNode:
         return self.port + GRPC_PORT_OFFSET
 
     @property
+    def data_dir(self) -> Path:
+        """The node's ``--data-dir`` (a temporary folder of its own unless one was given)."""
+        if self._data_dir is None:
+            folder = Path(tempfile.mkdtemp(prefix=f"distro-{self.node_id}-"))
+            weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+            self._data_dir = folder
+        return self._data_dir
+
+    @property
     def pid(self) -> int | None:
         """The current process id (None before start)."""
         return None if self.process is None else self.process.pid
@@ -203,6 +218,7 @@ class LocalNode:
             "--peers", ",".join(self.peers),
             "--peer-port-offset", str(PEER_PORT_OFFSET),
             "--grpc-port-offset", str(GRPC_PORT_OFFSET),
+            "--data-dir", str(self.data_dir),
             *self.node_args,
         ]
 
