@@ -9,12 +9,16 @@ every output is an effect that the runtime (``cluster/``) carries out. See docs/
      snapshot    the start-up snapshot: loading one, serving ours
      health      the owner's heartbeat clocks and the health check
      notifier    changed keys and the read views swapped in for them
+     clusterwrites  cluster settings and namespaces (cluster data) as the owner writes them
+     durability  which entries go to disk, and answers that wait until they are there
+     cleaner     the empty-service cleaner (services a registration created, removed once empty)
      readiness   the one "not ready" rule and Nacos's STARTINGnow text
     config       DistroConfig: every timing and bound of the core
     model        service keys, instances, service metadata and Nacos's validation
+    clusterdata  cluster data: namespaces, service and cluster settings, and where they live
     requests     client requests the core accepts, and its results
     messages     peer messages; codec turns them into plain structures for the wire (and checks them)
-    effects      what the core asks its runtime to do (Send, ClientReply, ServiceChanged, LifecycleEvent)
+    effects      what the core asks its runtime to do (Send, ClientReply, ServiceChanged, LifecycleEvent, Persist)
     datum, store versioned entries per key, their digests and tombstone collection
     versions     hybrid logical clock versions
     views        immutable read views of a service
@@ -27,9 +31,13 @@ Nothing is imported here, so importing one submodule never drags in the others.
 
 __all__ = [
     "catalog",
+    "cleaner",
+    "clusterdata",
+    "clusterwrites",
     "codec",
     "config",
     "datum",
+    "durability",
     "effects",
     "errors",
     "health",
