@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     port = free_port()
     if args.node:
         command = [sys.executable, "-c", "from cluster.node.main import main; main()",
-                   "--node-id", "bench", "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
+                   "--node-id", "bench", "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING",
+                   "--data-dir", tempfile.mkdtemp(prefix="distro-httpbench-")]
     else:
         command = [sys.executable, str(WRAPPER), "--serve", str(port)]
     server = subprocess.Popen(["taskset", "-c", args.server_cpu, *command], cwd=ROOT)

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,8 +27,10 @@ PASSWORD_REFUSAL = "refusing to start: --auth needs --admin-password (DISTRO_ADM
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment without any DISTRO_* variable (they would change the defaults)."""
+    """The test's environment without any DISTRO_* variable (they would change the defaults), and a data
+    folder of its own (the default, data/<node-id>, would be under the working directory)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTRO_")}
+    env["DISTRO_DATA_DIR"] = tempfile.mkdtemp(prefix="distro-cli-")
     env.update(extra)
     return env
 

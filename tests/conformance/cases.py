@@ -365,4 +365,71 @@ _AUTH = [
          "C/controller/HealthController.liveness", auth=True),
 ]
 
-CASES: list[Case] = [*_INSTANCES, *_LISTS, *_BEATS, *_SERVICES, *_CATALOG, *_OPERATOR, *_CONSOLE_AND_MISC, *_AUTH]
+NAMESPACES = "/nacos/v1/console/namespaces"
+_NS_FORM = {"customNamespaceId": "{svc}", "namespaceName": "Name of {svc}", "namespaceDesc": "about {svc}"}
+_CREATE_NS = Call("POST", NAMESPACES, form=_NS_FORM)
+_CLUSTER_FORM = {"serviceName": "{svc}", "clusterName": "c1", "checkPort": "8080", "useInstancePort4Check": "false",
+                 "healthChecker": '{"type":"HTTP","path":"/health","headers":"","expectedResponseCode":200}',
+                 "metadata": "k=v"}
+_CREATE_SVC = Call("POST", f"{NS}/service", {"serviceName": "{svc}"})
+
+_CLUSTER_DATA = [
+    Case("namespace-create", _CREATE_NS, 200, Exact(True), "C/controller/NamespaceController.createNamespace"),
+    Case("namespace-create-taken", _CREATE_NS, 200, Exact(False),
+         "C/controller/NamespaceController.createNamespace (tenantInfoCountByTenantId > 0)", setup=(_CREATE_NS,)),
+    Case("namespace-create-bad-id", Call("POST", NAMESPACES, form={**_NS_FORM, "customNamespaceId": "a b"}), 200,
+         Exact(False), "C/controller/NamespaceController.createNamespace (namespaceIdCheckPattern ^[\\w-]+)"),
+    Case("namespace-create-public", Call("POST", NAMESPACES, form={**_NS_FORM, "customNamespaceId": "public"}), 200,
+         Exact(False), "C/controller/NamespaceController.createNamespace",
+         differs="Nacos creates a namespace with the id public; here that is the naming API's default namespace"),
+    Case("namespace-create-no-name", Call("POST", NAMESPACES, form={"customNamespaceId": "{svc}"}), 400,
+         "Required String parameter 'namespaceName' is not present",
+         "C/controller/NamespaceController.createNamespace (@RequestParam)",
+         differs="Nacos answers 500 'caused: Required String parameter ... is not present;'"),
+    Case("namespace-list", Call("GET", NAMESPACES), 200,
+         {"code": 200, "message": None, "data": ANY}, "C/controller/NamespaceController.getNamespaces"),
+    Case("namespace-show", Call("GET", NAMESPACES, {"show": "all", "namespaceId": "{svc}"}), 200,
+         Exact({"namespace": "{svc}", "namespaceShowName": "Name of {svc}", "namespaceDesc": "about {svc}",
+                "quota": 200, "configCount": 0, "type": 2}),
+         "C/controller/NamespaceController.getNamespace", setup=(_CREATE_NS,)),
+    Case("namespace-show-public", Call("GET", NAMESPACES, {"show": "all", "namespaceId": ""}), 200,
+         Exact({"namespace": "", "namespaceShowName": "Public", "namespaceDesc": "Public Namespace", "quota": 200,
+                "configCount": 0, "type": 0}), "C/controller/NamespaceController.getNamespace (blank id)"),
+    Case("namespace-check-taken", Call("GET", NAMESPACES, {"checkNamespaceIdExist": "true",
+                                                           "customNamespaceId": "{svc}"}), 200, Exact(True),
+         "C/controller/NamespaceController.checkNamespaceIdExist", setup=(_CREATE_NS,)),
+    Case("namespace-check-free", Call("GET", NAMESPACES, {"checkNamespaceIdExist": "true",
+                                                          "customNamespaceId": "{svc}"}), 200, Exact(False),
+         "C/controller/NamespaceController.checkNamespaceIdExist"),
+    Case("namespace-update", Call("PUT", NAMESPACES, form={"namespace": "{svc}", "namespaceShowName": "Renamed"}),
+         200, Exact(True), "C/controller/NamespaceController.editNamespace", setup=(_CREATE_NS,)),
+    Case("namespace-delete", Call("DELETE", NAMESPACES, {"namespaceId": "{svc}"}), 200, Exact(True),
+         "C/controller/NamespaceController.deleteConfig", setup=(_CREATE_NS,)),
+    Case("cluster-update", Call("PUT", f"{NS}/cluster", _CLUSTER_FORM), 200, "ok",
+         "N/controllers/ClusterController.update", setup=(_CREATE_SVC,)),
+    Case("cluster-update-missing-service", Call("PUT", f"{NS}/cluster", _CLUSTER_FORM), 400,
+         "service not found:DEFAULT_GROUP@@{svc}", "N/controllers/ClusterController.update"),
+    Case("cluster-update-no-cluster", Call("PUT", f"{NS}/cluster", {"serviceName": "{svc}"}), 400,
+         "Param 'clusterName' is required.", "N/controllers/ClusterController.update: WebUtils.required"),
+    Case("cluster-update-metadata-only", Call("PUT", f"{NS}/cluster", {"serviceName": "{svc}", "clusterName": "c1",
+                                                                       "metadata": "k=v"}), 200, "ok",
+         "N/controllers/ClusterController.update", setup=(_CREATE_SVC,),
+         differs="Nacos requires checkPort, useInstancePort4Check and healthChecker; here they keep their values"),
+    Case("service-get-clusters", _get("/service", serviceName="{svc}"), 200,
+         {"clusters": Exact([{"name": "c1", "metadata": {"k": "v"}, "healthChecker": {
+             "type": "HTTP", "path": "/health", "headers": "", "expectedResponseCode": 200}}])},
+         "N/controllers/ServiceController.detail", setup=(_CREATE_SVC, Call("PUT", f"{NS}/cluster", _CLUSTER_FORM))),
+    Case("service-delete", Call("DELETE", f"{NS}/service", {"serviceName": "{svc}"}), 200, "ok",
+         "N/controllers/ServiceController.remove", setup=(_CREATE_SVC,)),
+    Case("service-delete-not-empty", Call("DELETE", f"{NS}/service", {"serviceName": "{svc}"}), 400,
+         "Service DEFAULT_GROUP@@{svc} is not empty, can't be delete. Please unregister instance first",
+         "N/controllers/ServiceController.remove", setup=(_reg(),),
+         differs="Nacos 1.4.2 deletes the service and its instances (this is Nacos 2's rule and text)"),
+    Case("service-outlives-last-instance", _get("/service", serviceName="{svc}"), 200,
+         {"name": "{svc}", "clusters": []}, "N/core/ServiceManager.EmptyServiceAutoClean (kept until cleaned)",
+         setup=(_reg(), Call("DELETE", f"{NS}/instance", INSTANCE))),
+]
+
+CASES: list[Case] = [
+    *_INSTANCES, *_LISTS, *_BEATS, *_SERVICES, *_CATALOG, *_OPERATOR, *_CONSOLE_AND_MISC, *_AUTH, *_CLUSTER_DATA
+]
