@@ -19,7 +19,7 @@ Layout (compact: a type tag and positional fields, never field names)::
     ["conq", query_id, key | None]
     ["conr", query_id, version, started_ms, now_ms, [[entry_id, last_beat_ms], ...]]
     ["renew", [[key, entry_id, connection], ...]]
-    ["renewr", [[key, entry_id, connection], ...], [[key, entry_id, connection], ...]]   missing, taken
+    ["renewr", [[key, entry_id, connection], ...], [[key, entry_id, connection, version_ms], ...]]   missing, taken
 
     item     = [key, entry_id, ms, counter, node, value]
     value    = None (tombstone)
@@ -91,6 +91,7 @@ from distro.messages import (
     SubscribersQuery,
     SubscribersReply,
     SyncBatch,
+    TakenItem,
 )
 from distro.model import (
     MAX_WEIGHT,
@@ -285,7 +286,7 @@ def _enc_renew(m: Renew) -> list[Any]:
 
 
 def _enc_renew_reply(m: RenewReply) -> list[Any]:
-    return ["renewr", _enc_renew_items(m.missing), _enc_renew_items(m.taken)]
+    return ["renewr", _enc_renew_items(m.missing), [[str(key), e, c, ms] for key, e, c, ms in m.taken]]
 
 
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
@@ -835,7 +836,12 @@ def _dec_renew(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
 
 def _dec_renew_reply(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
     _, missing, taken = _seq(obj, 3, "renew reply")
-    return RenewReply(_renew_items(missing, ctx), _renew_items(taken, ctx))
+    out: list[TakenItem] = []
+    for item in _list(taken, "taken items"):
+        key, entry_id, connection, version_ms = _seq(item, 4, "taken item")
+        out.append((_key(key, ctx), _str(entry_id, "entry id"), _str(connection, "connection"),
+                    _int(version_ms, "version ms")))
+    return RenewReply(_renew_items(missing, ctx), tuple(out))
 
 
 _DECODERS: dict[str, Callable[[list[Any] | tuple[Any, ...], _Ctx], Message]] = {

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 
 from distro.config import DistroConfig
-from distro.messages import RenewItem
+from distro.messages import RenewItem, TakenItem
 from distro.model import Instance, ServiceKey, ValidationError
 from distro.requests import ClientRequest, Deregister, Register
 
@@ -69,6 +69,7 @@ class _Connection:
     last_active_ms: int
     probe_sent_ms: int = NEVER
     bound: dict[ServiceKey, dict[str, Instance]] = field(default_factory=dict)
+    bound_ms: dict[tuple[ServiceKey, str], int] = field(default_factory=dict)  # when each was (re)registered
     count: int = 0
 
 
@@ -122,7 +123,9 @@ class ConnectionTable:
         return len(self._conns)
 
     # -- binding ----------------------------------------------------------------------------------
-    def register(self, connection_id: str, key: ServiceKey, instances: tuple[Instance, ...]) -> list[ClientRequest]:
+    def register(
+        self, connection_id: str, key: ServiceKey, instances: tuple[Instance, ...], now_ms: int
+    ) -> list[ClientRequest]:
         """Make ``instances`` this connection's instances of ``key`` (replacing any it had).
 
         Returns the writes to submit: deregistrations of replaced instances, then registrations (each
@@ -143,6 +146,8 @@ class ConnectionTable:
         ]
         requests.extend(Register(key, inst) for inst in marked.values())
         self._set(conn, key, marked)
+        for entry_id in marked:
+            conn.bound_ms[(key, entry_id)] = now_ms
         return requests
 
     def deregister(self, connection_id: str, key: ServiceKey, instance: Instance) -> list[ClientRequest]:
@@ -166,6 +171,8 @@ class ConnectionTable:
 
     def _set(self, conn: _Connection, key: ServiceKey, by_id: dict[str, Instance]) -> None:
         old = conn.bound.pop(key, {})
+        for entry_id in old.keys() - by_id.keys():
+            conn.bound_ms.pop((key, entry_id), None)
         if by_id:
             conn.bound[key] = by_id
         delta = len(by_id) - len(old)
@@ -206,15 +213,29 @@ class ConnectionTable:
                 items.extend((key, entry_id, conn.connection_id) for entry_id in by_id)
         return by_owner
 
-    def on_renew_reply(self, missing: tuple[RenewItem, ...], taken: tuple[RenewItem, ...]) -> list[ClientRequest]:
-        """An owner's verdict: forget what was ``taken``; register again what is ``missing`` and still bound."""
-        for key, entry_id, connection_id in taken:
-            self.unbind(connection_id, key, entry_id)
+    def on_renew_reply(
+        self, missing: tuple[RenewItem, ...], taken: tuple[TakenItem, ...], now_ms: int
+    ) -> list[ClientRequest]:
+        """An owner's verdict. What is ``missing`` and still bound is registered again. What was ``taken``
+        after this connection registered it is forgotten (the client moved, or registered over v1 HTTP);
+        taken *before* means this connection's own registration has not landed (it was delayed or is
+        being retried): register it again rather than drop a live client's instance."""
+        again = list(missing)
+        for key, entry_id, connection_id, version_ms in taken:
+            conn = self._conns.get(connection_id)
+            if conn is None:
+                continue
+            bound_ms = conn.bound_ms.get((key, entry_id))
+            if bound_ms is not None and version_ms < bound_ms:
+                again.append((key, entry_id, connection_id))
+            else:
+                self.unbind(connection_id, key, entry_id)
         writes: list[ClientRequest] = []
-        for key, entry_id, connection_id in missing:
+        for key, entry_id, connection_id in again:
             inst = self.bound(connection_id, key, entry_id)
             if inst is not None:
                 writes.append(Register(key, inst))
+                self._conns[connection_id].bound_ms[(key, entry_id)] = now_ms
         return writes
 
     # -- detection --------------------------------------------------------------------------------

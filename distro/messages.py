@@ -146,6 +146,8 @@ class ConsoleReply:
 
 RenewItem = tuple[ServiceKey, str, str]
 """``(service key, entry id, connection id)``: one instance bound to a gRPC connection."""
+TakenItem = tuple[ServiceKey, str, str, int]
+"""A :data:`RenewItem` whose entry holds another connection (or none), with that entry's version ms."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +161,12 @@ class Renew:
 @dataclass(frozen=True, slots=True)
 class RenewReply:
     """The owner's answer to a :class:`Renew`, sent only when something is off: ``missing`` instances it
-    does not hold (the holder registers them again) and ``taken`` ones that now belong to another
-    connection or client (the holder forgets them)."""
+    does not hold (the holder registers them again) and ``taken`` ones whose entry holds another connection
+    or client, with the entry's version time: the holder forgets them if that write came after its own
+    registration, and registers again if it came before (its own registration has not landed yet)."""
 
     missing: tuple[RenewItem, ...]
-    taken: tuple[RenewItem, ...]
+    taken: tuple[TakenItem, ...]
 
 
 Message = (

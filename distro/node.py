@@ -114,6 +114,7 @@ from distro.messages import (
     SnapshotChunk,
     SnapshotRequest,
     SyncBatch,
+    TakenItem,
 )
 from distro.model import Instance, ServiceKey
 from distro.notifier import Notifier
@@ -556,11 +557,11 @@ class DistroNode:
 
     def _judge_renewals(
         self, items: tuple[RenewItem, ...], now_ms: int
-    ) -> tuple[tuple[RenewItem, ...], tuple[RenewItem, ...]]:
+    ) -> tuple[tuple[RenewItem, ...], tuple[TakenItem, ...]]:
         """As the owner: restart the clocks of the instances still bound to their connection (healthy
         again if they were not); return the ones missing here and the ones taken by someone else."""
         missing: list[RenewItem] = []
-        taken: list[RenewItem] = []
+        taken: list[TakenItem] = []
         for item in items:
             key, entry_id, _ = item
             live = self.store.live_instance(key, entry_id)
@@ -572,14 +573,16 @@ class DistroNode:
             elif verdict == "missing":
                 missing.append(item)
             elif verdict == "taken":
-                taken.append(item)
+                datum = self.store.datum(key)
+                entry = None if datum is None else datum.get(entry_id)
+                taken.append((*item, 0 if entry is None else entry.version.ms))
         return tuple(missing), tuple(taken)
 
-    def _after_renewal(self, missing: tuple[RenewItem, ...], taken: tuple[RenewItem, ...], now_ms: int) -> None:
+    def _after_renewal(self, missing: tuple[RenewItem, ...], taken: tuple[TakenItem, ...], now_ms: int) -> None:
         """As the holder: register again what the owner lacks and is still bound here; forget what was taken."""
         self._c["renewed_missing"] += len(missing)
         self._c["renewed_taken"] += len(taken)
-        for write in self.connections.on_renew_reply(missing, taken):
+        for write in self.connections.on_renew_reply(missing, taken, now_ms):
             self._internal_seq += 1
             self.handle_client(self._internal_seq, write, now_ms)
 

@@ -153,7 +153,7 @@ class NamingFrontDoor:
         rid = call.request_id
         if isinstance(call, InstanceCall):
             if call.register:
-                writes = self.table.register(conn.connection_id, call.key, (call.instance,))
+                writes = self.table.register(conn.connection_id, call.key, (call.instance,), self.runtime.now_ms())
             else:
                 writes = self.table.deregister(conn.connection_id, call.key, call.instance)
             failure = await self._submit_all(writes)
@@ -163,7 +163,7 @@ class NamingFrontDoor:
                 return self._result_error(rid, failure)
             return response(response_type, rid, type="registerInstance" if call.register else "deregisterInstance")
         if isinstance(call, BatchRegister):
-            writes = self.table.register(conn.connection_id, call.key, call.instances)
+            writes = self.table.register(conn.connection_id, call.key, call.instances, self.runtime.now_ms())
             failure = await self._submit_all(writes)
             if failure is not None:
                 return self._result_error(rid, failure)

@@ -10,6 +10,8 @@ Liveness (:func:`check_converged`, after faults stop and the cluster settles):
 - every heartbeating client is listed, healthy, on every node; every deregistered or dead one is gone;
 - every acknowledged namespace, service setting and cluster setting is on every node, and no
   acknowledged namespace deletion is undone (``distro.testing.datawork``).
+- every connected gRPC client (or one reconnecting) is listed, healthy, everywhere; every closed or dead one
+  is gone.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from distro.datum import EntryValue
 from distro.model import Instance, ServiceKey
 from distro.node import DistroNode
 from distro.testing.datawork import check_cluster_data
+from distro.testing.grpcsim import SimGrpcClient
 from distro.testing.sim import Simulator
 from distro.versions import Version
 
-__all__ = ["SafetyChecker", "check_converged", "live_entries"]
+__all__ = ["SafetyChecker", "check_converged", "grpc_listed", "live_entries"]
 
 
 class SafetyChecker:
@@ -140,7 +143,31 @@ def check_converged(sim: Simulator) -> list[str]:
                     f"but still listed on {node_id} at {sim.now_ms}"
                 )
     violations.extend(check_cluster_data(sim.data, ready))
+    violations.extend(_check_grpc_clients(sim, ready))
     owners = {node.owner_of(sim.services[0]) for _, node in ready}
     if len(owners) > 1:
         violations.append(f"nodes disagree on the owner of {sim.services[0]}: {sorted(map(str, owners))}")
+    return violations
+
+
+def grpc_listed(node: DistroNode, client: SimGrpcClient) -> Instance | None:
+    """The instance of a gRPC client as ``node`` lists it, or None."""
+    view = node.view(client.key)
+    if view is None:
+        return None
+    return next((i for i in view.instances if i.ip == client.ip and i.port == client.port), None)
+
+
+def _check_grpc_clients(sim: Simulator, ready: list[tuple[str, DistroNode]]) -> list[str]:
+    """Connected (or reconnecting) gRPC clients are listed healthy everywhere; closed and dead ones nowhere."""
+    violations = []
+    for client in sim.grpc.clients:
+        for node_id, node in ready:
+            listed = grpc_listed(node, client)
+            if client.alive and (listed is None or not listed.healthy):
+                violations.append(f"lost: gRPC client {client.client_id} ({client.state}, via {client.holder}) "
+                                  f"is {'missing' if listed is None else 'unhealthy'} on {node_id}")
+            elif not client.alive and listed is not None:
+                violations.append(f"gRPC client {client.client_id} {client.state} at {client.stopped_ms} "
+                                  f"but still listed on {node_id} at {sim.now_ms}")
     return violations

@@ -23,6 +23,7 @@ class ScheduleReport:
     dropped: int = 0
     clients: int = 0
     data_acknowledged: int = 0
+    grpc_clients: int = 0
     violations: list[str] = field(default_factory=list)
     failed_at_step: int | None = None
 
@@ -40,6 +41,7 @@ class ScheduleReport:
             f"{self.simulated_ms / 1000:.0f}s simulated, {self.delivered} messages delivered, "
             f"{self.dropped} dropped, {self.clients} clients, "
             f"{self.data_acknowledged} cluster-data writes acknowledged"
+            + (f", {self.grpc_clients} gRPC clients" if self.grpc_clients else "")
         )
 
 
@@ -74,4 +76,5 @@ def run_schedule(
     report.dropped = sim.dropped
     report.clients = len(sim.clients)
     report.data_acknowledged = sim.data.acknowledged
+    report.grpc_clients = len(sim.grpc.clients)
     return report

@@ -4,8 +4,9 @@ Everything is driven by one seed. The network delays, drops, duplicates and reor
 links in one or both directions; nodes crash (losing all memory, but not what their simulated disks
 hold: ``Persist`` effects reach the disk a few ms after they are emitted, and a crash loses the ones not
 there yet) and restart from their disk; clients register, beat through random nodes, re-register on 20404
-and deregister; an operator creates and deletes namespaces and configures services and clusters
-(:mod:`distro.testing.datawork`). Checkers (``distro.testing.checkers``) look at
+and deregister; gRPC clients (``distro.testing.grpcsim``) live by their connection and register again
+elsewhere when their node crashes; an operator creates and deletes namespaces and configures services and
+clusters (:mod:`distro.testing.datawork`). Checkers (``distro.testing.checkers``) look at
 the cluster from outside and return readable violations.
 
 Two ways to drive it: :meth:`Simulator.run_schedule` plays a random fault schedule (``scripts/simulate``),
@@ -38,6 +39,7 @@ from distro.requests import (
 )
 from distro.testing.datawork import ClusterDataWorkload
 from distro.testing.disk import SimDisk
+from distro.testing.grpcsim import GrpcClients
 
 __all__ = ["ClientState", "FaultOptions", "InFlight", "SimClient", "Simulator", "sim_config"]
 
@@ -60,6 +62,9 @@ class FaultOptions:
     # Cluster-data requests (namespaces, settings) per step, and how late a Persist reaches the disk.
     data_request_probability: float = 0.04
     disk_delay_max_ms: int = 20
+    # Per step: a gRPC client connects, closes or dies (distro/testing/grpcsim.py). Off by default so that the
+    # schedules of the heartbeat-only seeds stay as they were; scripts/simulate --grpc-rate turns it on.
+    grpc_probability: float = 0.0
 
 
 def sim_config(nodes: int) -> DistroConfig:
@@ -138,6 +143,7 @@ class Simulator:
         self._unflushed: dict[str, list[tuple[int, Persist]]] = {node_id: [] for node_id in self.node_ids}
         self.data = ClusterDataWorkload()
         self._data_requests: dict[tuple[str, int], ClientRequest] = {}  # (node, request id) -> request
+        self.grpc = GrpcClients(self)
         for node_id in self.node_ids:
             self._boot(node_id)
 
@@ -164,6 +170,7 @@ class Simulator:
         self.nodes[node_id] = None
         self._unflushed[node_id].clear()  # written but not on disk yet: lost with the process
         self._log(f"crash {node_id}")
+        self.grpc.node_crashed(node_id)
 
     def restart(self, node_id: str) -> None:
         """Start a crashed node again with what its disk holds; it loads a snapshot from its peers."""
@@ -269,6 +276,19 @@ class Simulator:
     def _log(self, text: str) -> None:
         if self.trace is not None:
             self.trace(f"[{self.now_ms}] {text}")
+
+    def log(self, text: str) -> None:
+        """A line for the trace (the gRPC clients write theirs here)."""
+        self._log(text)
+
+    def submit(self, node_id: str, request: ClientRequest) -> None:
+        """A client write whose answer nobody waits for (a gRPC connection's registration or deregistration)."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return
+        self._request_seq += 1
+        node.handle_client(self._request_seq, request, self.now_ms)
+        self._drain(node_id)
 
     # ---------------------------------------------------------------------------------------------
     # Clients
@@ -390,6 +410,7 @@ class Simulator:
             for pending in self._unflushed.values():
                 if pending:
                     next_ms = min(next_ms, pending[0][0])
+            next_ms = min(next_ms, self.grpc.next_event_ms())
             if next_ms > end:
                 break
             self.now_ms = max(self.now_ms, next_ms)
@@ -408,6 +429,7 @@ class Simulator:
                 client.next_beat_ms = self.now_ms + self.beat_interval_ms
                 heapq.heappush(self._beats, (client.next_beat_ms, client_id))
                 self.send_client_request(client, self._random_node_id(), "beat")
+            self.grpc.run_due()
         self.now_ms = end
 
     def _flush_disks(self) -> None:
@@ -429,6 +451,8 @@ class Simulator:
     def random_step(self) -> None:
         """One step of a random schedule: a client action or a fault, then some time passes."""
         rng, f = self.rng, self.faults
+        if f.grpc_probability and rng.random() < f.grpc_probability:
+            self.grpc.random_action()
         roll = rng.random()
         live = [nid for nid, node in self.nodes.items() if node is not None]
         crashed = [nid for nid, node in self.nodes.items() if node is None]

@@ -1,7 +1,10 @@
 """Run one deterministic simulated schedule with faults, then check that the cluster converged.
 
     scripts/simulate --seed 42 [--steps 3000] [--nodes 5] [--loss 0.02] [--dup 0.02]
-                     [--partition-rate 0.02] [--crash-rate 0.01] [--check-every 1] [--trace]
+                     [--partition-rate 0.02] [--crash-rate 0.01] [--grpc-rate 0.2] [--check-every 1] [--trace]
+
+``--grpc-rate`` adds gRPC clients (instances that live by their connection, distro/testing/grpcsim.py): the
+per-step probability that one connects, closes or dies. 0 (the default) keeps the heartbeat-only schedules.
 
 Exit 0 with a one-line summary when it converged; otherwise print the violations and
 "reproduce with --seed N" and exit 1.
@@ -30,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heal-rate", type=float, default=0.03)
     parser.add_argument("--crash-rate", type=float, default=0.01)
     parser.add_argument("--restart-rate", type=float, default=0.05)
+    parser.add_argument("--grpc-rate", type=float, default=0.0,
+                        help="per-step probability of a gRPC client action (connect, close, die); 0: none")
     parser.add_argument("--check-every", type=int, default=1, help="check safety every N steps (0: only at the end)")
     parser.add_argument("--trace", action="store_true", help="print lifecycle events and faults")
     args = parser.parse_args(argv)
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         heal_probability=args.heal_rate,
         crash_probability=args.crash_rate,
         restart_probability=args.restart_rate,
+        grpc_probability=args.grpc_rate,
     )
     started = time.monotonic()
     report = run_schedule(
@@ -60,5 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for violation in report.violations[:20]:
         print(f"  violation: {violation}")
-    print(f"reproduce with --seed {args.seed} --steps {args.steps} --nodes {args.nodes}")
+    grpc = f" --grpc-rate {args.grpc_rate}" if args.grpc_rate else ""
+    print(f"reproduce with --seed {args.seed} --steps {args.steps} --nodes {args.nodes}{grpc}")
     return 1

@@ -22,9 +22,9 @@ B = make_instance("10.0.0.2", 80)
 def test_register_marks_the_instance_and_replaces_the_previous_one() -> None:
     table = ConnectionTable()
     table.open("c1", 0)
-    [write] = table.register("c1", KEY, (A,))
+    [write] = table.register("c1", KEY, (A,), 0)
     assert write == Register(KEY, A.__class__(**{**_fields(A), "connection": "c1"}))
-    writes = table.register("c1", KEY, (B,))
+    writes = table.register("c1", KEY, (B,), 0)
     assert writes[0] == Deregister(KEY, "DEFAULT", "10.0.0.1", 80, connection="c1")
     assert isinstance(writes[1], Register) and writes[1].instance.ip == "10.0.0.2"
     assert [inst.ip for _, _, inst in table.instances("c1")] == ["10.0.0.2"]
@@ -38,8 +38,8 @@ def _fields(inst: object) -> dict[str, object]:
 def test_batch_replaces_the_service_and_close_deregisters_everything_conditionally() -> None:
     table = ConnectionTable()
     table.open("c1", 0)
-    table.register("c1", KEY, (A,))
-    table.register("c1", OTHER, (A, B))
+    table.register("c1", KEY, (A,), 0)
+    table.register("c1", OTHER, (A, B), 0)
     assert table.bound_count == 3
     writes = table.close("c1")
     assert sorted((w.key.service, w.ip) for w in writes if isinstance(w, Deregister)) == [
@@ -51,7 +51,7 @@ def test_batch_replaces_the_service_and_close_deregisters_everything_conditional
 def test_deregister_and_unbind() -> None:
     table = ConnectionTable()
     table.open("c1", 0)
-    table.register("c1", KEY, (A,))
+    table.register("c1", KEY, (A,), 0)
     assert table.deregister("c1", KEY, B) == [Deregister(KEY, "DEFAULT", "10.0.0.2", 80, connection="c1")]
     assert table.bound("c1", KEY, A.entry_id) is not None
     table.unbind("c1", KEY, A.entry_id)
@@ -62,13 +62,13 @@ def test_deregister_and_unbind() -> None:
 def test_unknown_connection_and_bound_are_refused() -> None:
     table = ConnectionTable(ConnectionTimings(max_bound_per_connection=2))
     with pytest.raises(ValidationError, match="unregistered"):
-        table.register("nope", KEY, (A,))
+        table.register("nope", KEY, (A,), 0)
     table.open("c1", 0)
-    table.register("c1", KEY, (A, B))
+    table.register("c1", KEY, (A, B), 0)
     with pytest.raises(ValidationError, match="at most 2"):
-        table.register("c1", OTHER, (A,))
-    table.register("c1", KEY, (A,))  # replacing within the bound is fine
-    table.register("c1", OTHER, (A,))
+        table.register("c1", OTHER, (A,), 0)
+    table.register("c1", KEY, (A,), 0)  # replacing within the bound is fine
+    table.register("c1", OTHER, (A,), 0)
     assert table.bound_count == 2
 
 
@@ -92,9 +92,9 @@ def test_renewals_are_grouped_by_the_current_owner() -> None:
     table = ConnectionTable()
     table.open("c1", 0)
     table.open("c2", 0)
-    table.register("c1", KEY, (A,))
-    table.register("c2", KEY, (B,))
-    table.register("c2", OTHER, (A,))
+    table.register("c1", KEY, (A,), 0)
+    table.register("c2", KEY, (B,), 0)
+    table.register("c2", OTHER, (A,), 0)
     owners = {KEY: "n1", OTHER: None}
     batches = table.renewals(owners.get)
     assert batches == {"n1": [(KEY, A.entry_id, "c1"), (KEY, B.entry_id, "c2")]}
@@ -105,16 +105,31 @@ def test_renewals_are_grouped_by_the_current_owner() -> None:
 def test_renew_reply_registers_missing_bound_instances_and_forgets_taken_ones() -> None:
     table = ConnectionTable()
     table.open("c1", 0)
-    table.register("c1", KEY, (A,))
-    table.register("c1", OTHER, (B,))
+    table.register("c1", KEY, (A,), 1_000)
+    table.register("c1", OTHER, (B,), 1_000)
     writes = table.on_renew_reply(
         missing=((KEY, A.entry_id, "c1"), (KEY, B.entry_id, "c1"), (KEY, A.entry_id, "gone")),
-        taken=((OTHER, B.entry_id, "c1"),),
+        taken=((OTHER, B.entry_id, "c1", 1_500),),  # written after this connection registered it
+        now_ms=2_000,
     )
     assert len(writes) == 1 and isinstance(writes[0], Register)
     assert writes[0].instance.ip == "10.0.0.1" and writes[0].instance.connection == "c1"
     assert table.bound("c1", OTHER, B.entry_id) is None and table.close("c1") == [
         Deregister(KEY, "DEFAULT", "10.0.0.1", 80, connection="c1")]
+
+
+def test_an_entry_taken_before_this_connection_registered_is_registered_again() -> None:
+    """The owner still holds the previous holder's entry: this connection's registration has not landed yet
+    (delayed, or applied elsewhere after a forward timeout). Forgetting it would lose a live client."""
+    table = ConnectionTable()
+    table.open("c2", 0)
+    table.register("c2", KEY, (A,), 5_000)
+    [write] = table.on_renew_reply(missing=(), taken=((KEY, A.entry_id, "c2", 4_000),), now_ms=6_000)
+    assert isinstance(write, Register) and write.instance.connection == "c2"
+    assert table.bound("c2", KEY, A.entry_id) is not None
+    # later the owner reports a write made after the re-registration: now it is really taken
+    assert table.on_renew_reply(missing=(), taken=((KEY, A.entry_id, "c2", 6_500),), now_ms=7_000) == []
+    assert table.bound("c2", KEY, A.entry_id) is None
 
 
 def test_the_owner_judges_each_renewed_instance() -> None:
@@ -130,7 +145,7 @@ def test_the_owner_judges_each_renewed_instance() -> None:
 
 def test_renew_messages_and_connection_fields_cross_the_wire() -> None:
     item = (KEY, A.entry_id, "1_10.0.0.9_5000_ab12cd")
-    for message in (Renew((item,)), RenewReply((item,), ()), RenewReply((), (item, item))):
+    for message in (Renew((item,)), RenewReply((item,), ()), RenewReply((), ((*item, 5), (*item, 2**40)))):
         assert decode_message(encode_message(message)) == message
     bound = A.__class__(**{**_fields(A), "connection": "c1"})
     dereg = Deregister(KEY, "DEFAULT", "10.0.0.1", 80, connection="c1")
@@ -141,6 +156,7 @@ def test_renew_messages_and_connection_fields_cross_the_wire() -> None:
     assert decode_message(encode_message(sync)) == sync
     plain = SyncBatch(((KEY, A.entry_id, Entry(Version(1, 0, "n1"), A)),))
     assert len(encode_message(plain)[1][0][5]) == 8  # no connection: the old layout, no extra field
-    for bad in (["renew", [["k", "e", "c"]]], ["renew", [[str(KEY), "e", 5]]], ["renewr", [], [[str(KEY), "e"]]]):
+    for bad in (["renew", [["k", "e", "c"]]], ["renew", [[str(KEY), "e", 5]]], ["renewr", [], [[str(KEY), "e", "c"]]],
+                ["renewr", [], [[str(KEY), "e", "c", -1]]]):
         with pytest.raises(ProtocolError):
             decode_message(bad)

@@ -1,0 +1,158 @@
+"""Instances bound to gRPC connections, in the core, one exchange at a time on the hand-driven harness.
+
+Proves: the holder renews on the owner (one ``Renew`` per owner, every ``heartbeat_timeout_ms / 3``) and the
+owner restarts the clocks; a renewed instance is never marked unhealthy by silence, only expired; the owner
+answers only what is off (``missing``: the holder registers it again, ``taken``: the holder forgets it); a
+connection's deregistration is conditional on the connection; a holder seen down gives its instances a
+whole expiry from then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from distro.config import DistroConfig
+from distro.connections import held_by, new_connection_id
+from distro.messages import Renew, RenewReply
+from distro.model import ServiceKey, make_instance
+from distro.ownership import owner_of
+from distro.requests import Register
+from distro.testing.harness import Harness
+
+CONFIG = DistroConfig(cluster_size=3, heartbeat_timeout_ms=3_000, instance_expire_ms=6_000)
+INST = make_instance("10.0.0.1", 8080)
+
+
+def owned_by(owner: str, skip: int = 0) -> ServiceKey:
+    """The ``skip``-th service key (from 0) that ``owner`` owns among n1..n3."""
+    for i in range(10_000):
+        key = ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}")
+        if owner_of(str(key), ("n1", "n2", "n3")) == owner:
+            if skip == 0:
+                return key
+            skip -= 1
+    raise AssertionError("no such key")
+
+
+def started(config: DistroConfig = CONFIG) -> Harness:
+    h = Harness(("n1", "n2", "n3"), config)
+    h.start()
+    return h
+
+
+def bind(h: Harness, holder: str, key: ServiceKey, connection: str = "") -> str:
+    """Open a connection on ``holder`` and register INST over it, as the gRPC front door does."""
+    connection = connection or new_connection_id(holder, h.now_ms, "10.9.9.9", 50000)
+    node = h[holder]
+    node.connections.open(connection, h.now_ms)
+    for write in node.connections.register(connection, key, (INST,), h.now_ms):
+        h.client(holder, write)
+    h.advance(CONFIG.sync_delay_ms + 1)  # delivered, applied on the owner and replicated
+    return connection
+
+
+def listed(h: Harness, node_id: str, key: ServiceKey) -> list[tuple[str, bool, str]]:
+    view = h[node_id].view(key)
+    return [] if view is None else [(i.ip, i.healthy, i.connection) for i in view.instances]
+
+
+def test_connection_ids_name_their_holder() -> None:
+    connection = new_connection_id("n1", 1_700_000_000_000, "10.0.0.7", 51234)
+    assert connection.startswith("1700000000000_10.0.0.7_51234_")
+    assert held_by(connection, "n1") and not held_by(connection, "n2")
+    assert held_by(connection + ".2", "n1")  # the front door's suffix for an id already in use
+
+
+def test_holder_renews_on_the_owner_and_the_instance_outlives_the_expiry() -> None:
+    h = started()
+    key = owned_by("n2")
+    connection = bind(h, "n1", key)
+    assert listed(h, "n3", key) == [("10.0.0.1", True, connection)]
+    h.advance(1_000, deliver=False)
+    renewals = h.pending(Renew, source="n1")
+    assert [w.target for w in renewals] == ["n2"] and renewals[0].message.items == ((key, INST.entry_id, connection),)
+    h.advance(20_000)  # far past the expiry, renewed all along
+    assert listed(h, "n3", key) == [("10.0.0.1", True, connection)]
+    assert h["n2"].statistics().renewals_received >= 15
+    assert h["n1"].statistics().connection_instances == 1
+
+
+def test_without_renewals_an_instance_expires_but_is_never_marked_unhealthy() -> None:
+    h = started()
+    key = owned_by("n2")
+    bind(h, "n1", key)
+    h.advance(1_000)
+    h.drop()
+    h["n1"].connections.close(next(c for c, _, _ in h["n1"].connections.instances()))  # dropped, no writes sent
+    h.advance(5_500)  # past the heartbeat timeout, before the expiry
+    assert listed(h, "n2", key)[0][1] is True
+    h.advance(2_000)
+    assert listed(h, "n2", key) == [] and listed(h, "n3", key) == []
+
+
+def test_owner_reports_missing_and_taken_instances_and_the_holder_acts() -> None:
+    h = started()
+    key = owned_by("n2")
+    connection = bind(h, "n1", key)
+    other = owned_by("n2", skip=1)
+    node = h["n1"]
+    node.connections.register(connection, other, (INST,), h.now_ms)  # bound here, never written: the owner lacks it
+    h.client("n3", Register(key, INST))  # a v1 HTTP registration takes the entry over
+    h.advance(CONFIG.sync_delay_ms + 1)
+    h.advance(1_000, deliver=False)
+    h.deliver(Renew)
+    replies = [w.message for w in h.pending(RenewReply)]
+    assert any(r.taken and r.taken[0][:3] == (key, INST.entry_id, connection) for r in replies)
+    assert any(r.missing == ((other, INST.entry_id, connection),) for r in replies)
+    h.advance(CONFIG.sync_delay_ms + 1)
+    assert node.connections.bound(connection, key, INST.entry_id) is None  # forgotten
+    assert listed(h, "n3", other) == [("10.0.0.1", True, connection)]  # registered again
+    assert node.statistics().renewed_taken == 1 and node.statistics().renewed_missing == 1
+    writes = node.connections.close(connection)
+    assert [w.key for w in writes] == [other]
+    for write in writes:
+        h.client("n1", write)
+    h.advance(CONFIG.sync_delay_ms + 1)
+    assert listed(h, "n3", key) == [("10.0.0.1", True, "")] and listed(h, "n3", other) == []
+
+
+def test_a_deregistration_for_another_connection_changes_nothing() -> None:
+    h = started()
+    key = owned_by("n3")
+    old = bind(h, "n1", key)
+    new = bind(h, "n2", key)  # the client reconnected to n2 and registered again
+    assert listed(h, "n3", key) == [("10.0.0.1", True, new)]
+    for write in h["n1"].connections.close(old):  # n1 finally gives up the old connection
+        h.client("n1", write)
+    h.advance(CONFIG.sync_delay_ms + 1)
+    assert listed(h, "n3", key) == [("10.0.0.1", True, new)]
+    for write in h["n2"].connections.close(new):
+        h.client("n2", write)
+    h.advance(CONFIG.sync_delay_ms + 1)
+    assert listed(h, "n1", key) == []
+
+
+def test_a_dead_holders_instances_get_a_whole_expiry_from_its_death() -> None:
+    h = started()
+    key = owned_by("n2")
+    bind(h, "n1", key)
+    h.advance(4_000)  # renewed every second meanwhile
+    h.crash("n1")
+    h.advance(5_000)  # n2 and n3 see n1 down after peer_timeout_ms and restart the clock then
+    assert listed(h, "n2", key) != []
+    down_seen = h.now_ms - 5_000 + CONFIG.peer_timeout_ms
+    h.advance(down_seen + CONFIG.instance_expire_ms + 2 * CONFIG.health_check_interval_ms - h.now_ms)
+    assert listed(h, "n2", key) == [] and listed(h, "n3", key) == []
+
+
+def test_the_client_reconnecting_elsewhere_keeps_its_instance_through_its_holders_death() -> None:
+    h = started(replace(CONFIG, heartbeat_timeout_ms=15_000, instance_expire_ms=30_000))
+    key = owned_by("n2")
+    bind(h, "n1", key)
+    h.crash("n1")
+    h.advance(25_000)  # the SDK registers again late (nacos-sdk-python 3.x: up to 30 s)
+    assert listed(h, "n2", key) != []
+    connection = bind(h, "n3", key)
+    h.advance(60_000)
+    assert listed(h, "n2", key) == [("10.0.0.1", True, connection)]
+    assert replace(INST, connection=connection) == h["n2"].store.live_instance(key, INST.entry_id)
