@@ -18,14 +18,16 @@ time order, node crashes, random actions). Everything random comes from the simu
 from __future__ import annotations
 
 import heapq
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
+from distro.config import DistroConfig
 from distro.connections import new_connection_id
 from distro.model import ServiceKey, make_instance
-
-if TYPE_CHECKING:
-    from distro.testing.sim import Simulator
+from distro.node import DistroNode
+from distro.requests import ClientRequest
 
 GrpcState = Literal["connected", "reconnecting", "closed", "dead"]
 
@@ -52,10 +54,33 @@ class SimGrpcClient:
         return self.state in ("connected", "reconnecting")
 
 
+class SimHost(Protocol):
+    """What the gRPC clients need from the simulator (:class:`distro.testing.sim.Simulator`)."""
+
+    now_ms: int
+    rng: random.Random
+    config: DistroConfig
+    node_ids: list[str]
+    services: list[ServiceKey]
+
+    @property
+    def nodes(self) -> Mapping[str, DistroNode | None]:
+        """Every node by id; None while crashed."""
+
+    def live_nodes(self) -> Sequence[tuple[str, DistroNode]]:
+        """Running nodes, in id order."""
+
+    def submit(self, node_id: str, request: ClientRequest) -> None:
+        """A client write whose answer nobody waits for."""
+
+    def log(self, text: str) -> None:
+        """A line for the trace."""
+
+
 class GrpcClients:
     """The simulator's gRPC clients, their reconnections and their holders' detection."""
 
-    def __init__(self, sim: Simulator, *, redo_max_ms: int = 20_000) -> None:
+    def __init__(self, sim: SimHost, *, redo_max_ms: int = 20_000) -> None:
         self.sim = sim
         self.redo_max_ms = redo_max_ms
         self.clients: list[SimGrpcClient] = []
@@ -173,4 +198,4 @@ class GrpcClients:
             self.kill(sim.rng.choice(alive))
 
 
-__all__ = ["GrpcClients", "GrpcState", "SimGrpcClient"]
+__all__ = ["GrpcClients", "GrpcState", "SimGrpcClient", "SimHost"]
