@@ -9,6 +9,7 @@ every output is an effect that the runtime (``cluster/``) carries out. See docs/
      snapshot    the start-up snapshot: loading one, serving ours
      health      the owner's heartbeat clocks and the health check
      notifier    changed keys and the read views swapped in for them
+     connections gRPC connections held here and the instances bound to them
      clusterwrites  cluster settings and namespaces (cluster data) as the owner writes them
      durability  which entries go to disk, and answers that wait until they are there
      cleaner     the empty-service cleaner (services a registration created, removed once empty)
@@ -36,6 +37,7 @@ __all__ = [
     "clusterwrites",
     "codec",
     "config",
+    "connections",
     "datum",
     "durability",
     "effects",

@@ -9,9 +9,10 @@ a full restart keeps it (see :mod:`distro.durability`). Where it lives in the da
     namespace            NAMESPACES_KEY (reserved)         the namespace id    NamespaceInfo
     service settings     the service's key                 "#meta"             ServiceMeta (implicit=False)
     cluster settings     the service's key                 "#cluster/<name>"   ClusterMeta
+    registry setting     SETTINGS_KEY (reserved)           the setting's name  SettingText (e.g. switches)
 
-The reserved key is owned by hashing like any service key, so namespace writes go to its owner like any
-other write. Clients cannot name it: its group is empty, which no API request can produce.
+The reserved keys are owned by hashing like any service key, so their writes go to their owner like any
+other write. Clients cannot name them: their group is empty, which no API request can produce.
 
 A service created by a registration gets an *implicit* ``ServiceMeta`` (``implicit=True``): it keeps the
 service in existence after its last instance, until the empty-service cleaner (:mod:`distro.cleaner`)
@@ -37,12 +38,15 @@ __all__ = [
     "MAX_NAMESPACE_DESC",
     "MAX_NAMESPACE_ID",
     "MAX_NAMESPACE_NAME",
+    "MAX_SETTING_TEXT",
     "NAMESPACES_KEY",
     "PUBLIC_NAMESPACE_ID",
     "RESERVED_KEYS",
+    "SETTINGS_KEY",
     "ClusterMeta",
     "HealthChecker",
     "NamespaceInfo",
+    "SettingText",
     "cluster_entry_id",
     "cluster_name_of",
     "is_durable_slot",
@@ -50,12 +54,15 @@ __all__ = [
     "is_reserved",
     "parse_health_checker",
     "valid_custom_namespace_id",
+    "valid_setting_name",
     "validate_text",
 ]
 
 NAMESPACES_KEY = ServiceKey("", "", "namespaces")
 """The reserved datum key holding every namespace (entry id = namespace id)."""
-RESERVED_KEYS: Mapping[str, ServiceKey] = {str(NAMESPACES_KEY): NAMESPACES_KEY}
+SETTINGS_KEY = ServiceKey("", "", "settings")
+"""The reserved datum key holding registry-wide settings (entry id = setting name), e.g. the switches."""
+RESERVED_KEYS: Mapping[str, ServiceKey] = {str(NAMESPACES_KEY): NAMESPACES_KEY, str(SETTINGS_KEY): SETTINGS_KEY}
 """Reserved keys by their string form (what the wire and the disk carry)."""
 PUBLIC_NAMESPACE_ID = "public"
 """The default namespace of the naming API; the console calls it ``""``. It always exists and is not stored."""
@@ -66,6 +73,8 @@ MAX_NAMESPACE_ID = 128  # Nacos's limit
 MAX_NAMESPACE_NAME = 128  # Nacos's tenant_name column
 MAX_NAMESPACE_DESC = 256  # Nacos's tenant_desc column
 MAX_CHECKER_FIELD = 1024
+MAX_SETTING_TEXT = 65_536
+_SETTING_NAME_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
 
 _CUSTOM_ID_RE = re.compile(r"[A-Za-z0-9_-]+")  # Nacos: ^[\w-]+ (Java's \w is ASCII)
 
@@ -96,6 +105,18 @@ class NamespaceInfo:
     name: str
     desc: str = ""
     created_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SettingText:
+    """A registry-wide setting: a text (JSON, typically) of at most ``MAX_SETTING_TEXT`` characters."""
+
+    text: str
+
+
+def valid_setting_name(name: str) -> bool:
+    """Setting names: ``[A-Za-z0-9_.:/-]``, 1 to 128 characters."""
+    return _SETTING_NAME_RE.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,4 +219,4 @@ def is_durable_value(value: object) -> bool:
     """Whether a value is cluster data that a node keeps on disk (not an instance, an implicit meta or None)."""
     if isinstance(value, ServiceMeta):
         return not value.implicit
-    return isinstance(value, ClusterMeta | NamespaceInfo)
+    return isinstance(value, ClusterMeta | NamespaceInfo | SettingText)

@@ -1,4 +1,4 @@
-"""Writes of cluster data other than a service's own settings: cluster settings and namespaces.
+"""Writes of cluster data other than a service's own settings: cluster settings, namespaces, settings.
 
 What ``PUT /nacos/v1/ns/cluster`` and the namespaces API (``/nacos/v1/console/namespaces``) mean on the node
 that owns their key, with Nacos 1.4.2's answers: the namespace calls answer ``true`` or ``false`` (a taken
@@ -9,27 +9,39 @@ through the node's rule (:data:`distro.writes.Write`), so it replicates, and per
 from __future__ import annotations
 
 from distro.clusterdata import (
+    MAX_SETTING_TEXT,
     NAMESPACES_KEY,
     PUBLIC_NAMESPACE_ID,
+    SETTINGS_KEY,
     ClusterMeta,
     NamespaceInfo,
+    SettingText,
     cluster_entry_id,
     valid_custom_namespace_id,
+    valid_setting_name,
 )
 from distro.config import DistroConfig
 from distro.datum import META_ENTRY_ID, EntryValue
 from distro.errors import ValidationError
 from distro.model import ServiceKey, ServiceMeta, validate_cluster
-from distro.requests import OK, CreateNamespace, DeleteNamespace, Result, UpdateCluster, UpdateNamespace
+from distro.requests import (
+    OK,
+    CreateNamespace,
+    DeleteNamespace,
+    PutSetting,
+    Result,
+    UpdateCluster,
+    UpdateNamespace,
+)
 from distro.store import DatumStore
 from distro.writes import Write
 
-__all__ = ["FALSE", "TRUE", "ClusterDataRequest", "ClusterDataWrites", "namespaces"]
+__all__ = ["FALSE", "TRUE", "ClusterDataRequest", "ClusterDataWrites", "namespaces", "settings"]
 
 TRUE = Result(200, "true")
 FALSE = Result(200, "false")
 
-ClusterDataRequest = UpdateCluster | CreateNamespace | UpdateNamespace | DeleteNamespace
+ClusterDataRequest = UpdateCluster | CreateNamespace | UpdateNamespace | DeleteNamespace | PutSetting
 
 
 def namespaces(store: DatumStore) -> list[tuple[str, NamespaceInfo]]:
@@ -40,6 +52,15 @@ def namespaces(store: DatumStore) -> list[tuple[str, NamespaceInfo]]:
         if isinstance(entry.value, NamespaceInfo)
     ]
     return sorted(found, key=lambda item: (item[1].created_ms, item[0]))
+
+
+def settings(store: DatumStore) -> dict[str, str]:
+    """Every registry-wide setting, by name."""
+    return {
+        entry_id: entry.value.text
+        for entry_id, entry in store.items(SETTINGS_KEY)
+        if isinstance(entry.value, SettingText)
+    }
 
 
 class ClusterDataWrites:
@@ -64,6 +85,8 @@ class ClusterDataWrites:
             return self._update_cluster(request, now_ms)
         if isinstance(request, CreateNamespace):
             return self._create_namespace(request, now_ms)
+        if isinstance(request, PutSetting):
+            return self._put_setting(request, now_ms)
         if isinstance(request, UpdateNamespace):
             current = self._namespace(request.namespace_id)
             if current is not None:
@@ -103,6 +126,19 @@ class ClusterDataWrites:
             base = meta or ServiceMeta()
             explicit = ServiceMeta(base.protect_threshold, base.metadata, base.selector_type, implicit=False)
             self._write(key, META_ENTRY_ID, explicit, now_ms)
+
+    # -- settings --------------------------------------------------------------------------------
+    def _put_setting(self, request: PutSetting, now_ms: int) -> Result:
+        if not valid_setting_name(request.name):
+            raise ValidationError(f"setting name {request.name[:128]!r} is illegal: [A-Za-z0-9_.:/-], 1 to 128")
+        if request.text is not None and len(request.text) > MAX_SETTING_TEXT:
+            raise ValidationError(f"setting {request.name} is too large: at most {MAX_SETTING_TEXT} characters")
+        entry = self._store.entry(SETTINGS_KEY, request.name)
+        current = entry.value if entry is not None and isinstance(entry.value, SettingText) else None
+        wanted = None if request.text is None else SettingText(request.text)
+        if wanted != current:
+            self._write(SETTINGS_KEY, request.name, wanted, now_ms)
+        return OK
 
     # -- namespaces ------------------------------------------------------------------------------
     def _namespace(self, namespace_id: str) -> NamespaceInfo | None:

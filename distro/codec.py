@@ -28,6 +28,7 @@ Layout (compact: a type tag and positional fields, never field names)::
              | ["m", protect_threshold, metadata, selector_type, implicit]   (under "#meta")
              | ["c", check_port, use_instance_port, checker, metadata]       (under "#cluster/<name>")
              | ["n", name, desc, created_ms]                                 (a namespace, reserved key)
+             | ["s", text]                                                   (a registry setting, reserved key)
     checker  = [type, path, headers, expected_response_code, user, pwd, cmd]
     request  = ["reg", key, instance]                  instance = ["i", ...] as above
              | ["dereg", key, cluster, ip, port (, connection)]
@@ -37,6 +38,7 @@ Layout (compact: a type tag and positional fields, never field names)::
              | ["dsvc", key]
              | ["ucl", key, cluster, check_port | None, use_instance_port | None, checker | None, metadata]
              | ["cns", namespace_id, name, desc] | ["uns", namespace_id, name, desc] | ["dns", namespace_id]
+             | ["set", name, text | None]
     key      = str(ServiceKey)                         "namespace##group@@service", or a reserved key
 
 :func:`decode_message` is a schema check for untrusted input: any deviation (wrong type or arity,
@@ -61,13 +63,17 @@ from distro.clusterdata import (
     MAX_CHECKER_FIELD,
     MAX_NAMESPACE_DESC,
     MAX_NAMESPACE_NAME,
+    MAX_SETTING_TEXT,
     NAMESPACES_KEY,
     RESERVED_KEYS,
+    SETTINGS_KEY,
     ClusterMeta,
     HealthChecker,
     NamespaceInfo,
+    SettingText,
     cluster_name_of,
     valid_custom_namespace_id,
+    valid_setting_name,
 )
 from distro.datum import META_ENTRY_ID, Entry, EntryValue
 from distro.errors import ProtocolError  # defined in distro.errors, re-exported here (see __all__)
@@ -112,6 +118,7 @@ from distro.requests import (
     DeleteNamespace,
     DeleteService,
     Deregister,
+    PutSetting,
     Register,
     Result,
     UpdateCluster,
@@ -182,6 +189,8 @@ def encode_value(value: EntryValue) -> Any:
         return _enc_cluster(value)
     if type(value) is NamespaceInfo:
         return ["n", value.name, value.desc, value.created_ms]
+    if type(value) is SettingText:
+        return ["s", value.text]
     raise TypeError(f"not an entry value: {type(value).__name__}")
 
 
@@ -225,6 +234,8 @@ def _enc_request(req: ClientRequest) -> list[Any]:
         return ["uns", req.namespace_id, req.name, req.desc]
     if isinstance(req, DeleteNamespace):
         return ["dns", req.namespace_id]
+    if isinstance(req, PutSetting):
+        return ["set", req.name, req.text]
     raise TypeError(f"not a client request: {type(req).__name__}")
 
 
@@ -542,6 +553,11 @@ def _settings_value(key: ServiceKey, entry_id: str, value: Any, ctx: _Ctx) -> En
             raise ProtocolError("item: the namespaces key holds namespaces only")
         _namespace_id(entry_id)
         return _namespace(value)
+    if key is SETTINGS_KEY:
+        if tag != "s" or not valid_setting_name(entry_id):
+            raise ProtocolError("item: the settings key holds named settings only")
+        _, text = _seq(value, 2, "setting")
+        return SettingText(_str(text, "setting text", MAX_SETTING_TEXT))
     if tag == "m":
         if entry_id != META_ENTRY_ID:
             raise ProtocolError("item: service meta under an instance entry id")
@@ -694,6 +710,9 @@ def _cluster_data_request(tag: Any, obj: list[Any] | tuple[Any, ...], ctx: _Ctx)
     if tag == "dns":
         _, namespace_id = _seq(obj, 2, "delete namespace")
         return DeleteNamespace(_str(namespace_id, "namespace id", MAX_STRING))
+    if tag == "set":
+        _, name, text = _seq(obj, 3, "put setting")
+        return PutSetting(_str(name, "setting name"), None if text is None else _str(text, "text", MAX_SETTING_TEXT))
     raise ProtocolError("request: unknown type")
 
 

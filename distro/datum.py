@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from hashlib import blake2b
 from typing import NamedTuple
 
-from distro.clusterdata import ClusterMeta, NamespaceInfo
+from distro.clusterdata import ClusterMeta, NamespaceInfo, SettingText
 from distro.model import Instance, ServiceMeta
 from distro.versions import Version
 
@@ -33,7 +33,7 @@ __all__ = [
 
 META_ENTRY_ID = "#meta"
 
-EntryValue = Instance | ServiceMeta | ClusterMeta | NamespaceInfo | None
+EntryValue = Instance | ServiceMeta | ClusterMeta | NamespaceInfo | SettingText | None
 
 
 class Entry(NamedTuple):

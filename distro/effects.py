@@ -24,6 +24,7 @@ __all__ = [
     "Persist",
     "Send",
     "ServiceChanged",
+    "SettingChanged",
 ]
 
 
@@ -67,6 +68,15 @@ class Persist:
     entry: Entry
 
 
+@dataclass(frozen=True, slots=True)
+class SettingChanged:
+    """A registry-wide setting changed here (written, replicated or loaded from disk): ``text`` is its new
+    value, ``None`` when it was removed. The runtime hands it to whoever applies that setting."""
+
+    name: str
+    text: str | None
+
+
 class LifecycleKind(StrEnum):
     """What a :class:`LifecycleEvent` reports. A ``str``: the value is what logs and traces print."""
 
@@ -88,7 +98,7 @@ class LifecycleEvent:
     detail: str
 
 
-Effect = Send | ClientReply | ServiceChanged | LifecycleEvent | Persist
+Effect = Send | ClientReply | ServiceChanged | LifecycleEvent | Persist | SettingChanged
 
 
 class Outbox:

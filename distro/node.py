@@ -91,13 +91,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from distro.cleaner import EmptyServiceCleaner
-from distro.clusterdata import NamespaceInfo
-from distro.clusterwrites import ClusterDataWrites, namespaces
+from distro.clusterdata import SETTINGS_KEY, NamespaceInfo, SettingText
+from distro.clusterwrites import ClusterDataWrites, namespaces, settings
 from distro.config import DistroConfig
 from distro.connections import ConnectionTable, ConnectionTimings, held_by, judge_renewal
 from distro.datum import META_ENTRY_ID, Entry, EntryValue
 from distro.durability import Durability
-from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Outbox, Send
+from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Outbox, Send, SettingChanged
 from distro.health import HeartbeatClocks
 from distro.membership import MemberInfo, Membership, PeerState
 from distro.messages import (
@@ -126,6 +126,7 @@ from distro.requests import (
     ClientRequest,
     CreateNamespace,
     DeleteNamespace,
+    PutSetting,
     Result,
     UpdateCluster,
     UpdateNamespace,
@@ -406,6 +407,10 @@ class DistroNode:
         """Every namespace created through the namespaces API, oldest first: ``(id, info)``."""
         return namespaces(self.store)
 
+    def settings(self) -> dict[str, str]:
+        """Every registry-wide setting (``PutSetting``), by name."""
+        return settings(self.store)
+
     def owner_of(self, key: ServiceKey) -> str | None:
         """The node id that owns ``key`` in this node's current view."""
         return self._ownership.owner(str(key))
@@ -591,7 +596,7 @@ class DistroNode:
     # ============================================================================================
     def _apply_local(self, request: ClientRequest, now_ms: int) -> Result:
         self._c["requests_applied"] += 1
-        if isinstance(request, UpdateCluster | CreateNamespace | UpdateNamespace | DeleteNamespace):
+        if isinstance(request, UpdateCluster | CreateNamespace | UpdateNamespace | DeleteNamespace | PutSetting):
             return self._cluster_writes.apply(request, now_ms)
         return self._writes.apply(request, now_ms)
 
@@ -673,6 +678,8 @@ class DistroNode:
         self._c["entries_applied"] += 1
         self._notifier.queue(key)
         value = entry.value
+        if key == SETTINGS_KEY:
+            self._outbox.append(SettingChanged(entry_id, value.text if isinstance(value, SettingText) else None))
         if isinstance(value, Instance):
             if self.is_owner(key):
                 self._health.instance_changed(key, entry_id, value, now_ms)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from distro.clusterdata import NAMESPACES_KEY, HealthChecker
+from distro.clusterdata import NAMESPACES_KEY, SETTINGS_KEY, HealthChecker
 from distro.model import Instance, ServiceKey, ServiceMeta
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "DeleteNamespace",
     "DeleteService",
     "Deregister",
+    "PutSetting",
     "Register",
     "Result",
     "UpdateCluster",
@@ -162,6 +163,21 @@ class DeleteNamespace:
         return NAMESPACES_KEY
 
 
+@dataclass(frozen=True, slots=True)
+class PutSetting:
+    """A registry-wide setting (cluster data, like the namespaces): ``text`` replaces it, ``None`` removes it.
+    Answers ``ok``; its owner writes it, every node holds it (``DistroNode.settings()``), and a node with a
+    data folder keeps it across restarts."""
+
+    name: str
+    text: str | None
+
+    @property
+    def key(self) -> ServiceKey:
+        """Settings live under the reserved key; its owner takes the write."""
+        return SETTINGS_KEY
+
+
 ClientRequest = (
     Register
     | Deregister
@@ -174,6 +190,7 @@ ClientRequest = (
     | CreateNamespace
     | UpdateNamespace
     | DeleteNamespace
+    | PutSetting
 )
 
 CLUSTER_DATA_REQUESTS = (
@@ -184,6 +201,7 @@ CLUSTER_DATA_REQUESTS = (
     CreateNamespace,
     UpdateNamespace,
     DeleteNamespace,
+    PutSetting,
 )
 """Requests about cluster data: on a node that keeps a data folder, their answer waits until every
 cluster-data write applied so far is on disk (:mod:`distro.durability`)."""

@@ -22,18 +22,28 @@ import trio
 
 from cluster.node import gctune
 from distro.config import DistroConfig
-from distro.effects import ClientReply, LifecycleEvent, LifecycleKind, Persist, Send, ServiceChanged
+from distro.effects import (
+    ClientReply,
+    LifecycleEvent,
+    LifecycleKind,
+    Persist,
+    Send,
+    ServiceChanged,
+    SettingChanged,
+)
 from distro.messages import Items, Message
 from distro.model import ServiceKey
 from distro.node import DistroNode
 from distro.requests import ClientRequest, Result
 from distro.views import ServiceView
 
-__all__ = ["ChangeListener", "NodeRuntime", "PeerHandler", "PeerTransport"]
+__all__ = ["ChangeListener", "NodeRuntime", "PeerHandler", "PeerTransport", "SettingListener"]
 
 log = logging.getLogger("distro.node")
 
 ChangeListener = Callable[[ServiceKey, ServiceView], None]
+SettingListener = Callable[[str, "str | None"], None]
+"""Told ``(name, text)`` whenever a registry-wide setting changes here (``text`` None: removed)."""
 PeerHandler = Callable[[str, Message], None]
 """Answers a peer message the core leaves to the runtime: ``(sender node id, message)``."""
 
@@ -63,6 +73,8 @@ class NodeRuntime:
         self._scheduled_ms: int | None = None
         self._change_events: dict[ServiceKey, trio.Event] = {}
         self.change_listeners: list[ChangeListener] = []
+        # Registry-wide settings (PutSetting; e.g. switches): told when one changes, loaded, or replicated.
+        self.setting_listeners: list[SettingListener] = []
         self.peer_handlers: dict[type, PeerHandler] = {}
         self.ready_event = trio.Event()
         self.forward_wait_ms = 2 * config.forward_timeout_ms + 1000
@@ -162,6 +174,8 @@ class NodeRuntime:
                         self._on_service_changed(effect.key, effect.view)
                     elif isinstance(effect, LifecycleEvent):
                         self._on_lifecycle(effect)
+                    elif isinstance(effect, SettingChanged):
+                        self._on_setting_changed(effect)
                     elif isinstance(effect, Persist):
                         if self.persist is None:
                             raise RuntimeError("the core persists (durable_writes) but this runtime has no disk")
@@ -178,6 +192,13 @@ class NodeRuntime:
                 listener(key, view)
             except Exception:  # a broken listener must not stop replication
                 log.exception("change listener failed for %s", key)
+
+    def _on_setting_changed(self, effect: SettingChanged) -> None:
+        for listener in self.setting_listeners:
+            try:
+                listener(effect.name, effect.text)
+            except Exception:  # a broken listener must not stop replication
+                log.exception("setting listener failed for %s", effect.name)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
         if event.kind is LifecycleKind.READY:

@@ -6,7 +6,7 @@
     distroctl services [--group G|*]
     distroctl members
     distroctl watch orders
-    distroctl local-cluster --nodes 3 [--base-port 8848] [--port-step 10]
+    distroctl local-cluster --nodes 3 [--base-port 8848] [--port-step 10] [--data-root DIR]
 
 Servers come from ``--server host:port`` (repeatable or comma-separated), else ``DISTRO_SERVERS``, else
 127.0.0.1:8848. A request that cannot connect, times out or gets a 500/502/503 is tried on the next
@@ -619,6 +619,7 @@ def cmd_local_cluster(args: argparse.Namespace) -> int:
         log_dir=log_dir,
         die_with_parent=True,
         own_process_group=True,
+        data_root=Path(args.data_root) if args.data_root else None,
     )
     try:
         cluster.check_ports_free()
@@ -762,6 +763,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sync-delay-ms", type=int, default=None)
     sp.add_argument("--log-level", default="INFO")
     sp.add_argument("--log-dir", default=None, help="write nN.log files here (default: node logs go to stderr)")
+    sp.add_argument("--data-root", default=None,
+                    help="keep each node's data folder (namespaces, settings) in DIR/nN across runs "
+                         "(default: temporary folders, removed when the cluster stops)")
     sp.add_argument("--node-arg", action="append", metavar="--FLAG=VALUE",
                     help="extra distro-node argument (repeat); e.g. --node-arg=--ping-interval-ms=250")
     sp.add_argument("--ready-timeout", type=_non_negative_float, default=60.0, help="seconds (default 60)")

@@ -45,6 +45,7 @@ class LocalCluster:
         die_with_parent: bool = False,
         own_process_group: bool = False,
         hermetic_env: bool = False,
+        data_root: Path | None = None,
     ) -> None:
         if not ports:
             raise ClusterError("a cluster needs at least one node")
@@ -55,6 +56,7 @@ class LocalCluster:
         self.die_with_parent = die_with_parent
         self.own_process_group = own_process_group
         self.hermetic_env = hermetic_env
+        self.data_root = data_root  # each node's --data-dir is data_root/nN (else a temporary folder)
         self.nodes: list[LocalNode] = []
         self._build(list(ports))
 
@@ -72,6 +74,7 @@ class LocalCluster:
                 die_with_parent=self.die_with_parent,
                 own_process_group=self.own_process_group,
                 hermetic_env=self.hermetic_env,
+                data_dir=None if self.data_root is None else self.data_root / f"n{index}",
             )
             for index, port in enumerate(ports, start=1)
         ]

@@ -1,7 +1,7 @@
 """The cluster-data side of the simulated workload: namespaces, service settings and cluster settings.
 
-An operator creates namespaces, deletes some of them, creates services with settings and configures
-clusters of those services, through any node. Every id is fresh, so each request's outcome is
+An operator creates namespaces, deletes some of them, creates services with settings, configures
+clusters of those services and puts registry-wide settings, through any node. Every id is fresh, so each request's outcome is
 unambiguous: once a node answers ``true`` (or ``ok``) the write was acknowledged, and
 :func:`check_cluster_data` demands that, after faults stop and the cluster settles, every ready node holds
 every acknowledged creation and none of the acknowledged deletions, however many nodes crashed (the
@@ -27,6 +27,7 @@ from distro.requests import (
     CreateNamespace,
     CreateService,
     DeleteNamespace,
+    PutSetting,
     Result,
     UpdateCluster,
 )
@@ -45,6 +46,7 @@ class ClusterDataWorkload:
     delete_issued: set[str] = field(default_factory=set)
     services_created: dict[ServiceKey, ServiceMeta] = field(default_factory=dict)
     clusters_set: dict[tuple[ServiceKey, str], ClusterMeta] = field(default_factory=dict)
+    settings_put: dict[str, str] = field(default_factory=dict)
     issued: int = 0
     acknowledged: int = 0
     _next: int = 0
@@ -89,7 +91,10 @@ class ClusterDataWorkload:
         self.issued += 1
         roll = rng.random()
         request: ClientRequest | None = None
-        if roll < 0.15:
+        if roll < 0.1:
+            n = self._fresh()
+            request = PutSetting(f"setting-{n}", f'{{"n": {n}}}')
+        elif roll < 0.2:
             request = self.delete_namespace(rng, now_ms)
         elif roll < 0.45:
             request = self.update_cluster(rng)
@@ -112,6 +117,8 @@ class ClusterDataWorkload:
             self.namespaces_deleted[request.namespace_id] = now_ms
         elif isinstance(request, CreateService):
             self.services_created[request.key] = request.meta
+        elif isinstance(request, PutSetting) and request.text is not None:
+            self.settings_put[request.name] = request.text
         elif isinstance(request, UpdateCluster):
             assert request.check_port is not None and request.use_instance_port is not None
             assert request.health_checker is not None
@@ -131,6 +138,10 @@ def check_cluster_data(workload: ClusterDataWorkload, nodes: Iterable[tuple[str,
             violations.append(f"{node_id}: acknowledged namespaces missing: {lost[:5]}")
         if back:
             violations.append(f"{node_id}: acknowledged deletions of namespaces undone: {back[:5]}")
+        held_settings = node.settings()
+        lost_settings = sorted(name for name, text in workload.settings_put.items() if held_settings.get(name) != text)
+        if lost_settings:
+            violations.append(f"{node_id}: acknowledged settings missing: {lost_settings[:5]}")
         for key, meta in sorted(workload.services_created.items()):
             view = node.view(key)
             if view is None or view.meta is None or view.meta.metadata != meta.metadata:

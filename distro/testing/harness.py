@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from distro.config import DistroConfig
-from distro.effects import ClientReply, Effect, LifecycleEvent, Persist, Send, ServiceChanged
+from distro.effects import ClientReply, Effect, LifecycleEvent, Persist, Send, ServiceChanged, SettingChanged
 from distro.messages import Message
 from distro.node import DistroNode
 from distro.requests import ClientRequest, Result
@@ -44,6 +44,7 @@ class Outputs:
     changes: list[ServiceChanged] = field(default_factory=list)
     events: list[LifecycleEvent] = field(default_factory=list)
     persists: list[Persist] = field(default_factory=list)  # emitted, not yet written (auto_persist off)
+    settings: list[SettingChanged] = field(default_factory=list)
 
 
 class Harness:
@@ -116,6 +117,8 @@ class Harness:
                 out.changes.append(effect)
             elif isinstance(effect, Persist):
                 out.persists.append(effect)
+            elif isinstance(effect, SettingChanged):
+                out.settings.append(effect)
             else:
                 out.events.append(effect)
         if out.persists and self.auto_persist:

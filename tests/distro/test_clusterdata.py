@@ -19,6 +19,7 @@ import pytest
 
 from distro.clusterdata import (
     NAMESPACES_KEY,
+    SETTINGS_KEY,
     ClusterMeta,
     HealthChecker,
     NamespaceInfo,
@@ -28,6 +29,7 @@ from distro.clusterdata import (
 from distro.codec import ProtocolError, decode_message, encode_message
 from distro.config import DistroConfig
 from distro.datum import META_ENTRY_ID, Entry
+from distro.effects import SettingChanged
 from distro.errors import ValidationError
 from distro.messages import Forward, SyncBatch
 from distro.model import ServiceKey, ServiceMeta, make_instance
@@ -39,6 +41,7 @@ from distro.requests import (
     DeleteNamespace,
     DeleteService,
     Deregister,
+    PutSetting,
     Register,
     Result,
     UpdateCluster,
@@ -301,3 +304,24 @@ def test_replicated_namespaces_converge_whatever_the_order() -> None:
         assert node.namespaces() == [("dev", NamespaceInfo("three"))]
     assert live_entries(h["n1"]) == live_entries(h["n2"]) == live_entries(h["n3"])
     assert replace(NamespaceInfo("a"), desc="b") == NamespaceInfo("a", "b")
+
+
+# ------------------------------------------------------------------------------------------------
+# Registry-wide settings (PutSetting: e.g. the switches)
+# ------------------------------------------------------------------------------------------------
+def test_a_setting_put_anywhere_reaches_every_node_and_tells_its_runtime() -> None:
+    h = started()
+    owner = owner_of(str(SETTINGS_KEY), NODES)
+    via = next(n for n in NODES if n != owner)
+    assert answer(h, via, PutSetting("switches", '{"pushEnabled":false}')) == OK
+    h.advance(h.config.sync_delay_ms)
+    for node_id, node in h.nodes.items():
+        assert node.settings() == {"switches": '{"pushEnabled":false}'}
+        assert h.outputs[node_id].settings[-1] == SettingChanged("switches", '{"pushEnabled":false}')
+        assert node.view(SETTINGS_KEY) is None
+    assert answer(h, owner, PutSetting("switches", None)) == OK
+    h.advance(h.config.sync_delay_ms)
+    for node_id, node in h.nodes.items():
+        assert node.settings() == {} and h.outputs[node_id].settings[-1] == SettingChanged("switches", None)
+    assert answer(h, via, PutSetting("bad name", "x")).status == 400
+    assert answer(h, via, PutSetting("big", "x" * 65_537)).status == 400

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distro.clusterdata import NAMESPACES_KEY, ClusterMeta, HealthChecker, NamespaceInfo, cluster_entry_id
+from distro.clusterdata import (
+    NAMESPACES_KEY,
+    SETTINGS_KEY,
+    ClusterMeta,
+    HealthChecker,
+    NamespaceInfo,
+    SettingText,
+    cluster_entry_id,
+)
 from distro.codec import (
     INTERNAL_ERROR_PREFIX,
     MAX_ITEMS,
@@ -43,6 +51,7 @@ from distro.requests import (
     DeleteNamespace,
     DeleteService,
     Deregister,
+    PutSetting,
     Register,
     Result,
     UpdateCluster,
@@ -111,7 +120,7 @@ versions = st.builds(Version, st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 
 @st.composite
 def items(draw: st.DrawFn) -> Item:
     key = draw(keys)
-    kind = draw(st.sampled_from(["instance", "meta", "tombstone", "cluster", "namespace"]))
+    kind = draw(st.sampled_from(["instance", "meta", "tombstone", "cluster", "namespace", "setting"]))
     version = draw(versions)
     if kind == "instance":
         inst = draw(instances)
@@ -122,6 +131,8 @@ def items(draw: st.DrawFn) -> Item:
         return (key, cluster_entry_id(draw(clusters)), Entry(version, draw(cluster_metas)))
     if kind == "namespace":
         return (NAMESPACES_KEY, draw(namespace_ids), Entry(version, draw(namespace_infos)))
+    if kind == "setting":
+        return (SETTINGS_KEY, draw(namespace_ids), Entry(version, SettingText(draw(st.text(max_size=40)))))
     entry_id = draw(st.just(META_ENTRY_ID) | st.text(min_size=1, max_size=40))
     return (key, entry_id, Entry(version, None))
 
@@ -153,6 +164,7 @@ requests: st.SearchStrategy[ClientRequest] = st.one_of(
     st.builds(CreateNamespace, short_text, short_text, short_text),
     st.builds(UpdateNamespace, short_text, short_text, short_text),
     st.builds(DeleteNamespace, short_text),
+    st.builds(PutSetting, short_text, st.none() | st.text(max_size=40)),
 )
 
 body_values = st.one_of(
