@@ -7,11 +7,10 @@ progress shown; ``RNACOS_BIN`` names a binary to use instead. Without cargo the 
 A cluster is three members on 127.0.0.1: member 1 initialises raft (r-nacos keeps its membership in raft),
 the others join it through member 1's gRPC port; naming data (what the benchmark drives) is replicated by
 r-nacos's Distro-like protocol between the members that raft knows. Each member's data lives under the
-benchmark's temporary directory. r-nacos 0.8.8 sometimes panics while initialising raft on a fresh data
-directory (a start-up race: ``raftapply.rs`` unwraps a dependency that is injected a moment later); the
-member then runs but its raft is dead, so start-up retries member 1 on a fresh directory when its log shows
-a panic, and the cluster counts as ready only once a probe instance registered on member 1 is listed by
-every member.
+benchmark's temporary directory. r-nacos 0.8.8 often panics while initialising raft on a fresh data
+directory on a busy machine (a start-up race: ``raftapply.rs`` unwraps a dependency that is injected a
+moment later); the member then runs but its raft is dead. ``RnacosCluster.start_first`` works around it, and
+the cluster counts as ready only once a probe instance registered on member 1 is listed by every member.
 """
 
 from __future__ import annotations
@@ -135,18 +134,37 @@ class RnacosCluster:
         except OSError:
             return False
 
+    def _boot_clean(self, attempt: int, timeout: float) -> bool:
+        """Start member 1 on ``data_dir(0, attempt)``; True when it is healthy and did not panic."""
+        proc = self.start_node(0, attempt)
+        deadline = time.monotonic() + timeout
+        while not self.healthy(0) and time.monotonic() < deadline and proc.alive():
+            time.sleep(0.05)
+        time.sleep(0.5)  # the race shows within a moment of raft's initialisation
+        if proc.alive() and self.healthy(0) and not self._panicked(0):
+            return True
+        self.ps.stop(proc)
+        return False
+
     def start_first(self, timeout: float = 30.0) -> None:
-        for attempt in range(6):
-            proc = self.start_node(0, attempt)
-            deadline = time.monotonic() + timeout
-            while not self.healthy(0) and time.monotonic() < deadline and proc.alive():
-                time.sleep(0.05)
-            time.sleep(0.3)  # the race shows within a moment of raft's initialisation
-            if proc.alive() and self.healthy(0) and not self._panicked(0):
-                return
-            log(f"  r-nacos member 1 failed to initialise raft (attempt {attempt + 1}; a known start-up race): "
-                "retrying on a fresh data directory")
-            self.ps.stop(proc)
+        """Member 1 with raft initialised. A fresh directory often loses r-nacos's start-up race on a busy
+        machine, while restarting on a directory whose first boot went well never did here; so the first clean
+        boot of a run is kept as a template (copied while that member is stopped), and later clusters start
+        member 1 on a copy of it, then wait until r-nacos re-records the member's new address in raft (it does
+        so 5 s after start-up when it finds a single-member cluster with another address)."""
+        template = self.ps.workdir / "rnacos-member1-template"
+        for attempt in range(12):
+            if template.exists():
+                shutil.copytree(template, self.data_dir(0, attempt), dirs_exist_ok=True)
+                if self._boot_clean(attempt, timeout):
+                    time.sleep(6.0)
+                    return
+            elif self._boot_clean(attempt, timeout):
+                self.ps.stop(self.node(0))
+                shutil.copytree(self.data_dir(0, attempt), template)
+                if self._boot_clean(attempt, timeout):
+                    return
+            log(f"  r-nacos member 1 failed to initialise raft (attempt {attempt + 1}; its start-up race): retrying")
         raise RuntimeError("r-nacos member 1 did not start:\n" + self.node(0).tail())
 
     def wait_replicating(self, timeout: float = 60.0) -> None:
