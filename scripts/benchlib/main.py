@@ -240,7 +240,8 @@ def phase_distro_main(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> 
         log(f"  every node lists {counts} instances (registered ok: {total}; settled {waited:.1f} s later)")
         log("ours: instance/list/s (closed loop) over the services the first run filled")
         out["list"] = closed_run(m, "distro-list", cluster.addrs, pids, ["--services", str(m["services"]),
-                                                                         "--prefix", "reg0"])
+                                                                         "--prefix", "reg0"],
+                                 profile=(profiler, "distro-list"))
 
         method = "watch" if trio.run(probes.has_watch, cluster.addrs[0]) else "poll"
         idle = trio.run(lambda: probes.converge_distro(cluster.addrs, max(10, m["conv_samples"] // 3),
@@ -352,7 +353,8 @@ def phase_memory_snapshot(m: dict[str, Any], ps: ProcessSet, profiler: Profiler)
             f"{out['bytes_per_instance']} bytes per instance per node")
         log(f"ours: light beats/s (closed loop) over those {r['ok']:,} instances")
         out["beat"] = closed_run(m, "distro-beat", cluster.addrs, pids,
-                                 ["--count", str(n), "--services", str(m["bulk_services"]), "--prefix", "mem"])
+                                 ["--count", str(n), "--services", str(m["bulk_services"]), "--prefix", "mem"],
+                                 profile=(profiler, "distro-beat-closed"))
 
         victim = 2
         log(f"  restarting n{victim + 1} (SIGTERM, then a new process) while the others hold {r['ok']:,} instances")

@@ -167,12 +167,17 @@ def summarize_latency(samples: list[float]) -> dict[str, Any]:
 
 
 def closed_run(m: dict[str, Any], workload: str, addrs: list[str], pids: list[int], extra: list[str],
-               connections: int = 48, depth: int = 1) -> dict[str, Any]:
-    """``workload`` closed loop for the mode's ``reg_s`` seconds, with the servers' CPU per successful request."""
+               connections: int = 48, depth: int = 1, profile: tuple[Profiler, str] | None = None) -> dict[str, Any]:
+    """``workload`` closed loop for the mode's ``reg_s`` seconds, with the servers' CPU per successful request
+    (and py-spy profiles of the servers, labelled, when ``profile`` is given)."""
     cpu0 = sum(cpu_seconds(p) for p in pids)
     sched = SchedWatch(pids)
+    if profile is not None:
+        profile[0].start(profile[1], {f"n{i + 1}": p for i, p in enumerate(pids)}, m["reg_s"] - 1)
     r = run_loadgen(["--workload", workload, "--targets", ",".join(addrs), "--connections", str(connections),
                      "--depth", str(depth), "--duration", str(m["reg_s"]), *extra])
+    if profile is not None:
+        profile[0].wait()
     cpu = sum(cpu_seconds(p) for p in pids) - cpu0
     out = {k: r[k] for k in ("ok", "failed", "ok_per_s", "elapsed_s", "errors", "latency_ms", "cpu_us_per_request")}
     out["config"] = f"{connections} connections x depth {depth}"
