@@ -211,3 +211,50 @@ def test_clear_forgets_everything_including_floors() -> None:
     store.clear()
     assert len(store) == 0 and store.statistics() == type(store.statistics())(0, 0, 0, 0)
     assert store.merge(KEY, eid, _instance_entry(5)) is MergeOutcome.APPLIED
+
+
+# A step of the store's life: merge one entry into one of two keys, or collect tombstones older than ms.
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("merge"), st.sampled_from([KEY, OTHER]), entries),
+        st.tuples(st.just("collect"), st.integers(0, 4)),
+    ),
+    max_size=25,
+)
+
+
+def _all_entries(store: DatumStore) -> dict[tuple[ServiceKey, str], Entry]:
+    return {(key, entry_id): entry for key in store.keys() for entry_id, entry in store.items(key)}
+
+
+@PROPERTIES
+@given(steps)
+def test_collection_that_follows_the_tombstones_drops_exactly_what_a_full_scan_would(
+    script: list[tuple[object, ...]],
+) -> None:
+    """The store finds tombstones through its own index of them: whatever the history of merges (tombstones
+    replaced by live entries and back, keys emptied and refilled), a collection drops exactly the tombstones
+    older than its bound that a walk over every entry finds, reports exactly their keys, and the counts and
+    digests stay those of the entries held."""
+    store = DatumStore()
+    for step in script:
+        if step[0] == "merge":
+            key, pair = step[1], step[2]
+            assert isinstance(key, ServiceKey) and isinstance(pair, tuple)
+            entry_id, entry = pair
+            assert isinstance(entry_id, str) and isinstance(entry, Entry)
+            store.merge(key, entry_id, entry)
+        else:
+            bound = step[1]
+            assert isinstance(bound, int)
+            before = _all_entries(store)
+            doomed = {k for k, e in before.items() if e.value is None and e.version.ms < bound}
+            changed = store.collect_tombstones(bound)
+            assert sorted(changed, key=str) == sorted({key for key, _ in doomed}, key=str)
+            assert _all_entries(store) == {k: e for k, e in before.items() if k not in doomed}
+        held = _all_entries(store)
+        stats = store.statistics()
+        assert stats.tombstones == sum(1 for e in held.values() if e.value is None)
+        assert stats.live_instances == sum(1 for e in held.values() if isinstance(e.value, Instance))
+        for key in (KEY, OTHER):
+            assert store.digest(key) == datum_digest(store.items(key))
