@@ -68,7 +68,8 @@ def ensure_rnacos() -> tuple[str | None, str]:
 
 
 def instance_count(addr: str, prefix: str = "") -> int:
-    """Instances the member lists (``catalog/services``), over services named ``prefix-*`` (all when empty)."""
+    """Instances the member lists (``catalog/services``), over services named ``prefix-*`` (all services when
+    ``prefix`` is empty)."""
     total = 0
     page = 1
     while True:
