@@ -15,6 +15,8 @@ Workloads (index ``i`` of a run maps to a distinct instance ``base + i``):
 * ``etcd-put``: ``POST /v3/kv/put`` through etcd's JSON gateway with base64 key ``/registry/<service>/<ip>:<port>``,
   a JSON instance as value, bound to a lease granted once per connection (TTL 600 s), as etcd-based
   registries (etcd's own ``naming/endpoints``, go-micro, Kitex) do.
+* ``distro-deregister``: ``DELETE /nacos/v1/ns/instance`` of instance ``base + i`` (the register workload's
+  shapes); ok means status 200 and body ``ok``.
 * ``distro-list``: ``GET /nacos/v1/ns/instance/list?serviceName=<prefix>-<(base + i) % services>`` (for profiling reads).
 * ``ceiling``: the ``distro-register`` request shape; ok means status 200 (for a trivial server).
 
@@ -137,6 +139,17 @@ class Generator:
 
             self.make = make_beat
             self.check = lambda s, b: s == 200 and b'"code":10200' in b
+        elif w == "distro-deregister":
+
+            def make_dereg(i: int, ctx: dict[str, Any]) -> bytes:
+                svc, ip, port = instance_of(base + i, prefix, services)
+                return (
+                    f"DELETE {NS}/instance?serviceName={svc}&ip={ip}&port={port}&ephemeral=true HTTP/1.1\r\n"
+                    f"Host: {ctx['host']}\r\nContent-Length: 0\r\n\r\n"
+                ).encode()
+
+            self.make = make_dereg
+            self.check = lambda s, b: s == 200 and b == b"ok"
         elif w == "distro-list":
 
             def make_list(i: int, ctx: dict[str, Any]) -> bytes:
@@ -325,7 +338,8 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", required=True,
-                    choices=["distro-register", "distro-beat", "distro-list", "etcd-put", "ceiling"])
+                    choices=["distro-register", "distro-deregister", "distro-beat", "distro-list", "etcd-put",
+                             "ceiling"])
     ap.add_argument("--targets", required=True, help="comma-separated host:port")
     ap.add_argument("--connections", type=int, default=48)
     ap.add_argument("--depth", type=int, default=1, help="requests in flight per connection (closed loop)")

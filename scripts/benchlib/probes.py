@@ -171,7 +171,7 @@ async def converge_distro(addrs: list[str], samples: int, *, method: str, poll_i
                 req = build_request("POST", f"{NS}/instance?serviceName={service}&ip={ip}&port=7000", addrs[w])
                 sample.t0 = _now()
                 board.add(sample)
-                status, body = await writers[w].request(req)
+                status, body = await _request_fresh(writers, w, addrs[w], req)
                 if status != 200 or body != b"ok":
                     raise HttpError(f"probe register failed: {status} {body[:100]!r}")
                 with trio.move_on_after(timeout):
@@ -183,8 +183,9 @@ async def converge_distro(addrs: list[str], samples: int, *, method: str, poll_i
                     with contextlib.suppress(ValueError):
                         board.pending.remove(sample)
                 # keep the probe service small: deregister, then pause a little (jitter)
-                await writers[w].request(
-                    build_request("DELETE", f"{NS}/instance?serviceName={service}&ip={ip}&port=7000", addrs[w])
+                await _request_fresh(
+                    writers, w, addrs[w],
+                    build_request("DELETE", f"{NS}/instance?serviceName={service}&ip={ip}&port=7000", addrs[w]),
                 )
                 await trio.sleep(0.02 + random.random() * 0.02)
             nursery.cancel_scope.cancel()
@@ -298,6 +299,20 @@ async def converge_etcd(addrs: list[str], samples: int, *, method: str, poll_int
             "poll_interval_ms": poll_interval * 1000 if method == "poll" else None}
 
 
+async def _request_fresh(conns: list[RawConn], i: int, addr: str, req: bytes) -> tuple[int, bytes]:
+    """``req`` on ``conns[i]``, on a new connection when the server closed or timed out the idle one (r-nacos's
+    HTTP server answers 408 to a connection idle for 5 s, then closes it)."""
+    try:
+        status, body = await conns[i].request(req)
+        if status != 408:
+            return status, body
+    except (HttpError, OSError):
+        pass
+    conns[i].close()
+    conns[i] = await open_conn(*split_addr(addr))
+    return await conns[i].request(req)
+
+
 # ----------------------------------------------------------------------------------------------
 # UDP push
 # ----------------------------------------------------------------------------------------------
@@ -375,7 +390,7 @@ async def push_udp(addrs: list[str], samples: int, *, timeout: float = 3.0, net:
                     req = build_request("POST", f"{NS}/instance?serviceName={service}&ip={ip}&port=7001", addrs[w])
                     sample.t0 = _now()
                     board.add(sample)
-                    status, body = await writers[w].request(req)
+                    status, body = await _request_fresh(writers, w, addrs[w], req)
                     if status != 200 or body != b"ok":
                         raise HttpError(f"push probe register failed: {status} {body[:100]!r}")
                     with trio.move_on_after(timeout):
@@ -387,8 +402,9 @@ async def push_udp(addrs: list[str], samples: int, *, timeout: float = 3.0, net:
                     missed += n - len(sample.seen)
                     with contextlib.suppress(ValueError):
                         board.pending.remove(sample)
-                    await writers[w].request(
-                        build_request("DELETE", f"{NS}/instance?serviceName={service}&ip={ip}&port=7001", addrs[w])
+                    await _request_fresh(
+                        writers, w, addrs[w],
+                        build_request("DELETE", f"{NS}/instance?serviceName={service}&ip={ip}&port=7001", addrs[w]),
                     )
                     await trio.sleep(0.03 + random.random() * 0.02)
                 nursery.cancel_scope.cancel()

@@ -501,6 +501,27 @@ LIMITS = {
         "them batched and fire-and-forget); point clients at the owner; keep the health check's deadlines in a "
         "heap or timer wheel."
     ),
+    "bulk_register_per_s": (
+        "The same cost as `register_per_s` (see there), measured into many small services; r-nacos is native "
+        "code with no per-request interpreter cost, so the ratio is set by our CPU per registration."
+    ),
+    "cpu_us_per_register": (
+        "See `register_per_s`: the forward hop and replication over the peer link, the HTTP server and the "
+        "interpreter. r-nacos pays none of the interpreter cost."
+    ),
+    "beats_per_s": (
+        "CPU per beat (`cpu_us_per_beat`). Two thirds of the beats land on a node that does not own the "
+        "service and travel to the owner and back over the peer link, one frame each way per beat, before the "
+        "client gets its answer. What it would take: answer a light beat for a known instance from the local "
+        "replica and send the owner batched beat receipts (a `distro/` rule proven in the simulator: no "
+        "beating instance expires, no expired instance is kept alive); the gRPC front door's batched `Renew` "
+        "peer message has that shape."
+    ),
+    "cpu_us_per_beat": ("See `beats_per_s`."),
+    "list_per_s": (
+        "The host list is cached per view revision, so a list is the HTTP server, parameter validation and the "
+        "per-request header; r-nacos answers from native code."
+    ),
     "failover_ms": (
         "Failover is driven by the peer link noticing the dead connection; if this is slow the survivors did not "
         "notice the broken link and fell back to `peer_timeout_ms` (3 s)."

@@ -42,12 +42,15 @@ def run_loadgen(args: list[str], cpu: str | None = None, timeout: float = 600) -
 
 
 class Background:
-    """A loadgen process running while probes measure; ``stop()`` ends it (SIGTERM) and returns its summary."""
+    """A loadgen process (or another ``benchlib`` module that prints a JSON summary when it gets SIGTERM, such
+    as ``benchlib.pauseprobe``) running while probes measure; ``stop()`` ends it and returns its summary."""
 
     running: list[Background] = []
 
-    def __init__(self, args: list[str]) -> None:
-        self.popen = subprocess.Popen(loadgen_cmd(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    def __init__(self, args: list[str], module: str = "benchlib.loadgen") -> None:
+        cmd = loadgen_cmd(args)
+        cmd[cmd.index("benchlib.loadgen")] = module
+        self.popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       env=loadgen_env(), start_new_session=True)
         Background.running.append(self)
 

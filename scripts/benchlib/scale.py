@@ -1,0 +1,151 @@
+"""The scale mode of ``scripts/bench`` (``--scale N``): our cluster loaded with N instances, watched for stalls.
+
+A pause probe (``benchlib.pauseprobe``) asks every node's ``/healthz`` every 10 ms for the whole phase; the
+phase then
+
+1. registers N instances into N / 100 services (48 connections, round-robin over the nodes) and records the
+   rate, the memory per instance per node, and that all three nodes list all of them;
+2. holds for ``hold_s`` seconds under churn (registrations and deregistrations of other instances at
+   ``churn_per_s`` each, so tombstones always exist and housekeeping has work);
+3. times the first ``instance/list`` of a 10,000-instance service on every node after a change to it;
+4. restarts one node (SIGTERM, a new process) and times it until ready.
+
+The probe's slowest answers carry the second at which they happened, and the phase records when each step
+started, so a stall can be placed. Collections that ``cluster/node/gctune.py`` logs are counted from the
+nodes' logs. gctune hands the frozen heap back to the collector every 10 minutes; a run shorter than that
+does not see the full collection that follows (hold for longer to see it).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from benchlib.procs import DistroCluster, ProcessSet, http_get, log, rss_bytes, start_distro
+from benchlib.runner import Background, run_loadgen
+
+LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3600000"]
+BIG = 10_000
+
+
+def _counts(addrs: list[str]) -> list[int]:
+    out = []
+    for a in addrs:
+        status, body = http_get(f"http://{a}/nacos/v1/ns/operator/metrics", 10.0)
+        m = re.search(rb'"instanceCount":\s*(\d+)', body) if status == 200 else None
+        out.append(int(m.group(1)) if m else -1)
+    return out
+
+
+def _wait_counts(addrs: list[str], expected: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = _counts(addrs)
+        if all(c >= expected for c in counts) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.5)
+
+
+def _big_list_after_change(cluster: DistroCluster, samples: int = 5) -> dict[str, Any]:
+    """Fill one service with 10,000 instances; then, ``samples`` times, register one more on node 1 and time
+    each node's first ``instance/list`` of it once it shows the change (the render after a change)."""
+    run_loadgen(["--workload", "distro-register", "--targets", ",".join(cluster.addrs), "--connections", "24",
+                 "--count", str(BIG), "--services", "1", "--prefix", "big", "--base", "0"])
+    times: list[float] = []
+    for k in range(samples):
+        ip = f"10.250.{k}.1"
+        _post(cluster.addrs[0], f"/nacos/v1/ns/instance?serviceName=big-0&ip={ip}&port=1")
+        time.sleep(0.5)  # replicated everywhere (convergence is ~10 ms; leave margin on a busy machine)
+        for a in cluster.addrs:
+            t0 = time.perf_counter()
+            status, body = http_get(f"http://{a}/nacos/v1/ns/instance/list?serviceName=big-0", 10.0)
+            times.append(round((time.perf_counter() - t0) * 1000, 1))
+            if status != 200 or ip.encode() not in body:
+                log(f"  big list on {a}: status {status}, change not shown")
+    return {"instances": BIG, "first_list_after_change_ms": times, "max_ms": max(times) if times else None}
+
+
+def _post(addr: str, target: str) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{addr}{target}", method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(req, timeout=5.0) as resp:
+            resp.read()
+    except OSError as exc:
+        log(f"  POST {target} failed: {exc}")
+
+
+def _gc_pauses(cluster: DistroCluster) -> list[str]:
+    lines = []
+    for proc in cluster.nodes:
+        if proc is None:
+            continue
+        try:
+            text = proc.log_path.read_text(errors="replace")
+        except OSError:
+            continue
+        lines += [f"{proc.name}: {line.strip()[-120:]}" for line in text.splitlines() if "collection paused" in line]
+    return lines
+
+
+def phase_scale(m: dict[str, Any], ps: ProcessSet, n: int) -> dict[str, Any]:
+    services = max(1, n // 100)
+    log(f"scale: {n:,} instances in {services:,} services, /healthz probed every 10 ms on every node")
+    cluster = start_distro(ps, "scale", LONG_TIMEOUTS)
+    out: dict[str, Any] = {"instances": n, "services": services, "steps": {}}
+    probe = Background(["--targets", ",".join(cluster.addrs)], module="benchlib.pauseprobe")
+    t_start = time.perf_counter()
+
+    def step(name: str) -> None:
+        out["steps"][name] = round(time.perf_counter() - t_start, 1)
+        log(f"  scale step {name} at t+{out['steps'][name]} s")
+
+    churn: list[Background] = []
+    try:
+        pids = [cluster.node(i).pid for i in range(3)]
+        before = [rss_bytes(p) for p in pids]
+        step("load")
+        r = run_loadgen(["--workload", "distro-register", "--targets", ",".join(cluster.addrs), "--connections", "48",
+                         "--count", str(n), "--services", str(services), "--prefix", "scale", "--base", "0"],
+                        timeout=7200)
+        counts = _wait_counts(cluster.addrs, r["ok"], 120)
+        after = [rss_bytes(p) for p in pids]
+        out["register"] = {k: r[k] for k in ("ok", "failed", "ok_per_s", "elapsed_s", "errors")}
+        out["listed"] = counts
+        out["bytes_per_instance_per_node"] = [round((a - b) / max(1, r["ok"])) for a, b in zip(after, before,
+                                                                                                 strict=True)]
+        log(f"  loaded {r['ok']:,} ({r['ok_per_s']:,.0f}/s, {r['failed']} failed); nodes list {counts}; "
+            f"{out['bytes_per_instance_per_node']} B per instance per node")
+        step("churn")
+        rate = str(m.get("scale_churn_per_s", 150))
+        common = ["--targets", ",".join(cluster.addrs), "--connections", "12", "--rate", rate, "--duration", "7200",
+                  "--services", "100", "--prefix", "churn", "--base", "0"]
+        churn.append(Background(["--workload", "distro-register", *common]))
+        time.sleep(1.0)
+        churn.append(Background(["--workload", "distro-deregister", *common]))
+        time.sleep(m.get("scale_hold_s", 60.0))
+        out["churn"] = [b.stop()["ok_per_s"] for b in churn]
+        churn.clear()
+        step("big-list")
+        out["big_list"] = _big_list_after_change(cluster)
+        log(f"  first list of a {BIG:,}-instance service after a change: {out['big_list']['first_list_after_change_ms']} ms")
+        step("restart")
+        ps.stop(cluster.node(2))
+        t0 = time.perf_counter()
+        cluster.start_node(2)
+        cluster.wait_ready([2], timeout=300)
+        out["restart_ready_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        log(f"  restarted n3 ready after {out['restart_ready_ms']:,} ms")
+        step("end")
+        out["gc_log"] = _gc_pauses(cluster)
+    finally:
+        for b in churn:
+            b.kill()
+        out["pauses"] = probe.stop()
+        cluster.stop()
+    p = out["pauses"]
+    log(f"  /healthz every 10 ms: slowest answer {p['max_ms']} ms, {p['over_100ms']} answers over 100 ms; "
+        f"slowest per node {[(a, n['slowest'][:3]) for a, n in p['nodes'].items()]}")
+    return out
