@@ -79,11 +79,41 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None) -> str
     """The whole page, section by section."""
     run = _Run(results, md_path, plot_dir)
     out: list[str] = []
-    for section in (_intro, _results, _plots, _setup, _method, _details, _limits):
+    for section in (_intro, _results, _plots, _setup, _method, _details, _scale, _limits):
         out += section(run)
     out.append(PROFILE)
     return "\n".join(out) + "\n"
 
+
+
+def _scale(run: _Run) -> list[str]:
+    """The scale mode's figures (``scripts/bench --scale N``), when the results hold a scale run."""
+    sc = run.d.get("scale")
+    if not sc:
+        return []
+    p = sc.get("pauses", {})
+    out = ["## Scale: pauses, housekeeping and restart at many instances\n"]
+    w = out.append
+    w(f"`scripts/bench --scale {sc['instances']} --scale-hold {sc.get('hold_s', 60):g}`, run {sc.get('when', '?')} on "
+      "the same shared machine: our three nodes loaded with "
+      f"{fmt(_g(sc, 'register', 'ok'))} instances in {fmt(sc.get('services'))} services "
+      f"({fmt(_g(sc, 'register', 'ok_per_s'))} registrations/s; every node listed {sc.get('listed')}; "
+      f"{sc.get('bytes_per_instance_per_node')} bytes per instance per node), then held under churn "
+      f"(registrations and deregistrations at {sc.get('churn')} per second), while a probe asked every node's "
+      f"`/healthz` every {fmt(p.get('interval_ms'))} ms.\n")
+    w("| node | probes | p50 / p99 (ms) | slowest (ms) | answers over 100 ms | slowest answers (ms, at s) |")
+    w("|---|---|---|---|---|---|")
+    for addr, node in p.get("nodes", {}).items():
+        slow = ", ".join(f"{ms} @ {at}" for ms, at in node.get("slowest", [])[:4])
+        w(f"| {addr} | {fmt(node.get('n'))} | {node.get('p50')} / {node.get('p99')} | {node.get('max')} | "
+          f"{node.get('over_100ms')} | {slow} |")
+    w("")
+    w(f"Steps started at (s since the probe started): {sc.get('steps')}. The first `instance/list` of a "
+      f"{fmt(_g(sc, 'big_list', 'instances'))}-instance service on each node after a change to it took "
+      f"{_g(sc, 'big_list', 'first_list_after_change_ms')} ms; a node restarted at this size was ready after "
+      f"{fmt(sc.get('restart_ready_ms'))} ms. Collections the nodes logged as pauses over 50 ms: "
+      f"{len(sc.get('gc_log', []))}" + (f" ({'; '.join(sc['gc_log'][:3])})" if sc.get("gc_log") else "") + ".\n")
+    return out
 
 
 def _intro(run: _Run) -> list[str]:

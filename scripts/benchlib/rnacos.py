@@ -9,7 +9,8 @@ the others join it through member 1's gRPC port; naming data (what the benchmark
 r-nacos's Distro-like protocol between the members that raft knows. Each member's data lives under the
 benchmark's temporary directory. r-nacos 0.8.8 often panics while initialising raft on a fresh data
 directory on a busy machine (a start-up race: ``raftapply.rs`` unwraps a dependency that is injected a
-moment later); the member then runs but its raft is dead. ``RnacosCluster.start_first`` works around it, and
+moment later); the member then runs but its raft is dead. ``RnacosCluster.start_first`` works around it
+(member 1 starts from a template of a clean boot, kept in the build cache), and
 the cluster counts as ready only once a probe instance registered on member 1 is listed by every member.
 """
 
@@ -97,6 +98,7 @@ class RnacosCluster:
     console_ports: list[int]
     env: dict[str, str]
     nodes: list[Proc | None]
+    last_failure: str = ""
 
     @property
     def addrs(self) -> list[str]:
@@ -146,36 +148,38 @@ class RnacosCluster:
             time.sleep(0.05)
         time.sleep(0.5)  # the race shows within a moment of raft's initialisation
         _demote(proc.pid)
-        if proc.alive() and self.healthy(0) and not self._panicked(0):
+        alive, healthy, panicked = proc.alive(), self.healthy(0), self._panicked(0)
+        if alive and healthy and not panicked:
             return True
+        self.last_failure = f"alive {alive}, /health {'ok' if healthy else 'not ok'}, panicked {panicked}"
         self.ps.stop(proc)
         return False
 
     def start_first(self, timeout: float = 30.0) -> None:
-        """Member 1 with raft initialised. A fresh directory often loses r-nacos's start-up race on a busy
-        machine (4 of 6 boots here at a load average of 12); booted under SCHED_FIFO (``chrt -f 10``, as root)
-        none of 6 did, so member 1 boots that way and every thread of it returns to the normal scheduler as
-        soon as it answers. Restarting on a directory whose first boot went well never panicked here either,
-        so the first clean boot of a run is also kept as a template (copied while that member is stopped), and
-        a later cluster whose fresh boot failed starts member 1 on a copy of it, then waits until r-nacos
-        re-records the member's new address in raft (it does so 5 s after start-up when it finds a
-        single-member cluster with another address)."""
-        template = self.ps.workdir / "rnacos-member1-template"
-        for attempt in range(12):
-            if template.exists() and attempt % 2:
+        """Member 1 with raft initialised.
+
+        A fresh data directory often loses r-nacos's start-up race on a busy machine (4 of 6 boots at a load
+        average of 12 here, and at times every one of a dozen); booting under SCHED_FIFO (``chrt -f 10``, as
+        root; every thread goes back to the normal scheduler as soon as it answers) helped at times but not
+        always. Restarting on a directory whose first boot went well never panicked: nothing is left to apply
+        when raft starts. So the first clean boot is kept as a template in the build cache (the directory holds
+        raft's log and config data, no naming data), and every cluster starts member 1 on a copy of it, then
+        waits until r-nacos re-records the member's new address in raft (it does so 5 s after start-up when it
+        finds a single-member cluster with another address)."""
+        template = cache_root() / "member1-template"
+        for attempt in range(20):
+            if template.exists():
                 shutil.copytree(template, self.data_dir(0, attempt), dirs_exist_ok=True)
                 if self._boot_clean(attempt, timeout):
                     time.sleep(6.0)
                     return
-            elif template.exists():
-                if self._boot_clean(attempt, timeout):
-                    return
             elif self._boot_clean(attempt, timeout):
                 self.ps.stop(self.node(0))
                 shutil.copytree(self.data_dir(0, attempt), template)
+                log(f"  r-nacos: kept member 1's first clean boot as a template in {template}")
                 if self._boot_clean(attempt, timeout):
                     return
-            log(f"  r-nacos member 1 failed to initialise raft (attempt {attempt + 1}; its start-up race): retrying")
+            log(f"  r-nacos member 1 failed to start (attempt {attempt + 1}: {self.last_failure}): retrying")
         raise RuntimeError("r-nacos member 1 did not start:\n" + self.node(0).tail())
 
     def wait_replicating(self, timeout: float = 60.0) -> None:

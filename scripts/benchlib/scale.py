@@ -94,7 +94,8 @@ def phase_scale(m: dict[str, Any], ps: ProcessSet, n: int) -> dict[str, Any]:
     services = max(1, n // 100)
     log(f"scale: {n:,} instances in {services:,} services, /healthz probed every 10 ms on every node")
     cluster = start_distro(ps, "scale", LONG_TIMEOUTS)
-    out: dict[str, Any] = {"instances": n, "services": services, "steps": {}}
+    out: dict[str, Any] = {"instances": n, "services": services, "steps": {}, "hold_s": m.get("scale_hold_s", 60.0),
+                           "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     probe = Background(["--targets", ",".join(cluster.addrs)], module="benchlib.pauseprobe")
     t_start = time.perf_counter()
 
