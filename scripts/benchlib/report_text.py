@@ -166,9 +166,14 @@ def _results(run: _Run) -> list[str]:
     if skipped:
         w(f"\nr-nacos did not run: {skipped}.")
     else:
+        rpush = _g(results, "details", "rnacos", "main", "push", default={})
+        nopush = rpush.get("skipped") or ("no UDP packet reached the subscribers" if rpush.get("missed") and
+                                          rpush.get("p99") is None else "")
         w("\nr-nacos's visibility figures come from polling `instance/list` (it has no long-poll watch); ours "
           "from `instance/watch`. Its `snapshot_load_ms` is from spawning a restarted member until it lists every "
-          "instance again.")
+          "instance again." + (f" r-nacos push: {nopush} (r-nacos 0.8.8 did not push to a Nacos 1.x UDP "
+                               "subscriber here, with the service registered before or after subscribing)."
+                               if nopush else ""))
     w("")
     waits = [(name, r["server_sched"]["wait_per_cpu"]) for name, runs in (("ours", reg_best), ("etcd", e_runs))
              for r in runs if _g(r, "server_sched", "wait_per_cpu") is not None]
@@ -603,6 +608,22 @@ Changes made from these profiles (issue 6):
   paused a node for 95-145 ms. Collections over 50 ms are logged (`distro.gc`).
 - **Bytecode** (`scripts/bench`): these machines set `PYTHONDONTWRITEBYTECODE`, so every node start compiled
   its modules from source; the script precompiles them once.
+
+Issue 15 (r-nacos side by side; profiles from `scripts/bench --quick --profile`, busy machine, shares of all
+samples including idle `epoll`):
+
+- **Tombstone collection** (`DatumStore`): the store indexes which entries are tombstones, so the pass every
+  `gc_interval_ms` looks only at them: with 50 tombstones not yet due among 200,000 entries a pass took
+  8-20 ms before and 0.04 ms after (the issue measured 180-270 ms at a million).
+- **Closed-loop light beats**: the node idles in `epoll` ~38% (waiting for a CPU share, not for work); of the
+  rest, the loopback `send` of the HTTP answer (~12%) and of peer-link frames (~11%), the peer link's write
+  and read loops (15% and 8% inclusive: two thirds of beats go to the owner and back), `NamingApi.beat` ~9%.
+  The lever is answering light beats from the local replica and sending the owner batched receipts; it
+  waits for the gRPC front door's batched `Renew` peer message (same shape), which had not landed.
+- **Registration**: HTTP serving ~35% (a third of it `send`), peer link read 21% / write 11%,
+  `NamingApi.register` ~14%, the core (`ClientWrites`, merge, notifier) under 10%.
+- **List**: rendering ~22% (`ListRenderer.render`; `json.dumps` ~7%, `client_info` ~6%), the HTTP server the
+  rest; a C JSON encoder would save a few per cent at most.
 
 Where the time goes now:
 
