@@ -12,6 +12,8 @@
   instance. Checksums are equal on every node that holds the same instances, so a client may fail over to
   another node and keep its checksum.
 * Over ``max_watchers`` concurrent watches on this node: 503, and the client should fall back to polling.
+* A watch whose client closes or resets its connection ends at once (its slot and socket are freed, not
+  held until the timeout).
 
 The API (:mod:`cluster.api.routes`) lists :meth:`WatchService.handle` as the route and its metrics; it
 needs no task of its own. Its answers are built by :mod:`cluster.api.render`, as the list route's are.
@@ -34,7 +36,13 @@ from distro.model import ServiceKey, service_key
 
 __all__ = ["WATCH_PATH", "WatchConfig", "WatchService"]
 
+
+async def _cancel_when_gone(request: Request, scope: trio.CancelScope) -> None:
+    await request.client_gone()
+    scope.cancel()
+
 WATCH_PATH = "/nacos/v1/ns/instance/watch"
+_KEPT_CHARS = 128  # of the agent, app and clusters a waiting watch keeps for service/subscribers
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,7 @@ class WatchService:
         self.rejected = 0  # 503 over max_watchers
         # The watches waiting now, per service (at most max_watchers in all): service/subscribers lists them.
         self._watching: dict[ServiceKey, dict[tuple[str, int], SubscriberRow]] = {}
+        self.client_gone = 0  # watches ended because their client went away
 
     def current_checksum(self, key: ServiceKey) -> str:
         """The checksum ``instance/list`` would report now (``""`` for an unknown service)."""
@@ -89,21 +98,19 @@ class WatchService:
         self.active += 1
         ip, port = request.remote[0], request.remote[1]
         watching = self._watching.setdefault(key, {})
-        watching[(ip, port)] = (f"{ip}:{port}", request.headers.get("user-agent", ""), params.get("app") or "",
-                                ip, port, ",".join(query.clusters), "watch")
+        watching[(ip, port)] = (f"{ip}:{port}", request.headers.get("user-agent", "")[:_KEPT_CHARS],
+                                (params.get("app") or "")[:_KEPT_CHARS], ip, port,
+                                ",".join(query.clusters)[:_KEPT_CHARS], "watch")
         try:
-            deadline = trio.current_time() + timeout_ms / 1000
-            while True:
-                changed = self.runtime.change_event(key)  # taken before the check: no change can slip by
-                if known is None or self.current_checksum(key) != known:
-                    self.answered_changed += 1
-                    return Response(200, self.renderer.render(query))
-                remaining = deadline - trio.current_time()
-                if remaining <= 0:
-                    self.answered_unchanged += 1
-                    return Response(304)
-                with trio.move_on_after(remaining):
-                    await changed.wait()
+            answer: Response | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_when_gone, request, nursery.cancel_scope)
+                answer = await self._wait(key, query, known, timeout_ms)
+                nursery.cancel_scope.cancel()
+            if answer is None:  # the client closed or reset its connection: nobody to answer
+                self.client_gone += 1
+                return Response(304, close=True)
+            return answer
         finally:
             self.active -= 1
             watching.pop((ip, port), None)
@@ -114,6 +121,20 @@ class WatchService:
         """The watches waiting on ``key`` now, as ``service/subscribers`` rows (protocol ``watch``)."""
         return list(self._watching.get(key, {}).values())
 
+    async def _wait(self, key: ServiceKey, query: ListQuery, known: str | None, timeout_ms: int) -> Response:
+        deadline = trio.current_time() + timeout_ms / 1000
+        while True:
+            changed = self.runtime.change_event(key)  # taken before the check: no change can slip by
+            if known is None or self.current_checksum(key) != known:
+                self.answered_changed += 1
+                return Response(200, self.renderer.render(query))
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                self.answered_unchanged += 1
+                return Response(304)
+            with trio.move_on_after(remaining):
+                await changed.wait()
+
     def render_metrics(self) -> str:
         """Prometheus text for /metrics."""
         return "".join([
@@ -121,4 +142,6 @@ class WatchService:
             counter("distro_watch_changed_total", "Watches answered with a new list.", self.answered_changed),
             counter("distro_watch_unchanged_total", "Watches answered 304 at their timeout.", self.answered_unchanged),
             counter("distro_watch_rejected_total", "Watches refused over the bound (503).", self.rejected),
+            counter("distro_watch_client_gone_total", "Watches ended at once because their client went away.",
+                    self.client_gone),
         ])

@@ -67,6 +67,7 @@ class Request:
     body: bytes
     remote: tuple[str, int]
     _params: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+    _connection: _Connection | None = field(default=None, init=False, repr=False, compare=False)
 
     def params(self) -> dict[str, str]:
         """Query parameters merged with a form body; first occurrence wins, query first (cached).
@@ -77,6 +78,18 @@ class Request:
         if p is None:
             p = self._params = merge_params(self.query, self.body, self.headers.get("content-type"))
         return p
+
+    async def client_gone(self) -> None:
+        """Return once the client has closed or reset its connection while the handler runs.
+
+        For handlers that wait (long polls): run it beside the wait and stop waiting when it returns. It
+        never returns when that cannot be told: a request built outside the server, or a client that sent
+        more bytes (a pipelined request) instead of closing.
+        """
+        if self._connection is None:
+            await trio.sleep_forever()
+        else:
+            await self._connection.wait_peer_gone()
 
 
 _JSON_CT = "application/json;charset=UTF-8"
@@ -588,6 +601,7 @@ class _Connection:
             else:
                 body = b""
             request = Request(method, path, query, headers, body, self.remote)
+            request._connection = self
             if not await self._respond(request, http11):
                 return
             self.unyielded += 1
@@ -661,6 +675,23 @@ class _Connection:
         body = bytes(buf[:length])
         del buf[:length]
         return body
+
+    async def wait_peer_gone(self) -> None:
+        """See :meth:`Request.client_gone` (only the handler's tasks use the socket meanwhile)."""
+        if self.buf:  # the next request is already here: the client is still there
+            await trio.sleep_forever()
+        sock = self.sock
+        while True:
+            await wait_readable(sock)
+            try:
+                data = sock.recv(1, socket.MSG_PEEK)  # peeked: a pipelined request stays for the request loop
+            except BlockingIOError:
+                continue
+            except OSError:  # reset
+                return
+            if not data:  # closed
+                return
+            await trio.sleep_forever()
 
     async def _respond(self, request: Request, http11: bool) -> bool:
         """Run the handler and write its response; whether the connection stays open."""

@@ -143,3 +143,29 @@ async def test_watchers_are_bounded_and_timeout_is_capped() -> None:
             assert 0.3 <= trio.current_time() - start < 5  # capped at max_timeout_ms, not 999 s
             assert node.watch.rejected == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_a_watcher_whose_client_goes_away_frees_its_slot_at_once() -> None:
+    # Issue 14, finding 3: a watcher whose client reset its socket kept its slot (and its fd) until its
+    # timeout. Now the watch notices the close while it waits.
+    import socket
+    import struct
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            node = (await InProcessCluster(1).start(nursery)).nodes[0]
+            http_stats = node.server.http_stats
+            for how in ("reset", "close"):
+                sock = trio.socket.socket()
+                await sock.connect(("127.0.0.1", node.port))
+                await sock.send(f"GET {WATCH}?serviceName=gone&checksum=&timeoutMs=60000 HTTP/1.1\r\nHost: x\r\n\r\n"
+                                .encode())
+                await wait_for(lambda: node.watch.active == 1)
+                assert http_stats.connections_open == 1
+                if how == "reset":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+                await wait_for(lambda: node.watch.active == 0 and http_stats.connections_open == 0, timeout_s=10)
+                assert node.watch.answered_unchanged == 0  # it did not wait for its 60 s
+            assert node.watch.client_gone == 2
+            nursery.cancel_scope.cancel()
