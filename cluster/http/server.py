@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import math
+import os
 import re
 import socket
 from collections.abc import Awaitable, Callable
@@ -39,7 +40,8 @@ class HttpLimits:
     max_header_bytes: int = 16384  # whole header block (without the request line)
     max_header_count: int = 100
     max_body_bytes: int = 1_048_576  # larger Content-Length (or chunked total) -> 413 and close
-    max_connections: int = 2048  # beyond: accept, answer 503 if the socket takes it at once, close
+    max_connections: int = 2048  # beyond: shed the oldest idle connection, else answer 503 and close
+    max_connections_per_ip: int = 512  # from one client address; beyond: 503 and close
     idle_timeout_ms: int = 60_000  # keep-alive connection with no new request -> close (silently)
     request_timeout_ms: int = 10_000  # head+body not complete within this -> 408 and close (slowloris)
     max_requests_per_connection: int = 100_000
@@ -54,6 +56,9 @@ class HttpStats:
     requests_total: int = 0  # requests handed to the handler
     responses_by_status: dict[int, int] = field(default_factory=dict)  # every response written, errors too
     rejected_connections_total: int = 0  # connections closed at once because of max_connections
+    rejected_per_ip_total: int = 0  # ... because of max_connections_per_ip
+    idle_evicted_total: int = 0  # idle keep-alive connections closed to make room for a new one
+    shed_at_fd_limit_total: int = 0  # connections answered 503 because the process ran out of descriptors
 
 
 @dataclass(slots=True)
@@ -371,9 +376,10 @@ _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 4 * 1_048_576
 _ACCEPT_BATCH = 64
 _LISTEN_BACKLOG = 4096
+_OUT_OF_FDS_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})  # shed with the reserved descriptor
 _ACCEPT_RETRY_ERRNOS = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-)  # out of resources: back off a little
+)  # out of resources (and nothing could be shed): back off a little
 
 
 async def _send_rest(sock: socket.socket, data: bytes, sent: int) -> None:
@@ -506,18 +512,21 @@ class _Connection:
     """
 
     __slots__ = (
-        "buf", "check_partial_at", "first_s", "graceful", "handler", "head_limit", "idle_s", "limits",
-        "max_requests", "phase", "remote", "request_s", "scope", "served", "sock", "stats", "unyielded",
+        "admission", "buf", "check_partial_at", "counted", "first_s", "graceful", "handler", "head_limit",
+        "idle_s", "limits", "max_requests", "phase", "remote", "request_s", "scope", "served", "sock", "stats",
+        "unyielded",
     )
 
     def __init__(
-        self, sock: socket.socket, remote: tuple[str, int], handler: Handler, limits: HttpLimits, stats: HttpStats
+        self, sock: socket.socket, remote: tuple[str, int], handler: Handler, admission: _Admission
     ) -> None:
         self.sock = sock
         self.remote = remote
         self.handler = handler
-        self.limits = limits
-        self.stats = stats
+        self.admission = admission
+        self.limits = limits = admission.limits
+        self.stats = admission.stats
+        self.counted = True  # in stats.connections_open (until closed, or shed while idle)
         self.idle_s = limits.idle_timeout_ms / 1000
         self.request_s = limits.request_timeout_ms / 1000
         self.first_s = min(self.idle_s, self.request_s)  # a new connection gets this long to send its first byte
@@ -564,7 +573,7 @@ class _Connection:
             log.exception("HTTP connection from %s failed", self.remote)
             self.graceful = False
         finally:
-            self.stats.connections_open -= 1
+            self.admission.release(self)
             try:
                 if error is not None and self.graceful:
                     await _linger_and_close(self.sock)
@@ -629,13 +638,20 @@ class _Connection:
                     self._enter(_READING, self.request_s)
             elif self.phase != _IDLE:
                 self._enter(_IDLE, self.idle_s if self.served else self.first_s)
-            while True:
-                await wait_readable(sock)
-                try:
-                    data = sock.recv(_RECV_SIZE)
-                    break
-                except BlockingIOError:
-                    continue
+            idle = not buf
+            if idle:  # nothing of a request yet: may be shed to make room (_Admission)
+                self.admission.idle[self] = None
+            try:
+                while True:
+                    await wait_readable(sock)
+                    try:
+                        data = sock.recv(_RECV_SIZE)
+                        break
+                    except BlockingIOError:
+                        continue
+            finally:
+                if idle:
+                    self.admission.idle.pop(self, None)
             self.unyielded = 0
             if not data:
                 if buf:
@@ -729,38 +745,115 @@ class _Connection:
         return keep_alive
 
 
-async def _serve_connection(
-    sock: socket.socket, remote: tuple[str, int], handler: Handler, limits: HttpLimits, stats: HttpStats
-) -> None:
-    """Serve one connection until it closes; never raises (except trio.Cancelled on shutdown)."""
-    await _Connection(sock, remote, handler, limits, stats).serve()
+class _Admission:
+    """Who gets a connection: ``max_connections`` in all and ``max_connections_per_ip`` per client address.
+
+    At the global cap, the connection that has been idle longest (waiting for a first or next request, no
+    byte of it received) is closed to make room, so idle keep-alive sockets never lock new clients out;
+    only when none is idle is the newcomer refused. Over its address's cap a newcomer is always refused.
+    """
+
+    __slots__ = ("idle", "limits", "per_ip", "per_ip_cap", "stats")
+
+    def __init__(self, limits: HttpLimits, stats: HttpStats) -> None:
+        self.limits = limits
+        self.stats = stats
+        # a cap at or above the global one means none (the global cap decides)
+        self.per_ip_cap = limits.max_connections_per_ip if limits.max_connections_per_ip < limits.max_connections \
+            else math.inf
+        self.per_ip: dict[str, int] = {}  # open connections per client address (only addresses with some)
+        self.idle: dict[_Connection, None] = {}  # idle connections, oldest first
+
+    def admit(self, ip: str) -> bool:
+        """Count a new connection from ``ip`` in, or say why not (the refusal is counted)."""
+        stats = self.stats
+        held = self.per_ip.get(ip, 0)
+        if held >= self.per_ip_cap:
+            stats.rejected_per_ip_total += 1
+            return False
+        if stats.connections_open >= self.limits.max_connections:
+            if not self.idle:
+                stats.rejected_connections_total += 1
+                return False
+            oldest = next(iter(self.idle))
+            del self.idle[oldest]
+            oldest.counted = False  # its slot is the newcomer's now; it closes when its task next runs
+            oldest.scope.cancel()
+            stats.connections_open -= 1
+            stats.idle_evicted_total += 1
+        self.per_ip[ip] = held + 1
+        stats.connections_open += 1
+        stats.connections_total += 1
+        return True
+
+    def release(self, conn: _Connection) -> None:
+        """A connection closed."""
+        ip = conn.remote[0]
+        left = self.per_ip.get(ip, 1) - 1
+        if left:
+            self.per_ip[ip] = left
+        else:
+            self.per_ip.pop(ip, None)
+        self.idle.pop(conn, None)
+        if conn.counted:
+            conn.counted = False
+            self.stats.connections_open -= 1
 
 
-# --------------------------------------------------------------------------------------------------------
-# Listening
-# --------------------------------------------------------------------------------------------------------
+class _FdReserve:
+    """One descriptor held back so that, when ``accept()`` fails for want of descriptors, the server can
+    still take each waiting connection and answer it 503 instead of leaving the client hanging."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.take()
+
+    def take(self) -> None:
+        if self.fd < 0:
+            try:
+                self.fd = os.open(os.devnull, os.O_RDONLY)
+            except OSError:
+                self.fd = -1
+
+    def release(self) -> bool:
+        if self.fd < 0:
+            return False
+        os.close(self.fd)
+        self.fd = -1
+        return True
 
 
-def _reject(conn: socket.socket, stats: HttpStats) -> None:
-    stats.rejected_connections_total += 1
+def _reject(conn: socket.socket) -> None:
     try:
         conn.setblocking(False)
         conn.send(_REJECT_503, _SEND_FLAGS)
-        _count(stats, 503)
         conn.shutdown(socket.SHUT_WR)
     except OSError:
         pass
     conn.close()
 
 
+def _shed_one(listener: socket.socket, reserve: _FdReserve, stats: HttpStats) -> bool:
+    """Out of descriptors: use the reserved one to take one waiting connection and answer it 503.
+    False when there is nothing (more) to do now."""
+    if not reserve.release():
+        return False
+    try:
+        conn, _ = listener.accept()
+    except OSError:
+        reserve.take()
+        return False
+    _count(stats, 503)
+    stats.shed_at_fd_limit_total += 1
+    _reject(conn)  # closing it gives the descriptor back to the reserve
+    reserve.take()
+    return True
+
+
 async def _accept_loop(
-    listener: socket.socket,
-    nursery: trio.Nursery,
-    handler: Handler,
-    limits: HttpLimits,
-    stats: HttpStats,
+    listener: socket.socket, nursery: trio.Nursery, handler: Handler, admission: _Admission, reserve: _FdReserve
 ) -> None:
-    max_connections = limits.max_connections
+    stats = admission.stats
     while True:
         await wait_readable(listener)
         for _ in range(_ACCEPT_BATCH):
@@ -769,6 +862,8 @@ async def _accept_loop(
             except BlockingIOError:
                 break
             except OSError as exc:
+                if exc.errno in _OUT_OF_FDS_ERRNOS and _shed_one(listener, reserve, stats):
+                    continue
                 if exc.errno in _ACCEPT_RETRY_ERRNOS:
                     log.error("accept() failed: %s; backing off", exc)
                     await trio.sleep(0.1)
@@ -776,18 +871,21 @@ async def _accept_loop(
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR):
                     continue
                 raise
-            if stats.connections_open >= max_connections:
-                _reject(conn, stats)
+            if not admission.admit(addr[0]):
+                _count(stats, 503)
+                _reject(conn)
                 continue
             try:
                 conn.setblocking(False)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 conn.close()
+                admission.per_ip[addr[0]] -= 1  # undo admit() (nothing else ran in between)
+                if not admission.per_ip[addr[0]]:
+                    del admission.per_ip[addr[0]]
+                stats.connections_open -= 1
                 continue
-            stats.connections_open += 1
-            stats.connections_total += 1
-            nursery.start_soon(_serve_connection, conn, (addr[0], addr[1]), handler, limits, stats)
+            nursery.start_soon(_Connection(conn, (addr[0], addr[1]), handler, admission).serve)
 
 
 async def serve_http(
@@ -806,13 +904,16 @@ async def serve_http(
     """
     if stats is None:
         stats = HttpStats()
+    admission = _Admission(limits, stats)
+    reserve = _FdReserve()
     listeners = await open_listeners(host, port, backlog=_LISTEN_BACKLOG)
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(_accept_loop, listener, nursery, handler, limits, stats)
+                nursery.start_soon(_accept_loop, listener, nursery, handler, admission, reserve)
             task_status.started(listeners[0].getsockname()[1])
     finally:
         for listener in listeners:
             notify_closing(listener)
             listener.close()
+        reserve.release()

@@ -10,12 +10,14 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 
 import trio
 
 from cluster.node import gctune
 from cluster.node.datadir import DataDir, DataDirError
+from cluster.node.fdlimit import plan_connections, raise_soft_limit
 from cluster.node.settings import (
     WEAK_CLUSTER_SECRET_BYTES,
     ConfigError,
@@ -50,6 +52,19 @@ async def _main_async(settings: NodeSettings, data_dir: DataDir) -> None:
                 break
 
 
+def _within_fd_limit(settings: NodeSettings) -> NodeSettings:
+    """Raise the soft descriptor limit and keep the connection caps below it (cluster/node/fdlimit.py)."""
+    before, soft, hard = raise_soft_limit()
+    if soft != before:
+        log.info("file descriptors: soft limit raised from %d to %d (hard limit %d)", before, soft, hard)
+    plan = plan_connections(
+        soft, max_connections=settings.max_connections, max_connections_per_ip=settings.max_connections_per_ip,
+        fd_reserve=settings.fd_reserve, peers=len(settings.peers),
+    )
+    log.info("%s", plan.describe(settings.max_connections, settings.max_connections_per_ip))
+    return replace(settings, max_connections=plan.max_connections, max_connections_per_ip=plan.max_connections_per_ip)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     try:
@@ -78,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"distro-node: {exc}", file=sys.stderr)
         sys.exit(2)
     gctune.install()
+    settings = _within_fd_limit(settings)
     try:
         trio.run(_main_async, settings, data_dir)
     finally:

@@ -98,6 +98,8 @@ class NodeSettings:
     previous_cluster_secrets: tuple[str, ...] = ()
     previous_token_secrets: tuple[str, ...] = ()
     list_cache_bytes: int = 64 * 1024 * 1024
+    max_connections_per_ip: int = 1024
+    fd_reserve: int = 256
     tls: TlsFiles | None = None  # --tls-cert-file/--tls-key-file/--tls-ca-file (None: TLS off)
     push_trusted_networks: tuple[Network, ...] = ()
     data_dir: str = ""
@@ -143,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster settings); default data/<node-id> under the working directory")
     add("log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
     add("max-body-bytes", 1_048_576, "largest request body (413 beyond)", int)
-    add("max-connections", 4096, "most client connections open at once", int)
+    add("max-connections", 4096, "most client connections open at once (kept below the file limit)", int)
+    add("max-connections-per-ip", 1024, "most client connections from one address (kept below half the above)", int)
+    add("fd-reserve", 256, "file descriptors kept for everything but client connections (plus 4 per peer)", int)
     add("request-timeout-ms", 10_000, "a request must arrive whole within this", int)
     add("idle-timeout-ms", 60_000, "idle keep-alive connections are closed after this", int)
     add("push-trusted-networks", "",
@@ -237,6 +241,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         previous_cluster_secrets=previous_cluster,
         previous_token_secrets=previous_token,
         list_cache_bytes=_non_negative("--list-cache-bytes", args.list_cache_bytes),
+        max_connections_per_ip=_positive("--max-connections-per-ip", args.max_connections_per_ip),
+        fd_reserve=_non_negative("--fd-reserve", args.fd_reserve),
         tls=tls_files(args.tls_cert_file, args.tls_key_file, args.tls_ca_file),
         push_trusted_networks=_networks("--push-trusted-networks", args.push_trusted_networks),
         data_dir=args.data_dir.strip() or default_data_dir(node_id),
@@ -248,6 +254,12 @@ def _networks(flag: str, text: str) -> tuple[Network, ...]:
         return parse_networks(text)
     except ValueError as exc:
         raise ConfigError(f"{flag}: {exc}") from None
+
+
+def _positive(flag: str, value: int) -> int:
+    if value <= 0:
+        raise ConfigError(f"{flag} must be positive, got {value}")
+    return value
 
 
 def _non_negative(flag: str, value: int) -> int:

@@ -184,6 +184,7 @@ class NodeServer:
         self.limits = HttpLimits(
             max_body_bytes=settings.max_body_bytes,
             max_connections=settings.max_connections,
+            max_connections_per_ip=settings.max_connections_per_ip,
             request_timeout_ms=settings.request_timeout_ms,
             idle_timeout_ms=settings.idle_timeout_ms,
         )

@@ -61,6 +61,14 @@ class Client:
     async def connect(cls, port: int) -> Client:
         return cls(await trio.open_tcp_stream("127.0.0.1", port))
 
+    @classmethod
+    async def connect_from(cls, port: int, source: str) -> Client:
+        """A connection from ``source`` (another loopback address) to 127.0.0.1:port."""
+        sock = trio.socket.socket()
+        await sock.bind((source, 0))
+        await sock.connect(("127.0.0.1", port))
+        return cls(trio.SocketStream(sock))
+
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
 
@@ -745,13 +753,12 @@ async def test_max_connections() -> None:
             assert (await c1.request(get("/1")))[0] == 200
             assert (await c2.request(get("/2")))[0] == 200
             assert stats.connections_open == 2
+            # both busy (half a request each): nothing idle to shed, so a third is refused
+            await c1.send(b"GET /half")
+            await c2.send(b"GET /half")
+            await trio.testing.wait_all_tasks_blocked()
             c3 = await Client.connect(port)
-            try:
-                status, headers, _ = await c3.read_response()
-                assert status == 503 and headers["connection"] == "close"
-            except EOFError as exc:  # the connection may also just be closed
-                assert exc.args == (b"",)
-            assert await c3.at_eof()
+            assert await refused_or_closed(c3)
             await c3.aclose()
             assert stats.rejected_connections_total == 1
             assert stats.connections_total == 2
@@ -761,9 +768,102 @@ async def test_max_connections() -> None:
             assert stats.connections_open == 1
             c4 = await Client.connect(port)
             assert (await c4.request(get("/4")))[0] == 200
-            assert (await c2.request(get("/2")))[0] == 200
+            await c2.send(b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert (await c2.read_response())[0] == 200
             await c2.aclose()
             await c4.aclose()
+
+
+async def refused_or_closed(c: Client) -> bool:
+    """True when the server answered 503 and closed, or just closed, a connection it would not serve."""
+    try:
+        status, headers, _ = await c.read_response()
+    except EOFError as exc:
+        return exc.args == (b"",)
+    return status == 503 and headers["connection"] == "close" and await c.at_eof()
+
+
+async def test_one_address_cannot_hold_every_connection() -> None:
+    # Issue 14, finding 3: one address holding more idle keep-alive sockets than max_connections got every
+    # other client a 503. Now each address has its own cap below the global one.
+    limits = HttpLimits(max_connections=6, max_connections_per_ip=3)
+    with trio.fail_after(GUARD):
+        async with running(limits=limits) as (port, stats):
+            hog = [await Client.connect(port) for _ in range(3)]
+            for c in hog:
+                assert (await c.request(get("/mine")))[0] == 200  # three idle keep-alive connections now
+            extra = await Client.connect(port)
+            assert await refused_or_closed(extra)
+            assert stats.rejected_per_ip_total == 1
+            other = await Client.connect_from(port, "127.0.0.2")
+            assert (await other.request(get("/healthz")))[0] == 200
+            for c in [*hog, extra, other]:
+                await c.aclose()
+
+
+async def test_at_the_global_cap_the_oldest_idle_connection_makes_room() -> None:
+    # Many addresses together: idle keep-alive connections are shed (oldest first) before anyone is refused.
+    limits = HttpLimits(max_connections=4, max_connections_per_ip=4)
+    with trio.fail_after(GUARD):
+        async with running(limits=limits) as (port, stats):
+            idle = [await Client.connect_from(port, f"127.0.0.{i + 10}") for i in range(4)]
+            for c in idle:
+                assert (await c.request(get("/idle")))[0] == 200
+            newcomer = await Client.connect_from(port, "127.0.0.20")
+            assert (await newcomer.request(get("/new")))[0] == 200
+            assert await idle[0].at_eof()  # the oldest idle one was closed to make room
+            assert (await idle[1].request(get("/still")))[0] == 200
+            assert stats.idle_evicted_total == 1 and stats.rejected_connections_total == 0
+            for c in [*idle, newcomer]:
+                await c.aclose()
+
+
+_LOW_FD_SERVER = """
+import resource, sys, trio
+from functools import partial
+from cluster.http import HttpLimits, Response, serve_http
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+async def handler(request):
+    return Response.text(200, "ok")
+async def main():
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_http, handler, "127.0.0.1", 0, HttpLimits(max_connections=1000,
+                                           max_connections_per_ip=1000)))
+        print(port, flush=True)
+trio.run(main)
+"""
+
+
+async def test_out_of_descriptors_clients_get_503_not_silence() -> None:
+    # Issue 14, finding 3: at the soft file limit accept() failed with EMFILE and the clients waiting in the
+    # backlog hung. Now a reserved descriptor takes each of them and answers 503.
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _LOW_FD_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        with trio.fail_after(GUARD):
+            clients = [await Client.connect(port) for _ in range(100)]  # more than 64 descriptors' worth
+            for c in clients:
+                await c.send(get("/x"))
+            statuses = []
+            for c in clients:
+                try:
+                    statuses.append((await c.read_response())[0])
+                except EOFError:
+                    statuses.append(0)
+            assert statuses.count(200) >= 40 and statuses.count(503) >= 30, statuses
+            assert set(statuses) <= {200, 503}
+            for c in clients:
+                await c.aclose()
+            late = await Client.connect(port)  # the server is still fine
+            assert (await late.request(get("/y")))[0] == 200
+            await late.aclose()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 async def test_server_stops_when_cancelled() -> None:
