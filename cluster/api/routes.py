@@ -144,9 +144,10 @@ class NamingApi:
         self.list_hooks: tuple[ListHook, ...] = (push.on_list,)
         # service/subscribers: this node's subscribers, and by default every up peer's (over the peer link)
         self.subscribers = SubscribersService(runtime, [push.subscriber_rows, watch.subscriber_rows])
-        # operator/switches: kept in memory; three entries steer the list answers and the UDP push
-        self.switches = Switches()
+        # operator/switches: cluster data; three entries steer the list answers and the UDP push
+        self.switches = Switches(runtime)
         self.switches.listeners.append(partial(_apply_switches, push))
+        _apply_switches(push, self.switches.current())  # switches kept on disk or replicated before us
         namespaces = NamespaceApi(runtime)
         clusters = ClusterApi(runtime, metadata_max_keys=metadata_max_keys, metadata_max_bytes=metadata_max_bytes)
         login = OpenLogin().login if auth is None else auth.login
@@ -432,7 +433,7 @@ class NamingApi:
             raise ValidationError(f'For input string: "{udp_port[:64]}"')
         if params.lenient_boolean("isCheck", False):
             return Response.json({})
-        cache_millis = int(self.switches.domain["defaultCacheMillis"])
+        cache_millis = int(self.switches.current()["defaultCacheMillis"])
         for hook in self.list_hooks:
             cache_millis = max(cache_millis, hook(request, params, key))
         query = ListQuery(key, tuple(clusters), healthy_only, client_agent(request).wants_grouped_names)

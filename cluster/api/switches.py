@@ -10,8 +10,8 @@ What the values do here: ``pushEnabled`` turns UDP push subscriptions on and off
 subscribers. Every other entry is kept and shown for tools that read it, and changes nothing: this
 registry has no Raft, no server-side health checks and its own peer protocol (docs/api-naming.md).
 
-The switches live in this node's memory: a PUT changes the node that received it, and a restart
-forgets it (docs/api-naming.md says so).
+The switches an operator changed are cluster data (:class:`Switches`): a PUT on any node changes every
+node, and a full restart keeps them when the nodes keep a data folder.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ import trio
 
 from cluster.api.params import Params
 from cluster.http import Request, Response
+from cluster.node.pump import NodeRuntime
 from distro.model import ValidationError
+from distro.requests import PutSetting
 
-__all__ = ["SWITCH_DOMAIN_NAME", "SwitchDomain", "Switches", "default_switches"]
+__all__ = ["SETTING_PREFIX", "SWITCH_DOMAIN_NAME", "SwitchDomain", "Switches", "default_switches"]
 
 SWITCH_DOMAIN_NAME = "00-00---000-NACOS_SWITCH_DOMAIN-000---00-00"
 _VERSION_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
@@ -230,38 +232,94 @@ _ENTRIES: dict[str, Callable[[SwitchDomain, str], None]] = {
     "autoChangeHealthCheckEnabled": _set_bool("autoChangeHealthCheckEnabled", _lenient_bool),
 }
 MAX_VALUE_CHARS = 65536
+_FIXED = ("name", "checksum")  # not switches: the domain's name, and Nacos's always-null checksum
+_DEFAULTS = default_switches()
+SETTING_PREFIX = "switches/"
+"""Each changed switch is the registry-wide setting ``switches/<field>`` (its value: the field's JSON)."""
 
 
 class Switches:
-    """The switch domain of one node and its two routes; ``listeners`` hear every change."""
+    """The switch domain of one node and its two routes; ``listeners`` hear every change.
 
-    def __init__(self) -> None:
-        self.domain: SwitchDomain = default_switches()
+    The domain is Nacos's defaults overlaid with the switches an operator changed. Those are registry-wide
+    settings (:class:`~distro.requests.PutSetting`, one per field, named ``switches/<field>``): cluster data,
+    written through the owner of their reserved key, replicated to every node and kept on disk
+    (``--data-dir``) like namespaces. Each field is its own setting, so two operators changing two switches
+    at once on two nodes both keep their change.
+    """
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.runtime = runtime
         self.listeners: list[Callable[[SwitchDomain], None]] = []
+        self._overrides: dict[str, Any] = {}
+        for name, text in runtime.node.settings().items():
+            self._absorb(name, text)
+        self._domain = self._build()
+        runtime.setting_listeners.append(self._on_setting)
 
-    def update(self, entry: str, value: str) -> None:
-        """Apply one entry (Nacos's rules and texts); ValidationError for a bad value or an unknown entry."""
+    def _absorb(self, name: str, text: str | None) -> bool:
+        """Take one setting in; whether it was a switch."""
+        if not name.startswith(SETTING_PREFIX):
+            return False
+        field_name = name[len(SETTING_PREFIX) :]
+        if field_name in _FIXED or field_name not in _DEFAULTS:
+            return False
+        if text is None:
+            self._overrides.pop(field_name, None)
+            return True
+        try:
+            self._overrides[field_name] = json.loads(text)
+        except (ValueError, RecursionError):  # written by a node that checked it: never expected
+            return False
+        return True
+
+    def _build(self) -> SwitchDomain:
+        domain = default_switches()
+        domain.update(self._overrides)
+        return domain
+
+    def _on_setting(self, name: str, text: str | None) -> None:
+        """The runtime's setting listener: a switch changed here (written, replicated or loaded)."""
+        if self._absorb(name, text):
+            self._domain = self._build()
+            for listener in self.listeners:
+                listener(self._domain)
+
+    def current(self) -> SwitchDomain:
+        """The domain as this node holds it now (do not mutate)."""
+        return self._domain
+
+    def changed_fields(self, entry: str, value: str) -> tuple[tuple[str, str], ...]:
+        """What ``PUT ?entry=&value=`` changes: ``(field, JSON)`` pairs (Nacos's rules and texts); raises
+        ValidationError for a bad value or an unknown entry."""
         apply = _ENTRIES.get(entry)
         if apply is None:
             raise ValidationError(f"unknown switch entry: {entry[:64]} (known: {', '.join(sorted(_ENTRIES))})")
         if len(value) > MAX_VALUE_CHARS:
             raise ValidationError(f"Param 'value' is too long: at most {MAX_VALUE_CHARS} characters")
-        candidate = json.loads(json.dumps(self.domain))  # a deep copy: a refused value changes nothing
+        current = self._domain
+        candidate = json.loads(json.dumps(current))  # a deep copy: a refused value changes nothing
         apply(candidate, value)
-        self.domain = candidate
-        for listener in self.listeners:
-            listener(candidate)
+        return tuple(
+            (name, json.dumps(candidate[name], separators=(",", ":")))
+            for name in candidate
+            if name not in _FIXED and candidate[name] != current[name]
+        )
 
     async def get(self, request: Request, params: Params) -> Response:
         """GET /operator/switches."""
         await trio.lowlevel.checkpoint()
-        return Response.json(self.domain)
+        return Response.json(self._domain)
 
     async def put(self, request: Request, params: Params) -> Response:
-        """PUT /operator/switches?entry=&value=: ``ok``."""
-        await trio.lowlevel.checkpoint()
+        """PUT /operator/switches?entry=&value=: ``ok`` once the owner of the settings took every change."""
         entry = params.spring_required("entry")
         value = params.spring_required("value")
-        params.boolean("debug", False)  # Nacos's debug applies locally only: so does every change here
-        self.update(entry, value)
+        params.boolean("debug", False)  # Nacos's debug applies on one node only; every change here is cluster-wide
+        await trio.lowlevel.checkpoint()
+        for field_name, text in self.changed_fields(entry, value):
+            result = await self.runtime.submit(PutSetting(SETTING_PREFIX + field_name, text))
+            if not result.ok:
+                return Response.text(result.status, str(result.body))
+            self._on_setting(SETTING_PREFIX + field_name, text)  # read your writes before replication
         return Response.text(200, "ok")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import httpx
 import trio
 
-from tests.client.support import InProcessCluster, register
+from tests.client.support import InProcessCluster, register, wait_for
 
 NS = "/nacos/v1/ns"
 
@@ -87,4 +87,20 @@ async def test_cluster_state_legacy_aliases_and_servers() -> None:
         servers = (await http.get(f"{url}{NS}/operator/servers")).json()["servers"]
         assert len(servers) == 2
         assert all(0 <= s["extendInfo"]["lastRefreshTime"] < 2**53 for s in servers)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_switch_changed_on_one_node_shows_on_every_node() -> None:
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        urls = (await InProcessCluster(3).start(nursery)).urls
+        put = await http.put(f"{urls[2]}{NS}/operator/switches", params={"entry": "defaultCacheMillis", "value": "6000"})
+        assert (put.status_code, put.text) == (200, "ok")
+        for url in urls:
+            async def changed(url: str = url) -> bool:
+                domain = (await http.get(f"{url}{NS}/operator/switches")).json()
+                return bool(domain["defaultCacheMillis"] == 6000)
+
+            await wait_for(changed, what=f"the switch on {url}")
+            listed = await http.get(f"{url}{NS}/instance/list", params={"serviceName": "anything"})
+            assert listed.json()["cacheMillis"] == 6000
         nursery.cancel_scope.cancel()
