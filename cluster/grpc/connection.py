@@ -16,7 +16,10 @@ Bounds (:class:`GrpcLimits`), so no client can make a node hold without end:
   progress for ``stall_timeout_ms`` (it does not read, or never opens its flow-control window), is a slow
   reader and is disconnected. Pushes are built when they are written (:meth:`GrpcConnection.pull_pushes`),
   so a slow reader's pushes coalesce instead of piling up;
-* ``max_concurrent_streams`` is announced in SETTINGS and enforced by ``h2``.
+* ``max_concurrent_streams`` is announced in SETTINGS and enforced by ``h2``;
+* a connection that has not set itself up (``ConnectionSetupRequest`` on its bi-stream) within
+  ``setup_timeout_ms`` is closed: idle or half-open sockets cannot pile up. Once set up, the connection
+  table's detection watches it.
 
 Received DATA is acknowledged to ``h2`` at once (the buffers above are what is bounded), so a client
 never stalls on our receive window.
@@ -72,6 +75,7 @@ class GrpcLimits:
     max_outbound_bytes: int = 12 * 1024 * 1024
     max_concurrent_streams: int = 128
     stall_timeout_ms: int = 20_000
+    setup_timeout_ms: int = 10_000  # a connection that has not sent its ConnectionSetupRequest by then is closed
     initial_window_bytes: int = 1024 * 1024
 
 
@@ -161,12 +165,18 @@ class GrpcConnection:
                 self._nursery = nursery
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._reader, handler, nursery)
+                nursery.start_soon(self._setup_deadline)
                 await self._closed.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
             with trio.CancelScope(shield=True):
                 await self._goodbye()
+
+    async def _setup_deadline(self) -> None:
+        await trio.sleep(self.limits.setup_timeout_ms / 1000)
+        if not self.registered:
+            self.close(f"no connection setup within {self.limits.setup_timeout_ms} ms")
 
     def close(self, reason: str) -> None:
         """End the connection (from any task)."""

@@ -66,6 +66,7 @@ def _reason_class(reason: str) -> str:
         ("HTTP/2 protocol error", "protocol_error"),
         ("bad message", "protocol_error"),
         ("over ", "inbound_limit"),
+        ("no connection setup", "no_setup"),
     ):
         if reason.startswith(prefix):
             return name

@@ -95,6 +95,7 @@ class NodeSettings:
     grpc: bool = True
     grpc_port_offset: int = 1000
     grpc_max_connections: int = 16_384
+    grpc_stall_timeout_ms: int = 20_000
     previous_cluster_secrets: tuple[str, ...] = ()
     previous_token_secrets: tuple[str, ...] = ()
     list_cache_bytes: int = 64 * 1024 * 1024
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the Nacos 2.x/3.x gRPC protocol (on by default)")
     add("grpc-port-offset", 1000, "the Nacos 2.x gRPC port is the HTTP port plus this (Nacos's rule)", int)
     add("grpc-max-connections", 16_384, "most gRPC client connections open at once", int)
+    add("grpc-stall-timeout-ms", 20_000,
+        "a gRPC client whose pending output makes no progress for this long (it does not read) is disconnected", int)
     add("data-dir", "", "this node's own folder for what survives a full restart (namespaces, service and "
         "cluster settings); default data/<node-id> under the working directory")
     add("log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
@@ -179,6 +182,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     _check_offsets(args.port, args.peer_port_offset, args.grpc_port_offset if args.grpc else None)
+    if args.grpc_max_connections < 1 or args.grpc_stall_timeout_ms < 1:
+        raise ConfigError("--grpc-max-connections and --grpc-stall-timeout-ms must be positive")
     advertise = args.advertise_address or f"{_default_host(args.host)}:{args.port}"
     peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
     for peer in peers:
@@ -225,6 +230,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         grpc=args.grpc,
         grpc_port_offset=args.grpc_port_offset,
         grpc_max_connections=args.grpc_max_connections,
+        grpc_stall_timeout_ms=args.grpc_stall_timeout_ms,
         core=core,
         log_level=args.log_level.upper(),
         max_body_bytes=args.max_body_bytes,

@@ -36,7 +36,7 @@ from cluster.api.watch import WatchConfig, WatchService
 from cluster.console.assets import StaticAssets
 from cluster.console.endpoints import ConsoleEndpoints
 from cluster.console.front import ConsoleFront
-from cluster.grpc import GrpcServer
+from cluster.grpc import GrpcLimits, GrpcServer
 from cluster.grpc.requests import InstanceLimits
 from cluster.http import HttpLimits, HttpStats, serve_http
 from cluster.metrics import render_http_metrics, render_peer_link_metrics
@@ -155,6 +155,7 @@ class NodeServer:
                 self.runtime,
                 renderer=renderer,
                 max_connections=settings.grpc_max_connections,
+                limits=GrpcLimits(stall_timeout_ms=settings.grpc_stall_timeout_ms),
                 instance_limits=InstanceLimits(settings.metadata_max_keys, settings.metadata_max_bytes),
                 check_token=None if auth is None else (lambda token: auth.check(token).status),
             )

@@ -202,3 +202,16 @@ async def test_tokens_are_checked_on_naming_requests() -> None:
         assert (await c.call("InstanceRequest", register_body(), {"accessToken": "bad"}))["message"] == "token invalid!"
         assert (await c.call("InstanceRequest", register_body(), {"accessToken": "good"}))["success"]
         assert node.ips() == ["10.0.0.1"] and node.server.front.stats.auth_refused == 3
+
+
+async def test_a_connection_that_never_sets_up_is_closed() -> None:
+    async with one_node(limits=GrpcLimits(setup_timeout_ms=200)) as node:
+        silent = await trio.open_tcp_stream("127.0.0.1", node.port)  # sends nothing at all
+        async with client(node, setup=False) as checked_only:
+            await checked_only.call("ServerCheckRequest")  # a server check alone does not set up
+            with trio.fail_after(10):
+                while await silent.receive_some(65536):  # the server's SETTINGS, then EOF
+                    pass
+                await checked_only.closed.wait()
+        await silent.aclose()
+        assert node.server.stats.closed.get("no_setup") == 2
