@@ -23,8 +23,9 @@ Layout (compact: a type tag and positional fields, never field names)::
 
     item     = [key, entry_id, ms, counter, node, value]
     value    = None (tombstone)
-             | ["i", ip, port, cluster, weight, healthy, enabled, metadata (, connection)]
-                                                       connection only when the instance has one
+             | ["i", ip, port, cluster, weight, healthy, enabled, metadata (, connection (, assigned id))]
+                                                       connection only when the instance has one (or an
+                                                       assigned id, the snowflake generator's, follows)
              | ["m", protect_threshold, metadata, selector_type, implicit]   (under "#meta")
              | ["c", check_port, use_instance_port, checker, metadata]       (under "#cluster/<name>")
              | ["n", name, desc, created_ms]                                 (a namespace, reserved key)
@@ -144,6 +145,8 @@ MAX_STRING = 1024
 MAX_METADATA_CHARS = 65536
 """Longest metadata map or result body: keys plus values, in characters."""
 MAX_METADATA_KEYS = 4096
+MAX_ASSIGNED_ID = 64
+"""Longest instance id an owner assigns (a snowflake id is a small decimal number)."""
 MAX_ITEMS = 100_000
 """Most items, digests or wanted keys in one message."""
 MAX_INT64 = 2**63 - 1
@@ -160,7 +163,9 @@ _SEQ = (list, tuple)
 
 def _enc_instance(inst: Instance) -> list[Any]:
     out = ["i", inst.ip, inst.port, inst.cluster, inst.weight, inst.healthy, inst.enabled, dict(inst.metadata)]
-    if inst.connection:
+    if inst.assigned_id:
+        out.extend((inst.connection, inst.assigned_id))
+    elif inst.connection:
         out.append(inst.connection)
     return out
 
@@ -468,12 +473,14 @@ def _port(obj: Any) -> int:
 
 
 def _instance(obj: Any, ctx: _Ctx, *, check_ip: bool) -> Instance:
-    if type(obj) not in _SEQ or len(obj) not in (8, 9) or obj[0] != "i":
+    if type(obj) not in _SEQ or len(obj) not in (8, 9, 10) or obj[0] != "i":
         raise ProtocolError(
-            "instance: expected ['i', ip, port, cluster, weight, healthy, enabled, metadata (, connection)]"
+            "instance: expected ['i', ip, port, cluster, weight, healthy, enabled, metadata "
+            "(, connection (, assigned id))]"
         )
     _, ip, port, cluster, weight, healthy, enabled, metadata = obj[:8]
-    connection = _str(obj[8], "connection") if len(obj) == 9 else ""
+    connection = _str(obj[8], "connection") if len(obj) >= 9 else ""
+    assigned_id = _str(obj[9], "assigned id", MAX_ASSIGNED_ID) if len(obj) == 10 else ""
     if check_ip:
         ip = _ip(ip)
     elif type(ip) is not str or not ip or len(ip) > 253:
@@ -487,6 +494,7 @@ def _instance(obj: Any, ctx: _Ctx, *, check_ip: bool) -> Instance:
         _bool(enabled, "enabled"),
         _metadata(metadata, "metadata"),
         connection,
+        assigned_id,
     )
 
 
@@ -598,11 +606,14 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
             raise ProtocolError("version node: expected a string")
         if value is None:
             entry_value: EntryValue = None
-        elif type(value) in seq_types and len(value) in (8, 9) and value[0] == "i" and key.group:
+        elif type(value) in seq_types and 8 <= len(value) <= 10 and value[0] == "i" and key.group:
             _, ip, port, cluster, weight, healthy, enabled, metadata = value[:8]
-            connection = value[8] if len(value) == 9 else ""
+            connection = value[8] if len(value) >= 9 else ""
             if type(connection) is not str or len(connection) > max_str:
                 raise ProtocolError("connection: expected a string")
+            assigned_id = value[9] if len(value) == 10 else ""
+            if type(assigned_id) is not str or len(assigned_id) > MAX_ASSIGNED_ID:
+                raise ProtocolError("assigned id: expected a string")
             if type(ip) is not str or not ip or len(ip) > 253:
                 raise ProtocolError("ip: expected a string of 1..253 characters")
             if type(port) is not int or not 0 <= port <= 65535:
@@ -617,7 +628,7 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
                 metadata = _metadata(metadata, "metadata")
             if entry_id != instance_entry_id(cluster, ip, port):
                 raise ProtocolError("item: entry id does not match the instance")
-            entry_value = Instance(ip, port, cluster, weight, healthy, enabled, metadata, connection)
+            entry_value = Instance(ip, port, cluster, weight, healthy, enabled, metadata, connection, assigned_id)
         else:
             entry_value = _settings_value(key, entry_id, value, ctx)
         append((key, entry_id, Entry(Version(ms, counter, node), entry_value)))

@@ -25,6 +25,7 @@ __all__ = [
     "META_BEAT_INTERVAL",
     "META_BEAT_TIMEOUT",
     "META_DELETE_TIMEOUT",
+    "META_ID_GENERATOR",
     "NAMESPACE_SEPARATOR",
     "Instance",
     "ServiceKey",
@@ -52,6 +53,7 @@ NAMESPACE_SEPARATOR = "##"
 META_BEAT_INTERVAL = "preserved.heart.beat.interval"
 META_BEAT_TIMEOUT = "preserved.heart.beat.timeout"
 META_DELETE_TIMEOUT = "preserved.ip.delete.timeout"
+META_ID_GENERATOR = "preserved.instance.id.generator"
 # The range a client may set the two expiry timings to (a silent instance must not live for ever).
 TIMING_RANGE_MS: dict[str, tuple[int, int]] = {
     META_BEAT_TIMEOUT: (1_000, 3_600_000),
@@ -288,6 +290,10 @@ class Instance:
     # The gRPC connection this instance lives by ("" for an instance that lives by heartbeats): set by the
     # node holding the connection (distro/connections.py), replicated with the entry, never shown to clients.
     connection: str = ""
+    # The instance id its owner assigned when metadata asked for another generator than ``simple``
+    # (``preserved.instance.id.generator=snowflake``); "" for the simple id. Kept when the instance is
+    # registered again, replicated with the entry.
+    assigned_id: str = ""
 
     @property
     def entry_id(self) -> str:
@@ -295,8 +301,20 @@ class Instance:
         return instance_entry_id(self.cluster, self.ip, self.port)
 
     def instance_id(self, key: ServiceKey) -> str:
-        """Nacos's ``simple`` id: ``ip#port#cluster#group@@service``."""
+        """The assigned id (``snowflake``), else Nacos's ``simple`` id: ``ip#port#cluster#group@@service``."""
+        if self.assigned_id:
+            return self.assigned_id
         return f"{self.ip}#{self.port}#{self.cluster}#{key.grouped_name}"
+
+    @property
+    def id_generator(self) -> str:
+        """``preserved.instance.id.generator`` (``simple`` when absent), as Nacos shows it."""
+        return self.metadata.get(META_ID_GENERATOR, "simple")
+
+    @property
+    def wants_snowflake_id(self) -> bool:
+        """Whether the metadata asks for Nacos's ``snowflake`` generator (any case)."""
+        return self.id_generator.lower() == "snowflake"
 
     def beat_interval_ms(self, default: int) -> int:
         """Client beat interval, overridable by ``preserved.heart.beat.interval``."""

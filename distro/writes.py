@@ -151,7 +151,11 @@ class ClientWrites:
         entry_id = instance.entry_id
         self._deregistered.pop((key, entry_id), None)
         existing = self._store.live_instance(key, entry_id)
+        if existing is not None and instance.assigned_id != existing.assigned_id:
+            instance = replace(instance, assigned_id=existing.assigned_id)  # Nacos keeps an instance's id
         if existing is None:
+            if instance.wants_snowflake_id and not instance.assigned_id:
+                instance = replace(instance, assigned_id=self._snowflake_id(key))
             limit = self._config.max_instances_per_service
             self._check_service_room(key)
             if self._store.live_instance_count(key) >= limit:
@@ -168,6 +172,16 @@ class ClientWrites:
             self._write(key, entry_id, instance, now_ms)
         self._touch(key, entry_id, now_ms)
         return OK
+
+    def _snowflake_id(self, key: ServiceKey) -> str:
+        """Nacos's ``snowflake`` instance id: the smallest non-negative integer no instance of the service
+        holds as its id (O(instances of the service), only when such an instance is registered)."""
+        datum = self._store.datum(key) or {}
+        taken = {entry.value.assigned_id for entry in datum.values() if isinstance(entry.value, Instance)}
+        number = 0
+        while str(number) in taken:
+            number += 1
+        return str(number)
 
     def _check_service_room(self, key: ServiceKey) -> None:
         """Refuse a client write that would add a service beyond ``max_services`` (replication never is).

@@ -85,7 +85,7 @@ def instance_json(key: ServiceKey, inst: Instance, timings: tuple[int, int, int]
         instanceHeartBeatInterval=inst.beat_interval_ms(interval),
         instanceHeartBeatTimeOut=inst.heartbeat_timeout_ms(timeout),
         ipDeleteTimeout=inst.expire_ms(delete),
-        instanceIdGenerator=inst.metadata.get("preserved.instance.id.generator", "simple"),
+        instanceIdGenerator=inst.id_generator,
     )
     return body
 

@@ -137,7 +137,7 @@ class ListRenderer:
                 "instanceHeartBeatInterval": inst.beat_interval_ms(cfg.client_beat_interval_ms),
                 "instanceHeartBeatTimeOut": inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms),
                 "ipDeleteTimeout": inst.expire_ms(cfg.instance_expire_ms),
-                "instanceIdGenerator": "simple",
+                "instanceIdGenerator": inst.id_generator,
             }
             for inst in selection.hosts
         ]
