@@ -37,7 +37,7 @@ class ServiceSummary:
     revision: int
     ip_count: int
     healthy_count: int
-    clusters: tuple[str, ...]  # sorted names of the clusters that hold instances
+    clusters: tuple[str, ...]  # sorted names of the clusters that hold instances or were configured
     trigger_flag: bool  # the healthy share is at or below the protect threshold (false with no instance)
 
 
@@ -48,7 +48,7 @@ def summarize(view: ServiceView) -> ServiceSummary:
     total = len(instances)
     # Nacos: healthyCount * 1.0 / total <= threshold; 0/0 is NaN there, and NaN <= x is false.
     trigger = bool(total) and healthy / total <= view.protect_threshold
-    clusters = tuple(sorted({inst.cluster for inst in instances}))
+    clusters = tuple(sorted({inst.cluster for inst in instances} | set(view.clusters)))
     return ServiceSummary(view.key, view.revision, total, healthy, clusters, trigger)
 
 

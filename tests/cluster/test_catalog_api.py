@@ -143,3 +143,15 @@ async def test_service_list_names_and_all_dom_names() -> None:
         doms = await _get(http, url, "/api/allDomNames")
         assert doms["count"] == 5 and doms["doms"]["dev"] == ["other"]
         nursery.cancel_scope.cancel()
+
+
+async def test_configured_clusters_count_in_the_service_table() -> None:
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        url = (await InProcessCluster(1).start(nursery)).urls[0]
+        await register(http, url, "clus", "10.1.0.1", 80, clusterName="c1")
+        put = await http.put(f"{url}{NS}/cluster", params={"serviceName": "clus", "clusterName": "c9",
+                                                          "metadata": '{"k":"v"}'})
+        assert put.text == "ok", put.text
+        row = (await _get(http, url, "/catalog/services", serviceNameParam="clus"))["serviceList"][0]
+        assert (row["clusterCount"], row["ipCount"]) == (2, 1)
+        nursery.cancel_scope.cancel()
