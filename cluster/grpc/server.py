@@ -36,6 +36,7 @@ from cluster.metrics import counter, family, gauge
 from cluster.node.listeners import open_listeners
 from cluster.node.pump import NodeRuntime
 from distro.connections import new_connection_id
+from distro.messages import SubscriberRow
 from distro.model import ServiceKey
 from distro.requests import ClientRequest
 from distro.views import ServiceView
@@ -210,6 +211,19 @@ class GrpcServer:
     # ------------------------------------------------------------------------------------------
     # reporting
     # ------------------------------------------------------------------------------------------
+    def subscriber_rows(self, key: ServiceKey) -> list[SubscriberRow]:
+        """This node's gRPC subscribers of ``key`` as ``service/subscribers`` rows (protocol ``grpc``): one
+        per connection and clusters filter, with the client's address and version."""
+        rows: list[SubscriberRow] = []
+        for connection_id, filters in self.subscriptions.subscribers_of(key).items():
+            conn = self.connections.get(connection_id)
+            if conn is None:
+                continue
+            ip, port = conn.remote
+            for clusters in filters:
+                rows.append((f"{ip}:{port}", conn.client_version, "", ip, port, ",".join(clusters), "grpc"))
+        return rows
+
     def render_metrics(self) -> str:
         """Prometheus text: connections, requests, pushes (the connection table's gauges are the core's)."""
         s, p, c = self.stats, self.subscriptions.stats, self.front.stats

@@ -180,6 +180,8 @@ class NodeServer:
             metadata_max_bytes=settings.metadata_max_bytes,
             metadata_max_keys=settings.metadata_max_keys,
         )
+        if self.grpc is not None:  # service/subscribers lists gRPC subscribers beside UDP and watch ones
+            self.api.subscribers.sources.append(self.grpc.subscriber_rows)
         # The web console's static files are answered in front of the API (they need no token).
         self.handler = ConsoleFront(self.api, StaticAssets.from_package())
         self.limits = HttpLimits(

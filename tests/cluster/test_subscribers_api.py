@@ -83,3 +83,13 @@ async def test_http_watchers_are_subscribers_while_they_wait() -> None:
         (row,) = (await _subscribers(http, urls[0], "watched"))["subscribers"]
         assert (row["protocol"], row["agent"], row["app"], row["ip"]) == ("watch", "distroreg/1", "shop", "127.0.0.1")
         nursery.cancel_scope.cancel()
+
+
+async def test_the_node_lists_grpc_subscribers_too() -> None:
+    from cluster.node.settings import parse_settings
+    from cluster.node.wiring import NodeServer
+
+    server = NodeServer(parse_settings(["--port", "18860"]))
+    assert server.grpc is not None
+    sources = server.api.subscribers.sources
+    assert server.grpc.subscriber_rows in sources and server.push.subscriber_rows in sources
