@@ -130,16 +130,6 @@ class Registry:
         wait_until(lambda: all(len(self.hosts(n, service, **params)) == count for n in self.nodes),
                    f"{count} instances of {service} on every node")
 
-    def missing(self, *paths: str) -> list[str]:
-        """Which of these routes this build does not have yet (the node answers 501 ``no such api``)."""
-        absent = []
-        for path in paths:
-            method, _, route = path.rpartition(" ")
-            answer = self.call(self.nodes[0], method or "GET", route)
-            if answer.status_code == 501 and answer.text.startswith("no such api"):
-                absent.append(path)
-        return absent
-
     def logs(self) -> str:
         return "\n".join(f"===== {n.node_id} {n.address}\n{n.log_tail(60)}" for n in self.nodes)
 
@@ -195,27 +185,6 @@ def browser_binaries() -> tuple[str, str]:
     pytest.skip(message)
 
 
-# Routes of issue 12 (built in parallel, helper V) that the console calls. Until a build has them, the tests
-# that need them skip (``needs``) and the browser's 501s for them are not counted as errors; once they exist,
-# nothing is skipped or ignored. TODO(issue 13): delete this list when issue 12 has landed.
-PENDING_ROUTES = ("GET /nacos/v1/console/namespaces", "GET /nacos/v1/ns/catalog/service",
-                  "GET /nacos/v1/ns/catalog/instances", "PUT /nacos/v1/ns/cluster")
-
-
-def needs(registry: Registry, *routes: str) -> None:
-    """Skip the test while this build lacks one of ``routes`` (see PENDING_ROUTES)."""
-    absent = registry.missing(*routes)
-    if absent:
-        pytest.skip(f"waiting for issue 12: {', '.join(absent)}")
-
-
-def unexpected(errors: list[str]) -> list[str]:
-    """The browser errors that are not a 501 for one of PENDING_ROUTES."""
-    pending = [r.rpartition(" ")[2] for r in PENDING_ROUTES]
-    return [e for e in errors
-            if not ("status of 501" in e and any(f"{p}?" in e or e.split(" - ")[0].endswith(p) for p in pending))]
-
-
 @pytest.fixture
 def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     from tests.console.driver import Browser
@@ -226,7 +195,7 @@ def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     try:
         yield page
         if not request.node.get_closest_marker("browser_errors_expected"):
-            errors = unexpected(page.errors())
+            errors = page.errors()
             assert not errors, "the browser logged errors:\n" + "\n".join(errors)
     finally:
         page.quit()

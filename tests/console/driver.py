@@ -34,6 +34,7 @@ class Browser:
         self.screenshots = screenshots
         self.docs = docs
         self.refresh_docs = refresh_docs
+        self.network_changes = 0
         self._log: list[dict[str, Any]] = []
 
     @classmethod
@@ -56,8 +57,24 @@ class Browser:
 
     # -- navigation -------------------------------------------------------------------------------------
     def open(self, url: str) -> None:
-        """Load a URL and mark the document, so :meth:`reloaded` can tell whether it was loaded again."""
-        self.driver.get(url)
+        """Load a URL until the console has started, and mark the document, so :meth:`reloaded` can tell
+        whether it was loaded again.
+
+        Chromium aborts requests in flight when the host's network interfaces change (Docker starting or
+        stopping containers on this machine does that), even on loopback (``net::ERR_NETWORK_CHANGED``). The
+        console's own calls recover (they retry), but a module that failed to load leaves a dead page; so a
+        load that did not start the console and saw that error is tried again, as a person would reload.
+        """
+        for attempt in range(3):
+            self.driver.get(url)
+            try:
+                self.wait(lambda: self.driver.execute_script("return document.documentElement.dataset.console"),
+                          "the console to start", timeout_s=TIMEOUT_S)
+                break
+            except AssertionError:
+                self.errors()
+                if attempt == 2 or not self.network_changes:
+                    raise
         self.driver.execute_script("window.__consoleTestMark = 'loaded-once';")
 
     def reloaded(self) -> bool:
@@ -75,7 +92,8 @@ class Browser:
             except (NoSuchElementException, StaleElementReferenceException):
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; the page says:\n{self.text()[:3000]}")
+                raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; the browser logged "
+                                     f"{self.errors()}; the page says:\n{self.text()[:3000]}")
             time.sleep(0.05)
 
     # -- reading ----------------------------------------------------------------------------------------
@@ -128,9 +146,13 @@ class Browser:
         return True
 
     def errors(self) -> list[str]:
-        """Every SEVERE entry of the browser's log (JavaScript errors, failed fetches, CSP violations)."""
+        """Every SEVERE entry of the browser's log (JavaScript errors, failed fetches, CSP violations), but
+        ``net::ERR_NETWORK_CHANGED``: the host changed its network interfaces (see :meth:`open`); those are
+        counted in ``network_changes``."""
         self._log.extend(self.driver.get_log("browser"))
-        return [f"{e.get('source')}: {e.get('message')}" for e in self._log if e.get("level") == "SEVERE"]
+        severe = [f"{e.get('source')}: {e.get('message')}" for e in self._log if e.get("level") == "SEVERE"]
+        self.network_changes = sum("net::ERR_NETWORK_CHANGED" in e for e in severe)
+        return [e for e in severe if "net::ERR_NETWORK_CHANGED" not in e]
 
     def screenshot(self, name: str) -> Path:
         """The whole page (up to 2,400 pixels high) as <screenshots>/<name>.png, copied to <docs>/<name>.png

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.console.conftest import ADMIN_PASSWORD, CONSOLE, Registry, unexpected, unique
+from tests.console.conftest import ADMIN_PASSWORD, CONSOLE, Registry, unique
 from tests.console.driver import Browser
 from tests.console.test_browser import console_url
 
@@ -52,7 +52,7 @@ def test_a_wrong_password_is_refused(auth_cluster: Registry, browser: Browser) -
     browser.button("Log in").click()
     browser.wait(lambda: browser.shows("Wrong user name or password."), "the refusal")
     assert password_fields(browser)
-    errors = unexpected(browser.errors())
+    errors = browser.errors()
     assert errors and all("status of 403" in e for e in errors), errors
 
 
@@ -64,7 +64,7 @@ def test_a_refused_token_goes_back_to_the_login_page(auth_cluster: Registry, bro
     browser.open(console_url(auth_cluster, 0, "#/cluster"))
     browser.wait(lambda: password_fields(browser), "the login page again after the token was refused")
     assert browser.driver.execute_script(f"return sessionStorage.getItem('{TOKEN_KEY}')") is None
-    errors = unexpected(browser.errors())
+    errors = browser.errors()
     assert errors and all("status of 403" in e for e in errors), errors
 
 

@@ -12,7 +12,7 @@ import json
 import httpx
 import pytest
 
-from tests.console.conftest import CONSOLE, NS, Registry, needs, unique, wait_until
+from tests.console.conftest import CONSOLE, NS, Registry, unique, wait_until
 from tests.console.driver import Browser
 from tests.console.test_browser import console_url, open_service
 
@@ -33,7 +33,6 @@ def assert_inert(browser: Browser) -> None:
 
 def test_markup_in_metadata_and_subscribers_stays_text(console_cluster: Registry, browser: Browser) -> None:
     registry = console_cluster
-    needs(registry, "GET /nacos/v1/ns/catalog/service", "GET /nacos/v1/ns/catalog/instances")
     name = unique("markup")
     node = registry.nodes[0]
     registry.register(node, name, "10.9.0.1", 80, metadata={"img": IMG, SCRIPT: SVG})
@@ -59,7 +58,6 @@ def test_markup_in_metadata_and_subscribers_stays_text(console_cluster: Registry
 
 def test_markup_in_namespaces_stays_text(console_cluster: Registry, browser: Browser) -> None:
     registry = console_cluster
-    needs(registry, "GET /nacos/v1/console/namespaces")
     namespace_id = unique("ns-markup")
     answer = registry.call(registry.nodes[0], "POST", f"{CONSOLE}/namespaces", customNamespaceId=namespace_id,
                            namespaceName=IMG, namespaceDesc=SCRIPT)

@@ -100,6 +100,7 @@ async function boot() {
   });
   window.addEventListener('hashchange', route);
   route();
+  document.documentElement.dataset.console = 'ready'; // for tests and scripts: the modules loaded and ran
 }
 
 boot();
