@@ -192,7 +192,7 @@ class CatalogApi:
         if view is None:
             return Response.text(404, f"service {key.grouped_name} is not found!")
         members = [inst for inst in view.instances if inst.cluster == cluster]
-        if not members:
+        if not members and cluster not in view.clusters:  # a configured cluster exists without instances
             return Response.text(404, f"cluster {cluster} is not found!")
         cfg = self.node.config
         timings = (cfg.client_beat_interval_ms, cfg.heartbeat_timeout_ms, cfg.instance_expire_ms)

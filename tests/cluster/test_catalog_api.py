@@ -154,4 +154,8 @@ async def test_configured_clusters_count_in_the_service_table() -> None:
         assert put.text == "ok", put.text
         row = (await _get(http, url, "/catalog/services", serviceNameParam="clus"))["serviceList"][0]
         assert (row["clusterCount"], row["ipCount"]) == (2, 1)
+        # the configured cluster exists (as in Nacos) although no instance is in it
+        empty = await _get(http, url, "/catalog/instances", serviceName="clus", clusterName="c9", pageNo=1,
+                           pageSize=10)
+        assert empty == {"list": [], "count": 0}
         nursery.cancel_scope.cancel()
