@@ -17,6 +17,7 @@ import math
 import os
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -25,6 +26,7 @@ import trio
 from trio.lowlevel import checkpoint, notify_closing, wait_readable, wait_writable
 
 from cluster.http.params import merge_params, percent_decode
+from cluster.http.tlssocket import TlsSocket
 from cluster.node.listeners import open_listeners
 
 __all__ = ["Handler", "HttpLimits", "HttpStats", "Request", "Response", "serve_http"]
@@ -369,6 +371,7 @@ _REJECT_503 = _error_bytes(503, "too many connections")
 # Socket helpers
 # --------------------------------------------------------------------------------------------------------
 
+_Sock = socket.socket | TlsSocket  # a connection's socket: plain, or TLS behind the same calls
 _RECV_SIZE = 65536
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE instead of SIGPIPE, whatever the signal setup
 _IDLE, _READING, _HANDLING, _WRITING = 0, 1, 2, 3
@@ -382,7 +385,7 @@ _ACCEPT_RETRY_ERRNOS = frozenset(
 )  # out of resources (and nothing could be shed): back off a little
 
 
-async def _send_rest(sock: socket.socket, data: bytes, sent: int) -> None:
+async def _send_rest(sock: _Sock, data: bytes, sent: int) -> None:
     """Send ``data[sent:]``, waiting for the socket to become writable as needed."""
     view = memoryview(data)
     total = len(data)
@@ -394,7 +397,7 @@ async def _send_rest(sock: socket.socket, data: bytes, sent: int) -> None:
             continue
 
 
-async def _send_all(sock: socket.socket, data: bytes) -> None:
+async def _send_all(sock: _Sock, data: bytes) -> None:
     try:
         sent = sock.send(data, _SEND_FLAGS)
     except BlockingIOError:
@@ -403,7 +406,7 @@ async def _send_all(sock: socket.socket, data: bytes) -> None:
         await _send_rest(sock, data, sent)
 
 
-async def _recv_more(sock: socket.socket, buf: bytearray) -> None:
+async def _recv_more(sock: _Sock, buf: bytearray) -> None:
     """Append at least one byte to ``buf``; raise _PeerGone on end of file."""
     while True:
         await wait_readable(sock)
@@ -417,7 +420,7 @@ async def _recv_more(sock: socket.socket, buf: bytearray) -> None:
         return
 
 
-async def _read_chunked(sock: socket.socket, buf: bytearray, limits: HttpLimits) -> bytes:
+async def _read_chunked(sock: _Sock, buf: bytearray, limits: HttpLimits) -> bytes:
     """Decode a chunked body from ``buf`` (refilled from ``sock``), consuming it and the trailer section."""
     body = bytearray()
     max_body = limits.max_body_bytes
@@ -468,7 +471,7 @@ def _skip_empty_lines(buf: bytearray) -> None:
         del buf[:start]
 
 
-async def _linger_and_close(sock: socket.socket) -> None:
+async def _linger_and_close(sock: _Sock) -> None:
     """Half-close, then discard what the client still sends for a moment so the last response is not lost
     to a TCP reset (which a close() with unread input produces)."""
     try:
@@ -488,7 +491,7 @@ async def _linger_and_close(sock: socket.socket) -> None:
         pass
 
 
-def _close(sock: socket.socket) -> None:
+def _close(sock: _Sock) -> None:
     """Close a connection socket. No task can be waiting on it (only its own task uses it, and that task
     is here), so trio's ``notify_closing`` (one more epoll_ctl syscall per connection) is not needed."""
     sock.close()
@@ -518,7 +521,7 @@ class _Connection:
     )
 
     def __init__(
-        self, sock: socket.socket, remote: tuple[str, int], handler: Handler, admission: _Admission
+        self, sock: _Sock, remote: tuple[str, int], handler: Handler, admission: _Admission
     ) -> None:
         self.sock = sock
         self.remote = remote
@@ -551,6 +554,9 @@ class _Connection:
         try:
             with self.scope:
                 try:
+                    if isinstance(self.sock, TlsSocket):  # within the time a new connection has for its first byte
+                        self._enter(_IDLE, self.first_s)
+                        await self.sock.handshake()
                     await self._request_loop()
                 except _HttpError as exc:
                     error = exc
@@ -693,20 +699,25 @@ class _Connection:
         return body
 
     async def wait_peer_gone(self) -> None:
-        """See :meth:`Request.client_gone` (only the handler's tasks use the socket meanwhile)."""
+        """See :meth:`Request.client_gone` (only the handler's tasks use the socket meanwhile).
+
+        Bytes that arrive instead of the end (a pipelined request) are kept in ``buf`` for the request
+        loop, and the watching stops: the client is still there.
+        """
         if self.buf:  # the next request is already here: the client is still there
             await trio.sleep_forever()
         sock = self.sock
         while True:
             await wait_readable(sock)
             try:
-                data = sock.recv(1, socket.MSG_PEEK)  # peeked: a pipelined request stays for the request loop
-            except BlockingIOError:
+                data = sock.recv(_RECV_SIZE)
+            except BlockingIOError:  # nothing yet (or half a TLS record)
                 continue
             except OSError:  # reset
                 return
-            if not data:  # closed
+            if not data:  # closed (for TLS: close_notify or the end of the stream)
                 return
+            self.buf += data
             await trio.sleep_forever()
 
     async def _respond(self, request: Request, http11: bool) -> bool:
@@ -823,17 +834,20 @@ class _FdReserve:
         return True
 
 
-def _reject(conn: socket.socket) -> None:
+def _reject(conn: socket.socket, tls: bool = False) -> None:
+    """Close a connection that will not be served: with a plain 503 first, unless it is a TLS connection
+    (whose client would read the bytes as a broken TLS record)."""
     try:
         conn.setblocking(False)
-        conn.send(_REJECT_503, _SEND_FLAGS)
+        if not tls:
+            conn.send(_REJECT_503, _SEND_FLAGS)
         conn.shutdown(socket.SHUT_WR)
     except OSError:
         pass
     conn.close()
 
 
-def _shed_one(listener: socket.socket, reserve: _FdReserve, stats: HttpStats) -> bool:
+def _shed_one(listener: socket.socket, reserve: _FdReserve, stats: HttpStats, tls: bool) -> bool:
     """Out of descriptors: use the reserved one to take one waiting connection and answer it 503.
     False when there is nothing (more) to do now."""
     if not reserve.release():
@@ -845,15 +859,21 @@ def _shed_one(listener: socket.socket, reserve: _FdReserve, stats: HttpStats) ->
         return False
     _count(stats, 503)
     stats.shed_at_fd_limit_total += 1
-    _reject(conn)  # closing it gives the descriptor back to the reserve
+    _reject(conn, tls)  # closing it gives the descriptor back to the reserve
     reserve.take()
     return True
 
 
 async def _accept_loop(
-    listener: socket.socket, nursery: trio.Nursery, handler: Handler, admission: _Admission, reserve: _FdReserve
+    listener: socket.socket,
+    nursery: trio.Nursery,
+    handler: Handler,
+    admission: _Admission,
+    reserve: _FdReserve,
+    ssl_context: ssl.SSLContext | None,
 ) -> None:
     stats = admission.stats
+    tls = ssl_context is not None
     while True:
         await wait_readable(listener)
         for _ in range(_ACCEPT_BATCH):
@@ -862,7 +882,7 @@ async def _accept_loop(
             except BlockingIOError:
                 break
             except OSError as exc:
-                if exc.errno in _OUT_OF_FDS_ERRNOS and _shed_one(listener, reserve, stats):
+                if exc.errno in _OUT_OF_FDS_ERRNOS and _shed_one(listener, reserve, stats, tls):
                     continue
                 if exc.errno in _ACCEPT_RETRY_ERRNOS:
                     log.error("accept() failed: %s; backing off", exc)
@@ -873,7 +893,7 @@ async def _accept_loop(
                 raise
             if not admission.admit(addr[0]):
                 _count(stats, 503)
-                _reject(conn)
+                _reject(conn, tls)
                 continue
             try:
                 conn.setblocking(False)
@@ -885,7 +905,8 @@ async def _accept_loop(
                     del admission.per_ip[addr[0]]
                 stats.connections_open -= 1
                 continue
-            nursery.start_soon(_Connection(conn, (addr[0], addr[1]), handler, admission).serve)
+            sock: _Sock = conn if ssl_context is None else TlsSocket(conn, ssl_context)
+            nursery.start_soon(_Connection(sock, (addr[0], addr[1]), handler, admission).serve)
 
 
 async def serve_http(
@@ -895,11 +916,13 @@ async def serve_http(
     limits: HttpLimits = HttpLimits(),  # frozen, so sharing one default instance is fine
     *,
     stats: HttpStats | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port (port 0 = pick one) and serve forever; task_status.started(actual_port).
 
     ``host`` may be a name or an address; every address it resolves to is listened on ("" = all).
+    With ``ssl_context`` (cluster.node.tls.server_context) every connection is TLS (HTTPS).
     Cancelling the surrounding scope stops the server and closes every connection.
     """
     if stats is None:
@@ -910,7 +933,7 @@ async def serve_http(
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(_accept_loop, listener, nursery, handler, admission, reserve)
+                nursery.start_soon(_accept_loop, listener, nursery, handler, admission, reserve, ssl_context)
             task_status.started(listeners[0].getsockname()[1])
     finally:
         for listener in listeners:

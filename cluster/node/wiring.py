@@ -44,6 +44,7 @@ from cluster.node.datadir import DataDir, DiskWriter
 from cluster.node.peerlink import LinkState, PeerLinkConfig, PeerLinks
 from cluster.node.pump import NodeRuntime, PeerTransport
 from cluster.node.settings import NodeSettings, peer_link_address
+from cluster.node.tls import server_context
 from distro.catalog import CatalogIndex
 from distro.messages import Message
 
@@ -204,14 +205,16 @@ class NodeServer:
             await nursery.start(self.runtime.run)
             peer_port = await nursery.start(self.transport.serve)
             await nursery.start(self.push.run)
-            serve = partial(serve_http, self.handler, s.host, s.port, self.limits, stats=self.http_stats)
+            http_ssl = server_context(s.tls) if s.http_tls and s.tls is not None else None
+            serve = partial(serve_http, self.handler, s.host, s.port, self.limits, stats=self.http_stats,
+                            ssl_context=http_ssl)
             port: int = await nursery.start(serve)
             grpc_port = 0
             if self.grpc is not None:
                 grpc_port = await nursery.start(self.grpc.serve, s.host, port + s.grpc_port_offset)
             log.info(
-                "started: node %s on %s:%d (advertised %s), gRPC on port %s, peer link on port %d, peers %s",
-                s.node_id, s.host, port, s.advertise_address, grpc_port or "- (off)", peer_port,
-                ",".join(s.peers) or "-",
+                "started: node %s on %s:%d%s (advertised %s), gRPC on port %s, peer link on port %d, peers %s",
+                s.node_id, s.host, port, " (HTTPS)" if http_ssl is not None else "", s.advertise_address,
+                grpc_port or "- (off)", peer_port, ",".join(s.peers) or "-",
             )
             task_status.started(port)
