@@ -36,10 +36,14 @@ RUN set -eu; \
     chown 10001:10001 /var/lib/distro; \
     printf '%s\n' \
         '#!/bin/sh' \
-        '# Exit 0 iff GET /readyz on this node answers 2xx.' \
-        'url="http://127.0.0.1:${DISTRO_PORT:-8848}/readyz"' \
-        'if command -v curl >/dev/null 2>&1; then exec curl -fsS -o /dev/null --max-time 2 "$url"; fi' \
-        'exec /opt/distro/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" "$url"' \
+        '# Exit 0 iff GET /readyz on this node answers 2xx (over HTTPS, checked against the CA, with --http-tls).' \
+        'scheme=http; case "${DISTRO_HTTP_TLS:-false}" in [Tt]rue|1|[Yy]es|[Oo]n) scheme=https;; esac' \
+        'url="$scheme://127.0.0.1:${DISTRO_PORT:-8848}/readyz"; ca="${DISTRO_TLS_CA_FILE:-}"' \
+        'if command -v curl >/dev/null 2>&1; then' \
+        '  if [ -n "$ca" ]; then exec curl -fsS -o /dev/null --max-time 2 --cacert "$ca" "$url"; fi' \
+        '  exec curl -fsSk -o /dev/null --max-time 2 "$url"' \
+        'fi' \
+        'exec /opt/distro/bin/python -c "import ssl, sys, urllib.request; ctx = ssl.create_default_context(cafile=sys.argv[2] or None); ctx.check_hostname = bool(sys.argv[2]); ctx.verify_mode = ssl.CERT_REQUIRED if sys.argv[2] else ssl.CERT_NONE; urllib.request.urlopen(sys.argv[1], timeout=2, context=ctx)" "$url" "$ca"' \
         >/usr/local/bin/distro-healthcheck; \
     chmod 0755 /usr/local/bin/distro-healthcheck
 

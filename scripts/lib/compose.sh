@@ -9,7 +9,8 @@
 #   compose ARGS...             `docker compose` (v2) or `docker-compose` (v1), run from the repo root
 #   compose_cmd                 prints which compose command is used
 #   node_port NODE              host port of a node (node1 -> 8848, node2 -> 8849, node3 -> 8850)
-#   node_url NODE               http://127.0.0.1:<port>
+#   node_url NODE               http://127.0.0.1:<port> (https:// when DISTRO_HTTP_TLS=true)
+#   curl_tls_args               curl's --cacert arguments for the cluster's CA when the client port is HTTPS
 #   node_container NODE         container id of a node's container ('' if it does not exist)
 #   node_ready NODE             true if GET /readyz answers 200
 #   source_hash                 hash of everything that goes into the image (pyproject, setup.py, distro/,
@@ -103,8 +104,37 @@ node_port() {
     fi
 }
 
+# A variable from the environment, else from .env, else the default given.
+env_value() {
+    local var="$1" dflt="$2"
+    if [ -n "${!var:-}" ]; then
+        printf '%s\n' "${!var}"
+    elif [ -f "$DISTRO_ROOT/.env" ] && grep -q "^${var}=" "$DISTRO_ROOT/.env"; then
+        grep "^${var}=" "$DISTRO_ROOT/.env" | tail -n1 | cut -d= -f2- | tr -d '"'"'"
+    else
+        printf '%s\n' "$dflt"
+    fi
+}
+
+# The client port speaks HTTPS (scripts/cluster up --tls writes DISTRO_HTTP_TLS=true into .env).
+http_tls_on() {
+    case "$(env_value DISTRO_HTTP_TLS false)" in true | True | 1 | yes | on) return 0 ;; *) return 1 ;; esac
+}
+
+# curl's arguments to trust the cluster's CA when the client port speaks HTTPS (none otherwise).
+curl_tls_args() {
+    if http_tls_on; then
+        local dir
+        dir="$(env_value DISTRO_TLS_DIR ./.cluster/tls)"
+        case "$dir" in /*) ;; *) dir="$DISTRO_ROOT/${dir#./}" ;; esac
+        printf '%s\n' --cacert "$dir/ca.pem"
+    fi
+}
+
 node_url() {
-    printf 'http://127.0.0.1:%s\n' "$(node_port "$1")"
+    local scheme=http
+    http_tls_on && scheme=https
+    printf '%s://127.0.0.1:%s\n' "$scheme" "$(node_port "$1")"
 }
 
 node_container() {
@@ -112,7 +142,9 @@ node_container() {
 }
 
 node_ready() {
-    curl -fsS -o /dev/null --max-time 2 "$(node_url "$1")/readyz" 2>/dev/null
+    local tls_args
+    mapfile -t tls_args < <(curl_tls_args)
+    curl -fsS -o /dev/null --max-time 2 "${tls_args[@]}" "$(node_url "$1")/readyz" 2>/dev/null
 }
 
 # Everything that changes the content of the image. Paths and contents are both hashed, caches skipped.
