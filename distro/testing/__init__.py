@@ -5,9 +5,10 @@
     checkers  SafetyChecker and check_converged: readable violations, never asserts
     disk      SimDisk: a node's persisted entries, which survive its crash
     datawork  ClusterDataWorkload and check_cluster_data: namespaces and settings written and checked
+    grpcsim   SimGrpcClient: Nacos 2.x clients whose instances live by their connection (reconnect, redo)
     runner    run_schedule: one seeded fault schedule end to end (faults, heal, settle, check)
 
 Nothing is imported here, so importing one submodule never drags in the others.
 """
 
-__all__ = ["checkers", "datawork", "disk", "harness", "runner", "sim"]
+__all__ = ["checkers", "datawork", "disk", "grpcsim", "harness", "runner", "sim"]
