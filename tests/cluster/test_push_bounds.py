@@ -68,8 +68,9 @@ async def subscribe_many(http: httpx.AsyncClient, url: str, service: str, target
 
 async def settled(nodes: list[InProcessNode], sent_before: list[int]) -> None:
     """Wait until every node pushed the change and stopped retrying."""
-    await wait_for(lambda: all(n.push.stats.sent > before for n, before in zip(nodes, sent_before, strict=True)))
-    await wait_for(lambda: all(n.push.pending_count == 0 for n in nodes))
+    await wait_for(lambda: all(n.push.stats.sent > before for n, before in zip(nodes, sent_before, strict=True)),
+                   timeout_s=30)
+    await wait_for(lambda: all(n.push.pending_count == 0 for n in nodes), timeout_s=30)
 
 
 async def big_service(nodes: list[InProcessNode], service: str, count: int) -> None:
@@ -127,7 +128,9 @@ async def test_with_the_opt_in_a_third_party_gets_at_most_the_stated_bound() -> 
             for node in cluster.nodes:
                 await subscribe_many(http, node.url, "reflect-big", port, 600)
                 assert node.push.subscriber_count == 16
-                assert node.push.targets.stats.refused_per_target == 600 - 16
+                # On a loaded machine a subscriber may expire during the 600 calls and its slot be taken again,
+                # so allow a few more admissions; the bound itself (16 at a time) is the assertion above.
+                assert 600 - 16 - 8 <= node.push.targets.stats.refused_per_target <= 600 - 16
             started = trio.current_time()
             before = [n.push.stats.sent for n in cluster.nodes]
             await register(http, cluster.nodes[0].url, "reflect-big", "10.8.0.1", 80)
