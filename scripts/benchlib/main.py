@@ -12,7 +12,9 @@ Phases (each system gets the machine to itself; every cluster is started fresh f
    same background load, then change -> UDP push subscriber;
 4. ours: memory per instance at 100k instances (20k quick), and the snapshot load of a restarted node;
 5. ours: failover (SIGKILL the owner of services that beat every second through a survivor);
-6. ours: the most instances beating every 5 s that the cluster holds steadily (ramp).
+6. ours: the most instances beating every 5 s that the cluster holds steadily (ramp);
+7. ours over gRPC (Nacos 2.x clients, ``benchlib.grpcbench``): registrations/s, change -> gRPC subscriber,
+   connected clients held (10,000 full) and memory per connection.
 
 Phases 2-4 run with heartbeat timeouts of an hour (instances that never beat must not expire mid-run);
 5 and 6 run with the defaults (15 s unhealthy, 30 s expired). ``--smoke`` shrinks every size and shortens
@@ -39,7 +41,7 @@ from typing import Any
 
 import trio
 
-from benchlib import probes, report, rnacos, rnacos_phases, scale
+from benchlib import grpcbench, probes, report, rnacos, rnacos_phases, scale
 from benchlib.figures import figures, table
 from benchlib.procs import (
     ROOT,
@@ -447,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plots", type=Path, help="write PNG plots into this directory (needs matplotlib)")
     ap.add_argument("--markdown", type=Path, help="write the report (docs/benchmarks.md) here")
     ap.add_argument("--profile", type=Path, help="py-spy profiles of the nodes into this directory")
-    ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp,rnacos "
-                                   "(rnacos is not in --smoke's default)")
+    ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp,grpc,rnacos "
+                                   "(grpc and rnacos are not in --smoke's default)")
     ap.add_argument("--ramp", help="comma-separated heartbeat ramp steps (instances), instead of the mode's")
     ap.add_argument("--scale", type=int, metavar="N",
                     help="run only the scale phase (benchlib.scale): N instances, a /healthz pause probe every 10 ms")
@@ -466,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     m = dict(MODES[mode])
     if args.ramp:
         m["ramp"] = [int(x) for x in args.ramp.split(",") if x]
-    default = "ceiling,etcd,main,memory,failover,ramp" + ("" if mode == "smoke" else ",rnacos")
+    default = "ceiling,etcd,main,memory,failover,ramp" + ("" if mode == "smoke" else ",grpc,rnacos")
     phases = set((args.only or default).split(","))
     if args.scale:
         phases = {"scale"}
@@ -497,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             ("memory", lambda: results["details"]["distro"].__setitem__("memory", phase_memory_snapshot(m, ps, profiler))),
             ("failover", lambda: results["details"]["distro"].__setitem__("failover", phase_failover(m, ps))),
             ("ramp", lambda: results["details"]["distro"].__setitem__("ramp", phase_ramp(m, ps, profiler))),
+            ("grpc", lambda: results["details"]["distro"].__setitem__("grpc", grpcbench.phase_grpc(m, ps, mode))),
             ("rnacos", lambda: results["details"].__setitem__("rnacos", phase_rnacos(m, ps, profiler, results))),
             ("scale", lambda: results["details"]["distro"].__setitem__("scale", scale.phase_scale(m, ps, args.scale))),
         ]

@@ -1,0 +1,120 @@
+"""The gRPC phase of ``scripts/bench``: Nacos 2.x clients against our three nodes (``--only grpc``).
+
+Three figures, each on a fresh cluster (heartbeat timeouts of an hour, as the main phase), with the grpcio
+load generator (``benchlib/grpcload.py``) in a process of its own:
+
+* registrations/s over gRPC, closed loop (``grpc_reg_connections`` connections spread over the nodes, each
+  registering its instance in 64 services in turn, every call a real write), and the server CPU per
+  registration summed over the three processes (the v1 HTTP figure's like);
+* change -> gRPC subscriber: a v1 HTTP update on one node, the ``NotifySubscriberRequest`` on another
+  node's subscriber (p50/p99);
+* connected clients held: ``grpc_hold`` connections across the cluster, each with one instance and one
+  subscription, held for ``grpc_hold_s``; every node must list every instance; node memory per connection.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib.procs import DistroCluster, ProcessSet, cpu_seconds, http_get, log, rss_bytes, start_distro
+
+LOAD = Path(__file__).resolve().parent / "grpcload.py"
+LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3600000"]
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {"grpc_reg_connections": 48, "grpc_reg_s": 10.0, "grpc_push_samples": 200, "grpc_hold": 10_000,
+             "grpc_hold_s": 30.0},
+    "quick": {"grpc_reg_connections": 48, "grpc_reg_s": 8.0, "grpc_push_samples": 100, "grpc_hold": 3_000,
+              "grpc_hold_s": 20.0},
+    "smoke": {"grpc_reg_connections": 8, "grpc_reg_s": 3.0, "grpc_push_samples": 20, "grpc_hold": 100,
+              "grpc_hold_s": 5.0},
+}
+
+
+def _load(*args: str, timeout: float) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, str(LOAD), *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"grpcload {args[0]} failed: {done.stderr[-1000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _metric(addr: str, name: str) -> float:
+    status, body = http_get(f"http://{addr}/metrics", timeout=5)
+    if status != 200:
+        raise RuntimeError(f"/metrics on {addr}: {status}")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def _registrations(cluster: DistroCluster, sizes: dict[str, Any]) -> dict[str, Any]:
+    pids = [cluster.node(i).pid for i in range(3)]
+    before = [cpu_seconds(pid) for pid in pids]
+    result = _load("register", "--servers", ",".join(cluster.addrs), "--connections",
+                   str(sizes["grpc_reg_connections"]), "--seconds", str(sizes["grpc_reg_s"]),
+                   timeout=sizes["grpc_reg_s"] + 120)
+    cpu_s = sum(cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True))
+    result["server_cpu_us_per_reg"] = round(cpu_s / max(1, result["ok"]) * 1e6)
+    return result
+
+
+def _hold(cluster: DistroCluster, sizes: dict[str, Any]) -> dict[str, Any]:
+    count = sizes["grpc_hold"]
+    pids = [cluster.node(i).pid for i in range(3)]
+    before = [rss_bytes(pid) for pid in pids]
+    proc = subprocess.Popen([sys.executable, str(LOAD), "hold", "--servers", ",".join(cluster.addrs),
+                             "--connections", str(count), "--seconds", str(sizes["grpc_hold_s"])],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ready = json.loads(proc.stdout.readline() or "{}")
+    time.sleep(sizes["grpc_hold_s"] / 2)
+    after = [rss_bytes(pid) for pid in pids]
+    listed = [int(_metric(addr, "distro_live_instances")) for addr in cluster.addrs]
+    open_now = [int(_metric(addr, "distro_grpc_connections_open")) for addr in cluster.addrs]
+    end = json.loads(proc.communicate(timeout=sizes["grpc_hold_s"] + 120)[0].strip().splitlines()[-1])
+    return {
+        "connections": count, "failed_setups": ready.get("failed"), "setup_s": ready.get("setup_s"),
+        "open_per_node": open_now, "listed_per_node": listed, "alive_at_end": end.get("alive_at_end"),
+        "node_rss_mb": [round(a / 1e6) for a in after],
+        "bytes_per_connection": round((sum(after) - sum(before)) / max(1, count)),
+    }
+
+
+def phase_grpc(m: dict[str, Any], ps: ProcessSet, mode: str) -> dict[str, Any]:
+    """All three figures; each on a fresh cluster. Skipped (noted) without grpcio (the bench extra)."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        log("ours over gRPC: skipped, grpcio is not installed (pip install -e '.[bench]')")
+        return {"skipped": "grpcio is not installed (pip install -e '.[bench]')"}
+    sizes = SIZES[mode]
+    out: dict[str, Any] = {}
+    log("ours over gRPC: registrations/s")
+    cluster = start_distro(ps, "grpc-reg", LONG_TIMEOUTS)
+    try:
+        out["register"] = _registrations(cluster, sizes)
+        log(f"  {out['register']}")
+        log("ours over gRPC: change -> subscriber")
+        out["push"] = _load("push", "--server", cluster.addrs[0], "--http", cluster.addrs[1], "--samples",
+                            str(sizes["grpc_push_samples"]), timeout=300)
+        log(f"  {out['push']}")
+    finally:
+        cluster.stop()
+    log(f"ours over gRPC: {sizes['grpc_hold']} connected clients")
+    cluster = start_distro(ps, "grpc-hold", [])
+    try:
+        out["hold"] = _hold(cluster, sizes)
+        log(f"  {out['hold']}")
+    finally:
+        cluster.stop()
+    return out
+
+
+__all__ = ["SIZES", "phase_grpc"]
