@@ -154,6 +154,7 @@ class GrpcConnection:
         self.bi_stream_id: int | None = None
         self.registered = False  # ConnectionSetupRequest received
         self.client_version = ""
+        self.app = ""  # the client's AppName label, if it sent one
         self.close_reason = ""
         self.bytes_in = 0
         self.bytes_out = 0

@@ -136,6 +136,7 @@ class NamingFrontDoor:
             if not conn.registered:
                 conn.registered = True
                 conn.client_version = call.client_version
+                conn.app = call.labels.get("AppName", "")
                 self.stats.setups += 1
                 self.table.open(conn.connection_id, now_ms)
             return

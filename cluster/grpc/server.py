@@ -21,6 +21,7 @@ tell whose connection an instance is bound to.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -173,6 +174,16 @@ class GrpcServer:
         for write in writes:
             self.stats.deregistrations += 1
             await self.runtime.submit(write)
+
+    def subscriber_rows(self, key: ServiceKey) -> Iterator[SubscriberRow]:
+        """This node's gRPC subscribers of ``key`` as ``service/subscribers`` rows (protocol ``grpc``)."""
+        for connection_id, filters in self.subscriptions.subscribers_of(key).items():
+            conn = self.connections.get(connection_id)
+            if conn is None:
+                continue
+            ip, port = conn.remote
+            for clusters in filters:
+                yield (f"{ip}:{port}", conn.client_version or "gRPC", conn.app, ip, port, ",".join(clusters), "grpc")
 
     # ------------------------------------------------------------------------------------------
     # pushes and detection

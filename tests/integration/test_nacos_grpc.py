@@ -70,6 +70,8 @@ def test_python_sdk_3_registers_lists_subscribes_and_deregisters(cluster: Runnin
         assert client.call("list", service=service) == [
             {"ip": "10.1.0.1", "port": 8080, "healthy": True, "cluster": "DEFAULT", "metadata": {"zone": "a"}}]
         assert client.call("subscribe", service=service) is True
+        rows = cluster.call(n3, "GET", "/nacos/v1/ns/service/subscribers", serviceName=service).json()["subscribers"]
+        assert [row["protocol"] for row in rows] == ["grpc"]  # gathered from node 1, asked on node 3
         # a v1 HTTP registration on node 2 is pushed to the gRPC subscriber
         cluster.register(n2, service, "10.1.0.2", 80)
         poll(lambda: [("10.1.0.1", 8080), ("10.1.0.2", 80)] in client.pushed(service), "the push of the v1 instance")
