@@ -33,7 +33,7 @@ from cluster.api.probes import LIVENESS_PATH, READINESS_PATH, ConsoleProbes
 from cluster.api.push import PushService
 from cluster.api.readiness import ReadinessGate
 from cluster.api.render import ListQuery, ListRenderer
-from cluster.api.subscribers import SubscriberSource, SubscribersService
+from cluster.api.subscribers import SubscribersService
 from cluster.api.switches import SwitchDomain, Switches
 from cluster.api.watch import WATCH_PATH, WatchService
 from cluster.console.endpoints import ConsoleEndpoints
@@ -126,7 +126,6 @@ class NamingApi:
         catalog: CatalogIndex | None = None,
         console: ConsoleEndpoints | None = None,
         extra_metrics: Sequence[Callable[[], str]] = (),
-        subscriber_sources: Sequence[SubscriberSource] = (),
         metadata_max_bytes: int = 4096,
         metadata_max_keys: int = 64,
     ) -> None:
@@ -144,10 +143,7 @@ class NamingApi:
         # Every instance/list call registers or refreshes a UDP push subscriber when it asks for one.
         self.list_hooks: tuple[ListHook, ...] = (push.on_list,)
         # service/subscribers: this node's subscribers, and by default every up peer's (over the peer link)
-        # (subscriber_sources: other front doors' subscribers, the gRPC one's)
-        self.subscribers = SubscribersService(
-            runtime, [push.subscriber_rows, watch.subscriber_rows, *subscriber_sources]
-        )
+        self.subscribers = SubscribersService(runtime, [push.subscriber_rows, watch.subscriber_rows])
         # operator/switches: cluster data; three entries steer the list answers and the UDP push
         self.switches = Switches(runtime)
         self.switches.listeners.append(partial(_apply_switches, push))

@@ -21,7 +21,6 @@ tell whose connection an instance is bound to.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -175,16 +174,6 @@ class GrpcServer:
             self.stats.deregistrations += 1
             await self.runtime.submit(write)
 
-    def subscriber_rows(self, key: ServiceKey) -> Iterator[SubscriberRow]:
-        """This node's gRPC subscribers of ``key`` as ``service/subscribers`` rows (protocol ``grpc``)."""
-        for connection_id, filters in self.subscriptions.subscribers_of(key).items():
-            conn = self.connections.get(connection_id)
-            if conn is None:
-                continue
-            ip, port = conn.remote
-            for clusters in filters:
-                yield (f"{ip}:{port}", conn.client_version or "gRPC", conn.app, ip, port, ",".join(clusters), "grpc")
-
     # ------------------------------------------------------------------------------------------
     # pushes and detection
     # ------------------------------------------------------------------------------------------
@@ -232,7 +221,7 @@ class GrpcServer:
                 continue
             ip, port = conn.remote
             for clusters in filters:
-                rows.append((f"{ip}:{port}", conn.client_version, "", ip, port, ",".join(clusters), "grpc"))
+                rows.append((f"{ip}:{port}", conn.client_version, conn.app, ip, port, ",".join(clusters), "grpc"))
         return rows
 
     def render_metrics(self) -> str:

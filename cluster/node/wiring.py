@@ -172,7 +172,6 @@ class NodeServer:
             auth=auth,
             catalog=self.catalog,
             console=self.console,
-            subscriber_sources=() if self.grpc is None else (self.grpc.subscriber_rows,),
             extra_metrics=(
                 lambda: render_http_metrics(self.http_stats),
                 self.transport.render_metrics,
