@@ -96,11 +96,11 @@ ListHook = Callable[[Request, Params, ServiceKey], int]
 def _apply_switches(push: PushService, domain: SwitchDomain) -> None:
     """The switches that change something here: push on/off and the two announced cache times."""
     cache_ms = int(domain["defaultPushCacheMillis"])
+    ttl_ms = push.config.subscriber_ttl_ms
+    if cache_ms != push.config.push_cache_millis:  # a changed switch: one late poll still keeps a subscriber
+        ttl_ms = max(ttl_ms, 2 * cache_ms)
     push.config = replace(
-        push.config,
-        enabled=bool(domain["pushEnabled"]),
-        push_cache_millis=cache_ms,
-        subscriber_ttl_ms=max(push.config.subscriber_ttl_ms, 2 * cache_ms),  # one late poll keeps a subscriber
+        push.config, enabled=bool(domain["pushEnabled"]), push_cache_millis=cache_ms, subscriber_ttl_ms=ttl_ms
     )
     push.default_cache_millis = int(domain["defaultCacheMillis"])
 
