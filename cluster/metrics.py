@@ -90,6 +90,8 @@ _NODE_COUNTERS = {
     "renewals_received": "Renew messages received from nodes holding gRPC connections.",
     "renewed_missing": "Renewed instances an owner lacked (registered again while still bound).",
     "renewed_taken": "Renewed instances that another connection or client had taken (forgotten).",
+    "entries_persisted": "Cluster-data entries (namespaces, settings) handed to the data folder.",
+    "empty_services_removed": "Services a registration created, removed by this node's empty-service cleaner.",
 }
 _NODE_GAUGES = {
     "ready": "1 once the snapshot is loaded.",
@@ -105,6 +107,8 @@ _NODE_GAUGES = {
     "ownership_cache_bytes": "Bytes of the key-to-owner cache (bounded; docs/security.md).",
     "connections": "gRPC connections set up on this node (in its connection table).",
     "connection_instances": "Instances bound to this node's gRPC connections.",
+    "persist_backlog": "Cluster-data entries handed to the data folder and not reported written yet.",
+    "answers_awaiting_disk": "Answers to cluster-data requests held until the data folder has their writes.",
 }
 
 

@@ -1,0 +1,174 @@
+"""cluster/node/datadir.py: the data folder (SQLite) and the writer that carries Persist effects to it.
+
+Proves: a new folder gets its schema and owner; what the writer commits comes back at the next open, as
+the core's own entries; an older version never overwrites a newer one; tombstones past the retention are
+dropped at open and younger ones kept; the folder refuses another node id, another format, a second user
+(the lock) and rows it cannot read, naming the path, and leaves the file as it was; the writer coalesces
+what piles up into one transaction, reports the highest sequence number written, and retries a failed
+commit without reporting it written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from cluster.node.datadir import DB_FILE, TOMBSTONE_RETENTION_MS, DataDir, DataDirError, DiskWriter, default_data_dir
+from distro.clusterdata import NAMESPACES_KEY, ClusterMeta, HealthChecker, NamespaceInfo, cluster_entry_id
+from distro.datum import META_ENTRY_ID, Entry
+from distro.effects import Persist
+from distro.model import ServiceKey, ServiceMeta
+from distro.versions import Version
+
+NOW_MS = 1_900_000_000_000
+KEY = ServiceKey("prod", "DEFAULT_GROUP", "orders")
+
+
+def persists() -> list[Persist]:
+    return [
+        Persist(1, NAMESPACES_KEY, "prod", Entry(Version(NOW_MS, 0, "n1"), NamespaceInfo("Production", "d", 5))),
+        Persist(2, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 1, "n1"), ServiceMeta(0.5, {"k": "v"}))),
+        Persist(3, KEY, cluster_entry_id("c1"),
+                Entry(Version(NOW_MS, 2, "n2"), ClusterMeta(81, False, HealthChecker("HTTP", "/h"), {"z": "1"}))),
+        Persist(4, NAMESPACES_KEY, "gone", Entry(Version(NOW_MS, 3, "n1"), None)),
+    ]
+
+
+def write_all(data_dir: DataDir, items: list[Persist]) -> list[int]:
+    """Submit every Persist at once and run the writer until it reports them written; the reports."""
+    reports: list[int] = []
+
+    async def main() -> None:
+        done = trio.Event()
+
+        def on_durable(seq: int) -> None:
+            reports.append(seq)
+            if seq == items[-1].seq:
+                done.set()
+
+        writer = DiskWriter(data_dir, on_durable)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            for persist in items:
+                writer.submit(persist)
+            await done.wait()
+            assert (writer.batches, writer.rows_written, writer.backlog) == (1, len(items), 0)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return reports
+
+
+def test_what_the_writer_commits_is_loaded_at_the_next_open(tmp_path: Path) -> None:
+    folder = tmp_path / "n1"
+    data_dir = DataDir.open(folder, "n1", now_ms=NOW_MS)
+    assert data_dir.take_loaded() == () and (folder / DB_FILE).exists()
+    assert write_all(data_dir, persists()) == [4]  # one batch, reported once, up to its highest seq
+    data_dir.close()
+    again = DataDir.open(folder, "n1", now_ms=NOW_MS)
+    loaded = sorted(again.take_loaded(), key=lambda item: (str(item[0]), item[1]))
+    expected = sorted(((p.key, p.entry_id, p.entry) for p in persists()), key=lambda item: (str(item[0]), item[1]))
+    assert loaded == expected and again.take_loaded() == ()
+    again.close()
+
+
+def test_an_older_version_never_overwrites_a_newer_one(tmp_path: Path) -> None:
+    data_dir = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
+    newer = Persist(2, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 5, "n1"), ServiceMeta(0.9)))
+    older = Persist(3, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 4, "n2"), ServiceMeta(0.1)))
+    write_all(data_dir, [newer])
+    write_all(data_dir, [older])
+    data_dir.close()
+    again = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
+    assert again.take_loaded() == ((KEY, META_ENTRY_ID, newer.entry),)
+    again.close()
+
+
+def test_old_tombstones_are_dropped_at_open(tmp_path: Path) -> None:
+    data_dir = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
+    old = Persist(1, NAMESPACES_KEY, "old", Entry(Version(NOW_MS - TOMBSTONE_RETENTION_MS - 1, 0, "n1"), None))
+    young = Persist(2, NAMESPACES_KEY, "young", Entry(Version(NOW_MS - 1000, 0, "n1"), None))
+    write_all(data_dir, [old, young])
+    data_dir.close()
+    again = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
+    assert again.dropped_tombstones == 1
+    assert [entry_id for _, entry_id, _ in again.take_loaded()] == ["young"]
+    again.close()
+
+
+def test_the_folder_refuses_another_node_a_second_user_and_another_format(tmp_path: Path) -> None:
+    folder = tmp_path / "n1"
+    data_dir = DataDir.open(folder, "n1", now_ms=NOW_MS)
+    with pytest.raises(DataDirError, match=f"data dir {folder} is in use by pid"):
+        DataDir.open(folder, "n1", now_ms=NOW_MS)
+    data_dir.close()
+    with pytest.raises(DataDirError, match=f"data dir {folder} belongs to node 'n1', not to this node 'n2'"):
+        DataDir.open(folder, "n2", now_ms=NOW_MS)
+    with sqlite3.connect(folder / DB_FILE) as db:
+        db.execute("UPDATE meta SET value = '9' WHERE name = 'format'")
+    with pytest.raises(DataDirError, match="format '9' is not '1'"):
+        DataDir.open(folder, "n1", now_ms=NOW_MS)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("{not json", "not JSON"),
+        (json.dumps(["n", "a namespace under a service", "", 0]), "an entry cannot be read"),
+        (json.dumps(["m", 7.0, {}, "none", False]), "protect threshold"),
+    ],
+)
+def test_a_row_it_cannot_read_is_refused_and_left_alone(tmp_path: Path, value: str, reason: str) -> None:
+    folder = tmp_path / "n1"
+    DataDir.open(folder, "n1", now_ms=NOW_MS).close()
+    with sqlite3.connect(folder / DB_FILE) as db:
+        db.execute("INSERT INTO entries VALUES (?, ?, 1, 0, 'n1', ?)", (str(KEY), META_ENTRY_ID, value))
+    before = (folder / DB_FILE).read_bytes()
+    with pytest.raises(DataDirError, match=reason) as refused:
+        DataDir.open(folder, "n1", now_ms=NOW_MS)
+    assert str(folder) in str(refused.value) and "Restore the folder from a backup" in str(refused.value)
+    assert (folder / DB_FILE).read_bytes() == before
+
+
+def test_a_failed_commit_is_retried_and_reported_only_once_written(tmp_path: Path) -> None:
+    data_dir = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
+    real_write = data_dir.write
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def flaky_write(rows: list[tuple[str, str, int, int, str, str | None]]) -> None:
+        if failures:
+            raise failures.pop()
+        real_write(rows)
+
+    data_dir.write = flaky_write  # type: ignore[method-assign]
+    reports: list[int] = []
+
+    async def main() -> None:
+        written = trio.Event()
+
+        def on_durable(seq: int) -> None:
+            reports.append(seq)
+            written.set()
+
+        writer = DiskWriter(data_dir, on_durable)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            writer.submit(persists()[0])
+            await written.wait()  # the retry delay passes on trio's mock clock, not in real time
+            assert writer.errors == 1 and writer.batches == 1 and writer.backlog == 0
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert reports == [1]
+    data_dir.close()
+
+
+def test_the_default_folder_is_named_after_the_node() -> None:
+    assert default_data_dir("n1") == "data/n1"
+    assert default_data_dir("10.0.0.5:8848") == "data/10.0.0.5_8848"
+    assert default_data_dir("..") == "data/node"
