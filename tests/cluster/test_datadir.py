@@ -18,7 +18,14 @@ import pytest
 import trio
 import trio.testing
 
-from cluster.node.datadir import DB_FILE, TOMBSTONE_RETENTION_MS, DataDir, DataDirError, DiskWriter, default_data_dir
+from cluster.node.datadir import (
+    DB_FILE,
+    TOMBSTONE_RETENTION_MS,
+    DataDir,
+    DataDirError,
+    DiskWriter,
+    default_data_dir,
+)
 from distro.clusterdata import NAMESPACES_KEY, ClusterMeta, HealthChecker, NamespaceInfo, cluster_entry_id
 from distro.datum import META_ENTRY_ID, Entry
 from distro.effects import Persist
