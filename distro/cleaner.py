@@ -12,8 +12,8 @@ every ``empty_service_clean_interval_ms`` and removes a service that
 - has not changed for ``empty_service_grace_ms`` (its newest entry, the tombstone of its last instance
   for instance, is at least that old).
 
-Removing it writes a tombstone over its implicit settings: an ordinary write, so it replicates like any
-other, and every node drops the service together. The age comes from the entries' versions, so a new owner
+Removing it writes a tombstone over its implicit marker (``#implicit``): an ordinary write, so it
+replicates like any other, and every node drops the service together. The age comes from the entries' versions, so a new owner
 (after a membership change) judges a service exactly as the old one would have.
 """
 
@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 from distro.clusterdata import cluster_name_of, is_reserved
 from distro.config import DistroConfig
-from distro.model import ServiceKey, ServiceMeta
+from distro.datum import IMPLICIT_ENTRY_ID
+from distro.model import ServiceKey
 from distro.store import DatumStore
 
 __all__ = ["EmptyServiceCleaner"]
@@ -55,9 +56,8 @@ class EmptyServiceCleaner:
         for key in store.keys_without_instances():
             if is_reserved(key):
                 continue
-            meta = store.meta(key)
-            if not (isinstance(meta, ServiceMeta) and meta.implicit) or not is_owner(key):
-                continue
+            if store.live_value(key, IMPLICIT_ENTRY_ID) is None or store.meta(key) is not None or not is_owner(key):
+                continue  # not created by a registration, or configured since
             items = store.items(key)
             if any(entry.value is not None and cluster_name_of(entry_id) is not None for entry_id, entry in items):
                 continue  # configured clusters: kept (PUT /cluster also makes the settings explicit)

@@ -8,15 +8,18 @@ a full restart keeps it (see :mod:`distro.durability`). Where it lives in the da
     what                 key                               entry id            value
     namespace            NAMESPACES_KEY (reserved)         the namespace id    NamespaceInfo
     service settings     the service's key                 "#meta"             ServiceMeta (implicit=False)
+    (implicit marker)    the service's key                 "#implicit"         ServiceMeta (implicit=True)
     cluster settings     the service's key                 "#cluster/<name>"   ClusterMeta
     registry setting     SETTINGS_KEY (reserved)           the setting's name  SettingText (e.g. switches)
 
 The reserved keys are owned by hashing like any service key, so their writes go to their owner like any
 other write. Clients cannot name them: their group is empty, which no API request can produce.
 
-A service created by a registration gets an *implicit* ``ServiceMeta`` (``implicit=True``): it keeps the
-service in existence after its last instance, until the empty-service cleaner (:mod:`distro.cleaner`)
-removes it. An implicit meta is not cluster data (nobody configured it) and is never written to disk.
+A service created by a registration gets an *implicit* marker (``ServiceMeta(implicit=True)`` under
+``#implicit``): it keeps the service in existence after its last instance, until the empty-service cleaner
+(:mod:`distro.cleaner`) removes it. The marker is not cluster data (nobody configured it) and is never
+written to disk; it has an entry of its own so that a registration applied where the service's settings
+have not arrived yet (a forward that fell back, a partition) can never replace those settings.
 """
 
 from __future__ import annotations
@@ -216,7 +219,7 @@ def is_durable_slot(key: ServiceKey, entry_id: str) -> bool:
 
 
 def is_durable_value(value: object) -> bool:
-    """Whether a value is cluster data that a node keeps on disk (not an instance, an implicit meta or None)."""
+    """Whether a value is cluster data that a node keeps on disk (not an instance, an implicit marker or None)."""
     if isinstance(value, ServiceMeta):
         return not value.implicit
     return isinstance(value, ClusterMeta | NamespaceInfo | SettingText)

@@ -120,12 +120,9 @@ class ClusterDataWrites:
         return OK
 
     def _make_explicit(self, key: ServiceKey, now_ms: int) -> None:
-        """A service someone configures is kept (and persisted) like one created on purpose."""
-        meta = self._store.meta(key)
-        if meta is None or meta.implicit:
-            base = meta or ServiceMeta()
-            explicit = ServiceMeta(base.protect_threshold, base.metadata, base.selector_type, implicit=False)
-            self._write(key, META_ENTRY_ID, explicit, now_ms)
+        """A service someone configures is kept (and persisted) like one created on purpose: it gets settings."""
+        if self._store.meta(key) is None:
+            self._write(key, META_ENTRY_ID, ServiceMeta(), now_ms)
 
     # -- settings --------------------------------------------------------------------------------
     def _put_setting(self, request: PutSetting, now_ms: int) -> Result:

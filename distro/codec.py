@@ -26,7 +26,7 @@ Layout (compact: a type tag and positional fields, never field names)::
              | ["i", ip, port, cluster, weight, healthy, enabled, metadata (, connection (, assigned id))]
                                                        connection only when the instance has one (or an
                                                        assigned id, the snowflake generator's, follows)
-             | ["m", protect_threshold, metadata, selector_type, implicit]   (under "#meta")
+             | ["m", protect_threshold, metadata, selector_type, implicit]   (under "#meta" or "#implicit")
              | ["c", check_port, use_instance_port, checker, metadata]       (under "#cluster/<name>")
              | ["n", name, desc, created_ms]                                 (a namespace, reserved key)
              | ["s", text]                                                   (a registry setting, reserved key)
@@ -76,7 +76,7 @@ from distro.clusterdata import (
     valid_custom_namespace_id,
     valid_setting_name,
 )
-from distro.datum import META_ENTRY_ID, Entry, EntryValue
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry, EntryValue
 from distro.errors import ProtocolError  # defined in distro.errors, re-exported here (see __all__)
 from distro.messages import (
     ConsoleQuery,
@@ -567,7 +567,7 @@ def _settings_value(key: ServiceKey, entry_id: str, value: Any, ctx: _Ctx) -> En
         _, text = _seq(value, 2, "setting")
         return SettingText(_str(text, "setting text", MAX_SETTING_TEXT))
     if tag == "m":
-        if entry_id != META_ENTRY_ID:
+        if entry_id not in (META_ENTRY_ID, IMPLICIT_ENTRY_ID):
             raise ProtocolError("item: service meta under an instance entry id")
         return _meta(value)
     if tag == "c":

@@ -21,6 +21,7 @@ from distro.model import Instance, ServiceMeta
 from distro.versions import Version
 
 __all__ = [
+    "IMPLICIT_ENTRY_ID",
     "META_ENTRY_ID",
     "Datum",
     "Entry",
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 META_ENTRY_ID = "#meta"
+IMPLICIT_ENTRY_ID = "#implicit"
+"""The marker a registration writes into a service it creates (``ServiceMeta(implicit=True)``): it keeps the
+service after its last instance until the empty-service cleaner removes it. Its own entry, so that it never
+competes with settings someone configured (``#meta``) however the two writes race."""
 
 EntryValue = Instance | ServiceMeta | ClusterMeta | NamespaceInfo | SettingText | None
 

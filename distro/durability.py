@@ -5,11 +5,11 @@ cluster-data slot (a namespace, a service's settings, a cluster's settings; see 
 becomes a :class:`~distro.effects.Persist` effect, numbered in order, whether the change was written here
 or merged from a peer (replicas persist what they receive). What is persisted:
 
-- a durable value (a namespace, explicit service settings, cluster settings): the entry itself;
-- a tombstone, or implicit settings, that replace a durable value: a tombstone with the new version, so
-  that a restart does not bring the deleted value back;
-- anything else (instances, implicit settings where nothing durable was): nothing. Ephemeral state
-  stays in memory.
+- a durable value (a namespace, explicit service settings, cluster settings, a registry setting): the entry;
+- a tombstone that replaces a durable value: the tombstone, so that a restart does not bring the deleted
+  value back;
+- anything else (instances, implicit markers, tombstones over them): nothing. Ephemeral state stays in
+  memory. Every entry written is one the node holds, version and content alike (never a made-up one).
 
 The answer to a request about cluster data is held back until every ``Persist`` emitted so far is on
 disk: the runtime reports progress with the highest ``seq`` written (:meth:`Durability.persisted`), and the
@@ -49,15 +49,12 @@ class Durability:
         """An entry was applied (``previous`` is what it replaced): emit its ``Persist`` if it needs one."""
         if not self.enabled or not is_durable_slot(key, entry_id):
             return
-        if is_durable_value(entry.value):
-            stored = entry
-        elif previous is not None and is_durable_value(previous.value):
-            stored = Entry(entry.version, None)
-        else:
+        replaces_durable = previous is not None and is_durable_value(previous.value)
+        if not is_durable_value(entry.value) and not (entry.value is None and replaces_durable):
             return
         self.latest_seq += 1
         self.persisted_entries += 1
-        self._outbox.append(Persist(self.latest_seq, key, entry_id, stored))
+        self._outbox.append(Persist(self.latest_seq, key, entry_id, entry))
 
     @property
     def behind(self) -> bool:

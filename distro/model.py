@@ -366,9 +366,9 @@ def make_instance(
 class ServiceMeta:
     """Service-level settings (``POST /nacos/v1/ns/service``): protect threshold, metadata, selector.
 
-    ``implicit`` marks the settings a registration gives a service it creates (nobody configured them):
-    they keep the service after its last instance until the empty-service cleaner removes it, and they
-    are never written to disk (see :mod:`distro.clusterdata`).
+    ``implicit`` marks the marker a registration writes into a service it creates (stored under its own entry
+    id, ``#implicit``, never ``#meta``): it keeps the service after its last instance until the empty-service
+    cleaner removes it, and it is never written to disk (see :mod:`distro.clusterdata`).
     """
 
     protect_threshold: float = 0.0

@@ -95,7 +95,7 @@ from distro.clusterdata import SETTINGS_KEY, NamespaceInfo, SettingText
 from distro.clusterwrites import ClusterDataWrites, namespaces, settings
 from distro.config import DistroConfig
 from distro.connections import ConnectionTable, ConnectionTimings, held_by, judge_renewal
-from distro.datum import META_ENTRY_ID, Entry, EntryValue
+from distro.datum import IMPLICIT_ENTRY_ID, Entry, EntryValue
 from distro.durability import Durability
 from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Outbox, Send, SettingChanged
 from distro.health import HeartbeatClocks
@@ -361,7 +361,7 @@ class DistroNode:
             self._renew(now_ms)
         if self.ready and self._cleaner.due(now_ms):
             for key in self._cleaner.doomed(now_ms, self.is_owner):
-                self._write(key, META_ENTRY_ID, None, now_ms)
+                self._write(key, IMPLICIT_ENTRY_ID, None, now_ms)
         if now_ms >= self._next_gc_ms:
             self._next_gc_ms = now_ms + cfg.gc_interval_ms
             ttl = max(cfg.tombstone_ttl_ms, 2 * cfg.instance_expire_ms)

@@ -16,7 +16,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from distro.datum import META_ENTRY_ID, Datum, Entry, entry_hash
+from distro.datum import META_ENTRY_ID, Datum, Entry, EntryValue, entry_hash
 from distro.model import Instance, ServiceKey, ServiceMeta
 from distro.versions import Version
 
@@ -91,6 +91,11 @@ class DatumStore:
         if entry is None or not isinstance(entry.value, Instance):
             return None
         return entry.value
+
+    def live_value(self, key: ServiceKey, entry_id: str) -> EntryValue:
+        """The value stored under ``entry_id`` (None when absent or a tombstone)."""
+        entry = self.entry(key, entry_id)
+        return None if entry is None else entry.value
 
     def meta(self, key: ServiceKey) -> ServiceMeta | None:
         """The service's settings entry, unless absent or deleted."""

@@ -16,7 +16,7 @@ from hashlib import blake2b
 from typing import Any
 
 from distro.clusterdata import ClusterMeta, cluster_name_of
-from distro.datum import META_ENTRY_ID, Entry
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
 from distro.model import Instance, ServiceKey, ServiceMeta
 
 __all__ = ["Selection", "ServiceView", "empty_view", "select_hosts"]
@@ -33,7 +33,17 @@ class ServiceView:
     consistent) state, and a newer view with a higher revision is already on its way.
     """
 
-    __slots__ = ("_checksum", "_clusters", "_instances", "_meta", "_source", "key", "modified_ms", "revision")
+    __slots__ = (
+        "_checksum",
+        "_clusters",
+        "_implicit",
+        "_instances",
+        "_meta",
+        "_source",
+        "key",
+        "modified_ms",
+        "revision",
+    )
 
     def __init__(
         self,
@@ -49,6 +59,7 @@ class ServiceView:
         self._instances: tuple[Instance, ...] | None = instances
         self._meta = meta
         self._clusters: Mapping[str, ClusterMeta] = {}
+        self._implicit = False
         self._source: Mapping[str, Entry] | None = None
         self._checksum: str | None = None
 
@@ -73,6 +84,8 @@ class ServiceView:
             elif type(value) is ClusterMeta:
                 clusters[cluster_name_of(entry_id) or entry_id] = value
         self._clusters = clusters
+        implicit = source.get(IMPLICIT_ENTRY_ID)
+        self._implicit = implicit is not None and implicit.value is not None
         meta_entry = source.get(META_ENTRY_ID)
         meta = None if meta_entry is None else meta_entry.value
         self._meta = meta if isinstance(meta, ServiceMeta) else None
@@ -104,7 +117,7 @@ class ServiceView:
     @property
     def exists(self) -> bool:
         """False for the view of a deleted or never-registered service."""
-        return bool(self.instances) or self.meta is not None or bool(self.clusters)
+        return bool(self.instances) or self.meta is not None or bool(self.clusters) or self._implicit
 
     @property
     def protect_threshold(self) -> float:

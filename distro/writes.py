@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from distro.clusterdata import cluster_name_of
 from distro.config import DistroConfig
-from distro.datum import META_ENTRY_ID, EntryValue
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, EntryValue
 from distro.errors import ValidationError
 from distro.model import (
     Instance,
@@ -130,7 +129,8 @@ class ClientWrites:
         return when is not None and now_ms - when <= self._config.deregister_grace_ms
 
     def _delete_service(self, key: ServiceKey, now_ms: int) -> Result:
-        """Remove an empty service: its settings and its clusters' settings become tombstones.
+        """Remove an empty service: its settings, its clusters' settings and its implicit marker become
+        tombstones.
 
         A service that still has instances is refused, as Nacos 2 does: its clients would register the
         instances again within one beat, bringing the service back without its settings.
@@ -143,7 +143,7 @@ class ClientWrites:
                 f"Service {key.grouped_name} is not empty, can't be delete. Please unregister instance first"
             )
         for entry_id, entry in store.items(key):
-            if entry.value is not None and (entry_id == META_ENTRY_ID or cluster_name_of(entry_id) is not None):
+            if entry.value is not None and entry_id.startswith("#"):  # #meta, #implicit, #cluster/<name>
                 self._write(key, entry_id, None, now_ms)
         return OK
 
@@ -163,10 +163,10 @@ class ClientWrites:
                     f"service {key.grouped_name} already has {limit} "
                     "instances, the most one service may hold"
                 )
-            if self._store.meta(key) is None:
+            if self._store.meta(key) is None and self._store.live_value(key, IMPLICIT_ENTRY_ID) is None:
                 # A service created by a registration outlives its last instance until the empty-service
-                # cleaner removes it (distro/cleaner.py); these implicit settings keep it meanwhile.
-                self._write(key, META_ENTRY_ID, ServiceMeta(implicit=True), now_ms)
+                # cleaner removes it (distro/cleaner.py); this marker keeps it meanwhile.
+                self._write(key, IMPLICIT_ENTRY_ID, ServiceMeta(implicit=True), now_ms)
             self._write(key, entry_id, instance, now_ms)
         elif existing != instance:
             self._write(key, entry_id, instance, now_ms)

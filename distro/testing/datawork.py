@@ -1,7 +1,8 @@
 """The cluster-data side of the simulated workload: namespaces, service settings and cluster settings.
 
 An operator creates namespaces, deletes some of them, creates services with settings, configures
-clusters of those services and puts registry-wide settings, through any node. Every id is fresh, so each request's outcome is
+clusters of those services, registers instances into them (which must never disturb their settings) and
+puts registry-wide settings, through any node. Every id is fresh, so each request's outcome is
 unambiguous: once a node answers ``true`` (or ``ok``) the write was acknowledged, and
 :func:`check_cluster_data` demands that, after faults stop and the cluster settles, every ready node holds
 every acknowledged creation and none of the acknowledged deletions, however many nodes crashed (the
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from distro.clusterdata import ClusterMeta, HealthChecker
-from distro.model import ServiceKey, ServiceMeta
+from distro.model import ServiceKey, ServiceMeta, make_instance
 from distro.node import DistroNode
 from distro.requests import (
     ClientRequest,
@@ -28,6 +29,7 @@ from distro.requests import (
     CreateService,
     DeleteNamespace,
     PutSetting,
+    Register,
     Result,
     UpdateCluster,
 )
@@ -94,6 +96,10 @@ class ClusterDataWorkload:
         if roll < 0.1:
             n = self._fresh()
             request = PutSetting(f"setting-{n}", f'{{"n": {n}}}')
+        elif roll < 0.15 and self.services_created:
+            n = self._fresh()
+            key = rng.choice(sorted(self.services_created))
+            request = Register(key, make_instance(f"10.200.{n // 250 % 250}.{n % 250 + 1}", 9000))
         elif roll < 0.2:
             request = self.delete_namespace(rng, now_ms)
         elif roll < 0.45:

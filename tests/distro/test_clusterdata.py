@@ -28,7 +28,7 @@ from distro.clusterdata import (
 )
 from distro.codec import ProtocolError, decode_message, encode_message
 from distro.config import DistroConfig
-from distro.datum import META_ENTRY_ID, Entry
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
 from distro.effects import SettingChanged
 from distro.errors import ValidationError
 from distro.messages import Forward, SyncBatch
@@ -143,7 +143,8 @@ def test_update_cluster_needs_the_service_and_keeps_what_is_not_given() -> None:
         400, f"service not found:{key.grouped_name}"
     )
     assert answer(h, "n1", Register(key, INST)) == OK
-    assert h["n2"].store.meta(key) == ServiceMeta(implicit=True)
+    assert h["n2"].store.entry(key, IMPLICIT_ENTRY_ID).value == ServiceMeta(implicit=True)
+    assert h["n2"].store.meta(key) is None
     checker = HealthChecker("HTTP", "/health", "", 204)
     assert answer(h, "n3", UpdateCluster(key, "DEFAULT", 8080, False, checker, {"a": "1"})) == OK
     assert answer(h, "n1", UpdateCluster(key, "DEFAULT", metadata={"b": "2"})) == OK  # the console's call
@@ -208,15 +209,15 @@ def test_a_service_created_by_a_registration_outlives_its_last_instance_until_th
         assert view is not None and view.exists and view.instances == ()
     h.advance(2 * CLEAN.empty_service_clean_interval_ms + CLEAN.sync_delay_ms)
     for node in h.nodes.values():
-        assert node.view(key) is None and node.store.entry(key, META_ENTRY_ID).is_tombstone
-    tombstone = h["n1"].store.entry(key, META_ENTRY_ID)
+        assert node.view(key) is None and node.store.entry(key, IMPLICIT_ENTRY_ID).is_tombstone
+    tombstone = h["n1"].store.entry(key, IMPLICIT_ENTRY_ID)
     assert tombstone.version.node == "n3" and tombstone.version.ms - emptied_ms >= CLEAN.empty_service_grace_ms
     assert h["n3"].statistics().empty_services_removed == 1
     assert h["n1"].statistics().empty_services_removed == 0  # only the owner removes
     # Registering again brings it back, implicit again.
     assert answer(h, "n1", Register(key, INST)) == OK
     h.advance(CLEAN.sync_delay_ms)
-    assert all(node.store.meta(key) == ServiceMeta(implicit=True) for node in h.nodes.values())
+    assert all(node.store.live_value(key, IMPLICIT_ENTRY_ID) == ServiceMeta(implicit=True) for node in h.nodes.values())
 
 
 def test_the_cleaner_keeps_configured_services_and_services_with_instances() -> None:
@@ -325,3 +326,26 @@ def test_a_setting_put_anywhere_reaches_every_node_and_tells_its_runtime() -> No
         assert node.settings() == {} and h.outputs[node_id].settings[-1] == SettingChanged("switches", None)
     assert answer(h, via, PutSetting("bad name", "x")).status == 400
     assert answer(h, via, PutSetting("big", "x" * 65_537)).status == 400
+
+
+def test_a_registration_where_the_settings_have_not_arrived_never_replaces_them() -> None:
+    """A registration applied by a node that has not received the service's settings yet (its forward to the
+    owner failed) writes only the implicit marker: the settings written on the owner survive the merge, and
+    the cleaner never removes the configured service."""
+    h = started(CLEAN)
+    key = key_owned_by("n1")
+    assert answer(h, "n1", CreateService(key, ServiceMeta(0.7, {"team": "a"}))) == OK  # not replicated yet
+    rid, result = h.client("n2", Register(key, INST))
+    assert result is None and key not in h["n2"].store
+    h.fail(Forward, source="n2")  # the owner cannot be reached: n2 applies it itself
+    assert [r.result for r in h.outputs["n2"].replies if r.request_id == rid] == [OK]
+    assert h["n2"].store.live_value(key, IMPLICIT_ENTRY_ID) == ServiceMeta(implicit=True)
+    h.start()  # n2 is back in touch: everything is delivered
+    h.advance(CLEAN.verify_interval_ms + CLEAN.sync_delay_ms)
+    for node in h.nodes.values():
+        assert node.store.meta(key) == ServiceMeta(0.7, {"team": "a"})
+    assert answer(h, "n2", Deregister(key, "DEFAULT", INST.ip, INST.port)) == OK
+    h.advance(3 * CLEAN.empty_service_grace_ms)
+    for node in h.nodes.values():
+        view = node.view(key)
+        assert view is not None and view.meta == ServiceMeta(0.7, {"team": "a"})

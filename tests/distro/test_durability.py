@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from distro.clusterdata import NAMESPACES_KEY, ClusterMeta, NamespaceInfo, cluster_entry_id
 from distro.config import DistroConfig
-from distro.datum import META_ENTRY_ID
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID
 from distro.effects import Persist
 from distro.messages import Forward, ForwardReply, SyncBatch
 from distro.model import ServiceKey, ServiceMeta, make_instance
@@ -94,7 +94,7 @@ def test_instances_and_implicit_settings_never_touch_the_disk() -> None:
     h = started()
     key = key_owned_by("n1")
     assert h.client("n1", Register(key, INST))[1] == OK  # answered at once
-    assert h["n1"].store.meta(key) == ServiceMeta(implicit=True)
+    assert h["n1"].store.live_value(key, IMPLICIT_ENTRY_ID) == ServiceMeta(implicit=True)
     assert h.client("n1", Deregister(key, "DEFAULT", INST.ip, INST.port))[1] == OK
     assert h.client("n1", DeleteService(key))[1] == OK  # implicit settings replaced by a tombstone: nothing
     h.advance(h.config.sync_delay_ms)
@@ -123,17 +123,18 @@ def test_replicas_persist_what_they_merge_and_deletions_become_tombstones_on_dis
         assert on_disk[(key, META_ENTRY_ID)] == h[node_id].store.entry(key, META_ENTRY_ID)
 
 
-def test_implicit_settings_replacing_durable_ones_are_persisted_as_a_tombstone() -> None:
+def test_a_replicated_implicit_marker_beside_durable_settings_writes_nothing() -> None:
     h = started(auto_persist=True)
     key = key_owned_by("n1")
     assert answer(h, "n1", CreateService(key, ServiceMeta(0.3))) == OK
     durable = h["n1"].store.entry(key, META_ENTRY_ID)
-    # A peer that saw the service deleted and registered again sends its implicit settings.
-    implicit = durable._replace(version=durable.version._replace(ms=durable.version.ms + 5), value=ServiceMeta(implicit=True))
-    h["n1"].handle_peer("n2", SyncBatch(((key, META_ENTRY_ID, implicit),)), h.now_ms)
+    # A peer that registered into the service before its settings reached it sends its marker.
+    marker = durable._replace(version=durable.version._replace(ms=durable.version.ms + 5),
+                              value=ServiceMeta(implicit=True))
+    h["n1"].handle_peer("n2", SyncBatch(((key, IMPLICIT_ENTRY_ID, marker),)), h.now_ms)
     h.collect("n1")
-    (stored,) = [entry for k, e, entry in h.disks["n1"].items() if e == META_ENTRY_ID]
-    assert stored.is_tombstone and stored.version == implicit.version
+    assert h["n1"].store.meta(key) == ServiceMeta(0.3)
+    assert h.disks["n1"].items() == ((key, META_ENTRY_ID, durable),)
 
 
 def test_an_answer_about_cluster_data_waits_for_earlier_writes_even_when_it_writes_nothing() -> None:

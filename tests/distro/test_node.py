@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from distro.config import DistroConfig
-from distro.datum import META_ENTRY_ID, Entry
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
 from distro.effects import ClientReply
 from distro.messages import (
     Digest,
@@ -194,11 +194,11 @@ def test_replication_flushes_an_isolated_change_at_once_and_coalesces_a_stream()
     assert h["n1"].next_deadline_ms() == t0  # nothing flushed lately: due at the next tick
     h.tick("n1")
     entry = h["n1"].store.entry(key, EID)
-    meta = h["n1"].store.entry(key, META_ENTRY_ID)
+    meta = h["n1"].store.entry(key, IMPLICIT_ENTRY_ID)
     assert entry.value == replace(INST, weight=3.0) and meta.value == ServiceMeta(implicit=True)
     assert h.pending(SyncBatch) == [
-        Wire("n1", "n2", SyncBatch(((key, META_ENTRY_ID, meta), (key, EID, entry)))),
-        Wire("n1", "n3", SyncBatch(((key, META_ENTRY_ID, meta), (key, EID, entry)))),
+        Wire("n1", "n2", SyncBatch(((key, IMPLICIT_ENTRY_ID, meta), (key, EID, entry)))),
+        Wire("n1", "n3", SyncBatch(((key, IMPLICIT_ENTRY_ID, meta), (key, EID, entry)))),
     ]
     assert h["n1"].statistics().dirty_entries == 0
     h.deliver(SyncBatch)
@@ -313,7 +313,7 @@ def test_digest_and_repair_fix_a_peer_that_missed_a_batch() -> None:
     assert h["n2"].statistics().repairs_sent == 1
     h.deliver(Repair, source="n2")
     (batch,) = h.pending(SyncBatch, source="n1", target="n2")
-    assert batch.message.items == tuple((key, e, h["n1"].store.entry(key, e)) for e in (META_ENTRY_ID, EID))
+    assert batch.message.items == tuple((key, e, h["n1"].store.entry(key, e)) for e in (IMPLICIT_ENTRY_ID, EID))
     h.deliver(SyncBatch)
     assert h["n2"].store.digest(key) == h["n1"].store.digest(key)
     assert h["n2"].view(key).instances == (INST,)
