@@ -262,7 +262,8 @@ PEER_INTERNAL = [
     "/nacos/v1/core/cluster/report",
 ]
 OPEN = {"/healthz", "/readyz", "/metrics", "/nacos/v1/auth/login", "/nacos/v1/auth/users/login",
-        "/nacos/v1/console/health/liveness", "/nacos/v1/console/health/readiness"}
+        "/nacos/v1/console/health/liveness", "/nacos/v1/console/health/readiness",
+        "/nacos/v1/console/server/state"}  # the console asks it whether to show its login page
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
 _KEY = ["namespaceId", "groupName", "serviceName", "dom"]
 _INSTANCE = [*_KEY, "ip", "port", "clusterName", "cluster", "weight", "healthy", "valid", "enabled", "enable",
