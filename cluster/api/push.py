@@ -143,6 +143,7 @@ class Subscriber:
     tenant: str
     last_list: float  # trio time of its last list call
     unacked: int = 0  # datagrams sent to it since its last ack
+    unacked_since: float = 0.0  # trio time of the first of them
 
     @property
     def ident(self) -> tuple[str, str, int]:
@@ -209,6 +210,7 @@ class PushService:
         self._wake = trio.Event()
         self._pending: dict[int, _Pending] = {}  # by seq, oldest first
         self._pending_bytes = 0
+        self._superseded: dict[int, Subscriber] = {}  # seq of a replaced packet -> its subscriber (bounded)
         self._latest: dict[tuple[ServiceKey, tuple[str, str, int]], int] = {}  # -> seq pending
         self._timers: list[tuple[float, int]] = []  # (due, seq) heap
         self._seq = 0  # the last lastRefTime sent (epoch ms, strictly growing)
@@ -399,7 +401,7 @@ class PushService:
                 self._remove(sub)
                 self.stats.expired_subscribers += 1
                 continue
-            if sub.unacked >= self.config.max_tries:  # its last push went unanswered: it is gone
+            if self._silent(sub, now):  # its last pushes went unanswered: it is gone
                 self._drop_unacknowledged(sub)
                 continue
             form = (sub.clusters, sub.healthy_only, sub.agent)
@@ -422,6 +424,9 @@ class PushService:
             previous = self._pending.get(self._latest.get((key, sub.ident), -1))
             if previous is not None:
                 self._forget(previous)
+                self._superseded[previous.seq] = sub  # its ack may still come: it says the client is there
+                while len(self._superseded) > self.config.max_pending:
+                    del self._superseded[next(iter(self._superseded))]
                 self.stats.superseded += 1
             cfg = self.config
             while self._pending and (
@@ -454,6 +459,12 @@ class PushService:
         if self._latest.get(ident) == pending.seq:
             del self._latest[ident]
 
+    def _silent(self, sub: Subscriber, now: float) -> bool:
+        """Whether ``sub`` acknowledged none of its last ``max_tries`` datagrams, the first of them long
+        enough ago (``max_tries`` retry intervals) that an ack should have come."""
+        cfg = self.config
+        return sub.unacked >= cfg.max_tries and now - sub.unacked_since >= cfg.max_tries * cfg.retry_interval_ms / 1000
+
     def _drop_unacknowledged(self, sub: Subscriber) -> None:
         self._remove(sub)
         self.stats.dropped_unacknowledged += 1
@@ -466,6 +477,8 @@ class PushService:
             return
         if not self.targets.may_send(sub.ip, len(pending.packet)):
             return  # over the target's bytes per second: the client's poll covers it
+        if not sub.unacked:
+            sub.unacked_since = trio.current_time()
         sub.unacked += 1
         try:
             await sock.sendto(pending.packet, (sub.ip, sub.port))
@@ -483,7 +496,7 @@ class PushService:
             if pending.tries >= self.config.max_tries or self._expired(pending.sub, now):
                 self._forget(pending)
                 self.stats.failed += 1
-                if pending.sub.unacked >= self.config.max_tries:
+                if pending.sub.unacked >= self.config.max_tries:  # its last send had a whole interval too
                     self._drop_unacknowledged(pending.sub)
                 continue
             pending.tries += 1
@@ -513,6 +526,9 @@ class PushService:
         pending = self._pending.get(seq)
         if pending is None:
             self.stats.unknown_acks += 1
+            superseded = self._superseded.pop(seq, None)
+            if superseded is not None:  # late, but the client is there
+                superseded.unacked = 0
             return
         self._forget(pending)
         pending.sub.unacked = 0

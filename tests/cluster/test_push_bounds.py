@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import socket
 
 import httpx
@@ -219,3 +220,32 @@ def test_target_rule_and_buckets() -> None:
     policy.removed("192.0.2.1")
     policy.removed("192.0.2.1")
     assert policy.targets == 0 and policy.may_send("192.0.2.1", 1000)  # the bucket went with the last one
+
+
+async def test_a_client_whose_acks_come_late_is_not_dropped() -> None:
+    # Changes faster than the client's acks: each push supersedes the last before its ack arrives. The ack
+    # of a replaced packet still says the client is there.
+    config = PushConfig(retry_interval_ms=200)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery, httpx.AsyncClient(trust_env=False) as http:
+            node = (await InProcessCluster(1, push=config).start(nursery)).nodes[0]
+            sock = udp_socket("127.0.0.1")
+            response = await http.get(f"{node.url}{NS}/instance/list",
+                                      params={"serviceName": "late", "udpPort": str(sock.getsockname()[1])},
+                                      headers={"User-Agent": "Nacos-Java-Client:v1.4.2"})
+            assert response.json()["cacheMillis"] == 10000
+            previous: tuple[bytes, tuple[str, int]] | None = None
+            for i in range(6):
+                await register(http, node.url, "late", f"10.6.6.{i}", 80)
+                while True:  # the push that lists all i + 1 hosts
+                    await trio.lowlevel.wait_readable(sock)
+                    data, address = sock.recvfrom(70_000)
+                    packet = decode_push(data)
+                    if len(json.loads(str(packet["data"]))["hosts"]) == i + 1:
+                        break
+                if previous is not None:  # ack the one before only now
+                    sock.sendto(previous[0], previous[1])
+                previous = (b'{"type":"push-ack","lastRefTime":"%d","data":""}' % packet["lastRefTime"], address)
+            assert node.push.subscriber_count == 1 and node.push.stats.dropped_unacknowledged == 0
+            sock.close()
+            nursery.cancel_scope.cancel()
