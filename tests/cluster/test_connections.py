@@ -7,6 +7,7 @@ bare HTTP server in test_http_server.py; these run the node process as an operat
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import socket
@@ -26,18 +27,24 @@ GUARD_S = 30
 
 
 @contextmanager
-def node_process(args: Sequence[str], *, nofile: tuple[int, int] | None = None) -> Iterator[tuple[int, Path]]:
-    """A one-node ``distro-node`` on 127.0.0.1 (optionally with other descriptor limits): (port, log path)."""
-    port = free_ports(1)[0]
-    log = Path(tempfile.mkdtemp(prefix="distro-conn-")) / "node.log"
+def node_process(
+    args: Sequence[str], *, nofile: tuple[int, int] | None = None, port: int | None = None
+) -> Iterator[tuple[int, Path]]:
+    """A ``distro-node`` on 127.0.0.1 (optionally with other descriptor limits): (port, log path)."""
+    port = port or free_ports(1)[0]
+    folder = Path(tempfile.mkdtemp(prefix="distro-conn-"))
+    log = folder / "node.log"
 
     def limits() -> None:
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTRO_")}
+    env["DISTRO_CLUSTER_SECRET"] = "connections-test-cluster-secret-0123456789"
     with log.open("wb") as out:
-        proc = subprocess.Popen([*node_command(), "--host", "127.0.0.1", "--port", str(port), *args],
-                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=limits)
+        proc = subprocess.Popen([*node_command(), "--host", "127.0.0.1", "--port", str(port),
+                                 "--advertise-address", f"127.0.0.1:{port}", "--data-dir", str(folder / "data"),
+                                 *args], stdout=out, stderr=subprocess.STDOUT, preexec_fn=limits, env=env)
     try:
         deadline = time.monotonic() + GUARD_S
         with httpx.Client(trust_env=False, timeout=1.0) as http:
@@ -103,6 +110,35 @@ def test_the_node_raises_its_soft_limit_and_keeps_connections_below_it() -> None
         match = re.search(r"client connections at most (\d+)", log.read_text())
         assert match is not None and int(match.group(1)) == MIN_CONNECTIONS
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False).status_code == 200
+
+
+def test_peer_links_are_accepted_while_clients_hold_every_http_connection() -> None:
+    # Issue 14, finding 3: at the soft file limit, HTTP connections took the last descriptors and peer
+    # links could not be accepted (nor dialled). The reserve keeps room for them.
+    ports = free_ports(2)
+    peers = ",".join(f"127.0.0.1:{port}" for port in ports)
+    common = ["--peers", peers, "--snapshot-timeout-ms", "500"]
+    with node_process([*common, "--node-id", "crowded", "--fd-reserve", "200"], nofile=(300, 300),
+                      port=ports[1]) as (crowded, log):
+        cap = 300 - 200 - 2 * FD_PER_PEER
+        assert f"client connections at most {cap} " in log.read_text()
+        held = [idle_connection(crowded, f"127.0.0.{1 + i % 4}") for i in range(320)]  # more than 300 fds
+        for sock in held:
+            status_of(sock)
+        http = httpx.Client(trust_env=False, transport=httpx.HTTPTransport(local_address="127.0.0.9"))
+        metrics = http.get(f"http://127.0.0.1:{crowded}/metrics").text
+        assert f"distro_http_connections_open {cap}" in metrics  # every client slot is taken
+        with node_process([*common, "--node-id", "other"], port=ports[0]) as (other, _):
+            deadline = time.monotonic() + GUARD_S
+            while True:  # both ends of the link up: the crowded node accepted it, or dialled it, or both
+                servers = http.get(f"http://127.0.0.1:{other}/nacos/v1/ns/operator/servers").json()["servers"]
+                if [s["state"] for s in servers] == ["UP", "UP"]:
+                    break
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+        http.close()
+        for sock in held:
+            sock.close()
 
 
 def test_plans() -> None:
