@@ -45,6 +45,20 @@ def _log_ms_axis(plt: Any, ax: Any) -> None:
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
 
 
+def _cdf_axes(plt: Any, series: list[tuple[str, list[float]]], *, target_ms: float, xlabel: str) -> tuple[Any, Any]:
+    """A figure with one empirical CDF per series, a target p99 line and a log-scale millisecond axis."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, xs in series:
+        v = sorted(xs)
+        ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post", label=f"{label}, n={len(v)}")
+    ax.axvline(target_ms, color="grey", linestyle=":", label=f"target p99 {target_ms:g} ms")
+    ax.axhline(0.99, color="lightgrey", linestyle="--", linewidth=0.8)
+    _log_ms_axis(plt, ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of samples")
+    return fig, ax
+
+
 def _converge_cdf(plt: Any, d: dict[str, Any], e: dict[str, Any], rn: dict[str, Any], out_dir: Path) -> str | None:
     """Convergence CDFs, ours and etcd's, on a log scale."""
     series = []
@@ -61,15 +75,8 @@ def _converge_cdf(plt: Any, d: dict[str, Any], e: dict[str, Any], rn: dict[str, 
         series.append(("r-nacos (poll)", rn["main"]["converge"]["samples_ms"]))
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, xs in series:
-        v = sorted(xs)
-        ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post", label=f"{label}, n={len(v)}")
-    ax.axvline(10, color="grey", linestyle=":", label="target p99 10 ms")
-    ax.axhline(0.99, color="lightgrey", linestyle="--", linewidth=0.8)
-    _log_ms_axis(plt, ax)
-    ax.set_xlabel("write on one node → visible on every node (ms, log scale)")
-    ax.set_ylabel("fraction of samples")
+    fig, ax = _cdf_axes(plt, series, target_ms=10,
+                        xlabel="write on one node → visible on every node (ms, log scale)")
     bg = main.get("background", {}).get("ok_per_s")
     ebg = e.get("background", {}).get("ok_per_s")
     ax.set_title(f"Convergence under background writes (ours {fmt(bg)}/s, etcd {fmt(ebg)}/s)", fontsize=10)
@@ -122,15 +129,8 @@ def _push_cdf(plt: Any, d: dict[str, Any], e: dict[str, Any], rn: dict[str, Any]
         series.append(("r-nacos: UDP subscriber (Nacos 1.x)", rn["main"]["push"]["samples_ms"]))
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, xs in series:
-        v = sorted(xs)
-        ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post", label=f"{label}, n={len(v)}")
-    ax.axvline(50, color="grey", linestyle=":", label="target p99 50 ms")
-    ax.axhline(0.99, color="lightgrey", linestyle="--", linewidth=0.8)
-    _log_ms_axis(plt, ax)
-    ax.set_xlabel("change on one node → subscriber of any node notified (ms, log scale)")
-    ax.set_ylabel("fraction of samples")
+    fig, ax = _cdf_axes(plt, series, target_ms=50,
+                        xlabel="change on one node → subscriber of any node notified (ms, log scale)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.3)
     return _save(plt, fig, out_dir / "push_cdf.png")
