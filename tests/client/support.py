@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -185,18 +185,6 @@ class InProcessCluster:
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` (sync or async) until true; fail after ``timeout_s``."""
-    with trio.fail_after(timeout_s):
-        while True:
-            result = predicate()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await trio.sleep(0.01)
-
-
 async def register(http: httpx.AsyncClient, url: str, service: str, ip: str, port: int, **extra: str) -> None:
     params = {"serviceName": service, "ip": ip, "port": str(port), **extra}
     response = await http.post(f"{url}{NS}/instance", params=params)

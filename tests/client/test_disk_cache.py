@@ -11,7 +11,8 @@ import pytest
 import trio
 
 from distroreg import DiskCache, NamingClient, NamingUnavailable, ServiceInfo, Subscription
-from tests.client.support import NodeProcesses, deregister, register, unique, wait_for
+from tests.client.support import NodeProcesses, deregister, register, unique
+from tests.polling import wait_for
 
 GUARD = 40
 

@@ -10,7 +10,8 @@ from types import ModuleType
 import httpx
 import trio
 
-from tests.client.support import NodeProcesses, unique, wait_for
+from tests.client.support import NodeProcesses, unique
+from tests.polling import wait_for
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 GUARD = 40

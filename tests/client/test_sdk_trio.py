@@ -18,7 +18,8 @@ from distroreg import (
     Subscription,
 )
 from tests.client.instances import closed_port, trio_instances
-from tests.client.support import NodeProcesses, deregister, list_hosts, register, unique, wait_for
+from tests.client.support import NodeProcesses, deregister, list_hosts, register, unique
+from tests.polling import wait_for
 
 GUARD = 40
 

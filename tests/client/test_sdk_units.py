@@ -14,7 +14,7 @@ import trio
 
 from distroreg import DiskCache, Instance, LoadBalancedTransport, NamingClient, ServiceInfo
 from distroreg.model import choose_by_weight
-from tests.client.support import wait_for
+from tests.polling import wait_for
 
 GUARD = 10
 LIST = {

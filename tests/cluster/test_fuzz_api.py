@@ -17,7 +17,6 @@ import os
 import random
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from cluster.node.memlink import MemoryNetwork
 from cluster.node.settings import parse_settings
 from cluster.node.wiring import NodeServer
 from cluster.tools.launcher import PEER_PORT_OFFSET, LocalNode, free_ports
+from tests.polling import wait_until
 
 NODES = 3
 SECRET = "fuzz-token-secret-0123456789abcdef0123"
@@ -225,13 +225,6 @@ def cluster() -> Iterator[Cluster]:
         c.stop()
 
 
-def wait_until(predicate, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def listed_ips(port: int, token: str, service: str) -> set[str]:
     response = request(port, "GET", f"{NS}/instance/list", {"serviceName": service, "accessToken": token})
     assert response.status == 200, response.text
@@ -247,7 +240,8 @@ def assert_alive_and_converging(c: Cluster, service: str, ip: str) -> None:
         c.ports[0], "POST", f"{NS}/instance", {"serviceName": service, "ip": ip, "port": "80", "accessToken": c.access_token}
     )
     assert (response.status, response.text) == (200, "ok")
-    wait_until(lambda: all(ip in listed_ips(port, c.access_token, service) for port in c.ports))
+    wait_until(lambda: all(ip in listed_ips(port, c.access_token, service) for port in c.ports),
+               f"{ip} listed on every node")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -727,7 +721,7 @@ def test_real_nodes_survive_malformed_peer_frames(tmp_path: Path) -> None:
             except OSError:
                 return False
 
-        wait_until(lambda: all(ready(p) for p in ports), 30)
+        wait_until(lambda: all(ready(p) for p in ports), "every node ready", timeout_s=30)
         rng = random.Random(1234)
         frames = [
             b"",
@@ -802,7 +796,7 @@ def test_real_nodes_survive_malformed_peer_frames(tmp_path: Path) -> None:
             body = request(ports[1], "GET", f"{NS}/instance/list", {"serviceName": "peer-fuzz"}).json()
             return isinstance(body, dict) and any(h["ip"] == "10.3.3.3" for h in body["hosts"])
 
-        wait_until(seen_on_other, 30)
+        wait_until(seen_on_other, "the write seen on the other node", timeout_s=30)
     finally:
         for node in nodes:
             node.stop(10)

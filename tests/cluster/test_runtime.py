@@ -10,6 +10,7 @@ from cluster.node.pump import NodeRuntime
 from distro.config import DistroConfig
 from distro.model import ServiceKey, make_instance
 from distro.requests import Beat, Deregister, Register
+from tests.polling import wait_for
 
 KEY = ServiceKey("public", "DEFAULT_GROUP", "orders")
 
@@ -25,14 +26,8 @@ async def start_cluster(nursery: trio.Nursery, count: int = 3) -> tuple[MemoryNe
     with trio.fail_after(30):
         for runtime in runtimes:
             await runtime.ready_event.wait()
-    await wait_until(lambda: all(len(r.node.live_members()) == count for r in runtimes))
+    await wait_for(lambda: all(len(r.node.live_members()) == count for r in runtimes))
     return network, runtimes
-
-
-async def wait_until(predicate, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    with trio.fail_after(timeout_s):
-        while not predicate():
-            await trio.sleep(0.01)
 
 
 def listed(runtime: NodeRuntime, ip: str) -> bool:
@@ -50,10 +45,10 @@ async def test_write_on_any_node_reaches_every_node(autojump_clock: trio.testing
         result = await non_owner.submit(Register(KEY, make_instance("10.0.0.1", 80)))
         assert result.status == 200 and result.body == "ok"
         assert non_owner.node.statistics().forwards_sent == 1
-        await wait_until(lambda: all(listed(r, "10.0.0.1") for r in runtimes))
+        await wait_for(lambda: all(listed(r, "10.0.0.1") for r in runtimes))
         result = await runtimes[2].submit(Deregister(KEY, "DEFAULT", "10.0.0.1", 80))
         assert result.body == "ok"
-        await wait_until(lambda: not any(listed(r, "10.0.0.1") for r in runtimes))
+        await wait_for(lambda: not any(listed(r, "10.0.0.1") for r in runtimes))
         nursery.cancel_scope.cancel()
 
 
@@ -61,11 +56,11 @@ async def test_silent_instance_expires_everywhere(autojump_clock: trio.testing.M
     async with trio.open_nursery() as nursery:
         _, runtimes = await start_cluster(nursery)
         await runtimes[1].submit(Register(KEY, make_instance("10.0.0.2", 80)))
-        await wait_until(lambda: all(listed(r, "10.0.0.2") for r in runtimes))
+        await wait_for(lambda: all(listed(r, "10.0.0.2") for r in runtimes))
         start = trio.current_time()
-        await wait_until(lambda: all(not v.instances[0].healthy for r in runtimes if (v := r.node.view(KEY))))
+        await wait_for(lambda: all(not v.instances[0].healthy for r in runtimes if (v := r.node.view(KEY))))
         assert trio.current_time() - start >= 3.0
-        await wait_until(lambda: not any(listed(r, "10.0.0.2") for r in runtimes))
+        await wait_for(lambda: not any(listed(r, "10.0.0.2") for r in runtimes))
         assert trio.current_time() - start >= 6.0
         nursery.cancel_scope.cancel()
 
@@ -76,7 +71,7 @@ async def test_dead_owner_keys_move_and_beating_instance_survives(autojump_clock
         owner_id = runtimes[0].node.owner_of(KEY)
         survivors = [r for r in runtimes if r.node.node_id != owner_id]
         await survivors[0].submit(Register(KEY, make_instance("10.0.0.3", 80)))
-        await wait_until(lambda: all(listed(r, "10.0.0.3") for r in runtimes))
+        await wait_for(lambda: all(listed(r, "10.0.0.3") for r in runtimes))
         network.detach(owner_id)  # the owner dies
 
         async def beat_forever() -> None:
@@ -88,7 +83,7 @@ async def test_dead_owner_keys_move_and_beating_instance_survives(autojump_clock
                 await trio.sleep(1)
 
         nursery.start_soon(beat_forever)
-        await wait_until(lambda: all(r.node.owner_of(KEY) not in (None, owner_id) for r in survivors))
+        await wait_for(lambda: all(r.node.owner_of(KEY) not in (None, owner_id) for r in survivors))
         new_owner = {r.node.owner_of(KEY) for r in survivors}
         assert len(new_owner) == 1
         for _ in range(20):  # 20 s: beyond the expiry; the instance must stay listed and healthy

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ import pytest
 
 from cluster.tools.launcher import ClusterError, LocalNode, free_ports
 from cluster.tools.localcluster import LocalCluster
+from tests import polling
 
 NS = "/nacos/v1/ns"
 CONSOLE = "/nacos/v1/console"
@@ -57,18 +57,7 @@ def unique(prefix: str) -> str:
 
 def wait_until(predicate: Callable[[], T], what: str, timeout_s: float = UI_TIMEOUT_S) -> T:
     """Poll ``predicate`` until it returns something truthy (returned); AssertionError at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            last_error = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last error: {last_error!r})")
-        time.sleep(0.05)
+    return polling.wait_until(predicate, what, timeout_s)
 
 
 class Registry:

@@ -4,7 +4,8 @@ lists with protocol ``grpc``) shows the connection's address and client version 
 from __future__ import annotations
 
 from distro.model import ServiceKey
-from tests.grpc.test_server import client, one_node, wait_until
+from tests.grpc.test_server import client, one_node
+from tests.polling import wait_for
 
 KEY = ServiceKey("public", "DEFAULT_GROUP", "orders")
 
@@ -17,4 +18,4 @@ async def test_grpc_subscriptions_are_listed_as_subscribers() -> None:
         assert (ip, clusters, protocol, app) == ("127.0.0.1", "c1", "grpc", "")
         assert addr == f"{ip}:{port}" and agent  # the version the client announced at setup
         await c.call("SubscribeServiceRequest", {"serviceName": "orders", "subscribe": False, "clusters": "c1"})
-        await wait_until(lambda: node.server.subscriber_rows(KEY) == [])
+        await wait_for(lambda: node.server.subscriber_rows(KEY) == [])

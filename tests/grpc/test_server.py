@@ -20,6 +20,7 @@ from distro.config import DistroConfig
 from distro.model import ServiceKey, make_instance
 from distro.requests import Register
 from tests.grpc.h2client import GrpcTestClient
+from tests.polling import wait_for
 
 KEY = ServiceKey("public", "DEFAULT_GROUP", "orders")
 INSTANCE = {"ip": "10.0.0.1", "port": 8080, "weight": 1.0, "healthy": True, "enabled": True, "ephemeral": True,
@@ -64,12 +65,6 @@ async def client(node: Node, *, setup: bool = True, pump: bool = True) -> AsyncI
         nursery.cancel_scope.cancel()
 
 
-async def wait_until(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    with trio.fail_after(timeout_s):
-        while not predicate():
-            await trio.sleep(0.005)
-
-
 def register_body(**instance: object) -> dict[str, object]:
     return {"namespace": "public", "serviceName": "orders", "groupName": "DEFAULT_GROUP", "type": "registerInstance",
             "instance": {**INSTANCE, **instance}}
@@ -112,10 +107,10 @@ async def test_register_query_subscribe_push_and_close() -> None:
             assert push["serviceName"] == "orders" and push["groupName"] == "DEFAULT_GROUP"
             assert sorted(h["ip"] for h in push["serviceInfo"]["hosts"]) == ["10.0.0.1", "10.0.0.2"]
             assert push["serviceInfo"]["lastRefTime"] > sub["serviceInfo"]["lastRefTime"]
-            await wait_until(lambda: node.server.subscriptions.stats.pushes_acked == 1)
+            await wait_for(lambda: node.server.subscriptions.stats.pushes_acked == 1)
             names = await c.call("ServiceListRequest", {"namespace": "public", "pageNo": 1, "pageSize": 10})
             assert names["count"] == 1 and names["serviceNames"] == ["orders"]
-        await wait_until(lambda: node.ips() == ["10.0.0.2"])  # the closed connection's instance is gone
+        await wait_for(lambda: node.ips() == ["10.0.0.2"])  # the closed connection's instance is gone
         assert node.server.stats.deregistrations == 1 and node.server.subscriptions.count() == 0
 
 
@@ -123,14 +118,14 @@ async def test_one_instance_per_service_per_connection_and_batches() -> None:
     async with one_node() as node, client(node) as c:
         await c.call("InstanceRequest", register_body(ip="10.0.0.1"))
         await c.call("InstanceRequest", register_body(ip="10.0.0.3"))
-        await wait_until(lambda: node.ips() == ["10.0.0.3"])
+        await wait_for(lambda: node.ips() == ["10.0.0.3"])
         batch = {"serviceName": "orders", "type": "batchRegisterInstance",
                  "instances": [{**INSTANCE, "ip": "10.0.0.4"}, {**INSTANCE, "ip": "10.0.0.5"}]}
         assert (await c.call("BatchInstanceRequest", batch))["_type"] == "BatchInstanceResponse"
-        await wait_until(lambda: node.ips() == ["10.0.0.4", "10.0.0.5"])
+        await wait_for(lambda: node.ips() == ["10.0.0.4", "10.0.0.5"])
         dereg = {**register_body(ip="10.0.0.4"), "type": "deregisterInstance"}
         assert (await c.call("InstanceRequest", dereg))["type"] == "deregisterInstance"
-        await wait_until(lambda: node.ips() == ["10.0.0.5"])
+        await wait_for(lambda: node.ips() == ["10.0.0.5"])
 
 
 async def test_silent_connection_is_probed_then_closed_and_its_instances_removed() -> None:
@@ -142,7 +137,7 @@ async def test_silent_connection_is_probed_then_closed_and_its_instances_removed
         await silent.call("InstanceRequest", {**register_body(ip="10.0.0.2"), "serviceName": "other"})
         other = ServiceKey("public", "DEFAULT_GROUP", "other")
         await silent.next_push("ClientDetectionRequest")
-        await wait_until(lambda: node.ips(other) == [])
+        await wait_for(lambda: node.ips(other) == [])
         assert node.server.stats.closed.get("detection") == 1
         await silent.closed.wait()
         assert node.ips() == ["10.0.0.1"] and not answering.closed.is_set()
@@ -185,7 +180,7 @@ async def test_a_client_that_never_reads_is_disconnected() -> None:
         for i in range(50):
             await node.runtime.submit(Register(KEY, make_instance("10.2.0.1", 80, metadata={"n": str(i)})))
             await trio.sleep(0.02)
-        await wait_until(lambda: node.server.stats.closed.get("slow_reader", 0) >= 1)
+        await wait_for(lambda: node.server.stats.closed.get("slow_reader", 0) >= 1)
         await c2.stream.aclose()
 
 

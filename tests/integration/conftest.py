@@ -12,9 +12,8 @@ from __future__ import annotations
 import statistics
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +22,7 @@ import pytest
 
 from cluster.tools.launcher import ClusterError, LocalNode, free_ports
 from cluster.tools.localcluster import LocalCluster
+from tests.polling import wait_until
 
 NS = "/nacos/v1/ns"
 HEARTBEAT_TIMEOUT_S = 3.0
@@ -42,23 +42,6 @@ T = TypeVar("T")
 
 # Figures worth reporting (printed in the terminal summary).
 MEASUREMENTS: list[str] = []
-
-
-def wait_until(predicate: Callable[[], T], what: str, timeout_s: float = 20.0, interval_s: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned); AssertionError at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            last_error = exc
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last_error!r})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{detail}")
-        time.sleep(interval_s)
 
 
 def unique(prefix: str) -> str:
