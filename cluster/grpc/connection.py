@@ -64,6 +64,7 @@ GRPC_UNAVAILABLE = 14
 
 _READ_BYTES = 65536
 _WRITE_CHUNK = 65536
+_CLOSE_NOTIFY_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class GrpcLimits:
     max_concurrent_streams: int = 128
     stall_timeout_ms: int = 20_000
     setup_timeout_ms: int = 30_000  # a connection that has not sent its ConnectionSetupRequest by then is closed
+    tls_handshake_timeout_ms: int = 10_000  # with --grpc-tls: a TLS handshake not done by then is closed
     initial_window_bytes: int = 1024 * 1024
 
 
@@ -208,7 +210,8 @@ class GrpcConnection:
                     await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, h2.exceptions.ProtocolError, OSError):
                 pass
-        with trio.move_on_after(0):
+        # TLS: its close_notify, if the socket takes it at once; plain: nothing to wait for
+        with trio.move_on_after(_CLOSE_NOTIFY_S if isinstance(self.stream, trio.SSLStream) else 0):
             await self.stream.aclose()
 
     async def _reader(self, handler: ConnectionHandler, nursery: trio.Nursery) -> None:

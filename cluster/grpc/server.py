@@ -1,8 +1,13 @@
 """GrpcServer: the listener of the Nacos gRPC front door, its connections and their life.
 
-``await nursery.start(server.serve, host, port)`` listens (HTTP/2 with prior knowledge, no TLS) and serves
-each accepted connection with a :class:`~cluster.grpc.connection.GrpcConnection` whose requests go to the
-:class:`~cluster.grpc.naming.NamingFrontDoor`. The server also
+``await nursery.start(server.serve, host, port)`` listens and serves each accepted connection with a
+:class:`~cluster.grpc.connection.GrpcConnection` whose requests go to the
+:class:`~cluster.grpc.naming.NamingFrontDoor`. Without ``ssl_context`` the port speaks HTTP/2 with prior
+knowledge (plaintext, gRPC's "insecure" channel). With it (``--grpc-tls``; the context comes from
+:func:`cluster.node.tls.grpc_server_context`, ALPN ``h2``) every connection is TLS first, through
+``trio.SSLStream``: the handshake must finish within ``limits.tls_handshake_timeout_ms`` and holds one of
+the ``max_connections`` slots meanwhile, so stalled or failed handshakes (plaintext h2, junk, a client that
+stops half way) are closed, counted by reason and cost nothing lasting. The server also
 
 * fans the node's changes out to gRPC subscribers (it is one of the runtime's change listeners, beside UDP
   push and the HTTP watch);
@@ -21,6 +26,7 @@ tell whose connection an instance is bound to.
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass, field
 
 import trio
@@ -35,6 +41,7 @@ from cluster.grpc.wire import Payload
 from cluster.metrics import counter, family, gauge
 from cluster.node.listeners import open_listeners
 from cluster.node.pump import NodeRuntime
+from cluster.node.tls import TlsHandshakeError, handshake
 from distro.connections import new_connection_id
 from distro.messages import SubscriberRow
 from distro.model import ServiceKey
@@ -53,6 +60,7 @@ class ServerStats:
     closed: dict[str, int] = field(default_factory=dict)  # by reason class
     probes_sent: int = 0
     deregistrations: int = 0
+    tls_failures: dict[str, int] = field(default_factory=dict)  # TLS handshakes given up: timeout, error
 
 
 def _reason_class(reason: str) -> str:
@@ -87,8 +95,10 @@ class GrpcServer:
         instance_limits: InstanceLimits | None = None,
         check_token: TokenChecker | None = None,
         renderer: ListRenderer | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.runtime = runtime
+        self.ssl_context = ssl_context
         self.limits = limits or GrpcLimits()
         self.max_connections = max_connections
         self.table = runtime.node.connections
@@ -104,6 +114,7 @@ class GrpcServer:
         self.port = 0
         self._nursery: trio.Nursery | None = None
         self._probe_seq = 0
+        self._handshaking = 0  # connections in their TLS handshake: they hold a slot too
         runtime.change_listeners.append(self._on_change)
 
     # ------------------------------------------------------------------------------------------
@@ -130,7 +141,7 @@ class GrpcServer:
                     log.warning("grpc: accept failed: %s", exc)
                     await trio.sleep(0.1)
                     continue
-                if len(self.connections) >= self.max_connections:
+                if len(self.connections) + self._handshaking >= self.max_connections:
                     self.stats.rejected += 1
                     await stream.aclose()
                     continue
@@ -144,13 +155,19 @@ class GrpcServer:
             connection_id = f"{base}.{n}"
         return connection_id
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    async def _serve_connection(self, raw: trio.SocketStream) -> None:
         try:
-            peer = stream.socket.getpeername()
+            peer = raw.socket.getpeername()
             remote = (str(peer[0]), int(peer[1]))
         except OSError:
-            await stream.aclose()
+            await raw.aclose()
             return
+        stream: trio.abc.Stream = raw
+        if self.ssl_context is not None:
+            tls = await self._tls_handshake(raw, remote)
+            if tls is None:
+                return
+            stream = tls
         connection_id = self._connection_id(remote)
         conn = GrpcConnection(stream, connection_id, remote, self.limits, pull_pushes=self._pull_pushes)
         self.connections[connection_id] = conn
@@ -168,6 +185,26 @@ class GrpcServer:
                 log.info("grpc: closed %s: %s", connection_id, reason)
             if writes and self._nursery is not None and conn.close_reason:
                 self._nursery.start_soon(self._deregister, writes)
+
+    async def _tls_handshake(
+        self, raw: trio.SocketStream, remote: tuple[str, int]
+    ) -> trio.SSLStream[trio.SocketStream] | None:
+        """The TLS stream once its handshake is done; None (the socket closed, the failure counted) when it
+        fails or does not finish within ``limits.tls_handshake_timeout_ms``."""
+        assert self.ssl_context is not None
+        tls = trio.SSLStream(raw, self.ssl_context, server_side=True)
+        self._handshaking += 1
+        try:
+            await handshake(tls, self.limits.tls_handshake_timeout_ms / 1000)
+            return tls
+        except TlsHandshakeError as exc:
+            kind = "timeout" if exc.timed_out else "error"
+            self.stats.tls_failures[kind] = self.stats.tls_failures.get(kind, 0) + 1
+            log.debug("grpc: TLS handshake with %s:%d given up: %s", remote[0], remote[1], exc)
+            await trio.aclose_forcefully(raw)
+            return None
+        finally:
+            self._handshaking -= 1
 
     async def _deregister(self, writes: list[ClientRequest]) -> None:
         for write in writes:
@@ -231,6 +268,9 @@ class GrpcServer:
             gauge("distro_grpc_connections_open", "gRPC (HTTP/2) connections open.", len(self.connections)),
             counter("distro_grpc_connections_accepted_total", "gRPC connections accepted.", s.accepted),
             counter("distro_grpc_connections_rejected_total", "gRPC connections refused over the bound.", s.rejected),
+            family("distro_grpc_tls_handshake_failures_total", "counter",
+                   "gRPC connections closed in their TLS handshake (--grpc-tls), by reason: timeout or error.",
+                   [({"reason": reason}, s.tls_failures.get(reason, 0)) for reason in ("error", "timeout")]),
             family("distro_grpc_connections_closed_total", "counter", "gRPC connections closed, by reason.",
                    [({"reason": reason}, n) for reason, n in sorted(s.closed.items())]),
             gauge("distro_grpc_subscriptions", "gRPC subscriptions held.", self.subscriptions.count()),

@@ -102,6 +102,7 @@ class NodeSettings:
     max_connections_per_ip: int = 1024
     fd_reserve: int = 256
     http_tls: bool = False  # the client HTTP port speaks TLS (with ``tls``)
+    grpc_tls: bool = False  # the gRPC port speaks TLS with ALPN h2 (with ``tls``)
     tls: TlsFiles | None = None  # --tls-cert-file/--tls-key-file/--tls-ca-file (None: TLS off)
     push_trusted_networks: tuple[Network, ...] = ()
     data_dir: str = ""
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("tls-ca-file", "", "PEM CA bundle: peers verify each other's certificates against it (mutual TLS)")
     p.add_argument("--http-tls", default=_bool(_env_default("http-tls", "false")), type=_bool, nargs="?",
                    const=True, help="serve the client HTTP port over TLS (HTTPS) with --tls-cert-file/--tls-key-file")
+    p.add_argument("--grpc-tls", default=_bool(_env_default("grpc-tls", "false")), type=_bool, nargs="?",
+                   const=True, help="serve the gRPC port over TLS (ALPN h2) with --tls-cert-file/--tls-key-file")
     defaults = DistroConfig()
     for flag, field_name in _CORE_FLAGS.items():
         add(flag, getattr(defaults, field_name), f"core knob {field_name}", int)
@@ -253,7 +256,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         max_connections_per_ip=_positive("--max-connections-per-ip", args.max_connections_per_ip),
         fd_reserve=_non_negative("--fd-reserve", args.fd_reserve),
         tls=tls_files(args.tls_cert_file, args.tls_key_file, args.tls_ca_file),
-        http_tls=_http_tls(args.http_tls, args.tls_cert_file, args.tls_key_file),
+        http_tls=_tls_switch("--http-tls", args.http_tls, args.tls_cert_file, args.tls_key_file),
+        grpc_tls=_grpc_tls(args),
         push_trusted_networks=_networks("--push-trusted-networks", args.push_trusted_networks),
         data_dir=args.data_dir.strip() or default_data_dir(node_id),
     )
@@ -266,10 +270,16 @@ def _networks(flag: str, text: str) -> tuple[Network, ...]:
         raise ConfigError(f"{flag}: {exc}") from None
 
 
-def _http_tls(on: bool, cert_file: str, key_file: str) -> bool:
+def _tls_switch(flag: str, on: bool, cert_file: str, key_file: str) -> bool:
     if on and not (cert_file and key_file):
-        raise ConfigError("--http-tls needs --tls-cert-file and --tls-key-file")
+        raise ConfigError(f"{flag} needs --tls-cert-file and --tls-key-file")
     return on
+
+
+def _grpc_tls(args: argparse.Namespace) -> bool:
+    if args.grpc_tls and not args.grpc:
+        raise ConfigError("--grpc-tls needs the gRPC port (--grpc is off)")
+    return _tls_switch("--grpc-tls", args.grpc_tls, args.tls_cert_file, args.tls_key_file)
 
 
 def _positive(flag: str, value: int) -> int:

@@ -5,7 +5,8 @@ held in :class:`TlsFiles`. The stdlib ``ssl`` module does the work, through ``tr
 
 * :func:`server_context` for anything that accepts connections: the client HTTP port, the gRPC port,
   the peer port. ``require_client_cert=True`` (the peer port, when a CA is given) makes the other end
-  present a certificate signed by the CA: mutual TLS.
+  present a certificate signed by the CA: mutual TLS. :func:`grpc_server_context` is the gRPC port's:
+  it offers ALPN ``h2``, which gRPC clients insist on over TLS.
 * :func:`client_context` for the peer link's dialer: it presents this node's certificate and, when a CA
   is given, verifies the acceptor's chain against it. Host names are not checked: the CA is the
   cluster's own, and any certificate it signed is a member (the peer handshake then proves the cluster
@@ -30,11 +31,27 @@ import trio
 
 from distro.errors import ConfigError, LinkClosed
 
-__all__ = ["TlsFiles", "TlsHandshakeError", "client_context", "handshake", "server_context", "tls_files"]
+__all__ = [
+    "GRPC_ALPN",
+    "TlsFiles",
+    "TlsHandshakeError",
+    "client_context",
+    "grpc_server_context",
+    "handshake",
+    "server_context",
+    "tls_files",
+]
+
+GRPC_ALPN = ("h2",)
+"""The ALPN protocols of the gRPC port: HTTP/2 only (gRPC clients refuse a TLS server that does not select h2)."""
 
 
 class TlsHandshakeError(LinkClosed):
-    """The TLS handshake failed or did not finish in time; ``str()`` says why."""
+    """The TLS handshake failed or did not finish in time; ``str()`` says why and ``timed_out`` which."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,12 @@ def server_context(
     return ctx
 
 
+def grpc_server_context(files: TlsFiles) -> ssl.SSLContext:
+    """The gRPC port's context: the node's certificate, ALPN ``h2``, client certificates not asked for
+    (clients authenticate with access tokens, as on the HTTP port)."""
+    return server_context(files, alpn=GRPC_ALPN)
+
+
 def client_context(files: TlsFiles, *, alpn: Sequence[str] = ()) -> ssl.SSLContext:
     """A context for dialing a peer: presents our certificate; verifies the peer's chain against
     ``files.ca_file`` when given (no host-name check), verifies nothing otherwise."""
@@ -123,7 +146,7 @@ async def handshake(stream: trio.SSLStream[Any], timeout_s: float) -> None:
         with trio.fail_after(timeout_s):
             await stream.do_handshake()
     except trio.TooSlowError:
-        raise TlsHandshakeError(f"TLS handshake not done within {timeout_s:g} s") from None
+        raise TlsHandshakeError(f"TLS handshake not done within {timeout_s:g} s", timed_out=True) from None
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__
         raise TlsHandshakeError(f"TLS handshake failed: {cause or exc}") from None

@@ -44,7 +44,7 @@ from cluster.node.datadir import DataDir, DiskWriter
 from cluster.node.peerlink import LinkState, PeerLinkConfig, PeerLinks
 from cluster.node.pump import NodeRuntime, PeerTransport
 from cluster.node.settings import NodeSettings, peer_link_address
-from cluster.node.tls import server_context
+from cluster.node.tls import grpc_server_context, server_context
 from distro.catalog import CatalogIndex
 from distro.messages import Message
 
@@ -159,6 +159,7 @@ class NodeServer:
                 limits=GrpcLimits(stall_timeout_ms=settings.grpc_stall_timeout_ms),
                 instance_limits=InstanceLimits(settings.metadata_max_keys, settings.metadata_max_bytes),
                 check_token=None if auth is None else (lambda token: auth.check(token).status),
+                ssl_context=grpc_server_context(settings.tls) if settings.grpc_tls and settings.tls else None,
             )
         self.http_stats = HttpStats()
         self.console = ConsoleEndpoints(self.runtime, auth_enabled=settings.auth, link_states=self.transport.link_states)
@@ -212,9 +213,10 @@ class NodeServer:
             grpc_port = 0
             if self.grpc is not None:
                 grpc_port = await nursery.start(self.grpc.serve, s.host, port + s.grpc_port_offset)
+            grpc_tls = self.grpc is not None and self.grpc.ssl_context is not None
             log.info(
-                "started: node %s on %s:%d%s (advertised %s), gRPC on port %s, peer link on port %d, peers %s",
+                "started: node %s on %s:%d%s (advertised %s), gRPC on port %s%s, peer link on port %d, peers %s",
                 s.node_id, s.host, port, " (HTTPS)" if http_ssl is not None else "", s.advertise_address,
-                grpc_port or "- (off)", peer_port, ",".join(s.peers) or "-",
+                grpc_port or "- (off)", " (TLS)" if grpc_tls else "", peer_port, ",".join(s.peers) or "-",
             )
             task_status.started(port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import h2.config
@@ -20,8 +21,9 @@ class GrpcTestClient:
     __test__ = False
     """One HTTP/2 connection. ``read_automatically=False`` makes a client that never reads."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
+        self.scheme = "https" if isinstance(stream, trio.SSLStream) else "http"
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.h2.initiate_connection()
         self._readers: dict[int, MessageReader] = {}
@@ -40,6 +42,20 @@ class GrpcTestClient:
     @classmethod
     async def connect(cls, port: int) -> GrpcTestClient:
         return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    @classmethod
+    async def connect_tls(cls, port: int, ca_file: str) -> GrpcTestClient:
+        """Over TLS, verifying the server against ``ca_file`` (host 127.0.0.1) and offering ALPN h2 only."""
+        context = ssl.create_default_context(cafile=ca_file)
+        context.set_alpn_protocols(["h2"])
+        raw = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = trio.SSLStream(raw, context, server_hostname="127.0.0.1")
+        try:
+            await stream.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(raw)
+            raise
+        return cls(stream)
 
     async def flush(self) -> None:
         async with self._send_lock:
@@ -89,7 +105,7 @@ class GrpcTestClient:
             self.window_event = trio.Event()
 
     def _headers(self, path: str) -> list[tuple[str, str]]:
-        return [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"),
+        return [(":method", "POST"), (":scheme", self.scheme), (":path", path), (":authority", "localhost"),
                 ("content-type", "application/grpc"), ("te", "trailers")]
 
     async def call_raw(self, data: bytes, path: str = UNARY, *, end: bool = True) -> int:

@@ -38,14 +38,25 @@ def nacos3_python() -> Path:
 class Nacos3Client:
     """One nacos-sdk-python 3.x naming client (a child process)."""
 
-    def __init__(self, servers: list[str], work_dir: Path, *, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        servers: list[str],
+        work_dir: Path,
+        *,
+        credentials: tuple[str, str] | None = None,
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``tls``: (CA, certificate, key) PEM files: the SDK then dials gRPC over TLS, verifying the node."""
         args = [str(nacos3_python()), str(DRIVER), ",".join(servers), *(credentials or ())]
+        env = {**os.environ, "NACOS_DRIVER_DIR": str(work_dir)}
+        if tls is not None:
+            env["NACOS_DRIVER_TLS"] = ",".join(tls)
         work_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = work_dir / "driver-stderr.log"
         self._stderr = open(self.log_path, "wb")  # noqa: SIM115 (closed in close())
         self.process = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            env={**os.environ, "NACOS_DRIVER_DIR": str(work_dir)}, text=True, bufsize=1,
+            env=env, text=True, bufsize=1,
         )
         self.replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self.pushes: list[dict[str, Any]] = []

@@ -2,6 +2,9 @@
 
     .venv-nacos3/bin/python nacos3_driver.py 127.0.0.1:8848,127.0.0.1:8858 [username password]
 
+With ``NACOS_DRIVER_TLS=ca.pem,cert.pem,key.pem`` in the environment the SDK's gRPC channel is TLS
+(its TLSConfig: the CA it verifies the server against, and the certificate and key it presents).
+
 Reads one JSON command per line on stdin and answers one JSON line on stdout: ``{"reply": <id>, "ok": ...,
 "result": ...}``. Pushes to a subscription arrive as ``{"event": "push", "service": ..., "hosts": [...]}``
 lines at any time. Commands: register, batch_register, deregister, list, subscribe, services, shutdown.
@@ -26,6 +29,7 @@ from v2.nacos import (  # type: ignore[import-not-found]
     NacosNamingService,
     RegisterInstanceParam,
     SubscribeServiceParam,
+    TLSConfig,
 )
 
 
@@ -82,6 +86,9 @@ async def main() -> None:
     builder = ClientConfigBuilder().server_address(sys.argv[1]).log_level(log_level)
     builder = builder.log_dir(work_dir).cache_dir(work_dir)
     builder = builder.grpc_config(GRPCConfig(grpc_timeout=5000))
+    if os.environ.get("NACOS_DRIVER_TLS"):
+        ca_file, cert_file, key_file = os.environ["NACOS_DRIVER_TLS"].split(",")
+        builder = builder.tls_config(TLSConfig(enabled=True, ca_file=ca_file, cert_file=cert_file, key_file=key_file))
     if len(sys.argv) > 3:
         builder = builder.username(sys.argv[2]).password(sys.argv[3])
     naming = await NacosNamingService.create_naming_service(builder.build())
