@@ -6,8 +6,8 @@ delay by default, 30 s after 50 s in its shipped configuration). Here the owner 
 every ``empty_service_clean_interval_ms`` and removes a service that
 
 - was created by a registration (its settings are *implicit*; see :mod:`distro.clusterdata`): a service
-  created through the API, or configured since (``PUT /service``, ``PUT /cluster``), stays until
-  ``DELETE /service``;
+  created through the API, or configured since (``PUT /service`` writes its settings, ``PUT /cluster`` a
+  cluster's settings), stays until ``DELETE /service``;
 - has no live instance, and
 - has not changed for ``empty_service_grace_ms`` (its newest entry, the tombstone of its last instance
   for instance, is at least that old).
@@ -60,7 +60,7 @@ class EmptyServiceCleaner:
                 continue  # not created by a registration, or configured since
             items = store.items(key)
             if any(entry.value is not None and cluster_name_of(entry_id) is not None for entry_id, entry in items):
-                continue  # configured clusters: kept (PUT /cluster also makes the settings explicit)
+                continue  # configured clusters (PUT /cluster): kept until DELETE /service
             newest_ms = max(entry.version.ms for _, entry in items)
             if now_ms - newest_ms >= grace:
                 found.append(key)

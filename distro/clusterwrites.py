@@ -21,9 +21,9 @@ from distro.clusterdata import (
     valid_setting_name,
 )
 from distro.config import DistroConfig
-from distro.datum import META_ENTRY_ID, EntryValue
+from distro.datum import EntryValue
 from distro.errors import ValidationError
-from distro.model import ServiceKey, ServiceMeta, validate_cluster
+from distro.model import validate_cluster
 from distro.requests import (
     OK,
     CreateNamespace,
@@ -114,15 +114,13 @@ class ClusterDataWrites:
             base.health_checker if request.health_checker is None else request.health_checker,
             dict(request.metadata),
         )
-        self._make_explicit(key, now_ms)
+        # Only the cluster's own entry is written, never the service's settings (``#meta``): a default
+        # ``#meta`` written here, where the service's settings may not have arrived yet (a partition, a
+        # forward that fell back), would be newer than the acknowledged settings and replace them everywhere.
+        # A configured cluster keeps its service anyway: the cleaner spares it, and its entry is on disk.
         if updated != current:
             self._write(key, entry_id, updated, now_ms)
         return OK
-
-    def _make_explicit(self, key: ServiceKey, now_ms: int) -> None:
-        """A service someone configures is kept (and persisted) like one created on purpose: it gets settings."""
-        if self._store.meta(key) is None:
-            self._write(key, META_ENTRY_ID, ServiceMeta(), now_ms)
 
     # -- settings --------------------------------------------------------------------------------
     def _put_setting(self, request: PutSetting, now_ms: int) -> Result:

@@ -3,8 +3,9 @@
 Proves, on the hand-driven harness: a namespace created through any node lands on the owner of the
 reserved key and replicates everywhere (Nacos's ``true``/``false`` answers: taken, malformed and ``public``
 ids are ``false``; update keeps the creation time; delete of an unknown id is ``true``; the count is
-bounded); ``PUT /cluster`` needs the service, keeps fields not given, replaces the metadata and makes
-implicit settings explicit; ``DELETE /service`` also removes cluster settings; a service created by a
+bounded); ``PUT /cluster`` needs the service, keeps fields not given, replaces the metadata and writes
+only the cluster's entry (never the service's settings, which it could otherwise replace with defaults
+across a partition); ``DELETE /service`` also removes cluster settings; a service created by a
 registration outlives its last instance and the owner's cleaner removes it after the grace (never a
 configured one, never one with an instance, and a new owner judges by the same versions); reserved keys
 are never services (no view, no request may name them on the wire); and the codec's checks of where each
@@ -152,11 +153,32 @@ def test_update_cluster_needs_the_service_and_keeps_what_is_not_given() -> None:
     for node in h.nodes.values():
         view = node.view(key)
         assert view is not None and view.clusters == {"DEFAULT": ClusterMeta(8080, False, checker, {"b": "2"})}
-        # Configured now: its settings are explicit (kept after the last instance, and on disk).
-        assert view.meta == ServiceMeta()
+        # Only the cluster was configured: the service's settings are untouched (none), the marker stays.
+        assert view.meta is None and node.store.live_value(key, IMPLICIT_ENTRY_ID) == ServiceMeta(implicit=True)
     assert answer(h, "n1", UpdateCluster(key, "bad_name")) == Result(
         400, "cluster name can only have these characters: 0-9a-zA-Z-, current: bad_name"
     )
+
+
+def test_a_cluster_configured_across_a_partition_leaves_the_service_settings_alone() -> None:
+    """Regression (found by the simulator, tests/sim/test_regressions.py): ``PUT /cluster`` applied on a
+    node that had not received the service's settings used to write default settings (``#meta``) there,
+    newer than the acknowledged ones, which then replaced them on every node after healing."""
+    h = started()
+    key = key_owned_by("n2")
+    h.isolate("n1")
+    h.advance(h.config.peer_timeout_ms + h.config.ping_interval_ms)  # each side owns the key on its own
+    assert h["n1"].owner_of(key) == "n1" and h["n2"].owner_of(key) == "n2"
+    assert answer(h, "n2", CreateService(key, ServiceMeta(0.3, {"team": "a"}))) == OK
+    assert answer(h, "n1", Register(key, INST)) == OK  # the service, implicit, on n1's side
+    assert answer(h, "n1", UpdateCluster(key, "c1", 81)) == OK
+    h.advance(1)
+    h.cut.clear()
+    h.advance(h.config.peer_timeout_ms + 3 * h.config.verify_interval_ms)
+    for node in h.nodes.values():
+        view = node.view(key)
+        assert view is not None and view.meta == ServiceMeta(0.3, {"team": "a"})
+        assert view.clusters["c1"].check_port == 81
 
 
 def test_delete_service_removes_cluster_settings_and_refuses_a_service_with_instances() -> None:

@@ -108,9 +108,6 @@ def cluster_machine(nodes: int, *, fast: bool = False) -> type[RuleBasedStateMac
             self.sim.kill_client(alive[which % len(alive)])
 
         # -- cluster data ------------------------------------------------------------------------
-        # Not with fast timers for now: tests/sim/test_known_bugs.py replays a schedule in which an
-        # acknowledged setting is lost there (a known bug, found at the end of session 3).
-        @precondition(lambda self: not fast)
         @rule(via=node)
         def cluster_data_request(self, via: str) -> None:
             self.sim.send_data_request(via)

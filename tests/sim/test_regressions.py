@@ -1,23 +1,20 @@
-"""Schedules the simulator found that still fail: each one replayed step by step, expected to fail (strict).
+"""Schedules the simulator found that once failed, replayed step by step as regression tests.
 
-When a fix lands, its test starts passing, xfail(strict=True) turns that into a failure, and the marker comes
-off: the schedule becomes an ordinary regression test.
+A schedule that still fails is recorded here as ``xfail(strict=True)`` with its cause, so it is not hidden;
+when the fix lands, the strict marker turns the pass into a failure and the marker comes off.
 """
 
 from __future__ import annotations
 
-import pytest
-
 from tests.sim.test_convergence import ThreeNodesFast
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (found at the end of session 3): with fast timers (empty-service grace 3 s) and nodes "
-    "isolated while cluster-data writes are acknowledged, an acknowledged service setting is missing on every "
-    "node after healing; ThreeNodesFast runs without cluster-data writes until it is fixed",
-)
 def test_acknowledged_settings_survive_isolation_with_fast_timers() -> None:
+    """Found at the end of session 3. n2 acknowledges settings of cfg-9 while every node is isolated; n1
+    registers an instance into cfg-9 (an implicit service on its side) and configures a cluster of it.
+    ``PUT /cluster`` used to give the service default settings where it had none, a ``#meta`` newer than
+    n2's: after healing the defaults replaced the acknowledged settings everywhere. It now writes only the
+    cluster's entry (distro/clusterwrites.py)."""
     state = ThreeNodesFast()
     state.boot(seed=360097)
     state.isolate(target_node="n3")
