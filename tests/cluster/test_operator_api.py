@@ -12,7 +12,8 @@ from __future__ import annotations
 import httpx
 import trio
 
-from tests.client.support import InProcessCluster, register, wait_for
+from tests.client.support import InProcessCluster, register
+from tests.polling import wait_for
 
 NS = "/nacos/v1/ns"
 

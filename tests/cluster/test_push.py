@@ -20,8 +20,8 @@ from tests.client.support import (
     metric,
     register,
     unique,
-    wait_for,
 )
+from tests.polling import wait_for
 
 JAVA_UA = "Nacos-Java-Client:v1.4.2"
 GUARD = 30

@@ -30,7 +30,8 @@ from cluster.api.push import PushConfig
 from cluster.api.pushtargets import TargetPolicy, parse_networks
 from distro.model import make_instance, service_key
 from distro.requests import Register
-from tests.client.support import NS, InProcessCluster, InProcessNode, decode_push, register, wait_for
+from tests.client.support import NS, InProcessCluster, InProcessNode, decode_push, register
+from tests.polling import wait_for
 
 GUARD = 60
 JAVA = "Nacos-Java-Client:v1.4.{i}"

@@ -14,7 +14,8 @@ import trio
 
 from cluster.api.watch import WATCH_PATH
 from distro.messages import SubscribersQuery
-from tests.client.support import InProcessCluster, wait_for
+from tests.client.support import InProcessCluster
+from tests.polling import wait_for
 
 NS = "/nacos/v1/ns"
 JAVA = {"User-Agent": "Nacos-Java-Client:v1.4.2"}

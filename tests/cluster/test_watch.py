@@ -10,7 +10,8 @@ import httpx
 import pytest
 import trio
 
-from tests.client.support import NS, InProcessCluster, NodeProcesses, deregister, register, unique, wait_for
+from tests.client.support import NS, InProcessCluster, NodeProcesses, deregister, register, unique
+from tests.polling import wait_for
 
 GUARD = 30
 WATCH = f"{NS}/instance/watch"
