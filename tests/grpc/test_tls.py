@@ -20,6 +20,7 @@ from cluster.node.settings import ConfigError, parse_settings
 from cluster.node.tls import TlsFiles, grpc_server_context
 from tests.grpc.h2client import GrpcTestClient
 from tests.grpc.test_server import Node, one_node, register_body
+from tests.polling import wait_for
 from tests.tlscerts import make_certs
 
 GUARD_S = 30
@@ -108,9 +109,8 @@ async def test_a_client_that_trusts_another_ca_is_refused_by_its_own_side(certs:
             with pytest.raises(trio.BrokenResourceError) as caught:
                 await GrpcTestClient.connect_tls(node.port, other.ca_file)
             assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
-            with trio.fail_after(5):
-                while tls_failures(node)["error"] != 1:  # the client gives up: the server's handshake ends
-                    await trio.sleep(0.01)
+            # the client gives up: the server's handshake ends
+            await wait_for(lambda: tls_failures(node)["error"] == 1, 5, "the failed handshake counted")
 
 
 async def test_a_stalled_handshake_holds_its_slot_only_until_the_bound(
@@ -126,8 +126,7 @@ async def test_a_stalled_handshake_holds_its_slot_only_until_the_bound(
                 await stream.send_all(b"\x16\x03\x01")
                 stalled.append(stream)
             await trio.testing.wait_all_tasks_blocked()
-            while node.server._handshaking < 2:
-                await trio.sleep(0.001)
+            await wait_for(lambda: node.server._handshaking == 2, 1, "both handshakes started")
             third = await trio.open_tcp_stream("127.0.0.1", node.port)  # over the bound: closed at once
             assert await closed_without_h2(third) == b""
             assert node.server.stats.rejected == 1

@@ -14,7 +14,8 @@ import pytest
 
 from cluster.tools.launcher import LocalNode, free_ports
 from tests.grpc.outside import Nacos3Client, poll
-from tests.integration.conftest import NODE_ARGS, NS, START_TIMEOUT_S, unique, wait_until
+from tests.integration.conftest import NODE_ARGS, NS, START_TIMEOUT_S, unique
+from tests.polling import wait_until
 from tests.tlscerts import make_certs
 
 pytestmark = pytest.mark.slow
