@@ -63,6 +63,7 @@ class CallStats:
     errors: dict[int, int]
     auth_refused: int = 0
     setups: int = 0
+    resets_acked: int = 0  # ConnectResetResponse answers (a draining node asked the client to move)
 
 
 class NamingFrontDoor:
@@ -144,6 +145,8 @@ class NamingFrontDoor:
         if isinstance(call, ClientAnswer):
             if call.type == "NotifySubscriberResponse":
                 self.subscriptions.acked(conn.connection_id, call.request_id)
+            elif call.type == "ConnectResetResponse":
+                self.stats.resets_acked += 1
             return
         self._count("unexpected-stream-message")
 

@@ -16,7 +16,14 @@ stops half way) are closed, counted by reason and cost nothing lasting. The serv
 * when a connection ends (closed by the client, lost, given up, or a slow reader), forgets its
   subscriptions and submits the deregistrations of its instances. A node that is shutting down does not
   deregister anything: its clients reconnect to another node and register again, and their instances do
-  not flap.
+  not flap;
+* on a graceful stop, :meth:`GrpcServer.drain` closes the listeners and sends Nacos's
+  ``ConnectResetRequest`` on every client's bi-stream, recommending the live members in turn
+  (``serverIp``/``serverPort``: a member's advertised HTTP address; left out when no other member is up,
+  which tells the client to pick the next server of its own list). Clients that honour it (the Java
+  client, nacos-sdk-go) answer, reconnect to the recommended node, register again and close the old
+  connection; the drain ends when every connection has gone or after its grace period, whichever comes
+  first. Nothing is deregistered from the moment the drain starts.
 
 Connection ids follow Nacos (``<ms>_<client ip>_<client port>``) with a short tag of the node id
 (:func:`distro.connections.new_connection_id`), so two nodes never hand out the same id and an owner can
@@ -61,6 +68,7 @@ class ServerStats:
     probes_sent: int = 0
     deregistrations: int = 0
     tls_failures: dict[str, int] = field(default_factory=dict)  # TLS handshakes given up: timeout, error
+    resets_sent: int = 0  # ConnectResetRequest sent by drain()
 
 
 def _reason_class(reason: str) -> str:
@@ -115,6 +123,9 @@ class GrpcServer:
         self._nursery: trio.Nursery | None = None
         self._probe_seq = 0
         self._handshaking = 0  # connections in their TLS handshake: they hold a slot too
+        self.draining = False  # drain() started: no new connections, no deregistrations
+        self._accept_scope = trio.CancelScope()  # cancelled by drain(): the listeners close
+        self._all_gone = trio.Event()  # set once draining and no connection is left
         runtime.change_listeners.append(self._on_change)
 
     # ------------------------------------------------------------------------------------------
@@ -128,9 +139,14 @@ class GrpcServer:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._detect_loop)
-            for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener, nursery)
+            nursery.start_soon(self._accept_all, listeners, nursery)
             task_status.started(self.port)
+
+    async def _accept_all(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
+        with self._accept_scope:  # drain() cancels it: the listening sockets close, connections go on
+            async with trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(self._accept_loop, listener, nursery)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         async with listener:
@@ -183,8 +199,10 @@ class GrpcServer:
             writes = self.table.close(connection_id)
             if kind not in ("client", "lost"):
                 log.info("grpc: closed %s: %s", connection_id, reason)
-            if writes and self._nursery is not None and conn.close_reason:
+            if writes and self._nursery is not None and conn.close_reason and not self.draining:
                 self._nursery.start_soon(self._deregister, writes)
+            if self.draining and not self.connections:
+                self._all_gone.set()
 
     async def _tls_handshake(
         self, raw: trio.SocketStream, remote: tuple[str, int]
@@ -210,6 +228,41 @@ class GrpcServer:
         for write in writes:
             self.stats.deregistrations += 1
             await self.runtime.submit(write)
+
+    # ------------------------------------------------------------------------------------------
+    # graceful stop
+    # ------------------------------------------------------------------------------------------
+    async def drain(self, grace_s: float) -> None:
+        """Ask every client to move to another node (see the module docstring), then wait until all
+        connections have gone or ``grace_s`` has passed. What is left is closed when the server is
+        cancelled, as before; instances are not deregistered either way."""
+        self.draining = True
+        self._accept_scope.cancel()
+        targets = self._reset_targets()
+        for n, conn in enumerate(list(self.connections.values())):
+            if not conn.registered or conn.bi_stream_id is None:
+                conn.close("server stopping before the connection was set up")
+                continue
+            host, port = targets[n % len(targets)] if targets else (None, None)
+            self.stats.resets_sent += 1
+            conn.push(server_request("ConnectResetRequest", f"reset-{n + 1}", serverIp=host, serverPort=port))
+        if not self.connections:
+            self._all_gone.set()
+        log.info("grpc: draining: %d clients asked to move (to %s), waiting up to %g s",
+                 self.stats.resets_sent, ", ".join(f"{h}:{p}" for h, p in targets) or "a server of their choice",
+                 grace_s)
+        with trio.move_on_after(grace_s):
+            await self._all_gone.wait()
+
+    def _reset_targets(self) -> list[tuple[str, str]]:
+        """(host, port) of every other member that is up and ready, from its advertised address."""
+        targets = []
+        for member in self.runtime.node.members():
+            host, sep, port = member.address.rpartition(":")
+            if member.is_self or not (member.up and member.ready) or not sep or not port.isdigit():
+                continue
+            targets.append((host.strip("[]"), port))
+        return targets
 
     # ------------------------------------------------------------------------------------------
     # pushes and detection
@@ -284,6 +337,10 @@ class GrpcServer:
                     s.probes_sent),
             counter("distro_grpc_deregistrations_total", "Deregistrations made because a connection ended.",
                     s.deregistrations),
+            counter("distro_grpc_connect_resets_sent_total",
+                    "ConnectResetRequest sent while stopping gracefully (clients asked to move).", s.resets_sent),
+            counter("distro_grpc_connect_resets_acked_total", "ConnectResetResponse answers received.",
+                    c.resets_acked),
             counter("distro_grpc_auth_refused_total", "gRPC requests refused for lack of a valid token.",
                     c.auth_refused),
             family("distro_grpc_requests_total", "counter", "gRPC requests received, by type.",

@@ -9,9 +9,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from functools import partial
 
 import trio
 
@@ -43,13 +42,26 @@ async def run_node(
 
 
 async def _main_async(settings: NodeSettings, data_dir: DataDir) -> None:
+    """Run until SIGTERM or SIGINT; then drain (gRPC clients are asked to move, for up to
+    ``--grpc-drain-ms``) and stop. A second signal during the drain stops at once."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        server = NodeServer(settings, data_dir=data_dir)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(run_node, settings, data_dir=data_dir))
+            nursery.start_soon(server.run)
             async for signum in signals:
                 log.info("stopping: received %s", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
                 break
+            with trio.CancelScope() as drain_scope:
+                nursery.start_soon(_cancel_on_next_signal, signals, drain_scope)
+                await server.drain()
+            nursery.cancel_scope.cancel()
+
+
+async def _cancel_on_next_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("stopping at once: received %s during the drain", signal.Signals(signum).name)
+        scope.cancel()
+        return
 
 
 def _within_fd_limit(settings: NodeSettings) -> NodeSettings:

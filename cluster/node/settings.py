@@ -96,6 +96,7 @@ class NodeSettings:
     grpc_port_offset: int = 1000
     grpc_max_connections: int = 16_384
     grpc_stall_timeout_ms: int = 20_000
+    grpc_drain_ms: int = 3_000  # on SIGTERM, how long gRPC clients asked to move (ConnectResetRequest) may take
     previous_cluster_secrets: tuple[str, ...] = ()
     previous_token_secrets: tuple[str, ...] = ()
     list_cache_bytes: int = 64 * 1024 * 1024
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("grpc-max-connections", 16_384, "most gRPC client connections open at once", int)
     add("grpc-stall-timeout-ms", 20_000,
         "a gRPC client whose pending output makes no progress for this long (it does not read) is disconnected", int)
+    add("grpc-drain-ms", 3_000,
+        "on SIGTERM, gRPC clients are sent ConnectResetRequest (move to another member) and given this long to "
+        "go before the node stops; 0: stop at once", int)
     add("data-dir", "", "this node's own folder for what survives a full restart (namespaces, service and "
         "cluster settings); default data/<node-id> under the working directory")
     add("log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
@@ -237,6 +241,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
         grpc_port_offset=args.grpc_port_offset,
         grpc_max_connections=args.grpc_max_connections,
         grpc_stall_timeout_ms=args.grpc_stall_timeout_ms,
+        grpc_drain_ms=_non_negative("--grpc-drain-ms", args.grpc_drain_ms),
         core=core,
         log_level=args.log_level.upper(),
         max_body_bytes=args.max_body_bytes,

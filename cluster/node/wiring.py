@@ -220,3 +220,10 @@ class NodeServer:
                 grpc_port or "- (off)", " (TLS)" if grpc_tls else "", peer_port, ",".join(s.peers) or "-",
             )
             task_status.started(port)
+
+    async def drain(self) -> None:
+        """The first step of a graceful stop (SIGTERM): gRPC clients are asked to move to other members and
+        given up to ``settings.grpc_drain_ms`` to go (:meth:`cluster.grpc.server.GrpcServer.drain`).
+        Cancelling :meth:`run` afterwards stops the node as before."""
+        if self.grpc is not None and self.settings.grpc_drain_ms > 0:
+            await self.grpc.drain(self.settings.grpc_drain_ms / 1000)
