@@ -183,6 +183,9 @@ class GrpcServer:
             tls = await self._tls_handshake(raw, remote)
             if tls is None:
                 return
+            if self.draining:  # accepted before the drain began, too late to be asked to move: go elsewhere
+                await trio.aclose_forcefully(tls)
+                return
             stream = tls
         connection_id = self._connection_id(remote)
         conn = GrpcConnection(stream, connection_id, remote, self.limits, pull_pushes=self._pull_pushes)

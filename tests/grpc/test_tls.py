@@ -148,3 +148,25 @@ def test_grpc_tls_needs_the_certificate_and_the_grpc_port(certs: TlsFiles) -> No
     assert not parse_settings(files).grpc_tls
     settings = parse_settings(["--grpc-tls", *files])
     assert settings.grpc_tls and not settings.http_tls
+
+
+async def test_a_handshake_that_ends_during_a_drain_is_closed(certs: TlsFiles) -> None:
+    with trio.fail_after(GUARD_S):
+        async with one_node(ssl_context=grpc_server_context(certs)) as node:
+            raw = await trio.open_tcp_stream("127.0.0.1", node.port)  # accepted: the server awaits its hello
+            await wait_for(lambda: node.server._handshaking == 1, 5, "the handshake started")
+            await node.server.drain(60)  # nobody to wait for yet
+            context = ssl.create_default_context(cafile=certs.ca_file)
+            context.set_alpn_protocols(["h2"])
+            tls = trio.SSLStream(raw, context, server_hostname="127.0.0.1")
+            await tls.do_handshake()
+            received = b""
+            try:
+                while data := await tls.receive_some(65536):
+                    received += data
+            except trio.BrokenResourceError:  # closed without close_notify
+                pass
+            await trio.aclose_forcefully(tls)
+            assert received == b""  # not even a SETTINGS frame: closed, not served; it must go to another node
+            assert node.server.connections == {} and node.server.stats.accepted == 0
+
