@@ -101,6 +101,7 @@ _NODE_GAUGES = {
     "owned_keys": "Service keys this node owns.",
     "live_instances": "Live instances held.",
     "tombstones": "Tombstones held.",
+    "entry_floors": "Deleted cluster-data entries remembered after their tombstones were collected.",
     "pending_forwards": "Forwarded writes waiting for the owner (queue depth).",
     "notifier_depth": "Keys waiting in the notifier queue.",
     "dirty_entries": "Entries waiting to be replicated, all peers together (replication lag).",

@@ -37,11 +37,13 @@ __all__ = [
     "CLUSTER_ENTRY_PREFIX",
     "DEFAULT_CHECK_PORT",
     "HEALTH_CHECKER_TYPES",
+    "IMPLICIT_ENTRY_ID",
     "MAX_CHECKER_FIELD",
     "MAX_NAMESPACE_DESC",
     "MAX_NAMESPACE_ID",
     "MAX_NAMESPACE_NAME",
     "MAX_SETTING_TEXT",
+    "META_ENTRY_ID",
     "NAMESPACES_KEY",
     "PUBLIC_NAMESPACE_ID",
     "RESERVED_KEYS",
@@ -70,6 +72,12 @@ RESERVED_KEYS: Mapping[str, ServiceKey] = {str(NAMESPACES_KEY): NAMESPACES_KEY, 
 PUBLIC_NAMESPACE_ID = "public"
 """The default namespace of the naming API; the console calls it ``""``. It always exists and is not stored."""
 
+META_ENTRY_ID = "#meta"
+"""The entry id of a service's settings (``POST``/``PUT /service``)."""
+IMPLICIT_ENTRY_ID = "#implicit"
+"""The marker a registration writes into a service it creates (``ServiceMeta(implicit=True)``): it keeps the
+service after its last instance until the empty-service cleaner removes it. Its own entry, so that it never
+competes with settings someone configured (``#meta``) however the two writes race. Not cluster data."""
 CLUSTER_ENTRY_PREFIX = "#cluster/"
 DEFAULT_CHECK_PORT = 80
 MAX_NAMESPACE_ID = 128  # Nacos's limit
@@ -214,8 +222,9 @@ def validate_text(param: str, value: str, limit: int) -> str:
 
 
 def is_durable_slot(key: ServiceKey, entry_id: str) -> bool:
-    """Whether an entry id holds cluster data (a namespace, service settings or cluster settings)."""
-    return entry_id.startswith("#") or is_reserved(key)
+    """Whether an entry id holds cluster data: a namespace or registry setting (the reserved keys), service
+    settings or cluster settings. Not instances, nor the implicit marker."""
+    return is_reserved(key) or (entry_id.startswith("#") and entry_id != IMPLICIT_ENTRY_ID)
 
 
 def is_durable_value(value: object) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from hashlib import blake2b
 from typing import NamedTuple
 
-from distro.clusterdata import ClusterMeta, NamespaceInfo, SettingText
+from distro.clusterdata import IMPLICIT_ENTRY_ID, META_ENTRY_ID, ClusterMeta, NamespaceInfo, SettingText
 from distro.model import Instance, ServiceMeta
 from distro.versions import Version
 
@@ -32,11 +32,6 @@ __all__ = [
     "newer",
 ]
 
-META_ENTRY_ID = "#meta"
-IMPLICIT_ENTRY_ID = "#implicit"
-"""The marker a registration writes into a service it creates (``ServiceMeta(implicit=True)``): it keeps the
-service after its last instance until the empty-service cleaner removes it. Its own entry, so that it never
-competes with settings someone configured (``#meta``) however the two writes race."""
 
 EntryValue = Instance | ServiceMeta | ClusterMeta | NamespaceInfo | SettingText | None
 

@@ -6,8 +6,11 @@ becomes a :class:`~distro.effects.Persist` effect, numbered in order, whether th
 or merged from a peer (replicas persist what they receive). What is persisted:
 
 - a durable value (a namespace, explicit service settings, cluster settings, a registry setting): the entry;
-- a tombstone that replaces a durable value: the tombstone, so that a restart does not bring the deleted
-  value back;
+- a tombstone in a cluster-data slot, whatever it replaced (a durable value, or nothing: the deletion may
+  reach a node that never held the value): the tombstone. It stays on disk after the store collects it
+  from memory (the store keeps an *entry floor* then, :mod:`distro.store`), and a restarted node loads it
+  back: the record that the entry was deleted, so that a stale copy (on a node that was away, or on its
+  disk) cannot bring it back, even after every node restarted at once;
 - anything else (instances, implicit markers, tombstones over them): nothing. Ephemeral state stays in
   memory. Every entry written is one the node holds, version and content alike (never a made-up one).
 
@@ -45,13 +48,12 @@ class Durability:
         self._deferred: deque[tuple[int, ClientReply | Send]] = deque()
         self.persisted_entries = 0
 
-    def record(self, key: ServiceKey, entry_id: str, previous: Entry | None, entry: Entry) -> None:
-        """An entry was applied (``previous`` is what it replaced): emit its ``Persist`` if it needs one."""
+    def record(self, key: ServiceKey, entry_id: str, entry: Entry) -> None:
+        """An entry was applied: emit its ``Persist`` if it needs one."""
         if not self.enabled or not is_durable_slot(key, entry_id):
             return
-        replaces_durable = previous is not None and is_durable_value(previous.value)
-        if not is_durable_value(entry.value) and not (entry.value is None and replaces_durable):
-            return
+        if entry.value is not None and not is_durable_value(entry.value):
+            return  # implicit settings (the old form, under #meta): never on disk
         self.latest_seq += 1
         self.persisted_entries += 1
         self._outbox.append(Persist(self.latest_seq, key, entry_id, entry))

@@ -165,6 +165,7 @@ class NodeStatistics:
     owned_keys: int
     live_instances: int
     tombstones: int
+    entry_floors: int
     pending_forwards: int
     notifier_depth: int
     dirty_entries: int
@@ -455,6 +456,7 @@ class DistroNode:
             owned_keys=owned,
             live_instances=store.live_instances,
             tombstones=store.tombstones,
+            entry_floors=store.entry_floors,
             pending_forwards=len(self._pending),
             notifier_depth=len(self._notifier),
             dirty_entries=replication.dirty_entries,
@@ -638,19 +640,17 @@ class DistroNode:
         """Store a new local version of an entry, persist (cluster data), replicate it and notify."""
         entry = Entry(self.clock.next(now_ms), value)
         new_key = key not in self.store
-        previous = self.store.entry(key, entry_id) if self._durability.enabled else None
         outcome = self.store.merge(key, entry_id, entry)
         assert outcome is MergeOutcome.APPLIED, outcome
         if new_key:
             self._key_added(key)
-        self._durability.record(key, entry_id, previous, entry)
+        self._durability.record(key, entry_id, entry)
         self._after_change(key, entry_id, entry, now_ms)
         self._replication.mark_dirty(self._membership.up_peers, key, entry_id, now_ms, self._ownership)
 
     def _merge_items(self, items: Items, now_ms: int) -> None:
         refused: list[tuple[ServiceKey, str]] = []
         horizon_ms = now_ms + self.config.max_clock_skew_ms
-        durable = self._durability.enabled
         for key, entry_id, entry in items:
             if entry.version.ms > horizon_ms:
                 # From beyond the wall clock plus the allowed skew: a peer's clock is wrong (or a frame is
@@ -659,13 +659,11 @@ class DistroNode:
                 continue
             self.clock.observe(entry.version)
             new_key = key not in self.store
-            previous = self.store.entry(key, entry_id) if durable else None
             outcome = self.store.merge(key, entry_id, entry)
             if outcome is MergeOutcome.APPLIED:
                 if new_key:
                     self._key_added(key)
-                if durable:
-                    self._durability.record(key, entry_id, previous, entry)
+                self._durability.record(key, entry_id, entry)
                 self._after_change(key, entry_id, entry, now_ms)
             elif outcome is MergeOutcome.BELOW_FLOOR:
                 refused.append((key, entry_id))

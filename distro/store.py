@@ -3,11 +3,23 @@
 Tombstones are collected ``tombstone_ttl_ms`` after they were written. The store keeps, per key, the entry
 ids that hold a tombstone, so a collection pass looks at the tombstones only: its cost follows what was
 deleted, not what is stored (a pass used to walk every entry while any tombstone existed: 180-270 ms at a
-million entries, every ``gc_interval_ms``). Collecting one leaves a *floor*
-for its key: the highest collected version. A live entry that arrives later for an entry id the store
-does not hold, with a version at or below the floor, may be a stale copy of something deleted and
-collected here (a node that was cut off for longer than the TTL). The store refuses it and reports it, so
-the node can answer with a fresh tombstone instead of resurrecting a deregistered instance.
+million entries, every ``gc_interval_ms``). Collecting one leaves a *floor*. A live entry that arrives
+later for an entry id the store does not hold, with a version at or below the floor, may be a stale copy
+of something deleted and collected here (a node that was cut off for longer than the TTL). The store
+refuses it and reports it, so the node can answer with a fresh tombstone instead of bringing it back.
+
+Two kinds of floor:
+
+- *key floors*, for instances and implicit markers: one per key, the highest version collected among
+  them. Coarse and small: an instance written elsewhere before that version and never seen here is
+  refused too, and its client registers it again at its next beat (ephemeral state heals itself).
+- *entry floors*, for cluster data (:func:`~distro.clusterdata.is_durable_slot`): one per deleted entry,
+  its collected version. Nothing would bring back a namespace or a setting refused by mistake, and the
+  reserved keys hold every namespace and setting under one key, so a key floor would refuse a namespace
+  created across a partition because an unrelated one was deleted and collected on the other side. An
+  entry floor costs about 280 bytes per deleted cluster-data entry (:attr:`StoreStatistics.entry_floors`);
+  the node's data folder keeps the deletions too (their tombstones), so a full restart forgets none
+  (:mod:`distro.durability`).
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from distro.clusterdata import is_durable_slot
 from distro.datum import META_ENTRY_ID, Datum, Entry, EntryValue, entry_hash
 from distro.model import Instance, ServiceKey, ServiceMeta
 from distro.versions import Version
@@ -39,6 +52,7 @@ class StoreStatistics:
     entries: int
     live_instances: int
     tombstones: int
+    entry_floors: int = 0  # deleted cluster-data entries remembered after their tombstones were collected
 
 
 class DatumStore:
@@ -47,6 +61,7 @@ class DatumStore:
     __slots__ = (
         "_datums",
         "_digests",
+        "_entry_floors",
         "_floors",
         "_live_by_key",
         "_live_instances",
@@ -58,7 +73,8 @@ class DatumStore:
     def __init__(self) -> None:
         self._datums: dict[ServiceKey, Datum] = {}
         self._digests: dict[ServiceKey, int] = {}
-        self._floors: dict[ServiceKey, Version] = {}
+        self._floors: dict[ServiceKey, Version] = {}  # key floors (instances, implicit markers)
+        self._entry_floors: dict[tuple[ServiceKey, str], Version] = {}  # entry floors (cluster data)
         self._tomb_ids: dict[ServiceKey, set[str]] = {}  # key -> entry ids whose entry is a tombstone
         self._tombstones = 0
         self._live_instances = 0
@@ -126,10 +142,19 @@ class DatumStore:
         datum = self._datums.get(key)
         return [] if datum is None else list(datum.items())
 
+    def floor(self, key: ServiceKey, entry_id: str) -> Version | None:
+        """The floor an unknown entry with this id must be above: its entry floor for cluster data, else
+        the key floor (None when nothing was collected)."""
+        if is_durable_slot(key, entry_id):
+            return self._entry_floors.get((key, entry_id))
+        return self._floors.get(key)
+
     def statistics(self) -> StoreStatistics:
         """Sizes, for metrics."""
         entries = sum(len(d) for d in self._datums.values())
-        return StoreStatistics(len(self._datums), entries, self._live_instances, self._tombstones)
+        return StoreStatistics(
+            len(self._datums), entries, self._live_instances, self._tombstones, len(self._entry_floors)
+        )
 
     # -- writing ---------------------------------------------------------------------------------
     def merge(self, key: ServiceKey, entry_id: str, entry: Entry) -> MergeOutcome:
@@ -140,9 +165,13 @@ class DatumStore:
             if entry.version <= current.version:
                 return MergeOutcome.STALE
         else:
-            floor = self._floors.get(key)
-            if floor is not None and entry.version <= floor:
-                return MergeOutcome.STALE if entry.value is None else MergeOutcome.BELOW_FLOOR
+            durable = is_durable_slot(key, entry_id)
+            floor = self._entry_floors.get((key, entry_id)) if durable else self._floors.get(key)
+            if floor is not None:
+                if entry.version <= floor:
+                    return MergeOutcome.STALE if entry.value is None else MergeOutcome.BELOW_FLOOR
+                if durable:
+                    del self._entry_floors[(key, entry_id)]  # the newer entry stands for it from now on
         if datum is None:
             datum = self._datums[key] = {}
             self._no_instances[key] = None
@@ -190,10 +219,12 @@ class DatumStore:
                 ids.discard(entry_id)
                 digest ^= entry_hash(entry_id, entry.version)
                 self._tombstones -= 1
-                if floor is None or entry.version > floor:
+                if is_durable_slot(key, entry_id):
+                    self._entry_floors[(key, entry_id)] = entry.version  # above any earlier one (see merge)
+                elif floor is None or entry.version > floor:
                     floor = entry.version
-            assert floor is not None
-            self._floors[key] = floor
+            if floor is not None:
+                self._floors[key] = floor
             if not ids:
                 del self._tomb_ids[key]
             if datum:
@@ -210,6 +241,7 @@ class DatumStore:
         self._datums.clear()
         self._digests.clear()
         self._floors.clear()
+        self._entry_floors.clear()
         self._tomb_ids.clear()
         self._tombstones = 0
         self._live_instances = 0

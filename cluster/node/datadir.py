@@ -12,7 +12,10 @@ What is in it (docs/operations.md, "Data folder")::
                                                        tombstone
 
 Only cluster data is here: namespaces, service settings and cluster settings, with their versions and
-tombstones (:mod:`distro.durability` says which entries). Ephemeral instances never are.
+tombstones (:mod:`distro.durability` says which entries). Ephemeral instances never are. A tombstone
+stays for good: it is the node's record that the entry was deleted (its *entry floor* once the core
+has collected it from memory), which stops a stale copy of the entry from coming back after every node
+restarted at once. One small row per deleted namespace or setting.
 
 Why SQLite: it is in the standard library (nothing to install, nothing to run beside the node), its
 transactions are atomic and crash-safe (a ``kill -9`` or a power cut in the middle of a write leaves the
@@ -54,7 +57,6 @@ __all__ = [
     "DB_FILE",
     "FORMAT",
     "LOCK_FILE",
-    "TOMBSTONE_RETENTION_MS",
     "DataDir",
     "DataDirError",
     "DiskWriter",
@@ -66,8 +68,6 @@ log = logging.getLogger("distro.datadir")
 DB_FILE = "registry.db"
 LOCK_FILE = "LOCK"
 FORMAT = "1"
-TOMBSTONE_RETENTION_MS = 7 * 24 * 3600 * 1000
-"""Tombstones older than this are dropped from the file at start (long after every peer collected them)."""
 LOAD_CHUNK_ROWS = 10_000
 WRITE_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
@@ -107,11 +107,10 @@ class DataDir:
         self._lock = lock
         self._write_lock = threading.Lock()  # one writer at a time, whatever thread runs it
         self.loaded: Items = ()
-        self.dropped_tombstones = 0
 
     # -- opening (before the event loop) ---------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, node_id: str, *, now_ms: int) -> DataDir:
+    def open(cls, path: str | Path, node_id: str) -> DataDir:
         """Lock the folder, check the file, load its entries (kept in :attr:`loaded`).
 
         Raises :class:`DataDirError` naming the path and what to do, never loses what the folder holds.
@@ -129,7 +128,6 @@ class DataDir:
             db = _connect(folder)
             data_dir = cls(folder, node_id, db, lock)
             data_dir._check_owner()
-            data_dir.dropped_tombstones = data_dir._drop_old_tombstones(now_ms)
             data_dir.loaded = data_dir._load()
         except BaseException:
             lock.close()
@@ -162,16 +160,6 @@ class DataDir:
                 f"data dir {self.path} belongs to node {owner!r}, not to this node {self.node_id!r}: give each node "
                 f"its own --data-dir (or start this one with --node-id {owner})"
             )
-
-    def _drop_old_tombstones(self, now_ms: int) -> int:
-        try:
-            with _transaction(self._db):
-                cursor = self._db.execute(
-                    "DELETE FROM entries WHERE value IS NULL AND ms < ?", (now_ms - TOMBSTONE_RETENTION_MS,)
-                )
-            return max(0, cursor.rowcount)
-        except sqlite3.DatabaseError as exc:
-            raise DataDirError(f"data dir {self.path}: {DB_FILE} cannot be written ({exc}). {_RESTORE_HINT}") from None
 
     def _load(self) -> Items:
         items: list[Item] = []

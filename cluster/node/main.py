@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
@@ -100,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.warning("%s", beat_warning)
     try:
         # Before the event loop: lock the folder, check the file, load what it holds.
-        data_dir = DataDir.open(settings.data_dir, settings.node_id, now_ms=int(time.time() * 1000))
+        data_dir = DataDir.open(settings.data_dir, settings.node_id)
     except DataDirError as exc:
         print(f"distro-node: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -1,8 +1,9 @@
 """cluster/node/datadir.py: the data folder (SQLite) and the writer that carries Persist effects to it.
 
 Proves: a new folder gets its schema and owner; what the writer commits comes back at the next open, as
-the core's own entries; an older version never overwrites a newer one; tombstones past the retention are
-dropped at open and younger ones kept; the folder refuses another node id, another format, a second user
+the core's own entries; an older version never overwrites a newer one; tombstones are kept however old
+(the record of a deletion), so a whole cluster restarted from its folders long after a deletion does not
+bring the entry back from a node that missed it; the folder refuses another node id, another format, a second user
 (the lock) and rows it cannot read, naming the path, and leaves the file as it was; the writer coalesces
 what piles up into one transaction, reports the highest sequence number written, and retries a failed
 commit without reporting it written.
@@ -20,19 +21,24 @@ import trio.testing
 
 from cluster.node.datadir import (
     DB_FILE,
-    TOMBSTONE_RETENTION_MS,
     DataDir,
     DataDirError,
     DiskWriter,
     default_data_dir,
 )
 from distro.clusterdata import NAMESPACES_KEY, ClusterMeta, HealthChecker, NamespaceInfo, cluster_entry_id
+from distro.config import DistroConfig
 from distro.datum import META_ENTRY_ID, Entry
 from distro.effects import Persist
 from distro.model import ServiceKey, ServiceMeta
+from distro.requests import ClientRequest, CreateNamespace, DeleteNamespace, Result
+from distro.testing.disk import SimDisk
+from distro.testing.harness import Harness
 from distro.versions import Version
 
 NOW_MS = 1_900_000_000_000
+DAY_MS = 24 * 3600 * 1000
+NODES = ("n1", "n2", "n3")
 KEY = ServiceKey("prod", "DEFAULT_GROUP", "orders")
 
 
@@ -73,11 +79,11 @@ def write_all(data_dir: DataDir, items: list[Persist]) -> list[int]:
 
 def test_what_the_writer_commits_is_loaded_at_the_next_open(tmp_path: Path) -> None:
     folder = tmp_path / "n1"
-    data_dir = DataDir.open(folder, "n1", now_ms=NOW_MS)
+    data_dir = DataDir.open(folder, "n1")
     assert data_dir.take_loaded() == () and (folder / DB_FILE).exists()
     assert write_all(data_dir, persists()) == [4]  # one batch, reported once, up to its highest seq
     data_dir.close()
-    again = DataDir.open(folder, "n1", now_ms=NOW_MS)
+    again = DataDir.open(folder, "n1")
     loaded = sorted(again.take_loaded(), key=lambda item: (str(item[0]), item[1]))
     expected = sorted(((p.key, p.entry_id, p.entry) for p in persists()), key=lambda item: (str(item[0]), item[1]))
     assert loaded == expected and again.take_loaded() == ()
@@ -85,41 +91,87 @@ def test_what_the_writer_commits_is_loaded_at_the_next_open(tmp_path: Path) -> N
 
 
 def test_an_older_version_never_overwrites_a_newer_one(tmp_path: Path) -> None:
-    data_dir = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
+    data_dir = DataDir.open(tmp_path / "n1", "n1")
     newer = Persist(2, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 5, "n1"), ServiceMeta(0.9)))
     older = Persist(3, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 4, "n2"), ServiceMeta(0.1)))
     write_all(data_dir, [newer])
     write_all(data_dir, [older])
     data_dir.close()
-    again = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
+    again = DataDir.open(tmp_path / "n1", "n1")
     assert again.take_loaded() == ((KEY, META_ENTRY_ID, newer.entry),)
     again.close()
 
 
-def test_old_tombstones_are_dropped_at_open(tmp_path: Path) -> None:
-    data_dir = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
-    old = Persist(1, NAMESPACES_KEY, "old", Entry(Version(NOW_MS - TOMBSTONE_RETENTION_MS - 1, 0, "n1"), None))
+def test_tombstones_are_kept_however_old(tmp_path: Path) -> None:
+    data_dir = DataDir.open(tmp_path / "n1", "n1")
+    year_ms = 365 * DAY_MS
+    old = Persist(1, NAMESPACES_KEY, "old", Entry(Version(NOW_MS - year_ms, 0, "n1"), None))
     young = Persist(2, NAMESPACES_KEY, "young", Entry(Version(NOW_MS - 1000, 0, "n1"), None))
     write_all(data_dir, [old, young])
     data_dir.close()
-    again = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
-    assert again.dropped_tombstones == 1
-    assert [entry_id for _, entry_id, _ in again.take_loaded()] == ["young"]
+    again = DataDir.open(tmp_path / "n1", "n1")
+    assert sorted(entry_id for _, entry_id, _ in again.take_loaded()) == ["old", "young"]
     again.close()
+
+
+def test_a_deletion_survives_a_full_restart_long_after_it_was_collected(tmp_path: Path) -> None:
+    """n3 is down while a namespace is deleted; the others collect the tombstone (entry floors in memory),
+    then every node stops. Restarted from their folders eight days later, the two that saw the deletion
+    load its tombstone (the folder kept it: before, it was dropped after 7 days), so n3's stale copy is
+    refused and deleted again instead of coming back everywhere."""
+    config = DistroConfig(cluster_size=3, durable_writes=True)
+    h = Harness(NODES, config)
+    h.start()
+    assert deliver_answer(h, "n1", CreateNamespace("gone", "Gone")) == Result(200, "true")
+    assert deliver_answer(h, "n1", CreateNamespace("kept", "Kept")) == Result(200, "true")
+    h.crash("n3")
+    h.advance(config.peer_timeout_ms + config.ping_interval_ms)
+    assert deliver_answer(h, "n1", DeleteNamespace("gone")) == Result(200, "true")
+    h.advance(config.tombstone_ttl_ms + 2 * config.instance_expire_ms + config.gc_interval_ms)
+    for node_id in ("n1", "n2"):
+        assert h[node_id].store.entry(NAMESPACES_KEY, "gone") is None  # collected from memory
+        assert h[node_id].statistics().entry_floors == 1
+
+    later = Harness(NODES, config, now_ms=h.now_ms + 8 * DAY_MS)
+    for seq, node_id in enumerate(NODES, start=1):  # each node's folder, written and opened as the runtime does
+        folder = tmp_path / node_id
+        data_dir = DataDir.open(folder, node_id)
+        write_all(data_dir, [Persist(seq, key, entry_id, entry) for key, entry_id, entry in h.disks[node_id].items()])
+        data_dir.close()
+        data_dir = DataDir.open(folder, node_id)
+        later.disks[node_id] = SimDisk()
+        for key, entry_id, entry in data_dir.take_loaded():
+            later.disks[node_id].write(Persist(0, key, entry_id, entry))
+        data_dir.close()
+        later.boot(node_id)
+    later.start()
+    later.advance(config.peer_timeout_ms + 3 * config.verify_interval_ms)
+    for node_id in NODES:
+        assert [ns for ns, _ in later[node_id].namespaces()] == ["kept"], node_id
+
+
+def deliver_answer(h: Harness, node_id: str, request: ClientRequest) -> Result:
+    """Send a request and run the cluster until it is answered."""
+    rid, result = h.client(node_id, request)
+    h.advance(h.config.sync_delay_ms)
+    if result is not None:
+        return result
+    (reply,) = [r.result for r in h.outputs[node_id].replies if r.request_id == rid]
+    return reply
 
 
 def test_the_folder_refuses_another_node_a_second_user_and_another_format(tmp_path: Path) -> None:
     folder = tmp_path / "n1"
-    data_dir = DataDir.open(folder, "n1", now_ms=NOW_MS)
+    data_dir = DataDir.open(folder, "n1")
     with pytest.raises(DataDirError, match=f"data dir {folder} is in use by pid"):
-        DataDir.open(folder, "n1", now_ms=NOW_MS)
+        DataDir.open(folder, "n1")
     data_dir.close()
     with pytest.raises(DataDirError, match=f"data dir {folder} belongs to node 'n1', not to this node 'n2'"):
-        DataDir.open(folder, "n2", now_ms=NOW_MS)
+        DataDir.open(folder, "n2")
     with sqlite3.connect(folder / DB_FILE) as db:
         db.execute("UPDATE meta SET value = '9' WHERE name = 'format'")
     with pytest.raises(DataDirError, match="format '9' is not '1'"):
-        DataDir.open(folder, "n1", now_ms=NOW_MS)
+        DataDir.open(folder, "n1")
 
 
 @pytest.mark.parametrize(
@@ -132,18 +184,18 @@ def test_the_folder_refuses_another_node_a_second_user_and_another_format(tmp_pa
 )
 def test_a_row_it_cannot_read_is_refused_and_left_alone(tmp_path: Path, value: str, reason: str) -> None:
     folder = tmp_path / "n1"
-    DataDir.open(folder, "n1", now_ms=NOW_MS).close()
+    DataDir.open(folder, "n1").close()
     with sqlite3.connect(folder / DB_FILE) as db:
         db.execute("INSERT INTO entries VALUES (?, ?, 1, 0, 'n1', ?)", (str(KEY), META_ENTRY_ID, value))
     before = (folder / DB_FILE).read_bytes()
     with pytest.raises(DataDirError, match=reason) as refused:
-        DataDir.open(folder, "n1", now_ms=NOW_MS)
+        DataDir.open(folder, "n1")
     assert str(folder) in str(refused.value) and "Restore the folder from a backup" in str(refused.value)
     assert (folder / DB_FILE).read_bytes() == before
 
 
 def test_a_failed_commit_is_retried_and_reported_only_once_written(tmp_path: Path) -> None:
-    data_dir = DataDir.open(tmp_path / "n1", "n1", now_ms=NOW_MS)
+    data_dir = DataDir.open(tmp_path / "n1", "n1")
     real_write = data_dir.write
     failures = [sqlite3.OperationalError("disk I/O error")]
 

@@ -181,6 +181,34 @@ def test_a_cluster_configured_across_a_partition_leaves_the_service_settings_alo
         assert view.clusters["c1"].check_port == 81
 
 
+def test_cluster_data_written_across_a_partition_survives_deletions_collected_on_the_other_side() -> None:
+    """Regression: a collected tombstone used to leave one floor per key, and every namespace lives under one
+    reserved key. n1, cut off, creates a namespace and a service's settings; meanwhile n2 and n3 delete an
+    unrelated namespace and an instance of that service, and collect both tombstones. After healing, their
+    key floors (newer than n1's writes) refused n1's entries as stale copies and deleted them everywhere.
+    Cluster data now has a floor per deleted entry."""
+    config = DistroConfig(cluster_size=3, tombstone_ttl_ms=10_000, instance_expire_ms=15_000, gc_interval_ms=1_000)
+    h = started(config)
+    key = key_owned_by("n2")
+    assert answer(h, "n2", CreateNamespace("old", "Old")) == TRUE
+    h.isolate("n1")
+    h.advance(config.peer_timeout_ms + config.ping_interval_ms)  # each side owns every key on its own
+    assert answer(h, "n1", CreateNamespace("fresh", "Fresh")) == TRUE
+    assert answer(h, "n1", CreateService(key, ServiceMeta(0.4, {"team": "a"}))) == OK
+    h.advance(5)
+    assert answer(h, "n2", DeleteNamespace("old")) == TRUE
+    assert answer(h, "n3", Register(key, INST)) == OK
+    assert answer(h, "n3", Deregister(key, "DEFAULT", INST.ip, INST.port)) == OK
+    h.advance(2 * config.instance_expire_ms + config.gc_interval_ms)  # both tombstones collected on n2 and n3
+    assert h["n2"].store.entry(NAMESPACES_KEY, "old") is None and h["n2"].store.entry(key, INST.entry_id) is None
+    h.cut.clear()
+    h.advance(config.peer_timeout_ms + 3 * config.verify_interval_ms)
+    for node_id, node in h.nodes.items():
+        assert [ns for ns, _ in node.namespaces()] == ["fresh"], node_id  # "old" stays deleted on n1 too
+        view = node.view(key)
+        assert view is not None and view.meta == ServiceMeta(0.4, {"team": "a"}), node_id
+
+
 def test_delete_service_removes_cluster_settings_and_refuses_a_service_with_instances() -> None:
     h = started()
     key = key_owned_by("n1")

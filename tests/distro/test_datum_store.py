@@ -7,7 +7,9 @@
 - ``DatumStore.merge`` fed the entries of several datums in any order, with duplicates, ends with the same
   datum and digest as ``merge_datums``; digests are equal exactly when the (entry id, version) sets are.
 - Tombstone collection leaves a floor: an unknown live entry at or below it is refused (``BELOW_FLOOR``),
-  a tombstone at or below it is ``STALE``, anything newer is applied.
+  a tombstone at or below it is ``STALE``, anything newer is applied. Instances share one floor per key;
+  cluster data (namespaces, settings) has one floor per deleted entry, so a deletion never refuses
+  another entry of the same key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from functools import reduce
 from hypothesis import given
 from hypothesis import strategies as st
 
+from distro.clusterdata import NAMESPACES_KEY, NamespaceInfo, cluster_entry_id
 from distro.datum import META_ENTRY_ID, Datum, Entry, datum_digest, entry_hash, merge_datums, newer
 from distro.model import Instance, ServiceKey, ServiceMeta
 from distro.store import DatumStore, MergeOutcome
@@ -200,6 +203,30 @@ def test_collecting_the_last_entry_removes_the_key_but_keeps_its_floor() -> None
     assert store.merge(KEY, eid, _instance_entry(11)) is MergeOutcome.APPLIED
     # The floor is per key: OTHER's tombstone is younger and still there.
     assert store.entry(OTHER, eid) == Entry(Version(500, 0, "n1"), None)
+
+
+def test_cluster_data_has_a_floor_per_deleted_entry() -> None:
+    store = DatumStore()
+    store.merge(NAMESPACES_KEY, "dev", Entry(Version(100, 0, "n1"), None))
+    store.merge(KEY, META_ENTRY_ID, Entry(Version(200, 0, "n1"), None))
+    store.merge(KEY, ENTRY_IDS[0], Entry(Version(50, 0, "n1"), None))
+    assert store.collect_tombstones(1_000) == [NAMESPACES_KEY, KEY]
+    assert store.statistics().entry_floors == 2
+    # The deleted entries themselves: a stale copy is refused, an old tombstone is stale.
+    assert store.merge(NAMESPACES_KEY, "dev", Entry(Version(99, 0, "n2"), NamespaceInfo("x"))) is MergeOutcome.BELOW_FLOOR
+    assert store.merge(KEY, META_ENTRY_ID, Entry(Version(150, 0, "n2"), ServiceMeta())) is MergeOutcome.BELOW_FLOOR
+    assert store.merge(NAMESPACES_KEY, "dev", Entry(Version(90, 0, "n2"), None)) is MergeOutcome.STALE
+    # Another namespace or cluster written before that deletion, never seen here: applied (a key floor, the
+    # highest deletion of the key, would have refused it).
+    assert store.merge(NAMESPACES_KEY, "qa", Entry(Version(60, 0, "n2"), NamespaceInfo("QA"))) is MergeOutcome.APPLIED
+    assert store.merge(KEY, cluster_entry_id("c1"), Entry(Version(150, 0, "n2"), None)) is MergeOutcome.APPLIED
+    # Instances keep their key floor (from the instance tombstone at 50 only, not the settings' at 200).
+    assert store.merge(KEY, ENTRY_IDS[0], _instance_entry(50)) is MergeOutcome.BELOW_FLOOR
+    assert store.merge(KEY, ENTRY_IDS[1], _instance_entry(51)) is MergeOutcome.APPLIED
+    # A newer version of a deleted entry stands for its floor, which is forgotten.
+    assert store.merge(NAMESPACES_KEY, "dev", Entry(Version(101, 0, "n2"), NamespaceInfo("y"))) is MergeOutcome.APPLIED
+    assert store.statistics().entry_floors == 1 and store.floor(NAMESPACES_KEY, "dev") is None
+    assert store.floor(KEY, META_ENTRY_ID) == Version(200, 0, "n1")
 
 
 def test_clear_forgets_everything_including_floors() -> None:

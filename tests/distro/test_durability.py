@@ -3,8 +3,9 @@
 Proves, on the hand-driven harness with ``durable_writes`` and the disks acknowledged by hand: a
 cluster-data write is answered only once it is on disk (here, or on the owner for a forwarded one: the
 owner holds its ``ForwardReply``); instance writes and the implicit settings of a service a registration
-creates are never persisted and never wait; replicas persist what they merge; a tombstone (or implicit
-settings) replacing a durable value is persisted as a tombstone; an answer about cluster data waits for
+creates are never persisted and never wait; replicas persist what they merge; a tombstone replacing a
+durable value is persisted as a tombstone, and so is one that reaches a node which never held the value
+(the record of the deletion, kept after the store collects it); an answer about cluster data waits for
 the earlier writes even when it writes nothing; a node restarted from its disk holds what it
 acknowledged (and not what it did not), and a whole cluster restarted from its disks finds every
 namespace and setting while its instances are gone.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from distro.clusterdata import NAMESPACES_KEY, ClusterMeta, NamespaceInfo, cluster_entry_id
 from distro.config import DistroConfig
-from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
 from distro.effects import Persist
 from distro.messages import Forward, ForwardReply, SyncBatch
 from distro.model import ServiceKey, ServiceMeta, make_instance
@@ -135,6 +136,19 @@ def test_a_replicated_implicit_marker_beside_durable_settings_writes_nothing() -
     h.collect("n1")
     assert h["n1"].store.meta(key) == ServiceMeta(0.3)
     assert h.disks["n1"].items() == ((key, META_ENTRY_ID, durable),)
+
+
+def test_a_deletion_of_something_never_held_here_is_persisted_but_not_a_marker_tombstone() -> None:
+    h = started(auto_persist=True)
+    key = key_owned_by("n1")
+    # n1 never held the namespace nor the marker: only their deletions arrive.
+    assert h["n1"].store.entry(NAMESPACES_KEY, "dev") is None and h["n1"].store.items(key) == []
+    version = h["n2"].clock.next(h.now_ms)
+    namespace_deleted = (NAMESPACES_KEY, "dev", Entry(version, None))
+    marker_deleted = (key, IMPLICIT_ENTRY_ID, Entry(version._replace(counter=version.counter + 1), None))
+    h["n1"].handle_peer("n2", SyncBatch((namespace_deleted, marker_deleted)), h.now_ms)
+    h.collect("n1")
+    assert h.disks["n1"].items() == (namespace_deleted,)
 
 
 def test_an_answer_about_cluster_data_waits_for_earlier_writes_even_when_it_writes_nothing() -> None:
