@@ -4,10 +4,12 @@ A node starts not ready and owns nothing until it has loaded a peer's snapshot (
 Until then:
 
 - a naming read (``GET`` or ``HEAD``, in any case, under ``/nacos/v1/ns/``) is answered ``503`` :data:`NOT_READY_TEXT`, because an
-  empty or partial ``instance/list`` would make clients drop every instance; operator routes
-  (``/nacos/v1/ns/operator/``) stay open so that operators can see why, as does everything outside
-  ``/nacos/v1/ns/`` (``/healthz``, ``/readyz``, ``/metrics``, login). Like Nacos's ``TrafficReviseFilter``;
-  clients try another server on a 503. :func:`refuses_while_starting` is that rule.
+  empty or partial ``instance/list`` would make clients drop every instance; so is a read of the namespaces
+  list (``/nacos/v1/console/namespaces``), cluster data that a node started with an empty data folder
+  does not hold yet. Operator routes (``/nacos/v1/ns/operator/``) stay open so that operators can see why,
+  as does everything else (``/healthz``, ``/readyz``, the console's health probes, ``/metrics``, login).
+  Like Nacos's ``TrafficReviseFilter``; clients try another server on a 503. :func:`refuses_while_starting`
+  is that rule.
 - a write is forwarded to a ready owner; when no owner is known at all (this node is not ready and no ready
   peer is up) the core answers :data:`NOT_READY` itself, and so does "who owns this key".
 - ``/readyz`` answers ``503`` :data:`NOT_READY_DETAIL_TEXT`.
@@ -20,6 +22,7 @@ from __future__ import annotations
 from distro.requests import Result
 
 __all__ = [
+    "GATED_PATHS",
     "GATED_PREFIX",
     "NOT_READY",
     "NOT_READY_DETAIL_TEXT",
@@ -41,13 +44,19 @@ GATED_PREFIX = "/nacos/v1/ns/"
 """Naming reads under this prefix are refused while starting..."""
 OPEN_PREFIX = "/nacos/v1/ns/operator/"
 """...except the operator routes under this one."""
+GATED_PATHS = frozenset({"/nacos/v1/console/namespaces"})
+"""Reads of these paths (a trailing ``/`` ignored, as the router does) are refused while starting too."""
 _READS = frozenset({"GET", "HEAD"})  # methods are compared upper-cased: the router takes ``get`` and HEAD as GET
 
 
 def refuses_while_starting(method: str, path: str) -> bool:
     """True when a node that is not ready must answer this HTTP request ``503`` :data:`NOT_READY_TEXT`.
 
-    Only naming reads are refused: writes and beats go on to the core, which forwards them to a ready
-    owner (or answers :data:`NOT_READY` when there is none).
+    Only reads are refused (naming reads and the namespaces list): writes and beats go on to the core,
+    which forwards them to a ready owner (or answers :data:`NOT_READY` when there is none).
     """
-    return method.upper() in _READS and path.startswith(GATED_PREFIX) and not path.startswith(OPEN_PREFIX)
+    if method.upper() not in _READS:
+        return False
+    if path.startswith(GATED_PREFIX):
+        return not path.startswith(OPEN_PREFIX)
+    return path.rstrip("/") in GATED_PATHS

@@ -1,12 +1,13 @@
-"""The readiness gate: a node answers naming reads only once its snapshot is loaded.
+"""The readiness gate: a node answers naming reads (and the namespaces list) only once its snapshot is loaded.
 
 A node that has just started (or restarted) holds nothing until a peer's snapshot arrives. Answering
 ``instance/list`` then would hand clients an empty or partial list, and clients that trust it drop every
 instance (the outage Nacos users know). Like Nacos's ``TrafficReviseFilter``, the node answers reads with
 503 instead, so that clients try another server (nacos-sdk-python, the Java client and our SDK all do on a
 503). Which requests are refused, and the text, are the core's one rule (:mod:`distro.readiness`): naming
-reads only; writes and beats go on to the core, which forwards them to a ready owner; operator routes,
-``/healthz``, ``/readyz``, ``/metrics`` and login stay open. This module is the HTTP guard that applies it.
+reads and the namespaces list only; writes and beats go on to the core, which forwards them to a ready
+owner; operator routes, ``/healthz``, ``/readyz``, ``/metrics`` and login stay open. This module is the
+HTTP guard that applies it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ STARTING_TEXT = NOT_READY_TEXT  # Nacos's text, including its missing space befo
 
 
 class ReadinessGate:
-    """An API guard answering 503 to naming reads (GET) until the node is ready; the API lists it first."""
+    """An API guard answering 503 to naming reads and the namespaces list (GET) until the node is ready; the
+    API lists it first."""
 
     def __init__(self, node: DistroNode) -> None:
         self._node = node
@@ -39,4 +41,4 @@ class ReadinessGate:
     def render_metrics(self) -> str:
         """The refusal counter in Prometheus text format."""
         return counter("distro_not_ready_refusals_total",
-                       "Naming reads answered 503 before the snapshot was loaded.", self.refused)
+                       "Reads (naming, namespaces) answered 503 before the snapshot was loaded.", self.refused)

@@ -1,4 +1,5 @@
-"""A node that has not loaded its snapshot answers naming reads with Nacos's 503, not with an empty list.
+"""A node that has not loaded its snapshot answers naming reads (and the namespaces list) with Nacos's 503,
+not with an empty list.
 
 Real HTTP on 127.0.0.1; the node is a runtime of a three-node cluster whose peers never answer, so it stays
 unready until its snapshot deadline passes and then serves normally.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import httpx
 import trio
 
+from cluster.api.namespaces import NAMESPACES_PATH
 from cluster.api.push import PushService
 from cluster.api.readiness import STARTING_TEXT, ReadinessGate
 from cluster.api.render import ListRenderer
@@ -49,6 +51,8 @@ async def test_naming_routes_answer_503_until_ready_then_serve() -> None:
                 ("GET", f"{NS}/service", {"serviceName": "orders"}),
                 ("GET", f"{NS}/service/list", {}),
                 ("GET", f"{NS}/catalog/services", {}),
+                ("GET", NAMESPACES_PATH, {}),  # cluster data a node with an empty folder does not hold yet
+                ("GET", NAMESPACES_PATH, {"show": "all", "namespaceId": "dev"}),
             ]
             for method, path, params in gated:
                 response = await http.request(method, path, params=params)
@@ -71,4 +75,6 @@ async def test_naming_routes_answer_503_until_ready_then_serve() -> None:
             assert (register.status_code, register.text) == (200, "ok")
             listed = await http.get(f"{NS}/instance/list", params={"serviceName": "orders"})
             assert [host["ip"] for host in listed.json()["hosts"]] == ["10.0.0.1"]
+            namespaces = await http.get(NAMESPACES_PATH)
+            assert namespaces.status_code == 200 and namespaces.json()["data"][0]["namespaceShowName"] == "public"
         nursery.cancel_scope.cancel()

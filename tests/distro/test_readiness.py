@@ -40,6 +40,15 @@ def test_texts_are_nacos_texts() -> None:
         ("HEAD", "/nacos/v1/ns/instance/list", True),
         ("head", "/nacos/v1/ns/service", True),
         ("post", "/nacos/v1/ns/instance", False),
+        # the namespaces list is cluster data a starting node may not hold yet (a wiped folder): gated too
+        ("GET", "/nacos/v1/console/namespaces", True),
+        ("get", "/nacos/v1/console/namespaces/", True),
+        ("HEAD", "/nacos/v1/console/namespaces", True),
+        ("POST", "/nacos/v1/console/namespaces", False),
+        ("DELETE", "/nacos/v1/console/namespaces", False),
+        ("GET", "/nacos/v1/console/health/readiness", False),
+        ("GET", "/nacos/v1/console/health/liveness", False),
+        ("GET", "/nacos/v1/console/node", False),
     ],
 )
 def test_only_naming_reads_are_refused(method: str, path: str, refused: bool) -> None:
