@@ -47,7 +47,10 @@ def node_process(
                                  *args], stdout=out, stderr=subprocess.STDOUT, preexec_fn=limits, env=env)
     try:
         deadline = time.monotonic() + GUARD_S
-        with httpx.Client(trust_env=False, timeout=1.0) as http:
+        # polled from an address of its own: its keep-alive connection may still count on the node for a
+        # moment after it closes, and must not take one of 127.0.0.1's per-address slots
+        with httpx.Client(trust_env=False, timeout=1.0,
+                          transport=httpx.HTTPTransport(local_address="127.0.0.3")) as http:
             while True:
                 try:
                     if http.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
