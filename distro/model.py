@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from hashlib import blake2b
 from typing import Any
 
 from distro.errors import ValidationError  # defined in distro.errors, re-exported here (see __all__)
@@ -294,6 +295,20 @@ class Instance:
     # (``preserved.instance.id.generator=snowflake``); "" for the simple id. Kept when the instance is
     # registered again, replicated with the entry.
     assigned_id: str = ""
+    # What this instance adds to its service's checksum (:meth:`checksum_digest`), made on first use and
+    # kept: instances are immutable, so a view change re-hashes only the instances that changed. 8 bytes of
+    # slot for every instance, plus a 16-byte digest (49 bytes) once its service's checksum is asked for.
+    _digest: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def checksum_digest(self) -> bytes:
+        """A 16-byte hash of everything a client sees of this instance (the same on every node)."""
+        digest = self._digest
+        if digest is None:
+            meta = ",".join(f"{k}:{v}" for k, v in sorted(self.metadata.items()))
+            line = f"{self.cluster}/{self.ip}:{self.port}_{self.weight!r}_{self.healthy}_{self.enabled}_{meta}"
+            digest = blake2b(line.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            object.__setattr__(self, "_digest", digest)
+        return digest
 
     @property
     def entry_id(self) -> str:

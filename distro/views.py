@@ -127,16 +127,14 @@ class ServiceView:
 
     @property
     def checksum(self) -> str:
-        """A content hash of the instances and settings (computed once, on first use)."""
+        """A content hash of the instances and settings (computed once, on first use).
+
+        Each instance's share is its :meth:`~distro.model.Instance.checksum_digest`, kept on the instance, so
+        after a change only the changed instances are hashed again.
+        """
         if self._checksum is None:
             h = blake2b(digest_size=16)
-            for inst in self.instances:
-                meta = ",".join(f"{k}:{v}" for k, v in sorted(inst.metadata.items()))
-                h.update(
-                    f"{inst.cluster}/{inst.ip}:{inst.port}_{inst.weight!r}_{inst.healthy}_{inst.enabled}_{meta};".encode(
-                        "utf-8", "surrogatepass"
-                    )
-                )
+            h.update(b"".join([inst.checksum_digest() for inst in self.instances]))
             if self.meta is not None:
                 meta = ",".join(f"{k}:{v}" for k, v in sorted(self.meta.metadata.items()))
                 h.update(f"#{self.meta.protect_threshold!r}_{self.meta.selector_type}_{meta}".encode())

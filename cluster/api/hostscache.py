@@ -14,6 +14,13 @@ client can make it keep is bounded two ways:
   recently used services' entries go first. A body larger than a quarter of the bound is served but not
   kept. The one thing that may briefly exceed the bound is the cluster list of the service being served.
 
+* **Fragments.** For a big service (at least :data:`FRAGMENT_MIN_HOSTS` hosts) the renderer also keeps each
+  host's rendered JSON object, keyed by the instance object it was rendered from. Instances are immutable and
+  a view change replaces only the instances that changed, so after a change only those are rendered again
+  and the array is joined from the kept pieces. Fragments outlive a revision (that is their point), are
+  counted in the same bound at their length plus :data:`FRAGMENT_OVERHEAD_BYTES` each, and go with their
+  service when it is evicted.
+
 ``/metrics`` shows the bytes held, the bound and the evictions (docs/security.md lists the bound).
 """
 
@@ -23,17 +30,27 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from cluster.metrics import counter, gauge
-from distro.model import ServiceKey
+from distro.model import Instance, ServiceKey
 from distro.views import ServiceView
 
-__all__ = ["DEFAULT_MAX_BYTES", "ENTRY_OVERHEAD_BYTES", "Form", "HostsCache"]
+__all__ = ["DEFAULT_MAX_BYTES", "ENTRY_OVERHEAD_BYTES", "FRAGMENT_MIN_HOSTS", "FRAGMENT_OVERHEAD_BYTES", "Form",
+           "Fragments", "HostsCache"]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 ENTRY_OVERHEAD_BYTES = 256
 """What one entry costs beyond its body (its key, tuple and dict slot), counted against the bound."""
 
+FRAGMENT_MIN_HOSTS = 64
+"""Services with fewer hosts are rendered whole every time: cheap enough, and nothing to keep."""
+FRAGMENT_OVERHEAD_BYTES = 120
+"""What one kept host fragment costs beyond its bytes (its dict slot, tuple and key), counted in the bound."""
+
 Form = tuple[tuple[str, ...], bool, bool]
 """A normalised request: (known clusters, sorted; empty = all), healthy only, Java flavour."""
+
+Fragments = dict[int, tuple[Instance, bytes]]
+"""Rendered host objects by ``id(instance)``, each with the instance it was rendered from. Holding the
+instance keeps its id from being reused, so ``fragments[id(inst)][0] is inst`` proves a hit."""
 
 
 @dataclass(slots=True)
@@ -42,6 +59,7 @@ class _Service:
     clusters: frozenset[str]
     forms: dict[Form, tuple[bytes, bool]] = field(default_factory=dict)
     size_bytes: int = 0
+    fragments: dict[bool, tuple[Fragments, int]] = field(default_factory=dict)  # Java flavour -> (map, bytes)
 
 
 class HostsCache:
@@ -58,11 +76,14 @@ class HostsCache:
     def _service(self, view: ServiceView) -> _Service:
         entry = self._services.get(view.key)
         if entry is None or entry.revision != view.revision:
+            kept: dict[bool, tuple[Fragments, int]] = {}
             if entry is not None:
                 self.size_bytes -= entry.size_bytes
+                kept = entry.fragments
             clusters = frozenset(inst.cluster for inst in view.instances)
             base_bytes = ENTRY_OVERHEAD_BYTES + sum(len(name) + ENTRY_OVERHEAD_BYTES // 4 for name in clusters)
-            entry = _Service(view.revision, clusters, size_bytes=base_bytes)
+            base_bytes += sum(size for _, size in kept.values())
+            entry = _Service(view.revision, clusters, size_bytes=base_bytes, fragments=kept)
             self._services[view.key] = entry
             self.size_bytes += base_bytes
             self._shrink(view.key)
@@ -98,6 +119,27 @@ class HostsCache:
         self.size_bytes += cost
         self._shrink(view.key)
 
+    def fragments(self, view: ServiceView, java: bool) -> Fragments:
+        """The host fragments kept for the service in this flavour (empty when none); read, never mutate."""
+        entry = self._services.get(view.key)
+        kept = None if entry is None else entry.fragments.get(java)
+        return {} if kept is None else kept[0]
+
+    def keep_fragments(self, view: ServiceView, java: bool, fragments: Fragments, size_bytes: int) -> None:
+        """Replace the service's fragments of this flavour (``size_bytes`` counts them); not kept when they
+        would take more than a quarter of the bound."""
+        entry = self._service(view)
+        old = entry.fragments.pop(java, None)
+        if old is not None:
+            entry.size_bytes -= old[1]
+            self.size_bytes -= old[1]
+        if 4 * size_bytes > self.max_bytes:
+            return
+        entry.fragments[java] = (fragments, size_bytes)
+        entry.size_bytes += size_bytes
+        self.size_bytes += size_bytes
+        self._shrink(view.key)
+
     def _shrink(self, serving: ServiceKey) -> None:
         """Evict until within the bound: other services first (least recently used), then the oldest forms
         of the one being served (its cluster list stays: it is in use right now)."""
@@ -110,6 +152,10 @@ class HostsCache:
                 body = entry.forms.pop(next(iter(entry.forms)))[0]
                 entry.size_bytes -= len(body) + ENTRY_OVERHEAD_BYTES
                 self.size_bytes -= len(body) + ENTRY_OVERHEAD_BYTES
+            elif entry.fragments:
+                size = entry.fragments.pop(next(iter(entry.fragments)))[1]
+                entry.size_bytes -= size
+                self.size_bytes -= size
             else:
                 return
             self.evictions += 1

@@ -12,9 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from cluster.api.hostscache import DEFAULT_MAX_BYTES, HostsCache
+from cluster.api.hostscache import (
+    DEFAULT_MAX_BYTES,
+    FRAGMENT_MIN_HOSTS,
+    FRAGMENT_OVERHEAD_BYTES,
+    Fragments,
+    HostsCache,
+)
 from cluster.node.pump import NodeRuntime
-from distro.model import ServiceKey
+from distro.model import Instance, ServiceKey
 from distro.views import ServiceView, select_hosts
 
 __all__ = ["DEFAULT_CACHE_MILLIS", "JAVA_AGENT", "PUSH_CACHE_MILLIS", "ListQuery", "ListRenderer"]
@@ -117,30 +123,59 @@ class ListRenderer:
         if cached is not None:
             return cached
         selection = select_hosts(view, clusters, query.healthy_only)
-        key = view.key
-        service_name = key.grouped_name if query.java else key.service
-        cfg = self._node.config
-        hosts = [
-            {
-                "instanceId": inst.instance_id(key),
-                "ip": inst.ip,
-                "port": inst.port,
-                "weight": inst.weight,
-                "healthy": inst.healthy,
-                "valid": inst.healthy,
-                "marked": False,
-                "enabled": inst.enabled,
-                "ephemeral": True,
-                "clusterName": inst.cluster,
-                "serviceName": service_name,
-                "metadata": dict(inst.metadata),
-                "instanceHeartBeatInterval": inst.beat_interval_ms(cfg.client_beat_interval_ms),
-                "instanceHeartBeatTimeOut": inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms),
-                "ipDeleteTimeout": inst.expire_ms(cfg.instance_expire_ms),
-                "instanceIdGenerator": inst.id_generator,
-            }
-            for inst in selection.hosts
-        ]
-        body = json.dumps(hosts, separators=(",", ":"), ensure_ascii=False).encode()
+        service_name = view.key.grouped_name if query.java else view.key.service
+        hosts = selection.hosts
+        if selection.protect_triggered or len(hosts) < FRAGMENT_MIN_HOSTS:
+            # protection hands out fresh copies reported healthy: nothing worth keeping per host
+            body = _JSON.encode([self._host(inst, view.key, service_name) for inst in hosts]).encode()
+        else:
+            body = self._joined(view, hosts, service_name, query.java, keep=form == ((), False, query.java))
         self.hosts_cache.put(view, form, body, selection.protect_triggered)
         return body, selection.protect_triggered
+
+    def _joined(self, view: ServiceView, hosts: tuple[Instance, ...], service_name: str, java: bool, *,
+                keep: bool) -> bytes:
+        """The hosts array joined from kept per-host fragments, rendering only the hosts that changed.
+
+        Only the unfiltered form replaces what is kept (so the kept set follows the service's instances);
+        filtered forms read it and render their misses without keeping them.
+        """
+        kept = self.hosts_cache.fragments(view, java)
+        lookup = kept.get
+        fresh: Fragments = {}
+        parts: list[bytes] = []
+        append = parts.append
+        for inst in hosts:
+            ident = id(inst)
+            hit = lookup(ident)
+            if hit is None or hit[0] is not inst:
+                hit = (inst, _JSON.encode(self._host(inst, view.key, service_name)).encode())
+            append(hit[1])
+            if keep:
+                fresh[ident] = hit
+        if keep:
+            size_bytes = sum(map(len, parts)) + FRAGMENT_OVERHEAD_BYTES * len(parts)
+            self.hosts_cache.keep_fragments(view, java, fresh, size_bytes)
+        return b"[" + b",".join(parts) + b"]"
+
+    def _host(self, inst: Instance, key: ServiceKey, service_name: str) -> dict[str, object]:
+        """One host object of the ``hosts`` array, as Nacos 1.4.2 shows it."""
+        cfg = self._node.config
+        return {
+            "instanceId": inst.instance_id(key),
+            "ip": inst.ip,
+            "port": inst.port,
+            "weight": inst.weight,
+            "healthy": inst.healthy,
+            "valid": inst.healthy,
+            "marked": False,
+            "enabled": inst.enabled,
+            "ephemeral": True,
+            "clusterName": inst.cluster,
+            "serviceName": service_name,
+            "metadata": dict(inst.metadata),
+            "instanceHeartBeatInterval": inst.beat_interval_ms(cfg.client_beat_interval_ms),
+            "instanceHeartBeatTimeOut": inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms),
+            "ipDeleteTimeout": inst.expire_ms(cfg.instance_expire_ms),
+            "instanceIdGenerator": inst.id_generator,
+        }

@@ -624,6 +624,12 @@ samples including idle `epoll`):
   `NamingApi.register` ~14%, the core (`ClientWrites`, merge, notifier) under 10%.
 - **List**: rendering ~22% (`ListRenderer.render`; `json.dumps` ~7%, `client_info` ~6%), the HTTP server the
   rest; a C JSON encoder would save a few per cent at most.
+- **A big service's first list after a change** (`ListRenderer`, `HostsCache`, `Instance.checksum_digest`):
+  every change re-rendered all of a service's hosts and re-hashed all of them for its checksum. Instances
+  are immutable and a change replaces only the ones that changed, so the renderer now keeps each host's
+  JSON per instance object (services of 64 hosts or more, inside `--list-cache-bytes`) and joins the array
+  from them, and each instance keeps its 16-byte checksum share. In one process (a 10,000-instance service,
+  one instance changed before each list, load average ~4): 68 ms median before, 9-10 ms after.
 
 Where the time goes now:
 
