@@ -133,7 +133,7 @@ class GrpcServer:
     # ------------------------------------------------------------------------------------------
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``host:port`` (0: any free port) until cancelled; ``task_status.started(port)``."""
-        sockets = await open_listeners(host, port, backlog=1024)
+        sockets = await open_listeners(host, port, backlog=1024, what="the gRPC port")
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
         self.port = int(sockets[0].getsockname()[1])
         async with trio.open_nursery() as nursery:

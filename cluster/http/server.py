@@ -929,7 +929,7 @@ async def serve_http(
         stats = HttpStats()
     admission = _Admission(limits, stats)
     reserve = _FdReserve()
-    listeners = await open_listeners(host, port, backlog=_LISTEN_BACKLOG)
+    listeners = await open_listeners(host, port, backlog=_LISTEN_BACKLOG, what="the HTTP port")
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:

@@ -6,15 +6,20 @@ import socket
 
 import trio
 
-__all__ = ["open_listeners"]
+__all__ = ["ListenError", "open_listeners"]
 
 
-async def open_listeners(host: str, port: int, *, backlog: int) -> list[socket.socket]:
+class ListenError(OSError):
+    """A port could not be opened (in use, not permitted, no such address): says which port and why."""
+
+
+async def open_listeners(host: str, port: int, *, backlog: int, what: str = "port") -> list[socket.socket]:
     """Non-blocking listening sockets on every address ``host`` resolves to ("" = all), on one port.
 
     Port 0 picks a free port, the same one on every address. IPv6 sockets are IPv6-only (so the IPv4
     socket can take the same port) and every socket has ``SO_REUSEADDR`` (a restarted node binds at once).
-    Raises OSError when nothing can be opened; on failure every socket opened so far is closed.
+    Raises :class:`ListenError` (naming ``what`` the port is for) when a socket cannot be bound or nothing
+    can be opened; on failure every socket opened so far is closed.
     """
     infos = await trio.socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     listeners: list[socket.socket] = []
@@ -31,7 +36,11 @@ async def open_listeners(host: str, port: int, *, backlog: int) -> list[socket.s
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if port == 0 and len(listeners) > 1:  # the port the first one got, on every address
                 sockaddr = (sockaddr[0], listeners[0].getsockname()[1], *sockaddr[2:])
-            sock.bind(sockaddr)
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                address = f"{host or '*'}:{port}"
+                raise ListenError(exc.errno, f"cannot listen on {address} ({what}): {exc.strerror}") from exc
             sock.listen(backlog)
             sock.setblocking(False)
     except BaseException:
@@ -39,5 +48,5 @@ async def open_listeners(host: str, port: int, *, backlog: int) -> list[socket.s
             sock.close()
         raise
     if not listeners:
-        raise OSError(f"no address to listen on for {host!r}")
+        raise ListenError(f"no address to listen on for {host!r} ({what})")
     return listeners

@@ -16,6 +16,7 @@ import trio
 from cluster.node import gctune
 from cluster.node.datadir import DataDir, DataDirError
 from cluster.node.fdlimit import plan_connections, raise_soft_limit
+from cluster.node.listeners import ListenError
 from cluster.node.settings import (
     WEAK_CLUSTER_SECRET_BYTES,
     ConfigError,
@@ -76,6 +77,17 @@ def _within_fd_limit(settings: NodeSettings) -> NodeSettings:
     return replace(settings, max_connections=plan.max_connections, max_connections_per_ip=plan.max_connections_per_ip)
 
 
+def _leaves(group: BaseExceptionGroup[ListenError]) -> list[ListenError]:
+    """The errors inside a (possibly nested) exception group."""
+    found: list[ListenError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     try:
@@ -107,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = _within_fd_limit(settings)
     try:
         trio.run(_main_async, settings, data_dir)
+    except* ListenError as group:
+        for failure in _leaves(group):
+            print(f"distro-node: {failure.strerror or failure}; is another node or program using it?",
+                  file=sys.stderr)
+        sys.exit(2)
     finally:
         data_dir.close()
     log.info("stopped")

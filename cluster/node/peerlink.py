@@ -474,7 +474,7 @@ class PeerLinks:
         the dialers. Runs until cancelled; cancelling closes every connection."""
         listeners = [
             trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-            for sock in await open_listeners(host, port, backlog=_LISTEN_BACKLOG)
+            for sock in await open_listeners(host, port, backlog=_LISTEN_BACKLOG, what="the peer-link port")
         ]
         actual_port: int = listeners[0].socket.getsockname()[1]
         try:

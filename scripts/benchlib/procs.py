@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.tools.launcher import LocalNode
+from cluster.tools.launcher import free_ports as launcher_free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -245,13 +246,32 @@ class DistroCluster:
         self.nodes = [None] * len(self.ports)
 
 
-def start_distro(ps: ProcessSet, label: str, extra_flags: list[str], size: int = 3) -> DistroCluster:
-    ports = free_ports(size)
-    cluster = DistroCluster(ps, label, ports, secrets.token_hex(32), extra_flags, [None] * size)
-    for i in range(size):
-        cluster.start_node(i)
-    cluster.wait_ready()
-    return cluster
+def start_distro(ps: ProcessSet, label: str, extra_flags: list[str], size: int = 3, attempts: int = 3) -> DistroCluster:
+    """Start a ``size``-node cluster on ports whose gRPC and peer-link neighbours are free too; when a node
+    could not bind (another process took a port in between), start again on new ports."""
+    for attempt in range(1, attempts + 1):
+        ports = node_ports(size)
+        cluster = DistroCluster(ps, label, ports, secrets.token_hex(32), extra_flags, [None] * size)
+        for i in range(size):
+            cluster.start_node(i)
+        try:
+            cluster.wait_ready()
+            return cluster
+        except RuntimeError as exc:
+            cluster.stop()
+            if attempt == attempts or "Address already in use" not in str(exc):
+                raise
+            log(f"{label}: a port was taken while the nodes started; retrying on new ports")
+    raise AssertionError("unreachable")
+
+
+def node_ports(size: int) -> list[int]:
+    """HTTP ports for our nodes, each with its gRPC (+1000) and peer-link (+1001) ports free as well."""
+    while True:
+        ports = launcher_free_ports(size)
+        if not _claimed.intersection(ports):
+            _claimed.update(ports)
+            return ports
 
 
 # ----------------------------------------------------------------------------------------------
