@@ -6,7 +6,8 @@
                                 deregistration was acknowledged;
   3. no-agreement-after-heal    the nodes not listing the same instances within the bound after a heal;
 
-and, once at the end, what the final sweeps must show (:meth:`Checker.final_issues`).
+and, once at the end, what the final sweeps must show (:meth:`Checker.final_issues`). The gRPC clients'
+instances are judged by chaoslib.grpcchecks on the same answers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import trio
 
+from chaoslib.grpcchecks import GrpcChecks
 from chaoslib.nodes import HttpFailure, NodeSet
 from chaoslib.state import Inst, Recorder, Sweep, Timing
 from chaoslib.workload import Workload
@@ -27,8 +29,9 @@ class Checker:
     whether (and when) the nodes agree (invariant 3) and what is wrong at the end."""
 
     def __init__(self, args: argparse.Namespace, rec: Recorder, nodes: NodeSet, workload: Workload,
-                 timing: Timing, rng: random.Random) -> None:
+                 timing: Timing, rng: random.Random, grpc: GrpcChecks) -> None:
         self.args = args
+        self.grpc = grpc
         self.rec = rec
         self.nodes = nodes
         self.workload = workload
@@ -114,6 +117,7 @@ class Checker:
         self.nodes.note_fail(node)
         self.reachable_since[node] = None
         self.missing_since[node].clear()
+        self.grpc.node_unreachable(node)
 
     def observe(self, node: str, svc: str, t: float, ids: frozenset[str]) -> None:
         """One successful list of ``svc`` on ``node``, requested at ``t``."""
@@ -130,6 +134,7 @@ class Checker:
                 missing.pop(k, None)
                 if inst.state == "deregistered" and inst.dereg_at is not None and inst.key in ids:
                     self._check_deregistered(node, svc, t, reach, inst, inst.dereg_at)
+        self.grpc.observe(node, svc, t, ids, reach)
 
     def _check_live(self, node: str, svc: str, t: float, ids: frozenset[str], inst: Inst,
                     missing: dict[tuple[str, str], float]) -> None:
@@ -215,6 +220,12 @@ class Checker:
                 await self.sweep_event.wait()
 
     # -- the end -------------------------------------------------------------------------------------
+    def grpc_final_issues(self, after: float) -> list[dict[str, Any]]:
+        """The gRPC clients' issues on the latest sweeps (all started after ``after``)."""
+        if any(self.sweeps.get(n.name) is None or self.sweeps[n.name].started < after for n in self.nodes.nodes):
+            return [{"invariant": "final-no-read", "detail": "no full read"}]
+        return self.grpc.final_issues(self.sweeps)
+
     def final_issues(self, after: float) -> list[tuple[str, str, Inst, str]]:
         """What the latest sweeps (started after ``after``) show wrong: (invariant, node, instance, detail)."""
         instances = self.workload.instances

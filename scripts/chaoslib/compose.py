@@ -17,8 +17,16 @@ from typing import Any
 import httpx
 
 from chaoslib.plan import DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_INSTANCE_EXPIRE_MS, NODE_NAMES
+from distro.config import DistroConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+GRPC_CONTAINER_PORT = 9848  # every node's gRPC port inside its container (HTTP 8848 + 1000)
+# gRPC bounds' ingredients: DISTRO_* variable -> the report's name (defaults: distro.config.DistroConfig)
+GRPC_TIMINGS = {
+    "DISTRO_PEER_TIMEOUT_MS": ("peer_timeout_ms", "peer_timeout_ms"),
+    "DISTRO_GRPC_PROBE_AFTER_IDLE_MS": ("grpc_probe_after_idle_ms", "connection_probe_after_idle_ms"),
+    "DISTRO_GRPC_GIVE_UP_AFTER_MS": ("grpc_give_up_after_ms", "connection_give_up_after_ms"),
+}
 
 
 @dataclass
@@ -30,6 +38,7 @@ class NodeRef:
     container: str
     network: str = ""
     aliases: list[str] = field(default_factory=list)
+    grpc_port: int = 0  # the published gRPC port (the node's 9848), 0 when none is published
 
     @property
     def url(self) -> str:
@@ -84,9 +93,20 @@ def discover_nodes() -> list[NodeRef]:
     for node in nodes:
         if node.container:
             _find_network(node)
+            node.grpc_port = _published_port(node.container, GRPC_CONTAINER_PORT)
         if node.name not in node.aliases:
             node.aliases.insert(0, node.name)
     return nodes
+
+
+def _published_port(container: str, port: int) -> int:
+    """The host port ``container``'s TCP ``port`` is published on (0 when it is not)."""
+    res = docker("port", container, f"{port}/tcp")
+    for line in res.stdout.splitlines():
+        host_port = line.strip().rpartition(":")[2]
+        if host_port.isdigit():
+            return int(host_port)
+    return 0
 
 
 def _find_network(node: NodeRef) -> None:
@@ -132,6 +152,11 @@ def effective_timing(args: argparse.Namespace, nodes: list[NodeRef]) -> dict[str
         "instance_expire_ms": exp,
         "timing_source": {"heartbeat_timeout_ms": hb_src, "instance_expire_ms": exp_src},
     }
+    defaults = DistroConfig()
+    for var, (name, field_name) in GRPC_TIMINGS.items():
+        timing[name], timing["timing_source"][name] = pick(None, var, getattr(defaults, field_name))
+    # not a knob: the node checks its connections this often
+    timing["grpc_check_interval_ms"] = defaults.connection_check_interval_ms
     for var in ("DISTRO_VERIFY_INTERVAL_MS", "DISTRO_SYNC_DELAY_MS"):
         if cenv.get(var):
             timing[var.lower().removeprefix("distro_")] = int(cenv[var]) if cenv[var].isdigit() else cenv[var]

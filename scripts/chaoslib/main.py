@@ -28,6 +28,24 @@ the time, with violations recorded per round:
                                 heal to agreement is the round's converge_ms
   and, once after the last round: silent-not-expired, live-not-listed-at-end, live-unhealthy-at-end.
 
+gRPC clients (--grpc-clients, on each node's published gRPC port) behave as today's Nacos SDKs: they
+connect (ServerCheck, ConnectionSetup on the bi-stream), register one instance in each of
+--grpc-services-per-client services, health-check every --grpc-keepalive-ms and, when the connection
+breaks or a health check goes unanswered, move to the next node and register again. Every third one is
+fragile: it gives up when its connection breaks. Each round, before the fault, a fresh client and a fresh
+fragile one start on the node the fault will hit and one client moves there; during the fault one client
+closes cleanly and one freezes (stops reading and writing, its socket open). Checked all the time:
+
+  4. grpc-instance-missing      a connected client's instance is missing from a reachable node's list for
+                                longer than the present bound after its (re)registration (default: the
+                                heartbeat timeout, three of the holder's renewal intervals)
+  5. grpc-ended-still-listed    an instance of a client that closed, froze or gave up is still listed more
+                                than the gone bound after that, or after the heal of a fault in effect
+                                meanwhile (default: max(expiry + max(renewal interval, peer timeout),
+                                probe after idle + give up + check interval) + peer timeout + 5 s)
+  and, at the end: grpc-live-not-listed-at-end, grpc-live-unhealthy-at-end. The bounds and what they are
+  made of are printed at the start and written to the report's settings.grpc.
+
 Timings: --heartbeat-timeout-ms / --instance-expire-ms; by default the values the containers run with
 (docker inspect), else $DISTRO_HEARTBEAT_TIMEOUT_MS / $DISTRO_INSTANCE_EXPIRE_MS, else .env, else
 15000 / 30000. The cluster is restored (unpaused, reconnected, started) at the end, also on Ctrl-C.
@@ -76,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--silent-fraction", type=float, default=0.005, help="instances going silent per round (>= 1)")
     p.add_argument("--concurrency", type=int, default=32,
                    help="registrations in flight at most at the start; idle connections kept per node")
+    p.add_argument("--grpc-clients", type=int, default=9,
+                   help="gRPC (Nacos 2.x-style) clients at the start, spread over the nodes, every third one "
+                        "fragile (9; 0: none)")
+    p.add_argument("--grpc-services-per-client", type=int, default=2,
+                   help="services each gRPC client registers one instance in (2)")
+    p.add_argument("--grpc-keepalive-ms", type=int, default=None,
+                   help="a gRPC client's health-check interval (default: heartbeat timeout / 3, at most 5000)")
+    p.add_argument("--grpc-present-bound-ms", type=int, default=None,
+                   help="a connected client's instances listed everywhere within (default: the heartbeat timeout)")
+    p.add_argument("--grpc-gone-bound-ms", type=int, default=None,
+                   help="an ended client's instances gone everywhere within (default: from expiry, detection and "
+                        "peer timeout, see the report's settings.grpc)")
     p.add_argument("--kinds", type=_kinds, default=KINDS,
                    help="comma-separated fault kinds to draw from (default: kill,pause,partition,restart)")
     p.add_argument("--up", action="store_true", help="run scripts/cluster up first")
@@ -91,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.rounds < 0 or args.instances < 1 or args.services < 1:
         print("chaos: --rounds must be >= 0, --instances and --services >= 1", file=sys.stderr)
+        return 2
+    if args.grpc_clients < 0 or args.grpc_services_per_client < 1:
+        print("chaos: --grpc-clients must be >= 0, --grpc-services-per-client >= 1", file=sys.stderr)
         return 2
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1_000_000)

@@ -31,6 +31,7 @@ def build_report(chaos: Chaos, settings: dict[str, Any]) -> dict[str, Any]:
         "interrupted": chaos.interrupted,
         "aborted": chaos.aborted,
         "services_prefix": f"chaos-{chaos.workload.tag}-",
+        "grpc": chaos.grpc.summary(),
     }
 
 
@@ -44,12 +45,18 @@ def print_summary(report: dict[str, Any], elapsed: float) -> None:
     print()
     print(f"== chaos summary: seed {report['seed']}, {len(report['rounds'])} round(s), {elapsed:.0f}s, "
           f"heartbeat timeout {s['heartbeat_timeout_ms']} ms, expiry {s['instance_expire_ms']} ms")
-    print(f"   {'#':>2}  {'fault':<9} {'node':<6} {'held':>7} {'ready':>8} {'converge':>9}  violations")
+    g = s["grpc"]
+    print(f"   gRPC: present bound {g['present_bound_ms']} ms, gone bound {g['gone_bound_ms']} ms")
+    print(f"   {'#':>2}  {'fault':<9} {'node':<6} {'held':>7} {'ready':>8} {'converge':>9} {'grpc@node':>9} "
+          f"{'reconnect':>9}  violations")
     for r in report["rounds"]:
         held = "-" if r.get("duration_ms") is None else f"{r['duration_ms'] / 1000:.1f}s"
         ready = "-" if r.get("ready_ms") is None else f"{r['ready_ms']} ms"
         conv = "never" if r.get("converge_ms") is None else f"{r['converge_ms']} ms"
-        print(f"   {r['round']:>2}  {r['fault']:<9} {r['node']:<6} {held:>7} {ready:>8} {conv:>9}  {len(r['violations'])}")
+        on_node = r.get("grpc_clients_on_node", "-")
+        recon = "-" if r.get("grpc_max_reconnect_ms") is None else f"{r['grpc_max_reconnect_ms']} ms"
+        print(f"   {r['round']:>2}  {r['fault']:<9} {r['node']:<6} {held:>7} {ready:>8} {conv:>9} {on_node:>9} "
+              f"{recon:>9}  {len(r['violations'])}")
     convs = [r["converge_ms"] for r in report["rounds"] if r.get("converge_ms") is not None]
     if convs:
         print(f"   converge_ms: worst {max(convs)}, median {sorted(convs)[len(convs) // 2]}")
@@ -58,6 +65,9 @@ def print_summary(report: dict[str, Any], elapsed: float) -> None:
           f"on 2 nodes, {st.get('beats_20404', 0)} answered 20404 ({st.get('reregistered', 0)} re-registered); "
           f"reads {st.get('reads', 0)} ok, {st.get('read_errors', 0)} failed; deregistered {st.get('deregistered', 0)}, "
           f"silenced {st.get('silenced', 0)}")
+    gs = report["grpc"]
+    print(f"   gRPC clients {gs['clients']} ({gs['fragile']} fragile): {gs['states']}; reconnects {gs['reconnects']} "
+          f"({gs['reconnect_ms']}); listed after their end: {gs['last_listed_after_end_ms']}")
     if report["warning_counts"]:
         print("   warnings (not invariants): " + ", ".join(f"{k} x{v}" for k, v in report["warning_counts"].items()))
     _print_verdict(report)

@@ -21,6 +21,7 @@ from chaoslib.faults import ClusterReplaced
 from chaoslib.plan import plan_rounds
 from chaoslib.report import build_report, print_summary
 from chaoslib.runner import Chaos
+from chaoslib.state import GrpcBounds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
         f"chaos: seed {args.seed}, {args.rounds} round(s), heartbeat timeout {timing['heartbeat_timeout_ms']} ms, "
         f"expiry {timing['instance_expire_ms']} ms ({timing['timing_source']['heartbeat_timeout_ms']}), "
         f"{args.instances} instances in {args.services} services, report {args.report}"
+    )
+    g = settings["grpc"]
+    console.line(
+        f"  gRPC: {g['clients']} clients x {g['services_per_client']} services, keep-alive {g['keepalive_ms']} ms; "
+        f"present bound {g['present_bound_ms']} ms, gone bound {g['gone_bound_ms']} ms from "
+        + ", ".join(f"{k} {v}" for k, v in g["bound_components_ms"].items())
     )
     for r in plan_rounds(args.rounds, args.seed, timing["heartbeat_timeout_ms"], kinds=args.kinds):
         console.line(f"  plan {r.index}: {r.fault} {r.node} {r.duration_ms / 1000:.1f}s")
@@ -71,6 +78,10 @@ def _find_cluster(args: argparse.Namespace, console: Console) -> tuple[list[Node
     if any(not n.network for n in nodes):
         print("chaos: could not find the containers' compose network", file=sys.stderr)
         return 2
+    if args.grpc_clients and any(not n.grpc_port for n in nodes):
+        print("chaos: a node's gRPC port (9848 in its container) is not published; pass --grpc-clients 0 to run "
+              "without gRPC clients", file=sys.stderr)
+        return 2
     timing = effective_timing(args, nodes)
     for w in timing.get("warnings", []):
         console.line(f"warning: {w}")
@@ -89,7 +100,9 @@ def _settings(args: argparse.Namespace, timing: dict[str, Any], nodes: list[Node
         "converge_bound_ms": args.converge_bound_ms or timing["instance_expire_ms"] + 10_000,
         "dereg_per_round": max(1, round(args.instances * args.dereg_fraction)),
         "silent_per_round": max(1, round(args.instances * args.silent_fraction)),
-        "nodes": {n.name: {"url": n.url, "container": n.container[:12], "network": n.network} for n in nodes},
+        "grpc": GrpcBounds.from_settings(args, timing).report(),
+        "nodes": {n.name: {"url": n.url, "grpc_port": n.grpc_port, "container": n.container[:12],
+                           "network": n.network} for n in nodes},
     }
 
 

@@ -14,9 +14,11 @@ from chaoslib.checks import Checker
 from chaoslib.compose import NodeRef, restore_cluster
 from chaoslib.console import Console
 from chaoslib.faults import Faults
+from chaoslib.grpcchecks import GrpcChecks
+from chaoslib.grpcworkload import GrpcWorkload
 from chaoslib.nodes import NodeSet
 from chaoslib.plan import PlannedRound, plan_rounds
-from chaoslib.state import Recorder, RoundState, Timing
+from chaoslib.state import GrpcBounds, Recorder, RoundState, Timing
 from chaoslib.workload import Workload
 
 
@@ -32,7 +34,11 @@ class Chaos:
         self.rec = Recorder(console)
         self.nodes = NodeSet(nodes, self.rng, self.rec.now, max_idle=args.concurrency)
         self.workload = Workload(args, self.rec, self.nodes, self.timing, self.rng)
-        self.checker = Checker(args, self.rec, self.nodes, self.workload, self.timing, self.rng)
+        self.grpc_bounds = GrpcBounds.from_settings(args, timing)
+        self.grpc = GrpcWorkload(args, self.rec, {n.name: n.grpc_port for n in nodes}, self.grpc_bounds,
+                                 self.workload.services, self.rng)
+        self.grpc_checks = GrpcChecks(self.rec, self.grpc, self.grpc_bounds, [n.name for n in nodes])
+        self.checker = Checker(args, self.rec, self.nodes, self.workload, self.timing, self.rng, self.grpc_checks)
         self.faults = Faults(console)
         self.interrupted = False
         self.aborted = ""
@@ -46,6 +52,7 @@ class Chaos:
                 bg.start_soon(self.checker.sweeper)
                 await self.setup()
                 bg.start_soon(self.workload.beat_loop)
+                await self.setup_grpc(bg)
                 await self.baseline()
                 plan = plan_rounds(self.args.rounds, self.args.seed, self.timing.heartbeat_timeout_ms,
                                    kinds=self.args.kinds)
@@ -53,6 +60,7 @@ class Chaos:
                     await self.run_round(planned)
                 self.rec.current = None
                 await self.final_checks()
+                await self.grpc.aclose()
                 bg.cancel_scope.cancel()
             if not self.args.keep and not self.interrupted:
                 self.rec.set_phase("cleanup")
@@ -70,6 +78,19 @@ class Chaos:
                           f"in {self.rec.now() - t0:.1f}s (services chaos-{self.workload.tag}-NN)")
         if ok < len(fresh):
             self.rec.violation("setup", detail=f"only {ok}/{len(fresh)} registrations acknowledged within 60s")
+
+    async def setup_grpc(self, bg: trio.Nursery) -> None:
+        """Start the gRPC clients and wait until they have registered."""
+        if not self.grpc_bounds.clients:
+            return
+        t0 = self.rec.now()
+        await bg.start(self.grpc.run)
+        ok = await self.grpc.wait_live(self.grpc.actors, 60.0)
+        held = {n.name: self.grpc.held_by(n.name) for n in self.nodes.nodes}
+        self.console.line(f"gRPC: {sum(held.values())}/{len(self.grpc.actors)} clients connected and registered in "
+                          f"{self.rec.now() - t0:.1f}s ({', '.join(f'{k} {v}' for k, v in held.items())})")
+        if not ok:
+            self.rec.violation("setup", detail="gRPC clients not all registered within 60s")
 
     async def baseline(self) -> None:
         self.rec.set_phase("baseline")
@@ -113,6 +134,8 @@ class Chaos:
             f"round {planned.index}/{self.args.rounds}: {planned.fault} {planned.node} for "
             f"{planned.duration_ms / 1000:.1f}s{' (longer than the heartbeat timeout)' if planned.long else ''}"
         )
+        await self.grpc.prepare_round(planned.node)
+        record["grpc_clients_on_node"] = self.grpc.held_by(planned.node)
         self.rec.set_phase("fault")
         async with trio.open_nursery() as nursery:
             t_heal = await self._fault_and_heal(planned, record, nursery)
@@ -132,6 +155,8 @@ class Chaos:
     async def _fault_and_heal(self, planned: PlannedRound, record: dict[str, Any], nursery: trio.Nursery) -> float:
         """Inject the fault, churn the workload meanwhile, heal it when its time is up; when it was healed."""
         node = self.nodes.by_name[planned.node]
+        window: list[float | None] = [self.rec.now(), None]
+        self.rec.fault_windows.append(window)
         applied = await self.faults.inject(planned.fault, node)
         t_applied = self.rec.now()
         if not applied:
@@ -139,17 +164,24 @@ class Chaos:
                                detail=f"docker could not {planned.fault} it: {self.faults.docker_error}",
                                container_state=await self.faults.container_state(node))
         duration = planned.duration_ms / 1000
-        nursery.start_soon(self.workload.churn, self.rng.uniform(0.2, 0.8) * duration)
+        churn_delay = self.rng.uniform(0.2, 0.8) * duration
+        nursery.start_soon(self.workload.churn, churn_delay)
+        nursery.start_soon(self._grpc_churn, churn_delay)
         await trio.sleep_until(t_applied + duration)
         self.rec.set_phase("heal")
         healed = await self.faults.heal(planned.fault, node)
         t_heal = self.rec.now()
+        window[1] = t_heal
         record["duration_ms"] = int((t_heal - t_applied) * 1000)
         if not healed:
             self.rec.violation("heal-failed", node=planned.node,
                                detail=f"docker could not undo {planned.fault}: {self.faults.docker_error}",
                                container_state=await self.faults.container_state(node))
         return t_heal
+
+    async def _grpc_churn(self, delay: float) -> None:
+        await trio.sleep(delay)
+        self.grpc.churn()
 
     async def _converge(self, planned: PlannedRound, record: dict[str, Any], t_heal: float) -> None:
         """How long after the heal the node was ready and the nodes agreed (invariant 3)."""
@@ -173,20 +205,25 @@ class Chaos:
         t0 = self.rec.now()
         took, problems = await self.checker.wait_agreement(t0, self.timing.converge_bound_s)
         start = self.rec.now()
-        deadline = start + self.timing.expire_s + self.timing.heartbeat_timeout_s + 10.0
+        # the gRPC clients that ended last must be gone by their gone bound (after the sweep that shows it)
+        deadline = max(start + self.timing.expire_s + self.timing.heartbeat_timeout_s + 10.0,
+                       self.grpc_checks.final_deadline() + 2 * self.timing.read_interval_s + 5.0)
         while True:
             issues = self.checker.final_issues(start)
-            if not issues or self.rec.now() > deadline:
+            grpc_issues = self.checker.grpc_final_issues(start)
+            if not (issues or grpc_issues) or self.rec.now() > deadline:
                 break
             with trio.move_on_after(1.0):
                 await self.checker.sweep_event.wait()
         for invariant, node, inst, detail in issues:
             self.rec.violation(invariant, node=node, service=inst.service, instance=inst.key, detail=detail,
                                history=self.rec.history(inst))
+        for issue in grpc_issues:
+            self.rec.violation(issue.pop("invariant"), **issue)
         self.final = {
             "agreement_ms": None if took is None else int(took * 1000),
             "settled_ms": int((self.rec.now() - start) * 1000),
-            "issues": len(issues),
+            "issues": len(issues) + len(grpc_issues),
         }
         if took is None:
             self.rec.violation("no-agreement-after-heal", detail="nodes did not agree at the end",
@@ -208,8 +245,10 @@ class Chaos:
             where = f"r{r.plan.index}/{self.args.rounds} {r.plan.fault} {r.plan.node}" if r else "--"
             reach = "".join("+" if not self.nodes.suspect(n.name) else "-" for n in self.nodes.nodes)
             live = sum(1 for i in self.workload.instances if i.state == "live")
+            grpc_on = "/".join(str(self.grpc.held_by(n.name)) for n in self.nodes.nodes)
             self.console.tick(
                 f"{where} {self.rec.phase} {t - self.rec.phase_since:5.1f}s | nodes {reach} | live {live} | "
+                f"grpc {grpc_on} | "
                 f"beats {rate['beats']:.0f}/s err {stats['beat_errors']} 20404 {stats['beats_20404']} | "
                 f"reads {rate['reads']:.0f}/s err {stats['read_errors']} sweep {self.checker.last_sweep_s:.2f}s | "
                 f"violations {len(self.rec.violations)}"

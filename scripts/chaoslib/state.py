@@ -6,12 +6,21 @@ import argparse
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from chaoslib.console import Console
 from chaoslib.plan import PlannedRound
+
+# Added to the gRPC gone bound: a sweep of every node (the checks see a change that much later) and replication.
+GRPC_SLACK_MS = 5_000
+
+
+class HasHistory(Protocol):
+    """Anything with a short history of events (an instance, a gRPC client)."""
+
+    history: deque[tuple[float, str]]
 
 
 @dataclass
@@ -96,6 +105,65 @@ class Timing:
         )
 
 
+@dataclass(frozen=True)
+class GrpcBounds:
+    """The gRPC workload's pace and the bounds its invariants judge by, in seconds, from the nodes' settings.
+
+    ``present_s``: a connected client's instances are listed by every reachable node within this of its
+    (re)registration, and never missing longer while it stays connected: three renewal intervals (the
+    holder renews every heartbeat timeout / 3 and registers again what an owner lacks), i.e. the heartbeat
+    timeout. ``gone_s``: an instance of a client that closed, stopped answering or lost its node and gave up
+    is listed nowhere this long after that (or after the heal of a fault in effect meanwhile): the later of
+    expiry (a holder that is down, or a lost deregistration: the instance is no longer renewed) and
+    detection (probe after idle + give up + check interval), plus the peer timeout and ``slack_ms``.
+    """
+
+    clients: int
+    services_per_client: int
+    keepalive_s: float
+    call_timeout_s: float
+    present_s: float
+    gone_s: float
+    components_ms: dict[str, int]
+
+    @classmethod
+    def from_settings(cls, args: argparse.Namespace, timing: dict[str, Any]) -> GrpcBounds:
+        """From the flags and the timings the containers run with (compose.effective_timing)."""
+        hb_ms: int = timing["heartbeat_timeout_ms"]
+        parts = {
+            "instance_expire_ms": int(timing["instance_expire_ms"]),
+            "renew_interval_ms": hb_ms // 3,
+            "peer_timeout_ms": int(timing["peer_timeout_ms"]),
+            "probe_after_idle_ms": int(timing["grpc_probe_after_idle_ms"]),
+            "give_up_after_ms": int(timing["grpc_give_up_after_ms"]),
+            "check_interval_ms": int(timing["grpc_check_interval_ms"]),
+            "slack_ms": GRPC_SLACK_MS,
+        }
+        expiry = parts["instance_expire_ms"] + max(parts["renew_interval_ms"], parts["peer_timeout_ms"])
+        detection = parts["probe_after_idle_ms"] + parts["give_up_after_ms"] + parts["check_interval_ms"]
+        gone_ms = args.grpc_gone_bound_ms or max(expiry, detection) + parts["peer_timeout_ms"] + GRPC_SLACK_MS
+        present_ms = args.grpc_present_bound_ms or hb_ms
+        keepalive_ms = args.grpc_keepalive_ms or min(5_000, max(500, hb_ms // 3))
+        return cls(
+            clients=args.grpc_clients,
+            services_per_client=min(args.grpc_services_per_client, args.services),
+            keepalive_s=keepalive_ms / 1000,
+            call_timeout_s=min(3_000, keepalive_ms) / 1000,
+            present_s=present_ms / 1000,
+            gone_s=gone_ms / 1000,
+            components_ms=parts,
+        )
+
+    def report(self) -> dict[str, Any]:
+        """The report's ``settings.grpc``."""
+        return {
+            "clients": self.clients, "services_per_client": self.services_per_client,
+            "keepalive_ms": int(self.keepalive_s * 1000), "call_timeout_ms": int(self.call_timeout_s * 1000),
+            "present_bound_ms": int(self.present_s * 1000), "gone_bound_ms": int(self.gone_s * 1000),
+            "bound_components_ms": dict(self.components_ms),
+        }
+
+
 class Recorder:
     """The run's clock and record: violations, warnings, counters, the rounds and the current phase."""
 
@@ -112,6 +180,19 @@ class Recorder:
         self.current: RoundState | None = None
         self.phase = "setup"
         self.phase_since = self.now()
+        # [applied, healed or None while in effect], one per round (monotonic seconds)
+        self.fault_windows: list[list[float | None]] = []
+
+    def clock_start(self, since: float) -> float | None:
+        """When a bound counted from ``since`` starts, given the faults: the heal of the last fault still in
+        effect after ``since`` (None while one is in effect: nothing can be judged yet), else ``since``."""
+        start = since
+        for _applied, healed in self.fault_windows:
+            if healed is None:
+                return None
+            if healed > since:
+                start = max(start, healed)
+        return start
 
     def now(self) -> float:
         return float(trio.current_time())
@@ -149,10 +230,10 @@ class Recorder:
             self.warnings.append({"kind": kind, "at": self.wall(self.now()),
                                   "round": self.current.plan.index if self.current else None, **detail})
 
-    def event(self, inst: Inst, what: str) -> None:
+    def event(self, inst: HasHistory, what: str) -> None:
         inst.history.append((self.now(), what))
 
-    def history(self, inst: Inst) -> list[str]:
+    def history(self, inst: HasHistory) -> list[str]:
         return [f"{self.wall(t):.3f} {what}" for t, what in inst.history]
 
     def count(self, what: str, n: int = 1) -> None:

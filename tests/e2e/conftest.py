@@ -24,11 +24,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 # Passed to `scripts/cluster up` (compose reads them over .env): an instance is unhealthy after 3 s without
-# a beat and deleted after 6 s; anti-entropy every second so that a healed partition converges quickly.
+# a beat and deleted after 6 s; anti-entropy every second so that a healed partition converges quickly; a
+# gRPC connection idle 3 s is probed and given up 1 s later (the chaos run's frozen clients).
 E2E_ENV = {
     "DISTRO_HEARTBEAT_TIMEOUT_MS": "3000",
     "DISTRO_INSTANCE_EXPIRE_MS": "6000",
     "DISTRO_VERIFY_INTERVAL_MS": "1000",
+    "DISTRO_GRPC_PROBE_AFTER_IDLE_MS": "3000",
+    "DISTRO_GRPC_GIVE_UP_AFTER_MS": "1000",
 }
 NODE_PORTS = {"node1": 8848, "node2": 8849, "node3": 8850}
 

@@ -159,6 +159,17 @@ def test_chaos_rounds_of_every_fault_kind(compose_cluster: ComposeCluster, tmp_p
     assert report["stats"]["beats"] > 0 and report["stats"]["reads"] > 0
     assert report["stats"].get("deregistered", 0) >= 4
 
+    # gRPC clients: bounds from the nodes' settings, every fault hit a node holding connections, clients
+    # reconnected elsewhere, and some closed, froze and gave up (their instances gone: no violation above).
+    grpc = settings["grpc"]
+    assert grpc["present_bound_ms"] == 3000
+    assert grpc["bound_components_ms"]["probe_after_idle_ms"] == 3000
+    assert grpc["gone_bound_ms"] == max(6000 + 3000, 3000 + 1000 + 3000) + 3000 + 5000
+    assert all(r["grpc_clients_on_node"] >= 1 for r in rounds)
+    summary = report["grpc"]
+    assert summary["reconnects"] >= 1
+    assert {"closed", "frozen", "abandoned"} <= set(summary["states"])
+
     # The cluster is whole again: every node ready.
     for url in compose_cluster.urls.values():
         assert _call("GET", url + "/readyz", {})[0] == 200
