@@ -228,8 +228,17 @@ class GrpcConnection:
                     self._take_h2_output()
                     self.close(f"HTTP/2 protocol error: {type(exc).__name__}")
                     return
-                for event in events:
-                    self._on_event(event, handler, nursery)
+                if any(isinstance(event, h2.events.ConnectionTerminated) for event in events):
+                    # After a GOAWAY h2 sends nothing more (its state is CLOSED): what came with it cannot
+                    # be answered, and the connection's instances go with it anyway.
+                    self.close("the client sent GOAWAY")
+                    return
+                try:
+                    for event in events:
+                        self._on_event(event, handler, nursery)
+                except h2.exceptions.ProtocolError as exc:  # h2 refused to send an answer: end, do not crash
+                    self.close(f"HTTP/2 protocol error while answering: {type(exc).__name__}")
+                    return
                 self._take_h2_output()
                 self._check_bounds()
                 self._wake.set()

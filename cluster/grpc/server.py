@@ -84,6 +84,7 @@ def _reason_class(reason: str) -> str:
         ("bad message", "protocol_error"),
         ("over ", "inbound_limit"),
         ("no connection setup", "no_setup"),
+        ("internal error", "internal"),
     ):
         if reason.startswith(prefix):
             return name
@@ -193,6 +194,9 @@ class GrpcServer:
         self.stats.accepted += 1
         try:
             await conn.run(self.front)
+        except Exception:  # one connection's failure ends that connection, never the node
+            log.exception("grpc: connection %s failed", connection_id)
+            conn.close_reason = conn.close_reason or "internal error"
         finally:
             del self.connections[connection_id]
             reason = conn.close_reason or "server stopping"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import trio
 
 from cluster.api.auth import TokenStatus
+from cluster.api.render import ListQuery, ListRenderer
 from cluster.grpc.connection import GrpcLimits
 from cluster.grpc.server import GrpcServer
 from cluster.grpc.wire import Payload, encode_payload, frame_message
@@ -39,9 +40,10 @@ class Node:
 
 
 @asynccontextmanager
-async def one_node(config: DistroConfig | None = None, **server_args: object) -> AsyncIterator[Node]:
+async def one_node(config: DistroConfig | None = None, runtime: NodeRuntime | None = None,
+                   **server_args: object) -> AsyncIterator[Node]:
     config = config or DistroConfig(cluster_size=1, snapshot_timeout_ms=50)
-    runtime = NodeRuntime("n1", config, address="127.0.0.1:1")
+    runtime = runtime or NodeRuntime("n1", config, address="127.0.0.1:1")
     server = GrpcServer(runtime, **server_args)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         await nursery.start(runtime.run)
@@ -210,3 +212,52 @@ async def test_a_connection_that_never_sets_up_is_closed() -> None:
                 await checked_only.closed.wait()
         await silent.aclose()
         assert node.server.stats.closed.get("no_setup") == 2
+
+
+async def test_a_request_arriving_with_goaway_closes_the_connection_not_the_node() -> None:
+    """Found by scripts/chaos: a client whose health check timed out on a paused node closed its connection;
+    on thaw the node read the request and the GOAWAY in one chunk, and answering the request (h2 refuses to
+    send after a GOAWAY) raised out of the connection and stopped the node."""
+    async with one_node() as node:
+        async with client(node) as c:
+            assert (await c.call("InstanceRequest", register_body()))["success"]
+            assert node.ips() == ["10.0.0.1"]
+            payload = Payload("HealthCheckRequest", json.dumps({"requestId": "9", "module": "internal"}).encode())
+            stream_id = c.h2.get_next_available_stream_id()
+            c.h2.send_headers(stream_id, c._headers("/Request/request"))
+            c.h2.send_data(stream_id, frame_message(encode_payload(payload)), end_stream=True)
+            c.h2.close_connection()
+            await c.flush()  # the request and the GOAWAY in one write
+            await wait_until(lambda: node.server.stats.closed.get("client", 0) == 1)
+        # the node serves on, and the closed connection's instance is gone
+        await wait_until(lambda: node.ips() == [])
+        async with client(node) as c2:
+            assert (await c2.call("HealthCheckRequest"))["success"]
+
+
+class _PushBreaksRenderer(ListRenderer):
+    """Renders the subscription's first answer, then fails: a stand-in for a bug on the push path."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        super().__init__(runtime)
+        self.calls = 0
+
+    def service_info(self, query: ListQuery) -> bytes:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("a bug while building a push")
+        return super().service_info(query)
+
+
+async def test_an_unexpected_error_in_one_connection_ends_that_connection_only() -> None:
+    config = DistroConfig(cluster_size=1, snapshot_timeout_ms=50)
+    runtime = NodeRuntime("n1", config, address="127.0.0.1:1")
+    async with one_node(runtime=runtime, renderer=_PushBreaksRenderer(runtime)) as node:
+        async with client(node) as c:
+            await c.call("SubscribeServiceRequest", {"serviceName": "orders", "subscribe": True})
+            await node.runtime.submit(Register(KEY, make_instance("10.3.0.1", 80)))  # a push: its rendering fails
+            with trio.fail_after(10):
+                await c.closed.wait()
+        await wait_until(lambda: node.server.stats.closed.get("internal", 0) == 1)
+        async with client(node) as c2:  # the node serves on
+            assert (await c2.call("HealthCheckRequest"))["success"]
