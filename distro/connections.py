@@ -18,7 +18,9 @@ Rules (docs/protocol.md, "gRPC connections"):
   ``probe_after_idle_ms`` is probed; one that stays silent ``give_up_after_ms`` after the probe is given up.
   Any inbound message counts as traffic and answers a probe.
 * **Renewal.** The holder renews its connections' instances on their owners (see
-  :meth:`~distro.node.DistroNode` and the ``Renew`` peer message); this table says what to renew.
+  :meth:`~distro.node.DistroNode` and the ``Renew`` peer message); this table says what to renew. An
+  instance stays bound while its connection is open, even when another connection or a v1 client takes
+  its entry over: if that entry goes away, the connection's next renewal registers it again.
 
 Everything is bounded: ``max_bound_per_connection`` instances per connection.
 """
@@ -217,9 +219,14 @@ class ConnectionTable:
         self, missing: tuple[RenewItem, ...], taken: tuple[TakenItem, ...], now_ms: int
     ) -> list[ClientRequest]:
         """An owner's verdict. What is ``missing`` and still bound is registered again. What was ``taken``
-        after this connection registered it is forgotten (the client moved, or registered over v1 HTTP);
-        taken *before* means this connection's own registration has not landed (it was delayed or is
-        being retried): register it again rather than drop a live client's instance."""
+        *before* this connection registered it means this connection's own registration has not landed (it
+        was delayed or is being retried): register it again rather than drop a live client's instance.
+        What was taken *after* stays bound, with no write: another connection (or a v1 client) holds the
+        entry for now, but this connection is open and registered it, so when the entry goes away (the other
+        writer deregisters, closes or expires) the next renewal finds it ``missing`` and registers it again.
+        (Forgetting it lost a connected client's instance for good: a registration that had timed out on a
+        slow node landed late, took the entry, and expired with that node's dead connection. Found by
+        scripts/chaos.) The connection's close deregisters it conditionally, which leaves another's entry be."""
         again = list(missing)
         for key, entry_id, connection_id, version_ms in taken:
             conn = self._conns.get(connection_id)
@@ -228,8 +235,6 @@ class ConnectionTable:
             bound_ms = conn.bound_ms.get((key, entry_id))
             if bound_ms is not None and version_ms < bound_ms:
                 again.append((key, entry_id, connection_id))
-            else:
-                self.unbind(connection_id, key, entry_id)
         writes: list[ClientRequest] = []
         for key, entry_id, connection_id in again:
             inst = self.bound(connection_id, key, entry_id)

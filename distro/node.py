@@ -65,7 +65,8 @@ connection binds the instance in its :class:`~distro.connections.ConnectionTable
 owner as an ordinary entry marked with the connection id; every ``heartbeat_timeout_ms / 3`` it renews its
 connections' instances with one ``Renew`` per owner (computed anew each time, so ownership changes are
 followed), and the owner restarts their heartbeat clocks. The owner answers only what is off: instances
-it lacks are registered again, instances now held by another connection are forgotten. A closed or
+it lacks are registered again; instances now held by another connection stay bound (registered again if
+that entry goes away while the connection is open). A closed or
 given-up connection deregisters its instances at once (conditionally on the connection); a crashed
 holder stops renewing, so its instances expire like silent heartbeat clients unless their clients
 reconnect elsewhere and register again (docs/protocol.md, "gRPC connections").
@@ -586,7 +587,8 @@ class DistroNode:
         return tuple(missing), tuple(taken)
 
     def _after_renewal(self, missing: tuple[RenewItem, ...], taken: tuple[TakenItem, ...], now_ms: int) -> None:
-        """As the holder: register again what the owner lacks and is still bound here; forget what was taken."""
+        """As the holder: register again what the owner lacks and is still bound here (what another writer
+        holds stays bound: see ConnectionTable.on_renew_reply)."""
         self._c["renewed_missing"] += len(missing)
         self._c["renewed_taken"] += len(taken)
         for write in self.connections.on_renew_reply(missing, taken, now_ms):

@@ -136,6 +136,13 @@ class GrpcWorkload:
             "reconnects": len(reconnects),
             "reconnect_ms": _spread(reconnects),
             "last_listed_after_end_ms": {k: _spread(v) for k, v in sorted(vanish.items())},
+            "ended": [
+                {"client": a.name, "how": a.state, "at": self.rec.wall(a.ended_at),
+                 "listed_after_ms": None if a.last_listed_after_end is None
+                 else int((a.last_listed_after_end - a.ended_at) * 1000),
+                 "history": self.rec.history(a)[-6:]}
+                for a in self.actors if a.state in ENDED and a.ended_at is not None
+            ],
         }
 
 

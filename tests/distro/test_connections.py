@@ -102,7 +102,7 @@ def test_renewals_are_grouped_by_the_current_owner() -> None:
     assert table.renewals(owners.get)["n2"] == [(OTHER, A.entry_id, "c2")]
 
 
-def test_renew_reply_registers_missing_bound_instances_and_forgets_taken_ones() -> None:
+def test_renew_reply_registers_missing_bound_instances_and_keeps_taken_ones_bound() -> None:
     table = ConnectionTable()
     table.open("c1", 0)
     table.register("c1", KEY, (A,), 1_000)
@@ -114,8 +114,15 @@ def test_renew_reply_registers_missing_bound_instances_and_forgets_taken_ones() 
     )
     assert len(writes) == 1 and isinstance(writes[0], Register)
     assert writes[0].instance.ip == "10.0.0.1" and writes[0].instance.connection == "c1"
-    assert table.bound("c1", OTHER, B.entry_id) is None and table.close("c1") == [
-        Deregister(KEY, "DEFAULT", "10.0.0.1", 80, connection="c1")]
+    # taken by another writer: no write now, but still bound (and renewed) while the connection is open
+    assert table.bound("c1", OTHER, B.entry_id) is not None
+    assert table.renewals({KEY: "n1", OTHER: "n1"}.get)["n1"] == [(KEY, A.entry_id, "c1"), (OTHER, B.entry_id, "c1")]
+    # the other writer's entry went away: the next renewal finds it missing and registers it again
+    [again] = table.on_renew_reply(missing=((OTHER, B.entry_id, "c1"),), taken=(), now_ms=3_000)
+    assert isinstance(again, Register) and again.key == OTHER and again.instance.connection == "c1"
+    # its close deregisters both, each conditionally on the connection (another's entry is left alone)
+    assert table.close("c1") == [Deregister(KEY, "DEFAULT", "10.0.0.1", 80, connection="c1"),
+                                 Deregister(OTHER, "DEFAULT", B.ip, B.port, connection="c1")]
 
 
 def test_an_entry_taken_before_this_connection_registered_is_registered_again() -> None:
@@ -127,9 +134,9 @@ def test_an_entry_taken_before_this_connection_registered_is_registered_again() 
     [write] = table.on_renew_reply(missing=(), taken=((KEY, A.entry_id, "c2", 4_000),), now_ms=6_000)
     assert isinstance(write, Register) and write.instance.connection == "c2"
     assert table.bound("c2", KEY, A.entry_id) is not None
-    # later the owner reports a write made after the re-registration: now it is really taken
+    # later the owner reports a write made after the re-registration: left to that writer, still bound
     assert table.on_renew_reply(missing=(), taken=((KEY, A.entry_id, "c2", 6_500),), now_ms=7_000) == []
-    assert table.bound("c2", KEY, A.entry_id) is None
+    assert table.bound("c2", KEY, A.entry_id) is not None
 
 
 def test_the_owner_judges_each_renewed_instance() -> None:
