@@ -2,7 +2,8 @@
 
   grpc-instance-missing     a connected client's instance is missing from a reachable node's list for longer
                             than the present bound after its (re)registration (the clock starts at the later
-                            of: the first answer without it, its registration, the node answering again)
+                            of: the first answer without it, its last registration, the node answering
+                            again; a client that is reconnecting is not judged until it registers again)
   grpc-ended-still-listed   an instance of a client that closed, froze (stopped answering) or was abandoned
                             (lost its node and did not reconnect) is listed by a reachable node more than the
                             gone bound after that (or after the heal of a fault in effect meanwhile)
@@ -48,12 +49,10 @@ class GrpcChecks:
                 missing.pop((svc, inst.key), None)
 
     def _judged_present(self, actor: GrpcActor, t: float) -> bool:
-        """Must the client's instances be listed at ``t``? Registered before ``t``, and not cut off from every
-        node for so long that they may rightly have expired."""
-        if actor.state != "live" or actor.live_since is None or actor.live_since > t:
-            return False
-        expiry_s = self.bounds.components_ms["instance_expire_ms"] / 1000
-        return actor.disconnected_since is None or t - actor.disconnected_since <= 0.8 * expiry_s
+        """Must the client's instances be listed at ``t``? While it is connected and registered before ``t``.
+        Not while it reconnects: a node that sees its old connection close deregisters it at once (it is
+        judged again from its next registration)."""
+        return actor.connected and actor.registered_at is not None and actor.registered_at <= t
 
     def _check_present(self, node: str, svc: str, t: float, ids: frozenset[str], actor: GrpcActor, inst: GrpcInst,
                        missing: dict[tuple[str, str], float]) -> None:
@@ -66,8 +65,8 @@ class GrpcChecks:
                     rep["missing_ms"] = int((t - rep.pop("_since")) * 1000)
                     rep["detail"] = f"missing for {rep['missing_ms'] / 1000:.1f}s (bound {bound:.1f}s)"
             return
-        assert actor.live_since is not None
-        since = max(missing.setdefault(k, t), actor.live_since)
+        assert actor.registered_at is not None
+        since = max(missing.setdefault(k, t), actor.registered_at)
         if t - since > bound and (node, svc, inst.key) not in self.missing_reported:
             v = self.rec.violation(
                 "grpc-instance-missing", at=t, node=node, service=svc, instance=inst.key, client=actor.name,
@@ -115,7 +114,7 @@ class GrpcChecks:
                     listed = inst.key in s.hosts.get(inst.service, frozenset())
                     where = {"node": node, "service": inst.service, "instance": inst.key, "client": actor.name,
                              "history": self.rec.history(actor)}
-                    if actor.connected and actor.live_since is not None and actor.live_since < s.started:
+                    if actor.connected and actor.registered_at is not None and actor.registered_at < s.started:
                         if not listed:
                             issues.append({"invariant": "grpc-live-not-listed-at-end", **where,
                                            "detail": f"its client is connected to {actor.node} but it is not listed"})

@@ -38,7 +38,8 @@ closes cleanly and one freezes (stops reading and writing, its socket open). Che
 
   4. grpc-instance-missing      a connected client's instance is missing from a reachable node's list for
                                 longer than the present bound after its (re)registration (default: the
-                                heartbeat timeout, three of the holder's renewal intervals)
+                                heartbeat timeout, three of the holder's renewal intervals); a client that
+                                is reconnecting is judged again from its next registration
   5. grpc-ended-still-listed    an instance of a client that closed, froze or gave up is still listed more
                                 than the gone bound after that, or after the heal of a fault in effect
                                 meanwhile (default: max(expiry + max(renewal interval, peer timeout),

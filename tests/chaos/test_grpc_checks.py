@@ -107,11 +107,18 @@ async def test_listed_or_briefly_missing_or_long_cut_off_is_no_violation() -> No
     checks.node_unreachable("node2")
     checks.observe("node2", SVC, 50.0 + present + 1, frozenset(), reach=50.0 + present)
     assert rec.violations == []
-    # cut off from every node for longer than 0.8 x expiry: its instances may rightly have expired
-    a.disconnected_since = 100.0
-    checks.observe("node1", SVC, 125.0, frozenset(), reach=0.0)
-    checks.observe("node1", SVC, 125.0 + present + 1, frozenset(), reach=0.0)
+    # reconnecting: not judged (its old node deregisters it when it sees the connection close) ...
+    a.disconnected_since, a.node = 100.0, None
+    checks.observe("node1", SVC, 101.0, frozenset(), reach=0.0)
+    checks.observe("node1", SVC, 101.0 + present + 1, frozenset(), reach=0.0)
     assert rec.violations == []
+    # ... until it registers again: the clock starts at that registration
+    a.disconnected_since, a.node, a.registered_at = None, "node2", 120.0
+    checks.observe("node1", SVC, 120.0, frozenset(), reach=0.0)
+    checks.observe("node1", SVC, 120.0 + present - 0.1, frozenset(), reach=0.0)
+    assert rec.violations == []
+    checks.observe("node1", SVC, 120.0 + present + 0.1, frozenset(), reach=0.0)
+    assert _kinds(rec) == ["grpc-instance-missing"]
 
 
 @pytest.mark.parametrize("state", ["closed", "frozen", "abandoned"])
