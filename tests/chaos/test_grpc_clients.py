@@ -11,7 +11,8 @@ from pathlib import Path
 import trio
 
 from distro.model import ServiceKey
-from tests.grpc.test_server import Node, one_node, wait_until
+from tests.grpc.test_server import Node, one_node
+from tests.polling import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
@@ -52,19 +53,19 @@ async def test_client_registers_moves_on_loss_and_closes_cleanly() -> None:
         fragile = GrpcActor(1, [GrpcInst(SVC, "10.1.0.2", 7070)], ports, "node1", True, rec, _bounds())
         nursery.start_soon(actor.run)
         nursery.start_soon(fragile.run)
-        await wait_until(lambda: actor.connected and fragile.connected)
+        await wait_for(lambda: actor.connected and fragile.connected)
         assert actor.node == "node1" and _listed(n1, "10.1.0.1") and _listed(n1, "10.1.0.2")
 
         stop_n1.set()  # node1 goes away, with its connections
-        await wait_until(lambda: actor.connected and actor.node == "node2" and fragile.state == "abandoned")
+        await wait_for(lambda: actor.connected and actor.node == "node2" and fragile.state == "abandoned")
         assert _listed(n2, "10.1.0.1") and not _listed(n2, "10.1.0.2")
         assert len(actor.reconnect_s) == 1 and actor.disconnected_since is None
         assert fragile.ended_at is not None
         assert rec.stats["grpc_reregistered"] == 1 and rec.stats["grpc_abandoned"] == 1
 
         actor.ask("close")
-        await wait_until(lambda: actor.state == "closed")
-        await wait_until(lambda: not _listed(n2, "10.1.0.1"))  # deregistered with its connection
+        await wait_for(lambda: actor.state == "closed")
+        await wait_for(lambda: not _listed(n2, "10.1.0.1"))  # deregistered with its connection
         assert actor.ended_at is not None
 
 
@@ -74,10 +75,10 @@ async def test_frozen_client_keeps_its_socket_and_stops_answering() -> None:
         actor = GrpcActor(0, [GrpcInst(SVC, "10.1.0.3", 7070)], {"node1": n1.port}, "node1", False, rec, _bounds())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(actor.run)
-            await wait_until(lambda: actor.connected)
+            await wait_for(lambda: actor.connected)
             actor.ask("freeze")
-            await wait_until(lambda: actor.state == "frozen")
+            await wait_for(lambda: actor.state == "frozen")
             # frozen, not closed: the node still holds the connection and lists the instance
             assert len(n1.runtime.node.connections) == 1 and _listed(n1, "10.1.0.3")
             await actor.aclose()
-            await wait_until(lambda: not _listed(n1, "10.1.0.3"))
+            await wait_for(lambda: not _listed(n1, "10.1.0.3"))

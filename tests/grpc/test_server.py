@@ -228,9 +228,9 @@ async def test_a_request_arriving_with_goaway_closes_the_connection_not_the_node
             c.h2.send_data(stream_id, frame_message(encode_payload(payload)), end_stream=True)
             c.h2.close_connection()
             await c.flush()  # the request and the GOAWAY in one write
-            await wait_until(lambda: node.server.stats.closed.get("client", 0) == 1)
+            await wait_for(lambda: node.server.stats.closed.get("client", 0) == 1)
         # the node serves on, and the closed connection's instance is gone
-        await wait_until(lambda: node.ips() == [])
+        await wait_for(lambda: node.ips() == [])
         async with client(node) as c2:
             assert (await c2.call("HealthCheckRequest"))["success"]
 
@@ -258,6 +258,6 @@ async def test_an_unexpected_error_in_one_connection_ends_that_connection_only()
             await node.runtime.submit(Register(KEY, make_instance("10.3.0.1", 80)))  # a push: its rendering fails
             with trio.fail_after(10):
                 await c.closed.wait()
-        await wait_until(lambda: node.server.stats.closed.get("internal", 0) == 1)
+        await wait_for(lambda: node.server.stats.closed.get("internal", 0) == 1)
         async with client(node) as c2:  # the node serves on
             assert (await c2.call("HealthCheckRequest"))["success"]
