@@ -4,7 +4,10 @@ It knows all three nodes. It connects to one (``ServerCheckRequest``, then ``Con
 bi-stream, cluster/grpc/client.py), registers one instance in each of its services (``InstanceRequest``),
 and sends a ``HealthCheckRequest`` every keep-alive interval. When the connection breaks or a health check
 goes unanswered, it moves to the next node of its list and registers its instances again (the SDKs' redo).
-Pushes and detection probes are answered by the client's pump.
+Pushes and detection probes are answered by the client's pump. A ``ConnectResetRequest`` (a node stopping
+gracefully asks its clients to move) is followed as the Java client and nacos-sdk-go do: to the recommended
+node (``serverIp``, a member's advertised host ``nodeN``), else the next one; fragile clients ignore it, as
+nacos-sdk-python does.
 
 How it can end (what the gone invariant judges): ``closed`` (a clean close, as an SDK's shutdown),
 ``frozen`` (it stops reading and writing but keeps its socket open: the node must detect it), or, for a
@@ -15,6 +18,7 @@ its node).
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,7 +120,7 @@ class GrpcActor:
         outcome = "failed"
         try:
             with trio.move_on_after(2 * b.call_timeout_s + 1.0):
-                client = await GrpcClient.connect(self.nodes[node], max_pushes_kept=0)
+                client = await GrpcClient.connect(self.nodes[node], max_pushes_kept=8)
         except _FAILURES as exc:
             self.event(f"connect to {node}: {type(exc).__name__}: {exc}")
         if client is None:
@@ -189,7 +193,7 @@ class GrpcActor:
         b = self.bounds
         while True:
             with trio.move_on_after(b.keepalive_s):
-                while self._want is None and not client.closed.is_set():
+                while self._want is None and not client.closed.is_set() and not client.pushes:
                     await trio.sleep(0.1)
             if self._want is not None:
                 what, target = self._want
@@ -204,6 +208,11 @@ class GrpcActor:
                     self.rec.count("grpc_moved")
                     self.event(f"moves from {node} to {target}")
                     return f"move:{target}"
+            reset = self._reset_target(client, node)
+            if reset is not None:
+                self.rec.count("grpc_resets_followed")
+                self.event(f"{node} asked it to move (ConnectResetRequest): moves to {reset}")
+                return f"move:{reset}"
             if client.closed.is_set():
                 self.event(f"{node}: connection closed")
                 return "lost"
@@ -217,6 +226,19 @@ class GrpcActor:
                 self.event(f"health check via {node}: {answer.get('errorCode')} {answer.get('message')}")
                 self.rec.count("grpc_health_failures")
                 return "lost"
+
+    def _reset_target(self, client: GrpcClient, node: str) -> str | None:
+        """Where a ConnectResetRequest received on ``client`` sends this client (None: none received, or
+        the client is fragile and ignores it)."""
+        resets = [p for p in client.pushes if p.type == "ConnectResetRequest"]
+        client.pushes.clear()
+        if not resets or self.fragile:
+            return None
+        try:
+            server_ip = json.loads(resets[-1].body).get("serverIp") or ""
+        except ValueError:
+            server_ip = ""
+        return server_ip if server_ip in self.nodes and server_ip != node else self._after(node)
 
     def _end(self, how: str, what: str) -> None:
         self.state = how

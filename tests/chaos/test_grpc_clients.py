@@ -82,3 +82,19 @@ async def test_frozen_client_keeps_its_socket_and_stops_answering() -> None:
             assert len(n1.runtime.node.connections) == 1 and _listed(n1, "10.1.0.3")
             await actor.aclose()
             await wait_for(lambda: not _listed(n1, "10.1.0.3"))
+
+
+async def test_client_follows_a_connect_reset_and_a_fragile_one_ignores_it() -> None:
+    rec = Recorder(Console(quiet=True))
+    async with one_node() as n1, one_node() as n2, trio.open_nursery() as nursery:
+        ports = {"node1": n1.port, "node2": n2.port}
+        actor = GrpcActor(0, [GrpcInst(SVC, "10.1.0.4", 7070)], ports, "node1", False, rec, _bounds())
+        fragile = GrpcActor(1, [GrpcInst(SVC, "10.1.0.5", 7070)], ports, "node1", True, rec, _bounds())
+        nursery.start_soon(actor.run)
+        nursery.start_soon(fragile.run)
+        await wait_for(lambda: actor.connected and fragile.connected)
+        nursery.start_soon(n1.server.drain, 60)  # node1 stops gracefully: its clients are asked to move
+        await wait_for(lambda: actor.connected and actor.node == "node2")
+        assert _listed(n2, "10.1.0.4") and rec.stats["grpc_resets_followed"] == 1
+        assert fragile.connected and fragile.node == "node1"  # as nacos-sdk-python: it stays
+        nursery.cancel_scope.cancel()
