@@ -147,6 +147,10 @@ def render_peer_link_metrics(stats: PeerLinkStats) -> str:
     return "".join([
         counter("distro_peer_frames_sent_total", "Peer frames sent.", stats.frames_sent),
         counter("distro_peer_frames_received_total", "Peer frames received.", stats.frames_received),
+        counter("distro_peer_messages_sent_total",
+                "Peer messages sent (a frame carries everything queued for the peer when it was written).",
+                stats.messages_sent),
+        counter("distro_peer_messages_received_total", "Peer messages received.", stats.messages_received),
         counter("distro_peer_bytes_sent_total", "Peer frame bytes sent.", stats.bytes_sent),
         counter("distro_peer_bytes_received_total", "Peer frame bytes received.", stats.bytes_received),
         counter("distro_peer_handshake_failures_total",

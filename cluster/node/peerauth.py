@@ -42,7 +42,7 @@ __all__ = [
     "transcript",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: a frame carries an array of messages (2: one message per frame)
 NONCE_BYTES = 32
 TAG_BYTES = 16
 _SEQ = struct.Struct(">Q")

@@ -7,13 +7,13 @@ Each node dials every configured peer address; the connection it dials (*outboun
 of nodes has two TCP connections, each used one way: no tie-breaking, and a link is up for sending
 exactly while its outbound connection is.
 
-Handshake (protocol version 2)
+Handshake (protocol version 3)
 ------------------------------
 The dialer proves knowledge of the cluster secret first; the acceptor proves nothing, and sends nothing
 that depends on the secret, until the dialer's proof checks out (so whoever connects gets no value to
 test guessed secrets against)::
 
-    dialer   -> ["hello", 2, dialer_id, dialer_address, nonce_d]
+    dialer   -> ["hello", 3, dialer_id, dialer_address, nonce_d]
     acceptor -> ["challenge", acceptor_id, acceptor_address, nonce_a]
     dialer   -> ["proof", [dialer_proof(S) for each secret S the dialer holds, current first]]
                 (or ["bye"]: ourselves, or a node already linked through another address; see below)
@@ -55,27 +55,37 @@ against it (mutual TLS). The handshake and frame MACs run inside TLS unchanged.
 
 Frames
 ------
-4-byte big-endian payload length + payload + 16-byte tag, where the payload is
-``msgpack.packb(distro.codec.encode_message(m), use_bin_type=True)`` and the tag is a truncated
-HMAC-SHA256 of the frame's sequence number and payload under the connection's frame key
-(:mod:`cluster.node.peerauth`). A frame whose tag is wrong (injected, altered, replayed, reordered) closes
-the connection before its payload is decoded (``mac_failures`` and ``bad_frames``); a frame over
-``max_frame_bytes``, undecodable msgpack, a :class:`~distro.codec.ProtocolError`, or any byte on an
-outbound connection after the handshake closes that connection too (``bad_frames``, a warning).
+4-byte big-endian payload length + payload + 16-byte tag, where the payload is a msgpack array of one or
+more messages, each ``distro.codec.encode_message(m)`` (protocol version 3; version 2 carried one message
+per frame), and the tag is a truncated HMAC-SHA256 of the frame's sequence number and payload under the
+connection's frame key (:mod:`cluster.node.peerauth`). The writer puts everything queued for a peer when
+it wakes (all that the node's tasks queued in one loop iteration, up to about 1 MiB and at most
+``max_frame_bytes`` per frame) into one frame: one MAC, one ``send_all``, and on the reader's side one
+MAC check and one msgpack decode, whatever the number of messages; under load a frame carries several
+forwarded writes, their replies and sync batches (``messages_sent / frames_sent``). The reader decodes a
+whole frame before handing any of it over, so a frame is delivered entirely or not at all, in order.
+
+A frame whose tag is wrong (injected, altered, replayed, reordered) closes the connection before its
+payload is decoded (``mac_failures`` and ``bad_frames``); a frame over ``max_frame_bytes``, undecodable
+msgpack, a payload that is not a non-empty array, a :class:`~distro.codec.ProtocolError` in any of its
+messages, or any byte on an outbound connection after the handshake closes that connection too
+(``bad_frames``, a warning).
 
 Sending
 -------
 :meth:`PeerLinks.send` never blocks and never calls back into the caller: it appends to the peer's
-bounded queue, which a writer task drains, packing everything queued (up to ~1 MiB) into one
-``send_all``. A message that cannot be delivered (no authenticated outbound link, full queue, link lost
-with it queued or in flight, unencodable, larger than ``max_frame_bytes``) is reported through
+bounded queue, which a writer task drains, packing everything queued (up to ~1 MiB) into one frame and
+one ``send_all``. A message that cannot be delivered (no authenticated outbound link, full queue, link
+lost with it queued or in flight, unencodable, larger than ``max_frame_bytes`` less the 5 bytes of a
+frame's array header) is reported through
 ``on_send_failed`` **later, from a PeerLinks task** (in order, never from inside ``send()``), so the
 runtime may call ``send()`` while it is running the core. Failures noted before :meth:`serve` runs are
-delivered once it does. A message whose ``send_all`` completed counts as sent (``frames_sent``) even if
-the peer dies before reading it: every message ends up in exactly one of ``frames_sent`` and
+delivered once it does. A message whose ``send_all`` completed counts as sent (``messages_sent``) even
+if the peer dies before reading it: every message ends up in exactly one of ``messages_sent`` and
 ``send_failures``.
 
-Callbacks run synchronously in PeerLinks' tasks; an exception from one propagates out of :meth:`serve`.
+Received messages go to ``on_messages(peer_id, messages)`` one frame at a time, so the receiver may
+drain what they caused once per frame rather than once per message. Callbacks run synchronously in PeerLinks' tasks; an exception from one propagates out of :meth:`serve`.
 Timeouts use trio's clock (``trio.current_time()``).
 """
 
@@ -134,6 +144,7 @@ _LEN = struct.Struct(">I")
 _RECV_SIZE = 65536
 _RECV_MAX = 1 << 20  # one receive_some allocates its whole size: stay moderate even for big frames
 _BATCH_BYTES = 1 << 20  # the writer packs up to about this much into one send_all
+_ARRAY_HEADER_MAX = 5  # bytes of the msgpack array header a frame's payload starts with (array 32)
 _LISTEN_BACKLOG = 128
 _DUPLICATE_RETRY_FACTOR = 10  # a duplicate address is retried this many reconnect intervals later
 
@@ -165,6 +176,8 @@ class PeerLinkStats:
 
     frames_sent: int = 0
     frames_received: int = 0
+    messages_sent: int = 0  # a frame carries one or more messages (everything queued when the writer woke)
+    messages_received: int = 0
     bytes_sent: int = 0  # frame bytes, length prefixes and tags included; handshakes not counted
     bytes_received: int = 0
     handshake_failures: int = 0  # either side, any reason (bad secret, TLS, garbage, timeout, id conflict)
@@ -288,6 +301,15 @@ class _Connection:
         await trio.aclose_forcefully(self.stream)
 
 
+def _array_header(count: int) -> bytes:
+    """The msgpack array header for ``count`` elements (what ``msgpack.packb`` writes before a list's)."""
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
 def _frame(obj: Any) -> bytes:
     payload: bytes = msgpack.packb(obj, use_bin_type=True)
     return _LEN.pack(len(payload)) + payload
@@ -298,6 +320,27 @@ def _unpack(payload: bytes | bytearray | memoryview) -> Any:
         return msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several types on garbage
         raise LinkClosed(f"undecodable frame ({type(exc).__name__})") from None
+
+
+def _seal_frame(sealer: FrameSealer, packed: list[bytes]) -> tuple[bytes, bytes, bytes]:
+    """``(length prefix, payload, tag)`` of the next frame, carrying the packed messages ``packed``."""
+    payload = _array_header(len(packed)) + b"".join(packed)
+    prefix, tag = sealer.seal(payload)
+    return prefix, payload, tag
+
+
+def _decode_frame(payload: bytearray) -> list[Message]:
+    """The messages of an authenticated frame's payload, all or none (LinkClosed on anything malformed)."""
+    try:
+        objs = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several types on garbage
+        raise LinkClosed(f"undecodable frame ({type(exc).__name__})") from None
+    if type(objs) is not list or not objs:
+        raise LinkClosed("malformed frame: not a non-empty array of messages")
+    try:
+        return [decode_message(obj) for obj in objs]
+    except ProtocolError as exc:
+        raise LinkClosed(f"malformed message: {exc}") from None
 
 
 def _is_id(value: Any) -> bool:
@@ -376,7 +419,7 @@ class PeerLinks:
         self,
         config: PeerLinkConfig,
         *,
-        on_message: Callable[[str, Message], None],
+        on_messages: Callable[[str, list[Message]], None],
         on_connected: Callable[[str, str], None],
         on_send_failed: Callable[[str, Message], None],
     ) -> None:
@@ -394,7 +437,7 @@ class PeerLinks:
         tls = config.tls
         self._tls_server = None if tls is None else server_context(tls, require_client_cert=bool(tls.ca_file))
         self._tls_client = None if tls is None else client_context(tls)
-        self._on_message = on_message
+        self._on_messages = on_messages
         self._on_connected = on_connected
         self._on_send_failed = on_send_failed
         self._stats = PeerLinkStats()
@@ -664,8 +707,7 @@ class PeerLinks:
         """Check, decode and hand over every frame until the connection ends (the hot loop)."""
         stats = self._stats
         max_frame = self.config.max_frame_bytes
-        on_message = self._on_message
-        unpack = msgpack.unpackb
+        on_messages = self._on_messages
         check = opener.check
         buf = reader.buffer
         while True:
@@ -684,18 +726,12 @@ class PeerLinks:
                 payload = buf[pos + 4 : body_end]
                 if not check(payload, buf[body_end:end]):
                     raise _BadTag(opener.seq)
-                try:
-                    obj = unpack(payload, raw=False, strict_map_key=True)
-                except Exception as exc:  # msgpack raises several types on garbage
-                    raise LinkClosed(f"undecodable frame ({type(exc).__name__})") from None
-                try:
-                    message = decode_message(obj)
-                except ProtocolError as exc:
-                    raise LinkClosed(f"malformed message: {exc}") from None
+                messages = _decode_frame(payload)
                 stats.frames_received += 1
+                stats.messages_received += len(messages)
                 stats.bytes_received += end - pos
                 pos = end
-                on_message(peer_id, message)
+                on_messages(peer_id, messages)
             if pos:
                 del buf[:pos]
             await reader.fill(need - len(buf))
@@ -903,38 +939,52 @@ class PeerLinks:
                 log.info("peer %s closed our link", link.node_id)
         scope.cancel()
 
-    def _pack_batch(self, link: _Outbound, sealer: FrameSealer) -> tuple[list[Message], bytes]:
-        """Take up to ~1 MiB of queued messages off the queue: ``(messages, sealed frames)``."""
-        max_frame = self.config.max_frame_bytes
+    def _pack_batch(self, link: _Outbound, sealer: FrameSealer) -> tuple[list[Message], int, bytes]:
+        """Take up to ~1 MiB of queued messages off the queue: ``(messages, frames, sealed frames)``.
+
+        Each frame carries as many messages as fit in ``max_frame_bytes`` (normally one frame holds them
+        all); a message that cannot be encoded, or would not fit in a frame alone, is dropped
+        (:meth:`_drop_unsendable`) and the rest go on."""
+        room = self.config.max_frame_bytes - _ARRAY_HEADER_MAX
         queue = link.queue
         pack = msgpack.packb
-        seal = sealer.seal
         batch: list[Message] = []
         chunks: list[bytes] = []
+        frame: list[bytes] = []  # the packed messages of the frame being filled
+        frame_bytes = 0
+        frames = 0
         size = 0
         while queue and size < _BATCH_BYTES:
             message = queue.popleft()
             try:
-                payload = pack(encode_message(message), use_bin_type=True)
+                packed = pack(encode_message(message), use_bin_type=True)
             except Exception as exc:  # a message the codec or msgpack cannot carry: a bug upstream
                 log.error("cannot encode %s for peer %s: %r", type(message).__name__, link.node_id, exc)
                 self._drop_unsendable(link.node_id, message)
                 continue
-            if len(payload) > max_frame:
+            if len(packed) > room:
                 log.error(
                     "%s for peer %s is %d bytes, over the %d-byte frame limit: dropped",
                     type(message).__name__,
                     link.node_id,
-                    len(payload),
-                    max_frame,
+                    len(packed),
+                    room,
                 )
                 self._drop_unsendable(link.node_id, message)
                 continue
-            prefix, tag = seal(payload)
+            if frame_bytes + len(packed) > room:
+                chunks += _seal_frame(sealer, frame)
+                frames += 1
+                frame = []
+                frame_bytes = 0
+            frame.append(packed)
+            frame_bytes += len(packed)
             batch.append(message)
-            chunks += (prefix, payload, tag)
-            size += 4 + len(payload) + TAG_BYTES
-        return batch, b"".join(chunks)
+            size += len(packed)
+        if frame:
+            chunks += _seal_frame(sealer, frame)
+            frames += 1
+        return batch, frames, b"".join(chunks)
 
     async def _write_frames(
         self, link: _Outbound, stream: trio.abc.Stream, sealer: FrameSealer, scope: trio.CancelScope
@@ -947,14 +997,15 @@ class PeerLinks:
                     wakeup = link.wakeup = trio.Event()
                     await wakeup.wait()
                     continue
-                batch, data = self._pack_batch(link, sealer)
+                batch, frames, data = self._pack_batch(link, sealer)
                 if not batch:
                     continue
                 link.inflight = batch
                 with trio.fail_after(write_timeout):
                     await stream.send_all(data)
                 link.inflight = []
-                stats.frames_sent += len(batch)
+                stats.frames_sent += frames
+                stats.messages_sent += len(batch)
                 stats.bytes_sent += len(data)
         except trio.TooSlowError:
             log.warning("peer %s has not read for %.1f s: closing the link", link.node_id, write_timeout)

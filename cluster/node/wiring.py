@@ -67,7 +67,7 @@ class NodeTransport(PeerTransport, Protocol):
 
 
 TransportFactory = Callable[[NodeSettings, NodeRuntime], NodeTransport]
-"""Builds a node's peer transport; it delivers to the runtime's ``on_message``/``on_connected``/``on_send_failed``."""
+"""Builds a node's peer transport; it delivers to the runtime's ``on_messages``/``on_connected``/``on_send_failed``."""
 
 
 class PeerLinkTransport:
@@ -107,7 +107,7 @@ def peer_links(settings: NodeSettings, runtime: NodeRuntime) -> PeerLinkTranspor
             previous_secrets=tuple(secret.encode() for secret in s.previous_cluster_secrets),
             tls=s.tls,
         ),
-        on_message=runtime.on_message,
+        on_messages=runtime.on_messages,
         on_connected=runtime.on_connected,
         on_send_failed=runtime.on_send_failed,
     )

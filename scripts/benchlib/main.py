@@ -394,6 +394,19 @@ def phase_memory_snapshot(m: dict[str, Any], ps: ProcessSet, profiler: Profiler)
     return out
 
 
+def phase_register(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[str, Any]:
+    """Only the registration sweep of the main phase (``--only register``): registrations/s and server CPU
+    per registration on a fresh cluster, with py-spy profiles under ``--profile``; for quick before/after
+    comparisons of the write path."""
+    log("ours: registrations/s only (fresh cluster, heartbeat timeouts 1 h)")
+    cluster = start_distro(ps, "reg", LONG_TIMEOUTS)
+    try:
+        pids = [cluster.node(i).pid for i in range(3)]
+        return register_sweep(m, "distro-register", cluster.addrs, pids, "distro", profiler, 0)
+    finally:
+        cluster.stop()
+
+
 def phase_failover(m: dict[str, Any], ps: ProcessSet) -> dict[str, Any]:
     flags = m["short_flags"]
     log("ours: failover (fresh cluster, default timeouts" + (", shortened for --smoke" if flags else "") + ")")
@@ -450,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="write the report (docs/benchmarks.md) here")
     ap.add_argument("--profile", type=Path, help="py-spy profiles of the nodes into this directory")
     ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp,grpc,rnacos "
-                                   "(grpc and rnacos are not in --smoke's default)")
+                                   "(grpc and rnacos are not in --smoke's default), or register: the main "
+                                   "phase's registration sweep alone, in no default")
     ap.add_argument("--ramp", help="comma-separated heartbeat ramp steps (instances), instead of the mode's")
     ap.add_argument("--scale", type=int, metavar="N",
                     help="run only the scale phase (benchlib.scale): N instances, a /healthz pause probe every 10 ms")
@@ -496,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             ("ceiling", lambda: results["loadgen"].update(phase_ceiling(m, ps))),
             ("etcd", lambda: results["details"].__setitem__("etcd", phase_etcd(m, ps, profiler))),
             ("main", lambda: results["details"]["distro"].__setitem__("main", phase_distro_main(m, ps, profiler))),
+            ("register", lambda: results["details"]["distro"].__setitem__("register", phase_register(m, ps, profiler))),
             ("memory", lambda: results["details"]["distro"].__setitem__("memory", phase_memory_snapshot(m, ps, profiler))),
             ("failover", lambda: results["details"]["distro"].__setitem__("failover", phase_failover(m, ps))),
             ("ramp", lambda: results["details"]["distro"].__setitem__("ramp", phase_ramp(m, ps, profiler))),

@@ -117,6 +117,7 @@ class Node:
     ) -> None:
         self.node_id = node_id
         self.messages: list[tuple[str, Message]] = []
+        self.frames: list[tuple[str, int]] = []  # (sender, messages) of each frame delivered, when recording
         self.connected: list[tuple[str, str]] = []
         self.failed: list[tuple[str, Message]] = []
         self.in_send = False
@@ -127,17 +128,19 @@ class Node:
         config.setdefault("handshake_timeout_ms", 2_000)
         self.links = PeerLinks(
             PeerLinkConfig(node_id, f"{node_id}.http:8848", tuple(peers), secret, **config),
-            on_message=self._on_message,
+            on_messages=self._on_messages,
             on_connected=lambda peer, address: self.connected.append((peer, address)),
             on_send_failed=self._on_failed,
         )
         self.port = 0
         self.scope: trio.CancelScope | None = None
 
-    def _on_message(self, sender: str, message: Message) -> None:
-        self.received += 1
+    def _on_messages(self, sender: str, messages: list[Message]) -> None:
+        assert messages, "a frame carries at least one message"
+        self.received += len(messages)
         if self.record:
-            self.messages.append((sender, message))
+            self.frames.append((sender, len(messages)))
+            self.messages += ((sender, m) for m in messages)
 
     def _on_failed(self, node_id: str, message: Message) -> None:
         assert not self.in_send, "on_send_failed called from inside send()"
@@ -218,8 +221,12 @@ class RawPeer:
         payload = msgpack.packb(obj, use_bin_type=True)
         await self.stream.send_all(_LEN.pack(len(payload)) + payload)
 
+    async def send_messages(self, *messages: Message) -> None:
+        """One frame carrying ``messages``, with the right tag."""
+        await self.send_sealed([encode_message(m) for m in messages])
+
     async def send_sealed(self, obj: Any) -> None:
-        """A frame after the handshake, with the right tag."""
+        """A frame after the handshake, with the right tag: ``obj`` is its payload, packed."""
         assert self.sealer is not None
         payload = msgpack.packb(obj, use_bin_type=True)
         prefix, tag = self.sealer.seal(payload)
@@ -298,11 +305,12 @@ async def test_two_nodes_exchange_every_message_type() -> None:
         assert a.messages == [("b", m) for m in SAMPLES]
         assert a.failed == b.failed == []
         sa, sb = a.stats, b.stats
-        assert sa.frames_sent == sb.frames_received == len(SAMPLES)
+        assert sa.messages_sent == sb.messages_received == len(SAMPLES)
+        # Queued in one loop iteration (no checkpoint between the sends): one frame, one MAC, one decode.
+        assert sa.frames_sent == sb.frames_received == 1
+        assert b.frames == [("a", len(SAMPLES))]
         assert sa.bytes_sent == sb.bytes_received
-        expected_bytes = sum(
-            4 + len(msgpack.packb(encode_message(m), use_bin_type=True)) + TAG_BYTES for m in SAMPLES
-        )
+        expected_bytes = 4 + len(msgpack.packb([encode_message(m) for m in SAMPLES], use_bin_type=True)) + TAG_BYTES
         assert sa.bytes_sent == expected_bytes
         assert sa.handshake_failures == sb.handshake_failures == sa.bad_frames == 0
         assert sa.outbound_links == sa.inbound_links == 1
@@ -401,8 +409,8 @@ async def test_peer_goes_away_queued_messages_are_reported_and_the_link_comes_ba
             a.send("b", batch)
         b.stop()  # b dies with most of that still queued at a
         await eventually(lambda: "b" not in a.links.connected_peers())
-        await eventually(lambda: a.stats.frames_sent + len(a.failed) == len(batches))
-        sent = a.stats.frames_sent
+        await eventually(lambda: a.stats.messages_sent + len(a.failed) == len(batches))
+        sent = a.stats.messages_sent
         assert a.failed, "the link broke with messages still queued: they must be reported"
         # Every message is either sent (send_all completed) or reported, in order, never both.
         assert [m for _, m in a.failed] == batches[sent:]
@@ -509,7 +517,7 @@ async def test_proofs_made_only_with_unknown_secrets_are_refused() -> None:
         # The same dialer proving one secret a holds (its previous one, listed after a wrong one) gets in.
         raw = await RawPeer.connect(a.port)
         assert await raw.handshake(secret=b"an older secret") == "a"
-        await raw.send_sealed(encode_message(Ping(True, "in")))
+        await raw.send_messages(Ping(True, "in"))
         await eventually(lambda: a.messages == [("raw", Ping(True, "in"))])
         nursery.cancel_scope.cancel()
 
@@ -558,7 +566,7 @@ async def test_a_raw_client_with_the_secret_is_accepted() -> None:
         await a.start(nursery)
         raw = await RawPeer.connect(a.port)
         assert await raw.handshake() == "a"
-        await raw.send_sealed(encode_message(Ping(True, "raw here")))
+        await raw.send_messages(Ping(True, "raw here"))
         await eventually(lambda: a.messages == [("raw", Ping(True, "raw here"))])
         assert a.stats.inbound_accepts == 1
         assert a.links.connected_peers() == {}  # inbound only: a cannot send to it
@@ -647,8 +655,14 @@ async def test_unauthenticated_connections_are_bounded() -> None:
 
 
 BAD_PAYLOADS = {  # sent by a peer that passed the handshake, each with the right tag
-    "schema violation": msgpack.packb(["ping", "yes", 1]),
-    "unknown message": msgpack.packb(["nope"]),
+    "schema violation": msgpack.packb([["ping", "yes", 1]]),
+    "unknown message": msgpack.packb([["nope"]]),
+    "a bad message after good ones": msgpack.packb(
+        [encode_message(Ping(True, "never delivered")), encode_message(Ping(False, "")), ["nope"]]
+    ),
+    "a version 2 frame (one bare message)": msgpack.packb(encode_message(Ping(True, "v2"))),
+    "an empty frame": msgpack.packb([]),
+    "not an array": msgpack.packb({"ping": True}),
     "undecodable msgpack": b"\xc1\xc1",
     "trailing bytes": b"\x91\xc0\xc0\xc0",
     "over max_frame_bytes": b"z" * 4097,
@@ -661,7 +675,7 @@ async def test_a_bad_frame_after_the_handshake_closes_only_that_connection(paylo
     async with cluster(a, b):
         raw = await RawPeer.connect(a.port)
         await raw.handshake()
-        await raw.send_sealed(encode_message(Ping(True, "fine so far")))
+        await raw.send_messages(Ping(True, "fine so far"))
         assert raw.sealer is not None
         prefix, tag = raw.sealer.seal(payload)
         await raw.stream.send_all(prefix + payload + tag)
@@ -685,7 +699,7 @@ async def test_a_second_connection_from_a_node_replaces_the_first() -> None:
         second = await RawPeer.connect(a.port)
         await second.handshake("x")
         assert await first.closed_by_peer()
-        await second.send_sealed(encode_message(Ping(True, "second")))
+        await second.send_messages(Ping(True, "second"))
         await eventually(lambda: a.messages == [("x", Ping(True, "second"))])
         assert a.stats.inbound_links == 1 and a.stats.inbound_accepts == 2
         assert a.stats.bad_frames == 0
@@ -815,10 +829,10 @@ async def test_a_peer_that_stops_reading_is_cut_off_after_the_write_timeout() ->
         for chunk in chunks:
             a.send("fake", chunk)
         started = trio.current_time()
-        await eventually(lambda: a.stats.frames_sent + len(a.failed) == len(chunks))
+        await eventually(lambda: a.stats.messages_sent + len(a.failed) == len(chunks))
         assert trio.current_time() - started >= 0.25  # it waited for the write timeout
         assert a.failed, "the kernel buffers cannot hold 20 MB: most of it must come back as failed"
-        assert [m for _, m in a.failed] == chunks[a.stats.frames_sent :]
+        assert [m for _, m in a.failed] == chunks[a.stats.messages_sent :]
         assert "fake" not in a.links.connected_peers()
         await eventually(lambda: a.stats.handshake_failures >= 1)  # it redials; the fake refuses now
         nursery.cancel_scope.cancel()

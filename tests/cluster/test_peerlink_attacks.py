@@ -27,7 +27,7 @@ from tests.cluster.test_peerlink import _LEN, SECRET, Node, RawPeer, eventually,
 
 def plain_frame(message: object) -> bytes:
     """A frame as an attacker without the per-connection key can make it: length + msgpack."""
-    payload = msgpack.packb(encode_message(message), use_bin_type=True)  # type: ignore[arg-type]
+    payload = msgpack.packb([encode_message(message)], use_bin_type=True)  # type: ignore[arg-type]
     return _LEN.pack(len(payload)) + payload
 
 
@@ -137,6 +137,39 @@ async def test_a_replayed_frame_is_refused() -> None:
         await eventually(lambda: len(a.messages) > 1 or a.stats.bad_frames > 0)
         assert a.messages == [("b", Ping(True, "once"))]
         assert a.stats.mac_failures == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_frame_of_many_messages_is_authenticated_whole() -> None:
+    """A frame carrying a batch (everything queued in one loop iteration) has one tag: replaying it, or
+    altering one message inside it, is refused and delivers none of it."""
+    a, b = Node("a"), Node("b")
+    batch = [Ping(True, f"batched {i}") for i in range(5)]
+    async with trio.open_nursery() as nursery:
+        proxy = await _linked_through_proxy(nursery, a, b)
+        mark = len(proxy.client_bytes)
+        for message in batch:  # no checkpoint in between: one frame
+            b.send("a", message)
+        await eventually(lambda: len(a.messages) == len(batch))
+        assert a.frames == [("b", len(batch))]
+        frame = bytes(proxy.client_bytes[mark:])
+        await proxy.inject(frame)  # replayed whole
+        await eventually(lambda: len(a.messages) > len(batch) or a.stats.bad_frames > 0)
+        assert [m for _, m in a.messages] == batch
+        assert a.stats.mac_failures == 1
+        # b redials; the same batch altered in one message (same length) is refused too.
+        await eventually(lambda: a.stats.inbound_accepts == 2 and "a" in b.links.connected_peers())
+        mark = len(proxy.client_bytes)
+        for message in batch:
+            b.send("a", message)
+        await eventually(lambda: len(a.messages) == 2 * len(batch))
+        frame = bytes(proxy.client_bytes[mark:])
+        assert frame.count(b"batched 3") == 1
+        forged = frame.replace(b"batched 3", b"batched 9")
+        await proxy.inject(forged)
+        await eventually(lambda: a.stats.bad_frames > 1)
+        assert a.stats.mac_failures == 2
+        assert Ping(True, "batched 9") not in [m for _, m in a.messages]
         nursery.cancel_scope.cancel()
 
 
