@@ -470,9 +470,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only the scale phase (benchlib.scale): N instances, a /healthz pause probe every 10 ms")
     ap.add_argument("--scale-hold", type=float, default=60.0, metavar="S",
                     help="seconds of churn at scale (gctune's 10-minute unfreeze needs a hold over 600 s)")
+    ap.add_argument("--memory-profile", type=int, metavar="N",
+                    help="run no cluster: where a node's memory per instance goes, N instances in one process "
+                         "(benchlib.memory_profile; its own flags after --)")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="run nothing: re-render the table, --plots and --markdown from a saved --json file")
-    args = ap.parse_args(argv)
+    args, rest = ap.parse_known_args(argv)
+    if args.memory_profile:
+        from benchlib import memory_profile
+
+        return memory_profile.main(["--instances", str(args.memory_profile), *[a for a in rest if a != "--"]])
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.render:
         saved: dict[str, Any] = json.loads(args.render.read_text())
         print(table(saved))
