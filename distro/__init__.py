@@ -16,6 +16,7 @@ every output is an effect that the runtime (``cluster/``) carries out. See docs/
      readiness   the one "not ready" rule and Nacos's STARTINGnow text
     config       DistroConfig: every timing and bound of the core
     model        service keys, instances, service metadata and Nacos's validation
+     sharing     one shared copy of the values instances repeat (cluster names, ports, metadata...)
     clusterdata  cluster data: namespaces, service and cluster settings, and where they live
     requests     client requests the core accepts, and its results
     messages     peer messages; codec turns them into plain structures for the wire (and checks them)
@@ -52,6 +53,7 @@ __all__ = [
     "readiness",
     "replication",
     "requests",
+    "sharing",
     "snapshot",
     "store",
     "testing",

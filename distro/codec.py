@@ -127,6 +127,7 @@ from distro.requests import (
     UpdateNamespace,
     UpdateService,
 )
+from distro.sharing import share_metadata, share_port, share_str, share_weight
 from distro.versions import Version
 
 __all__ = [
@@ -487,12 +488,12 @@ def _instance(obj: Any, ctx: _Ctx, *, check_ip: bool) -> Instance:
         raise ProtocolError("ip: expected a string of 1..253 characters")
     return Instance(
         ip,
-        _port(port),
-        _cluster(cluster, ctx),
-        _float(weight, "weight", 0.0, MAX_WEIGHT),
+        share_port(_port(port)),
+        share_str(_cluster(cluster, ctx)),
+        share_weight(_float(weight, "weight", 0.0, MAX_WEIGHT)),
         _bool(healthy, "healthy"),
         _bool(enabled, "enabled"),
-        _metadata(metadata, "metadata"),
+        share_metadata(_metadata(metadata, "metadata")),
         connection,
         assigned_id,
     )
@@ -580,8 +581,13 @@ def _settings_value(key: ServiceKey, entry_id: str, value: Any, ctx: _Ctx) -> En
 
 
 def _items(obj: Any, ctx: _Ctx) -> Items:
-    """The hot path: checks inlined, the instance's ip only bounded (the writer validated it)."""
+    """The hot path: checks inlined, the instance's ip only bounded (the writer validated it).
+
+    Repeated values are shared (distro/sharing.py): a replica keeps what it decodes here, and msgpack makes
+    fresh objects for every item. Versions of one message often share their millisecond: one int for them.
+    """
     seq = _list(obj, "items")
+    last_ms = -1
     out: list[Item] = []
     append = out.append
     keys = ctx.keys
@@ -604,6 +610,10 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
             raise ProtocolError("version counter: expected a non-negative 64-bit integer")
         if type(node) is not str or len(node) > max_str:
             raise ProtocolError("version node: expected a string")
+        if ms == last_ms:
+            ms = last_ms  # the same int object
+        else:
+            last_ms = ms
         if value is None:
             entry_value: EntryValue = None
         elif type(value) in seq_types and 8 <= len(value) <= 10 and value[0] == "i" and key.group:
@@ -628,10 +638,13 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
                 metadata = _metadata(metadata, "metadata")
             if entry_id != instance_entry_id(cluster, ip, port):
                 raise ProtocolError("item: entry id does not match the instance")
-            entry_value = Instance(ip, port, cluster, weight, healthy, enabled, metadata, connection, assigned_id)
+            entry_value = Instance(
+                ip, share_port(port), share_str(cluster), share_weight(weight), healthy, enabled,
+                share_metadata(metadata), connection, assigned_id,
+            )
         else:
             entry_value = _settings_value(key, entry_id, value, ctx)
-        append((key, entry_id, Entry(Version(ms, counter, node), entry_value)))
+        append((key, entry_id, Entry(Version(ms, counter, share_str(node)), entry_value)))
     return tuple(out)
 
 

@@ -15,6 +15,7 @@ from hashlib import blake2b
 from typing import Any
 
 from distro.errors import ValidationError  # defined in distro.errors, re-exported here (see __all__)
+from distro.sharing import EMPTY_METADATA, share_metadata, share_port, share_str, share_weight
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -287,7 +288,8 @@ class Instance:
     weight: float = 1.0
     healthy: bool = True
     enabled: bool = True
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    # Read-only in use; instances with equal metadata share one mapping (distro/sharing.py).
+    metadata: Mapping[str, str] = field(default_factory=lambda: EMPTY_METADATA)
     # The gRPC connection this instance lives by ("" for an instance that lives by heartbeats): set by the
     # node holding the connection (distro/connections.py), replicated with the entry, never shown to clients.
     connection: str = ""
@@ -363,17 +365,17 @@ def make_instance(
     enabled: bool = True,
     metadata: Mapping[str, str] | None = None,
 ) -> Instance:
-    """Build a validated instance."""
+    """Build a validated instance (its repeated values shared with other instances: distro/sharing.py)."""
     if metadata:
         validate_timing_metadata(metadata)
     return Instance(
         ip=validate_ip(ip.strip()),
-        port=validate_port(port),
-        cluster=validate_cluster(cluster),
-        weight=validate_weight(weight),
+        port=share_port(validate_port(port)),
+        cluster=share_str(validate_cluster(cluster)),
+        weight=share_weight(validate_weight(weight)),
         healthy=healthy,
         enabled=enabled,
-        metadata=dict(metadata or {}),
+        metadata=share_metadata(metadata or EMPTY_METADATA),
     )
 
 

@@ -37,6 +37,7 @@ from distro.requests import (
     UpdateInstance,
     UpdateService,
 )
+from distro.sharing import share_metadata, share_weight
 from distro.store import DatumStore
 
 __all__ = ["MAX_REMEMBERED_DEREGISTRATIONS", "ClientWrites", "Touch", "Write"]
@@ -224,6 +225,9 @@ class ClientWrites:
         changes: dict[str, Any] = dict(request.changes)
         if "metadata" in changes:
             validate_timing_metadata(changes["metadata"])
+            changes["metadata"] = share_metadata(changes["metadata"])
+        if "weight" in changes:
+            changes["weight"] = share_weight(changes["weight"])
         updated = replace(base, **changes)
         return self._register(key, updated, now_ms)
 
