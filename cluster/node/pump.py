@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import outcome
 import trio
 
 from cluster.node import gctune
@@ -55,6 +56,22 @@ class PeerTransport(Protocol):
         """Queue a message for a peer; failures come back through the runtime's ``on_send_failed``."""
 
 
+_OWNER_SILENT = Result(503, "server is busy: the owner of this service did not answer, please try again later!")
+
+
+class _Waiter:
+    """A client write waiting for its answer (a forward's reply, or a write held until on disk): the parked
+    task, when to give up on it (trio seconds), and the answer once it came."""
+
+    __slots__ = ("deadline_s", "parked", "result", "task")
+
+    def __init__(self, task: trio.lowlevel.Task, deadline_s: float) -> None:
+        self.task = task
+        self.deadline_s = deadline_s
+        self.parked = False  # the task is inside wait_task_rescheduled (else it is still running submit)
+        self.result: Result | None = None
+
+
 class NodeRuntime:
     """Drives one DistroNode from trio. Create it, then ``await nursery.start(runtime.run)``."""
 
@@ -66,7 +83,8 @@ class NodeRuntime:
         # Where Persist effects go (the node's DiskWriter); set whenever the core runs with durable_writes.
         self.persist: Callable[[Persist], None] | None = None
         self._request_seq = 0
-        self._waiting: dict[int, tuple[trio.Event, list[Result]]] = {}
+        # Request id -> its waiter; in submission order, hence in deadline order (one wait for all).
+        self._waiting: dict[int, _Waiter] = {}
         self._failed: list[tuple[str, Message]] = []
         self._dispatching = False
         self._wake = trio.Event()
@@ -93,16 +111,21 @@ class NodeRuntime:
         if result is not None:
             self._after_input()
             return result
-        done = trio.Event()
-        slot: list[Result] = []
-        self._waiting[request_id] = (done, slot)
+        # The task parks until its answer comes (ClientReply) or, should the core never answer, until
+        # forward_wait_ms has passed (the timer task gives up on it): no Event or cancel scope per write.
+        waiter = _Waiter(trio.lowlevel.current_task(), trio.current_time() + self.forward_wait_ms / 1000)
+        self._waiting[request_id] = waiter
         self._after_input()
-        with trio.move_on_after(self.forward_wait_ms / 1000):
-            await done.wait()
-        self._waiting.pop(request_id, None)
-        if slot:
-            return slot[0]
-        return Result(503, "server is busy: the owner of this service did not answer, please try again later!")
+        if waiter.result is None:
+            waiter.parked = True
+
+            def abort(_: object) -> trio.lowlevel.Abort:  # cancelled (its client went away): forget it
+                self._waiting.pop(request_id, None)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            answer: Result = await trio.lowlevel.wait_task_rescheduled(abort)
+            return answer
+        return waiter.result
 
     def on_message(self, sender: str, message: Message) -> None:
         """A decoded message from an authenticated peer (see :meth:`on_messages`)."""
@@ -177,10 +200,9 @@ class NodeRuntime:
                         if self.transport is not None:
                             self.transport.send(effect.target, effect.message)
                     elif isinstance(effect, ClientReply):
-                        waiting = self._waiting.pop(effect.request_id, None)
-                        if waiting is not None:
-                            waiting[1].append(effect.result)
-                            waiting[0].set()
+                        waiter = self._waiting.pop(effect.request_id, None)
+                        if waiter is not None:
+                            self._answer(waiter, effect.result)
                     elif isinstance(effect, ServiceChanged):
                         self._on_service_changed(effect.key, effect.view)
                     elif isinstance(effect, LifecycleEvent):
@@ -193,6 +215,31 @@ class NodeRuntime:
                         self.persist(effect)
         finally:
             self._dispatching = False
+
+    @staticmethod
+    def _answer(waiter: _Waiter, result: Result) -> None:
+        waiter.result = result
+        if waiter.parked:
+            trio.lowlevel.reschedule(waiter.task, outcome.Value(result))
+
+    def _give_up_waiting(self) -> None:
+        """Answer 503 to the writes whose answer is overdue (a safety net: the core answers every write)."""
+        now_s = trio.current_time()
+        waiting = self._waiting
+        while waiting:
+            request_id, waiter = next(iter(waiting.items()))
+            if waiter.deadline_s > now_s:
+                return
+            del waiting[request_id]
+            self._answer(waiter, _OWNER_SILENT)
+
+    def _next_wake_ms(self) -> int:
+        """The core's next deadline, or sooner the first waiting write's (``forward_wait_ms``)."""
+        deadline = self.node.next_deadline_ms()
+        if self._waiting:
+            first = next(iter(self._waiting.values()))
+            deadline = min(deadline, self._epoch_ms + int((first.deadline_s - self._trio_start) * 1000) + 1)
+        return deadline
 
     def _on_service_changed(self, key: ServiceKey, view: ServiceView) -> None:
         event = self._change_events.pop(key, None)
@@ -234,7 +281,7 @@ class NodeRuntime:
         """Tick the core at its deadlines until cancelled."""
         task_status.started()
         while True:
-            deadline = self.node.next_deadline_ms()
+            deadline = self._next_wake_ms()
             self._scheduled_ms = deadline
             delay_s = max(0.0, (deadline - self.now_ms()) / 1000)
             if delay_s > 0:
@@ -246,4 +293,5 @@ class NodeRuntime:
             self._scheduled_ms = None
             self.node.tick(self.now_ms())
             self._dispatch()
+            self._give_up_waiting()
             gctune.maintain()

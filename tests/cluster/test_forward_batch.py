@@ -51,17 +51,16 @@ async def linked_runtimes() -> AsyncIterator[list[tuple[NodeRuntime, PeerLinks]]
         nursery.cancel_scope.cancel()
 
 
-def key_owned_by(runtime: NodeRuntime) -> ServiceKey:
-    for i in range(1000):
-        key = ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}")
-        if runtime.node.owner_of(key) == runtime.node.node_id:
-            return key
-    raise AssertionError("no key owned by " + runtime.node.node_id)
+def keys_owned_by(runtime: NodeRuntime, count: int = 1) -> list[ServiceKey]:
+    keys = [ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}") for i in range(100 * count)]
+    owned = [key for key in keys if runtime.node.owner_of(key) == runtime.node.node_id][:count]
+    assert len(owned) == count, f"not {count} keys owned by {runtime.node.node_id}"
+    return owned
 
 
 async def test_a_batch_of_forwards_gets_every_reply_right() -> None:
     async with linked_runtimes() as [(n1, links1), (n2, links2)]:
-        key = key_owned_by(n2)
+        [key] = keys_owned_by(n2)
         requests: list[ClientRequest] = [Register(key, make_instance("10.9.0.1", 9000 + i)) for i in range(BATCH)]
         # Among them, writes whose answers differ: a failing one (an update of an unknown instance that must
         # exist), a beat of an unknown instance (20404), a beat of an instance registered before the batch.
@@ -112,3 +111,52 @@ async def test_a_batch_of_forwards_gets_every_reply_right() -> None:
 def ports(runtime: NodeRuntime, key: ServiceKey) -> set[int]:
     view = runtime.node.view(key)
     return set() if view is None else {inst.port for inst in view.instances}
+
+
+# ------------------------------------------------------------------------------------------------
+# CPU per forwarded registration (run this module as a script)
+# ------------------------------------------------------------------------------------------------
+
+
+async def _measure(count: int, concurrency: int, profile: str | None) -> None:
+    """``count`` registrations submitted on the node that does not own their service, ``concurrency`` at a
+    time, over a real link: the CPU time of this process (both nodes) per registration."""
+    import cProfile
+    import time
+
+    async with linked_runtimes() as [(n1, links1), (n2, _)]:
+        keys = keys_owned_by(n2, 64)
+        next_port = iter(range(count))
+
+        async def client() -> None:
+            for i in next_port:
+                ip = f"10.{i // 62500}.{i // 250 % 250}.{i % 250}"
+                result = await n1.submit(Register(keys[i % len(keys)], make_instance(ip, 80)))
+                assert result.status == 200, result
+
+        profiler = cProfile.Profile() if profile else None
+        started, cpu_started = time.perf_counter(), time.process_time()
+        if profiler:
+            profiler.enable()
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(client)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        cpu = time.process_time() - cpu_started
+        elapsed = time.perf_counter() - started
+        stats = links1.statistics()
+        print(
+            f"{count} forwarded registrations, {concurrency} at a time: {count / elapsed:,.0f}/s, "
+            f"CPU {cpu / count * 1e6:.1f} us per registration (both nodes); "
+            f"{stats.messages_sent / max(1, stats.frames_sent):.1f} messages per frame from the forwarder"
+        )
+
+
+if __name__ == "__main__":
+    import sys
+
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    prof = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--profile=")), None)
+    trio.run(_measure, int(args[0]) if args else 20_000, int(args[1]) if len(args) > 1 else 48, prof)

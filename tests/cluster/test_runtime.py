@@ -8,8 +8,9 @@ import trio
 from cluster.node.memlink import MemoryNetwork
 from cluster.node.pump import NodeRuntime
 from distro.config import DistroConfig
-from distro.model import ServiceKey, make_instance
-from distro.requests import Beat, Deregister, Register
+from distro.effects import Persist
+from distro.model import ServiceKey, ServiceMeta, make_instance, service_key
+from distro.requests import Beat, CreateService, Deregister, Register, Result
 from tests.polling import wait_for
 
 KEY = ServiceKey("public", "DEFAULT_GROUP", "orders")
@@ -91,4 +92,56 @@ async def test_dead_owner_keys_move_and_beating_instance_survives(autojump_clock
             for r in survivors:
                 view = r.node.view(KEY)
                 assert view is not None and view.instances and view.instances[0].healthy
+        nursery.cancel_scope.cancel()
+
+
+async def held_write_runtime(nursery: trio.Nursery) -> tuple[NodeRuntime, list[Persist]]:
+    """A one-node runtime with durable writes whose disk never finishes: cluster-data writes stay held."""
+    runtime = NodeRuntime("n0", DistroConfig(cluster_size=1, durable_writes=True), address="127.0.0.1:8848")
+    written: list[Persist] = []
+    runtime.persist = written.append
+    await nursery.start(runtime.run)
+    with trio.fail_after(30):
+        await runtime.ready_event.wait()
+    return runtime, written
+
+
+async def test_a_write_never_answered_gets_a_503_after_the_forward_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The safety net: the core answers every write, but should it not, the client is not kept forever."""
+    async with trio.open_nursery() as nursery:
+        runtime, written = await held_write_runtime(nursery)
+        started = trio.current_time()
+        with trio.fail_after(60):
+            result = await runtime.submit(CreateService(KEY, ServiceMeta()))
+        assert result.status == 503 and "did not answer" in str(result.body)
+        waited = trio.current_time() - started
+        assert runtime.forward_wait_ms / 1000 <= waited < runtime.forward_wait_ms / 1000 + 1
+        assert written and runtime._waiting == {}
+        # The disk catches up later: the answer has nobody to go to, and nothing breaks.
+        runtime.persisted(written[-1].seq)
+        assert runtime._waiting == {}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_held_write_is_answered_when_on_disk_and_a_cancelled_one_is_forgotten(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        runtime, written = await held_write_runtime(nursery)
+        results: list[Result] = []
+
+        async def create(name: str) -> None:
+            results.append(await runtime.submit(CreateService(service_key("public", None, name), ServiceMeta())))
+
+        with trio.CancelScope() as gone:  # a client that goes away while its write waits for the disk
+            nursery.start_soon(create, "kept")
+            await wait_for(lambda: len(runtime._waiting) == 1)
+            gone.cancel()
+            await runtime.submit(CreateService(service_key("public", None, "cancelled"), ServiceMeta()))
+        assert len(runtime._waiting) == 1  # only the first: the cancelled one was forgotten at once
+        runtime.persisted(written[-1].seq)
+        await wait_for(lambda: results == [Result(200, "ok")])
+        assert runtime._waiting == {}
         nursery.cancel_scope.cancel()
