@@ -61,7 +61,7 @@ class EmptyServiceCleaner:
             items = store.items(key)
             if any(entry.value is not None and cluster_name_of(entry_id) is not None for entry_id, entry in items):
                 continue  # configured clusters (PUT /cluster): kept until DELETE /service
-            newest_ms = max(entry.version.ms for _, entry in items)
+            newest_ms = max(entry.ms for _, entry in items)
             if now_ms - newest_ms >= grace:
                 found.append(key)
         self.removed += len(found)

@@ -203,9 +203,10 @@ def encode_value(value: EntryValue) -> Any:
 def _enc_items(items: Items) -> list[Any]:
     out: list[Any] = []
     append = out.append
-    for key, entry_id, (version, value) in items:
+    for key, entry_id, entry in items:
+        value = entry.value
         enc = _enc_instance(value) if type(value) is Instance else encode_value(value)
-        append([str(key), entry_id, version.ms, version.counter, version.node, enc])
+        append([str(key), entry_id, entry.ms, entry.counter, entry.node, enc])
     return out
 
 

@@ -308,7 +308,7 @@ class DistroNode:
         it serves carry them to peers)."""
         self._advance(now_ms)
         for key, entry_id, entry in items:
-            self.clock.observe(entry.version)
+            self.clock.observe(entry)
             new_key = key not in self.store
             if self.store.merge(key, entry_id, entry) is MergeOutcome.APPLIED:
                 if new_key:
@@ -583,7 +583,7 @@ class DistroNode:
             elif verdict == "taken":
                 datum = self.store.datum(key)
                 entry = None if datum is None else datum.get(entry_id)
-                taken.append((*item, 0 if entry is None else entry.version.ms))
+                taken.append((*item, 0 if entry is None else entry.ms))
         return tuple(missing), tuple(taken)
 
     def _after_renewal(self, missing: tuple[RenewItem, ...], taken: tuple[TakenItem, ...], now_ms: int) -> None:
@@ -654,12 +654,12 @@ class DistroNode:
         refused: list[tuple[ServiceKey, str]] = []
         horizon_ms = now_ms + self.config.max_clock_skew_ms
         for key, entry_id, entry in items:
-            if entry.version.ms > horizon_ms:
+            if entry.ms > horizon_ms:
                 # From beyond the wall clock plus the allowed skew: a peer's clock is wrong (or a frame is
                 # forged). Taking it would drag this node's clock (and every write after it) along.
                 self._c["future_entries_refused"] += 1
                 continue
-            self.clock.observe(entry.version)
+            self.clock.observe(entry)
             new_key = key not in self.store
             outcome = self.store.merge(key, entry_id, entry)
             if outcome is MergeOutcome.APPLIED:

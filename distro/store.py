@@ -162,7 +162,7 @@ class DatumStore:
         datum = self._datums.get(key)
         current = None if datum is None else datum.get(entry_id)
         if current is not None:
-            if entry.version <= current.version:
+            if not entry.newer_than(current):
                 return MergeOutcome.STALE
         else:
             durable = is_durable_slot(key, entry_id)
@@ -176,9 +176,9 @@ class DatumStore:
             datum = self._datums[key] = {}
             self._no_instances[key] = None
         datum[entry_id] = entry
-        digest = self._digests.get(key, 0) ^ entry_hash(entry_id, entry.version)
+        digest = self._digests.get(key, 0) ^ entry_hash(entry_id, entry)
         if current is not None:
-            digest ^= entry_hash(entry_id, current.version)
+            digest ^= entry_hash(entry_id, current)
             self._count(key, entry_id, current, -1)
         self._digests[key] = digest
         self._count(key, entry_id, entry, +1)
@@ -209,7 +209,7 @@ class DatumStore:
         changed: list[ServiceKey] = []
         for key, ids in list(self._tomb_ids.items()):
             datum = self._datums[key]
-            doomed = [(entry_id, datum[entry_id]) for entry_id in ids if datum[entry_id].version.ms < older_than_ms]
+            doomed = [(entry_id, datum[entry_id]) for entry_id in ids if datum[entry_id].ms < older_than_ms]
             if not doomed:
                 continue
             digest = self._digests.get(key, 0)
@@ -217,7 +217,7 @@ class DatumStore:
             for entry_id, entry in doomed:
                 del datum[entry_id]
                 ids.discard(entry_id)
-                digest ^= entry_hash(entry_id, entry.version)
+                digest ^= entry_hash(entry_id, entry)
                 self._tombstones -= 1
                 if is_durable_slot(key, entry_id):
                     self._entry_floors[(key, entry_id)] = entry.version  # above any earlier one (see merge)

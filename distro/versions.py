@@ -16,7 +16,7 @@ merges (``max_clock_skew_ms``, distro/node.py).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 __all__ = ["ZERO_VERSION", "HybridClock", "Version"]
 
@@ -27,6 +27,16 @@ class Version(NamedTuple):
     ms: int
     counter: int
     node: str
+
+
+class Stamped(Protocol):
+    """What the clock reads of a version: its milliseconds and counter (a :class:`Version` or an entry)."""
+
+    @property
+    def ms(self) -> int: ...
+
+    @property
+    def counter(self) -> int: ...
 
 
 ZERO_VERSION = Version(0, 0, "")
@@ -60,8 +70,9 @@ class HybridClock:
             self._counter = 0
         return Version(self._ms, self._counter, self.node_id)
 
-    def observe(self, version: Version) -> None:
-        """Move the clock past a version seen from elsewhere (one beyond the bounds is ignored)."""
+    def observe(self, version: Stamped) -> None:
+        """Move the clock past a version seen from elsewhere (a :class:`Version`, or an entry, which has the
+        same ``ms`` and ``counter``); one beyond the bounds is ignored."""
         if version.ms > MAX_MS or version.counter > MAX_COUNTER:
             return
         if version.ms > self._ms or (version.ms == self._ms and version.counter > self._counter):

@@ -32,7 +32,7 @@ import linecache
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,8 @@ def load_cluster(n: int, services: int, batch: int = 500) -> CodecHarness:
             # fresh strings per request, as the HTTP parser makes them
             key = service_key(None, None, "".join(svc))
             h.client(nodes[g % 3], Register(key, make_instance("".join(ip), port)))
+            if g % 3 == 2:
+                h.now_ms += 1  # about the cluster's registration rate: versions rarely share a millisecond
         h.advance(50)
     h.advance(2_000)
     return h
@@ -149,10 +151,8 @@ def attribute(node: DistroNode) -> dict[str, int]:
         w.add("datum dicts (per-service entry maps)", datum)
         for entry_id, entry in datum.items():
             w.add("entry-id strings (datum keys)", entry_id)
-            w.add("Entry tuples", entry)
-            version = entry.version
-            w.add("Version objects", version)
-            for part in _version_parts(version):
+            w.add("Entry objects", entry)
+            for part in _version_parts(entry, w):
                 w.add("Version parts (ints, node id)", part)
             value = entry.value
             if isinstance(value, Instance):
@@ -177,13 +177,13 @@ def attribute(node: DistroNode) -> dict[str, int]:
     return w.parts
 
 
-def _version_parts(version: Any) -> Iterator[Any]:
-    if isinstance(version, tuple):
-        yield from version
-    elif isinstance(version, int):
-        return
-    else:
-        yield from _children(version)
+def _version_parts(entry: Any, w: Walk) -> Iterable[Any]:
+    """The objects an entry's version is made of (the entry holds them, or a separate version object)."""
+    if hasattr(entry, "ms"):
+        return (entry.ms, entry.counter, entry.node)
+    version = entry.version  # a version object the entry holds (the entry was a pair before)
+    w.add("Version objects", version)
+    return tuple(version)
 
 
 # ------------------------------------------------------------------------------------------------
