@@ -129,7 +129,8 @@ def _intro(run: _Run) -> list[str]:
     w(f"    {REGEN}\n")
     w("(`--quick` finishes within five minutes; `--smoke` is the CI mode, whose figures only prove that every "
       "phase works; `--render results.json` rewrites this page and the plots from a saved run; `--profile DIR` "
-      "adds py-spy profiles of the nodes.)\n")
+      "adds py-spy profiles of the nodes; `--only register` runs the registration sweep alone, for before/after "
+      "comparisons of the write path.)\n")
     w("**Read the absolute numbers with care.** The machine has "
       f"{m['cpus']} vCPUs ({m['model']}, Linux {m.get('kernel', '?')}, Python {m['python']}) and is shared with "
       "other engineers; a recorded run holds `/tmp/distro-heavy.lock`, which keeps out the others' recorded "
@@ -484,15 +485,19 @@ LIMITS = {
         "of CPU during the best run (the rest went to the generator and to other engineers' test runs), and "
         "etcd did {etcd}/s under the same conditions. Registering {mem_n} instances into 100 services ran at "
         "{mem_rate}/s ({mem_cpu} µs per registration): the cost no longer grows with the size of the service.\n\n"
-        "Where the CPU goes now (py-spy, registration run): the peer link is the largest item (~35%: two frames "
-        "per forwarded write, since two thirds of the writes land on a node that does not own the service, plus "
-        "the replication frames; msgpack and `distro.codec` building dataclasses), then the HTTP server and its "
-        "loopback `send` (~15%), `NamingApi.register` and parameter validation (~8%), trio's scheduler and "
-        "epoll. The core itself (`DistroNode`) is under 10%.\n\n"
-        "What it would take: batch forwarded writes (many per frame, one frame per peer per tick); cache "
-        "`ServiceKey`'s hash (a frozen dataclass recomputes it on each of the ~6 dict look-ups per write); "
-        "msgspec structs instead of dataclasses in `distro.codec`/`distro.model`; clients that send a write "
-        "to the owner (the SDK can learn it from `operator/distro/server`), which removes the forward hop."
+        "Where the CPU goes now (py-spy, later runs of `scripts/bench --quick --only register --profile DIR` "
+        "with forwarded writes batched; shares of busy samples): the HTTP server ~43%, of which the loopback `send` of the answer alone is ~20-26% (a kernel "
+        "cost: it runs the receiving side of loopback TCP); the peer link ~42% inclusive (reading 25%, of which "
+        "decoding ~9% and the core merging and applying what arrived ~13%; writing 17%, of which `send_all` "
+        "~10% and encoding ~4%); `NamingApi.register` ~10%, `NodeRuntime.submit` ~6%. Forwarded writes, their "
+        "replies and replication already share frames (peer protocol 3: one frame, one MAC and one `send_all` "
+        "per peer per loop pass, ~4-5 messages per frame in those runs), so what is left there is per message "
+        "(`distro.codec`, dataclasses) and per `send`.\n\n"
+        "What it would take: fewer Python objects per write (msgspec structs instead of frozen dataclasses in "
+        "`distro.codec`/`distro.model`; `ServiceKey`'s generated `__hash__`/`__eq__` run on every dict look-up); "
+        "clients that send a write to the owner (the SDK can learn it from `operator/distro/server`), which "
+        "removes the forward hop and its two messages; and on this machine, CPU: the loopback `send` of every "
+        "HTTP answer is a fifth of the nodes' time and no server-side change removes it."
     ),
     "converge_p99_ms": (
         "Mostly waiting for a CPU. The protocol's floor is one forward hop (two thirds of writes land on a "
@@ -631,18 +636,36 @@ samples including idle `epoll`):
   from them, and each instance keeps its 16-byte checksum share. In one process (a 10,000-instance service,
   one instance changed before each list, load average ~4): 68 ms median before, 9-10 ms after.
 
+- **Forwarded writes batched on the peer link** (`cluster/node/peerlink.py`, peer protocol 3): a frame now
+  carries every message queued for that peer when the link's writer wakes (a msgpack array: one MAC, one
+  msgpack call on the reader's side, one `send_all`), and the runtime takes a frame's messages at once
+  and drains their effects once (`NodeRuntime.on_messages`: one notifier drain, one deadline check per
+  frame). A forwarded write no longer waits on a trio `Event` inside a cancel scope of its own: the
+  task parks and the reply reschedules it, and the timer task gives up on overdue ones
+  (`NodeRuntime._give_up_waiting`). Measured in one process (`python -m tests.cluster.test_forward_batch
+  40000 48`: two runtimes over a real link, CPU of both per forwarded registration, interleaved runs,
+  busy machine): 92-132 µs before, 57-72 µs after with ~47 messages per frame; 120-126 µs before, 99-105
+  µs after with 4 clients (4 messages per frame, like the cluster bench's 4-5). In the cluster
+  (`scripts/bench --quick --only register`, 9 interleaved pairs against the code before, load average
+  4-7): CPU per registration median 236 µs before, 214 µs after (paired median -24 µs, ~10%, one pair
+  of nine the other way); registrations/s moved with the CPU share each run got. MAC share of busy
+  samples 2.7% -> 1.1%, `NodeRuntime.submit` 8.6% -> 6.4%.
+
 Where the time goes now:
 
-- **Registration** (`POST instance`): the peer link ~35% (`_read_frames`, `_write_frames`, msgpack,
-  `distro.codec`), the HTTP server ~15% (a third of it the loopback `send`), `NamingApi.register` ~8%,
-  `NodeRuntime.submit` ~5%, `DistroNode` (apply, merge, notifier) under 10%, trio's scheduler the rest.
+- **Registration** (`POST instance`): the HTTP server ~43% (the loopback `send` of the answer ~20-26%),
+  the peer link ~42% inclusive (read 25%: decode ~9%, the core applying and merging ~13%; write 17%:
+  `send_all` ~10%, encode ~4%), `NamingApi.register` ~10%, `NodeRuntime.submit` ~6%; `DistroNode` (apply,
+  merge, notifier) ~16% across those.
 - **List** (`GET instance/list`): cheap; the host list is cached per view revision, so what remains is the
   per-request header built with `json.dumps` calls, `service_key` validation and the HTTP server.
-- **Beat** (`PUT instance/beat`): the peer link (two frames per forwarded beat) and the HTTP `send` dominate;
+- **Beat** (`PUT instance/beat`): the peer link (two messages per forwarded beat) and the HTTP `send` dominate;
   `NamingApi.beat` ~5%, `_check_health` a few %.
-- **Forwarding**: on the forwarding node a `Forward` encode, a trio `Event` and a wake-up; on the owner
-  `distro.codec._dec_forward`/`_request` and the reply. Cheap per request, but it doubles the peer-link frames
-  of every write and beat that lands on a non-owner (two thirds of them).
+- **Forwarding**: on the forwarding node a `Forward` encode and a parked task; on the owner
+  `distro.codec._dec_forward`/`_request` (it validates the request again, IP included: a peer is
+  authenticated but its input is still checked) and the reply. Forwards and replies share frames with
+  whatever else is queued, but each is still a message to encode and decode, two per write or beat that
+  lands on a non-owner (two thirds of them).
 - **Snapshot** (restart at 100k instances, receiving node): `distro.codec._items` ~33%, `_merge_items` ~19%
   (of which `entry_hash` ~8%), imports ~17% of the first five seconds.
 """

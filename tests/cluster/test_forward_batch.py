@@ -3,6 +3,10 @@
 
 Writes that a non-owner forwards in one loop iteration travel in one frame, and so do the owner's replies;
 each client still gets its own answer, a failing write among them included.
+
+Run as a script for the CPU time per forwarded registration (both nodes, one process; docs/benchmarks.md)::
+
+    .venv/bin/python -m tests.cluster.test_forward_batch [registrations] [concurrent clients] [--profile=FILE]
 """
 
 from __future__ import annotations
