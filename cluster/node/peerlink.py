@@ -164,7 +164,7 @@ class PeerLinkConfig:
     handshake_timeout_ms: int = 3_000  # TLS (when on) and the peer handshake together
     reconnect_interval_ms: int = 500
     self_recheck_max_ms: int = 30_000  # an address found to be ourselves is rechecked, backing off to this
-    write_timeout_ms: int = 10_000  # one send_all blocked this long: the peer is gone, close the link
+    write_timeout_ms: int = 10_000  # one send_all blocked this long (checked every quarter of it): close the link
     tcp_user_timeout_ms: int = 5_000  # data unacknowledged this long aborts the connection (TCP_USER_TIMEOUT)
     max_pending_handshakes: int = 64  # unauthenticated inbound connections at once; beyond: closed at once
     tls: TlsFiles | None = None  # TLS on both ends of every link (mutual, verified against tls.ca_file)
@@ -224,7 +224,7 @@ _Session = tuple[tuple[str, str], SessionKeys]
 class _Outbound:
     """One authenticated outbound connection and its queue."""
 
-    __slots__ = ("address", "closed", "dial_address", "inflight", "node_id", "queue", "wakeup")
+    __slots__ = ("address", "closed", "dial_address", "inflight", "node_id", "queue", "write_started", "writer")
 
     def __init__(self, node_id: str, address: str, dial_address: str) -> None:
         self.node_id = node_id
@@ -232,7 +232,8 @@ class _Outbound:
         self.dial_address = dial_address
         self.queue: deque[Message] = deque()
         self.inflight: list[Message] = []
-        self.wakeup: trio.Event | None = None
+        self.writer: trio.lowlevel.Task | None = None  # the writer task, while parked on an empty queue
+        self.write_started: float | None = None  # trio time the send_all in progress began
         self.closed = False
 
 
@@ -470,10 +471,10 @@ class PeerLinks:
             self._fail(node_id, message)
             return
         link.queue.append(message)
-        wakeup = link.wakeup
-        if wakeup is not None:
-            link.wakeup = None
-            wakeup.set()
+        writer = link.writer
+        if writer is not None:
+            link.writer = None
+            trio.lowlevel.reschedule(writer)
 
     def connected_peers(self) -> dict[str, str]:
         """Node id -> advertised address of every peer with an authenticated outbound link."""
@@ -912,6 +913,7 @@ class PeerLinks:
             self._on_connected(peer_id, peer_address)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_outbound, link, conn.stream, nursery.cancel_scope)
+                nursery.start_soon(self._watch_writes, link, nursery.cancel_scope)
                 await self._write_frames(link, conn.stream, sealer, nursery.cancel_scope)
         finally:
             link.closed = True
@@ -986,29 +988,44 @@ class PeerLinks:
             frames += 1
         return batch, frames, b"".join(chunks)
 
+    async def _watch_writes(self, link: _Outbound, scope: trio.CancelScope) -> None:
+        """Close the link when one ``send_all`` has been blocked for ``write_timeout_ms`` (the peer stopped
+        reading): checked every quarter of it, so that a write costs no cancel scope of its own."""
+        timeout_s = self.config.write_timeout_ms / 1000
+        while True:
+            await trio.sleep(timeout_s / 4)
+            started = link.write_started
+            if started is not None and trio.current_time() - started >= timeout_s:
+                log.warning("peer %s has not read for %.1f s: closing the link", link.node_id, timeout_s)
+                scope.cancel()
+                return
+
     async def _write_frames(
         self, link: _Outbound, stream: trio.abc.Stream, sealer: FrameSealer, scope: trio.CancelScope
     ) -> None:
         stats = self._stats
-        write_timeout = self.config.write_timeout_ms / 1000
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            link.writer = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
         try:
             while True:
-                if not link.queue:
-                    wakeup = link.wakeup = trio.Event()
-                    await wakeup.wait()
+                if not link.queue:  # park until send() queues something (no Event per wait)
+                    link.writer = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(abort)
                     continue
                 batch, frames, data = self._pack_batch(link, sealer)
                 if not batch:
                     continue
                 link.inflight = batch
-                with trio.fail_after(write_timeout):
-                    await stream.send_all(data)
+                link.write_started = trio.current_time()
+                await stream.send_all(data)
+                link.write_started = None
                 link.inflight = []
                 stats.frames_sent += frames
                 stats.messages_sent += len(batch)
                 stats.bytes_sent += len(data)
-        except trio.TooSlowError:
-            log.warning("peer %s has not read for %.1f s: closing the link", link.node_id, write_timeout)
         except _CLOSED_ERRORS as exc:
             log.info("link to peer %s lost: %s", link.node_id, exc)
         scope.cancel()
