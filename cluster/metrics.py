@@ -92,6 +92,8 @@ _NODE_COUNTERS = {
     "renewed_taken": "Renewed instances that another connection or client had taken (forgotten).",
     "entries_persisted": "Cluster-data entries (namespaces, settings) handed to the data folder.",
     "empty_services_removed": "Services a registration created, removed by this node's empty-service cleaner.",
+    "deletion_records_dropped": "Deletion records (floors, and their tombstone rows on disk) forgotten, oldest "
+                                "first, over --max-deletion-records.",
 }
 _NODE_GAUGES = {
     "ready": "1 once the snapshot is loaded.",
@@ -102,6 +104,7 @@ _NODE_GAUGES = {
     "live_instances": "Live instances held.",
     "tombstones": "Tombstones held.",
     "entry_floors": "Deleted cluster-data entries remembered after their tombstones were collected.",
+    "key_floors": "Keys whose deleted instances are remembered after their tombstones were collected.",
     "pending_forwards": "Forwarded writes waiting for the owner (queue depth).",
     "notifier_depth": "Keys waiting in the notifier queue.",
     "dirty_entries": "Entries waiting to be replicated, all peers together (replication lag).",

@@ -61,6 +61,11 @@ class DistroConfig:
     max_instances_per_connection: int = 10_000
     # Most namespaces the namespaces API may create (they are cluster data, kept on every node).
     max_namespaces: int = 1_000
+    # Deletions remembered once their tombstones are collected (floors, distro/store.py; ~350 bytes each in
+    # memory, a tombstone row on disk for cluster data): past it the oldest are forgotten. A node that missed
+    # more newer deletions than this (down or cut off meanwhile) can bring the older ones back: wipe its
+    # data folder instead (docs/operations.md). As many as --max-services keys, about 35 MB.
+    max_deletion_records: int = 100_000
     # Empty-service cleaner (Nacos: removed after more than 3 empty runs, every 20 s after 60 s): a service
     # a registration created is removed once it has had no instance and no change for the grace.
     empty_service_grace_ms: int = 60_000

@@ -21,6 +21,10 @@ acknowledged setting is on this node's disk before its client hears ``ok``; a cr
 only writes nobody was told about.
 
 Entries loaded from disk at start are merged without a ``Persist`` (they are there already).
+
+When the store forgets a collected deletion of cluster data (more than ``max_deletion_records``,
+:mod:`distro.store`), :meth:`Durability.forget` emits a :class:`~distro.effects.ForgetDeletion`: the disk
+drops the tombstone row with the memory's floor, so a restart does not load it back.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from collections import deque
 
 from distro.clusterdata import is_durable_slot, is_durable_value
 from distro.datum import Entry
-from distro.effects import ClientReply, Outbox, Persist, Send
+from distro.effects import ClientReply, ForgetDeletion, Outbox, Persist, Send
 from distro.model import ServiceKey
+from distro.versions import Version
 
 __all__ = ["Durability"]
 
@@ -57,6 +62,11 @@ class Durability:
         self.latest_seq += 1
         self.persisted_entries += 1
         self._outbox.append(Persist(self.latest_seq, key, entry_id, entry))
+
+    def forget(self, key: ServiceKey, entry_id: str, version: Version) -> None:
+        """The store forgot a collected deletion: emit a ``ForgetDeletion`` if it has a row on disk."""
+        if self.enabled and is_durable_slot(key, entry_id):
+            self._outbox.append(ForgetDeletion(key, entry_id, version))
 
     @property
     def behind(self) -> bool:

@@ -13,11 +13,13 @@ from distro.datum import Entry
 from distro.messages import Message
 from distro.model import ServiceKey
 from distro.requests import Result
+from distro.versions import Version
 from distro.views import ServiceView
 
 __all__ = [
     "ClientReply",
     "Effect",
+    "ForgetDeletion",
     "LifecycleEvent",
     "LifecycleKind",
     "Outbox",
@@ -69,6 +71,18 @@ class Persist:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetDeletion:
+    """Drop the tombstone row of one cluster-data entry from disk, if the row is still that tombstone (or an
+    older one): the node no longer remembers the deletion at ``version`` (more than ``max_deletion_records``
+    newer ones; :mod:`distro.store`). A newer row, live or tombstone, stays. Nothing waits for it, so it has
+    no ``seq``; only a node configured with ``durable_writes`` emits these."""
+
+    key: ServiceKey
+    entry_id: str
+    version: Version
+
+
+@dataclass(frozen=True, slots=True)
 class SettingChanged:
     """A registry-wide setting changed here (written, replicated or loaded from disk): ``text`` is its new
     value, ``None`` when it was removed. The runtime hands it to whoever applies that setting."""
@@ -88,6 +102,9 @@ class LifecycleKind(StrEnum):
     """A peer went silent, failed a send or is not ready: it leaves the live set."""
     OWNERSHIP_CHANGED = "ownership_changed"
     """The live set changed, and with it which keys this node owns."""
+    DELETIONS_FORGOTTEN = "deletions_forgotten"
+    """A tombstone collection pass forgot deletion records over ``max_deletion_records`` (the first pass of
+    a run of such passes says so; ``deletion_records_dropped`` counts every one). An operator warning."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +115,7 @@ class LifecycleEvent:
     detail: str
 
 
-Effect = Send | ClientReply | ServiceChanged | LifecycleEvent | Persist | SettingChanged
+Effect = Send | ClientReply | ServiceChanged | LifecycleEvent | Persist | ForgetDeletion | SettingChanged
 
 
 class Outbox:

@@ -167,6 +167,8 @@ class NodeStatistics:
     live_instances: int
     tombstones: int
     entry_floors: int
+    key_floors: int
+    deletion_records_dropped: int
     pending_forwards: int
     notifier_depth: int
     dirty_entries: int
@@ -217,7 +219,7 @@ class DistroNode:
         self.address = address or node_id
         self.config = config
         self.clock = HybridClock(node_id, now_ms)
-        self.store = DatumStore()
+        self.store = DatumStore(config.max_deletion_records)
         self.ready = False
         self._now = now_ms
         self._outbox = Outbox()
@@ -242,6 +244,7 @@ class DistroNode:
         self._next_verify_ms = now_ms + config.verify_interval_ms
         self._next_health_ms = now_ms + config.health_check_interval_ms
         self._next_gc_ms = now_ms + config.gc_interval_ms
+        self._forgetting = False  # the last collection pass forgot deletion records (see _collect_tombstones)
         # counters of this module (the parts keep their own; statistics() gathers them)
         self._c: dict[str, int] = dict.fromkeys(
             (
@@ -366,10 +369,26 @@ class DistroNode:
                 self._write(key, IMPLICIT_ENTRY_ID, None, now_ms)
         if now_ms >= self._next_gc_ms:
             self._next_gc_ms = now_ms + cfg.gc_interval_ms
-            ttl = max(cfg.tombstone_ttl_ms, 2 * cfg.instance_expire_ms)
-            if self.store.collect_tombstones(now_ms - ttl):
-                self._replication.keys_changed()
-                self._owned_count = None
+            self._collect_tombstones(now_ms)
+
+    def _collect_tombstones(self, now_ms: int) -> None:
+        """Collect tombstones past their TTL; deletion records the store forgot over its budget leave the
+        disk too, and the first pass of a run that forgets any says so (a warning in the log)."""
+        cfg = self.config
+        if self.store.collect_tombstones(now_ms - max(cfg.tombstone_ttl_ms, 2 * cfg.instance_expire_ms)):
+            self._replication.keys_changed()
+            self._owned_count = None
+        forgotten = self.store.forgotten
+        for version, key, entry_id in forgotten:
+            self._durability.forget(key, entry_id, version)
+        if forgotten and not self._forgetting:
+            self._outbox.append(LifecycleEvent(
+                LifecycleKind.DELETIONS_FORGOTTEN,
+                f"{len(forgotten)} deletion records over max_deletion_records={cfg.max_deletion_records} "
+                f"forgotten, oldest first (the newest of them from {forgotten[-1][0].ms} ms); "
+                "distro_deletion_records_dropped_total counts the rest of this run",
+            ))
+        self._forgetting = bool(forgotten)
 
     # ============================================================================================
     # Outputs and queries
@@ -458,6 +477,8 @@ class DistroNode:
             live_instances=store.live_instances,
             tombstones=store.tombstones,
             entry_floors=store.entry_floors,
+            key_floors=store.key_floors,
+            deletion_records_dropped=store.deletion_records_dropped,
             pending_forwards=len(self._pending),
             notifier_depth=len(self._notifier),
             dirty_entries=replication.dirty_entries,

@@ -18,13 +18,27 @@ Two kinds of floor:
   reserved keys hold every namespace and setting under one key, so a key floor would refuse a namespace
   created across a partition because an unrelated one was deleted and collected on the other side. An
   entry floor costs about 280 bytes per deleted cluster-data entry (:attr:`StoreStatistics.entry_floors`);
-  the node's data folder keeps the deletions too (their tombstones), so a full restart forgets none
+  the node's data folder keeps the deletions too (their tombstones), so a restart forgets none
   (:mod:`distro.durability`).
+
+Both kinds are *deletion records*, and a client that creates and deletes in a loop could add them without
+end, so the store keeps at most ``max_deletion_records`` of them together. Past it, the oldest (lowest
+version) go first: :attr:`DatumStore.forgotten` lists what the last collection pass dropped, so the node
+can drop the matching tombstone rows from its data folder and count them. Forgetting a deletion matters
+only if some node still holds the entry's old value (it was down or cut off since before the deletion):
+that value is then accepted again, as if the deletion never happened. Every record is at least the
+tombstone TTL old (younger deletions are still tombstones, which this budget neither counts nor drops),
+so a partition that heals within the TTL still sees every deletion. docs/security.md states the trade-off.
+
+The oldest record is found with a heap of ``(version, key, entry_id)``. A floor raised by a later
+collection, or ended by a newer version of its entry (:meth:`DatumStore.merge`), leaves its heap item
+behind: skipped when popped, swept out whenever the heap grows past twice the floors held.
 """
 
 from __future__ import annotations
 
 import enum
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,7 +47,14 @@ from distro.datum import META_ENTRY_ID, Datum, Entry, EntryValue, entry_hash
 from distro.model import Instance, ServiceKey, ServiceMeta
 from distro.versions import Version
 
-__all__ = ["DatumStore", "MergeOutcome", "StoreStatistics"]
+__all__ = ["MAX_DELETION_RECORDS", "DatumStore", "DeletionRecord", "MergeOutcome", "StoreStatistics"]
+
+MAX_DELETION_RECORDS = 100_000
+"""Floors (key floors and entry floors together) a store keeps by default: about 35 MB at ~350 bytes each
+(docs/security.md). ``DistroConfig.max_deletion_records`` sets it per node."""
+
+DeletionRecord = tuple[Version, ServiceKey, str]
+"""A collected deletion: its version, key and entry id (the collected tombstone's, for a key floor too)."""
 
 
 class MergeOutcome(enum.Enum):
@@ -53,6 +74,8 @@ class StoreStatistics:
     live_instances: int
     tombstones: int
     entry_floors: int = 0  # deleted cluster-data entries remembered after their tombstones were collected
+    key_floors: int = 0  # keys with a floor for their instances and implicit markers
+    deletion_records_dropped: int = 0  # floors forgotten over max_deletion_records, since the start
 
 
 class DatumStore:
@@ -62,15 +85,25 @@ class DatumStore:
         "_datums",
         "_digests",
         "_entry_floors",
+        "_floor_heap",
         "_floors",
         "_live_by_key",
         "_live_instances",
         "_no_instances",
         "_tomb_ids",
         "_tombstones",
+        "deletion_records_dropped",
+        "forgotten",
+        "max_deletion_records",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_deletion_records: int = MAX_DELETION_RECORDS) -> None:
+        if max_deletion_records < 0:
+            raise ValueError(f"max_deletion_records must not be negative, got {max_deletion_records}")
+        self.max_deletion_records = max_deletion_records
+        self.deletion_records_dropped = 0
+        self.forgotten: list[DeletionRecord] = []  # what the last collection pass dropped, oldest first
+        self._floor_heap: list[DeletionRecord] = []  # every floor's record, oldest first (and stale items)
         self._datums: dict[ServiceKey, Datum] = {}
         self._digests: dict[ServiceKey, int] = {}
         self._floors: dict[ServiceKey, Version] = {}  # key floors (instances, implicit markers)
@@ -153,7 +186,8 @@ class DatumStore:
         """Sizes, for metrics."""
         entries = sum(len(d) for d in self._datums.values())
         return StoreStatistics(
-            len(self._datums), entries, self._live_instances, self._tombstones, len(self._entry_floors)
+            len(self._datums), entries, self._live_instances, self._tombstones, len(self._entry_floors),
+            len(self._floors), self.deletion_records_dropped,
         )
 
     # -- writing ---------------------------------------------------------------------------------
@@ -205,7 +239,9 @@ class DatumStore:
                 self._no_instances[key] = None
 
     def collect_tombstones(self, older_than_ms: int) -> list[ServiceKey]:
-        """Drop tombstones written before ``older_than_ms``; returns the keys that changed."""
+        """Drop tombstones written before ``older_than_ms``; returns the keys that changed. Their floors
+        past ``max_deletion_records`` are forgotten, oldest first (listed in :attr:`forgotten`)."""
+        self.forgotten = []
         changed: list[ServiceKey] = []
         for key, ids in list(self._tomb_ids.items()):
             datum = self._datums[key]
@@ -214,6 +250,7 @@ class DatumStore:
                 continue
             digest = self._digests.get(key, 0)
             floor = self._floors.get(key)
+            raised: DeletionRecord | None = None
             for entry_id, entry in doomed:
                 del datum[entry_id]
                 ids.discard(entry_id)
@@ -221,10 +258,13 @@ class DatumStore:
                 self._tombstones -= 1
                 if is_durable_slot(key, entry_id):
                     self._entry_floors[(key, entry_id)] = entry.version  # above any earlier one (see merge)
+                    self._remember((entry.version, key, entry_id))
                 elif floor is None or entry.version > floor:
                     floor = entry.version
-            if floor is not None:
-                self._floors[key] = floor
+                    raised = (entry.version, key, entry_id)
+            if raised is not None:
+                self._floors[key] = raised[0]
+                self._remember(raised)
             if not ids:
                 del self._tomb_ids[key]
             if datum:
@@ -234,7 +274,37 @@ class DatumStore:
                 self._digests.pop(key, None)
                 self._no_instances.pop(key, None)
             changed.append(key)
+        self._forget_over_budget()
         return changed
+
+    # -- the deletion-record budget ----------------------------------------------------------------
+    def _holds(self, record: DeletionRecord) -> bool:
+        """Whether ``record`` is still a floor this store holds (not replaced, not forgotten)."""
+        version, key, entry_id = record
+        if is_durable_slot(key, entry_id):
+            return self._entry_floors.get((key, entry_id)) == version
+        return self._floors.get(key) == version
+
+    def _remember(self, record: DeletionRecord) -> None:
+        heap = self._floor_heap
+        heapq.heappush(heap, record)
+        if len(heap) > 2 * (len(self._floors) + len(self._entry_floors)) + 1024:
+            heap[:] = [item for item in heap if self._holds(item)]  # sweep out replaced and forgotten items
+            heapq.heapify(heap)
+
+    def _forget_over_budget(self) -> None:
+        heap = self._floor_heap
+        while len(self._floors) + len(self._entry_floors) > self.max_deletion_records:
+            record = heapq.heappop(heap)
+            if not self._holds(record):
+                continue
+            _, key, entry_id = record
+            if is_durable_slot(key, entry_id):
+                del self._entry_floors[(key, entry_id)]
+            else:
+                del self._floors[key]
+            self.forgotten.append(record)
+            self.deletion_records_dropped += 1
 
     def clear(self) -> None:
         """Forget everything (a node that must reload its snapshot)."""
@@ -242,6 +312,8 @@ class DatumStore:
         self._digests.clear()
         self._floors.clear()
         self._entry_floors.clear()
+        self._floor_heap.clear()
+        self.forgotten = []
         self._tomb_ids.clear()
         self._tombstones = 0
         self._live_instances = 0

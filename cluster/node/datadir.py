@@ -13,9 +13,11 @@ What is in it (docs/operations.md, "Data folder")::
 
 Only cluster data is here: namespaces, service settings and cluster settings, with their versions and
 tombstones (:mod:`distro.durability` says which entries). Ephemeral instances never are. A tombstone
-stays for good: it is the node's record that the entry was deleted (its *entry floor* once the core
-has collected it from memory), which stops a stale copy of the entry from coming back after every node
-restarted at once. One small row per deleted namespace or setting.
+stays after the core has collected it from memory: it is the node's record that the entry was deleted
+(its *entry floor* in memory), which stops a stale copy of the entry from coming back after every node
+restarted at once. One small row per deleted namespace or setting, until the core forgets the deletion
+(over ``--max-deletion-records``, oldest first): a ``ForgetDeletion`` effect then deletes the row, so the
+folder holds no more deletions than the memory does.
 
 Why SQLite: it is in the standard library (nothing to install, nothing to run beside the node), its
 transactions are atomic and crash-safe (a ``kill -9`` or a power cut in the middle of a write leaves the
@@ -49,7 +51,7 @@ import trio
 
 from cluster.metrics import counter, gauge
 from distro.codec import decode_message, encode_value
-from distro.effects import Persist
+from distro.effects import ForgetDeletion, Persist
 from distro.errors import DataDirError, ProtocolError
 from distro.messages import Item, Items, SyncBatch
 
@@ -60,6 +62,8 @@ __all__ = [
     "DataDir",
     "DataDirError",
     "DiskWriter",
+    "Forgotten",
+    "Row",
     "default_data_dir",
 ]
 
@@ -83,7 +87,12 @@ _UPSERT = (
     "WHERE (excluded.ms, excluded.counter, excluded.node) > (entries.ms, entries.counter, entries.node)"
 )
 
+_FORGET = (
+    "DELETE FROM entries WHERE key = ? AND entry_id = ? AND value IS NULL AND (ms, counter, node) <= (?, ?, ?)"
+)
+
 Row = tuple[str, str, int, int, str, str | None]
+Forgotten = tuple[str, str, int, int, str]  # key, entry_id and the version of a tombstone row to delete
 
 _RESTORE_HINT = (
     "Restore the folder from a backup (docs/operations.md, 'Data folder'), or move it aside to start this "
@@ -197,10 +206,13 @@ class DataDir:
         return loaded
 
     # -- writing (in a worker thread) ------------------------------------------------------------
-    def write(self, rows: list[Row]) -> None:
-        """Commit ``rows`` in one transaction (a row older than the stored version changes nothing)."""
+    def write(self, rows: list[Row], forgotten: list[Forgotten] | None = None) -> None:
+        """Commit ``rows`` in one transaction (a row older than the stored version changes nothing), then
+        delete the ``forgotten`` tombstones (a row newer than the version given, or live, stays)."""
         with self._write_lock, _transaction(self._db):
             self._db.executemany(_UPSERT, rows)
+            if forgotten:
+                self._db.executemany(_FORGET, forgotten)
 
     def close(self) -> None:
         """Close the file and release the folder."""
@@ -269,53 +281,66 @@ def _row(persist: Persist) -> Row:
 
 
 class DiskWriter:
-    """Writes the core's ``Persist`` effects to the data folder, in batches, off the event loop.
+    """Writes the core's ``Persist`` and ``ForgetDeletion`` effects to the data folder, in batches, off the
+    event loop.
 
-    :meth:`submit` (called from the runtime's effect dispatch) only records the entry; at most one entry
-    per slot waits (a newer version replaces the one not yet written), so the backlog is bounded by the
-    cluster data itself. :meth:`run` commits what waits in one transaction in a worker thread, then
-    reports the highest ``seq`` written through ``on_durable``; a failed commit is logged and retried
-    (the answers waiting for it stay held: nothing is acknowledged that is not on disk).
+    :meth:`submit` (called from the runtime's effect dispatch) only records the effect; at most one entry
+    and one forgotten deletion per slot wait (a newer version replaces the one not yet written), so the
+    backlog is bounded by the cluster data itself. :meth:`run` commits what waits in one transaction in a
+    worker thread, then reports the highest ``seq`` written through ``on_durable``; a failed commit is
+    logged and retried (the answers waiting for it stay held: nothing is acknowledged that is not on disk).
     """
 
     def __init__(self, data_dir: DataDir, on_durable: Callable[[int], None]) -> None:
         self._data_dir = data_dir
         self._on_durable = on_durable
         self._pending: dict[tuple[str, str], Persist] = {}
+        self._forgotten: dict[tuple[str, str], ForgetDeletion] = {}
         self._latest_seq = 0
         self._wake = trio.Event()
         self.batches = 0
         self.rows_written = 0
+        self.rows_forgotten = 0
         self.errors = 0
 
-    def submit(self, persist: Persist) -> None:
-        """Queue one entry for the next batch."""
-        self._pending[(str(persist.key), persist.entry_id)] = persist
-        self._latest_seq = max(self._latest_seq, persist.seq)
+    def submit(self, effect: Persist | ForgetDeletion) -> None:
+        """Queue one entry, or one tombstone row to delete, for the next batch."""
+        slot = (str(effect.key), effect.entry_id)
+        if isinstance(effect, Persist):
+            self._pending[slot] = effect
+            self._latest_seq = max(self._latest_seq, effect.seq)
+        else:
+            queued = self._forgotten.get(slot)
+            if queued is None or effect.version > queued.version:
+                self._forgotten[slot] = effect
         self._wake.set()
 
     @property
     def backlog(self) -> int:
-        """Entries waiting for the next batch."""
-        return len(self._pending)
+        """Entries (and tombstone rows to delete) waiting for the next batch."""
+        return len(self._pending) + len(self._forgotten)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write batches until cancelled (a commit under way finishes first: threads are not abandoned)."""
         task_status.started()
         failures = 0
         while True:
-            while not self._pending:
+            while not self._pending and not self._forgotten:
                 self._wake = trio.Event()
                 await self._wake.wait()
             batch, self._pending = self._pending, {}
+            forget, self._forgotten = self._forgotten, {}
             seq = self._latest_seq
             rows = [_row(persist) for persist in batch.values()]
+            doomed = [(str(f.key), f.entry_id, *f.version) for f in forget.values()]
             try:
-                await trio.to_thread.run_sync(self._data_dir.write, rows)
+                await trio.to_thread.run_sync(self._data_dir.write, rows, doomed)
             except (sqlite3.Error, OSError) as exc:
                 self.errors += 1
                 for slot, persist in batch.items():
                     self._pending.setdefault(slot, persist)  # a newer version queued meanwhile wins
+                for slot, forgotten in forget.items():
+                    self._forgotten.setdefault(slot, forgotten)
                 delay = WRITE_RETRY_S[min(failures, len(WRITE_RETRY_S) - 1)]
                 failures += 1
                 log.error("cannot write %d entries to %s (%s): retrying in %.1f s", len(rows), self._data_dir.path,
@@ -325,7 +350,9 @@ class DiskWriter:
             failures = 0
             self.batches += 1
             self.rows_written += len(rows)
-            self._on_durable(seq)
+            self.rows_forgotten += len(doomed)
+            if rows:
+                self._on_durable(seq)
 
     def render_metrics(self) -> str:
         """The writer's counters for /metrics."""
@@ -333,6 +360,9 @@ class DiskWriter:
             counter("distro_disk_batches_total", "Transactions committed to the data folder.", self.batches),
             counter("distro_disk_entries_written_total", "Cluster-data entries written to the data folder.",
                     self.rows_written),
+            counter("distro_disk_tombstones_forgotten_total",
+                    "Tombstone rows deleted from the data folder with the deletions the node forgot.",
+                    self.rows_forgotten),
             counter("distro_disk_write_errors_total", "Failed commits to the data folder (retried).", self.errors),
             gauge("distro_disk_backlog_entries", "Cluster-data entries waiting to be written.", self.backlog),
         ])

@@ -25,6 +25,7 @@ from cluster.node import gctune
 from distro.config import DistroConfig
 from distro.effects import (
     ClientReply,
+    ForgetDeletion,
     LifecycleEvent,
     LifecycleKind,
     Persist,
@@ -80,8 +81,9 @@ class NodeRuntime:
         self._epoch_ms = int(time.time() * 1000) if epoch_ms is None else epoch_ms
         self.node = DistroNode(node_id, config, self.now_ms(), address=address)
         self.transport: PeerTransport | None = None
-        # Where Persist effects go (the node's DiskWriter); set whenever the core runs with durable_writes.
-        self.persist: Callable[[Persist], None] | None = None
+        # Where Persist and ForgetDeletion effects go (the node's DiskWriter); set whenever the core runs with
+        # durable_writes.
+        self.persist: Callable[[Persist | ForgetDeletion], None] | None = None
         self._request_seq = 0
         # Request id -> its waiter; in submission order, hence in deadline order (one wait for all).
         self._waiting: dict[int, _Waiter] = {}
@@ -209,7 +211,7 @@ class NodeRuntime:
                         self._on_lifecycle(effect)
                     elif isinstance(effect, SettingChanged):
                         self._on_setting_changed(effect)
-                    elif isinstance(effect, Persist):
+                    elif isinstance(effect, (Persist, ForgetDeletion)):
                         if self.persist is None:
                             raise RuntimeError("the core persists (durable_writes) but this runtime has no disk")
                         self.persist(effect)
@@ -262,7 +264,8 @@ class NodeRuntime:
         if event.kind is LifecycleKind.READY:
             self.ready_event.set()
             gctune.on_ready()
-        log.info("%s: %s", event.kind.replace("_", " "), event.detail)
+        level = logging.WARNING if event.kind is LifecycleKind.DELETIONS_FORGOTTEN else logging.INFO
+        log.log(level, "%s: %s", event.kind.replace("_", " "), event.detail)
 
     # -- watching ---------------------------------------------------------------------------------
     def change_event(self, key: ServiceKey) -> trio.Event:

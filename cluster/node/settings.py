@@ -63,6 +63,7 @@ _CORE_FLAGS = {
     "grpc-give-up-after-ms": "connection_give_up_after_ms",
     "max-instances-per-connection": "max_instances_per_connection",
     "max-namespaces": "max_namespaces",
+    "max-deletion-records": "max_deletion_records",
     "empty-service-grace-ms": "empty_service_grace_ms",
     "empty-service-clean-interval-ms": "empty_service_clean_interval_ms",
 }

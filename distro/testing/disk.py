@@ -1,14 +1,15 @@
 """A node's disk, simulated: the entries its ``Persist`` effects wrote, which survive a crash.
 
 The harness and the simulator keep one per node id. Writing keeps the higher version per entry, as the
-runtime's store does (``cluster/node/datadir.py``); :meth:`SimDisk.items` is what a restarted node loads
+runtime's store does (``cluster/node/datadir.py``), and a forgotten deletion drops its tombstone unless a
+newer version is there; :meth:`SimDisk.items` is what a restarted node loads
 (:meth:`~distro.node.DistroNode.load_persisted`).
 """
 
 from __future__ import annotations
 
 from distro.datum import Entry
-from distro.effects import Persist
+from distro.effects import ForgetDeletion, Persist
 from distro.messages import Items
 from distro.model import ServiceKey
 
@@ -31,6 +32,13 @@ class SimDisk:
         if current is None or persist.entry.version > current.version:
             self._entries[slot] = persist.entry
         self.writes += 1
+
+    def forget(self, effect: ForgetDeletion) -> None:
+        """Drop the tombstone of a deletion the node forgot (a live entry, or a newer one, stays)."""
+        slot = (effect.key, effect.entry_id)
+        current = self._entries.get(slot)
+        if current is not None and current.value is None and current.version <= effect.version:
+            del self._entries[slot]
 
     def items(self) -> Items:
         """Everything on the disk, as a restarted node loads it."""

@@ -16,7 +16,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from distro.config import DistroConfig
-from distro.effects import ClientReply, Effect, LifecycleEvent, Persist, Send, ServiceChanged, SettingChanged
+from distro.effects import (
+    ClientReply,
+    Effect,
+    ForgetDeletion,
+    LifecycleEvent,
+    Persist,
+    Send,
+    ServiceChanged,
+    SettingChanged,
+)
 from distro.messages import Message
 from distro.node import DistroNode
 from distro.requests import ClientRequest, Result
@@ -44,6 +53,7 @@ class Outputs:
     changes: list[ServiceChanged] = field(default_factory=list)
     events: list[LifecycleEvent] = field(default_factory=list)
     persists: list[Persist] = field(default_factory=list)  # emitted, not yet written (auto_persist off)
+    forgotten: list[ForgetDeletion] = field(default_factory=list)  # deletions dropped, not yet off the disk
     settings: list[SettingChanged] = field(default_factory=list)
 
 
@@ -117,11 +127,13 @@ class Harness:
                 out.changes.append(effect)
             elif isinstance(effect, Persist):
                 out.persists.append(effect)
+            elif isinstance(effect, ForgetDeletion):
+                out.forgotten.append(effect)
             elif isinstance(effect, SettingChanged):
                 out.settings.append(effect)
             else:
                 out.events.append(effect)
-        if out.persists and self.auto_persist:
+        if (out.persists or out.forgotten) and self.auto_persist:
             effects += self.persist(node_id)
         return effects
 
@@ -131,11 +143,14 @@ class Harness:
         node = self.nodes[node_id]
         out = self.outputs[node_id]
         pending, out.persists = out.persists, []
-        if not pending:
-            return []
+        forgotten, out.forgotten = out.forgotten, []
         disk = self.disks.setdefault(node_id, SimDisk())
         for effect in pending:
             disk.write(effect)
+        for forget in forgotten:  # after the writes, as the runtime's one transaction does
+            disk.forget(forget)
+        if not pending:
+            return []
         node.persisted(pending[-1].seq, self.now_ms)
         return self.collect(node_id)
 

@@ -24,7 +24,7 @@ from typing import Literal
 
 from distro.clusterdata import NAMESPACES_KEY
 from distro.config import DistroConfig
-from distro.effects import ClientReply, LifecycleEvent, Persist, Send
+from distro.effects import ClientReply, ForgetDeletion, LifecycleEvent, Persist, Send
 from distro.messages import Message
 from distro.model import ServiceKey, make_instance
 from distro.node import DistroNode
@@ -140,7 +140,7 @@ class Simulator:
         self.delivered = 0
         self.dropped = 0
         self.disks: dict[str, SimDisk] = {node_id: SimDisk() for node_id in self.node_ids}
-        self._unflushed: dict[str, list[tuple[int, Persist]]] = {node_id: [] for node_id in self.node_ids}
+        self._unflushed: dict[str, list[tuple[int, Persist | ForgetDeletion]]] = {n: [] for n in self.node_ids}
         self.data = ClusterDataWorkload()
         self._data_requests: dict[tuple[str, int], ClientRequest] = {}  # (node, request id) -> request
         self.grpc = GrpcClients(self)
@@ -266,7 +266,7 @@ class Simulator:
                     self._client_result(node_id, effect.request_id, effect.result)
                 elif isinstance(effect, LifecycleEvent):
                     self._log(f"{node_id} {effect.kind}: {effect.detail}")
-                elif isinstance(effect, Persist):
+                elif isinstance(effect, (Persist, ForgetDeletion)):
                     # Written in order: never before the write emitted ahead of it.
                     pending = self._unflushed[node_id]
                     due = self.now_ms + self.rng.randint(0, self.faults.disk_delay_max_ms)
@@ -439,6 +439,9 @@ class Simulator:
             written = 0
             while pending and pending[0][0] <= self.now_ms:
                 _, effect = pending.pop(0)
+                if isinstance(effect, ForgetDeletion):
+                    self.disks[node_id].forget(effect)
+                    continue
                 self.disks[node_id].write(effect)
                 written = effect.seq
             if written and node is not None:

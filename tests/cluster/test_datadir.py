@@ -3,7 +3,8 @@
 Proves: a new folder gets its schema and owner; what the writer commits comes back at the next open, as
 the core's own entries; an older version never overwrites a newer one; tombstones are kept however old
 (the record of a deletion), so a whole cluster restarted from its folders long after a deletion does not
-bring the entry back from a node that missed it; the folder refuses another node id, another format, a second user
+bring the entry back from a node that missed it, until the core forgets the deletion (over
+``max_deletion_records``): then its row goes, and only its row (a live or newer row of the entry stays); the folder refuses another node id, another format, a second user
 (the lock) and rows it cannot read, naming the path, and leaves the file as it was; the writer coalesces
 what piles up into one transaction, reports the highest sequence number written, and retries a failed
 commit without reporting it written.
@@ -24,17 +25,20 @@ from cluster.node.datadir import (
     DataDir,
     DataDirError,
     DiskWriter,
+    Forgotten,
+    Row,
     default_data_dir,
 )
 from distro.clusterdata import NAMESPACES_KEY, ClusterMeta, HealthChecker, NamespaceInfo, cluster_entry_id
 from distro.config import DistroConfig
 from distro.datum import META_ENTRY_ID, Entry
-from distro.effects import Persist
+from distro.effects import ForgetDeletion, Persist
 from distro.model import ServiceKey, ServiceMeta
 from distro.requests import ClientRequest, CreateNamespace, DeleteNamespace, Result
 from distro.testing.disk import SimDisk
 from distro.testing.harness import Harness
 from distro.versions import Version
+from tests.polling import wait_for
 
 NOW_MS = 1_900_000_000_000
 DAY_MS = 24 * 3600 * 1000
@@ -111,6 +115,46 @@ def test_tombstones_are_kept_however_old(tmp_path: Path) -> None:
     data_dir.close()
     again = DataDir.open(tmp_path / "n1", "n1")
     assert sorted(entry_id for _, entry_id, _ in again.take_loaded()) == ["old", "young"]
+    again.close()
+
+
+def test_a_forgotten_deletion_drops_its_tombstone_row_and_nothing_newer(tmp_path: Path) -> None:
+    data_dir = DataDir.open(tmp_path / "n1", "n1")
+
+    def at(counter: int) -> Version:
+        return Version(NOW_MS, counter, "n1")
+
+    rows = [
+        Persist(1, NAMESPACES_KEY, "gone", Entry(at(1), None)),
+        Persist(2, NAMESPACES_KEY, "deleted-again", Entry(at(2), None)),
+        Persist(3, NAMESPACES_KEY, "created-again", Entry(at(3), NamespaceInfo("Back"))),
+        Persist(4, KEY, META_ENTRY_ID, Entry(at(5), None)),
+        Persist(5, NAMESPACES_KEY, "kept", Entry(at(6), None)),
+    ]
+    write_all(data_dir, rows)
+    forget = [
+        ForgetDeletion(NAMESPACES_KEY, "gone", at(1)),
+        ForgetDeletion(NAMESPACES_KEY, "deleted-again", at(1)),  # the row is a later deletion: it stays
+        ForgetDeletion(NAMESPACES_KEY, "created-again", at(4)),  # the row is live: it stays
+        ForgetDeletion(KEY, META_ENTRY_ID, at(5)),
+    ]
+    reports: list[int] = []
+
+    async def main() -> None:
+        writer = DiskWriter(data_dir, reports.append)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            for effect in forget:
+                writer.submit(effect)
+            await wait_for(lambda: writer.batches == 1 and writer.backlog == 0, what="the batch")
+            assert (writer.rows_written, writer.rows_forgotten) == (0, 4)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert reports == []  # no Persist in the batch: nothing new is durable
+    data_dir.close()
+    again = DataDir.open(tmp_path / "n1", "n1")
+    assert sorted(entry_id for _, entry_id, _ in again.take_loaded()) == ["created-again", "deleted-again", "kept"]
     again.close()
 
 
@@ -199,10 +243,10 @@ def test_a_failed_commit_is_retried_and_reported_only_once_written(tmp_path: Pat
     real_write = data_dir.write
     failures = [sqlite3.OperationalError("disk I/O error")]
 
-    def flaky_write(rows: list[tuple[str, str, int, int, str, str | None]]) -> None:
+    def flaky_write(rows: list[Row], forgotten: list[Forgotten] | None = None) -> None:
         if failures:
             raise failures.pop()
-        real_write(rows)
+        real_write(rows, forgotten)
 
     data_dir.write = flaky_write  # type: ignore[method-assign]
     reports: list[int] = []

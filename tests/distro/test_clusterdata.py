@@ -9,7 +9,9 @@ across a partition); ``DELETE /service`` also removes cluster settings; a servic
 registration outlives its last instance and the owner's cleaner removes it after the grace (never a
 configured one, never one with an instance, and a new owner judges by the same versions); reserved keys
 are never services (no view, no request may name them on the wire); and the codec's checks of where each
-kind of value may be stored.
+kind of value may be stored. Deletions forgotten over ``max_deletion_records`` are the stated trade-off:
+a node away through more newer deletions than that brings the oldest back when it returns with its data
+folder, the newer ones stay deleted, and a node that returns with its folder wiped brings back none.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from distro.requests import (
     UpdateService,
 )
 from distro.testing.checkers import live_entries
+from distro.testing.disk import SimDisk
 from distro.testing.harness import Harness
 from distro.versions import Version
 
@@ -207,6 +210,41 @@ def test_cluster_data_written_across_a_partition_survives_deletions_collected_on
         assert [ns for ns, _ in node.namespaces()] == ["fresh"], node_id  # "old" stays deleted on n1 too
         view = node.view(key)
         assert view is not None and view.meta == ServiceMeta(0.4, {"team": "a"}), node_id
+
+
+@pytest.mark.parametrize("wiped", [False, True])
+def test_a_node_away_through_more_deletions_than_the_budget_brings_the_oldest_back_unless_wiped(
+    wiped: bool,
+) -> None:
+    """The trade-off of the deletion-record budget (docs/security.md, docs/operations.md). n3 holds four
+    namespaces on its disk and goes down; the others delete all four, oldest first, and collect the
+    tombstones: with a budget of two they remember the deletions of c and d only. n3 comes back with its
+    folder: its copies of a and b are taken as new (nothing remembers their deletion) and return
+    everywhere; c and d are refused. Started with its folder wiped, n3 loads the cluster data from its
+    peers and nothing returns: what an operator does after a node was down through heavy deletion churn."""
+    config = DistroConfig(cluster_size=3, durable_writes=True, max_deletion_records=2)
+    h = started(config)
+    for name in "abcd":
+        assert answer(h, "n1", CreateNamespace(name, name)) == TRUE
+    h.advance(config.sync_delay_ms)
+    assert len(h.disks["n3"]) == 4
+    h.crash("n3")
+    h.advance(config.peer_timeout_ms + config.ping_interval_ms)
+    for name in "abcd":
+        assert answer(h, "n1", DeleteNamespace(name)) == TRUE
+        h.advance(1)
+    h.advance(max(config.tombstone_ttl_ms, 2 * config.instance_expire_ms) + config.gc_interval_ms)
+    for node_id in ("n1", "n2"):
+        stats = h[node_id].statistics()
+        assert (stats.entry_floors, stats.deletion_records_dropped) == (2, 2), node_id
+    if wiped:
+        h.disks["n3"] = SimDisk()
+    h.boot("n3")
+    h.start()
+    h.advance(config.peer_timeout_ms + 3 * config.verify_interval_ms)
+    expected = [] if wiped else ["a", "b"]
+    for node_id, node in h.nodes.items():
+        assert sorted(ns for ns, _ in node.namespaces()) == expected, node_id
 
 
 def test_delete_service_removes_cluster_settings_and_refuses_a_service_with_instances() -> None:

@@ -10,16 +10,22 @@
   a tombstone at or below it is ``STALE``, anything newer is applied. Instances share one floor per key;
   cluster data (namespaces, settings) has one floor per deleted entry, so a deletion never refuses
   another entry of the same key.
+- Floors of both kinds (deletion records) stay within ``max_deletion_records``: the oldest by version are
+  forgotten first, listed for the node (its disk drops their rows), and counted; a forgotten deletion lets
+  a stale copy of its entry back (the stated trade-off) while a kept one refuses it; whatever the history,
+  the store keeps exactly the floors a naive model (every floor, the lowest versions dropped) keeps.
 """
 
 from __future__ import annotations
 
+import random
 from functools import reduce
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distro.clusterdata import NAMESPACES_KEY, NamespaceInfo, cluster_entry_id
+from distro.clusterdata import NAMESPACES_KEY, NamespaceInfo, cluster_entry_id, is_durable_slot
 from distro.datum import META_ENTRY_ID, Datum, Entry, datum_digest, entry_hash, merge_datums, newer
 from distro.model import Instance, ServiceKey, ServiceMeta
 from distro.store import DatumStore, MergeOutcome
@@ -285,3 +291,159 @@ def test_collection_that_follows_the_tombstones_drops_exactly_what_a_full_scan_w
         assert stats.live_instances == sum(1 for e in held.values() if isinstance(e.value, Instance))
         for key in (KEY, OTHER):
             assert store.digest(key) == datum_digest(store.items(key))
+
+
+# ------------------------------------------------------------------------------------------------
+# the deletion-record budget
+# ------------------------------------------------------------------------------------------------
+def _deleted(store: DatumStore, key: ServiceKey, entry_id: str, ms: int) -> None:
+    assert store.merge(key, entry_id, Entry(Version(ms, 0, "n1"), None)) is MergeOutcome.APPLIED
+
+
+def test_deletion_records_stay_within_the_budget_and_the_oldest_go_first() -> None:
+    store = DatumStore(max_deletion_records=3)
+    deletions = [  # (key, entry id, ms): namespaces, service settings and instances (key floors), shuffled
+        (NAMESPACES_KEY, "ns-a", 40), (KEY, META_ENTRY_ID, 10), (OTHER, ENTRY_IDS[0], 30),
+        (NAMESPACES_KEY, "ns-b", 60), (KEY, ENTRY_IDS[1], 20), (OTHER, cluster_entry_id("c1"), 50),
+    ]
+    random.Random(7).shuffle(deletions)
+    for key, entry_id, ms in deletions:
+        _deleted(store, key, entry_id, ms)
+    store.collect_tombstones(1_000)
+    stats = store.statistics()
+    assert stats.entry_floors + stats.key_floors == 3 and stats.deletion_records_dropped == 3
+    assert store.forgotten == [  # oldest first, whatever order they were collected in
+        (Version(10, 0, "n1"), KEY, META_ENTRY_ID),
+        (Version(20, 0, "n1"), KEY, ENTRY_IDS[1]),
+        (Version(30, 0, "n1"), OTHER, ENTRY_IDS[0]),
+    ]
+    assert store.floor(KEY, META_ENTRY_ID) is None and store.floor(KEY, ENTRY_IDS[1]) is None
+    assert store.floor(OTHER, ENTRY_IDS[0]) is None  # OTHER's key floor went with its record
+    assert store.floor(NAMESPACES_KEY, "ns-a") == Version(40, 0, "n1")
+    assert store.floor(OTHER, cluster_entry_id("c1")) == Version(50, 0, "n1")
+
+    # A later pass: a newer deletion pushes out the oldest kept one; an older one goes at once.
+    _deleted(store, NAMESPACES_KEY, "ns-c", 70)
+    _deleted(store, NAMESPACES_KEY, "ns-old", 5)  # a stale copy's deletion, merged late
+    store.collect_tombstones(1_000)
+    assert store.forgotten == [(Version(5, 0, "n1"), NAMESPACES_KEY, "ns-old"),
+                               (Version(40, 0, "n1"), NAMESPACES_KEY, "ns-a")]
+    assert store.statistics().deletion_records_dropped == 5
+    assert [store.floor(NAMESPACES_KEY, ns) for ns in ("ns-b", "ns-c")] == [Version(60, 0, "n1"), Version(70, 0, "n1")]
+    store.collect_tombstones(1_000)
+    assert store.forgotten == []  # what the last pass dropped, not a running list
+
+
+def test_a_forgotten_deletion_lets_a_stale_copy_back_and_a_kept_one_refuses_it() -> None:
+    """The stated trade-off (docs/security.md): once more newer deletions than the budget came after it, a
+    deletion is forgotten, and a copy of the entry from before it (a node that was away meanwhile) is
+    taken as new. A deletion still remembered refuses its stale copy."""
+    store = DatumStore(max_deletion_records=1)
+    _deleted(store, NAMESPACES_KEY, "old", 100)
+    _deleted(store, NAMESPACES_KEY, "new", 200)
+    store.collect_tombstones(1_000)
+    assert store.forgotten == [(Version(100, 0, "n1"), NAMESPACES_KEY, "old")]
+    stale_new = Entry(Version(150, 0, "n3"), NamespaceInfo("New"))
+    stale_old = Entry(Version(50, 0, "n3"), NamespaceInfo("Old"))
+    assert store.merge(NAMESPACES_KEY, "new", stale_new) is MergeOutcome.BELOW_FLOOR
+    assert store.merge(NAMESPACES_KEY, "old", stale_old) is MergeOutcome.APPLIED
+    assert store.live_value(NAMESPACES_KEY, "old") == NamespaceInfo("Old")
+
+
+def test_a_budget_of_zero_remembers_no_deletion_and_a_negative_one_is_refused() -> None:
+    store = DatumStore(max_deletion_records=0)
+    _deleted(store, KEY, ENTRY_IDS[0], 10)
+    _deleted(store, KEY, META_ENTRY_ID, 20)
+    store.collect_tombstones(1_000)
+    assert len(store.forgotten) == 2 and store.statistics().entry_floors == store.statistics().key_floors == 0
+    with pytest.raises(ValueError, match="max_deletion_records must not be negative"):
+        DatumStore(max_deletion_records=-1)
+
+
+class _FloorModel:
+    """Every floor the store would keep without a budget, then the lowest (version, key, entry id) dropped
+    until the budget holds: what the store must keep, computed the slow way."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.entry: dict[tuple[ServiceKey, str], Version] = {}
+        self.key: dict[ServiceKey, tuple[Version, str]] = {}
+
+    def merge(self, key: ServiceKey, entry_id: str, held: bool, entry: Entry) -> None:
+        if held:
+            return
+        if is_durable_slot(key, entry_id):
+            floor = self.entry.get((key, entry_id))
+            if floor is not None and entry.version > floor:
+                del self.entry[(key, entry_id)]
+
+    def collect(self, doomed: list[tuple[ServiceKey, str, Entry]]) -> list[tuple[Version, ServiceKey, str]]:
+        for key, entry_id, entry in doomed:
+            if is_durable_slot(key, entry_id):
+                self.entry[(key, entry_id)] = entry.version
+            elif key not in self.key or entry.version > self.key[key][0]:
+                self.key[key] = (entry.version, entry_id)
+        dropped = []
+        while len(self.entry) + len(self.key) > self.budget:
+            records = [(v, k, e) for (k, e), v in self.entry.items()] + [(v, k, e) for k, (v, e) in self.key.items()]
+            oldest = min(records)
+            if is_durable_slot(oldest[1], oldest[2]):
+                del self.entry[(oldest[1], oldest[2])]
+            else:
+                del self.key[oldest[1]]
+            dropped.append(oldest)
+        return dropped
+
+
+def _written_by(entry_id: str, version: Version) -> Version:
+    """A version that only this entry id carries: one write makes one version, as in the real system (two
+    entries deleted with equal versions would leave the store free to keep either)."""
+    return version._replace(node=f"{version.node}/{entry_id}")
+
+
+budget_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("merge"), st.sampled_from([KEY, OTHER]),
+                  st.tuples(st.sampled_from(ENTRY_IDS), versions).map(
+                      lambda p: (p[0], Entry(_written_by(*p), content(*p))))),
+        st.tuples(st.just("merge"), st.just(NAMESPACES_KEY),
+                  st.tuples(st.sampled_from(["ns-a", "ns-b", "ns-c"]), versions).map(
+                      lambda p: (p[0], Entry(_written_by(*p), None if p[1].counter == 0 else NamespaceInfo(p[0]))))),
+        st.tuples(st.just("collect"), st.integers(0, 4)),
+    ),
+    max_size=30,
+)
+
+
+@PROPERTIES
+@given(st.integers(0, 3), budget_steps)
+def test_the_budget_keeps_exactly_the_newest_floors_whatever_the_history(
+    budget: int, script: list[tuple[object, ...]],
+) -> None:
+    """Merges that end floors (a newer version of a deleted entry), floors raised again, deletions merged
+    late with old versions: after every step the store holds the floors the model holds, at most the
+    budget, and each pass forgets what the model drops, oldest first."""
+    store, model = DatumStore(max_deletion_records=budget), _FloorModel(budget)
+    slots = [(key, entry_id) for key in (KEY, OTHER) for entry_id in ENTRY_IDS]
+    slots += [(NAMESPACES_KEY, ns) for ns in ("ns-a", "ns-b", "ns-c")]
+    for step in script:
+        if step[0] == "merge":
+            key, (entry_id, entry) = step[1], step[2]  # type: ignore[misc]
+            held = store.entry(key, entry_id) is not None
+            if store.merge(key, entry_id, entry) is MergeOutcome.APPLIED:
+                model.merge(key, entry_id, held, entry)
+        else:
+            bound = step[1]
+            assert isinstance(bound, int)
+            doomed = [(k, e, entry) for (k, e), entry in _all_entries(store).items()
+                      if entry.value is None and entry.version.ms < bound]
+            store.collect_tombstones(bound)
+            assert store.forgotten == model.collect(doomed)
+        stats = store.statistics()
+        assert stats.entry_floors + stats.key_floors <= budget
+        for key, entry_id in slots:
+            if is_durable_slot(key, entry_id):
+                assert store.floor(key, entry_id) == model.entry.get((key, entry_id))
+            else:
+                expected = model.key.get(key)
+                assert store.floor(key, entry_id) == (None if expected is None else expected[0])

@@ -8,7 +8,9 @@ durable value is persisted as a tombstone, and so is one that reaches a node whi
 (the record of the deletion, kept after the store collects it); an answer about cluster data waits for
 the earlier writes even when it writes nothing; a node restarted from its disk holds what it
 acknowledged (and not what it did not), and a whole cluster restarted from its disks finds every
-namespace and setting while its instances are gone.
+namespace and setting while its instances are gone; deletions forgotten over ``max_deletion_records``
+leave the disk with the memory (a restart loads no more than the budget), and a run of collection passes
+that forget some is one warning.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from distro.clusterdata import NAMESPACES_KEY, ClusterMeta, NamespaceInfo, cluster_entry_id
 from distro.config import DistroConfig
 from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
-from distro.effects import Persist
+from distro.effects import LifecycleEvent, LifecycleKind, Persist
 from distro.messages import Forward, ForwardReply, SyncBatch
 from distro.model import ServiceKey, ServiceMeta, make_instance
 from distro.ownership import owner_of
@@ -24,6 +26,7 @@ from distro.requests import (
     OK,
     CreateNamespace,
     CreateService,
+    DeleteNamespace,
     DeleteService,
     Deregister,
     Register,
@@ -203,3 +206,51 @@ def test_a_whole_cluster_restarted_from_its_disks_finds_its_settings_but_not_its
         view = node.view(key)
         assert view is not None and view.meta == ServiceMeta(0.4, {"k": "v"}) and "c1" in view.clusters
         assert node.view(other) is None  # ephemeral: back with its client's next beat
+
+
+def test_forgotten_deletions_leave_the_disk_too_and_a_run_of_them_is_one_warning() -> None:
+    config = DistroConfig(cluster_size=3, durable_writes=True, max_deletion_records=2,
+                          tombstone_ttl_ms=10_000, heartbeat_timeout_ms=2_000, instance_expire_ms=5_000,
+                          gc_interval_ms=1_000)
+    h = Harness(NODES, config)
+    h.start()
+
+    def done(request: CreateNamespace | DeleteNamespace) -> Result:
+        rid, result = h.client("n1", request)
+        h.advance(config.sync_delay_ms)  # forwarded or not: the answer, and the write everywhere
+        return result if result is not None else replies(h, "n1", rid)[0]
+
+    names = [f"ns-{i}" for i in range(5)]
+    for name in names:
+        assert done(CreateNamespace(name, name)) == Result(200, "true")
+    for name in names:  # one deletion per collection pass: the passes that forget follow one another
+        assert done(DeleteNamespace(name)) == Result(200, "true")
+        h.advance(config.gc_interval_ms)
+    h.advance(config.tombstone_ttl_ms + config.gc_interval_ms)
+
+    def warnings(node_id: str) -> list[LifecycleEvent]:
+        return [e for e in h.outputs[node_id].events if e.kind is LifecycleKind.DELETIONS_FORGOTTEN]
+
+    for node_id in NODES:
+        stats = h[node_id].statistics()
+        assert (stats.entry_floors, stats.tombstones, stats.deletion_records_dropped) == (2, 0, 3), node_id
+        on_disk = {entry_id for key, entry_id, entry in h.disks[node_id].items() if key == NAMESPACES_KEY}
+        assert on_disk == {"ns-3", "ns-4"}, node_id  # the rows of ns-0..ns-2 went with their floors
+        assert len(warnings(node_id)) == 1, node_id  # three passes forgot one each: one run, one warning
+        assert "max_deletion_records=2" in warnings(node_id)[0].detail
+
+    assert done(CreateNamespace("late", "late")) == Result(200, "true")
+    assert done(DeleteNamespace("late")) == Result(200, "true")
+    h.advance(config.tombstone_ttl_ms + config.gc_interval_ms)
+    assert all(len(warnings(node_id)) == 2 for node_id in NODES)  # after quiet passes: a new run
+
+    for node_id in NODES:  # a restart loads what the disk kept: no more than the budget
+        h.crash(node_id)
+    for node_id in NODES:
+        h.boot(node_id)
+    h.start()
+    h.advance(config.tombstone_ttl_ms + config.gc_interval_ms)
+    for node_id in NODES:
+        stats = h[node_id].statistics()
+        assert (stats.entry_floors, stats.deletion_records_dropped) == (2, 0), node_id
+        assert h[node_id].namespaces() == []

@@ -1,6 +1,7 @@
 """Lifecycle event kinds (:class:`distro.effects.LifecycleKind`) print exactly as the bare strings did.
 
-Proves: the four kinds keep their values (``ready``, ``peer_up``, ``peer_down``, ``ownership_changed``),
+Proves: the kinds keep their values (``ready``, ``peer_up``, ``peer_down``, ``ownership_changed``, and
+``deletions_forgotten`` added after them),
 compare equal to them, and format as them in log records (``%s``), f-strings and ``str.replace`` (the runtime's log
 line), so logs and simulator traces read the same as before the enum; a node that becomes ready emits
 ``LifecycleKind.READY``.
@@ -16,7 +17,9 @@ from distro.node import DistroNode
 
 
 def test_kinds_keep_their_string_values() -> None:
-    assert [k.value for k in LifecycleKind] == ["ready", "peer_up", "peer_down", "ownership_changed"]
+    assert [k.value for k in LifecycleKind] == [
+        "ready", "peer_up", "peer_down", "ownership_changed", "deletions_forgotten",
+    ]
     assert LifecycleKind.PEER_DOWN == "peer_down"
 
 

@@ -6,12 +6,16 @@ not come back, they are not cluster data); a node killed with SIGKILL in the mid
 setting writes loses none that it acknowledged (a single node, so the disk is the only place they can
 come back from); a service a registration created outlives its last instance; a damaged data folder, a
 folder written by another node id and a folder in use are refused at start with exit code 2 and a line
-naming the path and what to do, and the damaged file is left as it was.
+naming the path and what to do, and the damaged file is left as it was; a client creating and deleting
+namespaces and services in a loop leaves at most ``--max-deletion-records`` deletions remembered, in
+memory and in the data folder (the rest forgotten, oldest first, counted on ``/metrics`` and warned about in
+the log), also after a restart.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import threading
 from pathlib import Path
@@ -230,3 +234,60 @@ def test_a_data_folder_of_another_node_or_in_use_is_refused(tmp_path: Path) -> N
     not_a_folder.write_text("x")
     result = _start_node(not_a_folder)
     assert result.returncode == 2 and "is not a folder" in result.stderr
+
+
+def metric(http: httpx.Client, node: LocalNode, name: str) -> float:
+    """One unlabelled sample of a node's /metrics."""
+    for line in http.get(f"{node.url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def test_a_create_delete_loop_keeps_deletion_records_within_the_budget(tmp_path: Path) -> None:
+    """With auth off any client may do this. The node remembers the 20 newest deletions (its budget) and
+    forgets the rest, in memory (distro_entry_floors) and in its folder (the tombstone rows), so a restart
+    loads no more than the budget either. Short TTL (twice the 1 s expiry) so the tombstones are collected
+    within seconds; the test waits on the node's own counters, never on time."""
+    budget, namespaces_made, services_made = 20, 60, 20
+    (port,) = free_ports(1)
+    folder = tmp_path / "solo-data"
+    node = LocalNode("solo", port, [f"127.0.0.1:{port}"], "s" * 64, log_path=tmp_path / "solo.log",
+                     data_dir=folder, hermetic_env=True,
+                     node_args=["--snapshot-timeout-ms", "300", "--max-deletion-records", str(budget),
+                                "--tombstone-ttl-ms", "0", "--heartbeat-timeout-ms", "500",
+                                "--instance-expire-ms", "1000"])
+    node.start()
+    http = httpx.Client(timeout=5.0)
+    try:
+        wait_until(lambda: node.is_ready(http), "the node to start", START_TIMEOUT_S)
+        for i in range(namespaces_made):
+            ns = f"churn-{i}"
+            assert http.post(f"{node.url}{NAMESPACES}", data={"customNamespaceId": ns, "namespaceName": ns}).json()
+            assert http.request("DELETE", f"{node.url}{NAMESPACES}", params={"namespaceId": ns}).json() is True
+        for i in range(services_made):
+            name = f"churn-svc-{i}"
+            assert http.post(f"{node.url}{NS}/service", params={"serviceName": name}).text == "ok"
+            assert http.delete(f"{node.url}{NS}/service", params={"serviceName": name}).text == "ok"
+        dropped = namespaces_made + services_made - budget
+
+        def forgotten() -> bool:  # every tombstone collected, and the forgotten ones off the disk too
+            return (metric(http, node, "distro_tombstones") == 0
+                    and metric(http, node, "distro_disk_tombstones_forgotten_total") == dropped)
+
+        wait_until(forgotten, "the tombstones to be collected and the oldest forgotten", 60)
+        assert metric(http, node, "distro_entry_floors") + metric(http, node, "distro_key_floors") == budget
+        assert metric(http, node, "distro_deletion_records_dropped_total") == dropped
+        assert "deletions forgotten" in node.log_text()
+        assert node.stop() == 0
+        with sqlite3.connect(folder / "registry.db") as db:
+            (rows,) = db.execute("SELECT count(*) FROM entries WHERE value IS NULL").fetchone()
+        assert rows == budget
+
+        node.start()  # loads the budget's worth of tombstones, collects them into floors, drops none
+        wait_until(lambda: node.is_ready(http), "the node to start again", START_TIMEOUT_S)
+        wait_until(lambda: metric(http, node, "distro_entry_floors") == budget, "the loaded deletions collected", 60)
+        assert metric(http, node, "distro_deletion_records_dropped_total") == 0
+    finally:
+        http.close()
+        node.stop()
