@@ -90,6 +90,7 @@ _NODE_COUNTERS = {
     "renewals_received": "Renew messages received from nodes holding gRPC connections.",
     "renewed_missing": "Renewed instances an owner lacked (registered again while still bound).",
     "renewed_taken": "Renewed instances that another connection or client had taken (forgotten).",
+    "instances_orphaned": "gRPC-bound instances this node marked orphans (their holder seen down): they expire.",
     "entries_persisted": "Cluster-data entries (namespaces, settings) handed to the data folder.",
     "empty_services_removed": "Services a registration created, removed by this node's empty-service cleaner.",
     "deletion_records_dropped": "Deletion records (floors, and their tombstone rows on disk) forgotten, oldest "

@@ -23,9 +23,11 @@ Layout (compact: a type tag and positional fields, never field names)::
 
     item     = [key, entry_id, ms, counter, node, value]
     value    = None (tombstone)
-             | ["i", ip, port, cluster, weight, healthy, enabled, metadata (, connection (, assigned id))]
+             | ["i", ip, port, cluster, weight, healthy, enabled, metadata (, connection (, assigned id
+                                                                                    (, orphaned ms)))]
                                                        connection only when the instance has one (or an
-                                                       assigned id, the snowflake generator's, follows)
+                                                       assigned id, the snowflake generator's, follows;
+                                                       orphaned ms only when its owner found it orphaned)
              | ["m", protect_threshold, metadata, selector_type, implicit]   (under "#meta" or "#implicit")
              | ["c", check_port, use_instance_port, checker, metadata]       (under "#cluster/<name>")
              | ["n", name, desc, created_ms]                                 (a namespace, reserved key)
@@ -164,7 +166,9 @@ _SEQ = (list, tuple)
 
 def _enc_instance(inst: Instance) -> list[Any]:
     out = ["i", inst.ip, inst.port, inst.cluster, inst.weight, inst.healthy, inst.enabled, dict(inst.metadata)]
-    if inst.assigned_id:
+    if inst.orphaned_ms:
+        out.extend((inst.connection, inst.assigned_id, inst.orphaned_ms))
+    elif inst.assigned_id:
         out.extend((inst.connection, inst.assigned_id))
     elif inst.connection:
         out.append(inst.connection)
@@ -475,14 +479,15 @@ def _port(obj: Any) -> int:
 
 
 def _instance(obj: Any, ctx: _Ctx, *, check_ip: bool) -> Instance:
-    if type(obj) not in _SEQ or len(obj) not in (8, 9, 10) or obj[0] != "i":
+    if type(obj) not in _SEQ or len(obj) not in (8, 9, 10, 11) or obj[0] != "i":
         raise ProtocolError(
             "instance: expected ['i', ip, port, cluster, weight, healthy, enabled, metadata "
-            "(, connection (, assigned id))]"
+            "(, connection (, assigned id (, orphaned ms)))]"
         )
     _, ip, port, cluster, weight, healthy, enabled, metadata = obj[:8]
     connection = _str(obj[8], "connection") if len(obj) >= 9 else ""
-    assigned_id = _str(obj[9], "assigned id", MAX_ASSIGNED_ID) if len(obj) == 10 else ""
+    assigned_id = _str(obj[9], "assigned id", MAX_ASSIGNED_ID) if len(obj) >= 10 else ""
+    orphaned_ms = _orphaned_ms(obj[10]) if len(obj) == 11 else 0
     if check_ip:
         ip = _ip(ip)
     elif type(ip) is not str or not ip or len(ip) > 253:
@@ -497,7 +502,14 @@ def _instance(obj: Any, ctx: _Ctx, *, check_ip: bool) -> Instance:
         share_metadata(_metadata(metadata, "metadata")),
         connection,
         assigned_id,
+        orphaned_ms,
     )
+
+
+def _orphaned_ms(obj: Any) -> int:
+    if type(obj) is not int or not 0 <= obj <= MAX_INT64:
+        raise ProtocolError("orphaned ms: expected a non-negative 64-bit integer")
+    return obj
 
 
 def _client_key(obj: Any, ctx: _Ctx) -> ServiceKey:
@@ -617,14 +629,15 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
             last_ms = ms
         if value is None:
             entry_value: EntryValue = None
-        elif type(value) in seq_types and 8 <= len(value) <= 10 and value[0] == "i" and key.group:
+        elif type(value) in seq_types and 8 <= len(value) <= 11 and value[0] == "i" and key.group:
             _, ip, port, cluster, weight, healthy, enabled, metadata = value[:8]
             connection = value[8] if len(value) >= 9 else ""
             if type(connection) is not str or len(connection) > max_str:
                 raise ProtocolError("connection: expected a string")
-            assigned_id = value[9] if len(value) == 10 else ""
+            assigned_id = value[9] if len(value) >= 10 else ""
             if type(assigned_id) is not str or len(assigned_id) > MAX_ASSIGNED_ID:
                 raise ProtocolError("assigned id: expected a string")
+            orphaned_ms = _orphaned_ms(value[10]) if len(value) == 11 else 0
             if type(ip) is not str or not ip or len(ip) > 253:
                 raise ProtocolError("ip: expected a string of 1..253 characters")
             if type(port) is not int or not 0 <= port <= 65535:
@@ -641,7 +654,7 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
                 raise ProtocolError("item: entry id does not match the instance")
             entry_value = Instance(
                 ip, share_port(port), share_str(cluster), share_weight(weight), healthy, enabled,
-                share_metadata(metadata), connection, assigned_id,
+                share_metadata(metadata), connection, assigned_id, orphaned_ms,
             )
         else:
             entry_value = _settings_value(key, entry_id, value, ctx)

@@ -270,23 +270,31 @@ def new_connection_id(holder: str, now_ms: int, remote_ip: str, remote_port: int
     return f"{now_ms}_{remote_ip}_{remote_port}_{node_tag(holder)}"
 
 
+def holder_tag(connection_id: str) -> str:
+    """The :func:`node_tag` of the node that made ``connection_id`` (with :func:`new_connection_id`)."""
+    return connection_id.rpartition("_")[2].partition(".")[0]
+
+
 def held_by(connection_id: str, node_id: str) -> bool:
     """Whether ``connection_id`` was made by :func:`new_connection_id` on ``node_id``."""
-    return connection_id.rpartition("_")[2].partition(".")[0] == node_tag(node_id)
+    return holder_tag(connection_id) == node_tag(node_id)
 
 
 def judge_renewal(
     item: RenewItem, owned: bool, live: Instance | None
 ) -> str:
     """What the owner does with one renewed instance: ``"touch"`` (restart its heartbeat clock),
-    ``"missing"`` (it holds no such instance), ``"taken"`` (the entry belongs to another connection or to a
+    ``"missing"`` (it holds no such instance, or holds it marked an orphan: its holder was seen down but is
+    alive, and registers it again, unmarked), ``"taken"`` (the entry belongs to another connection or to a
     heartbeating client now) or ``"ignore"`` (this node does not own the key: the holder's view of
     ownership is behind, and its next renewal goes to the right owner)."""
     if not owned:
         return "ignore"
     if live is None:
         return "missing"
-    return "touch" if live.connection == item[2] else "taken"
+    if live.connection != item[2]:
+        return "taken"
+    return "missing" if live.orphaned_ms else "touch"
 
 
 __all__ = [
@@ -294,6 +302,7 @@ __all__ = [
     "ConnectionTimings",
     "Detection",
     "held_by",
+    "holder_tag",
     "judge_renewal",
     "new_connection_id",
     "node_tag",

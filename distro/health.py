@@ -13,9 +13,13 @@ regains quorum after self-preservation, and when it did not run for longer than 
 An instance bound to a gRPC connection (``Instance.connection``) is renewed by the node holding the
 connection instead of beating. Silence never marks it unhealthy (its connection's detection, on its holder,
 decides whether the client is gone, as in Nacos 2.x); it only expires, ``instance_expire_ms`` after its last
-renewal. When its holder is seen down, its clock restarts (:meth:`HeartbeatClocks.restart_connections`):
-the client is reconnecting elsewhere and has until ``instance_expire_ms`` after the holder's death to
-register again (nacos-sdk-python 3.x does so up to 30 s after it reconnects).
+renewal, and any write of it (its holder registering it) restarts its clock. When its holder is seen down,
+its owner marks it an *orphan* (:attr:`~distro.model.Instance.orphaned_ms`, a replicated write; the node
+decides, :meth:`HeartbeatClocks.orphan_candidates` lists them): the client is reconnecting elsewhere and has
+until ``instance_expire_ms`` after that to register again (nacos-sdk-python 3.x does so up to 30 s after it
+reconnects). An orphan's clock is its mark, on every owner and for good: gaining its key, regaining quorum
+or a pause never restart it, so an orphan is gone ``instance_expire_ms`` after its holder was seen down
+whatever the membership does meanwhile (docs/protocol.md, "Orphaned connections").
 """
 
 from __future__ import annotations
@@ -78,8 +82,13 @@ class HeartbeatClocks:
             self._lower_due(inst, now_ms)
 
     def instance_changed(self, key: ServiceKey, entry_id: str, inst: Instance, now_ms: int) -> None:
-        """An owned instance was written: its clock starts now unless it runs already."""
-        last = self._last_beat.setdefault(key, {}).setdefault(entry_id, now_ms)
+        """An owned instance was written: its clock starts now unless it runs already. A gRPC-bound
+        instance's clock is set: to its orphan mark, else to now (its holder registered it)."""
+        beats = self._last_beat.setdefault(key, {})
+        if inst.connection:
+            last = beats[entry_id] = inst.orphaned_ms or now_ms
+        else:
+            last = beats.setdefault(entry_id, now_ms)
         self._lower_due(inst, last)
 
     def forget(self, key: ServiceKey, entry_id: str) -> None:
@@ -89,39 +98,48 @@ class HeartbeatClocks:
             beats.pop(entry_id, None)
 
     def restart(self, now_ms: int) -> None:
-        """Every owned instance's heartbeat clock starts again at ``now_ms``."""
-        for beats in self._last_beat.values():
-            for entry_id in beats:
-                beats[entry_id] = now_ms
-        self._due_ms = NEVER  # recompute the earliest deadline at the next check
-
-    def restart_connections(self, held: Callable[[str], bool], now_ms: int) -> int:
-        """Restart the clocks of the owned instances whose connection ``held`` selects (those of a holder
-        just seen down); how many."""
-        count = 0
+        """Every owned instance's heartbeat clock starts again at ``now_ms``, but an orphan's (its mark
+        stands: no renewal could have been missed, its holder is gone)."""
         live_instance = self._store.live_instance
         for key, beats in self._last_beat.items():
             for entry_id in beats:
                 inst = live_instance(key, entry_id)
-                if inst is not None and inst.connection and held(inst.connection):
-                    beats[entry_id] = now_ms
-                    count += 1
-        return count
+                beats[entry_id] = inst.orphaned_ms if inst is not None and inst.orphaned_ms else now_ms
+        self._due_ms = NEVER  # recompute the earliest deadline at the next check
 
-    def reassign(self, node_id: str, old: OwnershipMap, new: OwnershipMap, now_ms: int) -> tuple[int, int]:
+    def orphan_candidates(self, held: Callable[[str], bool]) -> list[tuple[ServiceKey, str, Instance]]:
+        """The owned gRPC-bound instances not marked orphans yet whose connection ``held`` selects (those
+        of a holder just seen down); the node marks them. Orphans already marked (of an earlier death of
+        that holder, or of one of its earlier lives) are left alone: their clocks never restart."""
+        found: list[tuple[ServiceKey, str, Instance]] = []
+        live_instance = self._store.live_instance
+        for key, beats in self._last_beat.items():
+            for entry_id in beats:
+                inst = live_instance(key, entry_id)
+                if inst is not None and inst.connection and not inst.orphaned_ms and held(inst.connection):
+                    found.append((key, entry_id, inst))
+        return found
+
+    def reassign(
+        self, node_id: str, old: OwnershipMap, new: OwnershipMap, now_ms: int
+    ) -> tuple[list[ServiceKey], int]:
         """Ownership moved from ``old`` to ``new``: gained keys get clocks starting at ``now_ms`` (never a
-        stale ``lastBeat``), lost keys lose theirs. Returns how many keys were gained and lost."""
-        gained = lost = 0
+        stale ``lastBeat``; an orphan's at its mark), lost keys lose theirs. Returns the keys gained and how
+        many were lost."""
+        gained: list[ServiceKey] = []
+        lost = 0
         for key in list(self._store.keys()):
             text = str(key)
             was = old.owner(text) == node_id
             now_owned = new.owner(text) == node_id
             if now_owned and not was:
-                gained += 1
+                gained.append(key)
                 self._due_ms = NEVER
                 datum = self._store.datum(key) or {}
                 self._last_beat[key] = {
-                    entry_id: now_ms for entry_id, entry in datum.items() if isinstance(entry.value, Instance)
+                    entry_id: entry.value.orphaned_ms or now_ms
+                    for entry_id, entry in datum.items()
+                    if isinstance(entry.value, Instance)
                 }
             elif was and not now_owned:
                 lost += 1
@@ -167,7 +185,7 @@ class HeartbeatClocks:
                     continue
                 last = beats.get(entry_id)
                 if last is None:
-                    beats[entry_id] = last = now_ms
+                    beats[entry_id] = last = inst.orphaned_ms or now_ms
                 silent = now_ms - last
                 expire = inst.expire_ms(cfg.instance_expire_ms)
                 if silent > expire:

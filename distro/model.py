@@ -297,6 +297,10 @@ class Instance:
     # (``preserved.instance.id.generator=snowflake``); "" for the simple id. Kept when the instance is
     # registered again, replicated with the entry.
     assigned_id: str = ""
+    # When its owner found this gRPC-bound instance an orphan (its holder seen down, docs/protocol.md "Orphaned
+    # connections"): its expiry counts from here on every owner; 0 while its holder is (believed) alive.
+    # Replicated with the entry, never shown to clients, outside the checksum.
+    orphaned_ms: int = 0
     # What this instance adds to its service's checksum (:meth:`checksum_digest`), made on first use and
     # kept: instances are immutable, so a view change re-hashes only the instances that changed. 8 bytes of
     # slot for every instance, plus a 16-byte digest (49 bytes) once its service's checksum is asked for.

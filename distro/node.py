@@ -88,14 +88,21 @@ view builds its sorted instances on first read, so a burst of writes to a big se
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from distro.cleaner import EmptyServiceCleaner
 from distro.clusterdata import SETTINGS_KEY, NamespaceInfo, SettingText
 from distro.clusterwrites import ClusterDataWrites, namespaces, settings
-from distro.config import DistroConfig
-from distro.connections import ConnectionTable, ConnectionTimings, held_by, judge_renewal
+from distro.config import NEVER, DistroConfig
+from distro.connections import (
+    ConnectionTable,
+    ConnectionTimings,
+    held_by,
+    holder_tag,
+    judge_renewal,
+    node_tag,
+)
 from distro.datum import IMPLICIT_ENTRY_ID, Entry, EntryValue
 from distro.durability import Durability
 from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Outbox, Send, SettingChanged
@@ -197,6 +204,7 @@ class NodeStatistics:
     renewals_received: int
     renewed_missing: int
     renewed_taken: int
+    instances_orphaned: int
     entries_persisted: int
     persist_backlog: int
     answers_awaiting_disk: int
@@ -224,6 +232,7 @@ class DistroNode:
         self._now = now_ms
         self._outbox = Outbox()
         self._membership = Membership(node_id, config.peer_timeout_ms, peers)
+        self._started_ms = now_ms
         self._ownership = OwnershipMap(())
         self._replication = Replication(node_id, config, self.store, self._outbox)
         self._snapshot = StartupSnapshot(config, self.store, self._outbox, now_ms)
@@ -250,7 +259,8 @@ class DistroNode:
             (
                 "requests_applied forwards_sent forwards_received forward_fallbacks sync_batches_received "
                 "entries_applied instances_marked_unhealthy instances_expired stale_entries_refused "
-                "future_entries_refused renewals_sent renewals_received renewed_missing renewed_taken"
+                "future_entries_refused renewals_sent renewals_received renewed_missing renewed_taken "
+                "instances_orphaned"
             ).split(),
             0,
         )
@@ -507,6 +517,7 @@ class DistroNode:
             renewals_received=c["renewals_received"],
             renewed_missing=c["renewed_missing"],
             renewed_taken=c["renewed_taken"],
+            instances_orphaned=c["instances_orphaned"],
             entries_persisted=self._durability.persisted_entries,
             persist_backlog=self._durability.latest_seq - self._durability.durable_seq,
             answers_awaiting_disk=len(self._durability),
@@ -751,8 +762,8 @@ class DistroNode:
         for peer_id in went_down:
             self._replication.drop(peer_id)
             # Instances of the gRPC connections it held: their clients are reconnecting elsewhere; each
-            # has a whole expiry from now to register again (distro/health.py).
-            self._health.restart_connections(partial(held_by, node_id=peer_id), now_ms)
+            # has a whole expiry from now to register again, and no more (distro/health.py).
+            self._mark_orphans(self._health.orphan_candidates(partial(held_by, node_id=peer_id)), now_ms, now_ms)
             self._outbox.append(LifecycleEvent(LifecycleKind.PEER_DOWN, f"{peer_id} ({self.address_of(peer_id)})"))
         for peer_id in came_up:
             self._outbox.append(LifecycleEvent(LifecycleKind.PEER_UP, f"{peer_id} ({self.address_of(peer_id)})"))
@@ -771,9 +782,45 @@ class DistroNode:
         self._outbox.append(
             LifecycleEvent(
                 LifecycleKind.OWNERSHIP_CHANGED,
-                f"members={','.join(new_map.members) or '-'} gained={gained} lost={lost}",
+                f"members={','.join(new_map.members) or '-'} gained={len(gained)} lost={lost}",
             )
         )
+        if gained:
+            self._mark_gained_orphans(gained, now_ms)
+
+    def _mark_gained_orphans(self, gained: list[ServiceKey], now_ms: int) -> None:
+        """Gained keys may hold gRPC-bound instances whose holder this node already knows dead, not marked
+        (their owner died too, or its mark was lost with it): mark them as of when this node saw their
+        holder go down (now, if it never saw it up). A connection this node made itself in an earlier life
+        (not in its table) counts as dead since this node started."""
+        own_tag = node_tag(self.node_id)
+        down_since: dict[str, int] = {
+            node_tag(peer_id): now_ms if peer.down_since_ms == NEVER else peer.down_since_ms
+            for peer_id, peer in self._membership.peers.items()
+            if not peer.up
+        }
+        found: dict[int, list[tuple[ServiceKey, str, Instance]]] = {}
+        for key in gained:
+            for entry_id, entry in self.store.items(key):
+                inst = entry.value
+                if not isinstance(inst, Instance) or not inst.connection or inst.orphaned_ms:
+                    continue
+                tag = holder_tag(inst.connection)
+                if tag == own_tag:
+                    since = None if inst.connection in self.connections else self._started_ms
+                else:
+                    since = down_since.get(tag)
+                if since is not None:
+                    found.setdefault(since, []).append((key, entry_id, inst))
+        for since, instances in found.items():
+            self._mark_orphans(instances, since, now_ms)
+
+    def _mark_orphans(self, found: list[tuple[ServiceKey, str, Instance]], orphaned_ms: int, now_ms: int) -> None:
+        """Mark owned gRPC-bound instances orphans as of ``orphaned_ms`` (a replicated write; their clocks
+        start there on every owner, distro/health.py)."""
+        for key, entry_id, inst in found:
+            self._c["instances_orphaned"] += 1
+            self._write(key, entry_id, replace(inst, orphaned_ms=max(1, orphaned_ms)), now_ms)
 
     # ============================================================================================
     # Health and time

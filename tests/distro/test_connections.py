@@ -148,6 +148,8 @@ def test_the_owner_judges_each_renewed_instance() -> None:
     assert judge_renewal(item, owned=True, live=mine) == "touch"
     assert judge_renewal(item, owned=True, live=theirs) == "taken"
     assert judge_renewal(item, owned=True, live=A) == "taken"  # re-registered over v1 HTTP
+    orphan = A.__class__(**{**_fields(A), "connection": "c1", "orphaned_ms": 7})
+    assert judge_renewal(item, owned=True, live=orphan) == "missing"  # its holder lives: register it again
 
 
 def test_renew_messages_and_connection_fields_cross_the_wire() -> None:
@@ -161,6 +163,13 @@ def test_renew_messages_and_connection_fields_cross_the_wire() -> None:
     assert decode_message(encode_message(Forward(4, dereg))) == Forward(4, dereg)
     sync = SyncBatch(((KEY, bound.entry_id, Entry(Version(1, 0, "n1"), bound)),))
     assert decode_message(encode_message(sync)) == sync
+    orphan = A.__class__(**{**_fields(A), "connection": "c1", "orphaned_ms": 2**41})
+    for message in (SyncBatch(((KEY, A.entry_id, Entry(Version(1, 0, "n1"), orphan)),)), Forward(5, Register(KEY, orphan))):
+        assert decode_message(encode_message(message)) == message
+    bad_mark = encode_message(SyncBatch(((KEY, A.entry_id, Entry(Version(1, 0, "n1"), orphan)),)))
+    bad_mark[1][0][5][10] = -1
+    with pytest.raises(ProtocolError):
+        decode_message(bad_mark)
     plain = SyncBatch(((KEY, A.entry_id, Entry(Version(1, 0, "n1"), A)),))
     assert len(encode_message(plain)[1][0][5]) == 8  # no connection: the old layout, no extra field
     for bad in (["renew", [["k", "e", "c"]]], ["renew", [[str(KEY), "e", 5]]], ["renewr", [], [[str(KEY), "e", "c"]]],

@@ -5,7 +5,8 @@ owner restarts the clocks; a renewed instance is never marked unhealthy by silen
 answers only what is off (``missing``: the holder registers it again, ``taken``: left to the other writer,
 still bound, and registered again if that entry goes away while the connection is open); a
 connection's deregistration is conditional on the connection; a holder seen down gives its instances a
-whole expiry from then.
+whole expiry from then, and no more: the owner marks them orphans, and neither the holder's next death nor
+a new owner restarts their clocks; a holder seen down that is alive registers them again, unmarked.
 """
 
 from __future__ import annotations
@@ -178,3 +179,54 @@ def test_the_client_reconnecting_elsewhere_keeps_its_instance_through_its_holder
     h.advance(60_000)
     assert listed(h, "n2", key) == [("10.0.0.1", True, connection)]
     assert replace(INST, connection=connection) == h["n2"].store.live_instance(key, INST.entry_id)
+
+
+def orphaned_ms(h: Harness, node_id: str, key: ServiceKey) -> int | None:
+    inst = h[node_id].store.live_instance(key, INST.entry_id)
+    return None if inst is None else inst.orphaned_ms
+
+
+def test_an_orphan_expires_from_its_mark_whatever_the_membership_does_next() -> None:
+    config = replace(CONFIG, heartbeat_timeout_ms=15_000, instance_expire_ms=30_000)
+    h = started(config)
+    key = owned_by("n2")
+    bind(h, "n1", key)
+    crash_ms = h.now_ms
+    h.crash("n1")
+    h.advance(5_000)
+    mark_ms = orphaned_ms(h, "n2", key)
+    assert mark_ms is not None and crash_ms < mark_ms <= crash_ms + config.peer_timeout_ms + 1_000
+    assert orphaned_ms(h, "n3", key) == mark_ms  # replicated with the entry
+    assert h["n2"].statistics().instances_orphaned == 1
+    for _ in range(2):  # the holder comes back and dies again: a later life's death leaves the mark be
+        h.boot("n1")
+        h.advance(3_000)
+        assert h["n1"].ready
+        h.crash("n1")
+        h.advance(5_000)
+        assert orphaned_ms(h, "n2", key) == mark_ms and h["n2"].statistics().instances_orphaned == 1
+    h.boot("n1")
+    h.advance(3_000)
+    h.crash("n2")  # its owner dies: n1 or n3 gains the key, and counts from the mark, not from now
+    h.advance(5_000)
+    gainer = owner_of(str(key), ("n1", "n3"))
+    assert h[gainer].last_beat_ms(key, INST.entry_id) == mark_ms
+    h.advance(mark_ms + config.instance_expire_ms - 1_000 - h.now_ms)
+    assert listed(h, "n1", key) != []  # the whole window for the client to register again elsewhere
+    h.advance(1_000 + 2 * config.health_check_interval_ms)
+    assert listed(h, "n1", key) == [] and listed(h, "n3", key) == []
+
+
+def test_a_holder_seen_down_that_is_alive_registers_its_instances_again() -> None:
+    h = started()
+    key = owned_by("n2")
+    connection = bind(h, "n1", key)
+    h.isolate("n1")
+    h.advance(CONFIG.peer_timeout_ms + 1_000)
+    assert orphaned_ms(h, "n2", key)  # marked: to n2, its holder is gone
+    h.cut.clear()
+    h.advance(3_000)  # the next renewal finds it "missing" and registers it again
+    assert orphaned_ms(h, "n2", key) == 0 and orphaned_ms(h, "n3", key) == 0
+    h.advance(3 * CONFIG.instance_expire_ms)
+    assert listed(h, "n3", key) == [("10.0.0.1", True, connection)]
+    assert h["n1"].statistics().renewed_missing >= 1

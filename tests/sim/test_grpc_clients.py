@@ -6,7 +6,8 @@ as its connection, and a node that holds connections may crash.
   (nacos-sdk-python 3.x waits up to 30 s). At every step, every live client's instance
   is listed, healthy, on every ready node (looked at every 500 ms of simulated time): never lost.
 - **Crash leaves no orphan.** A client that dies together with its node (it knew only that node) has its
-  instance gone from every node within the expiry, counted from when the survivors can see the node down.
+  instance gone from every node within the expiry, counted from when the survivors can see the node down
+  (plus one renewal interval), even when nodes restart meanwhile.
 - **Random schedules converge.** Full fault schedules (partitions, losses, crashes) with gRPC clients that
   connect, close and die: after faults stop, connected clients are listed everywhere and closed or dead ones
   nowhere (``check_converged``), and no safety check fails on the way.
@@ -82,13 +83,12 @@ def test_a_crashing_holder_loses_no_reconnecting_client_and_leaves_no_orphan(
         sim.crash(victim)
         advance_checking(sim, down_ms, clients)
         sim.restart(victim)
-    # An orphan has a whole expiry from when the survivors see its node down, and, like any silent instance,
-    # from the last ownership change of its key (a node that gains a key restarts its clocks): the last
-    # restart here, once that node has loaded its snapshot and its peers see it up.
+    # An orphan has a whole expiry from when the survivors see its node down, and no more: later ownership
+    # changes (the restarts here) do not restart its clock (tests/sim/test_grpc_orphans.py has the bound).
     cfg = sim.config
-    last_change_ms = sim.now_ms + cfg.snapshot_timeout_ms + cfg.peer_timeout_ms
-    advance_checking(sim, last_change_ms + cfg.instance_expire_ms + 2 * cfg.health_check_interval_ms - sim.now_ms,
-                     clients)
+    bound_ms = cfg.peer_timeout_ms + cfg.instance_expire_ms + cfg.heartbeat_timeout_ms // 3
+    gone_by_ms = max([sim.now_ms] + [c.orphaned_ms + bound_ms for c in orphans if c.orphaned_ms is not None])
+    advance_checking(sim, gone_by_ms - sim.now_ms + STEP_MS - (gone_by_ms - sim.now_ms) % STEP_MS, clients)
     for client in orphans:
         assert not listed_anywhere(sim, client), (
             f"orphan {client.client_id} still listed on {listed_anywhere(sim, client)} at {sim.now_ms}, "
