@@ -642,14 +642,19 @@ samples including idle `epoll`):
   and drains their effects once (`NodeRuntime.on_messages`: one notifier drain, one deadline check per
   frame). A forwarded write no longer waits on a trio `Event` inside a cancel scope of its own: the
   task parks and the reply reschedules it, and the timer task gives up on overdue ones
-  (`NodeRuntime._give_up_waiting`). Measured in one process (`python -m tests.cluster.test_forward_batch
+  (`NodeRuntime._give_up_waiting`); likewise the link's writer parks on an empty queue instead of waiting
+  on an `Event`, and a per-link watchdog replaces a cancel scope per `send_all`. Measured in one process (`python -m tests.cluster.test_forward_batch
   40000 48`: two runtimes over a real link, CPU of both per forwarded registration, interleaved runs,
   busy machine): 92-132 µs before, 57-72 µs after with ~47 messages per frame; 120-126 µs before, 99-105
   µs after with 4 clients (4 messages per frame, like the cluster bench's 4-5). In the cluster
   (`scripts/bench --quick --only register`, 9 interleaved pairs against the code before, load average
   4-7): CPU per registration median 236 µs before, 214 µs after (paired median -24 µs, ~10%, one pair
-  of nine the other way); registrations/s moved with the CPU share each run got. MAC share of busy
-  samples 2.7% -> 1.1%, `NodeRuntime.submit` 8.6% -> 6.4%.
+  of nine the other way); with the writer change too, 5 more pairs at load average 5-9: median 304 µs
+  before, 262 µs after (every pair lower, by 3-72 µs), registrations/s higher in four pairs of five
+  (+4% to +16%). MAC share of busy samples 2.7% -> 1.1%, `NodeRuntime.submit` 8.6% -> 6.4%. CPU per
+  registration moves with the machine's load (the same code measured 200-320 µs in these runs, 554 µs in
+  the recorded run at load average 9-12), so the ratio against r-nacos needs both in one run; these
+  runs did not include it.
 
 Where the time goes now:
 
