@@ -407,6 +407,15 @@ def phase_register(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dic
         cluster.stop()
 
 
+def phase_rnacos_register(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[str, Any]:
+    """r-nacos's registration sweep alone (``--only register,rnacos-register`` compares the two in one run)."""
+    binary, how = ensure_rnacos()
+    if binary is None:
+        log(f"r-nacos: {how}")
+        return {"skipped": how}
+    return rnacos_phases.phase_register(m, ps, profiler, binary)
+
+
 def phase_failover(m: dict[str, Any], ps: ProcessSet) -> dict[str, Any]:
     flags = m["short_flags"]
     log("ours: failover (fresh cluster, default timeouts" + (", shortened for --smoke" if flags else "") + ")")
@@ -463,8 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="write the report (docs/benchmarks.md) here")
     ap.add_argument("--profile", type=Path, help="py-spy profiles of the nodes into this directory")
     ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp,grpc,rnacos "
-                                   "(grpc and rnacos are not in --smoke's default), or register: the main "
-                                   "phase's registration sweep alone, in no default")
+                                   "(grpc and rnacos are not in --smoke's default), or register and "
+                                   "rnacos-register: the registration sweep alone, ours and r-nacos's, in no "
+                                   "default")
     ap.add_argument("--ramp", help="comma-separated heartbeat ramp steps (instances), instead of the mode's")
     ap.add_argument("--scale", type=int, metavar="N",
                     help="run only the scale phase (benchlib.scale): N instances, a /healthz pause probe every 10 ms")
@@ -520,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
             ("etcd", lambda: results["details"].__setitem__("etcd", phase_etcd(m, ps, profiler))),
             ("main", lambda: results["details"]["distro"].__setitem__("main", phase_distro_main(m, ps, profiler))),
             ("register", lambda: results["details"]["distro"].__setitem__("register", phase_register(m, ps, profiler))),
+            ("rnacos-register", lambda: results["details"].__setitem__("rnacos_register",
+                                                                        phase_rnacos_register(m, ps, profiler))),
             ("memory", lambda: results["details"]["distro"].__setitem__("memory", phase_memory_snapshot(m, ps, profiler))),
             ("failover", lambda: results["details"]["distro"].__setitem__("failover", phase_failover(m, ps))),
             ("ramp", lambda: results["details"]["distro"].__setitem__("ramp", phase_ramp(m, ps, profiler))),

@@ -52,6 +52,18 @@ def _check_alive(cluster: RnacosCluster) -> None:
             raise RuntimeError(f"r-nacos member {i + 1} died unexpectedly:\n{proc.tail()}")
 
 
+def phase_register(m: dict[str, Any], ps: ProcessSet, profiler: Profiler, binary: str) -> dict[str, Any]:
+    """Only r-nacos's registration sweep (``scripts/bench --only register,rnacos-register``): the same-run
+    counterpart of our ``register`` phase."""
+    log("r-nacos: registrations/s only (fresh members, naming timeouts 1 h)")
+    cluster = start_rnacos(ps, binary, "rreg", long_timeouts=True)
+    try:
+        pids = [cluster.node(i).pid for i in range(3)]
+        return register_sweep(m, "distro-register", cluster.addrs, pids, "rnacos", profiler, 0)
+    finally:
+        cluster.stop()
+
+
 def phase_main(m: dict[str, Any], ps: ProcessSet, profiler: Profiler, binary: str) -> dict[str, Any]:
     log("r-nacos: starting three members (naming timeouts 1 h for this phase)")
     cluster = start_rnacos(ps, binary, "rmain", long_timeouts=True)
