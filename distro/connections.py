@@ -284,17 +284,16 @@ def judge_renewal(
     item: RenewItem, owned: bool, live: Instance | None
 ) -> str:
     """What the owner does with one renewed instance: ``"touch"`` (restart its heartbeat clock),
-    ``"missing"`` (it holds no such instance, or holds it marked an orphan: its holder was seen down but is
-    alive, and registers it again, unmarked), ``"taken"`` (the entry belongs to another connection or to a
-    heartbeating client now) or ``"ignore"`` (this node does not own the key: the holder's view of
-    ownership is behind, and its next renewal goes to the right owner)."""
+    ``"missing"`` (it holds no such instance, or holds an orphan there: the renewing holder is alive, and
+    registers it again, unmarked; an orphan, of this connection or of a dead one, never outweighs a live
+    connection), ``"taken"`` (the entry belongs to another live connection or to a heartbeating client now)
+    or ``"ignore"`` (this node does not own the key: the holder's view of ownership is behind, and its next
+    renewal goes to the right owner)."""
     if not owned:
         return "ignore"
-    if live is None:
+    if live is None or live.orphaned_ms:
         return "missing"
-    if live.connection != item[2]:
-        return "taken"
-    return "missing" if live.orphaned_ms else "touch"
+    return "touch" if live.connection == item[2] else "taken"
 
 
 __all__ = [

@@ -26,7 +26,6 @@ class PeerState:
     last_heard_ms: int = NEVER
     ready: bool = False
     up: bool = False
-    down_since_ms: int = NEVER  # when this node last saw it go down (NEVER: it never saw it up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +92,6 @@ class Membership:
             up = peer.ready and now_ms - peer.last_heard_ms <= timeout
             if up != peer.up:
                 peer.up = up
-                if not up:
-                    peer.down_since_ms = now_ms
                 (came_up if up else went_down).append(peer.node_id)
         self.up_peers = tuple(sorted(p.node_id for p in self.peers.values() if p.up))
         return came_up, went_down

@@ -94,7 +94,7 @@ from functools import partial
 from distro.cleaner import EmptyServiceCleaner
 from distro.clusterdata import SETTINGS_KEY, NamespaceInfo, SettingText
 from distro.clusterwrites import ClusterDataWrites, namespaces, settings
-from distro.config import NEVER, DistroConfig
+from distro.config import DistroConfig
 from distro.connections import (
     ConnectionTable,
     ConnectionTimings,
@@ -789,16 +789,13 @@ class DistroNode:
             self._mark_gained_orphans(gained, now_ms)
 
     def _mark_gained_orphans(self, gained: list[ServiceKey], now_ms: int) -> None:
-        """Gained keys may hold gRPC-bound instances whose holder this node already knows dead, not marked
-        (their owner died too, or its mark was lost with it): mark them as of when this node saw their
-        holder go down (now, if it never saw it up). A connection this node made itself in an earlier life
-        (not in its table) counts as dead since this node started."""
+        """Gained keys may hold gRPC-bound instances of a holder this node sees down, not marked (their owner
+        died too, or its mark was lost with it): mark them as of now (not as of when this node saw the
+        holder go: a holder cut off from this node alone, not seen up again yet, is alive; its next renewal
+        takes the mark off, and meanwhile the instance stays listed). A connection this node made itself in
+        an earlier life (not in its table) is dead for sure: marked as of this node's start."""
         own_tag = node_tag(self.node_id)
-        down_since: dict[str, int] = {
-            node_tag(peer_id): now_ms if peer.down_since_ms == NEVER else peer.down_since_ms
-            for peer_id, peer in self._membership.peers.items()
-            if not peer.up
-        }
+        down = {node_tag(peer_id) for peer_id, peer in self._membership.peers.items() if not peer.up}
         found: dict[int, list[tuple[ServiceKey, str, Instance]]] = {}
         for key in gained:
             for entry_id, entry in self.store.items(key):
@@ -809,7 +806,7 @@ class DistroNode:
                 if tag == own_tag:
                     since = None if inst.connection in self.connections else self._started_ms
                 else:
-                    since = down_since.get(tag)
+                    since = now_ms if tag in down else None
                 if since is not None:
                     found.setdefault(since, []).append((key, entry_id, inst))
         for since, instances in found.items():
@@ -817,7 +814,11 @@ class DistroNode:
 
     def _mark_orphans(self, found: list[tuple[ServiceKey, str, Instance]], orphaned_ms: int, now_ms: int) -> None:
         """Mark owned gRPC-bound instances orphans as of ``orphaned_ms`` (a replicated write; their clocks
-        start there on every owner, distro/health.py)."""
+        start there on every owner, distro/health.py). Not while this node sees less than half the cluster:
+        then it cannot tell a dead holder from its own isolation, and its writes of stale entries would
+        race the other side's (as for expiry, self-preservation)."""
+        if self.config.self_preservation and not self.has_quorum():
+            return
         for key, entry_id, inst in found:
             self._c["instances_orphaned"] += 1
             self._write(key, entry_id, replace(inst, orphaned_ms=max(1, orphaned_ms)), now_ms)

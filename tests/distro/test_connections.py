@@ -150,6 +150,8 @@ def test_the_owner_judges_each_renewed_instance() -> None:
     assert judge_renewal(item, owned=True, live=A) == "taken"  # re-registered over v1 HTTP
     orphan = A.__class__(**{**_fields(A), "connection": "c1", "orphaned_ms": 7})
     assert judge_renewal(item, owned=True, live=orphan) == "missing"  # its holder lives: register it again
+    dead_ones = A.__class__(**{**_fields(A), "connection": "c2", "orphaned_ms": 7})
+    assert judge_renewal(item, owned=True, live=dead_ones) == "missing"  # a live connection wins over an orphan
 
 
 def test_renew_messages_and_connection_fields_cross_the_wire() -> None:

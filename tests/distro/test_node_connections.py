@@ -230,3 +230,16 @@ def test_a_holder_seen_down_that_is_alive_registers_its_instances_again() -> Non
     h.advance(3 * CONFIG.instance_expire_ms)
     assert listed(h, "n3", key) == [("10.0.0.1", True, connection)]
     assert h["n1"].statistics().renewed_missing >= 1
+
+
+def test_a_node_cut_off_from_the_majority_marks_no_orphans() -> None:
+    h = started()
+    key = owned_by("n2")
+    connection = bind(h, "n1", key)
+    h.isolate("n2")  # n2 sees everyone down, its holder n1 too, but it sees less than half the cluster
+    h.advance(CONFIG.peer_timeout_ms + 2_000)
+    assert not h["n2"].has_quorum()
+    assert orphaned_ms(h, "n2", key) == 0 and h["n2"].statistics().instances_orphaned == 0
+    h.cut.clear()
+    h.advance(3 * CONFIG.instance_expire_ms)
+    assert listed(h, "n2", key) == [("10.0.0.1", True, connection)] and orphaned_ms(h, "n2", key) == 0
