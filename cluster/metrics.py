@@ -178,4 +178,6 @@ def render_peer_link_metrics(stats: PeerLinkStats) -> str:
         gauge("distro_peer_links_inbound", "Inbound peer links up.", stats.inbound_links),
         family("distro_peer_queue_depth", "gauge", "Messages queued for a peer.",
                [({"peer": node_id}, depth) for node_id, depth in depths]),
+        family("distro_peer_queue_bytes", "gauge", "Encoded bytes queued for a peer (bounded per peer).",
+               [({"peer": node_id}, size) for node_id, size in sorted(stats.queue_bytes.items())]),
     ])

@@ -160,6 +160,7 @@ class PeerLinkConfig:
     previous_secrets: tuple[bytes, ...] = ()  # also accepted while a new secret is rolled out
     max_frame_bytes: int = 16 * 1024 * 1024
     send_queue_limit: int = 10_000  # messages queued per peer; beyond: reported as failed
+    send_queue_bytes: int = 64 * 1024 * 1024  # encoded bytes queued per peer; beyond: reported as failed
     connect_timeout_ms: int = 2_000
     handshake_timeout_ms: int = 3_000  # TLS (when on) and the peer handshake together
     reconnect_interval_ms: int = 500
@@ -187,6 +188,7 @@ class PeerLinkStats:
     send_failures: int = 0  # messages reported through on_send_failed
     unsendable: int = 0  # messages this side could not encode or that exceeded the frame limit: dropped
     queue_depths: dict[str, int] = field(default_factory=dict)  # node id -> messages queued
+    queue_bytes: dict[str, int] = field(default_factory=dict)  # node id -> encoded bytes queued
     outbound_connects: int = 0  # outbound handshakes completed (on_connected calls)
     inbound_accepts: int = 0  # inbound handshakes completed
     outbound_links: int = 0  # currently up
@@ -224,13 +226,15 @@ _Session = tuple[tuple[str, str], SessionKeys]
 class _Outbound:
     """One authenticated outbound connection and its queue."""
 
-    __slots__ = ("address", "closed", "dial_address", "inflight", "node_id", "queue", "write_started", "writer")
+    __slots__ = ("address", "closed", "dial_address", "inflight", "node_id", "queue", "queued_bytes", "write_started",
+                 "writer")
 
     def __init__(self, node_id: str, address: str, dial_address: str) -> None:
         self.node_id = node_id
         self.address = address
         self.dial_address = dial_address
-        self.queue: deque[Message] = deque()
+        self.queue: deque[tuple[Message, bytes]] = deque()  # each message with its msgpack encoding
+        self.queued_bytes = 0  # encoded bytes in queue (bounded by send_queue_bytes)
         self.inflight: list[Message] = []
         self.writer: trio.lowlevel.Task | None = None  # the writer task, while parked on an empty queue
         self.write_started: float | None = None  # trio time the send_all in progress began
@@ -463,14 +467,23 @@ class PeerLinks:
     def send(self, node_id: str, message: Message) -> None:
         """Queue ``message`` for ``node_id``; never blocks, never calls back synchronously.
 
-        Without an authenticated outbound link to that node, or with its queue full, the message is
-        reported through ``on_send_failed`` shortly after, from a PeerLinks task.
+        Without an authenticated outbound link to that node, or with its queue full (``send_queue_limit``
+        messages or ``send_queue_bytes`` encoded bytes), the message is reported through ``on_send_failed``
+        shortly after, from a PeerLinks task. The message is encoded here, so the queue's bound is in bytes;
+        one that cannot be encoded or would not fit in a frame is dropped (:meth:`_drop_unsendable`).
         """
         link = self._outbound.get(node_id)
         if link is None or link.closed or len(link.queue) >= self.config.send_queue_limit:
             self._fail(node_id, message)
             return
-        link.queue.append(message)
+        packed = self._encode(node_id, message)
+        if packed is None:
+            return
+        if link.queued_bytes + len(packed) > self.config.send_queue_bytes:
+            self._fail(node_id, message)
+            return
+        link.queue.append((message, packed))
+        link.queued_bytes += len(packed)
         writer = link.writer
         if writer is not None:
             link.writer = None
@@ -495,6 +508,7 @@ class PeerLinks:
         return dataclasses.replace(
             self._stats,
             queue_depths={node_id: len(link.queue) for node_id, link in self._outbound.items()},
+            queue_bytes={node_id: link.queued_bytes for node_id, link in self._outbound.items()},
             outbound_links=len(self._outbound),
             inbound_links=len(self._inbound),
             dialers=len(self._dialing),
@@ -923,7 +937,8 @@ class PeerLinks:
                 self._fail(peer_id, message)
             link.inflight = []
             while link.queue:
-                self._fail(peer_id, link.queue.popleft())
+                self._fail(peer_id, link.queue.popleft()[0])
+            link.queued_bytes = 0
 
     async def _watch_outbound(
         self, link: _Outbound, stream: trio.abc.Stream, scope: trio.CancelScope
@@ -941,15 +956,29 @@ class PeerLinks:
                 log.info("peer %s closed our link", link.node_id)
         scope.cancel()
 
+    def _encode(self, node_id: str, message: Message) -> bytes | None:
+        """The message's msgpack encoding, or None when it cannot go on the wire (dropped, counted, logged)."""
+        try:
+            packed: bytes = msgpack.packb(encode_message(message), use_bin_type=True)
+        except Exception as exc:  # a message the codec or msgpack cannot carry: a bug upstream
+            log.error("cannot encode %s for peer %s: %r", type(message).__name__, node_id, exc)
+            self._drop_unsendable(node_id, message)
+            return None
+        room = self.config.max_frame_bytes - _ARRAY_HEADER_MAX
+        if len(packed) > room:
+            log.error("%s for peer %s is %d bytes, over the %d-byte frame limit: dropped",
+                      type(message).__name__, node_id, len(packed), room)
+            self._drop_unsendable(node_id, message)
+            return None
+        return packed
+
     def _pack_batch(self, link: _Outbound, sealer: FrameSealer) -> tuple[list[Message], int, bytes]:
         """Take up to ~1 MiB of queued messages off the queue: ``(messages, frames, sealed frames)``.
 
         Each frame carries as many messages as fit in ``max_frame_bytes`` (normally one frame holds them
-        all); a message that cannot be encoded, or would not fit in a frame alone, is dropped
-        (:meth:`_drop_unsendable`) and the rest go on."""
+        all; every queued message fits in one alone, :meth:`send` made sure)."""
         room = self.config.max_frame_bytes - _ARRAY_HEADER_MAX
         queue = link.queue
-        pack = msgpack.packb
         batch: list[Message] = []
         chunks: list[bytes] = []
         frame: list[bytes] = []  # the packed messages of the frame being filled
@@ -957,23 +986,8 @@ class PeerLinks:
         frames = 0
         size = 0
         while queue and size < _BATCH_BYTES:
-            message = queue.popleft()
-            try:
-                packed = pack(encode_message(message), use_bin_type=True)
-            except Exception as exc:  # a message the codec or msgpack cannot carry: a bug upstream
-                log.error("cannot encode %s for peer %s: %r", type(message).__name__, link.node_id, exc)
-                self._drop_unsendable(link.node_id, message)
-                continue
-            if len(packed) > room:
-                log.error(
-                    "%s for peer %s is %d bytes, over the %d-byte frame limit: dropped",
-                    type(message).__name__,
-                    link.node_id,
-                    len(packed),
-                    room,
-                )
-                self._drop_unsendable(link.node_id, message)
-                continue
+            message, packed = queue.popleft()
+            link.queued_bytes -= len(packed)
             if frame_bytes + len(packed) > room:
                 chunks += _seal_frame(sealer, frame)
                 frames += 1

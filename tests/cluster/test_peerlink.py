@@ -376,6 +376,23 @@ async def test_full_queue_reports_the_overflow() -> None:
         assert a.failed == [("b", p) for p in pings[5:]]
 
 
+async def test_the_queue_is_bounded_in_bytes() -> None:
+    # Messages are encoded when queued, so a peer's queue holds at most send_queue_bytes of them however
+    # few they are: five batches of ~6 KB against a 20 KB bound, queued with no checkpoint in between.
+    batches = [SyncBatch(sample_items(100, offset=100 * i)) for i in range(5)]
+    size = len(msgpack.packb(encode_message(batches[0]), use_bin_type=True))
+    bound = 3 * size + size // 2
+    a, b = Node("a", send_queue_bytes=bound), Node("b")
+    async with cluster(a, b):
+        for batch in batches:
+            a.send("b", batch)
+        assert 3 * size - 100 <= a.stats.queue_bytes["b"] <= bound
+        await eventually(lambda: len(b.messages) == 3 and len(a.failed) == 2)
+        assert b.received_from("a") == batches[:3]
+        assert a.failed == [("b", batch) for batch in batches[3:]]
+        await eventually(lambda: a.stats.queue_bytes == {"b": 0})
+
+
 async def test_oversized_and_unencodable_messages_are_dropped_and_the_link_stays_up() -> None:
     """A message this side cannot send is its own bug, not the peer's: the peer is not reported down.
 
