@@ -22,4 +22,4 @@ if (sdk_dir / "pyproject.toml").is_file():
 else:
     sdk = f"{SDK}=={SDK_VERSION}"
 
-setup(install_requires=["trio>=0.25", "httpx>=0.27", "msgpack>=1.0", "h2>=4.1", sdk])
+setup(install_requires=["trio>=0.25", "httpx>=0.27", "msgpack>=1.0", "h2>=4.1", "hpack>=4.0", sdk])

@@ -142,8 +142,9 @@ class GrpcClient:
         while True:
             size = min(len(view), self.h2.max_outbound_frame_size, self.h2.local_flow_control_window(stream_id))
             if size == 0 and len(view):
+                opened = self.window_event  # taken before flushing: an update that arrives meanwhile sets it
                 await self.flush()
-                await self.window_event.wait()
+                await opened.wait()
                 continue
             self.h2.send_data(stream_id, bytes(view[:size]), end_stream=end and size == len(view))
             view = view[size:]

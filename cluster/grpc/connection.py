@@ -1,10 +1,13 @@
-"""One client's HTTP/2 connection carrying Nacos gRPC: the sans-IO ``h2`` state machine on a trio stream.
+"""One client's HTTP/2 connection carrying Nacos gRPC: the sans-IO :class:`~cluster.grpc.http2.H2Server` on a
+trio stream.
 
-Two tasks per connection and one rule: **only the writer task writes to the socket** (two tasks flushing
-``h2`` output at once make trio raise ``BusyResourceError``). The reader task feeds received bytes to ``h2``,
-handles its events and moves whatever ``h2`` wants to send into the outbound buffer; handlers queue
-messages on their stream; the writer moves queued messages into ``h2`` within the peer's flow-control
-windows and sends the buffer out.
+Two tasks per connection and one rule: **only the writer task writes to the socket** (two tasks sending at
+once make trio raise ``BusyResourceError``). The reader task feeds received bytes to the framer, which calls
+back :meth:`GrpcConnection.on_request` and friends and appends what it must send (SETTINGS and PING acks,
+WINDOW_UPDATEs) to the outbound buffer; handlers queue messages on their stream; the writer frames queued
+messages within the peer's flow-control windows and sends the buffer out. A unary call's answer (HEADERS,
+DATA, trailers) leaves in one write: its response headers wait for the answer, and both header blocks are
+cached bytes.
 
 Bounds (:class:`GrpcLimits`), so no client can make a node hold without end:
 
@@ -16,13 +19,13 @@ Bounds (:class:`GrpcLimits`), so no client can make a node hold without end:
   progress for ``stall_timeout_ms`` (it does not read, or never opens its flow-control window), is a slow
   reader and is disconnected. Pushes are built when they are written (:meth:`GrpcConnection.pull_pushes`),
   so a slow reader's pushes coalesce instead of piling up;
-* ``max_concurrent_streams`` is announced in SETTINGS and enforced by ``h2``;
+* ``max_concurrent_streams`` is announced in SETTINGS and enforced (more are refused);
 * a connection that has not set itself up (``ConnectionSetupRequest`` on its bi-stream) within
   ``setup_timeout_ms`` is closed: idle or half-open sockets cannot pile up. Once set up, the connection
   table's detection watches it.
 
-Received DATA is acknowledged to ``h2`` at once (the buffers above are what is bounded), so a client
-never stalls on our receive window.
+Received DATA is acknowledged at once (the buffers above are what is bounded), in bulk: one WINDOW_UPDATE
+per window once half of it is used, so a client never stalls on our receive window.
 """
 
 from __future__ import annotations
@@ -32,14 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
 import trio
 
+from cluster.grpc.http2 import H2ProtocolError, H2Server, header_block
 from cluster.grpc.wire import (
     MAX_MESSAGE_BYTES,
     MessageReader,
@@ -65,6 +63,8 @@ GRPC_UNAVAILABLE = 14
 _READ_BYTES = 65536
 _WRITE_CHUNK = 65536
 _CLOSE_NOTIFY_S = 0.2
+_RESPONSE_HEADERS = header_block([(":status", "200"), ("content-type", "application/grpc")])
+_OK_TRAILERS = header_block([("grpc-status", "0")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +104,10 @@ class _Stream:
     def __init__(self, is_bi: bool, max_message_bytes: int) -> None:
         self.is_bi = is_bi
         self.reader = MessageReader(max_message_bytes)
-        self.out = bytearray()  # framed messages not yet handed to h2 (flow control)
-        self.trailers: list[tuple[str, str]] | None = None  # to send once ``out`` is empty
+        self.out = bytearray()  # framed messages not yet framed as DATA (flow control)
+        self.trailers: bytes | None = None  # the trailers' header block, to send once ``out`` is empty
         self.headers_sent = False
-        self.done = False  # trailers handed to h2
+        self.done = False  # trailers sent
         self.answering = False  # a unary call's message arrived and is being answered
 
 
@@ -127,33 +127,23 @@ class GrpcConnection:
         self.connection_id = connection_id
         self.remote = remote
         self.limits = limits
-        # Header validation and normalisation are off: they cost a third of h2's time per call, and the front
-        # door only compares :method, :path and content-type against fixed values (nothing is forwarded).
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(
-                client_side=False,
-                header_encoding="utf-8",
-                validate_inbound_headers=False,
-                normalize_inbound_headers=False,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
-        self.h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_bytes,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 16 * 1024,
-            },
+        self._out = bytearray()
+        self.h2 = H2Server(
+            self,
+            self._out,
+            max_concurrent_streams=limits.max_concurrent_streams,
+            stream_window_bytes=limits.initial_window_bytes,
+            connection_window_bytes=limits.max_inbound_bytes,
+            max_header_list_bytes=16 * 1024,
         )
         self._streams: dict[int, _Stream] = {}
-        self._out = bytearray()
+        self._handler: ConnectionHandler | None = None
         self._wake = trio.Event()
         self._stalled_since: float | None = None
         self._closed = trio.Event()
         self._pull_pushes = pull_pushes
         self.bi_stream_id: int | None = None
+        self._goaway_code = 0  # NO_ERROR, or the code of the client's protocol error
         self.registered = False  # ConnectionSetupRequest received
         self.client_version = ""
         self.app = ""  # the client's AppName label, if it sent one
@@ -169,14 +159,12 @@ class GrpcConnection:
     # ------------------------------------------------------------------------------------------
     async def run(self, handler: ConnectionHandler) -> None:
         """Serve the connection until the client goes, misbehaves or :meth:`close` is called."""
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(self.limits.max_inbound_bytes)
-        self._take_h2_output()
+        self._handler = handler
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._writer)
-                nursery.start_soon(self._reader, handler, nursery)
+                nursery.start_soon(self._reader)
                 nursery.start_soon(self._setup_deadline)
                 await self._closed.wait()
                 nursery.cancel_scope.cancel()
@@ -204,17 +192,16 @@ class GrpcConnection:
     async def _goodbye(self) -> None:
         with trio.move_on_after(1):
             try:
-                self.h2.close_connection()
-                data = self.h2.data_to_send()
-                if data:
-                    await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, h2.exceptions.ProtocolError, OSError):
+                self.h2.goaway(self._goaway_code)
+                if self._out:
+                    await self.stream.send_all(bytes(self._out[: self.limits.max_outbound_bytes]))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
                 pass
         # TLS: its close_notify, if the socket takes it at once; plain: nothing to wait for
         with trio.move_on_after(_CLOSE_NOTIFY_S if isinstance(self.stream, trio.SSLStream) else 0):
             await self.stream.aclose()
 
-    async def _reader(self, handler: ConnectionHandler, nursery: trio.Nursery) -> None:
+    async def _reader(self) -> None:
         try:
             while not self.closed:
                 data = await self.stream.receive_some(_READ_BYTES)
@@ -223,25 +210,14 @@ class GrpcConnection:
                     return
                 self.bytes_in += len(data)
                 try:
-                    events = self.h2.receive_data(data)
-                except h2.exceptions.ProtocolError as exc:
-                    self._take_h2_output()
-                    self.close(f"HTTP/2 protocol error: {type(exc).__name__}")
+                    self.h2.receive(data)
+                except H2ProtocolError as exc:
+                    self._goaway_code = exc.code
+                    self.close(f"HTTP/2 protocol error: {exc}")
                     return
-                if any(isinstance(event, h2.events.ConnectionTerminated) for event in events):
-                    # After a GOAWAY h2 sends nothing more (its state is CLOSED): what came with it cannot
-                    # be answered, and the connection's instances go with it anyway.
-                    self.close("the client sent GOAWAY")
-                    return
-                try:
-                    for event in events:
-                        self._on_event(event, handler, nursery)
-                except h2.exceptions.ProtocolError as exc:  # h2 refused to send an answer: end, do not crash
-                    self.close(f"HTTP/2 protocol error while answering: {type(exc).__name__}")
-                    return
-                self._take_h2_output()
                 self._check_bounds()
-                self._wake.set()
+                if self._out:
+                    self._wake.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.close("connection lost")
         except SlowReader as exc:
@@ -256,7 +232,6 @@ class GrpcConnection:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 self._flush_streams()
-                self._take_h2_output()
                 self._check_bounds()
                 while self._out:
                     chunk = bytes(self._out[:_WRITE_CHUNK])
@@ -268,7 +243,6 @@ class GrpcConnection:
                     self.bytes_out += len(chunk)
                     self._stalled_since = None
                     self._flush_streams()
-                    self._take_h2_output()
                 self._check_stall()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.close("connection lost")
@@ -276,39 +250,45 @@ class GrpcConnection:
             self.close(str(exc))
 
     # ------------------------------------------------------------------------------------------
-    # h2 events
+    # HTTP/2 events (H2Listener)
     # ------------------------------------------------------------------------------------------
-    def _on_event(self, event: h2.events.Event, handler: ConnectionHandler, nursery: trio.Nursery) -> None:
-        if isinstance(event, h2.events.RequestReceived):
-            self._on_request(event, handler)
-        elif isinstance(event, h2.events.DataReceived):
-            if event.flow_controlled_length:
-                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            self._on_data(event.stream_id, event.data, handler, nursery)
-        elif isinstance(event, h2.events.StreamEnded):
-            state = self._streams.get(event.stream_id)
-            if state is not None and state.is_bi:
-                self.close("the client ended its bi-stream")
-            elif state is not None and not state.answering:
-                self._finish(event.stream_id, GRPC_INVALID_ARGUMENT, "the call ended without a whole message")
-        elif isinstance(event, h2.events.StreamReset):
-            state = self._streams.pop(event.stream_id, None)
-            if state is not None and state.is_bi:
-                self.close("the client reset its bi-stream")
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.close("the client sent GOAWAY")
-        elif isinstance(event, h2.events.WindowUpdated):
-            self._stalled_since = None
+    def on_end(self, stream_id: int) -> None:
+        """The client ended its side of a stream."""
+        state = self._streams.get(stream_id)
+        if state is not None and state.is_bi:
+            self.close("the client ended its bi-stream")
+        elif state is not None and not state.answering:
+            self._finish(stream_id, GRPC_INVALID_ARGUMENT, "the call ended without a whole message")
 
-    def _on_request(self, event: h2.events.RequestReceived, handler: ConnectionHandler) -> None:
-        headers = {_text(k): _text(v) for k, v in event.headers or ()}
-        path = headers.get(":path", "")
-        stream_id = event.stream_id
-        if path not in (UNARY_PATH, STREAM_PATH) or headers.get(":method") != "POST":
-            state = self._streams[stream_id] = _Stream(False, self.limits.max_message_bytes)
+    def on_reset(self, stream_id: int) -> None:
+        """The client reset a stream."""
+        state = self._streams.pop(stream_id, None)
+        if state is not None and state.is_bi:
+            self.close("the client reset its bi-stream")
+
+    def on_goaway(self) -> None:
+        """The client is going away."""
+        self.close("the client sent GOAWAY")
+
+    def on_window(self) -> None:
+        """A send window opened: held-back data may fit now."""
+        self._stalled_since = None
+        self._wake.set()
+
+    def on_request(self, stream_id: int, headers: list[tuple[str, str]]) -> None:
+        """A new call: check its method and content type; a unary call's headers wait for its answer."""
+        path = method = content_type = ""
+        for name, value in headers:
+            if name == ":path":
+                path = value
+            elif name == ":method":
+                method = value
+            elif name == "content-type":
+                content_type = value
+        if path not in (UNARY_PATH, STREAM_PATH) or method != "POST":
+            self._streams[stream_id] = _Stream(False, self.limits.max_message_bytes)
             self._finish(stream_id, GRPC_UNIMPLEMENTED, f"unknown method {path[:200]}")
             return
-        content_type = headers.get("content-type", "")
         if not content_type.startswith("application/grpc"):
             self._streams[stream_id] = _Stream(False, self.limits.max_message_bytes)
             self._finish(stream_id, GRPC_INVALID_ARGUMENT, "content-type must be application/grpc")
@@ -320,12 +300,16 @@ class GrpcConnection:
             return
         state = _Stream(is_bi, self.limits.max_message_bytes)
         self._streams[stream_id] = state
-        self._send_headers(stream_id, state)
-        if is_bi:
+        if is_bi:  # a unary call's headers go out with its answer, in the same write
+            self._send_headers(stream_id, state)
             self.bi_stream_id = stream_id
-            handler.stream_opened(self)
+            assert self._handler is not None
+            self._handler.stream_opened(self)
 
-    def _on_data(self, stream_id: int, data: bytes, handler: ConnectionHandler, nursery: trio.Nursery) -> None:
+    def on_data(self, stream_id: int, data: bytes) -> None:
+        """DATA of a call: whole gRPC messages go to the handler (a unary call's in a task of its own)."""
+        handler, nursery = self._handler, self._nursery
+        assert handler is not None and nursery is not None
         state = self._streams.get(stream_id)
         if state is None or state.trailers is not None:
             return  # a stream we already answered (or reset): its extra data is dropped
@@ -396,53 +380,48 @@ class GrpcConnection:
         state = self._streams.get(stream_id)
         if state is None or state.trailers is not None:
             return
-        trailers = [("grpc-status", str(status))]
-        if message:
-            trailers.append(("grpc-message", _percent_encode(message[:500])))
-        state.trailers = trailers
+        if status == GRPC_OK and not message:
+            state.trailers = _OK_TRAILERS
+        else:
+            trailers = [("grpc-status", str(status))]
+            if message:
+                trailers.append(("grpc-message", _percent_encode(message[:500])))
+            state.trailers = header_block(trailers)
         self._wake.set()
 
     def _send_headers(self, stream_id: int, state: _Stream) -> None:
-        self.h2.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+        self.h2.send_headers(stream_id, _RESPONSE_HEADERS)
         state.headers_sent = True
 
     def _flush_streams(self) -> None:
-        """Hand queued data to h2 within the flow-control windows; trailers once a stream's data is out."""
+        """Frame queued data within the flow-control windows; trailers once a stream's data is out."""
         if self.closed:
             return
         for stream_id, state in list(self._streams.items()):
             if state.is_bi and not state.out and self._pull_pushes is not None:
-                window = self.h2.local_flow_control_window(stream_id) if not state.done else 0
+                window = self.h2.window(stream_id) if not state.done else 0
                 if window > 0:
                     for payload in self._pull_pushes(self, window):
                         state.out += frame_message(encode_payload(payload))
                         self.messages_out += 1
-            try:
-                self._flush_stream(stream_id, state)
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                self._streams.pop(stream_id, None)  # the client reset or closed it meanwhile
+            self._flush_stream(stream_id, state)
 
     def _flush_stream(self, stream_id: int, state: _Stream) -> None:
         if not state.headers_sent:
+            if not state.out and state.trailers is None:
+                return  # nothing to answer yet
             self._send_headers(stream_id, state)
-        while state.out:
-            window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
-            if window <= 0:
+        if state.out:
+            taken = self.h2.send_data(stream_id, state.out)
+            del state.out[:taken]
+            if state.out:
                 if self._stalled_since is None:
                     self._stalled_since = trio.current_time()
                 return
-            chunk = bytes(state.out[:window])
-            del state.out[:window]
-            self.h2.send_data(stream_id, chunk)
         if state.trailers is not None and not state.done:
             state.done = True
             self.h2.send_headers(stream_id, state.trailers, end_stream=True)
             self._streams.pop(stream_id, None)
-
-    def _take_h2_output(self) -> None:
-        data = self.h2.data_to_send()
-        if data:
-            self._out += data
 
     def outbound_bytes(self) -> int:
         """Bytes waiting to go out: the socket buffer plus messages held back by flow control."""
@@ -450,7 +429,7 @@ class GrpcConnection:
 
     def inbound_bytes(self) -> int:
         """Bytes of incomplete messages buffered, all streams together."""
-        return sum(state.reader.buffered for state in self._streams.values())
+        return sum(state.reader.buffered for state in self._streams.values()) + self.h2.buffered
 
     def _check_bounds(self) -> None:
         if self.outbound_bytes() > self.limits.max_outbound_bytes:
@@ -462,11 +441,6 @@ class GrpcConnection:
         since = self._stalled_since
         if since is not None and trio.current_time() - since > self.limits.stall_timeout_ms / 1000:
             raise SlowReader(f"slow reader: flow-control window closed for {self.limits.stall_timeout_ms} ms")
-
-
-def _text(value: str | bytes) -> str:
-    """A header name or value as text (h2 gives str with ``header_encoding`` set; be safe with bytes)."""
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def _percent_encode(text: str) -> str:

@@ -5,7 +5,10 @@ load generator (``benchlib/grpcload.py``) in a process of its own:
 
 * registrations/s over gRPC, closed loop (``grpc_reg_connections`` connections spread over the nodes, each
   registering its instance in 64 services in turn, every call a real write), and the server CPU per
-  registration summed over the three processes (the v1 HTTP figure's like);
+  registration summed over the three processes (the v1 HTTP figure's like). On the same cluster, in
+  alternating rounds, the v1 HTTP registration run of the main phase (the HTTP load generator, the same
+  number of connections, one call in flight each, 64 services) so the two protocols are compared in one
+  run on one loaded machine (``ratio``: gRPC over HTTP, best round of each);
 * change -> gRPC subscriber: a v1 HTTP update on one node, the ``NotifySubscriberRequest`` on another
   node's subscriber (p50/p99);
 * connected clients held: ``grpc_hold`` connections across the cluster, each with one instance and one
@@ -22,21 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from benchlib.procs import DistroCluster, ProcessSet, cpu_seconds, http_get, log, rss_bytes, start_distro
+from benchlib.runner import Profiler, run_loadgen
 
 LOAD = Path(__file__).resolve().parent / "grpcload.py"
+RAW_LOAD = Path(__file__).resolve().parent / "grpcraw.py"
 LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3600000"]
 SIZES: dict[str, dict[str, Any]] = {
-    "full": {"grpc_reg_connections": 48, "grpc_reg_s": 10.0, "grpc_push_samples": 200, "grpc_hold": 10_000,
+    "full": {"grpc_reg_connections": 48, "grpc_reg_s": 10.0, "grpc_reg_rounds": 2, "grpc_push_samples": 200, "grpc_hold": 10_000,
              "grpc_hold_s": 30.0},
-    "quick": {"grpc_reg_connections": 48, "grpc_reg_s": 8.0, "grpc_push_samples": 100, "grpc_hold": 3_000,
+    "quick": {"grpc_reg_connections": 48, "grpc_reg_s": 8.0, "grpc_reg_rounds": 2, "grpc_push_samples": 100, "grpc_hold": 3_000,
               "grpc_hold_s": 20.0},
-    "smoke": {"grpc_reg_connections": 8, "grpc_reg_s": 3.0, "grpc_push_samples": 20, "grpc_hold": 100,
+    "smoke": {"grpc_reg_connections": 8, "grpc_reg_s": 3.0, "grpc_reg_rounds": 1, "grpc_push_samples": 20, "grpc_hold": 100,
               "grpc_hold_s": 5.0},
 }
 
 
-def _load(*args: str, timeout: float) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, str(LOAD), *args], capture_output=True, text=True, timeout=timeout,
+def _load(*args: str, timeout: float, script: Path = LOAD) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout,
                           check=False)
     if done.returncode != 0:
         raise RuntimeError(f"grpcload {args[0]} failed: {done.stderr[-1000:]}")
@@ -54,15 +59,56 @@ def _metric(addr: str, name: str) -> float:
     raise KeyError(name)
 
 
-def _registrations(cluster: DistroCluster, sizes: dict[str, Any]) -> dict[str, Any]:
+def _grpc_round(cluster: DistroCluster, sizes: dict[str, Any], profile: tuple[Profiler, str] | None,
+                client: str = "raw") -> dict[str, Any]:
     pids = [cluster.node(i).pid for i in range(3)]
     before = [cpu_seconds(pid) for pid in pids]
-    result = _load("register", "--servers", ",".join(cluster.addrs), "--connections",
-                   str(sizes["grpc_reg_connections"]), "--seconds", str(sizes["grpc_reg_s"]),
-                   timeout=sizes["grpc_reg_s"] + 120)
+    if profile is not None:
+        profile[0].start(profile[1], {f"n{i + 1}": p for i, p in enumerate(pids)}, sizes["grpc_reg_s"] - 1)
+    args = ["--servers", ",".join(cluster.addrs), "--connections", str(sizes["grpc_reg_connections"]),
+            "--seconds", str(sizes["grpc_reg_s"])]
+    if client == "raw":
+        result = _load(*args, timeout=sizes["grpc_reg_s"] + 120, script=RAW_LOAD)
+    else:
+        result = _load("register", *args, timeout=sizes["grpc_reg_s"] + 120)
+    if profile is not None:
+        profile[0].wait()
     cpu_s = sum(cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True))
     result["server_cpu_us_per_reg"] = round(cpu_s / max(1, result["ok"]) * 1e6)
     return result
+
+
+def _http_round(cluster: DistroCluster, sizes: dict[str, Any], round_no: int) -> dict[str, Any]:
+    pids = [cluster.node(i).pid for i in range(3)]
+    before = [cpu_seconds(pid) for pid in pids]
+    r = run_loadgen(["--workload", "distro-register", "--targets", ",".join(cluster.addrs), "--connections",
+                     str(sizes["grpc_reg_connections"]), "--depth", "1", "--duration", str(sizes["grpc_reg_s"]),
+                     "--services", "64", "--prefix", f"http{round_no}", "--base", str(round_no * 1_000_000)])
+    cpu_s = sum(cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True))
+    return {"ok": r["ok"], "failed": r["failed"], "per_s": r["ok_per_s"],
+            "server_cpu_us_per_reg": round(cpu_s / max(1, r["ok"]) * 1e6),
+            "client_cpu_us_per_call": r.get("cpu_us_per_request")}
+
+
+def _registrations(cluster: DistroCluster, sizes: dict[str, Any], profiler: Profiler) -> dict[str, Any]:
+    """Alternating rounds on the same cluster: v1 HTTP, gRPC with the lean generator (``grpcraw``, the headline
+    figure: it costs the client about what the HTTP generator does), gRPC with grpcio's client; the best
+    round of each."""
+    runs: dict[str, list[dict[str, Any]]] = {"http": [], "raw": [], "grpcio": []}
+    for n in range(sizes["grpc_reg_rounds"]):
+        runs["http"].append(_http_round(cluster, sizes, n))
+        log(f"  v1 HTTP round {n + 1}: {runs['http'][-1]}")
+        runs["raw"].append(_grpc_round(cluster, sizes, (profiler, "grpc-register") if n == 0 else None))
+        log(f"  gRPC (lean client) round {n + 1}: {runs['raw'][-1]}")
+        runs["grpcio"].append(_grpc_round(cluster, sizes, None, client="grpcio"))
+        log(f"  gRPC (grpcio) round {n + 1}: {runs['grpcio'][-1]}")
+    best = {name: max(rounds, key=lambda r: r["per_s"]) for name, rounds in runs.items()}
+    http_per_s = best["http"]["per_s"]
+    return {**best["raw"], "client": "grpcraw", "rounds": runs["raw"],
+            "http": {**best["http"], "rounds": runs["http"]},
+            "grpcio": {**best["grpcio"], "rounds": runs["grpcio"]},
+            "ratio": round(best["raw"]["per_s"] / http_per_s, 2) if http_per_s else None,
+            "ratio_grpcio": round(best["grpcio"]["per_s"] / http_per_s, 2) if http_per_s else None}
 
 
 def _hold(cluster: DistroCluster, sizes: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +133,7 @@ def _hold(cluster: DistroCluster, sizes: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def phase_grpc(m: dict[str, Any], ps: ProcessSet, mode: str) -> dict[str, Any]:
+def phase_grpc(m: dict[str, Any], ps: ProcessSet, mode: str, profiler: Profiler | None = None) -> dict[str, Any]:
     """All three figures; each on a fresh cluster. Skipped (noted) without grpcio (the bench extra)."""
     try:
         import grpc  # noqa: F401
@@ -99,8 +145,11 @@ def phase_grpc(m: dict[str, Any], ps: ProcessSet, mode: str) -> dict[str, Any]:
     log("ours over gRPC: registrations/s")
     cluster = start_distro(ps, "grpc-reg", LONG_TIMEOUTS)
     try:
-        out["register"] = _registrations(cluster, sizes)
-        log(f"  {out['register']}")
+        out["register"] = _registrations(cluster, sizes, profiler or Profiler(None))
+        reg = out["register"]
+        log(f"  gRPC {reg['per_s']}/s ({reg['server_cpu_us_per_reg']} us server CPU each; grpcio's client: "
+            f"{reg['grpcio']['per_s']}/s, {reg['grpcio']['server_cpu_us_per_reg']} us) vs v1 HTTP "
+            f"{reg['http']['per_s']}/s ({reg['http']['server_cpu_us_per_reg']} us): ratio {reg['ratio']}")
         log("ours over gRPC: change -> subscriber")
         out["push"] = _load("push", "--server", cluster.addrs[0], "--http", cluster.addrs[1], "--samples",
                             str(sizes["grpc_push_samples"]), timeout=300)

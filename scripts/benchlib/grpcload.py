@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -112,11 +113,20 @@ async def run_register(servers: list[str], connections: int, services: int, seco
             n += 1
 
     started = time.perf_counter()
+    cpu0 = _cpu_s()
     await asyncio.gather(*(loop(i, c) for i, c in enumerate(conns)))
     elapsed = time.perf_counter() - started
+    cpu = _cpu_s() - cpu0
     await asyncio.gather(*(c.close() for c in conns))
+    calls = counts["ok"] + counts["errors"]
     return {"connections": connections, "seconds": round(elapsed, 2), **counts,
-            "per_s": round(counts["ok"] / elapsed, 1)}
+            "per_s": round(counts["ok"] / elapsed, 1),
+            "client_cpu_us_per_call": round(cpu / calls * 1e6, 1) if calls else None}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def run_push(server: str, http: str, samples: int, rate: float) -> dict[str, Any]:

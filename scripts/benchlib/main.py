@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             ("memory", lambda: results["details"]["distro"].__setitem__("memory", phase_memory_snapshot(m, ps, profiler))),
             ("failover", lambda: results["details"]["distro"].__setitem__("failover", phase_failover(m, ps))),
             ("ramp", lambda: results["details"]["distro"].__setitem__("ramp", phase_ramp(m, ps, profiler))),
-            ("grpc", lambda: results["details"]["distro"].__setitem__("grpc", grpcbench.phase_grpc(m, ps, mode))),
+            ("grpc", lambda: results["details"]["distro"].__setitem__("grpc", grpcbench.phase_grpc(m, ps, mode, profiler))),
             ("rnacos", lambda: results["details"].__setitem__("rnacos", phase_rnacos(m, ps, profiler, results))),
             ("scale", lambda: results["details"]["distro"].__setitem__("scale", scale.phase_scale(m, ps, args.scale))),
         ]
