@@ -125,10 +125,16 @@ class HeartbeatClocks:
     ) -> tuple[list[ServiceKey], int]:
         """Ownership moved from ``old`` to ``new``: gained keys get clocks starting at ``now_ms`` (never a
         stale ``lastBeat``; an orphan's at its mark), lost keys lose theirs. Returns the keys gained and how
-        many were lost."""
+        many were lost.
+
+        Keys with clocks but no longer stored (their tombstones were collected) are visited too: left
+        behind, their clocks would make this node check, and expire, instances it no longer owns once the
+        key is registered again."""
         gained: list[ServiceKey] = []
         lost = 0
-        for key in list(self._store.keys()):
+        keys = dict.fromkeys(self._store.keys())
+        keys.update(dict.fromkeys(self._last_beat))
+        for key in keys:
             text = str(key)
             was = old.owner(text) == node_id
             now_owned = new.owner(text) == node_id
