@@ -87,10 +87,13 @@ _NODE_COUNTERS = {
     "dirty_overflows": "Times a peer's replication backlog overflowed and was left to anti-entropy.",
     "notifier_overflows": "Times the notifier queue overflowed and forced a full rebuild.",
     "renewals_sent": "Renew messages sent to owners for the instances of this node's gRPC connections.",
-    "renewals_received": "Renew messages received from nodes holding gRPC connections.",
+    "renewals_received": "Renew messages received (gRPC connections' renewals and beat receipts).",
     "renewed_missing": "Renewed instances an owner lacked (registered again while still bound).",
     "renewed_taken": "Renewed instances that another connection or client had taken (forgotten).",
     "instances_orphaned": "gRPC-bound instances this node marked orphans (their holder seen down): they expire.",
+    "beats_answered_here": "Beats for instances owned elsewhere answered from this node's replica.",
+    "beat_receipts_sent": "Beat receipts (one per instance and receipt interval) sent to the owners.",
+    "beat_receipts_stale": "Beat receipts for instances this owner had deleted (answered with the tombstone).",
     "entries_persisted": "Cluster-data entries (namespaces, settings) handed to the data folder.",
     "empty_services_removed": "Services a registration created, removed by this node's empty-service cleaner.",
     "deletion_records_dropped": "Deletion records (floors, and their tombstone rows on disk) forgotten, oldest "
@@ -112,6 +115,7 @@ _NODE_GAUGES = {
     "ownership_cache_bytes": "Bytes of the key-to-owner cache (bounded; docs/security.md).",
     "connections": "gRPC connections set up on this node (in its connection table).",
     "connection_instances": "Instances bound to this node's gRPC connections.",
+    "beat_receipt_bytes": "Bytes of beat receipts waiting to go to their owners (bounded by --max-beat-receipt-bytes).",
     "persist_backlog": "Cluster-data entries handed to the data folder and not reported written yet.",
     "answers_awaiting_disk": "Answers to cluster-data requests held until the data folder has their writes.",
 }

@@ -8,6 +8,7 @@ every output is an effect that the runtime (``cluster/``) carries out. See docs/
      replication per-peer dirty sets, SyncBatch flushes, anti-entropy digests
      snapshot    the start-up snapshot: loading one, serving ours
      health      the owner's heartbeat clocks and the health check
+     beats       beats answered from the replica, and the receipts that renew them on their owners
      notifier    changed keys and the read views swapped in for them
      connections gRPC connections held here and the instances bound to them
      clusterwrites  cluster settings and namespaces (cluster data) as the owner writes them
@@ -32,6 +33,7 @@ Nothing is imported here, so importing one submodule never drags in the others.
 """
 
 __all__ = [
+    "beats",
     "catalog",
     "cleaner",
     "clusterdata",

@@ -37,6 +37,12 @@ class DistroConfig:
     # client to register again (a beat already in flight when its instance was removed; Nacos answers 20404
     # and the Java client re-registers what it just removed).
     deregister_grace_ms: int = 5_000
+    # Beats answered from the replica (distro/beats.py): a node that does not own a key answers a beat for an
+    # instance its replica holds healthy at once, and renews it on the owner with the other receipts of the
+    # last beat_receipt_interval_ms in one Renew per owner (0: forward every beat to its owner, as Nacos).
+    # The receipts waiting here are bounded in bytes: reaching the bound sends them at once.
+    beat_receipt_interval_ms: int = 1_000
+    max_beat_receipt_bytes: int = 1_048_576
     # Forwarding writes to the owner.
     forward_timeout_ms: int = 2_000
     max_pending_forwards: int = 10_000

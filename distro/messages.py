@@ -145,7 +145,8 @@ class ConsoleReply:
 
 
 RenewItem = tuple[ServiceKey, str, str]
-"""``(service key, entry id, connection id)``: one instance bound to a gRPC connection."""
+"""``(service key, entry id, connection id)``: one instance bound to a gRPC connection, or, with an empty
+connection id, a beat receipt: a heartbeating instance whose beat the sender answered from its replica."""
 TakenItem = tuple[ServiceKey, str, str, int]
 """A :data:`RenewItem` whose entry holds another connection (or none), with that entry's version ms."""
 
@@ -153,7 +154,11 @@ TakenItem = tuple[ServiceKey, str, str, int]
 @dataclass(frozen=True, slots=True)
 class Renew:
     """The node holding gRPC connections renews their instances on the owner of their keys (every
-    ``heartbeat_timeout_ms / 3``, one message per owner): the owner restarts their heartbeat clocks."""
+    ``heartbeat_timeout_ms / 3``, one message per owner): the owner restarts their heartbeat clocks.
+
+    Items with an empty connection id are beat receipts (:mod:`distro.beats`): beats the sender answered
+    from its replica in the last ``beat_receipt_interval_ms``. The owner restarts the clocks of those it
+    holds live and answers those it deleted with their tombstones (a ``SyncBatch``), never a ``RenewReply``."""
 
     items: tuple[RenewItem, ...]
 

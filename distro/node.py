@@ -19,6 +19,7 @@ queries) and the rules that tie the parts together; each part keeps its own stat
      ├── replication.py     Replication: per-peer dirty sets, SyncBatch flushes, anti-entropy digests
      ├── snapshot.py        StartupSnapshot: loading the start-up snapshot, and serving ours
      ├── health.py          HeartbeatClocks: the owner's beat clocks and the health check
+     ├── beats.py           BeatReceipts: beats answered from the replica, renewed on their owners in batches
      ├── notifier.py        Notifier: changed keys and the read views swapped in for them
      ├── connections.py     ConnectionTable: gRPC connections held here and the instances bound to them
      ├── clusterwrites.py   ClusterDataWrites: cluster settings and namespaces (cluster data)
@@ -60,6 +61,12 @@ whose clients beat on time costs almost nothing between deadlines. With
 ``self_preservation`` a node that sees less than half of the cluster expires nothing: it cannot hear the
 beats that reach the other side.
 
+*Beats answered here.* A node that does not own a key answers a beat for an instance its replica holds
+healthy (and not bound to a connection) itself, and sends the owner the beats it answered every
+``beat_receipt_interval_ms`` as ``Renew`` items without a connection, one message per owner computed at
+sending time; the owner restarts those clocks and answers receipts of instances it deleted with their
+tombstones. An instance the replica lacks or holds unhealthy is forwarded as before (:mod:`distro.beats`).
+
 *Connections.* An instance registered over gRPC lives as long as its connection. The node holding the
 connection binds the instance in its :class:`~distro.connections.ConnectionTable` and registers it on the
 owner as an ordinary entry marked with the connection id; every ``heartbeat_timeout_ms / 3`` it renews its
@@ -91,6 +98,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 
+from distro.beats import BeatReceipts, answer_from_replica
 from distro.cleaner import EmptyServiceCleaner
 from distro.clusterdata import SETTINGS_KEY, NamespaceInfo, SettingText
 from distro.clusterwrites import ClusterDataWrites, namespaces, settings
@@ -112,6 +120,7 @@ from distro.messages import (
     Digest,
     Forward,
     ForwardReply,
+    Item,
     Items,
     Message,
     Ping,
@@ -131,6 +140,7 @@ from distro.readiness import NOT_READY, NOT_READY_TEXT
 from distro.replication import Replication
 from distro.requests import (
     CLUSTER_DATA_REQUESTS,
+    Beat,
     ClientRequest,
     CreateNamespace,
     DeleteNamespace,
@@ -205,6 +215,10 @@ class NodeStatistics:
     renewed_missing: int
     renewed_taken: int
     instances_orphaned: int
+    beats_answered_here: int
+    beat_receipts_sent: int
+    beat_receipts_stale: int
+    beat_receipt_bytes: int
     entries_persisted: int
     persist_backlog: int
     answers_awaiting_disk: int
@@ -242,6 +256,7 @@ class DistroNode:
         self._owned_count: tuple[OwnershipMap, int] | None = None  # see _owned_key_count
         self.connections = ConnectionTable(ConnectionTimings.of(config))
         self._renew_interval_ms = max(100, config.heartbeat_timeout_ms // 3)
+        self._receipts = BeatReceipts(config.beat_receipt_interval_ms, config.max_beat_receipt_bytes)
         self._next_renew_ms = now_ms + self._renew_interval_ms
         self._internal_seq = INTERNAL_REQUEST_IDS
         self._cluster_writes = ClusterDataWrites(config, self.store, self._write)
@@ -260,7 +275,7 @@ class DistroNode:
                 "requests_applied forwards_sent forwards_received forward_fallbacks sync_batches_received "
                 "entries_applied instances_marked_unhealthy instances_expired stale_entries_refused "
                 "future_entries_refused renewals_sent renewals_received renewed_missing renewed_taken "
-                "instances_orphaned"
+                "instances_orphaned beat_receipts_stale"
             ).split(),
             0,
         )
@@ -275,6 +290,10 @@ class DistroNode:
         owner = self._ownership.owner(str(request.key))
         if owner is None:  # not ready, and no ready peer is up
             return NOT_READY
+        if owner != self.node_id and isinstance(request, Beat) and self.ready:
+            answer = self._answer_beat_here(request, now_ms)
+            if answer is not None:
+                return answer
         if owner != self.node_id and len(self._pending) >= self.config.max_pending_forwards:
             self._c["forward_fallbacks"] += 1
             owner = self.node_id
@@ -371,6 +390,9 @@ class DistroNode:
         if self.ready and now_ms >= self._next_health_ms:
             self._next_health_ms = now_ms + cfg.health_check_interval_ms
             self._check_health(now_ms)
+        receipts_due = self._receipts.next_send_ms()
+        if receipts_due is not None and now_ms >= receipts_due:
+            self._send_beat_receipts(now_ms)
         if self.ready and now_ms >= self._next_renew_ms:
             self._next_renew_ms = now_ms + self._renew_interval_ms
             self._renew(now_ms)
@@ -419,6 +441,9 @@ class DistroNode:
         else:
             deadline = min(deadline, self._snapshot.next_deadline_ms())
         deadline = self._replication.next_flush_ms(deadline)
+        receipts_due = self._receipts.next_send_ms()
+        if receipts_due is not None:
+            deadline = min(deadline, receipts_due)
         if self._pending:
             deadline = min(deadline, next(iter(self._pending.values())).deadline_ms)
         deadline = self._membership.next_timeout_ms(deadline)
@@ -518,6 +543,10 @@ class DistroNode:
             renewed_missing=c["renewed_missing"],
             renewed_taken=c["renewed_taken"],
             instances_orphaned=c["instances_orphaned"],
+            beats_answered_here=self._receipts.answered,
+            beat_receipts_sent=self._receipts.sent_items,
+            beat_receipts_stale=c["beat_receipts_stale"],
+            beat_receipt_bytes=self._receipts.bytes,
             entries_persisted=self._durability.persisted_entries,
             persist_backlog=self._durability.latest_seq - self._durability.durable_seq,
             answers_awaiting_disk=len(self._durability),
@@ -562,9 +591,13 @@ class DistroNode:
             self._on_snapshot_chunk(sender, message, now_ms)
         elif isinstance(message, Renew):
             self._c["renewals_received"] += 1
-            missing, taken = self._judge_renewals(message.items, now_ms)
+            missing, taken, gone = self._judge_renewals(message.items, now_ms)
             if missing or taken:
                 self._outbox.send(sender, RenewReply(missing, taken))
+            if gone:
+                # Beat receipts for instances deleted here: the sender's replica is behind; send it the
+                # tombstones so that it stops answering their beats (distro/beats.py).
+                self._replication.send_items(sender, gone)
         elif isinstance(message, RenewReply):
             self._after_renewal(message.missing, message.taken, now_ms)
 
@@ -587,36 +620,70 @@ class DistroNode:
     # ============================================================================================
     def _renew(self, now_ms: int) -> None:
         """Renew every bound instance on its owner: one ``Renew`` per owner (in bounded batches)."""
-        for owner, items in self.connections.renewals(self.owner_of).items():
+        self._send_renewals(self.connections.renewals(self.owner_of), now_ms)
+
+    def _send_renewals(self, by_owner: dict[str, list[RenewItem]], now_ms: int, *, receipts: bool = False) -> None:
+        """One ``Renew`` per owner (in batches of ``RENEW_BATCH_ITEMS``); this node judges its own."""
+        for owner, items in by_owner.items():
             if owner == self.node_id:
-                self._after_renewal(*self._judge_renewals(tuple(items), now_ms), now_ms)
+                missing, taken, _ = self._judge_renewals(tuple(items), now_ms)
+                self._after_renewal(missing, taken, now_ms)
                 continue
             for start in range(0, len(items), RENEW_BATCH_ITEMS):
-                self._c["renewals_sent"] += 1
+                if not receipts:
+                    self._c["renewals_sent"] += 1
                 self._outbox.send(owner, Renew(tuple(items[start : start + RENEW_BATCH_ITEMS])))
+
+    def _answer_beat_here(self, beat: Beat, now_ms: int) -> Result | None:
+        """A beat for a key owned elsewhere: answered from the replica when :mod:`distro.beats` allows it
+        (a receipt then waits for the owner), else None (forward it)."""
+        entry_id = beat.entry_id
+        answer = answer_from_replica(beat, self.store.live_instance(beat.key, entry_id), self.config)
+        if answer is not None:
+            self._receipts.add(beat.key, entry_id, now_ms)
+            if self._receipts.full:
+                self._send_beat_receipts(now_ms)
+        return answer
+
+    def _send_beat_receipts(self, now_ms: int) -> None:
+        """The beats answered here go to the owners of their keys now: ``Renew`` items with no connection."""
+        by_owner: dict[str, list[RenewItem]] = {}
+        for key, entry_id in self._receipts.take():
+            owner = self.owner_of(key)
+            if owner is not None:
+                by_owner.setdefault(owner, []).append((key, entry_id, ""))
+        self._send_renewals(by_owner, now_ms, receipts=True)
 
     def _judge_renewals(
         self, items: tuple[RenewItem, ...], now_ms: int
-    ) -> tuple[tuple[RenewItem, ...], tuple[TakenItem, ...]]:
-        """As the owner: restart the clocks of the instances still bound to their connection (healthy
-        again if they were not); return the ones missing here and the ones taken by someone else."""
+    ) -> tuple[tuple[RenewItem, ...], tuple[TakenItem, ...], list[Item]]:
+        """As the owner: restart the clocks of the instances still bound to their connection, or living by
+        heartbeats for a beat receipt (empty connection id), healthy again if they were not. Returns the
+        connections' instances missing here and those taken by someone else, and the tombstones of the
+        receipts' instances deleted here (a receipt never registers anything)."""
         missing: list[RenewItem] = []
         taken: list[TakenItem] = []
+        gone: list[Item] = []
         for item in items:
-            key, entry_id, _ = item
+            key, entry_id, connection = item
             live = self.store.live_instance(key, entry_id)
             verdict = judge_renewal(item, self.is_owner(key), live)
             if verdict == "touch" and live is not None:
                 self._touch(key, entry_id, now_ms)
                 if not live.healthy:
                     self._write(key, entry_id, live.with_health(True), now_ms)
+            elif not connection:  # a beat receipt for an instance deleted here, or now bound to a connection
+                if verdict == "missing":
+                    self._c["beat_receipts_stale"] += 1
+                    entry = self.store.entry(key, entry_id)
+                    if entry is not None:
+                        gone.append((key, entry_id, entry))
             elif verdict == "missing":
                 missing.append(item)
             elif verdict == "taken":
-                datum = self.store.datum(key)
-                entry = None if datum is None else datum.get(entry_id)
+                entry = self.store.entry(key, entry_id)
                 taken.append((*item, 0 if entry is None else entry.ms))
-        return tuple(missing), tuple(taken)
+        return tuple(missing), tuple(taken), gone
 
     def _after_renewal(self, missing: tuple[RenewItem, ...], taken: tuple[TakenItem, ...], now_ms: int) -> None:
         """As the holder: register again what the owner lacks and is still bound here (what another writer

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distro.clusterdata import NAMESPACES_KEY, SETTINGS_KEY, HealthChecker
-from distro.model import Instance, ServiceKey, ServiceMeta
+from distro.model import Instance, ServiceKey, ServiceMeta, instance_entry_id
 
 __all__ = [
     "CLUSTER_DATA_REQUESTS",
@@ -84,6 +84,13 @@ class Beat:
     ip: str
     port: int
     instance: Instance | None = None
+
+    @property
+    def entry_id(self) -> str:
+        """The entry the beat is for (a full beat's own cluster, ip and port win over the parameters)."""
+        if self.instance is not None:
+            return self.instance.entry_id
+        return instance_entry_id(self.cluster, self.ip, self.port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -233,10 +233,7 @@ class ClientWrites:
 
     def _beat(self, request: Beat, now_ms: int) -> Result:
         key = request.key
-        cluster, ip, port = request.cluster, request.ip, request.port
-        if request.instance is not None:
-            cluster, ip, port = request.instance.cluster, request.instance.ip, request.instance.port
-        entry_id = instance_entry_id(cluster, ip, port)
+        entry_id = request.entry_id
         existing = self._store.live_instance(key, entry_id)
         interval = self._config.client_beat_interval_ms
         if existing is None:

@@ -58,6 +58,8 @@ _CORE_FLAGS = {
     "max-services": "max_services",
     "max-pending-forwards": "max_pending_forwards",
     "deregister-grace-ms": "deregister_grace_ms",
+    "beat-receipt-interval-ms": "beat_receipt_interval_ms",
+    "max-beat-receipt-bytes": "max_beat_receipt_bytes",
     "max-clock-skew-ms": "max_clock_skew_ms",
     "grpc-probe-after-idle-ms": "connection_probe_after_idle_ms",
     "grpc-give-up-after-ms": "connection_give_up_after_ms",

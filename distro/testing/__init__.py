@@ -2,7 +2,8 @@
 
     harness   Harness: a few DistroNodes driven by hand (no message moves, no time passes unless told)
     sim       Simulator: N DistroNodes on a simulated clock and a faulty network, with heartbeating clients
-    checkers  SafetyChecker and check_converged: readable violations, never asserts
+    checkers  SafetyChecker, BeatChecker and check_converged: readable violations, never asserts
+    beatlog   BeatLog: the faults, beats and health events the simulator records for BeatChecker
     disk      SimDisk: a node's persisted entries, which survive its crash
     datawork  ClusterDataWorkload and check_cluster_data: namespaces and settings written and checked
     grpcsim   SimGrpcClient: Nacos 2.x clients whose instances live by their connection (reconnect, redo)
@@ -11,4 +12,4 @@
 Nothing is imported here, so importing one submodule never drags in the others.
 """
 
-__all__ = ["checkers", "datawork", "disk", "grpcsim", "harness", "runner", "sim"]
+__all__ = ["beatlog", "checkers", "datawork", "disk", "grpcsim", "harness", "runner", "sim"]

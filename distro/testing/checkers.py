@@ -5,6 +5,14 @@ Safety (:class:`SafetyChecker`, after every step):
 - a node never serves an instance its store holds as deleted (views match the store);
 - no queue or buffer is over its bound.
 
+Heartbeats (:class:`BeatChecker`, after every step; beats go to random nodes, owners or not):
+- an owner never marks unhealthy (deletes) a heartbeating client's instance while one of its beats that
+  reached a node of a calm cluster, with nothing failing for a receipt interval plus a network delay after
+  it, lies within the heartbeat timeout (expiry) before;
+- a client that stopped beating is listed nowhere once the expiry plus a receipt interval (plus a health
+  check, a flush and two network delays) has passed since its last request, when the cluster was calm then
+  and nothing failed since.
+
 Liveness (:func:`check_converged`, after faults stop and the cluster settles):
 - every ready node holds the same live entries for every key;
 - every heartbeating client is listed, healthy, on every node; every deregistered or dead one is gone;
@@ -24,7 +32,7 @@ from distro.testing.grpcsim import SimGrpcClient
 from distro.testing.sim import Simulator
 from distro.versions import Version
 
-__all__ = ["SafetyChecker", "check_converged", "grpc_listed", "live_entries"]
+__all__ = ["BeatChecker", "SafetyChecker", "check_converged", "grpc_listed", "live_entries"]
 
 
 class SafetyChecker:
@@ -86,7 +94,83 @@ def _check_bounds(node_id: str, node: DistroNode) -> list[str]:
     peers = max(1, stats.peers_known)
     if stats.dirty_entries > cfg.max_dirty_entries_per_peer * peers:
         violations.append(f"{node_id}: {stats.dirty_entries} dirty entries over the bound")
+    if stats.beat_receipt_bytes > cfg.max_beat_receipt_bytes:
+        violations.append(f"{node_id}: {stats.beat_receipt_bytes} bytes of beat receipts > {cfg.max_beat_receipt_bytes}")
     return violations
+
+
+class BeatChecker:
+    """The heartbeat promises (module docstring), from what the simulator records in ``sim.beat_log``.
+
+    "Calm" (:meth:`Simulator.calm`) means every node running and ready, no link cut, and every node computing
+    ownership over the full membership; a fault is a cut, a heal, a crash, a restart or a lost message.
+    """
+
+    def __init__(self) -> None:
+        self._settled: set[int] = set()  # stopped clients already judged
+
+    @staticmethod
+    def carry_ms(sim: Simulator) -> int:
+        """How late a beat may restart its owner's clock: a receipt interval plus the longest network delay."""
+        return sim.config.beat_receipt_interval_ms + sim.faults.delay_max_ms
+
+    @staticmethod
+    def stop_bound_ms(sim: Simulator) -> int:
+        """How long after its last request a stopped client may still be listed somewhere."""
+        cfg = sim.config
+        return (
+            BeatChecker.carry_ms(sim)
+            + cfg.instance_expire_ms
+            + cfg.health_check_interval_ms
+            + cfg.sync_delay_ms
+            + sim.faults.delay_max_ms
+            + 1
+        )
+
+    def check(self, sim: Simulator) -> list[str]:
+        """Violations found since the last call."""
+        return self._check_health_events(sim) + self._check_stopped(sim)
+
+    def _check_health_events(self, sim: Simulator) -> list[str]:
+        log, cfg, carry = sim.beat_log, sim.config, self.carry_ms(sim)
+        violations = []
+        for event in log.take_events():
+            window = cfg.heartbeat_timeout_ms if event.kind == "unhealthy" else cfg.instance_expire_ms
+            for beat_ms, calm in log.beats(event.client_id):
+                if calm and beat_ms + carry <= event.ms and event.ms - beat_ms <= window and log.quiet(
+                    beat_ms - 1, beat_ms + carry
+                ):
+                    violations.append(
+                        f"{event.node_id} {event.kind} client {event.client_id} at {event.ms}, yet it beat at "
+                        f"{beat_ms} ({event.ms - beat_ms} ms before, within {window} ms) in a calm cluster"
+                    )
+                    break
+        return violations
+
+    def _check_stopped(self, sim: Simulator) -> list[str]:
+        log, bound = sim.beat_log, self.stop_bound_ms(sim)
+        violations = []
+        for client in sim.clients:
+            if client.beating or client.state == "new" or client.client_id in self._settled:
+                continue
+            sent = log.last_sent.get(client.client_id)
+            if sent is not None and sim.now_ms < sent[0] + bound:
+                continue
+            self._settled.add(client.client_id)
+            if sent is None or not sent[1] or not log.quiet(sent[0] - 1, sent[0] + bound):
+                continue
+            for node_id, node in sim.live_nodes():
+                if node.ready and _lists(node, client.key, client.ip, client.port):
+                    violations.append(
+                        f"client {client.client_id} {client.state} (last request at {sent[0]}, calm since) "
+                        f"still listed on {node_id} at {sim.now_ms}, over {bound} ms later"
+                    )
+        return violations
+
+
+def _lists(node: DistroNode, key: ServiceKey, ip: str, port: int) -> bool:
+    view = node.view(key)
+    return view is not None and any(i.ip == ip and i.port == port for i in view.instances)
 
 
 def live_entries(node: DistroNode) -> dict[tuple[ServiceKey, str], tuple[Version, EntryValue]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from distro.testing.checkers import SafetyChecker, check_converged
+from distro.testing.checkers import BeatChecker, SafetyChecker, check_converged
 from distro.testing.sim import FaultOptions, Simulator
 
 __all__ = ["ScheduleReport", "run_schedule"]
@@ -58,11 +58,12 @@ def run_schedule(
     sim = Simulator(seed, nodes, faults=faults, trace=trace)
     start = sim.now_ms
     checker = SafetyChecker()
+    beats = BeatChecker()
     report = ScheduleReport(seed, nodes, steps)
     for step in range(steps):
         sim.random_step()
         if check_every and step % check_every == 0:
-            violations = checker.check(sim)
+            violations = checker.check(sim) + beats.check(sim)
             if violations:
                 report.violations = violations
                 report.failed_at_step = step
@@ -70,7 +71,7 @@ def run_schedule(
     if not report.violations:
         sim.stop_faults()
         sim.advance(sim.settle_ms())
-        report.violations = checker.check(sim) + check_converged(sim)
+        report.violations = checker.check(sim) + beats.check(sim) + check_converged(sim)
     report.simulated_ms = sim.now_ms - start
     report.delivered = sim.delivered
     report.dropped = sim.dropped

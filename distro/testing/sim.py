@@ -26,7 +26,7 @@ from distro.clusterdata import NAMESPACES_KEY
 from distro.config import DistroConfig
 from distro.effects import ClientReply, ForgetDeletion, LifecycleEvent, Persist, Send
 from distro.messages import Message
-from distro.model import ServiceKey, make_instance
+from distro.model import Instance, ServiceKey, instance_entry_id, make_instance
 from distro.node import DistroNode
 from distro.requests import (
     CODE_RESOURCE_NOT_FOUND,
@@ -37,6 +37,7 @@ from distro.requests import (
     Register,
     Result,
 )
+from distro.testing.beatlog import BeatLog, HealthEvent
 from distro.testing.datawork import ClusterDataWorkload
 from distro.testing.disk import SimDisk
 from distro.testing.grpcsim import GrpcClients
@@ -65,6 +66,10 @@ class FaultOptions:
     # Per step: a gRPC client connects, closes or dies (distro/testing/grpcsim.py). Off by default so that the
     # schedules of the heartbeat-only seeds stay as they were; scripts/simulate --grpc-rate turns it on.
     grpc_probability: float = 0.0
+
+
+def _entry_id(client: SimClient) -> str:
+    return instance_entry_id("DEFAULT", client.ip, client.port)
 
 
 def sim_config(nodes: int) -> DistroConfig:
@@ -144,6 +149,8 @@ class Simulator:
         self.data = ClusterDataWorkload()
         self._data_requests: dict[tuple[str, int], ClientRequest] = {}  # (node, request id) -> request
         self.grpc = GrpcClients(self)
+        # What the heartbeat checker needs (distro/testing/beatlog.py): faults, beats, health events.
+        self.beat_log = BeatLog(horizon_ms=2 * self.config.instance_expire_ms + 60_000)
         for node_id in self.node_ids:
             self._boot(node_id)
 
@@ -168,6 +175,7 @@ class Simulator:
         if self.nodes.get(node_id) is None:
             return
         self.nodes[node_id] = None
+        self.beat_log.fault(self.now_ms)
         self._unflushed[node_id].clear()  # written but not on disk yet: lost with the process
         self._log(f"crash {node_id}")
         self.grpc.node_crashed(node_id)
@@ -178,12 +186,14 @@ class Simulator:
             return
         self.now_ms += 1  # a restart never happens in the same millisecond as the crash
         self.incarnations[node_id] += 1
+        self.beat_log.fault(self.now_ms)
         self._boot(node_id)
         self._log(f"restart {node_id}")
 
     def partition(self, source: str, target: str, both_ways: bool = True) -> None:
         """Cut the link ``source -> target`` (and back, unless one-way)."""
         self.blocked.add((source, target))
+        self.beat_log.fault(self.now_ms)
         if both_ways:
             self.blocked.add((target, source))
         self._log(f"partition {source}{'<' if both_ways else ''}->{target}")
@@ -197,6 +207,7 @@ class Simulator:
     def heal(self) -> None:
         """Remove every partition."""
         self.blocked.clear()
+        self.beat_log.fault(self.now_ms)
         self._log("heal")
 
     # ---------------------------------------------------------------------------------------------
@@ -211,16 +222,16 @@ class Simulator:
                 sender.handle_send_failed(target, message, self.now_ms)
             return
         if (source, target) in self.blocked:
-            self.dropped += 1
+            self._lost()
             return
         faults = self.faults
         if self.rng.random() < faults.drop_probability:
-            self.dropped += 1
+            self._lost()
             return
         copies = 2 if self.rng.random() < faults.duplicate_probability else 1
         for _ in range(copies):
             if len(self.in_flight) >= self.max_in_flight:
-                self.dropped += 1
+                self._lost()
                 return
             delay = self.rng.randint(faults.delay_min_ms, max(faults.delay_min_ms, faults.delay_max_ms))
             self._seq += 1
@@ -239,12 +250,16 @@ class Simulator:
         if self.in_flight:
             self.in_flight.pop(index % len(self.in_flight))
             heapq.heapify(self.in_flight)
-            self.dropped += 1
+            self._lost()
+
+    def _lost(self) -> None:
+        self.dropped += 1
+        self.beat_log.fault(self.now_ms)
 
     def _deliver(self, item: InFlight) -> None:
         node = self.nodes.get(item.target)
         if node is None or (item.source, item.target) in self.blocked:
-            self.dropped += 1
+            self._lost()
             return
         self.delivered += 1
         node.handle_peer(item.source, item.message, self.now_ms)
@@ -315,6 +330,7 @@ class Simulator:
             request = Beat(client.key, "DEFAULT", client.ip, client.port)
         else:
             request = Deregister(client.key, "DEFAULT", client.ip, client.port)
+        self.beat_log.request(client.client_id, self.now_ms, self.calm(), renews=kind != "deregister")
         self._request_seq += 1
         request_id = self._request_seq
         result = node.handle_client(request_id, request, self.now_ms)
@@ -419,8 +435,7 @@ class Simulator:
                 self._deliver(heapq.heappop(self.in_flight))
             for node_id, node in self.live_nodes():
                 if node.next_deadline_ms() <= self.now_ms:
-                    node.tick(self.now_ms)
-                    self._drain(node_id)
+                    self._tick(node_id, node)
             while self._beats and self._beats[0][0] <= self.now_ms:
                 _, client_id = heapq.heappop(self._beats)
                 client = self.clients[client_id]
@@ -431,6 +446,30 @@ class Simulator:
                 self.send_client_request(client, self._random_node_id(), "beat")
             self.grpc.run_due()
         self.now_ms = end
+
+    def _tick(self, node_id: str, node: DistroNode) -> None:
+        """Tick a node, recording what its health check did to heartbeating clients' instances."""
+        alive = [c for c in self.clients if c.beating]
+        before = [node.store.live_instance(c.key, _entry_id(c)) for c in alive]
+        node.tick(self.now_ms)
+        for client, was in zip(alive, before, strict=True):
+            if was is None:
+                continue
+            entry = node.store.entry(client.key, _entry_id(client))
+            if entry is None or entry.version.node != node_id:
+                continue
+            if entry.value is None:
+                self.beat_log.health(HealthEvent(self.now_ms, node_id, client.client_id, "expired"))
+            elif isinstance(entry.value, Instance) and was.healthy and not entry.value.healthy:
+                self.beat_log.health(HealthEvent(self.now_ms, node_id, client.client_id, "unhealthy"))
+        self._drain(node_id)
+
+    def calm(self) -> bool:
+        """Every node running and ready, no link cut, and every node's live set the full membership."""
+        if self.blocked:
+            return False
+        members = tuple(sorted(self.node_ids))
+        return all(node is not None and node.ready and node.live_members() == members for node in self.nodes.values())
 
     def _flush_disks(self) -> None:
         """Write what is due to each node's disk, in order, and tell the node how far it got."""

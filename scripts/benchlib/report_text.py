@@ -533,13 +533,14 @@ LIMITS = {
         "snapshot chunks encoded once by the sender and reused."
     ),
     "max_heartbeating_instances": (
-        "CPU per beat. A beat costs {beat_cpu} µs of server CPU summed over the nodes (from the ramp steps): "
-        "two thirds arrive at a node that does not own the service and are forwarded to the owner and answered "
-        "back over the peer link; on top of that the owner's health check walks every owned instance every "
-        "second. At 5 s beats, N instances need N/5 beats/s.\n\n"
-        "What it would take: answer light beats for known instances without waiting for the owner (forward "
-        "them batched and fire-and-forget); point clients at the owner; keep the health check's deadlines in a "
-        "heap or timer wheel."
+        "CPU per beat. A beat costs {beat_cpu} µs of server CPU summed over the nodes (from the ramp steps); on "
+        "top of that the owner's health check scans its instances once the earliest deadline passes. At 5 s "
+        "beats, N instances need N/5 beats/s. Beats that land on a non-owner (two thirds) are answered from its "
+        "replica with batched receipts to the owner (issue 15), which halved the CPU per beat of the ramp steps "
+        "(see \"Where the time goes\" below).\n\n"
+        "What it would take: fewer CPU-microseconds per HTTP request (the server loop, parsing, rendering); keep "
+        "the health check's deadlines in a heap or timer wheel; a load generator and nodes that do not share two "
+        "cores."
     ),
     "bulk_register_per_s": (
         "The same cost as `register_per_s` (see there), measured into many small services; r-nacos is native "
@@ -550,12 +551,13 @@ LIMITS = {
         "interpreter. r-nacos pays none of the interpreter cost."
     ),
     "beats_per_s": (
-        "CPU per beat (`cpu_us_per_beat`). Two thirds of the beats land on a node that does not own the "
-        "service and travel to the owner and back over the peer link, one frame each way per beat, before the "
-        "client gets its answer. What it would take: answer a light beat for a known instance from the local "
-        "replica and send the owner batched beat receipts (a `distro/` rule proven in the simulator: no "
-        "beating instance expires, no expired instance is kept alive); the gRPC front door's batched `Renew` "
-        "peer message has that shape."
+        "CPU per beat (`cpu_us_per_beat`). Since the run above, the two thirds of beats that land on a node "
+        "that does not own the service no longer travel to the owner and back: that node answers from its "
+        "replica and sends the owner batched receipts, one `Renew` per owner per `--beat-receipt-interval-ms` "
+        "(docs/design.md, \"Beats answered from the replica\"; measured in \"Where the time goes\" below: CPU "
+        "per beat 140-180 µs before, 60-70 µs after, in alternating runs). What remains per beat is the HTTP "
+        "request itself (parse, route, render, the loopback `send`) in the interpreter; r-nacos pays no "
+        "interpreter cost."
     ),
     "cpu_us_per_beat": ("See `beats_per_s`."),
     "list_per_s": (
@@ -623,8 +625,21 @@ samples including idle `epoll`):
 - **Closed-loop light beats**: the node idles in `epoll` ~38% (waiting for a CPU share, not for work); of the
   rest, the loopback `send` of the HTTP answer (~12%) and of peer-link frames (~11%), the peer link's write
   and read loops (15% and 8% inclusive: two thirds of beats go to the owner and back), `NamingApi.beat` ~9%.
-  The lever is answering light beats from the local replica and sending the owner batched receipts; it
-  waits for the gRPC front door's batched `Renew` peer message (same shape), which had not landed.
+  The lever is answering light beats from the local replica and sending the owner batched receipts (done:
+  see the next item).
+- **Beats answered from the replica** (`distro/beats.py`, docs/design.md): a node answers a beat for an
+  instance its replica holds healthy and renews it on the owner with one `Renew` per owner per second,
+  instead of a `Forward` and a `ForwardReply` per beat. Measured with `scripts/bench --quick --only memory`
+  (20,000 instances, closed-loop light beats, 48 connections), alternating runs with the receipts off
+  (`DISTRO_BEAT_RECEIPT_INTERVAL_MS=0`, every beat forwarded as before) and on, load average 4.6-8.7:
+  off 3,521 / 4,199 / 5,221 / 4,686 / 5,710 beats/s at 183 / 140 / 138 / 163 / 148 µs of server CPU per beat
+  (three processes summed); on 6,756 / 10,814 / 19,330 beats/s at 67.5 / 71.5 / 59.2 µs. The open-loop
+  heartbeat ramp (`--only ramp --ramp 5000,20000,40000`, one run each, 18 s per step): CPU per beat at
+  5,000 / 20,000 / 40,000 instances 454 / 284 / 174 µs off, 212 / 109 / 83 µs on (at 40,000: 25.4 against
+  12.3 s of server CPU in the step); both held 40,000 on that (quieter) machine. 60,000 did not hold with the
+  receipts on (`--ramp 60000,80000,100000`): 10,516 of 12,000 beats/s, p99 2.6 s, no instance unhealthy or
+  missing, with each node busy a quarter of a core and the load generator half a core, so the two shared
+  cores, not the nodes, set that limit.
 - **Registration**: HTTP serving ~35% (a third of it `send`), peer link read 21% / write 11%,
   `NamingApi.register` ~14%, the core (`ClientWrites`, merge, notifier) under 10%.
 - **List**: rendering ~22% (`ListRenderer.render`; `json.dumps` ~7%, `client_info` ~6%), the HTTP server the
@@ -667,13 +682,14 @@ Where the time goes now:
   merge, notifier) ~16% across those.
 - **List** (`GET instance/list`): cheap; the host list is cached per view revision, so what remains is the
   per-request header built with `json.dumps` calls, `service_key` validation and the HTTP server.
-- **Beat** (`PUT instance/beat`): the peer link (two messages per forwarded beat) and the HTTP `send` dominate;
-  `NamingApi.beat` ~5%, `_check_health` a few %.
+- **Beat** (`PUT instance/beat`): before issue 15's receipts, the peer link (two messages per forwarded beat)
+  and the HTTP `send` dominated, `NamingApi.beat` ~5%, `_check_health` a few %; now a beat on a non-owner
+  costs no peer message of its own (not profiled again: py-spy is not installed on this machine).
 - **Forwarding**: on the forwarding node a `Forward` encode and a parked task; on the owner
   `distro.codec._dec_forward`/`_request` (it validates the request again, IP included: a peer is
   authenticated but its input is still checked) and the reply. Forwards and replies share frames with
-  whatever else is queued, but each is still a message to encode and decode, two per write or beat that
-  lands on a non-owner (two thirds of them).
+  whatever else is queued, but each is still a message to encode and decode, two per write (or beat the
+  replica cannot answer) that lands on a non-owner (two thirds of them).
 - **Snapshot** (restart at 100k instances, receiving node): `distro.codec._items` ~33%, `_merge_items` ~19%
   (of which `entry_hash` ~8%), imports ~17% of the first five seconds.
 """

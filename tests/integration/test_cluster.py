@@ -145,6 +145,46 @@ def test_owner_killed_then_restarted(fresh_cluster: RunningCluster) -> None:
                    f"the instance gone from {node.node_id}")
 
 
+def metric(cluster: RunningCluster, node: LocalNode, name: str) -> float:
+    """One unlabelled sample of a node's /metrics."""
+    for line in cluster.http.get(f"{node.url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def test_beats_through_a_non_owner_are_answered_there_and_renew_the_instance_on_its_owner(
+    cluster: RunningCluster,
+) -> None:
+    """Light beats sent only to a node that does not own the service are answered from its replica (none
+    is forwarded) and reach the owner as batched receipts: the instance stays healthy everywhere for longer
+    than the expiry (docs/design.md, "Beats answered from the replica")."""
+    service, ip, port = unique("receipts"), "10.4.1.1", 7100
+    owner = cluster.owner(service)
+    via = next(n for n in cluster.nodes if n is not owner)
+    cluster.register(via, service, ip, port)
+    wait_until(lambda: cluster.host(via, service, ip, port), "the instance on the node that will take the beats")
+    answered_before = metric(cluster, via, "distro_beats_answered_here_total")
+    forwards_before = metric(cluster, via, "distro_forwards_sent_total")
+    receipts_before = metric(cluster, owner, "distro_renewals_received_total")
+    beater = Beater(via, service, ip, port, interval_s=0.5)
+    beater.start()
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < INSTANCE_EXPIRE_S + 2.0:
+            for node in cluster.nodes:
+                host = cluster.host(node, service, ip, port)
+                assert host is not None and host["healthy"] is True, (node.node_id, host)
+            time.sleep(0.1)
+    finally:
+        beater.stop()
+    assert beater.errors == [] and beater.reregistered == 0
+    assert metric(cluster, via, "distro_beats_answered_here_total") - answered_before == beater.beats
+    assert metric(cluster, via, "distro_forwards_sent_total") == forwards_before
+    assert metric(cluster, owner, "distro_renewals_received_total") - receipts_before >= INSTANCE_EXPIRE_S
+    cluster.deregister(via, service, ip, port)
+
+
 def test_silent_instance_turns_unhealthy_then_is_removed_everywhere(cluster: RunningCluster) -> None:
     """An instance that never beats is listed healthy=false after the heartbeat timeout, then removed.
 

@@ -8,7 +8,8 @@ namespaces and configures services and clusters through a chosen node; in-flight
 out of order or dropped; nodes are isolated, links cut one way, partitions healed; nodes crash (all of
 them, at times) and restart with what their simulated disks hold; the clock moves by small and large
 amounts. After every step the safety checker must find nothing (no two contents for one version, views
-match stores, bounds hold). At the end faults stop, the cluster settles, and every ready node must hold
+match stores, bounds hold) and neither may the heartbeat checker (no beating client marked unhealthy or
+expired while its beats reached a calm cluster in time; no stopped one listed past the expiry bound). At the end faults stop, the cluster settles, and every ready node must hold
 the same live entries, every heartbeating client must be listed healthy everywhere and every stopped one
 gone, and every acknowledged namespace and setting must be everywhere, every acknowledged namespace
 deletion nowhere (``check_converged``).
@@ -33,7 +34,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from distro.testing.checkers import SafetyChecker, check_converged
+from distro.testing.checkers import BeatChecker, SafetyChecker, check_converged
 from distro.testing.sim import SimClient, Simulator, sim_config
 
 MAX_CLIENTS = 8
@@ -68,6 +69,7 @@ def cluster_machine(nodes: int, *, fast: bool = False) -> type[RuleBasedStateMac
             super().__init__()
             self.sim: Simulator | None = None
             self.checker = SafetyChecker()
+            self.beats = BeatChecker()
             self.failed = False
             self.torn_down = False
 
@@ -157,7 +159,7 @@ def cluster_machine(nodes: int, *, fast: bool = False) -> type[RuleBasedStateMac
         # -- checks ------------------------------------------------------------------------------
         @invariant()
         def safe(self) -> None:
-            violations = self.checker.check(self.sim)
+            violations = self.checker.check(self.sim) + self.beats.check(self.sim)
             if violations:
                 self.failed = True
             assert violations == [], "\n".join(["safety violated:", *violations])
@@ -173,7 +175,7 @@ def cluster_machine(nodes: int, *, fast: bool = False) -> type[RuleBasedStateMac
                 return  # never booted, or the invariant already reported: do not mask it
             sim.stop_faults()
             sim.advance(sim.settle_ms())
-            violations = self.checker.check(sim) + check_converged(sim)
+            violations = self.checker.check(sim) + self.beats.check(sim) + check_converged(sim)
             assert violations == [], "\n".join([f"seed {sim.seed}: did not converge:", *violations])
 
     ClusterMachine.__name__ = ClusterMachine.__qualname__ = f"Cluster{nodes}Nodes{'Fast' if fast else ''}"
