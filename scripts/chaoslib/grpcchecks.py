@@ -6,7 +6,8 @@
                             again; a client that is reconnecting is not judged until it registers again)
   grpc-ended-still-listed   an instance of a client that closed, froze (stopped answering) or was abandoned
                             (lost its node and did not reconnect) is listed by a reachable node more than the
-                            gone bound after that (or after the heal of a fault in effect meanwhile)
+                            gone bound after that (and, when a fault was in effect meanwhile, more than the
+                            shorter heal bound after its heal: the bound no longer restarts at a heal)
 
 and, at the end, grpc-live-not-listed-at-end / grpc-live-unhealthy-at-end / grpc-ended-still-listed on the
 final sweeps. The bounds come from the nodes' settings (chaoslib.state.GrpcBounds).
@@ -78,16 +79,21 @@ class GrpcChecks:
             self.missing_reported[(node, svc, inst.key)] = v
 
     def gone_deadline(self, actor: GrpcActor) -> float | None:
-        """When an ended client's instances must be gone everywhere (None while a fault is in effect)."""
+        """When an ended client's instances must be gone everywhere (None while a fault is in effect): the
+        gone bound after it ended, or the heal bound after the heal of a fault in effect meanwhile if that
+        is later (a node cut off learns of the deletion only then). The registry counts an orphan's expiry
+        from its holder's death whatever the membership does next, so a heal does not restart the bound."""
         assert actor.ended_at is not None
-        start = self.rec.clock_start(actor.ended_at)
-        return None if start is None else start + self.bounds.gone_s
+        healed = self.rec.clock_start(actor.ended_at)
+        if healed is None:
+            return None
+        return max(actor.ended_at + self.bounds.gone_s, healed + self.bounds.heal_s)
 
     def _check_ended(self, node: str, svc: str, t: float, reach: float, actor: GrpcActor, inst: GrpcInst) -> None:
         assert actor.ended_at is not None
         actor.last_listed_after_end = max(actor.last_listed_after_end or t, t)
         deadline = self.gone_deadline(actor)
-        if deadline is None or t <= max(deadline, reach + self.bounds.gone_s):
+        if deadline is None or t <= max(deadline, reach + self.bounds.heal_s):
             return
         if (node, svc, inst.key) in self.ended_reported:
             return
@@ -96,7 +102,8 @@ class GrpcChecks:
             "grpc-ended-still-listed", at=t, node=node, service=svc, instance=inst.key, client=actor.name,
             ended=actor.state, ended_at=self.rec.wall(actor.ended_at), history=self.rec.history(actor),
             detail=f"still listed {t - actor.ended_at:.1f}s after its client {actor.state} "
-                   f"(bound {self.bounds.gone_s:.1f}s from then or from the heal of a fault in effect)",
+                   f"(bound {self.bounds.gone_s:.1f}s from then, {self.bounds.heal_s:.1f}s from the heal of a "
+                   "fault in effect)",
         )
 
     # -- the end -------------------------------------------------------------------------------------

@@ -41,9 +41,10 @@ closes cleanly and one freezes (stops reading and writing, its socket open). Che
                                 heartbeat timeout, three of the holder's renewal intervals); a client that
                                 is reconnecting is judged again from its next registration
   5. grpc-ended-still-listed    an instance of a client that closed, froze or gave up is still listed more
-                                than the gone bound after that, or after the heal of a fault in effect
-                                meanwhile (default: max(expiry + max(renewal interval, peer timeout),
-                                probe after idle + give up + check interval) + peer timeout + 5 s)
+                                than the gone bound after that (default: max(expiry + max(renewal
+                                interval, peer timeout), probe after idle + give up + check interval) +
+                                peer timeout + 5 s), or than the heal bound after the heal of a fault in
+                                effect meanwhile (peer timeout + anti-entropy interval + 5 s)
   and, at the end: grpc-live-not-listed-at-end, grpc-live-unhealthy-at-end. The bounds and what they are
   made of are printed at the start and written to the report's settings.grpc.
 

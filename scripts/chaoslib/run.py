@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     g = settings["grpc"]
     console.line(
         f"  gRPC: {g['clients']} clients x {g['services_per_client']} services, keep-alive {g['keepalive_ms']} ms; "
-        f"present bound {g['present_bound_ms']} ms, gone bound {g['gone_bound_ms']} ms from "
+        f"present bound {g['present_bound_ms']} ms, gone bound {g['gone_bound_ms']} ms "
+        f"({g['gone_after_heal_ms']} ms after a heal) from "
         + ", ".join(f"{k} {v}" for k, v in g["bound_components_ms"].items())
     )
     for r in plan_rounds(args.rounds, args.seed, timing["heartbeat_timeout_ms"], kinds=args.kinds):

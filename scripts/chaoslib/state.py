@@ -12,6 +12,7 @@ import trio
 
 from chaoslib.console import Console
 from chaoslib.plan import PlannedRound
+from distro.config import DistroConfig
 
 # Added to the gRPC gone bound: a sweep of every node (the checks see a change that much later) and replication.
 GRPC_SLACK_MS = 5_000
@@ -113,9 +114,12 @@ class GrpcBounds:
     (re)registration, and never missing longer while it stays connected: three renewal intervals (the
     holder renews every heartbeat timeout / 3 and registers again what an owner lacks), i.e. the heartbeat
     timeout. ``gone_s``: an instance of a client that closed, stopped answering or lost its node and gave up
-    is listed nowhere this long after that (or after the heal of a fault in effect meanwhile): the later of
-    expiry (a holder that is down, or a lost deregistration: the instance is no longer renewed) and
-    detection (probe after idle + give up + check interval), plus the peer timeout and ``slack_ms``.
+    is listed nowhere this long after that: the later of expiry (a holder that is down, or a lost
+    deregistration: the instance is no longer renewed) and detection (probe after idle + give up + check
+    interval), plus the peer timeout and ``slack_ms``. A fault in effect meanwhile does not restart it (an
+    orphan's expiry counts from its holder's death whatever the membership does next, docs/protocol.md);
+    it only gives a node that was cut off ``heal_s`` after the heal to learn of the deletion: the peer
+    timeout (the nodes see each other again, digests go out), the anti-entropy interval and ``slack_ms``.
     """
 
     clients: int
@@ -124,6 +128,7 @@ class GrpcBounds:
     call_timeout_s: float
     present_s: float
     gone_s: float
+    heal_s: float
     components_ms: dict[str, int]
 
     @classmethod
@@ -137,11 +142,13 @@ class GrpcBounds:
             "probe_after_idle_ms": int(timing["grpc_probe_after_idle_ms"]),
             "give_up_after_ms": int(timing["grpc_give_up_after_ms"]),
             "check_interval_ms": int(timing["grpc_check_interval_ms"]),
+            "verify_interval_ms": int(timing.get("verify_interval_ms", DistroConfig().verify_interval_ms)),
             "slack_ms": GRPC_SLACK_MS,
         }
         expiry = parts["instance_expire_ms"] + max(parts["renew_interval_ms"], parts["peer_timeout_ms"])
         detection = parts["probe_after_idle_ms"] + parts["give_up_after_ms"] + parts["check_interval_ms"]
         gone_ms = args.grpc_gone_bound_ms or max(expiry, detection) + parts["peer_timeout_ms"] + GRPC_SLACK_MS
+        heal_ms = parts["peer_timeout_ms"] + parts["verify_interval_ms"] + GRPC_SLACK_MS
         present_ms = args.grpc_present_bound_ms or hb_ms
         keepalive_ms = args.grpc_keepalive_ms or min(5_000, max(500, hb_ms // 3))
         return cls(
@@ -151,6 +158,7 @@ class GrpcBounds:
             call_timeout_s=min(3_000, keepalive_ms) / 1000,
             present_s=present_ms / 1000,
             gone_s=gone_ms / 1000,
+            heal_s=heal_ms / 1000,
             components_ms=parts,
         )
 
@@ -160,6 +168,7 @@ class GrpcBounds:
             "clients": self.clients, "services_per_client": self.services_per_client,
             "keepalive_ms": int(self.keepalive_s * 1000), "call_timeout_ms": int(self.call_timeout_s * 1000),
             "present_bound_ms": int(self.present_s * 1000), "gone_bound_ms": int(self.gone_s * 1000),
+            "gone_after_heal_ms": int(self.heal_s * 1000),
             "bound_components_ms": dict(self.components_ms),
         }
 

@@ -135,24 +135,38 @@ async def test_ended_client_listed_after_the_gone_bound_is_a_violation(state: st
     assert a.last_listed_after_end == gone + 2.0
 
 
-async def test_a_fault_in_effect_restarts_the_gone_clock() -> None:
+async def test_a_fault_in_effect_delays_the_judgement_but_does_not_restart_the_gone_clock() -> None:
     rec, checks, (a,) = _setup("closed")
     key = frozenset({a.instances[0].key})
-    gone = checks.bounds.gone_s
+    gone, heal = checks.bounds.gone_s, checks.bounds.heal_s
+    assert heal == 3 + 5 + 5  # peer timeout + anti-entropy interval + slack
     rec.fault_windows.append([5.0, None])  # a fault in effect: nothing can be judged
     checks.observe("node1", SVC, gone + 1.0, key, reach=0.0)
     assert rec.violations == []
-    rec.fault_windows[0][1] = 20.0  # healed at 20 s: the bound counts from there
-    checks.observe("node1", SVC, 20.0 + gone - 1.0, key, reach=0.0)
+    rec.fault_windows[0][1] = 20.0  # healed at 20 s: still the gone bound from the end (20 + heal is earlier)
+    checks.observe("node1", SVC, gone - 1.0, key, reach=0.0)
     assert rec.violations == []
-    checks.observe("node1", SVC, 20.0 + gone + 1.0, key, reach=0.0)
+    checks.observe("node1", SVC, gone + 1.0, key, reach=0.0)
     assert _kinds(rec) == ["grpc-ended-still-listed"]
-    # a fault healed before the client ended changes nothing
+    # healed late: a node cut off meanwhile gets the heal bound from the heal, not a whole gone bound
     rec2, checks2, (b,) = _setup("closed")
-    b.ended_at = 30.0
-    rec2.fault_windows.append([5.0, 20.0])
-    checks2.observe("node1", SVC, 30.0 + gone + 1.0, frozenset({b.instances[0].key}), reach=0.0)
-    assert _kinds(rec2) == ["grpc-ended-still-listed"]
+    rec2.fault_windows.append([5.0, 40.0])
+    checks2.observe("node1", SVC, 40.0 + heal - 1.0, frozenset({b.instances[0].key}), reach=0.0)
+    assert rec2.violations == []
+    checks2.observe("node1", SVC, 40.0 + heal + 1.0, frozenset({b.instances[0].key}), reach=0.0)
+    assert _kinds(rec2) == ["grpc-ended-still-listed"] and 40.0 + heal + 1.0 < 40.0 + gone
+    # a node that answers again (restarted) gets the heal bound from then
+    rec3, checks3, (c,) = _setup("abandoned")
+    checks3.observe("node2", SVC, gone + 1.0, frozenset({c.instances[0].key}), reach=gone - 2.0)
+    assert rec3.violations == []
+    checks3.observe("node2", SVC, gone - 2.0 + heal + 1.0, frozenset({c.instances[0].key}), reach=gone - 2.0)
+    assert _kinds(rec3) == ["grpc-ended-still-listed"]
+    # a fault healed before the client ended changes nothing
+    rec4, checks4, (d,) = _setup("closed")
+    d.ended_at = 30.0
+    rec4.fault_windows.append([5.0, 20.0])
+    checks4.observe("node1", SVC, 30.0 + gone + 1.0, frozenset({d.instances[0].key}), reach=0.0)
+    assert _kinds(rec4) == ["grpc-ended-still-listed"]
 
 
 async def test_final_issues() -> None:
