@@ -555,7 +555,7 @@ LIMITS = {
         "that does not own the service no longer travel to the owner and back: that node answers from its "
         "replica and sends the owner batched receipts, one `Renew` per owner per `--beat-receipt-interval-ms` "
         "(docs/design.md, \"Beats answered from the replica\"; measured in \"Where the time goes\" below: CPU "
-        "per beat 140-180 µs before, 60-70 µs after, in alternating runs). What remains per beat is the HTTP "
+        "per beat 107-183 µs before, 56-72 µs after, in alternating runs). What remains per beat is the HTTP "
         "request itself (parse, route, render, the loopback `send`) in the interpreter; r-nacos pays no "
         "interpreter cost."
     ),
@@ -639,7 +639,16 @@ samples including idle `epoll`):
   12.3 s of server CPU in the step); both held 40,000 on that (quieter) machine. 60,000 did not hold with the
   receipts on (`--ramp 60000,80000,100000`): 10,516 of 12,000 beats/s, p99 2.6 s, no instance unhealthy or
   missing, with each node busy a quarter of a core and the load generator half a core, so the two shared
-  cores, not the nodes, set that limit.
+  cores, not the nodes, set that limit. Again after rebasing on peer protocol 3 (forwards and replies
+  batched into shared frames, which made forwarding cheaper), load average 5-7.5: memory phase, off
+  8,285 / 7,465 / 7,033 beats/s at 115.8 / 107.4 / 122.0 µs per beat, on 22,485 / 14,357 / 10,068 at
+  55.8 / 64.0 / 70.7 µs (pairs interleaved); ramp (`--ramp 20000,40000`), 20,000 held by both at 169.8 µs
+  per beat off and 89.9 µs on; 40,000 held by neither on the busier machine (the load generator reached
+  62% of the rate off, 72% on). The run with receipts on saw 10 unhealthy observations in the first 5 s
+  of the 40,000 step, all recovered by t+6 s. Most likely the ramp itself: it does not beat while it
+  registers a step's new instances (about 9 s in that run, going by the log's timestamps, against about
+  5 s in the run with receipts off), so some of the previous step's instances went past 15 s without a
+  beat before the lagging generator reached them.
 - **Registration**: HTTP serving ~35% (a third of it `send`), peer link read 21% / write 11%,
   `NamingApi.register` ~14%, the core (`ClientWrites`, merge, notifier) under 10%.
 - **List**: rendering ~22% (`ListRenderer.render`; `json.dumps` ~7%, `client_info` ~6%), the HTTP server the
