@@ -31,6 +31,7 @@ per window once half of it is used, so a client never stalls on our receive wind
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -138,6 +139,9 @@ class GrpcConnection:
         )
         self._streams: dict[int, _Stream] = {}
         self._handler: ConnectionHandler | None = None
+        # Plain TCP is read and written through its descriptor (TLS goes through the stream's methods).
+        self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self._sent_now = 0
         self._wake = trio.Event()
         self._stalled_since: float | None = None
         self._closed = trio.Event()
@@ -202,9 +206,17 @@ class GrpcConnection:
             await self.stream.aclose()
 
     async def _reader(self) -> None:
+        data: bytes | bytearray
         try:
             while not self.closed:
-                data = await self.stream.receive_some(_READ_BYTES)
+                if self._fd is not None:  # plain TCP: wait, then one read (no failed attempt, no extra yield)
+                    await trio.lowlevel.wait_readable(self._fd)
+                    try:
+                        data = os.read(self._fd, _READ_BYTES)
+                    except BlockingIOError:
+                        continue
+                else:
+                    data = await self.stream.receive_some(_READ_BYTES)
                 if not data:
                     self.close("closed by the client")
                     return
@@ -236,8 +248,13 @@ class GrpcConnection:
                 while self._out:
                     chunk = bytes(self._out[:_WRITE_CHUNK])
                     del self._out[:_WRITE_CHUNK]
+                    if self._send_now(chunk):
+                        self.bytes_out += len(chunk)
+                        self._stalled_since = None
+                        self._flush_streams()
+                        continue
                     with trio.move_on_after(timeout) as scope:
-                        await self.stream.send_all(chunk)
+                        await self.stream.send_all(chunk[self._sent_now :])
                     if scope.cancelled_caught:
                         raise SlowReader(f"slow reader: could not write for {limits.stall_timeout_ms} ms")
                     self.bytes_out += len(chunk)
@@ -248,6 +265,18 @@ class GrpcConnection:
             self.close("connection lost")
         except SlowReader as exc:
             self.close(str(exc))
+
+    def _send_now(self, chunk: bytes) -> bool:
+        """Plain TCP: write what the kernel takes at once; True when it took everything (the usual case: no
+        trip through the scheduler). ``_sent_now`` says how much it took otherwise."""
+        self._sent_now = 0
+        if self._fd is None:
+            return False
+        try:
+            self._sent_now = os.write(self._fd, chunk)
+        except BlockingIOError:
+            return False
+        return self._sent_now == len(chunk)
 
     # ------------------------------------------------------------------------------------------
     # HTTP/2 events (H2Listener)
