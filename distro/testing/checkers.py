@@ -3,7 +3,7 @@
 Safety (:class:`SafetyChecker`, after every step):
 - per key and entry, no two copies with the same version and different content, ever;
 - a node never serves an instance its store holds as deleted (views match the store);
-- no queue or buffer is over its bound.
+- no queue or buffer is over its bound (deletion records included: ``max_deletion_records``).
 
 Heartbeats (:class:`BeatChecker`, after every step; beats go to random nodes, owners or not):
 - an owner never marks unhealthy (deletes) a heartbeating client's instance while one of its beats that
@@ -96,6 +96,9 @@ def _check_bounds(node_id: str, node: DistroNode) -> list[str]:
         violations.append(f"{node_id}: {stats.dirty_entries} dirty entries over the bound")
     if stats.beat_receipt_bytes > cfg.max_beat_receipt_bytes:
         violations.append(f"{node_id}: {stats.beat_receipt_bytes} bytes of beat receipts > {cfg.max_beat_receipt_bytes}")
+    records = stats.entry_floors + stats.key_floors
+    if records > cfg.max_deletion_records:
+        violations.append(f"{node_id}: {records} deletion records > {cfg.max_deletion_records}")
     return violations
 
 

@@ -73,7 +73,12 @@ def _entry_id(client: SimClient) -> str:
 
 
 def sim_config(nodes: int) -> DistroConfig:
-    """The core configuration the simulator uses by default (Nacos timings, fast replication, a data folder)."""
+    """The core configuration the simulator uses by default (Nacos timings, fast replication, a data folder).
+
+    ``max_deletion_records`` stays at its default (100,000), far above the deletions a schedule makes: no
+    deletion is ever forgotten, so the checkers may demand that none is undone. A budget below a schedule's
+    deletions would break that by design (docs/security.md, "Forgotten deletions"); the safety checker
+    still checks the budget holds."""
     return DistroConfig(cluster_size=nodes, max_pending_forwards=1000, durable_writes=True)
 
 
