@@ -142,7 +142,8 @@ class GrpcConnection:
         # Plain TCP is read and written through its descriptor (TLS goes through the stream's methods).
         self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._sent_now = 0
-        self._wake = trio.Event()
+        self._pending = False  # work for the writer (set by wake())
+        self._parked: trio.lowlevel.Task | None = None  # the writer, while it waits for work
         self._stalled_since: float | None = None
         self._closed = trio.Event()
         self._pull_pushes = pull_pushes
@@ -169,7 +170,7 @@ class GrpcConnection:
                 self._nursery = nursery
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._reader)
-                nursery.start_soon(self._setup_deadline)
+                nursery.start_soon(self._watchdog)
                 await self._closed.wait()
                 nursery.cancel_scope.cancel()
         finally:
@@ -177,10 +178,25 @@ class GrpcConnection:
             with trio.CancelScope(shield=True):
                 await self._goodbye()
 
-    async def _setup_deadline(self) -> None:
-        await trio.sleep(self.limits.setup_timeout_ms / 1000)
-        if not self.registered:
-            self.close(f"no connection setup within {self.limits.setup_timeout_ms} ms")
+    async def _watchdog(self) -> None:
+        """The connection's timers in one task: the setup deadline, and a look at stalled output every quarter
+        of the stall timeout (the writer itself waits for work without a timeout)."""
+        limits = self.limits
+        setup_deadline = trio.current_time() + limits.setup_timeout_ms / 1000
+        try:
+            while True:
+                wait_s = limits.stall_timeout_ms / 4000
+                if not self.registered:
+                    wait_s = min(wait_s, max(0.0, setup_deadline - trio.current_time()))
+                await trio.sleep(wait_s)
+                if not self.registered and trio.current_time() >= setup_deadline:
+                    self.close(f"no connection setup within {limits.setup_timeout_ms} ms")
+                    return
+                self._check_stall()
+                if self.outbound_bytes():
+                    self.wake()  # held-back output is looked at again
+        except SlowReader as exc:
+            self.close(str(exc))
 
     def close(self, reason: str) -> None:
         """End the connection (from any task)."""
@@ -229,7 +245,7 @@ class GrpcConnection:
                     return
                 self._check_bounds()
                 if self._out:
-                    self._wake.set()
+                    self.wake()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.close("connection lost")
         except SlowReader as exc:
@@ -238,11 +254,13 @@ class GrpcConnection:
     async def _writer(self) -> None:
         limits = self.limits
         try:
+            timeout = limits.stall_timeout_ms / 1000
             while True:
-                timeout = limits.stall_timeout_ms / 1000
-                with trio.move_on_after(timeout / 4):
-                    await self._wake.wait()
-                self._wake = trio.Event()
+                if self._pending:
+                    await trio.lowlevel.checkpoint()  # woken while busy: let the others run first
+                else:
+                    await self._park()
+                self._pending = False
                 self._flush_streams()
                 self._check_bounds()
                 while self._out:
@@ -265,6 +283,16 @@ class GrpcConnection:
             self.close("connection lost")
         except SlowReader as exc:
             self.close(str(exc))
+
+    async def _park(self) -> None:
+        """Wait (no Event, no cancel scope) until :meth:`wake` reschedules the writer."""
+        self._parked = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
+            self._parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _send_now(self, chunk: bytes) -> bool:
         """Plain TCP: write what the kernel takes at once; True when it took everything (the usual case: no
@@ -302,7 +330,7 @@ class GrpcConnection:
     def on_window(self) -> None:
         """A send window opened: held-back data may fit now."""
         self._stalled_since = None
-        self._wake.set()
+        self.wake()
 
     def on_request(self, stream_id: int, headers: list[tuple[str, str]]) -> None:
         """A new call: check its method and content type; a unary call's headers wait for its answer."""
@@ -392,7 +420,7 @@ class GrpcConnection:
         data = frame_message(encode_payload(payload))
         state.out += data
         self.messages_out += 1
-        self._wake.set()
+        self.wake()
         return True
 
     def push(self, payload: Payload) -> bool:
@@ -402,8 +430,12 @@ class GrpcConnection:
         return self.send(self.bi_stream_id, payload)
 
     def wake(self) -> None:
-        """Ask the writer to look for work (e.g. pushes to pull)."""
-        self._wake.set()
+        """Ask the writer to look for work (e.g. pushes to pull); from any task, cheap when it is awake."""
+        self._pending = True
+        task = self._parked
+        if task is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(task)
 
     def _finish(self, stream_id: int, status: int, message: str) -> None:
         state = self._streams.get(stream_id)
@@ -416,7 +448,7 @@ class GrpcConnection:
             if message:
                 trailers.append(("grpc-message", _percent_encode(message[:500])))
             state.trailers = header_block(trailers)
-        self._wake.set()
+        self.wake()
 
     def _send_headers(self, stream_id: int, state: _Stream) -> None:
         self.h2.send_headers(stream_id, _RESPONSE_HEADERS)

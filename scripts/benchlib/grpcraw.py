@@ -10,8 +10,9 @@ does (``ServerCheckRequest``, ``ConnectionSetupRequest`` on the bi-stream, a ``H
 it passes), then runs a closed loop of ``InstanceRequest`` registrations (grpcload's workload: the
 connection's instance in one of ``--services`` services, its weight flipped every pass), one call in
 flight. Requests carry grpcio's headers (``:method``, ``:scheme``, ``:path``, ``:authority``, ``te``,
-``content-type``, ``user-agent``, ``grpc-accept-encoding``), HPACK-encoded once without the dynamic
-table; answers are decoded in full (frames, HPACK with the ``hpack`` package, the Payload, its JSON);
+``content-type``, ``user-agent``, ``grpc-accept-encoding``), HPACK-encoded as gRPC clients do: the first
+calls add them to the connection's dynamic table, later calls send the same index references (a block
+encoded once both kinds of call are in the table, then reused); answers are decoded in full (frames, HPACK with the ``hpack`` package, the Payload, its JSON);
 received DATA is acknowledged with WINDOW_UPDATE, PINGs are answered. Prints one JSON line like grpcload's.
 """
 
@@ -42,7 +43,6 @@ from cluster.grpc.http2 import (
     SETTINGS,
     WINDOW_UPDATE,
     frame,
-    header_block,
 )
 from cluster.grpc.wire import Payload, decode_payload, encode_payload, frame_message
 
@@ -61,8 +61,10 @@ class RawConnection:
         common = [(":method", "POST"), (":scheme", "http")]
         tail = [(":authority", authority), ("te", "trailers"), ("content-type", "application/grpc"),
                 ("user-agent", "distro-bench raw"), ("grpc-accept-encoding", "identity")]
-        self.unary_block = header_block([*common, (":path", "/Request/request"), *tail])
-        self.bi_block = header_block([*common, (":path", "/BiRequestStream/requestBiStream"), *tail])
+        self.unary_headers = [*common, (":path", "/Request/request"), *tail]
+        self.bi_headers = [*common, (":path", "/BiRequestStream/requestBiStream"), *tail]
+        self.encoder = hpack.Encoder()
+        self.unary_block: bytes | None = None  # cached once both header sets are in the dynamic table
         self.stream: trio.SocketStream | None = None
         self.decoder = hpack.Decoder()
         self.next_id = 1
@@ -89,7 +91,8 @@ class RawConnection:
         """One unary call; its answer."""
         stream_id = self._new_stream()
         message = frame_message(encode_payload(payload))
-        await self._send(frame(HEADERS, FLAG_END_HEADERS, stream_id, self.unary_block)
+        block = self.unary_block or self.encoder.encode(self.unary_headers)
+        await self._send(frame(HEADERS, FLAG_END_HEADERS, stream_id, block)
                          + frame(DATA, FLAG_END_STREAM, stream_id, message))
         body = bytearray()
         while True:
@@ -144,7 +147,10 @@ class RawConnection:
         self.bi_id = self._new_stream()
         setup = frame_message(encode_payload(Payload("ConnectionSetupRequest", json.dumps(
             {"clientVersion": "bench-raw", "labels": {}}).encode())))
-        await self._send(frame(HEADERS, FLAG_END_HEADERS, self.bi_id, self.bi_block) + frame(DATA, 0, self.bi_id, setup))
+        await self._send(frame(HEADERS, FLAG_END_HEADERS, self.bi_id, self.encoder.encode(self.bi_headers))
+                         + frame(DATA, 0, self.bi_id, setup))
+        self.unary_block = self.encoder.encode(self.unary_headers)  # all indexed now: the same bytes every call
+        await self.call("HealthCheckRequest", {})  # the first call with the cached block
         for _ in range(300):
             if (await self.call("HealthCheckRequest", {})).get("success"):
                 return

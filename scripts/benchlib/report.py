@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchlib import report_text
+from benchlib import report_grpc, report_text
 from benchlib.figures import fmt
 
 
@@ -27,6 +27,9 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         name = plot(plt, d, e, rn, out_dir)
         if name is not None:
             made.append(name)
+    name = report_grpc.plot(plt, d, out_dir)
+    if name is not None:
+        made.append(name)
     return made
 
 

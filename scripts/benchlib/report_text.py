@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlib import report_grpc
 from benchlib.figures import ETCD_KEYS, TARGETS, fmt, fmt_ratio, ratio, verdict
 
 REGEN = "flock /tmp/distro-heavy.lock scripts/bench --plots docs/bench --markdown docs/benchmarks.md --json docs/bench/results.json"
@@ -79,11 +80,16 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None) -> str
     """The whole page, section by section."""
     run = _Run(results, md_path, plot_dir)
     out: list[str] = []
-    for section in (_intro, _results, _plots, _setup, _method, _details, _scale, _limits):
+    for section in (_intro, _results, _plots, _setup, _method, _details, _grpc, _scale, _limits):
         out += section(run)
     out.append(PROFILE)
     return "\n".join(out) + "\n"
 
+
+
+def _grpc(run: _Run) -> list[str]:
+    """The gRPC phase's figures (benchlib.report_grpc), when the results hold one."""
+    return report_grpc.section(dict(run.d.get("grpc", {})))
 
 
 def _scale(run: _Run) -> list[str]:
@@ -206,7 +212,8 @@ def _plots(run: _Run) -> list[str]:
         pics = [("converge_cdf.png", "Convergence: write on one node until every node shows it"),
                 ("register_throughput.png", "Registrations per second during the closed-loop run"),
                 ("push_cdf.png", "Change to subscriber: UDP push and our SDK (CDF, log scale)"),
-                ("heartbeat_ramp.png", "Heartbeat ramp")]
+                ("heartbeat_ramp.png", "Heartbeat ramp"),
+                (report_grpc.PLOT, report_grpc.PLOT_TITLE)]
         shown = [(f, t) for f, t in pics if (plot_dir / f).exists()]
         if shown:
             w("## Plots\n")

@@ -1,0 +1,110 @@
+"""The gRPC front door's part of the report: its section of docs/benchmarks.md and its plot.
+
+Fed by the ``grpc`` phase (``benchlib.grpcbench``): alternating rounds of v1 HTTP, gRPC with the lean
+generator and gRPC with grpcio on one cluster, change -> gRPC subscriber, connected clients held.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchlib.figures import fmt
+
+PLOT = "grpc_register.png"
+PLOT_TITLE = "gRPC against v1 HTTP registrations on one cluster, same run"
+_SERIES = (("http", "v1 HTTP"), ("raw", "gRPC, lean client"), ("grpcio", "gRPC, grpcio client"))
+
+
+def _rounds(reg: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The rounds of each series (older results hold only the gRPC rounds of grpcio)."""
+    return {
+        "http": list(reg.get("http", {}).get("rounds", [])),
+        "raw": list(reg.get("rounds", [])) if reg.get("client") == "grpcraw" else [],
+        "grpcio": list(reg.get("grpcio", {}).get("rounds", [])) if "grpcio" in reg else list(reg.get("rounds", [])),
+    }
+
+
+def section(grpc: dict[str, Any]) -> list[str]:
+    """The markdown lines (none without a gRPC phase in the results)."""
+    reg = grpc.get("register")
+    if not reg:
+        return []
+    out = ["## gRPC front door (Nacos 2.x/3.x clients)\n"]
+    w = out.append
+    http, grpcio = reg.get("http", {}), reg.get("grpcio", {})
+    w("Three fresh nodes (heartbeat timeouts of an hour), 48 connections spread over them, one call in flight "
+      "each, closed loop. In alternating rounds on the same cluster: v1 HTTP registrations (the main phase's "
+      "load generator: a new instance per call), gRPC `InstanceRequest` registrations with the lean generator "
+      "(`scripts/benchlib/grpcraw.py`: raw HTTP/2 frames on trio, as cheap per call as the HTTP generator) and "
+      "with grpcio's Python client (`scripts/benchlib/grpcload.py`); each gRPC connection registers its "
+      "instance in 64 services in turn, its weight flipped every pass, so every call is a write. The best "
+      "round of each is shown; server CPU is summed over the three node processes per successful call. "
+      "docs/grpc.md describes the lean unary path and its measurements.\n")
+    w("| figure | v1 HTTP | gRPC, lean client | gRPC, grpcio client |")
+    w("|---|---|---|---|")
+    w(f"| registrations/s | {fmt(http.get('per_s'))} | {fmt(reg.get('per_s'))} "
+      f"(x{fmt(reg.get('ratio'))}) | {fmt(grpcio.get('per_s'))} (x{fmt(reg.get('ratio_grpcio'))}) |")
+    w(f"| server CPU per registration, µs (three nodes) | {fmt(http.get('server_cpu_us_per_reg'))} | "
+      f"{fmt(reg.get('server_cpu_us_per_reg'))} | {fmt(grpcio.get('server_cpu_us_per_reg'))} |")
+    w(f"| load generator CPU per call, µs | {fmt(http.get('client_cpu_us_per_call'))} | "
+      f"{fmt(reg.get('client_cpu_us_per_call'))} | {fmt(grpcio.get('client_cpu_us_per_call'))} |")
+    rounds = _rounds(reg)
+    w("")
+    w("Every round (registrations/s): " + "; ".join(
+        f"{label} " + ", ".join(fmt(r.get("per_s")) for r in rounds[key])
+        for key, label in _SERIES if rounds[key]) + ".\n")
+    push, hold = grpc.get("push", {}), grpc.get("hold", {})
+    w("| figure | measured | target (issue 11) |")
+    w("|---|---|---|")
+    w(f"| gRPC registrations/s against v1 HTTP, same run | x{fmt(reg.get('ratio'))} (lean client), "
+      f"x{fmt(reg.get('ratio_grpcio'))} (grpcio) | ≥ x1 |")
+    if push:
+        w(f"| change (v1 HTTP update on node 2) -> gRPC subscriber on node 1, p50 / p99 | "
+          f"{fmt(push.get('p50_ms'))} / {fmt(push.get('p99_ms'))} ms ({push.get('received')} samples) | p99 ≤ 50 ms |")
+    if hold:
+        w(f"| connected clients held, one instance and one subscription each | {fmt(hold.get('connections'))} "
+          f"({hold.get('failed_setups')} failed setups; open per node {hold.get('open_per_node')}; every node lists "
+          f"{hold.get('listed_per_node')}) | 10,000 (full mode) |")
+        w(f"| node memory per connection (RSS of the three nodes / connections) | "
+          f"{fmt(hold.get('bytes_per_connection'))} B | reported |")
+    w("")
+    return out
+
+
+def plot(plt: Any, d: dict[str, Any], out_dir: Path) -> str | None:
+    """Bars of the best round per series (registrations/s; server and client CPU per call), rounds as dots."""
+    reg = d.get("grpc", {}).get("register")
+    if not reg:
+        return None
+    rounds = _rounds(reg)
+    series = [(label, rounds[key]) for key, label in _SERIES if rounds[key]]
+    if not series:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4.2))
+    xs = list(range(len(series)))
+    best = [max(r["per_s"] for r in runs) for _, runs in series]
+    left.bar(xs, best, color=["tab:grey", "tab:blue", "tab:orange"][: len(series)], alpha=0.8)
+    for x, (_, runs) in zip(xs, series, strict=True):
+        left.plot([x] * len(runs), [r["per_s"] for r in runs], "k.", markersize=6)
+    left.set_xticks(xs, [label for label, _ in series], fontsize=8)
+    left.set_ylabel("successful registrations per second")
+    left.set_title("registrations/s (bar: best round; dots: rounds)", fontsize=9)
+    server = [min(r["server_cpu_us_per_reg"] for r in runs) for _, runs in series]
+    client = [min((r.get("client_cpu_us_per_call") or 0) for r in runs) for _, runs in series]
+    right.bar(xs, server, label="server (three nodes)", color="tab:green", alpha=0.8)
+    right.bar(xs, client, bottom=server, label="load generator", color="tab:purple", alpha=0.6)
+    right.set_xticks(xs, [label for label, _ in series], fontsize=8)
+    right.set_ylabel("CPU µs per registration (lowest round)")
+    right.set_title("CPU per registration", fontsize=9)
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(PLOT_TITLE, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_dir / PLOT, dpi=110)
+    plt.close(fig)
+    return PLOT
+
+
+__all__ = ["PLOT", "PLOT_TITLE", "plot", "section"]
