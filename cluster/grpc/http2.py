@@ -12,7 +12,8 @@ What it does, and what it refuses:
   moves every open stream's send window, ``MAX_FRAME_SIZE`` caps our DATA frames);
 * HEADERS (+ CONTINUATION, bounded in bytes) opens a stream: odd ids, each above the last, at most
   ``max_concurrent_streams`` open (more get ``RST_STREAM REFUSED_STREAM``); the block is HPACK-decoded
-  with the ``hpack`` package even for a refused stream, so the decoder's table stays in step;
+  with the ``hpack`` package even for a refused stream, so the decoder's table stays in step (a repeated
+  block of index references only is decoded once, see :meth:`H2Server._decode`);
 * DATA is counted against both receive windows (more than announced is a ``FLOW_CONTROL_ERROR``) and
   acknowledged in bulk: one WINDOW_UPDATE per window once half of it is used, not one per frame;
 * our DATA never exceeds the client's connection and stream windows (:meth:`H2Server.window`); WINDOW_UPDATE
@@ -175,6 +176,8 @@ class H2Server:
         self._first_block = True
         self._pending_headers: tuple[int, int, bytearray] | None = None  # (stream id, flags, block so far)
         self._decoder = hpack.Decoder(max_header_list_size=max_header_list_bytes)
+        self._indexed_block: bytes | None = None  # the last indexed-only block decoded, and its headers
+        self._indexed_headers: list[tuple[str, str]] = []
         self.out += frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(k, v) for k, v in (
             (SETTINGS_MAX_CONCURRENT_STREAMS, max_concurrent_streams),
             (SETTINGS_INITIAL_WINDOW_SIZE, stream_window_bytes),
@@ -325,10 +328,7 @@ class H2Server:
             self._headers_done(stream_id, pending[1], bytes(block))
 
     def _headers_done(self, stream_id: int, flags: int, block: bytes) -> None:
-        try:
-            headers = cast("list[tuple[str, str]]", self._decoder.decode(block))  # str with raw=False
-        except (hpack.HPACKError, UnicodeDecodeError, IndexError, ValueError) as exc:
-            raise H2ProtocolError(COMPRESSION_ERROR, f"bad header block: {type(exc).__name__}") from None
+        headers = self._decode(block)
         end = bool(flags & FLAG_END_STREAM)
         if stream_id <= self.last_stream_id:
             stream = self.streams.get(stream_id)
@@ -353,6 +353,23 @@ class H2Server:
         if end and stream_id in self.streams:
             stream.remote_closed = True
             self.listener.on_end(stream_id)
+
+    def _decode(self, block: bytes) -> list[tuple[str, str]]:
+        """HPACK-decode a header block. A gRPC client repeats its request headers as the same one-byte index
+        references call after call; such a block (every byte has its high bit set: indexed fields only)
+        does not change the dynamic table, so its decoding is kept and reused until a block that may change
+        the table arrives."""
+        if block == self._indexed_block:
+            return self._indexed_headers
+        try:
+            headers = cast("list[tuple[str, str]]", self._decoder.decode(block))  # str with raw=False
+        except (hpack.HPACKError, UnicodeDecodeError, IndexError, ValueError) as exc:
+            raise H2ProtocolError(COMPRESSION_ERROR, f"bad header block: {type(exc).__name__}") from None
+        if block and all(byte & 0x80 for byte in block):
+            self._indexed_block, self._indexed_headers = block, headers
+        else:
+            self._indexed_block = None
+        return headers
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:

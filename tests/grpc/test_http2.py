@@ -1,0 +1,105 @@
+"""The server-side HTTP/2 framer (cluster/grpc/http2.py) without sockets: header decoding, flow control."""
+
+from __future__ import annotations
+
+import struct
+
+import hpack
+import pytest
+
+from cluster.grpc.http2 import (
+    DATA,
+    FLAG_END_HEADERS,
+    FLAG_END_STREAM,
+    HEADERS,
+    PREFACE,
+    SETTINGS,
+    WINDOW_UPDATE,
+    H2ProtocolError,
+    H2Server,
+    frame,
+)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.requests: list[tuple[int, list[tuple[str, str]]]] = []
+        self.data: list[tuple[int, bytes]] = []
+        self.ended: list[int] = []
+
+    def on_request(self, stream_id: int, headers: list[tuple[str, str]]) -> None:
+        self.requests.append((stream_id, list(headers)))
+
+    def on_data(self, stream_id: int, data: bytes) -> None:
+        self.data.append((stream_id, data))
+
+    def on_end(self, stream_id: int) -> None:
+        self.ended.append(stream_id)
+
+    def on_reset(self, stream_id: int) -> None:
+        pass
+
+    def on_goaway(self) -> None:
+        pass
+
+    def on_window(self) -> None:
+        pass
+
+
+def server(window: int = 65_535) -> tuple[H2Server, Recorder, bytearray]:
+    out = bytearray()
+    events = Recorder()
+    h2 = H2Server(events, out, max_concurrent_streams=8, stream_window_bytes=window,
+                  connection_window_bytes=1 << 20, max_header_list_bytes=16 * 1024)
+    h2.receive(PREFACE + frame(SETTINGS, 0, 0))
+    return h2, events, out
+
+
+def test_repeated_indexed_blocks_decode_as_the_table_says_at_each_call() -> None:
+    h2, events, _ = server()
+    encoder = hpack.Encoder()
+    first = [(":method", "POST"), (":path", "/a"), ("x-tag", "one")]
+    h2.receive(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, encoder.encode(first)))
+    indexed = encoder.encode(first)  # index references only, now that the table holds them
+    assert all(byte & 0x80 for byte in indexed)
+    h2.receive(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3, indexed))
+    h2.receive(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 5, indexed))
+    # a literal with indexing shifts the table: the same index bytes now mean other headers
+    h2.receive(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 7, encoder.encode([("x-new", "two")])))
+    h2.receive(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 9, indexed))
+    decoded = dict((sid, dict(headers)) for sid, headers in events.requests)
+    assert decoded[3] == decoded[5] == dict(first)
+    assert decoded[9] == dict(_replay(first, [("x-new", "two")], indexed))
+    assert decoded[9] != dict(first)  # the kept decoding was dropped when the table changed
+
+
+def _replay(first: list[tuple[str, str]], second: list[tuple[str, str]], block: bytes) -> list[tuple[str, str]]:
+    """What an independent decoder makes of ``block`` after the same history (the expected headers)."""
+    encoder, decoder = hpack.Encoder(), hpack.Decoder()
+    decoder.decode(encoder.encode(first))
+    decoder.decode(encoder.encode(first))
+    decoder.decode(encoder.encode(second))
+    return [(str(k), str(v)) for k, v in decoder.decode(block)]
+
+
+def test_data_is_acknowledged_in_bulk_and_a_window_overrun_is_an_error() -> None:
+    h2, events, out = server(window=1000)
+    h2.receive(frame(HEADERS, FLAG_END_HEADERS, 1, hpack.Encoder().encode([(":path", "/a")])))
+    out.clear()
+    h2.receive(frame(DATA, 0, 1, b"x" * 400))
+    assert WINDOW_UPDATE not in _frame_types(out)  # under half the stream window: nothing yet
+    h2.receive(frame(DATA, 0, 1, b"x" * 200))
+    assert _frame_types(out).count(WINDOW_UPDATE) == 1  # one update for the stream, for 600 bytes
+    assert struct.unpack(">L", out[-4:])[0] == 600
+    assert b"".join(d for _, d in events.data) == b"x" * 600
+    with pytest.raises(H2ProtocolError):
+        h2.receive(frame(DATA, 0, 1, b"x" * 1001))
+
+
+def _frame_types(out: bytearray) -> list[int]:
+    kinds, pos = [], 0
+    while pos + 9 <= len(out):
+        length = int.from_bytes(out[pos : pos + 3], "big")
+        kinds.append(out[pos + 3])
+        pos += 9 + length
+    return kinds
