@@ -654,7 +654,7 @@ def _items(obj: Any, ctx: _Ctx) -> Items:
                 raise ProtocolError("item: entry id does not match the instance")
             entry_value = Instance(
                 ip, share_port(port), share_str(cluster), share_weight(weight), healthy, enabled,
-                share_metadata(metadata), connection, assigned_id, orphaned_ms,
+                share_metadata(metadata), connection, assigned_id, orphaned_ms, entry_id=entry_id,
             )
         else:
             entry_value = _settings_value(key, entry_id, value, ctx)

@@ -28,7 +28,7 @@ Everything is bounded: ``max_bound_per_connection`` instances per connection.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from hashlib import blake2b
 
 from distro.config import DistroConfig
@@ -137,7 +137,7 @@ class ConnectionTable:
         conn = self._conns.get(connection_id)
         if conn is None:
             raise ValidationError("Connection is unregistered.")
-        marked = {inst.entry_id: replace(inst, connection=connection_id) for inst in instances}
+        marked = {inst.entry_id: inst.replace(connection=connection_id) for inst in instances}
         old = conn.bound.get(key, {})
         if conn.count - len(old) + len(marked) > self.timings.max_bound_per_connection:
             raise ValidationError(

@@ -10,7 +10,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import FrozenInstanceError, dataclass, field
 from hashlib import blake2b
 from typing import Any
 
@@ -278,33 +278,136 @@ def validate_timing_metadata(metadata: Mapping[str, str]) -> None:
             )
 
 
-@dataclass(frozen=True, slots=True)
 class Instance:
-    """One registered instance. Identified by ``ip:port`` within its cluster (see :attr:`entry_id`)."""
+    """One registered instance. Identified by ``ip:port`` within its cluster (see :attr:`entry_id`).
 
-    ip: str
+    An immutable value, built as ``Instance(ip, port, cluster, weight, healthy, enabled, metadata,
+    connection, assigned_id)`` and copied with changes by :meth:`replace`. It keeps its entry id
+    (``cluster/ip:port``, the key of its entry in the datum, the same string object) instead of a separate
+    ``ip`` string: a node holds every instance of the cluster, and the ip was a second copy of part of the
+    id (about 60 bytes per instance). :attr:`ip` is read back out of the id.
+    """
+
+    __slots__ = (
+        "_digest",
+        "assigned_id",
+        "cluster",
+        "connection",
+        "enabled",
+        "entry_id",
+        "healthy",
+        "metadata",
+        "orphaned_ms",
+        "port",
+        "weight",
+    )
+    entry_id: str
+    """The identity of this instance inside its service's datum: ``cluster/ip:port``."""
     port: int
-    cluster: str = DEFAULT_CLUSTER
-    weight: float = 1.0
-    healthy: bool = True
-    enabled: bool = True
-    # Read-only in use; instances with equal metadata share one mapping (distro/sharing.py).
-    metadata: Mapping[str, str] = field(default_factory=lambda: EMPTY_METADATA)
-    # The gRPC connection this instance lives by ("" for an instance that lives by heartbeats): set by the
-    # node holding the connection (distro/connections.py), replicated with the entry, never shown to clients.
-    connection: str = ""
-    # The instance id its owner assigned when metadata asked for another generator than ``simple``
-    # (``preserved.instance.id.generator=snowflake``); "" for the simple id. Kept when the instance is
-    # registered again, replicated with the entry.
-    assigned_id: str = ""
-    # When its owner found this gRPC-bound instance an orphan (its holder seen down, docs/protocol.md "Orphaned
-    # connections"): its expiry counts from here on every owner; 0 while its holder is (believed) alive.
-    # Replicated with the entry, never shown to clients, outside the checksum.
-    orphaned_ms: int = 0
+    cluster: str
+    weight: float
+    healthy: bool
+    enabled: bool
+    metadata: Mapping[str, str]
+    """Read-only in use; instances with equal metadata share one mapping (distro/sharing.py)."""
+    connection: str
+    """The gRPC connection this instance lives by ("" for an instance that lives by heartbeats): set by the
+    node holding the connection (distro/connections.py), replicated with the entry, never shown to clients."""
+    assigned_id: str
+    """The instance id its owner assigned when metadata asked for another generator than ``simple``
+    (``preserved.instance.id.generator=snowflake``); "" for the simple id. Kept when the instance is
+    registered again, replicated with the entry."""
+    orphaned_ms: int
+    """When its owner found this gRPC-bound instance an orphan (its holder seen down, docs/protocol.md
+    "Orphaned connections"): its expiry counts from here on every owner; 0 while its holder is (believed)
+    alive. Replicated with the entry, never shown to clients, outside the checksum."""
+    _digest: bytes | None
     # What this instance adds to its service's checksum (:meth:`checksum_digest`), made on first use and
     # kept: instances are immutable, so a view change re-hashes only the instances that changed. 8 bytes of
     # slot for every instance, plus a 16-byte digest (49 bytes) once its service's checksum is asked for.
-    _digest: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __init__(
+        self,
+        ip: str,
+        port: int,
+        cluster: str = DEFAULT_CLUSTER,
+        weight: float = 1.0,
+        healthy: bool = True,
+        enabled: bool = True,
+        metadata: Mapping[str, str] = EMPTY_METADATA,
+        connection: str = "",
+        assigned_id: str = "",
+        orphaned_ms: int = 0,
+        *,
+        entry_id: str | None = None,
+    ) -> None:
+        """``entry_id``, when given, must be ``instance_entry_id(cluster, ip, port)`` (a caller that holds
+        that string already, such as the codec, passes it so that the instance and its datum share it)."""
+        init = object.__setattr__
+        init(self, "entry_id", instance_entry_id(cluster, ip, port) if entry_id is None else entry_id)
+        init(self, "port", port)
+        init(self, "cluster", cluster)
+        init(self, "weight", weight)
+        init(self, "healthy", healthy)
+        init(self, "enabled", enabled)
+        init(self, "metadata", metadata)
+        init(self, "connection", connection)
+        init(self, "assigned_id", assigned_id)
+        init(self, "orphaned_ms", orphaned_ms)
+        init(self, "_digest", None)
+
+    @property
+    def ip(self) -> str:
+        """The address: the part of :attr:`entry_id` between ``cluster/`` and ``:port``."""
+        entry_id = self.entry_id
+        return entry_id[len(self.cluster) + 1 : entry_id.rindex(":")]
+
+    def replace(self, **changes: Any) -> Instance:
+        """A copy with the given fields changed (``ip``, ``port``, ``cluster``, ``weight``, ``healthy``,
+        ``enabled``, ``metadata``, ``connection``, ``assigned_id``, ``orphaned_ms``), like :func:`dataclasses.replace`."""
+        unknown = changes.keys() - _INSTANCE_FIELDS
+        if unknown:
+            raise TypeError(f"Instance has no field {sorted(unknown)[0]!r}")
+        same_id = not changes.keys() & {"ip", "port", "cluster"}
+        return Instance(
+            changes.get("ip", self.ip) if not same_id else "",
+            changes.get("port", self.port),
+            changes.get("cluster", self.cluster),
+            changes.get("weight", self.weight),
+            changes.get("healthy", self.healthy),
+            changes.get("enabled", self.enabled),
+            changes.get("metadata", self.metadata),
+            changes.get("connection", self.connection),
+            changes.get("assigned_id", self.assigned_id),
+            changes.get("orphaned_ms", self.orphaned_ms),
+            entry_id=self.entry_id if same_id else None,
+        )
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.entry_id, self.weight, self.healthy, self.enabled, self.metadata, self.connection,
+            self.assigned_id, self.orphaned_ms,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Instance:
+            return NotImplemented
+        return self is other or self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as the dataclass was (its metadata is a mapping)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"Instance(ip={self.ip!r}, port={self.port!r}, cluster={self.cluster!r}, weight={self.weight!r}, "
+            f"healthy={self.healthy!r}, enabled={self.enabled!r}, metadata={dict(self.metadata)!r}, "
+            f"connection={self.connection!r}, assigned_id={self.assigned_id!r}, orphaned_ms={self.orphaned_ms!r})"
+        )
 
     def checksum_digest(self) -> bytes:
         """A 16-byte hash of everything a client sees of this instance (the same on every node)."""
@@ -315,11 +418,6 @@ class Instance:
             digest = blake2b(line.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             object.__setattr__(self, "_digest", digest)
         return digest
-
-    @property
-    def entry_id(self) -> str:
-        """The identity of this instance inside its service's datum."""
-        return instance_entry_id(self.cluster, self.ip, self.port)
 
     def instance_id(self, key: ServiceKey) -> str:
         """The assigned id (``snowflake``), else Nacos's ``simple`` id: ``ip#port#cluster#group@@service``."""
@@ -351,7 +449,12 @@ class Instance:
 
     def with_health(self, healthy: bool) -> Instance:
         """A copy with another health flag."""
-        return replace(self, healthy=healthy)
+        return self.replace(healthy=healthy)
+
+
+_INSTANCE_FIELDS = frozenset(
+    {"ip", "port", "cluster", "weight", "healthy", "enabled", "metadata", "connection", "assigned_id", "orphaned_ms"}
+)
 
 
 def instance_entry_id(cluster: str, ip: str, port: int) -> str:

@@ -95,7 +95,7 @@ view builds its sorted instances on first read, so a burst of writes to a big se
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 from distro.beats import BeatReceipts, answer_from_replica
@@ -888,7 +888,7 @@ class DistroNode:
             return
         for key, entry_id, inst in found:
             self._c["instances_orphaned"] += 1
-            self._write(key, entry_id, replace(inst, orphaned_ms=max(1, orphaned_ms)), now_ms)
+            self._write(key, entry_id, inst.replace(orphaned_ms=max(1, orphaned_ms)), now_ms)
 
     # ============================================================================================
     # Health and time

@@ -9,7 +9,6 @@ calls back into it (:data:`Write`, :data:`Touch`). A request the registry refuse
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from distro.config import DistroConfig
@@ -153,10 +152,10 @@ class ClientWrites:
         self._deregistered.pop((key, entry_id), None)
         existing = self._store.live_instance(key, entry_id)
         if existing is not None and instance.assigned_id != existing.assigned_id:
-            instance = replace(instance, assigned_id=existing.assigned_id)  # Nacos keeps an instance's id
+            instance = instance.replace(assigned_id=existing.assigned_id)  # Nacos keeps an instance's id
         if existing is None:
             if instance.wants_snowflake_id and not instance.assigned_id:
-                instance = replace(instance, assigned_id=self._snowflake_id(key))
+                instance = instance.replace(assigned_id=self._snowflake_id(key))
             limit = self._config.max_instances_per_service
             self._check_service_room(key)
             if self._store.live_instance_count(key) >= limit:
@@ -228,7 +227,7 @@ class ClientWrites:
             changes["metadata"] = share_metadata(changes["metadata"])
         if "weight" in changes:
             changes["weight"] = share_weight(changes["weight"])
-        updated = replace(base, **changes)
+        updated = base.replace(**changes)
         return self._register(key, updated, now_ms)
 
     def _beat(self, request: Beat, now_ms: int) -> Result:

@@ -157,12 +157,8 @@ def attribute(node: DistroNode) -> dict[str, int]:
             value = entry.value
             if isinstance(value, Instance):
                 w.add("Instance objects", value)
-                w.add("ip strings", value.ip)
-                w.add("cluster names", value.cluster)
-                w.add("ports, weights", value.port, value.weight)
-                w.deep("metadata mappings", value.metadata)
-                w.add("connection / assigned id", value.connection, value.assigned_id)
-                w.deep("checksum digests", value._digest)
+                for name, part in _stored_fields(value):  # what it stores (not what it computes on reading)
+                    w.deep(INSTANCE_PARTS.get(name, f"instance {name}"), part)
             else:
                 w.deep("cluster data values", value)
     w.deep("store indexes (digests, counts, floors)", [
@@ -175,6 +171,24 @@ def attribute(node: DistroNode) -> dict[str, int]:
     w.deep("replication (dirty sets, sorted keys)", node._replication)
     w.deep("rest of the node", node)
     return w.parts
+
+
+INSTANCE_PARTS = {
+    "entry_id": "entry-id strings (datum keys)",
+    "ip": "ip strings",
+    "cluster": "cluster names",
+    "port": "ports, weights",
+    "weight": "ports, weights",
+    "metadata": "metadata mappings",
+    "connection": "connection / assigned id",
+    "assigned_id": "connection / assigned id",
+    "_digest": "checksum digests",
+}
+
+
+def _stored_fields(obj: Any) -> list[tuple[str, Any]]:
+    slots = [s for cls in type(obj).__mro__ for s in getattr(cls, "__slots__", ())]
+    return [(s, getattr(obj, s, None)) for s in slots if s != "__weakref__"]
 
 
 def _version_parts(entry: Any, w: Walk) -> Iterable[Any]:

@@ -234,7 +234,7 @@ def test_receipts_are_bounded_in_bytes_and_sent_at_once_when_full() -> None:
 def test_what_is_forwarded_as_before() -> None:
     off = replace(CONFIG, beat_receipt_interval_ms=0)
     short = make_instance(IP, PORT, metadata={"preserved.heart.beat.timeout": "2000"})
-    bound = replace(INST, connection="1_10.9.9.9_5000_abcdef")
+    bound = INST.replace(connection="1_10.9.9.9_5000_abcdef")
     assert answer_from_replica(light(ServiceKey("p", "g", "s")), INST, CONFIG) == OK_BEAT
     assert answer_from_replica(light(ServiceKey("p", "g", "s")), INST, off) is None  # receipts turned off
     assert answer_from_replica(light(ServiceKey("p", "g", "s")), None, CONFIG) is None

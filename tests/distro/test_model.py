@@ -4,6 +4,7 @@ inputs are accepted (and normalised where Nacos normalises), and ``service_key``
 from __future__ import annotations
 
 import math
+from dataclasses import FrozenInstanceError
 
 import pytest
 
@@ -272,3 +273,36 @@ def test_protect_threshold_errors(value: float) -> None:
 @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
 def test_protect_threshold_accepted(value: float) -> None:
     assert validate_protect_threshold(value) == value
+
+
+# -- Instance keeps its entry id, not a separate ip -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ip", "port", "cluster"),
+    [("10.0.0.1", 8080, "DEFAULT"), ("::1", 0, "c-1"), ("[fe80::1%eth0]", 65535, "x"), ("host.example", 1, "DEFAULT")],
+)
+def test_instance_reads_its_ip_back_out_of_its_entry_id(ip: str, port: int, cluster: str) -> None:
+    inst = Instance(ip, port, cluster)
+    assert (inst.ip, inst.port, inst.cluster) == (ip, port, cluster)
+    assert inst.entry_id == f"{cluster}/{ip}:{port}"
+    moved = inst.replace(ip="10.9.9.9", port=7, cluster="other")
+    assert (moved.ip, moved.port, moved.cluster, moved.entry_id) == ("10.9.9.9", 7, "other", "other/10.9.9.9:7")
+
+
+def test_instance_is_an_immutable_value() -> None:
+    inst = Instance("10.0.0.1", 80, metadata={"k": "v"})
+    same = Instance("10.0.0.1", 80, metadata={"k": "v"})
+    assert inst == same and inst != same.replace(weight=2.0) and inst != same.replace(port=81)
+    assert inst != same.replace(connection="c") and inst != same.replace(assigned_id="1")
+    assert inst != same.replace(orphaned_ms=5)
+    assert inst.replace(healthy=False) == inst.with_health(False) != inst
+    assert inst.replace(weight=2.0).entry_id is inst.entry_id  # the id is shared while ip, port and cluster stay
+    with pytest.raises(FrozenInstanceError):
+        inst.port = 81  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        hash(inst)
+    with pytest.raises(TypeError, match="no field 'colour'"):
+        inst.replace(colour="red")
+    assert repr(inst) == (
+        "Instance(ip='10.0.0.1', port=80, cluster='DEFAULT', weight=1.0, healthy=True, enabled=True, "
+        "metadata={'k': 'v'}, connection='', assigned_id='', orphaned_ms=0)"
+    )

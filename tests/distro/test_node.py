@@ -10,8 +10,6 @@ self-preservation, heartbeat clocks restarting on ownership gain), counters and 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from distro.config import DistroConfig
@@ -195,7 +193,7 @@ def test_replication_flushes_an_isolated_change_at_once_and_coalesces_a_stream()
     h.tick("n1")
     entry = h["n1"].store.entry(key, EID)
     meta = h["n1"].store.entry(key, IMPLICIT_ENTRY_ID)
-    assert entry.value == replace(INST, weight=3.0) and meta.value == ServiceMeta(implicit=True)
+    assert entry.value == INST.replace(weight=3.0) and meta.value == ServiceMeta(implicit=True)
     assert h.pending(SyncBatch) == [
         Wire("n1", "n2", SyncBatch(((key, IMPLICIT_ENTRY_ID, meta), (key, EID, entry)))),
         Wire("n1", "n3", SyncBatch(((key, IMPLICIT_ENTRY_ID, meta), (key, EID, entry)))),
@@ -637,7 +635,7 @@ def test_update_instance_must_exist() -> None:
     _, result = h.client("n1", UpdateInstance(key, "DEFAULT", IP, PORT, {"weight": 2.0}, must_exist=True))
     assert result == Result(400, f"instance not exist: {IP}:{PORT}:unknown:DEFAULT")
     _, result = h.client("n1", UpdateInstance(key, "DEFAULT", IP, PORT, {"enabled": False}))
-    assert result == OK and h["n1"].store.live_instance(key, EID) == replace(INST, enabled=False)
+    assert result == OK and h["n1"].store.live_instance(key, EID) == INST.replace(enabled=False)
 
 
 def test_instances_per_service_are_bounded() -> None:
@@ -649,7 +647,7 @@ def test_instances_per_service_are_bounded() -> None:
         400, f"service {key.grouped_name} already has 2 instances, the most one service may hold"
     )
     assert h["n1"].store.live_instance(key, c.entry_id) is None
-    assert register(h, "n1", key, replace(a, weight=5.0)) == OK  # updating an existing one still works
+    assert register(h, "n1", key, a.replace(weight=5.0)) == OK  # updating an existing one still works
     h.client("n1", Deregister(key, "DEFAULT", b.ip, PORT))
     assert register(h, "n1", key, c) == OK
 

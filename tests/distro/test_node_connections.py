@@ -178,7 +178,7 @@ def test_the_client_reconnecting_elsewhere_keeps_its_instance_through_its_holder
     connection = bind(h, "n3", key)
     h.advance(60_000)
     assert listed(h, "n2", key) == [("10.0.0.1", True, connection)]
-    assert replace(INST, connection=connection) == h["n2"].store.live_instance(key, INST.entry_id)
+    assert INST.replace(connection=connection) == h["n2"].store.live_instance(key, INST.entry_id)
 
 
 def orphaned_ms(h: Harness, node_id: str, key: ServiceKey) -> int | None:

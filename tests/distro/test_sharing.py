@@ -74,3 +74,4 @@ def test_instances_made_and_decoded_share_their_repeated_values() -> None:
     assert a.cluster is made[0].cluster and a.metadata is b.metadata is made[0].metadata
     assert first.version.node is second.version.node
     assert first.version.ms is second.version.ms
+    assert a.entry_id is decoded.items[0][1]  # the instance keeps the item's entry id, no second copy
