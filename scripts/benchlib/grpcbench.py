@@ -31,9 +31,9 @@ LOAD = Path(__file__).resolve().parent / "grpcload.py"
 RAW_LOAD = Path(__file__).resolve().parent / "grpcraw.py"
 LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3600000"]
 SIZES: dict[str, dict[str, Any]] = {
-    "full": {"grpc_reg_connections": 48, "grpc_reg_s": 10.0, "grpc_reg_rounds": 2, "grpc_push_samples": 200, "grpc_hold": 10_000,
+    "full": {"grpc_reg_connections": 48, "grpc_reg_s": 10.0, "grpc_reg_rounds": 3, "grpc_push_samples": 200, "grpc_hold": 10_000,
              "grpc_hold_s": 30.0},
-    "quick": {"grpc_reg_connections": 48, "grpc_reg_s": 8.0, "grpc_reg_rounds": 2, "grpc_push_samples": 100, "grpc_hold": 3_000,
+    "quick": {"grpc_reg_connections": 48, "grpc_reg_s": 8.0, "grpc_reg_rounds": 3, "grpc_push_samples": 100, "grpc_hold": 3_000,
               "grpc_hold_s": 20.0},
     "smoke": {"grpc_reg_connections": 8, "grpc_reg_s": 3.0, "grpc_reg_rounds": 1, "grpc_push_samples": 20, "grpc_hold": 100,
               "grpc_hold_s": 5.0},

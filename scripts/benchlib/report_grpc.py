@@ -25,6 +25,10 @@ def _rounds(reg: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def section(grpc: dict[str, Any]) -> list[str]:
     """The markdown lines (none without a gRPC phase in the results)."""
     reg = grpc.get("register")
@@ -32,6 +36,11 @@ def section(grpc: dict[str, Any]) -> list[str]:
         return []
     out = ["## gRPC front door (Nacos 2.x/3.x clients)\n"]
     w = out.append
+    run = grpc.get("run")
+    if run:
+        load = ", ".join(f"{x:.1f}" for x in run.get("loadavg_at_start", []))
+        w(f"From its own run: `{run.get('command')}`, {run.get('date')}, load average at start {load} "
+          "(the other figures on this page come from the run described above).\n")
     http, grpcio = reg.get("http", {}), reg.get("grpcio", {})
     w("Three fresh nodes (heartbeat timeouts of an hour), 48 connections spread over them, one call in flight "
       "each, closed loop. In alternating rounds on the same cluster: v1 HTTP registrations (the main phase's "
@@ -44,7 +53,7 @@ def section(grpc: dict[str, Any]) -> list[str]:
     w("| figure | v1 HTTP | gRPC, lean client | gRPC, grpcio client |")
     w("|---|---|---|---|")
     w(f"| registrations/s | {fmt(http.get('per_s'))} | {fmt(reg.get('per_s'))} "
-      f"(x{fmt(reg.get('ratio'))}) | {fmt(grpcio.get('per_s'))} (x{fmt(reg.get('ratio_grpcio'))}) |")
+      f"(x{_ratio(reg.get('ratio'))}) | {fmt(grpcio.get('per_s'))} (x{_ratio(reg.get('ratio_grpcio'))}) |")
     w(f"| server CPU per registration, µs (three nodes) | {fmt(http.get('server_cpu_us_per_reg'))} | "
       f"{fmt(reg.get('server_cpu_us_per_reg'))} | {fmt(grpcio.get('server_cpu_us_per_reg'))} |")
     w(f"| load generator CPU per call, µs | {fmt(http.get('client_cpu_us_per_call'))} | "
@@ -57,8 +66,8 @@ def section(grpc: dict[str, Any]) -> list[str]:
     push, hold = grpc.get("push", {}), grpc.get("hold", {})
     w("| figure | measured | target (issue 11) |")
     w("|---|---|---|")
-    w(f"| gRPC registrations/s against v1 HTTP, same run | x{fmt(reg.get('ratio'))} (lean client), "
-      f"x{fmt(reg.get('ratio_grpcio'))} (grpcio) | ≥ x1 |")
+    w(f"| gRPC registrations/s against v1 HTTP, same run | x{_ratio(reg.get('ratio'))} (lean client), "
+      f"x{_ratio(reg.get('ratio_grpcio'))} (grpcio) | ≥ x1 |")
     if push:
         w(f"| change (v1 HTTP update on node 2) -> gRPC subscriber on node 1, p50 / p99 | "
           f"{fmt(push.get('p50_ms'))} / {fmt(push.get('p99_ms'))} ms ({push.get('received')} samples) | p99 ≤ 50 ms |")
