@@ -16,6 +16,9 @@ Phases (each system gets the machine to itself; every cluster is started fresh f
 7. ours over gRPC (Nacos 2.x clients, ``benchlib.grpcbench``): registrations/s, change -> gRPC subscriber,
    connected clients held (10,000 full) and memory per connection.
 
+``--memory-profile N`` runs no cluster: it says where a node's memory per instance goes, in one process
+(``benchlib.memory_profile``; its flags after ``--``, e.g. ``-- --rss --into docs/bench/results.json``).
+
 Phases 2-4 run with heartbeat timeouts of an hour (instances that never beat must not expire mid-run);
 5 and 6 run with the defaults (15 s unhealthy, 30 s expired). ``--smoke`` shrinks every size and shortens
 those timeouts so the whole run takes about two minutes: its figures are for "does every phase work",

@@ -80,7 +80,7 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None) -> str
     """The whole page, section by section."""
     run = _Run(results, md_path, plot_dir)
     out: list[str] = []
-    for section in (_intro, _results, _plots, _setup, _method, _details, _grpc, _scale, _limits):
+    for section in (_intro, _results, _plots, _setup, _method, _details, _grpc, _scale, _memory, _limits):
         out += section(run)
     out.append(PROFILE)
     return "\n".join(out) + "\n"
@@ -114,11 +114,57 @@ def _scale(run: _Run) -> list[str]:
         w(f"| {addr} | {fmt(node.get('n'))} | {node.get('p50')} / {node.get('p99')} | {node.get('max')} | "
           f"{node.get('over_100ms')} | {slow} |")
     w("")
+    not_shown = _g(sc, "big_list", "changes_not_shown")
     w(f"Steps started at (s since the probe started): {sc.get('steps')}. The first `instance/list` of a "
       f"{fmt(_g(sc, 'big_list', 'instances'))}-instance service on each node after a change to it took "
-      f"{_g(sc, 'big_list', 'first_list_after_change_ms')} ms; a node restarted at this size was ready after "
+      f"{_g(sc, 'big_list', 'first_list_after_change_ms')} ms"
+      + (" (runs before the `changes_not_shown` count had every change refused by the 10,000-instance bound, "
+         "so they timed lists without a change)" if not_shown is None else
+         f" ({not_shown} of them did not show the change)") + "; a node restarted at this size was ready after "
       f"{fmt(sc.get('restart_ready_ms'))} ms. Collections the nodes logged as pauses over 50 ms: "
       f"{len(sc.get('gc_log', []))}" + (f" ({'; '.join(sc['gc_log'][:3])})" if sc.get("gc_log") else "") + ".\n")
+    return out
+
+
+def _memory(run: _Run) -> list[str]:
+    """Where a node's memory per instance goes (``scripts/bench --memory-profile N -- --rss --into FILE``), with
+    the breakdown measured before the changes when the results keep one (``memory_profile.before``)."""
+    mp = run.d.get("memory_profile")
+    if not mp:
+        return []
+    before = mp.get("before", {})
+    out = ["## Memory per instance: where it goes\n"]
+    w = out.append
+    w(f"`scripts/bench --memory-profile {mp['instances']} -- --rss`: three `DistroNode`s in one process, every "
+      "peer message through msgpack and `distro.codec` as on the peer link, "
+      f"{fmt(mp['instances'])} instances registered into {fmt(mp['services'])} services the way the HTTP API "
+      "builds them (a third on each node, forwarded to the owners), replication settled. Each node's "
+      "structures are walked and every object counted once (`sys.getsizeof`), by the first structure that "
+      "reaches it; tracemalloc counts what the load allocated; the resident figure is a separate run without "
+      "tracemalloc. Bytes per instance per node" + (f", before ({before.get('commit', 'earlier code')}) and "
+                                                    "after the changes below:" if before else ":") + "\n")
+    parts = mp.get("walk_bytes_per_instance_per_node", {})
+    old = before.get("walk_bytes_per_instance_per_node", {})
+    names = sorted(set(parts) | set(old), key=lambda k: -max(parts.get(k, 0), old.get(k, 0)))
+    w("| structure | before | now |" if before else "| structure | bytes |")
+    w("|---|---|---|" if before else "|---|---|")
+    for name in names:
+        if max(parts.get(name, 0), old.get(name, 0)) < 0.5:
+            continue
+        if before:
+            w(f"| {name} | {old.get(name, 0):.1f} | {parts.get(name, 0):.1f} |")
+        else:
+            w(f"| {name} | {parts[name]:.1f} |")
+    rows = [("walked, total", "walk_total"), ("allocated during the load (tracemalloc)",
+                                               "traced_bytes_per_instance_per_node"),
+            ("resident growth, no tracemalloc", "rss_bytes_per_instance_per_node")]
+    for label, key in rows:
+        if before:
+            w(f"| **{label}** | **{fmt(before.get(key))}** | **{fmt(mp.get(key))}** |")
+        else:
+            w(f"| **{label}** | **{fmt(mp.get(key))}** |")
+    w("")
+    w(MEMORY_NOTES)
     return out
 
 
@@ -576,10 +622,43 @@ LIMITS = {
         "notice the broken link and fell back to `peer_timeout_ms` (3 s)."
     ),
     "bytes_per_instance": (
-        "Each instance is held as frozen dataclasses (entry, version, instance, metadata) in the store and again "
-        "in the read view and the JSON cache of `instance/list`; `__slots__`/msgspec structs would cut it."
+        "This run predates the memory changes of \"Memory per instance: where it goes\" above. Measured since "
+        "with `scripts/bench --scale 100000 --scale-hold 30` (the same 100k registrations, resident memory of "
+        "each node before and after): 728 B per instance per node before (issue 15's scale run), 425 B with "
+        "shared values and the slimmer `Entry`, 383 B with the entry id kept in place of the ip (load average "
+        "5-6; the target, at most 400 B, is met there). "
+        "The in-process breakdown names what is left."
     ),
 }
+
+MEMORY_NOTES = """What changed (issue 15; each step measured with the profile, 10,000 instances, resident growth
+in brackets):
+
+- **Shared repeated values** (`distro/sharing.py`): requests and replicated entries arrive as fresh objects,
+  so every instance had its own `"DEFAULT"`, its own port and weight objects, its own empty metadata dict,
+  and every replicated version its own writer id string. Cluster names, writer ids and metadata strings are
+  now interned; ports, weights and metadata mappings go through small bounded tables (cleared when full);
+  instances without metadata share one read-only empty mapping; a message's versions share their
+  millisecond int. 640 -> 424 B walked (680 -> 437 B).
+- **`Entry` with the version inside** (`distro/datum.py`): the `(version, value)` named tuple plus its
+  `Version` named tuple (56 + 64 B) became one slots object holding `ms`, `counter`, `node` and `value`
+  (64 B); `entry.version` builds the `Version` on demand and the hot paths compare with
+  `Entry.newer_than`. 424 -> 367 B walked (437 -> 390 B).
+- **The entry id in place of the ip** (`distro/model.py`): an `Instance` kept `ip` as well as the entry id
+  string `cluster/ip:port` that keys its entry, a second copy of the same characters; it now keeps the
+  entry id (the same string object as the datum's key: the codec hands the item's id to the instance it
+  decodes) and reads `ip` back out of it. 367 -> 321 B walked (390 -> 340 B).
+
+The `Instance` row grew by 8 B meanwhile: the orphan mark (`orphaned_ms`) landed as an eleventh slot.
+
+What stands between this and less: per instance a node still holds the `Instance` (120 B: eleven 8-byte
+slots, a 16-byte object header and a 16-byte garbage-collector header), its entry-id string (~73 B for
+`DEFAULT/10.x.y.z:port`), the `Entry` (64 B), a slot in its service's dict (~33 B), the version's millisecond
+int (32 B unless shared), and on the owner the heartbeat clock (~35 B per owned instance). Python objects
+carry 32 bytes of headers each, so the next steps are structural: one object per instance holding the
+entry's version and the instance's fields (no separate `Entry`), or a columnar store per service (arrays of
+ports, weights and versions), both large changes to the core's data model.
+"""
 
 PROFILE = """## Where the time goes (py-spy), and what changed
 
