@@ -12,8 +12,12 @@ connection's instance in one of ``--services`` services, its weight flipped ever
 flight. Requests carry grpcio's headers (``:method``, ``:scheme``, ``:path``, ``:authority``, ``te``,
 ``content-type``, ``user-agent``, ``grpc-accept-encoding``), HPACK-encoded as gRPC clients do: the first
 calls add them to the connection's dynamic table, later calls send the same index references (a block
-encoded once both kinds of call are in the table, then reused); answers are decoded in full (frames, HPACK with the ``hpack`` package, the Payload, its JSON);
-received DATA is acknowledged with WINDOW_UPDATE, PINGs are answered. Prints one JSON line like grpcload's.
+encoded once both kinds of call are in the table, then reused); answers are decoded in full (frames,
+HPACK with the ``hpack`` package, the Payload, its JSON); a response header block that left the decoder's
+table as it was is not decoded again when the same bytes come back (gRPC servers repeat the same blocks
+call after call); received DATA is acknowledged with WINDOW_UPDATE, PINGs are answered. The socket is
+driven as the HTTP generator drives its own (``benchlib.httpraw.RawConn``: non-blocking sends and
+receives, trio only to wait). Prints one JSON line like grpcload's.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import hpack
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchlib.httpraw import RawConn, open_conn
 from cluster.grpc.http2 import (
     DATA,
     FLAG_ACK,
@@ -65,8 +71,9 @@ class RawConnection:
         self.bi_headers = [*common, (":path", "/BiRequestStream/requestBiStream"), *tail]
         self.encoder = hpack.Encoder()
         self.unary_block: bytes | None = None  # cached once both header sets are in the dynamic table
-        self.stream: trio.SocketStream | None = None
+        self.conn: RawConn | None = None
         self.decoder = hpack.Decoder()
+        self.same_blocks: set[bytes] = set()  # response header blocks that leave the decoder's table as it is
         self.next_id = 1
         self.bi_id = 0
         self.buf = bytearray()
@@ -74,13 +81,13 @@ class RawConnection:
         self._seq = 0
 
     async def open(self) -> None:
-        self.stream = await trio.open_tcp_stream(self.host, self.port)
-        await self.stream.send_all(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HL", 4, _WINDOW_BYTES))
+        self.conn = await open_conn(self.host, self.port)
+        await self.conn.send_all(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HL", 4, _WINDOW_BYTES))
                                    + frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", _WINDOW_BYTES)))
 
     async def _send(self, data: bytes) -> None:
-        assert self.stream is not None
-        await self.stream.send_all(data)
+        assert self.conn is not None
+        await self.conn.send_all(data)
 
     def _new_stream(self) -> int:
         stream_id = self.next_id
@@ -113,7 +120,7 @@ class RawConnection:
 
     async def _frame(self) -> tuple[int, int, int, bytes]:
         """The next frame for us, answering SETTINGS, PING and acknowledging DATA on the way."""
-        assert self.stream is not None
+        assert self.conn is not None
         while True:
             if len(self.buf) >= 9:
                 high, low, kind, flags, sid = _HEAD.unpack_from(self.buf)
@@ -127,18 +134,29 @@ class RawConnection:
                     if kind == PING and not flags & FLAG_ACK:
                         await self._send(frame(PING, FLAG_ACK, 0, payload))
                         continue
-                    if kind == HEADERS:
-                        self.decoder.decode(payload)  # keeps the decoder's table in step
+                    if kind == HEADERS and payload not in self.same_blocks:
+                        self._decode(payload)
                     if kind == DATA:
                         self.recv_unacked += length
                         if self.recv_unacked * 2 >= _WINDOW_BYTES:
                             await self._send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", self.recv_unacked)))
                             self.recv_unacked = 0
                     return kind, flags, sid & 0x7FFFFFFF, payload
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise ConnectionError("the server closed the connection")
-            self.buf += data
+            self.buf += await self.conn.recv_some()
+
+    def _decode(self, block: bytes) -> None:
+        """Decode a header block (keeps the decoder's table in step); remember it when it left the table
+        unchanged (no entry added, no size change), so the same bytes need no decoding next time."""
+        table = self.decoder.header_table
+        before = (len(table.dynamic_entries), table.dynamic_entries[0] if table.dynamic_entries else None,
+                  table.maxsize)
+        self.decoder.decode(block)
+        after = (len(table.dynamic_entries), table.dynamic_entries[0] if table.dynamic_entries else None,
+                 table.maxsize)
+        if before != after:
+            self.same_blocks.clear()
+        elif len(self.same_blocks) < 64:
+            self.same_blocks.add(block)
 
     async def setup(self) -> None:
         check = await self.call("ServerCheckRequest", {})
@@ -158,8 +176,8 @@ class RawConnection:
         raise RuntimeError("the connection setup was never accepted")
 
     async def aclose(self) -> None:
-        if self.stream is not None:
-            await self.stream.aclose()
+        if self.conn is not None:
+            self.conn.close()
 
 
 def _register_body(service: str, ip: str, weight: float) -> dict[str, Any]:
