@@ -165,7 +165,8 @@ _SEQ = (list, tuple)
 
 
 def _enc_instance(inst: Instance) -> list[Any]:
-    out = ["i", inst.ip, inst.port, inst.cluster, inst.weight, inst.healthy, inst.enabled, dict(inst.metadata)]
+    metadata = inst.metadata
+    out = ["i", inst.ip, inst.port, inst.cluster, inst.weight, inst.healthy, inst.enabled, dict(metadata) if metadata else {}]
     if inst.orphaned_ms:
         out.extend((inst.connection, inst.assigned_id, inst.orphaned_ms))
     elif inst.assigned_id:
