@@ -6,7 +6,7 @@ Pure: no IO and no msgpack here. :func:`encode_message` turns a message into nes
 
 Layout (compact: a type tag and positional fields, never field names)::
 
-    ["ping", ready, address]
+    ["ping", ready, address (, started_ms)]           started_ms: absent from older nodes (0)
     ["fwd", request_id, request]
     ["fwdr", request_id, status, body]                 body: str | {str: str|int|float|bool}
     ["sync", items]
@@ -252,7 +252,7 @@ def _enc_request(req: ClientRequest) -> list[Any]:
 
 
 def _enc_ping(m: Ping) -> list[Any]:
-    return ["ping", m.ready, m.address]
+    return ["ping", m.ready, m.address, m.started_ms]
 
 
 def _enc_forward(m: Forward) -> list[Any]:
@@ -507,9 +507,9 @@ def _instance(obj: Any, ctx: _Ctx, *, check_ip: bool) -> Instance:
     )
 
 
-def _orphaned_ms(obj: Any) -> int:
+def _orphaned_ms(obj: Any, what: str = "orphaned ms") -> int:
     if type(obj) is not int or not 0 <= obj <= MAX_INT64:
-        raise ProtocolError("orphaned ms: expected a non-negative 64-bit integer")
+        raise ProtocolError(f"{what}: expected a non-negative 64-bit integer")
     return obj
 
 
@@ -786,8 +786,10 @@ def _body(obj: Any) -> str | dict[str, Any]:
 
 
 def _dec_ping(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
-    _, ready, address = _seq(obj, 3, "ping")
-    return Ping(_bool(ready, "ready"), _str(address, "address"))
+    if type(obj) in _SEQ and len(obj) == 3:
+        obj = [*obj, 0]
+    _, ready, address, started_ms = _seq(obj, 4, "ping")
+    return Ping(_bool(ready, "ready"), _str(address, "address"), _orphaned_ms(started_ms, "started ms"))
 
 
 def _dec_forward(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:

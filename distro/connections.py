@@ -275,6 +275,13 @@ def holder_tag(connection_id: str) -> str:
     return connection_id.rpartition("_")[2].partition(".")[0]
 
 
+def made_at_ms(connection_id: str) -> int | None:
+    """When the holder made ``connection_id`` (its clock; the first part of :func:`new_connection_id`'s form),
+    or None for an id not of that form."""
+    head = connection_id.partition("_")[0]
+    return int(head) if head.isascii() and head.isdigit() and len(head) <= 18 else None
+
+
 def held_by(connection_id: str, node_id: str) -> bool:
     """Whether ``connection_id`` was made by :func:`new_connection_id` on ``node_id``."""
     return holder_tag(connection_id) == node_tag(node_id)
@@ -303,6 +310,7 @@ __all__ = [
     "held_by",
     "holder_tag",
     "judge_renewal",
+    "made_at_ms",
     "new_connection_id",
     "node_tag",
 ]

@@ -19,12 +19,16 @@ decides, :meth:`HeartbeatClocks.orphan_candidates` lists them): the client is re
 until ``instance_expire_ms`` after that to register again (nacos-sdk-python 3.x does so up to 30 s after it
 reconnects). An orphan's clock is its mark, on every owner and for good: gaining its key, regaining quorum
 or a pause never restart it, so an orphan is gone ``instance_expire_ms`` after its holder was seen down
-whatever the membership does meanwhile (docs/protocol.md, "Orphaned connections").
+whatever the membership does meanwhile (docs/protocol.md, "The holder dies: orphans"). The check also marks
+one that no holder renewed for ``heartbeat_timeout_ms + peer_timeout_ms`` (a live holder renews every third
+of the heartbeat timeout), as of its last renewal: its holder died unseen by this node (its owner then was
+cut off, say, or it was a holder's earlier life), and no later death or ownership change restarts it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from distro.config import NEVER, DistroConfig
 from distro.model import Instance, ServiceKey
@@ -34,13 +38,13 @@ from distro.store import DatumStore
 __all__ = ["HealthChange", "HeartbeatClocks"]
 
 HealthChange = tuple[ServiceKey, str, Instance | None]
-"""A write the health check asks for: the instance marked unhealthy, or None (expired: delete it)."""
+"""A write the health check asks for: the instance marked unhealthy or an orphan, or None (expired: delete it)."""
 
 
 class HeartbeatClocks:
     """The heartbeat clocks of the instances this node owns, and the health check over them."""
 
-    __slots__ = ("_config", "_due_ms", "_last_beat", "_preserving", "_store")
+    __slots__ = ("_config", "_due_ms", "_last_beat", "_preserving", "_store", "_unrenewed_ms")
 
     def __init__(self, config: DistroConfig, store: DatumStore) -> None:
         self._config = config
@@ -50,6 +54,10 @@ class HeartbeatClocks:
         # check). Writes that start or shorten a clock lower it, so a check with nothing due is O(1).
         self._due_ms = NEVER
         self._preserving = False  # the last check saw less than half the cluster (self-preservation)
+        # A gRPC-bound instance not renewed for this long has no live holder renewing it here: marked an
+        # orphan as of its last renewal (a live holder renews every heartbeat_timeout_ms / 3; a peer timeout
+        # covers a holder whose view of ownership is behind).
+        self._unrenewed_ms = config.heartbeat_timeout_ms + config.peer_timeout_ms
 
     # ============================================================================================
     # Clocks
@@ -57,7 +65,9 @@ class HeartbeatClocks:
     def _deadline_ms(self, inst: Instance, last_ms: int) -> int:
         cfg = self._config
         expire = inst.expire_ms(cfg.instance_expire_ms)
-        if not inst.healthy or inst.connection:
+        if inst.connection:
+            return last_ms + (expire if inst.orphaned_ms else min(expire, self._unrenewed_ms))
+        if not inst.healthy:
             return last_ms + expire
         return last_ms + min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
 
@@ -161,7 +171,8 @@ class HeartbeatClocks:
     # The check
     # ============================================================================================
     def check(self, now_ms: int, quorum: bool) -> list[HealthChange]:
-        """The writes due now: instances to mark unhealthy or to expire.
+        """The writes due now: instances to mark unhealthy, to mark orphans (gRPC-bound, not renewed for
+        ``heartbeat_timeout_ms + peer_timeout_ms``: as of their last renewal) or to expire.
 
         ``quorum`` False (self-preservation: this node sees less than half the cluster) expires nothing.
         """
@@ -197,7 +208,12 @@ class HeartbeatClocks:
                 if silent > expire:
                     changes.append((key, entry_id, None))
                     continue
-                if inst.healthy and not inst.connection:
+                if inst.connection and not inst.orphaned_ms:
+                    if silent > self._unrenewed_ms:
+                        changes.append((key, entry_id, replace(inst, orphaned_ms=max(1, last))))
+                        continue
+                    deadline = last + min(expire, self._unrenewed_ms)
+                elif inst.healthy and not inst.connection:
                     timeout = min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
                     if silent > timeout:
                         changes.append((key, entry_id, inst.with_health(False)))

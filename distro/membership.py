@@ -26,6 +26,7 @@ class PeerState:
     last_heard_ms: int = NEVER
     ready: bool = False
     up: bool = False
+    started_ms: int = 0  # when its current life started, on its clock (its last Ping; 0: not known)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,10 +37,12 @@ Items = tuple[Item, ...]
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """Liveness, every ``ping_interval_ms`` to every known peer. Carries readiness and the sender's address."""
+    """Liveness, every ``ping_interval_ms`` to every known peer. Carries readiness, the sender's address and
+    when this life of the sender started (its clock): the gRPC connections it made before are dead."""
 
     ready: bool
     address: str
+    started_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,7 @@ from distro.connections import (
     held_by,
     holder_tag,
     judge_renewal,
+    made_at_ms,
     node_tag,
 )
 from distro.datum import IMPLICIT_ENTRY_ID, Entry, EntryValue
@@ -247,6 +248,9 @@ class DistroNode:
         self._outbox = Outbox()
         self._membership = Membership(node_id, config.peer_timeout_ms, peers)
         self._started_ms = now_ms
+        # The last health check saw at least half the cluster (False at first: the first check that does
+        # marks the orphans this node knows of, which it could not while it was starting alone).
+        self._had_quorum = False
         self._ownership = OwnershipMap(())
         self._replication = Replication(node_id, config, self.store, self._outbox)
         self._snapshot = StartupSnapshot(config, self.store, self._outbox, now_ms)
@@ -327,7 +331,7 @@ class DistroNode:
         if node_id == self.node_id:
             return
         self._membership.connected(node_id, address)
-        self._outbox.send(node_id, Ping(self.ready, self.address))
+        self._outbox.send(node_id, Ping(self.ready, self.address, self._started_ms))
         if self._snapshot.owes(node_id):
             # It asked while our link to it was down (it restarted before we redialled): answer now.
             self._snapshot.serve(node_id, self.ready)
@@ -561,6 +565,7 @@ class DistroNode:
         if starting:
             self._snapshot.peer_has_data(peer.node_id)  # it has data now: ask it again
         peer.ready = message.ready
+        peer.started_ms = message.started_ms
         if message.address:
             peer.address = message.address
         if starting:
@@ -602,7 +607,7 @@ class DistroNode:
             self._after_renewal(message.missing, message.taken, now_ms)
 
     def _ping_all(self) -> None:
-        ping = Ping(self.ready, self.address)
+        ping = Ping(self.ready, self.address, self._started_ms)
         for peer_id in self._membership.peers:
             self._outbox.send(peer_id, ping)
 
@@ -853,27 +858,35 @@ class DistroNode:
             )
         )
         if gained:
-            self._mark_gained_orphans(gained, now_ms)
+            self._mark_known_orphans(gained, now_ms)
 
-    def _mark_gained_orphans(self, gained: list[ServiceKey], now_ms: int) -> None:
-        """Gained keys may hold gRPC-bound instances of a holder this node sees down, not marked (their owner
-        died too, or its mark was lost with it): mark them as of now (not as of when this node saw the
-        holder go: a holder cut off from this node alone, not seen up again yet, is alive; its next renewal
-        takes the mark off, and meanwhile the instance stays listed). A connection this node made itself in
-        an earlier life (not in its table) is dead for sure: marked as of this node's start."""
+    def _mark_known_orphans(self, keys: list[ServiceKey], now_ms: int) -> None:
+        """Gained keys (or, when quorum is back, owned ones) may hold gRPC-bound instances of a dead holder, not marked (their owner died too, or its
+        mark was lost with it). Of a holder this node sees down: marked as of now (not as of when this node
+        saw the holder go: a holder cut off from this node alone, not seen up again yet, is alive; its next
+        renewal takes the mark off, and meanwhile the instance stays listed). Of an earlier life of a holder
+        (made before its current life started, as its pings say; this node's own: not in its table): dead
+        for sure, marked as of when that life started (or now, if earlier)."""
         own_tag = node_tag(self.node_id)
-        down = {node_tag(peer_id) for peer_id, peer in self._membership.peers.items() if not peer.up}
+        peers = {node_tag(peer_id): peer for peer_id, peer in self._membership.peers.items()}
         found: dict[int, list[tuple[ServiceKey, str, Instance]]] = {}
-        for key in gained:
+        for key in keys:
             for entry_id, entry in self.store.items(key):
                 inst = entry.value
                 if not isinstance(inst, Instance) or not inst.connection or inst.orphaned_ms:
                     continue
                 tag = holder_tag(inst.connection)
+                peer = peers.get(tag)
                 if tag == own_tag:
                     since = None if inst.connection in self.connections else self._started_ms
+                elif peer is None:
+                    since = None
+                elif not peer.up:
+                    since = now_ms
                 else:
-                    since = now_ms if tag in down else None
+                    made_ms = made_at_ms(inst.connection)
+                    earlier_life = made_ms is not None and made_ms < peer.started_ms
+                    since = min(now_ms, peer.started_ms) if earlier_life else None
                 if since is not None:
                     found.setdefault(since, []).append((key, entry_id, inst))
         for since, instances in found.items():
@@ -895,9 +908,15 @@ class DistroNode:
     # ============================================================================================
     def _check_health(self, now_ms: int) -> None:
         quorum = not self.config.self_preservation or self.has_quorum()
+        if quorum and not self._had_quorum:
+            # Holders that died while this node saw less than half the cluster were not marked then.
+            self._mark_known_orphans([key for key in self.store.keys() if self.is_owner(key)], now_ms)
+        self._had_quorum = quorum
         for key, entry_id, value in self._health.check(now_ms, quorum):
             if value is None:
                 self._c["instances_expired"] += 1
+            elif value.orphaned_ms:
+                self._c["instances_orphaned"] += 1
             else:
                 self._c["instances_marked_unhealthy"] += 1
             self._write(key, entry_id, value, now_ms)

@@ -298,7 +298,10 @@ def test_decoded_collections_are_tuples() -> None:
 
 
 def test_layout_is_compact() -> None:
-    assert encode_message(Ping(True, "10.0.0.1:8848")) == ["ping", True, "10.0.0.1:8848"]
+    assert encode_message(Ping(True, "10.0.0.1:8848", 7)) == ["ping", True, "10.0.0.1:8848", 7]
+    assert decode_message(["ping", True, "a"]) == Ping(True, "a", 0)  # from a node that sends no start
+    with pytest.raises(ProtocolError):
+        decode_message(["ping", True, "a", -1])
     assert encode_message(SnapshotRequest()) == ["snapreq"]
     key = service_key("public", None, "svc")
     inst = make_instance("10.0.0.1", 80)

@@ -767,7 +767,8 @@ def test_members_and_addresses() -> None:
     h = started()
     h["n1"].peer_connected("n2", "10.1.1.2:8848", h.now_ms)
     h.collect("n1")
-    assert h.pending(Ping, source="n1", target="n2")[-1].message == Ping(True, "n1")
+    ping = h.pending(Ping, source="n1", target="n2")[-1].message
+    assert isinstance(ping, Ping) and (ping.ready, ping.address) == (True, "n1") and ping.started_ms > 0
     members = h["n1"].members()
     assert [(m.node_id, m.is_self, m.up) for m in members] == [("n1", True, True), ("n2", False, True),
                                                               ("n3", False, True)]

@@ -75,6 +75,7 @@ def test_holder_renews_on_the_owner_and_the_instance_outlives_the_expiry() -> No
     assert [w.target for w in renewals] == ["n2"] and renewals[0].message.items == ((key, INST.entry_id, connection),)
     h.advance(20_000)  # far past the expiry, renewed all along
     assert listed(h, "n3", key) == [("10.0.0.1", True, connection)]
+    assert h["n2"].statistics().instances_orphaned == 0  # renewed: never marked an orphan
     assert h["n2"].statistics().renewals_received >= 15
     assert h["n1"].statistics().connection_instances == 1
 
@@ -243,3 +244,45 @@ def test_a_node_cut_off_from_the_majority_marks_no_orphans() -> None:
     h.cut.clear()
     h.advance(3 * CONFIG.instance_expire_ms)
     assert listed(h, "n2", key) == [("10.0.0.1", True, connection)] and orphaned_ms(h, "n2", key) == 0
+
+
+def test_an_instance_no_holder_renews_is_marked_as_of_its_last_renewal_and_stays_so() -> None:
+    config = replace(CONFIG, heartbeat_timeout_ms=6_000, instance_expire_ms=30_000)
+    h = started(config)
+    key = owned_by("n2")
+    connection = bind(h, "n1", key)
+    h.advance(3_000)
+    assert orphaned_ms(h, "n2", key) == 0  # renewed: never marked
+    # The holder is up but no longer renews it (as a connection of its earlier life would be).
+    h["n1"].connections.unbind(connection, key, INST.entry_id)
+    last_ms = h["n2"].last_beat_ms(key, INST.entry_id)
+    assert last_ms is not None
+    h.advance(config.heartbeat_timeout_ms + config.peer_timeout_ms - (h.now_ms - last_ms) - 500)
+    assert orphaned_ms(h, "n2", key) == 0
+    h.advance(2_000)
+    assert orphaned_ms(h, "n2", key) == last_ms == orphaned_ms(h, "n3", key)
+    assert h["n2"].statistics().instances_orphaned == 1
+    h.crash("n1")  # its holder's death later changes nothing
+    h.advance(5_000)
+    assert orphaned_ms(h, "n2", key) == last_ms and h["n2"].last_beat_ms(key, INST.entry_id) == last_ms
+    h.advance(last_ms + config.instance_expire_ms - 500 - h.now_ms)
+    assert listed(h, "n3", key) != []
+    h.advance(500 + 2 * config.health_check_interval_ms)
+    assert listed(h, "n2", key) == [] and listed(h, "n3", key) == []
+
+
+def test_a_gained_instance_of_a_holders_earlier_life_is_marked_as_of_its_restart() -> None:
+    config = replace(CONFIG, heartbeat_timeout_ms=15_000, instance_expire_ms=30_000)
+    h = started(config)
+    key = owned_by("n2")
+    bind(h, "n1", key)
+    h.isolate("n2")  # its owner is cut off as the holder dies: its mark cannot get out...
+    h.crash("n1")
+    h.advance(config.peer_timeout_ms + 1_000)
+    h.crash("n2")  # ...and is lost with it
+    restart_ms = h.now_ms
+    h.boot("n1")  # the holder is back, up, and does not hold the connection of its earlier life
+    h.advance(config.peer_timeout_ms + 2_000)
+    assert h["n1"].ready and orphaned_ms(h, "n3", key) == restart_ms
+    h.advance(restart_ms + config.instance_expire_ms + 2 * config.health_check_interval_ms - h.now_ms)
+    assert listed(h, "n1", key) == [] and listed(h, "n3", key) == []

@@ -12,7 +12,10 @@ a health check, and replicated at once. The property checks the coarser bound th
 between, the holder restarts (and may crash again: a second death must not restart the first one's
 orphans), and other nodes crash and restart or are cut off and healed, one at a time. Four nodes, so that the
 survivors keep their quorum with the holder and one more node down (self-preservation expires nothing).
-Before, an orphan lived one expiry after the *last* membership change (77.8 s seen by scripts/chaos).
+Before, an orphan lived one expiry after the *last* membership change (77.8 s seen by scripts/chaos). Marks
+that are lost or missed (the marking owner cut off right after the holder died, then crashed; a restarted
+node alone, without quorum, when it gained the key) are caught by the gain, first-quorum and unrenewed rules
+(docs/protocol.md): this property found both. Generate-only runs of 3 x 1,000 schedules: at most 34.0 s.
 
 Clients that know every node reconnect and register again meanwhile: once the faults are over they are
 listed on every node (nothing of theirs was lost to an orphan's expiry).
