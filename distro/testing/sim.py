@@ -528,7 +528,12 @@ class Simulator:
         self.advance(rng.randint(1, f.max_step_ms))
 
     def settle_ms(self) -> int:
-        """How long a healed, fault-free cluster gets to converge before the liveness check."""
+        """How long a healed, fault-free cluster gets to converge before the liveness check.
+
+        Long enough for the last instance to expire, and then for the empty-service cleaner to remove the
+        service it leaves (grace plus one check interval) and for that removal to reach every node: the
+        cleaner's tombstone is the last change a quiet cluster makes.
+        """
         cfg = self.config
         return (
             cfg.instance_expire_ms
@@ -537,6 +542,8 @@ class Simulator:
             + cfg.peer_timeout_ms
             + cfg.snapshot_timeout_ms
             + 2 * cfg.health_check_interval_ms
+            + cfg.empty_service_grace_ms
+            + cfg.empty_service_clean_interval_ms
         )
 
     def stop_faults(self) -> None:
