@@ -28,7 +28,6 @@ cut off, say, or it was a holder's earlier life), and no later death or ownershi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from distro.config import NEVER, DistroConfig
 from distro.model import Instance, ServiceKey
@@ -210,7 +209,7 @@ class HeartbeatClocks:
                     continue
                 if inst.connection and not inst.orphaned_ms:
                     if silent > self._unrenewed_ms:
-                        changes.append((key, entry_id, replace(inst, orphaned_ms=max(1, last))))
+                        changes.append((key, entry_id, inst.replace(orphaned_ms=max(1, last))))
                         continue
                     deadline = last + min(expire, self._unrenewed_ms)
                 elif inst.healthy and not inst.connection:
