@@ -157,9 +157,11 @@ class InProcessCluster:
 
     async def start(self, nursery: trio.Nursery) -> InProcessCluster:
         await nursery.start(self.network.run)
+        # HTTP ports whose gRPC neighbour (+1000) is free too: with port 0 the gRPC port could be taken
+        ports = free_ports(self.count)
         for i in range(self.count):
             flags = parse_settings(["--node-id", f"n{i}", "--host", "127.0.0.1", "--port", str(9000 + i), *self.flags])
-            node_settings = replace(flags, port=0, core=self.core)  # advertised as 127.0.0.1:900i, served anywhere
+            node_settings = replace(flags, port=ports[i], core=self.core)  # advertised as 127.0.0.1:900i
             server = NodeServer(node_settings, transport=self.network.transport, push=self.push_config,
                                 watch=self.watch_config)
             node = InProcessNode(server)

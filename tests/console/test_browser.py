@@ -24,7 +24,8 @@ def open_service(browser: Browser, name: str) -> None:
     search.clear()
     search.send_keys(name)
     browser.button("Search").click()
-    browser.wait(lambda: browser.link(name), f"{name} in the search results").click()
+    # found again and clicked inside the wait: a live redraw may replace the link between finding and clicking
+    browser.wait(lambda: browser.link(name).click() or True, f"{name} in the search results")
     browser.wait(lambda: browser.find("#page-service") and browser.shows("Instances"), "the service page")
 
 

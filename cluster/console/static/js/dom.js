@@ -111,7 +111,8 @@ export function whenIdle(root, draw) {
     root.removeEventListener('focusout', soon);
     const pending = root.pendingDraw;
     root.pendingDraw = null;
-    pending();
+    // a focusout's deferred call can still arrive after 'settled' has drawn: nothing is pending then
+    if (pending) pending();
   };
   const soon = () => setTimeout(later, 0);
   root.addEventListener('settled', later);

@@ -30,6 +30,7 @@ export class ServicePage {
 
   /** Follow the change feed, and poll the beats, the subscribers and the "seconds ago" clock. */
   follow() {
+    this.stopped = false;
     this.unsubscribe = this.ctx.live.subscribe((batch) => {
       if (touches(batch, this.service.namespace, this.service.group, this.service.name)) this.followChanges();
     });
@@ -40,6 +41,7 @@ export class ServicePage {
   }
 
   unmount() {
+    this.stopped = true; // a reload already on its way stops at its next step (the service may be deleted)
     this.unsubscribe();
     for (const timer of this.timers) clearInterval(timer);
   }
@@ -75,6 +77,7 @@ export class ServicePage {
   }
 
   async load() {
+    if (this.stopped) return; // left the page, or deleting the service: nothing to show
     const detail = await get(`${NS}/catalog/service`, this.params());
     const service = detail.service || {};
     const clusters = detail.clusters || [];
@@ -98,6 +101,7 @@ export class ServicePage {
     const answer = await get(`${NS}/catalog/services`, {
       namespaceId: s.namespace, serviceNameParam: s.name, groupNameParam: s.group, pageNo: 1, pageSize: 100, withInstances: false,
     });
+    if (this.stopped) return;
     const rows = answer.serviceList || [];
     const found = rows.some((row) => row.name === s.name && row.groupName === s.group);
     if (found || (answer.count || 0) > rows.length) {
