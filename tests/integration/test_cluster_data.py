@@ -103,6 +103,8 @@ def test_a_service_created_by_a_registration_outlives_its_last_instance(cluster:
     n1, n2, _ = cluster.nodes
     name = unique("empty")
     cluster.register(n1, name, "10.9.1.1", 80)
+    # seen on n2 first: otherwise "no hosts on n2" could be read before the registration even arrived there
+    wait_until(lambda: cluster.host(n2, name, "10.9.1.1", 80) is not None, "the instance on n2")
     cluster.deregister(n1, name, "10.9.1.1", 80)
     wait_until(lambda: cluster.hosts(n2, name) == [], "the instance to be gone everywhere")
     found = service(cluster, n2, name, "public")
