@@ -92,16 +92,8 @@ node_port() {
         1 | 2 | 3) ;;
         *) die "unknown node '$1' (expected node1, node2 or node3)" ;;
     esac
-    local var="DISTRO_NODE${n}_PORT"
-    local dflt=$((8847 + n))
     # The port may be overridden in the environment or in .env.
-    if [ -n "${!var:-}" ]; then
-        printf '%s\n' "${!var}"
-    elif [ -f "$DISTRO_ROOT/.env" ] && grep -q "^${var}=" "$DISTRO_ROOT/.env"; then
-        grep "^${var}=" "$DISTRO_ROOT/.env" | tail -n1 | cut -d= -f2- | tr -d '"'"'"
-    else
-        printf '%s\n' "$dflt"
-    fi
+    env_value "DISTRO_NODE${n}_PORT" "$((8847 + n))"
 }
 
 # A variable from the environment, else from .env, else the default given.
