@@ -20,9 +20,11 @@ Workloads (index ``i`` of a run maps to a distinct instance ``base + i``):
 * ``distro-list``: ``GET /nacos/v1/ns/instance/list?serviceName=<prefix>-<(base + i) % services>`` (for profiling reads).
 * ``ceiling``: the ``distro-register`` request shape; ok means status 200 (for a trivial server).
 
-Closed loop (no ``--rate``): every connection keeps ``--depth`` requests in flight (pipelined). Open loop
-(``--rate``): request ``i`` is due at ``start + i / rate``; connections take due requests in turn, one in
-flight each, and latency is measured from the due time (so a server that falls behind shows it).
+Closed loop (no ``--rate``, on trio): every connection keeps ``--depth`` requests in flight (pipelined).
+Open loop (``--rate``, ``benchlib.openloop``: one thread on ``epoll``, no trio, ~15-20 us of generator CPU
+per request): request ``i`` is due at ``start + i / rate``; it goes out on an idle connection (one in
+flight each), and latency is measured from the due time (so a server that falls behind shows it).
+``--control`` steers an open loop over stdin (the heartbeat ramp's one generator for all its steps).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import base64
 import json
 import resource
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -41,7 +44,10 @@ from typing import Any
 
 import trio
 
-from benchlib.httpraw import HttpError, RawConn, build_request, split_addr
+from benchlib.httpraw import HttpError, RawConn, ResponseParser, build_request, split_addr
+from benchlib.openloop import OpenLoop, percentiles
+
+__all__ = ["Config", "Generator", "instance_of", "main", "percentiles"]
 
 NS = "/nacos/v1/ns"
 
@@ -128,10 +134,8 @@ class Generator:
             self.make = make
             self.check = (lambda s, b: s == 200) if w == "ceiling" else (lambda s, b: s == 200 and b == b"ok")
         elif w == "distro-beat":
-            count = cfg.count or 1
-
             def make_beat(i: int, ctx: dict[str, Any]) -> bytes:
-                svc, ip, port = instance_of(base + i % count, prefix, services)
+                svc, ip, port = instance_of(base + i, prefix, services)
                 return (
                     f"PUT {NS}/instance/beat?serviceName={svc}&ip={ip}&port={port} HTTP/1.1\r\n"
                     f"Host: {ctx['host']}\r\nContent-Length: 0\r\n\r\n"
@@ -182,6 +186,35 @@ class Generator:
         else:
             raise SystemExit(f"unknown workload {w}")
 
+    def prepare_blocking(self, sock: socket.socket, ctx: dict[str, Any]) -> None:
+        """What ``_prepare`` does, on a connected blocking socket (for the open loop)."""
+        if self.cfg.workload != "etcd-put":
+            return
+        body = json.dumps({"TTL": self.cfg.lease_ttl}).encode()
+        sock.sendall(build_request("POST", "/v3/lease/grant", ctx["host"], body, "Content-Type: application/json\r\n"))
+        parser = ResponseParser()
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise HttpError("lease grant: connection closed")
+            got = parser.feed(data)
+            if got:
+                break
+        status, reply = got[0]
+        if status != 200:
+            raise HttpError(f"lease grant: {status} {reply[:200]!r}")
+        ctx["lease"] = json.loads(reply)["ID"]
+
+    def open_loop(self, control: bool = False) -> dict[str, Any]:
+        """The run with ``--rate``: the epoll engine of ``benchlib.openloop`` (no trio)."""
+        cfg = self.cfg
+        assert cfg.rate is not None
+        engine = OpenLoop(cfg.targets, cfg.connections, cfg.rate, cfg.count, cfg.duration, self.make, self.check,
+                          self.prepare_blocking, cfg.bucket_s, control=control,
+                          cycle=cfg.workload == "distro-beat")
+        out = engine.run()
+        return {"workload": cfg.workload, "targets": cfg.targets, **out}
+
     async def _prepare(self, conn: RawConn, ctx: dict[str, Any]) -> None:
         ctx["host"] = f"{conn.host}:{conn.port}"
         if self.cfg.workload == "etcd-put":
@@ -202,6 +235,8 @@ class Generator:
             return None
         i = self.next_index
         self.next_index += 1
+        if cfg.workload == "distro-beat":
+            return i % (cfg.count or 1)  # beats cycle over the instances
         return i
 
     async def _worker(self, target: str) -> None:
@@ -217,10 +252,7 @@ class Generator:
             try:
                 await conn.connect()
                 await self._prepare(conn, ctx)
-                if cfg.rate is None:
-                    await self._closed_loop(conn, ctx, inflight)
-                else:
-                    await self._open_loop(conn, ctx, inflight)
+                await self._closed_loop(conn, ctx, inflight)
                 return
             except (HttpError, OSError, ValueError, KeyError, trio.TooSlowError) as exc:
                 now = time.perf_counter()
@@ -259,27 +291,6 @@ class Generator:
                 t0 = inflight.popleft()
                 good = check(status, body)
                 stats.record(good, t - t0, t - start, bucket, "" if good else f"{status} {body[:60]!r}")
-
-    async def _open_loop(self, conn: RawConn, ctx: dict[str, Any], inflight: deque[float]) -> None:
-        cfg, stats, make, check = self.cfg, self.stats, self.make, self.check
-        assert cfg.rate is not None
-        interval, bucket, start = 1.0 / cfg.rate, cfg.bucket_s, self.start
-        offset = trio.current_time() - time.perf_counter()
-        while True:
-            i = self._take()
-            if i is None:
-                return
-            due = start + i * interval
-            if due >= self.deadline:
-                return
-            await trio.sleep_until(due + offset)
-            inflight.append(due)
-            await conn.send_all(make(i, ctx))
-            status, body = (await conn.responses(1))[0]
-            t = time.perf_counter()
-            inflight.popleft()
-            good = check(status, body)
-            stats.record(good, t - due, t - start, bucket, "" if good else f"{status} {body[:60]!r}")
 
     async def _stop_on_sigterm(self) -> None:
         """SIGTERM ends the run early (in-flight requests complete) and still prints the summary."""
@@ -324,17 +335,6 @@ class Generator:
         }
 
 
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p90": None, "p99": None, "max": None, "n": 0}
-    v = sorted(values)
-
-    def q(p: float) -> float:
-        return round(v[min(len(v) - 1, int(p * len(v)))], 3)
-
-    return {"p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "max": round(v[-1], 3), "n": len(v)}
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", required=True,
@@ -350,7 +350,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--services", type=int, default=64)
     ap.add_argument("--prefix", default="bench")
     ap.add_argument("--bucket", type=float, default=0.25)
+    ap.add_argument("--control", action="store_true",
+                    help="open loop steered by JSON lines on stdin (benchlib.openloop): set, report")
     a = ap.parse_args(argv)
+    if a.control and a.rate is None:
+        ap.error("--control needs --rate")
     if a.duration is None and (a.count is None or a.workload == "distro-beat"):
         ap.error("give --duration (or --count for a bounded run)")
     cfg = Config(
@@ -361,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     # A SIGTERM that lands while trio is not listening (start-up, or after the run ended but before the
     # summary is printed) must not kill the process silently: the orchestrator wants the summary.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    result = trio.run(Generator(cfg).run)
+    gen = Generator(cfg)
+    result = gen.open_loop(a.control) if cfg.rate is not None else trio.run(gen.run)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -70,6 +71,49 @@ class Background:
             raise RuntimeError(f"background loadgen failed (exit status {self.popen.returncode}): "
                                f"{err[-2000:]!r}") from None
         return result
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+class Steered:
+    """A loadgen open loop steered over stdin (``--control``, see ``benchlib.openloop``): ``set`` changes its
+    schedule, ``report`` returns the summary of the window since the previous report."""
+
+    def __init__(self, args: list[str], timeout_s: float = 60.0) -> None:
+        self.timeout_s = timeout_s
+        self.popen = subprocess.Popen(loadgen_cmd(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, env=loadgen_env(), start_new_session=True, text=True)
+
+    def _ask(self, msg: dict[str, Any]) -> dict[str, Any]:
+        assert self.popen.stdin is not None and self.popen.stdout is not None
+        self.popen.stdin.write(json.dumps(msg) + "\n")
+        self.popen.stdin.flush()
+        ready, _, _ = select.select([self.popen.stdout], [], [], self.timeout_s)
+        line = self.popen.stdout.readline() if ready else ""
+        if not line:
+            self.kill()
+            err = self.popen.stderr.read() if self.popen.stderr else ""
+            raise RuntimeError(f"steered loadgen did not answer {msg} (exit status {self.popen.returncode}): "
+                               f"{err[-2000:]}")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    def set(self, count: int, rate: float) -> None:
+        self._ask({"cmd": "set", "count": count, "rate": rate})
+
+    def report(self) -> dict[str, Any]:
+        return self._ask({"cmd": "report"})
+
+    def stop(self) -> None:
+        """Close its stdin (it ends the run) and wait for it; its final summary is not needed."""
+        if self.popen.poll() is None:
+            try:
+                self.popen.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
     def kill(self) -> None:
         if self.popen.poll() is None:
