@@ -90,8 +90,9 @@ class NamingFrontDoor:
     # ------------------------------------------------------------------------------------------
     # ConnectionHandler
     # ------------------------------------------------------------------------------------------
-    async def unary(self, conn: GrpcConnection, payload: Payload) -> Payload:
-        """Answer one ``/Request/request`` call."""
+    def unary(self, conn: GrpcConnection, stream_id: int, payload: Payload) -> Payload | None:
+        """Answer one ``/Request/request`` call: at once, or (a write forwarded to its owner) None now and
+        ``conn.answer(stream_id, ...)`` when the owner's reply comes."""
         kind = payload.type
         self.table.touch(conn.connection_id, self.runtime.now_ms())
         if kind not in RESPONSE_TYPES:
@@ -118,7 +119,7 @@ class NamingFrontDoor:
             self.stats.auth_refused += 1
             return self._error(response_type, call.request_id, CODE_NO_RIGHT, refusal)
         try:
-            return await self._serve(conn, call, response_type)
+            return self._serve(conn, stream_id, call, response_type)
         except ValidationError as exc:
             return self._error("ErrorResponse", call.request_id, exc.status, exc.message)
 
@@ -153,25 +154,17 @@ class NamingFrontDoor:
     # ------------------------------------------------------------------------------------------
     # requests
     # ------------------------------------------------------------------------------------------
-    async def _serve(self, conn: GrpcConnection, call: Call, response_type: str) -> Payload:
+    def _serve(self, conn: GrpcConnection, stream_id: int, call: Call, response_type: str) -> Payload | None:
         rid = call.request_id
         if isinstance(call, InstanceCall):
             if call.register:
                 writes = self.table.register(conn.connection_id, call.key, (call.instance,), self.runtime.now_ms())
             else:
                 writes = self.table.deregister(conn.connection_id, call.key, call.instance)
-            failure = await self._submit_all(writes)
-            if failure is not None:
-                if call.register:  # it was not registered: do not keep renewing it
-                    self.table.unbind(conn.connection_id, call.key, call.instance.entry_id)
-                return self._result_error(rid, failure)
-            return response(response_type, rid, type="registerInstance" if call.register else "deregisterInstance")
+            return _Writes(self, conn, stream_id, writes, call, response_type).run()
         if isinstance(call, BatchRegister):
             writes = self.table.register(conn.connection_id, call.key, call.instances, self.runtime.now_ms())
-            failure = await self._submit_all(writes)
-            if failure is not None:
-                return self._result_error(rid, failure)
-            return response(response_type, rid, type="batchRegisterInstance")
+            return _Writes(self, conn, stream_id, writes, call, response_type).run()
         if isinstance(call, ServiceQuery):
             info = self.renderer.service_info(ListQuery(call.key, call.clusters, call.healthy_only))
             return with_service_info(response(response_type, rid), info)
@@ -193,13 +186,19 @@ class NamingFrontDoor:
             return response(response_type, rid, count=len(names), serviceNames=names[start : start + call.page_size])
         return self._error("ErrorResponse", rid, CODE_NO_HANDLER, "RequestHandler Not Found")
 
-    async def _submit_all(self, writes: list[ClientRequest]) -> Result | None:
-        """Submit writes in order; the first failed result, or None when all succeeded."""
-        for write in writes:
-            result = await self.runtime.submit(write)
-            if not result.ok:
-                return result
-        return None
+    def _written(self, conn: GrpcConnection, call: InstanceCall | BatchRegister, response_type: str,
+                 failure: Result | None) -> Payload:
+        """The answer to a write call once its writes were answered (``failure``: the first that failed)."""
+        rid = call.request_id
+        if isinstance(call, BatchRegister):
+            if failure is not None:
+                return self._result_error(rid, failure)
+            return response(response_type, rid, type="batchRegisterInstance")
+        if failure is not None:
+            if call.register:  # it was not registered: do not keep renewing it
+                self.table.unbind(conn.connection_id, call.key, call.instance.entry_id)
+            return self._result_error(rid, failure)
+        return response(response_type, rid, type="registerInstance" if call.register else "deregisterInstance")
 
     # ------------------------------------------------------------------------------------------
     # helpers
@@ -227,6 +226,44 @@ class NamingFrontDoor:
         requests = self.stats.requests
         if kind in requests or len(requests) < 64:
             requests[kind] = requests.get(kind, 0) + 1
+
+
+class _Writes:
+    """The writes of one call, submitted in order without a task (``NodeRuntime.submit_then``): each is
+    answered at once (this node owns its service) or when its owner's reply comes; the call is answered
+    after the last, or at the first that failed."""
+
+    __slots__ = ("call", "conn", "front", "index", "response_type", "stream_id", "writes")
+
+    def __init__(self, front: NamingFrontDoor, conn: GrpcConnection, stream_id: int, writes: list[ClientRequest],
+                 call: InstanceCall | BatchRegister, response_type: str) -> None:
+        self.front, self.conn, self.stream_id, self.writes = front, conn, stream_id, writes
+        self.call, self.response_type = call, response_type
+        self.index = 0
+
+    def run(self) -> Payload | None:
+        """Submit the writes not yet submitted; the call's answer, or None while one waits for its owner."""
+        writes, submit = self.writes, self.front.runtime.submit_then
+        while self.index < len(writes):
+            write = writes[self.index]
+            self.index += 1
+            result = submit(write, self._later)
+            if result is None:
+                return None
+            if not result.ok:
+                return self.front._written(self.conn, self.call, self.response_type, result)
+        return self.front._written(self.conn, self.call, self.response_type, None)
+
+    def _later(self, result: Result) -> None:
+        """A write's answer came from its owner (in the task that delivered it)."""
+        try:
+            answer = self.front._written(self.conn, self.call, self.response_type, result) if not result.ok else self.run()
+        except Exception:  # a bug costs this call (INTERNAL), never the task that delivered the reply
+            log.exception("grpc: answering %s on %s failed", type(self.call).__name__, self.conn.connection_id)
+            self.conn.answer(self.stream_id, None)
+            return
+        if answer is not None:
+            self.conn.answer(self.stream_id, answer)
 
 
 __all__ = ["NamingFrontDoor"]

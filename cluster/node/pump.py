@@ -62,15 +62,17 @@ _OWNER_SILENT = Result(503, "server is busy: the owner of this service did not a
 
 class _Waiter:
     """A client write waiting for its answer (a forward's reply, or a write held until on disk): the parked
-    task, when to give up on it (trio seconds), and the answer once it came."""
+    task (or the callback of :meth:`NodeRuntime.submit_then`), when to give up on it (trio seconds), and the
+    answer once it came."""
 
-    __slots__ = ("deadline_s", "parked", "result", "task")
+    __slots__ = ("callback", "deadline_s", "parked", "result", "task")
 
-    def __init__(self, task: trio.lowlevel.Task, deadline_s: float) -> None:
+    def __init__(self, task: trio.lowlevel.Task | None, deadline_s: float) -> None:
         self.task = task
         self.deadline_s = deadline_s
         self.parked = False  # the task is inside wait_task_rescheduled (else it is still running submit)
         self.result: Result | None = None
+        self.callback: Callable[[Result], None] | None = None
 
 
 class NodeRuntime:
@@ -127,6 +129,24 @@ class NodeRuntime:
 
             answer: Result = await trio.lowlevel.wait_task_rescheduled(abort)
             return answer
+        return waiter.result
+
+    def submit_then(self, request: ClientRequest, on_result: Callable[[Result], None]) -> Result | None:
+        """:meth:`submit` without a task: the answer when it is known at once (this node owns the service),
+        else None and ``on_result(answer)`` later, called from whichever task delivers it (the peer link
+        that brought the owner's reply, or the timer that gives up after ``forward_wait_ms``). The gRPC
+        front door answers its writes this way, with no task per call. ``on_result`` must not raise."""
+        self._request_seq += 1
+        request_id = self._request_seq
+        result = self.node.handle_client(request_id, request, self.now_ms())
+        if result is not None:
+            self._after_input()
+            return result
+        waiter = _Waiter(None, trio.current_time() + self.forward_wait_ms / 1000)
+        self._waiting[request_id] = waiter
+        self._after_input()
+        if waiter.result is None:
+            waiter.callback = on_result
         return waiter.result
 
     def on_message(self, sender: str, message: Message) -> None:
@@ -221,7 +241,13 @@ class NodeRuntime:
     @staticmethod
     def _answer(waiter: _Waiter, result: Result) -> None:
         waiter.result = result
-        if waiter.parked:
+        if waiter.callback is not None:
+            try:
+                waiter.callback(result)
+            except Exception:  # a broken callback costs its own write's answer, never the caller
+                log.exception("the answer to a client write failed")
+        elif waiter.parked:
+            assert waiter.task is not None
             trio.lowlevel.reschedule(waiter.task, outcome.Value(result))
 
     def _give_up_waiting(self) -> None:

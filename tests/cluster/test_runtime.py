@@ -53,6 +53,26 @@ async def test_write_on_any_node_reaches_every_node(autojump_clock: trio.testing
         nursery.cancel_scope.cancel()
 
 
+async def test_submit_then_answers_at_once_on_the_owner_and_later_elsewhere(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The task-less submit (the gRPC front door's): the owner's answer is returned, a forwarded write's
+    comes to the callback when the owner replies."""
+    async with trio.open_nursery() as nursery:
+        _, runtimes = await start_cluster(nursery)
+        owner = next(r for r in runtimes if r.node.node_id == r.node.owner_of(KEY))
+        non_owner = next(r for r in runtimes if r is not owner)
+        answers: list[Result] = []
+        result = owner.submit_then(Register(KEY, make_instance("10.0.0.7", 80)), answers.append)
+        assert result is not None and result.body == "ok" and answers == []
+        assert non_owner.submit_then(Register(KEY, make_instance("10.0.0.8", 80)), answers.append) is None
+        await wait_for(lambda: len(answers) == 1)
+        assert answers[0].status == 200 and answers[0].body == "ok"
+        await wait_for(lambda: all(listed(r, "10.0.0.8") for r in runtimes))
+        assert non_owner._waiting == {}
+        nursery.cancel_scope.cancel()
+
+
 async def test_silent_instance_expires_everywhere(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         _, runtimes = await start_cluster(nursery)
@@ -121,6 +141,20 @@ async def test_a_write_never_answered_gets_a_503_after_the_forward_wait(
         assert written and runtime._waiting == {}
         # The disk catches up later: the answer has nobody to go to, and nothing breaks.
         runtime.persisted(written[-1].seq)
+        assert runtime._waiting == {}
+        nursery.cancel_scope.cancel()
+
+
+async def test_submit_then_gets_the_503_after_the_forward_wait(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        runtime, _ = await held_write_runtime(nursery)
+        started = trio.current_time()
+        answers: list[tuple[Result, float]] = []
+        assert runtime.submit_then(CreateService(KEY, ServiceMeta()),
+                                   lambda r: answers.append((r, trio.current_time()))) is None
+        await wait_for(lambda: bool(answers), timeout_s=60)
+        result, at = answers[0]
+        assert result.status == 503 and runtime.forward_wait_ms / 1000 <= at - started < runtime.forward_wait_ms / 1000 + 1
         assert runtime._waiting == {}
         nursery.cancel_scope.cancel()
 
