@@ -133,10 +133,13 @@ from distro.sharing import share_metadata, share_port, share_str, share_weight
 from distro.versions import Version
 
 __all__ = [
+    "DECODE_CACHE_BYTES",
+    "DECODE_ENTRY_BYTES",
     "INTERNAL_ERROR_PREFIX",
     "MAX_ITEMS",
     "MAX_METADATA_CHARS",
     "MAX_STRING",
+    "DecodeCache",
     "ProtocolError",
     "decode_message",
     "encode_message",
@@ -343,14 +346,77 @@ def encode_message(message: Message) -> list[Any]:
 # ================================================================================================
 
 
-class _Ctx:
-    """Per-message caches of already validated service keys and cluster names."""
+DECODE_CACHE_BYTES = 4 * 1024 * 1024
+"""The default bound on a :class:`DecodeCache`: its strings' characters plus :data:`DECODE_ENTRY_BYTES` each."""
+DECODE_ENTRY_BYTES = 200
+"""What one cached key or cluster name costs beyond its characters (dict slot, string, key tuple)."""
 
-    __slots__ = ("clusters", "keys")
 
-    def __init__(self) -> None:
+class DecodeCache:
+    """Service keys and cluster names already validated, kept across messages (one per peer link set).
+
+    Without it every message parsed and validated each key it carried again (a ``SyncBatch`` of 64 items
+    over 64 services: 64 parses and regex checks per message on every replica). With it a known key costs
+    one dict look-up, and every message decodes the same (interned) :class:`ServiceKey` object for it.
+    Only what passed the checks is kept. Bounded in bytes: past ``max_bytes`` it starts again empty.
+    """
+
+    __slots__ = ("clusters", "keys", "max_bytes", "used_bytes")
+
+    def __init__(self, max_bytes: int = DECODE_CACHE_BYTES) -> None:
         self.keys: dict[str, ServiceKey] = {}
         self.clusters: set[str] = set()
+        self.max_bytes = max_bytes
+        self.used_bytes = 0
+
+    def add_key(self, text: str, key: ServiceKey) -> None:
+        """Remember a validated key (after starting again empty if it would not fit)."""
+        self._make_room(text)
+        self.keys[text] = key
+
+    def add_cluster(self, name: str) -> None:
+        """Remember a validated cluster name (after starting again empty if it would not fit)."""
+        self._make_room(name)
+        self.clusters.add(name)
+
+    def _make_room(self, text: str) -> None:
+        cost = len(text) + DECODE_ENTRY_BYTES
+        if self.used_bytes + cost > self.max_bytes:
+            self.keys = {}
+            self.clusters = set()
+            self.used_bytes = 0
+        self.used_bytes += cost
+
+
+class _Ctx:
+    """Caches of already validated service keys and cluster names: per message, or a :class:`DecodeCache`'s."""
+
+    __slots__ = ("cache", "clusters", "keys")
+
+    def __init__(self, cache: DecodeCache | None = None) -> None:
+        self.cache = cache
+        if cache is None:
+            self.keys: dict[str, ServiceKey] = {}
+            self.clusters: set[str] = set()
+        else:
+            self.keys = cache.keys
+            self.clusters = cache.clusters
+
+    def add_key(self, text: str, key: ServiceKey) -> None:
+        cache = self.cache
+        if cache is None:
+            self.keys[text] = key
+        else:
+            cache.add_key(text, key)
+            self.keys = cache.keys  # a new dict if the cache started again
+
+    def add_cluster(self, name: str) -> None:
+        cache = self.cache
+        if cache is None:
+            self.clusters.add(name)
+        else:
+            cache.add_cluster(name)
+            self.clusters = cache.clusters
 
 
 def _seq(obj: Any, n: int, what: str) -> list[Any] | tuple[Any, ...]:
@@ -436,7 +502,7 @@ def _key(obj: Any, ctx: _Ctx) -> ServiceKey:
         return key
     reserved = RESERVED_KEYS.get(obj)
     if reserved is not None:
-        ctx.keys[obj] = reserved
+        ctx.add_key(obj, reserved)
         return reserved
     if len(obj) > MAX_STRING:
         raise ProtocolError("service key: too long")
@@ -447,7 +513,7 @@ def _key(obj: Any, ctx: _Ctx) -> ServiceKey:
         raise ProtocolError(f"service key: {exc.message[:100]}") from None
     if not valid:
         raise ProtocolError("service key: not in canonical form")
-    ctx.keys[obj] = key
+    ctx.add_key(obj, key)
     return key
 
 
@@ -460,7 +526,7 @@ def _cluster(obj: Any, ctx: _Ctx) -> str:
         validate_cluster(obj)
     except ValidationError:
         raise ProtocolError("cluster: invalid name") from None
-    ctx.clusters.add(obj)
+    ctx.add_cluster(obj)
     return obj
 
 
@@ -925,8 +991,11 @@ INTERNAL_ERROR_PREFIX = "malformed message ("
 """Reasons starting with this come from the safety net, not from an explicit check (tests look for it)."""
 
 
-def decode_message(obj: Any) -> Message:
-    """Check and convert one unpacked message; raises :class:`ProtocolError` (only) when malformed."""
+def decode_message(obj: Any, cache: DecodeCache | None = None) -> Message:
+    """Check and convert one unpacked message; raises :class:`ProtocolError` (only) when malformed.
+
+    ``cache``: keys and cluster names validated by earlier messages (a peer link's); without it each
+    message validates its own."""
     if type(obj) not in _SEQ or not obj:
         raise ProtocolError("message: expected a non-empty list")
     tag = obj[0]
@@ -934,7 +1003,7 @@ def decode_message(obj: Any) -> Message:
     if decoder is None:
         raise ProtocolError("message: unknown type")
     try:
-        return decoder(obj, _Ctx())
+        return decoder(obj, _Ctx(cache))
     except ProtocolError:
         raise
     except ValidationError as exc:  # a model rule this module did not anticipate

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import FrozenInstanceError, dataclass, field
 from hashlib import blake2b
-from typing import Any
+from typing import Any, NamedTuple
 
 from distro.errors import ValidationError  # defined in distro.errors, re-exported here (see __all__)
 from distro.sharing import EMPTY_METADATA, share_metadata, share_port, share_str, share_weight
@@ -66,6 +66,8 @@ _SERVICE_NAME_RE = re.compile(r"[0-9a-zA-Z@.:_-]+")
 _CLUSTER_NAME_RE = re.compile(r"[0-9a-zA-Z-]+")
 _NAMESPACE_RE = re.compile(r"[0-9a-zA-Z_.:-]+")
 _IPV4_CHARS_RE = re.compile(r"[0-9.]+")
+_OCTET = r"(?:[01]?[0-9]?[0-9]|2[0-4][0-9]|25[0-5])"  # 1-3 digits (leading zeros allowed), at most 255
+_IPV4_RE = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 _HOST_RE = re.compile(r"[0-9a-zA-Z.:_%\[\]-]+")
 _DIGITS_RE = re.compile(r"\d+")
 
@@ -73,9 +75,16 @@ MAX_NAME_LENGTH = 256
 MAX_WEIGHT = 10000.0
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class ServiceKey:
-    """Identifies a service: namespace, group and bare service name. ``str()`` gives ``ns##group@@name``."""
+class ServiceKey(NamedTuple):
+    """Identifies a service: namespace, group and bare service name. ``str()`` gives ``ns##group@@name``.
+
+    A named tuple (it was a frozen dataclass): every write looks its key up in a dozen dicts on every node
+    (store, notifier, replication, health clocks, catalog, push), and a tuple's hash and equality run in C,
+    where the dataclass's generated ``__hash__`` built a tuple in Python on every call (about 530 -> 200 ns
+    per dict look-up with an equal key; scripts/bench --quick --only register, docs/benchmarks.md). Keys
+    compare and sort field by field, as the dataclass did (``order=True``). Keys are never mixed with plain
+    tuples: one equal to a 3-tuple of strings is a caller's mistake.
+    """
 
     namespace: str
     group: str
@@ -158,8 +167,7 @@ def validate_ip(ip: str) -> str:
     if len(ip) > 253:
         raise ValidationError("instance format invalid: Your IP address is spelled incorrectly")
     if _IPV4_CHARS_RE.fullmatch(ip):
-        octets = ip.split(".")
-        if len(octets) != 4 or not all(o.isdigit() and len(o) <= 3 and int(o) <= 255 for o in octets):
+        if not _IPV4_RE.fullmatch(ip):  # four dotted octets of 1-3 digits, each at most 255
             raise ValidationError("instance format invalid: Your IP address is spelled incorrectly")
     elif not _HOST_RE.fullmatch(ip):
         raise ValidationError("instance format invalid: Your IP address is spelled incorrectly")

@@ -291,7 +291,7 @@ class DistroNode:
         """A client write. Returns its result, or None when it was forwarded to the owner (the answer
         then comes later as a :class:`ClientReply` effect)."""
         self._advance(now_ms)
-        owner = self._ownership.owner(str(request.key))
+        owner = self._ownership.owner_of_key(request.key)
         if owner is None:  # not ready, and no ready peer is up
             return NOT_READY
         if owner != self.node_id and isinstance(request, Beat) and self.ready:
@@ -473,7 +473,7 @@ class DistroNode:
 
     def owner_of(self, key: ServiceKey) -> str | None:
         """The node id that owns ``key`` in this node's current view."""
-        return self._ownership.owner(str(key))
+        return self._ownership.owner_of_key(key)
 
     def address_of(self, node_id: str) -> str:
         """A member's advertised address."""
@@ -483,7 +483,7 @@ class DistroNode:
 
     def is_owner(self, key: ServiceKey) -> bool:
         """True when this node owns ``key``."""
-        return self._ownership.owner(str(key)) == self.node_id
+        return self._ownership.owner_of_key(key) == self.node_id
 
     def live_members(self) -> tuple[str, ...]:
         """The live set (sorted node ids) that ownership is computed over."""

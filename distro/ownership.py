@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from hashlib import blake2b
 
+from distro.model import ServiceKey
+
 __all__ = ["CACHE_ENTRY_BYTES", "MAX_CACHE_BYTES", "OwnershipMap", "owner_of", "score"]
 
 
@@ -33,6 +35,8 @@ MAX_CACHE_BYTES = 64 * 1024 * 1024
 """The bound on an :class:`OwnershipMap`'s cache: its keys' characters plus :data:`CACHE_ENTRY_BYTES` each."""
 CACHE_ENTRY_BYTES = 120
 """What one cached key costs beyond its characters (the dict slot and the string's header)."""
+KEY_ENTRY_BYTES = 64
+"""What a :class:`~distro.model.ServiceKey` cache key costs beyond that (its tuple)."""
 
 
 class OwnershipMap:
@@ -46,7 +50,7 @@ class OwnershipMap:
 
     def __init__(self, members: Iterable[str], *, max_cache_bytes: int = MAX_CACHE_BYTES) -> None:
         self.members: tuple[str, ...] = tuple(sorted(set(members)))
-        self._cache: dict[str, str | None] = {}
+        self._cache: dict[str | ServiceKey, str | None] = {}
         self.cache_bytes = 0
         self.max_cache_bytes = max_cache_bytes
 
@@ -56,10 +60,24 @@ class OwnershipMap:
         if cached != "":
             return cached
         result = owner_of(key, self.members)
-        cost = len(key) + CACHE_ENTRY_BYTES
+        self._remember(key, len(key), result)
+        return result
+
+    def owner_of_key(self, key: ServiceKey) -> str | None:
+        """``owner(str(key))``, cached under the key itself: the hot path (every write asks a few times)
+        builds no string. A key and its text are never equal, so both kinds share the one cache."""
+        cached = self._cache.get(key, "")
+        if cached != "":
+            return cached
+        text = str(key)
+        result = owner_of(text, self.members)
+        self._remember(key, len(text) + KEY_ENTRY_BYTES, result)
+        return result
+
+    def _remember(self, key: str | ServiceKey, chars: int, result: str | None) -> None:
+        cost = chars + CACHE_ENTRY_BYTES
         if self.cache_bytes + cost > self.max_cache_bytes:
             self._cache.clear()
             self.cache_bytes = 0
         self._cache[key] = result
         self.cache_bytes += cost
-        return result

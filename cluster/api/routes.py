@@ -27,6 +27,7 @@ from cluster.api.auth import LOGIN_PATHS, Authenticator, OpenLogin
 from cluster.api.catalog import CatalogApi
 from cluster.api.clientinfo import client_agent
 from cluster.api.clusters import CLUSTER_PATH, ClusterApi, cluster_json, service_clusters
+from cluster.api.keycache import ServiceKeyCache
 from cluster.api.namespaces import NAMESPACES_PATH, NamespaceApi
 from cluster.api.params import Params, request_params
 from cluster.api.probes import LIVENESS_PATH, READINESS_PATH, ConsoleProbes
@@ -51,7 +52,6 @@ from distro.model import (
     instance_entry_id,
     make_instance,
     parse_metadata,
-    service_key,
     validate_ip,
     validate_port,
     validate_protect_threshold,
@@ -134,6 +134,7 @@ class NamingApi:
         self.renderer = renderer
         self.metadata_max_bytes = metadata_max_bytes
         self.metadata_max_keys = metadata_max_keys
+        self.keys = ServiceKeyCache()  # validated keys by their raw names (one key object per service)
         if catalog is None:  # the wiring passes the node's; a bare API (tests) keeps its own up to date
             catalog = CatalogIndex(self.node.view, self.node.views())
             runtime.change_listeners.append(catalog.on_change)
@@ -258,7 +259,7 @@ class NamingApi:
     # helpers
     # ------------------------------------------------------------------------------------------
     def _key(self, params: Params) -> ServiceKey:
-        return service_key(
+        return self.keys.key(
             params.get("namespaceId"), params.get("groupName"), params.required("serviceName", "dom")
         )
 

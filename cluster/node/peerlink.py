@@ -118,7 +118,7 @@ from cluster.node.peerauth import (
 )
 from cluster.node.tls import TlsFiles, client_context, server_context
 from cluster.node.tls import handshake as tls_handshake
-from distro.codec import ProtocolError, decode_message, encode_message
+from distro.codec import DecodeCache, ProtocolError, decode_message, encode_message
 from distro.errors import LinkClosed
 from distro.messages import Forward, Message
 
@@ -334,8 +334,10 @@ def _seal_frame(sealer: FrameSealer, packed: list[bytes]) -> tuple[bytes, bytes,
     return prefix, payload, tag
 
 
-def _decode_frame(payload: bytearray) -> list[Message]:
-    """The messages of an authenticated frame's payload, all or none (LinkClosed on anything malformed)."""
+def _decode_frame(payload: bytearray, cache: DecodeCache | None = None) -> list[Message]:
+    """The messages of an authenticated frame's payload, all or none (LinkClosed on anything malformed).
+
+    ``cache``: the service keys and cluster names earlier frames' messages validated (see DecodeCache)."""
     try:
         objs = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several types on garbage
@@ -343,7 +345,7 @@ def _decode_frame(payload: bytearray) -> list[Message]:
     if type(objs) is not list or not objs:
         raise LinkClosed("malformed frame: not a non-empty array of messages")
     try:
-        return [decode_message(obj) for obj in objs]
+        return [decode_message(obj, cache) for obj in objs]
     except ProtocolError as exc:
         raise LinkClosed(f"malformed message: {exc}") from None
 
@@ -446,6 +448,8 @@ class PeerLinks:
         self._on_connected = on_connected
         self._on_send_failed = on_send_failed
         self._stats = PeerLinkStats()
+        # Keys and cluster names validated once for every authenticated peer's frames (bounded in bytes).
+        self._decode_cache = DecodeCache()
         self._outbound: dict[str, _Outbound] = {}
         self._inbound: dict[str, _Inbound] = {}
         self._failures: deque[tuple[str, Message]] = deque()
@@ -724,6 +728,7 @@ class PeerLinks:
         max_frame = self.config.max_frame_bytes
         on_messages = self._on_messages
         check = opener.check
+        cache = self._decode_cache
         buf = reader.buffer
         while True:
             pos = 0
@@ -741,7 +746,7 @@ class PeerLinks:
                 payload = buf[pos + 4 : body_end]
                 if not check(payload, buf[body_end:end]):
                     raise _BadTag(opener.seq)
-                messages = _decode_frame(payload)
+                messages = _decode_frame(payload, cache)
                 stats.frames_received += 1
                 stats.messages_received += len(messages)
                 stats.bytes_received += end - pos

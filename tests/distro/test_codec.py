@@ -20,10 +20,12 @@ from distro.clusterdata import (
     cluster_entry_id,
 )
 from distro.codec import (
+    DECODE_ENTRY_BYTES,
     INTERNAL_ERROR_PREFIX,
     MAX_ITEMS,
     MAX_METADATA_CHARS,
     MAX_STRING,
+    DecodeCache,
     ProtocolError,
     decode_message,
     encode_message,
@@ -577,3 +579,36 @@ def test_fuzz_mutated_encodings(message: Message, data: st.DataObject) -> None:
         how = data.draw(st.sampled_from(["drop", "replace", "insert"]))
         mutate(obj, path, how, data.draw(small_json))
     check_decode(obj)
+
+
+# ------------------------------------------------------------------------------------------------
+# DecodeCache: keys and cluster names validated once across messages
+# ------------------------------------------------------------------------------------------------
+
+
+def test_decode_cache_hands_out_one_key_object_across_messages() -> None:
+    cache = DecodeCache()
+    first = decode_message(sync(GOOD_ITEM), cache)
+    second = decode_message(["fwd", 7, ["dsvc", KEY]], cache)
+    assert isinstance(first, SyncBatch) and isinstance(second, Forward)
+    assert first.items[0][0] is second.request.key
+    assert first.items[0][0] == ServiceKey("public", "DEFAULT_GROUP", "svc")
+    assert decode_message(sync(GOOD_ITEM)) == first  # the same message without a cache
+
+
+@pytest.mark.parametrize("name", ["key not canonical", "key bad charset", "key empty namespace"])
+def test_decode_cache_never_keeps_what_failed(name: str) -> None:
+    cache = DecodeCache()
+    for _ in range(2):  # the second time too: a bad key is checked again, not remembered
+        with pytest.raises(ProtocolError):
+            decode_message(BAD[name], cache)
+    assert cache.keys == {}
+
+
+def test_decode_cache_is_bounded_in_bytes() -> None:
+    cache = DecodeCache(max_bytes=DECODE_ENTRY_BYTES * 10)
+    for i in range(100):
+        decode_message(["fwd", i, ["dsvc", f"public##DEFAULT_GROUP@@svc-{i}"]], cache)
+        assert cache.used_bytes <= cache.max_bytes
+        assert len(cache.keys) + len(cache.clusters) < 10
+    assert "public##DEFAULT_GROUP@@svc-99" in cache.keys

@@ -306,3 +306,14 @@ def test_instance_is_an_immutable_value() -> None:
         "Instance(ip='10.0.0.1', port=80, cluster='DEFAULT', weight=1.0, healthy=True, enabled=True, "
         "metadata={'k': 'v'}, connection='', assigned_id='', orphaned_ms=0)"
     )
+
+
+def test_service_keys_hash_compare_and_sort_by_their_fields() -> None:
+    a = ServiceKey("public", "DEFAULT_GROUP", "a")
+    b = ServiceKey("public", "DEFAULT_GROUP", "b")
+    assert a == ServiceKey("public", "DEFAULT_GROUP", "a") and hash(a) == hash(ServiceKey(*a))
+    assert sorted([b, ServiceKey("ns", "g", "z"), a]) == [ServiceKey("ns", "g", "z"), a, b]
+    assert {a: 1}[ServiceKey("public", "DEFAULT_GROUP", "a")] == 1
+    assert (a.namespace, a.group, a.service, a.grouped_name) == ("public", "DEFAULT_GROUP", "a", "DEFAULT_GROUP@@a")
+    with pytest.raises(AttributeError):
+        a.service = "x"  # type: ignore[misc]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from distro.model import ServiceKey
 from distro.ownership import MAX_CACHE_BYTES, OwnershipMap, owner_of, score
 from distro.versions import ZERO_VERSION, HybridClock, Version
 from tests.distro import PROPERTIES
@@ -151,3 +152,18 @@ def test_adding_or_removing_one_member_moves_about_one_nth() -> None:
         assert all(a == removed for a, _ in moved), "only the removed member's keys may move"
         assert len(moved) == before.count(removed)
         assert 0.5 / n <= len(moved) / len(KEYS) <= 1.5 / n, (n, len(moved))
+
+
+@given(st.text(min_size=1, max_size=10, alphabet="abc"), st.permutations(["a", "b", "c"]))
+def test_owner_of_key_is_the_owner_of_its_text(service: str, members: list[str]) -> None:
+    key = ServiceKey("public", "DEFAULT_GROUP", service)
+    omap = OwnershipMap(members)
+    assert omap.owner_of_key(key) == owner_of(str(key), members)
+    assert omap.owner_of_key(key) == omap.owner(str(key))  # both cached, side by side
+
+
+def test_owner_of_key_counts_against_the_same_bound() -> None:
+    omap = OwnershipMap(["a", "b"], max_cache_bytes=10_000)
+    for i in range(1_000):
+        omap.owner_of_key(ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}"))
+        assert omap.cache_bytes <= omap.max_cache_bytes
