@@ -151,6 +151,7 @@ class GrpcConnection:
         self._sending = False  # the writer is inside send_all (a partial write): nobody else may write
         self._in_receive = False  # the reader is inside the framer: answers wait until it is out
         self._answered = False  # an answer was queued while the reader was inside the framer
+        self._route_of: tuple[object, tuple[str, str, str]] = (None, ("", "", ""))  # last headers -> route
         self._parked: trio.lowlevel.Task | None = None  # the writer, while it waits for work
         self._stalled_since: float | None = None
         self._closed = trio.Event()
@@ -379,14 +380,18 @@ class GrpcConnection:
 
     def on_request(self, stream_id: int, headers: list[tuple[str, str]]) -> None:
         """A new call: check its method and content type; a unary call's headers wait for its answer."""
-        path = method = content_type = ""
-        for name, value in headers:
-            if name == ":path":
-                path = value
-            elif name == ":method":
-                method = value
-            elif name == "content-type":
-                content_type = value
+        if headers is self._route_of[0]:  # the framer's kept decoding of a repeated header block
+            path, method, content_type = self._route_of[1]
+        else:
+            path = method = content_type = ""
+            for name, value in headers:
+                if name == ":path":
+                    path = value
+                elif name == ":method":
+                    method = value
+                elif name == "content-type":
+                    content_type = value
+            self._route_of = (headers, (path, method, content_type))
         if path not in (UNARY_PATH, STREAM_PATH) or method != "POST":
             self._streams[stream_id] = _Stream(False, self.limits.max_message_bytes)
             self._finish(stream_id, GRPC_UNIMPLEMENTED, f"unknown method {path[:200]}")

@@ -227,8 +227,38 @@ def _clusters(text: str) -> tuple[str, ...]:
     return tuple(validate_cluster(part.strip()) for part in text.split(",") if part.strip())
 
 
+class _Memo:
+    """Values already validated, by the raw JSON values they came from: a client registers the same instance
+    in service after service, and calls the same services again and again, so each is validated once.
+    Only successes are kept. Bounded: ``entries`` keys whose strings have at most ``MEMO_KEY_CHARS``
+    characters together (anything longer is validated every time); emptied when full. At 1,024 entries of
+    at most 512 characters (UCS-4 at worst) and their values, a memo holds at most about 3 MB."""
+
+    __slots__ = ("entries", "values")
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self.values: dict[tuple[Any, ...], Any] = {}
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        if len(self.values) >= self.entries:
+            self.values.clear()
+        self.values[key] = value
+
+
+MEMO_KEY_CHARS = 512
+_KEYS = _Memo(1024)  # (namespace, group, service) as sent -> ServiceKey
+_INSTANCES = _Memo(1024)  # an instance without metadata, its fields as sent -> Instance
+
+
 def _key(body: Mapping[str, Any]) -> ServiceKey:
-    return service_key(_text(body, "namespace"), _text(body, "groupName") or DEFAULT_GROUP, _text(body, "serviceName"))
+    raw = (_text(body, "namespace"), _text(body, "groupName") or DEFAULT_GROUP, _text(body, "serviceName"))
+    key: ServiceKey | None = _KEYS.values.get(raw)
+    if key is None:
+        key = service_key(*raw)
+        if len(raw[0]) + len(raw[1]) + len(raw[2]) <= MEMO_KEY_CHARS:
+            _KEYS.put(raw, key)
+    return key
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,8 +272,42 @@ class InstanceLimits:
     metadata_max_bytes: int = 4096
 
 
+def _instance_memo_key(raw: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The memo key of an instance without metadata whose fields have exactly the JSON types that validate
+    (so ``1`` never stands for ``true``, nor ``true`` for 1); None when it is not one."""
+    ip, port, cluster = raw.get("ip"), raw.get("port"), raw.get("clusterName")
+    weight, healthy, enabled, ephemeral = raw.get("weight"), raw.get("healthy"), raw.get("enabled"), raw.get("ephemeral")
+    metadata = raw.get("metadata")
+    if (
+        not (metadata is None or (type(metadata) is dict and not metadata))
+        or type(ip) is not str
+        or type(port) is not int
+        or not (cluster is None or type(cluster) is str)
+        or not (weight is None or type(weight) is float or type(weight) is int)
+        or not (healthy is None or type(healthy) is bool)
+        or not (enabled is None or type(enabled) is bool)
+        or not (ephemeral is None or type(ephemeral) is bool)
+        or len(ip) + len(cluster or "") > MEMO_KEY_CHARS
+    ):
+        return None
+    return (ip, port, cluster, weight, healthy, enabled, ephemeral)
+
+
 def parse_instance(raw: Any, limits: InstanceLimits) -> Instance:
     """A Nacos ``Instance`` JSON object as a validated core :class:`~distro.model.Instance`."""
+    if not isinstance(raw, dict):
+        raise ValidationError("Param 'instance' is illegal, it must be a JSON object")
+    memo_key = _instance_memo_key(raw)
+    if memo_key is None:
+        return _parse_instance(raw, limits)
+    instance: Instance | None = _INSTANCES.values.get(memo_key)
+    if instance is None:
+        instance = _parse_instance(raw, limits)
+        _INSTANCES.put(memo_key, instance)
+    return instance
+
+
+def _parse_instance(raw: Any, limits: InstanceLimits) -> Instance:
     if not isinstance(raw, dict):
         raise ValidationError("Param 'instance' is illegal, it must be a JSON object")
     if not _flag(raw, "ephemeral", True):
@@ -258,9 +322,9 @@ def parse_instance(raw: Any, limits: InstanceLimits) -> Instance:
         weight=_number(raw, "weight", 1.0),
         healthy=_flag(raw, "healthy", True),
         enabled=_flag(raw, "enabled", True),
-        metadata=validate_metadata(
-            metadata or {}, max_keys=limits.metadata_max_keys, max_bytes=limits.metadata_max_bytes
-        ),
+        metadata=validate_metadata(metadata, max_keys=limits.metadata_max_keys, max_bytes=limits.metadata_max_bytes)
+        if metadata
+        else {},
     )
 
 

@@ -64,8 +64,23 @@ def _field(number: int, data: bytes) -> bytes:
     return _SMALL_VARINTS[(number << 3) | _WT_LEN] + _varint(len(data)) + data
 
 
+_TYPE_ONLY: dict[str, bytes] = {}  # the Metadata field of a payload with a type and nothing else, by type
+_TYPE_ONLY_ENTRIES = 64  # our own answer and request types (a few dozen); more are encoded each time
+
+
 def encode_payload(payload: Payload) -> bytes:
     """The protobuf bytes of ``payload`` (empty fields are left out, as proto3 does)."""
+    if not payload.headers and not payload.client_ip and payload.type:
+        meta_field = _TYPE_ONLY.get(payload.type)
+        if meta_field is None:
+            meta_field = _field(2, _field(3, payload.type.encode()))
+            if len(_TYPE_ONLY) < _TYPE_ONLY_ENTRIES and len(payload.type) <= 64:
+                _TYPE_ONLY[payload.type] = meta_field
+        body = payload.body
+        if body:
+            return b"".join((meta_field, _TAG_BODY, _varint(len(body) + 1 + len(_varint(len(body)))), _TAG_VALUE,
+                             _varint(len(body)), body))
+        return meta_field + _EMPTY_BODY
     meta = bytearray()
     if payload.type:
         meta += _field(3, payload.type.encode())
@@ -79,6 +94,11 @@ def encode_payload(payload: Payload) -> bytes:
     else:
         out += _field(3, b"")
     return bytes(out)
+
+
+_TAG_BODY = _SMALL_VARINTS[(3 << 3) | _WT_LEN]  # Payload.body
+_TAG_VALUE = _SMALL_VARINTS[(2 << 3) | _WT_LEN]  # Any.value
+_EMPTY_BODY = _TAG_BODY + b"\x00"
 
 
 def frame_message(data: bytes) -> bytes:

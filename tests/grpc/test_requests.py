@@ -4,6 +4,7 @@ and the leniency today's clients need."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from cluster.grpc.requests import (
     Subscribe,
     parse_call,
 )
+from cluster.grpc.responses import response
 from distro.model import ServiceKey, make_instance
 
 KEY = ServiceKey("public", "DEFAULT_GROUP", "orders")
@@ -122,3 +124,33 @@ def test_metadata_bounds_follow_the_node_settings() -> None:
         parse_call("InstanceRequest", body, InstanceLimits(metadata_max_keys=4))
     with pytest.raises(CallError, match="too large"):
         parse_call("InstanceRequest", body, InstanceLimits(metadata_max_bytes=8))
+
+
+def test_validated_instances_and_keys_are_memoized_only_for_exact_types() -> None:
+    """The memo (a client registering one instance in service after service) never lets a value through
+    that validation would refuse: ``1`` is not ``true``, ``[]`` is not an object, and failures are not kept."""
+    instance = {"ip": "10.9.0.1", "port": 80, "weight": 2, "healthy": True, "enabled": True, "ephemeral": True,
+                "clusterName": "DEFAULT", "metadata": {}}
+    first = parse("InstanceRequest", {"serviceName": "memo-a", "type": "registerInstance", "instance": instance})
+    again = parse("InstanceRequest", {"serviceName": "memo-b", "type": "registerInstance", "instance": instance})
+    assert first.instance is again.instance and first.instance == make_instance("10.9.0.1", 80, weight=2.0)
+    assert again.key == ServiceKey("public", "DEFAULT_GROUP", "memo-b")
+    for bad, text in (({"healthy": 1}, "Param 'healthy' is illegal"), ({"metadata": []}, "must be a JSON object"),
+                      ({"port": True}, "Param 'port' is illegal"), ({"ephemeral": False}, PERSISTENT_REFUSED),
+                      ({"weight": float("nan")}, "weights range")):
+        for _ in range(2):
+            with pytest.raises(CallError, match=re.escape(text)):
+                parse("InstanceRequest", {"serviceName": "memo-a", "type": "registerInstance",
+                                          "instance": {**instance, **bad}})
+    for _ in range(2):
+        with pytest.raises(CallError, match="serviceName"):
+            parse("InstanceRequest", {"serviceName": "a@@b@@c", "type": "registerInstance", "instance": instance})
+
+
+@pytest.mark.parametrize("request_id", ["", "7", 'q"uote\\back', "ünï\u2028", "\x00\x1f", "\ud800lone"])
+def test_string_only_responses_are_the_bytes_json_dumps_gives(request_id: str) -> None:
+    fast = response("InstanceResponse", request_id, type="registerInstance")
+    body = {"resultCode": 200, "errorCode": 0, "message": "", "requestId": request_id, "success": True,
+            "type": "registerInstance"}
+    assert fast.body == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    assert json.loads(response("HealthCheckResponse", request_id).body)["success"] is True
