@@ -177,8 +177,15 @@ def _decode_header(data: bytes | memoryview, pos: int, end: int) -> tuple[str, s
 
 def _decode_metadata(data: bytes | memoryview, pos: int, end: int, payload: Payload) -> None:
     headers = payload.headers
-    header_bytes = sum(len(k) + len(v) for k, v in headers.items())
+    header_bytes = sum(len(k) + len(v) for k, v in headers.items()) if headers else 0
     while pos < end:
+        if data[pos] == 0x1A and pos + 1 < end and data[pos + 1] < 0x80:  # type, shorter than 128 bytes
+            a = pos + 2
+            pos = a + data[pos + 1]
+            if pos > end:
+                raise WireError("field runs past the end of its message")
+            payload.type = _text(data, a, pos, "Metadata.type")
+            continue
         number, wire_type, a, pos = _next_field(data, pos, end)
         if wire_type != _WT_LEN:
             continue  # proto3: a field of another type is skipped like an unknown one
@@ -194,8 +201,17 @@ def _decode_metadata(data: bytes | memoryview, pos: int, end: int, payload: Payl
             payload.client_ip = _text(data, a, pos, "Metadata.clientIp")
 
 
+def _decode_any(data: bytes | memoryview, pos: int, end: int, payload: Payload) -> None:
+    """``google.protobuf.Any``: its ``value`` (field 2) is the body; ``type_url`` and the rest are skipped."""
+    while pos < end:
+        number, wire_type, a, pos = _next_field(data, pos, end)
+        if number == 2 and wire_type == _WT_LEN:
+            payload.body = bytes(data[a:pos])
+
+
 def decode_payload(data: bytes | memoryview) -> Payload:
-    """Parse a Payload; raises :class:`WireError` on anything malformed."""
+    """Parse a Payload; raises :class:`WireError` on anything malformed. The two fields every Payload has
+    (one-byte tags, lengths of one or two bytes) are read in line; anything else takes the general path."""
     end = len(data)
     if end > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {end} bytes: at most {MAX_MESSAGE_BYTES}")
@@ -203,17 +219,28 @@ def decode_payload(data: bytes | memoryview) -> Payload:
     pos = 0
     try:
         while pos < end:
-            number, wire_type, start, pos = _next_field(data, pos, end)
-            if wire_type != _WT_LEN:
-                continue
-            if number == 2:
+            tag = data[pos]
+            if tag == 0x12 or tag == 0x1A:  # Metadata (2) or body (3), length-delimited
+                size = data[pos + 1]
+                if size < 0x80:
+                    start = pos + 2
+                elif data[pos + 2] < 0x80:
+                    size = (size & 0x7F) | (data[pos + 2] << 7)
+                    start = pos + 3
+                else:
+                    size, start = _read_varint(data, pos + 1, end)
+                pos = start + size
+                if pos > end:
+                    raise WireError("field runs past the end of its message")
+            else:
+                number, wire_type, start, pos = _next_field(data, pos, end)
+                if wire_type != _WT_LEN or number not in (2, 3):
+                    continue
+                tag = 0x12 if number == 2 else 0x1A
+            if tag == 0x12:
                 _decode_metadata(data, start, pos, payload)
-            elif number == 3:
-                inner = start
-                while inner < pos:
-                    any_number, any_type, a, inner = _next_field(data, inner, pos)
-                    if any_number == 2 and any_type == _WT_LEN:
-                        payload.body = bytes(data[a:inner])
+            else:
+                _decode_any(data, start, pos, payload)
     except IndexError:  # a tag or length cut off at the very end
         raise WireError("truncated message") from None
     return payload

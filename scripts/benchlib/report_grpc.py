@@ -45,11 +45,20 @@ def section(grpc: dict[str, Any]) -> list[str]:
     w("Three fresh nodes (heartbeat timeouts of an hour), 48 connections spread over them, one call in flight "
       "each, closed loop. In alternating rounds on the same cluster: v1 HTTP registrations (the main phase's "
       "load generator: a new instance per call), gRPC `InstanceRequest` registrations with the lean generator "
-      "(`scripts/benchlib/grpcraw.py`: raw HTTP/2 frames on trio, as cheap per call as the HTTP generator) and "
-      "with grpcio's Python client (`scripts/benchlib/grpcload.py`); each gRPC connection registers its "
-      "instance in 64 services in turn, its weight flipped every pass, so every call is a write. The best "
-      "round of each is shown; server CPU is summed over the three node processes per successful call. "
-      "docs/grpc.md describes the lean unary path and its measurements.\n")
+      "(`scripts/benchlib/grpcraw.py`: raw HTTP/2 frames on trio) and with grpcio's Python client "
+      "(`scripts/benchlib/grpcload.py`); each gRPC connection registers its instance in 64 services in turn, "
+      "its weight flipped every pass, so every call is a write. Both protocols get the same load: 48 "
+      "connections, one call in flight each, 64 services, one replicated write per call (HTTP inserts a new "
+      "instance, gRPC rewrites its connection's instance of that service, which is how a Nacos connection "
+      "holds one instance per service). The two generators do the same work per call: the HTTP one formats "
+      "its request line and checks that the body is `ok`; the lean gRPC one puts each registration together "
+      "from bytes built before the run (the JSON body but its requestId, as a Nacos client would send it, and "
+      "its protobuf fields, byte for byte what the Payload encoder gives: tests/bench/test_grpcraw.py), "
+      "handles every frame of a read in one pass, and checks that the answer's body says "
+      "`\"success\":true`. Two cores are shared by the nodes and the generator, so a generator's CPU per "
+      "call is taken from the nodes; its own cost is in the table. The best round of each is shown; server CPU "
+      "is summed over the three node processes per successful call. docs/grpc.md describes the lean unary "
+      "path and its measurements.\n")
     w("| figure | v1 HTTP | gRPC, lean client | gRPC, grpcio client |")
     w("|---|---|---|---|")
     w(f"| registrations/s | {fmt(http.get('per_s'))} | {fmt(reg.get('per_s'))} "

@@ -112,3 +112,13 @@ def test_reader_refuses_oversized_compressed_and_bad_flags_before_buffering() ->
         MessageReader().feed(b"\x01\x00\x00\x00\x00")
     with pytest.raises(WireError, match="flag"):
         MessageReader().feed(b"\x07\x00\x00\x00\x00")
+
+
+def test_lengths_of_one_two_and_three_bytes_decode_in_line_as_in_general() -> None:
+    for size in (0, 1, 127, 128, 129, 16_383, 16_384, 16_385, 300_000):
+        payload = Payload("InstanceRequest", b"x" * size, {"accessToken": "t"}, "10.0.0.1")
+        raw = encode_payload(payload)
+        assert decode_payload(raw) == payload
+        assert decode_payload(memoryview(raw)) == payload
+        with pytest.raises(WireError):
+            decode_payload(raw[:-1])
