@@ -79,19 +79,19 @@ MODES: dict[str, dict[str, Any]] = {
     "full": {
         "ceiling_s": 5.0, "reg_configs": [(48, 1), (96, 1), (96, 2)], "reg_s": 10.0, "services": 64,
         "conv_samples": 300, "push_samples": 200, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 100_000, "bulk_services": 1000,
-        "ramp": [10000, 20000, 40000, 60000, 80000, 100000], "hold_s": 20.0, "beat_interval_s": 5.0,
+        "ramp": [10000, 20000, 40000, 60000, 80000, 100000], "hold_s": 20.0, "beat_interval_s": 5.0, "ramp_register_rate": 2000,
         "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": True,
     },
     "quick": {
         "ceiling_s": 3.0, "reg_configs": [(48, 1)], "reg_s": 8.0, "services": 64,
         "conv_samples": 100, "push_samples": 60, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 20_000, "bulk_services": 1000,
-        "ramp": [5000, 20000], "hold_s": 18.0, "beat_interval_s": 5.0,
+        "ramp": [5000, 20000], "hold_s": 18.0, "beat_interval_s": 5.0, "ramp_register_rate": 2000,
         "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": False,
     },
     "smoke": {
         "ceiling_s": 1.5, "reg_configs": [(24, 1)], "reg_s": 3.0, "services": 16,
         "conv_samples": 20, "push_samples": 10, "bg_rate": 300.0, "bg_services": 64, "mem_instances": 2000, "bulk_services": 100,
-        "ramp": [200, 500], "hold_s": 5.0, "beat_interval_s": 1.0,
+        "ramp": [200, 500], "hold_s": 5.0, "beat_interval_s": 1.0, "ramp_register_rate": 500,
         "fo_observe": 5.0, "poll_crosscheck": False,
         "short_flags": ["--heartbeat-timeout-ms", "3000", "--instance-expire-ms", "6000",
                         "--client-beat-interval-ms", "1000"],

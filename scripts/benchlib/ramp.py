@@ -55,7 +55,8 @@ def heartbeat_ramp(m: dict[str, Any], start: Callable[[], NacosCluster], profile
     """Steps of ``m["ramp"]`` instances beating every ``beat_interval_s``; the figure is the last step held.
 
     One load generator beats for the whole ramp (``benchlib.openloop``, steered over stdin): a step's new
-    instances are registered in batches while it keeps beating the ones before, and it widens its cycle
+    instances are registered in batches, at ``ramp_register_rate`` per second (open loop), while it keeps
+    beating the ones before, and it widens its cycle
     (and its rate) to each batch once it is registered, so no instance goes unbeaten between steps. Each step is judged over its window of ``hold_s`` minus a
     settling time after the switch.
     """
@@ -74,10 +75,12 @@ def heartbeat_ramp(m: dict[str, Any], start: Callable[[], NacosCluster], profile
             added = n - registered
             while registered < n:
                 # in chunks, each joining the beat cycle at once: an instance registered early in a long
-                # registration must not wait for the rest before its first beat (15 s makes it unhealthy)
+                # registration must not wait for the rest before its first beat (15 s makes it unhealthy);
+                # at a set pace, so that registering (~3x a beat's CPU) does not starve the beats
                 chunk = min(REGISTER_CHUNK, n - registered)
                 r = run_loadgen(["--workload", "distro-register", "--targets", ",".join(cluster.addrs),
                                  "--connections", "48", "--count", str(chunk), "--base", str(registered),
+                                 "--rate", str(m["ramp_register_rate"]), "--duration", "3600",
                                  "--services", "100", "--prefix", "hb"])
                 if r["failed"]:
                     log(f"  registering {registered:,}-{registered + chunk - 1:,}: {r['failed']} failed: "
@@ -110,7 +113,8 @@ def heartbeat_ramp(m: dict[str, Any], start: Callable[[], NacosCluster], profile
             driver.stop()
         cluster.stop()
     return {"max_heartbeating_instances": passed, "steps": steps, "beat_interval_s": interval,
-            "hold_s": m["hold_s"], "settle_s": settle_s, "capped": passed == m["ramp"][-1]}
+            "hold_s": m["hold_s"], "settle_s": settle_s,
+            "register_per_s": m["ramp_register_rate"], "capped": passed == m["ramp"][-1]}
 
 
 def _hold_step(m: dict[str, Any], cluster: NacosCluster, pids: list[int], driver: Steered, profiler: Profiler,
