@@ -28,6 +28,7 @@ from cluster.api.catalog import CatalogApi
 from cluster.api.clientinfo import client_agent
 from cluster.api.clusters import CLUSTER_PATH, ClusterApi, cluster_json, service_clusters
 from cluster.api.keycache import ServiceKeyCache
+from cluster.api.memo import BeatAnswers
 from cluster.api.namespaces import NAMESPACES_PATH, NamespaceApi
 from cluster.api.params import Params, request_params
 from cluster.api.probes import LIVENESS_PATH, READINESS_PATH, ConsoleProbes
@@ -135,6 +136,7 @@ class NamingApi:
         self.metadata_max_bytes = metadata_max_bytes
         self.metadata_max_keys = metadata_max_keys
         self.keys = ServiceKeyCache()  # validated keys by their raw names (one key object per service)
+        self._beat_answers = BeatAnswers()  # the accepted beat's answer, encoded once per beat interval
         if catalog is None:  # the wiring passes the node's; a bare API (tests) keeps its own up to date
             catalog = CatalogIndex(self.node.view, self.node.views())
             runtime.change_listeners.append(catalog.on_change)
@@ -389,7 +391,7 @@ class NamingApi:
             port_value = validate_port(params.integer("port", None, high=65535))
             cluster_name = params.cluster()
         result = await self.runtime.submit(Beat(key, cluster_name, ip_text, port_value, instance))
-        return _ok_or_error(result)
+        return self._beat_answers.response(result)
 
     # ------------------------------------------------------------------------------------------
     # instance reads
