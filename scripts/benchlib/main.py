@@ -79,13 +79,13 @@ MODES: dict[str, dict[str, Any]] = {
     "full": {
         "ceiling_s": 5.0, "reg_configs": [(48, 1), (96, 1), (96, 2)], "reg_s": 10.0, "services": 64,
         "conv_samples": 300, "push_samples": 200, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 100_000, "bulk_services": 1000,
-        "ramp": [10000, 20000, 40000, 60000, 80000, 100000], "hold_s": 20.0, "beat_interval_s": 5.0, "ramp_register_rate": 2000,
+        "ramp": [10000, 20000, 40000, 60000, 80000, 100000], "hold_s": 20.0, "beat_interval_s": 5.0, "ramp_register_rate": 1000,
         "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": True,
     },
     "quick": {
         "ceiling_s": 3.0, "reg_configs": [(48, 1)], "reg_s": 8.0, "services": 64,
         "conv_samples": 100, "push_samples": 60, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 20_000, "bulk_services": 1000,
-        "ramp": [5000, 20000], "hold_s": 18.0, "beat_interval_s": 5.0, "ramp_register_rate": 2000,
+        "ramp": [5000, 20000], "hold_s": 18.0, "beat_interval_s": 5.0, "ramp_register_rate": 1000,
         "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": False,
     },
     "smoke": {

@@ -388,7 +388,7 @@ def _method(run: _Run) -> list[str]:
       f"every {fmt(ramp.get('beat_interval_s'))} s for {fmt(ramp.get('hold_s'))} s. One open-loop load generator "
       "(`benchlib.openloop`: one thread on `epoll`, one beat in flight per connection, latency from each beat's "
       "due time) beats for the whole ramp: a step's new instances are registered 4,000 at a time (open loop, "
-      f"{fmt(ramp.get('register_per_s', 2000))}/s) while it keeps beating the others, and each batch joins its "
+      f"{fmt(ramp.get('register_per_s', 1000))}/s) while it keeps beating the others, and each batch joins its "
       "cycle as soon as it is registered. After "
       f"{fmt(ramp.get('settle_s', 2.0))} s of settling, a step is judged over the rest of its time: it holds when "
       "fewer than 0.1% of that window's beats fail, the beats answered in the window reach at least 95% of the "
