@@ -73,6 +73,9 @@ class _Connection:
     bound: dict[ServiceKey, dict[str, Instance]] = field(default_factory=dict)
     bound_ms: dict[tuple[ServiceKey, str], int] = field(default_factory=dict)  # when each was (re)registered
     count: int = 0
+    # The last instance registered and its copy marked with this connection: a client registers the same
+    # (immutable) instance in service after service, and the front door hands the same object again.
+    last_marked: tuple[Instance, Instance] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,12 @@ class ConnectionTable:
         conn = self._conns.get(connection_id)
         if conn is None:
             raise ValidationError("Connection is unregistered.")
-        marked = {inst.entry_id: inst.replace(connection=connection_id) for inst in instances}
+        marked: dict[str, Instance] = {}
+        for inst in instances:
+            last = conn.last_marked
+            if last is None or last[0] is not inst:
+                last = conn.last_marked = (inst, inst.replace(connection=connection_id))
+            marked[inst.entry_id] = last[1]
         old = conn.bound.get(key, {})
         if conn.count - len(old) + len(marked) > self.timings.max_bound_per_connection:
             raise ValidationError(

@@ -150,7 +150,7 @@ class GrpcConnection:
         self._pending = False  # work for the writer (set by wake())
         self._sending = False  # the writer is inside send_all (a partial write): nobody else may write
         self._in_receive = False  # the reader is inside the framer: answers wait until it is out
-        self._answered = False  # an answer was queued while the reader was inside the framer
+        self._ready: list[int] = []  # streams answered while the reader was inside the framer
         self._route_of: tuple[object, tuple[str, str, str]] = (None, ("", "", ""))  # last headers -> route
         self._parked: trio.lowlevel.Task | None = None  # the writer, while it waits for work
         self._stalled_since: float | None = None
@@ -253,9 +253,9 @@ class GrpcConnection:
                 finally:
                     self._in_receive = False
                 self._check_bounds()
-                if self._answered:
-                    self._answered = False
-                    self._write_now()
+                if self._ready:
+                    ready, self._ready = self._ready, []
+                    self._write_now(ready)
                 elif self._out:
                     self.wake()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -322,9 +322,11 @@ class GrpcConnection:
             return False
         return self._sent_now == len(chunk)
 
-    def _write_now(self) -> None:
-        """Write what is ready from the calling task instead of waking the writer (an answer from the reader
-        or from the task that delivered the owner's reply): one trip through the scheduler less per call.
+    def _write_now(self, stream_ids: list[int] | tuple[int, ...]) -> None:
+        """Write the answers of ``stream_ids`` (and whatever the buffer already holds) from the calling task
+        instead of waking the writer (an answer from the reader or from the task that delivered the owner's
+        reply): one trip through the scheduler less per call. Pushes are left to the writer (a change wakes
+        it), as is data that flow control holds back.
 
         Still one writer at a time: trio runs one task at a time, this method never awaits, and it steps
         aside (wakes the writer instead) while the writer is inside ``send_all`` (``_sending``: a partial
@@ -333,9 +335,12 @@ class GrpcConnection:
         if self._sending or self._fd is None or self.closed:
             self.wake()
             return
-        out = self._out
+        out, streams = self._out, self._streams
         try:
-            self._flush_streams()
+            for stream_id in stream_ids:
+                state = streams.get(stream_id)
+                if state is not None:
+                    self._flush_stream(stream_id, state)
             self._check_bounds()
             while out:
                 chunk = bytes(out[:_WRITE_CHUNK])
@@ -346,7 +351,6 @@ class GrpcConnection:
                     self.wake()  # the writer waits until the socket takes the rest
                     return
                 self._stalled_since = None
-                self._flush_streams()
         except OSError:
             self.close("connection lost")
         except SlowReader as exc:
@@ -470,9 +474,9 @@ class GrpcConnection:
         self.messages_out += 1
         state.trailers = _OK_TRAILERS
         if self._in_receive:
-            self._answered = True  # the reader writes it once the framer is done with this read
+            self._ready.append(stream_id)  # the reader writes it once the framer is done with this read
         else:
-            self._write_now()
+            self._write_now((stream_id,))
 
     # ------------------------------------------------------------------------------------------
     # sending (any task queues; the writer writes)
