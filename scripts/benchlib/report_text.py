@@ -474,13 +474,19 @@ def _ramp_table(title: str, ramp: dict[str, Any]) -> list[str]:
     if ramp.get("steps"):
         w(f"**{title}**\n")
         w("| instances | beats/s needed | beats/s ok | failed | beat p50 / p99 (ms) | unhealthy or missing "
-          "observations | server CPU per beat | CPU wait per CPU-second | held |")
-        w("|---|---|---|---|---|---|---|---|---|")
+          "observations | server CPU per beat | nodes' cores | generator's cores (µs per beat) | "
+          "CPU wait per CPU-second | load average | held |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for s in ramp["steps"]:
             lat = s["beat_latency_ms"]
+            cores = "+".join(f"{c:.2f}" for c in s["server_cores"]) if s.get("server_cores") else "-"
+            gen = (f"{s['loadgen_cores']:.2f} ({fmt(s.get('loadgen_us_per_beat'))})"
+                   if s.get("loadgen_cores") is not None else "-")
+            load = fmt(s["loadavg"][0]) if s.get("loadavg") else "-"
             w(f"| {s['instances']:,} | {fmt(s['beats_per_s_target'])} | {fmt(s['beats_per_s'])} | {s['beats_failed']} "
               f"| {lat['p50']} / {lat['p99']} | {s['flap_count']} | {fmt(s.get('server_cpu_us_per_beat'))} µs | "
-              f"{fmt(_g(s, 'server_sched', 'wait_per_cpu'))} s | {'yes' if s['ok'] else 'no'} |")
+              f"{cores} | {gen} | {fmt(_g(s, 'server_sched', 'wait_per_cpu'))} s | {load} | "
+              f"{'yes' if s['ok'] else 'no'} |")
         w("")
         if ramp.get("capped"):
             last = ramp["steps"][-1]
@@ -596,12 +602,16 @@ LIMITS = {
     "max_heartbeating_instances": (
         "CPU per beat. A beat costs {beat_cpu} µs of server CPU summed over the nodes (from the ramp steps); on "
         "top of that the owner's health check scans its instances once the earliest deadline passes. At 5 s "
-        "beats, N instances need N/5 beats/s. Beats that land on a non-owner (two thirds) are answered from its "
-        "replica with batched receipts to the owner (issue 15), which halved the CPU per beat of the ramp steps "
-        "(see \"Where the time goes\" below).\n\n"
-        "What it would take: fewer CPU-microseconds per HTTP request (the server loop, parsing, rendering); keep "
-        "the health check's deadlines in a heap or timer wheel; a load generator and nodes that do not share two "
-        "cores."
+        "beats, N instances need N/5 beats/s: 100,000 need 20,000/s, so the nodes need 20,000 times the CPU per "
+        "beat, and the load generator, on the same two cores, 15-20 µs per beat (about a third of a core; "
+        "each step's nodes' and generator's cores and the load average are in the ramp table). Beats that land "
+        "on a non-owner (two thirds) are answered from its replica with batched receipts to the owner (issue "
+        "15), which halved the CPU per beat of the ramp steps (see \"Where the time goes\" below). A step that "
+        "falls behind gets worse, not just slower: an instance whose beats are late past the 15 s timeout turns "
+        "unhealthy, and its beats are then forwarded to the owner and written, several times a beat's CPU.\n\n"
+        "What it would take: fewer CPU-microseconds per HTTP request (the server loop: two cancel-scope "
+        "deadline changes per request, `recv`/`send`; parsing); keep the health check's deadlines in a heap or "
+        "timer wheel; a load generator and nodes that do not share two cores."
     ),
     "bulk_register_per_s": (
         "The same cost as `register_per_s` (see there), measured into many small services; r-nacos is native "
