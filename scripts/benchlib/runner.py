@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,10 @@ class Steered:
 
     def __init__(self, args: list[str], timeout_s: float = 60.0) -> None:
         self.timeout_s = timeout_s
+        # its stderr goes to a file: a pipe nobody reads until the end could fill up and stall the generator
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()/kill()
         self.popen = subprocess.Popen(loadgen_cmd(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=loadgen_env(), start_new_session=True, text=True)
+                                      stderr=self.stderr, env=loadgen_env(), start_new_session=True, text=True)
 
     def _ask(self, msg: dict[str, Any]) -> dict[str, Any]:
         assert self.popen.stdin is not None and self.popen.stdout is not None
@@ -95,7 +98,8 @@ class Steered:
         line = self.popen.stdout.readline() if ready else ""
         if not line:
             self.kill()
-            err = self.popen.stderr.read() if self.popen.stderr else ""
+            self.stderr.seek(0)
+            err = self.stderr.read()
             raise RuntimeError(f"steered loadgen did not answer {msg} (exit status {self.popen.returncode}): "
                                f"{err[-2000:]}")
         out: dict[str, Any] = json.loads(line)
@@ -114,6 +118,7 @@ class Steered:
                 self.popen.communicate(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.stderr.close()
 
     def kill(self) -> None:
         if self.popen.poll() is None:
