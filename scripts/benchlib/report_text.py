@@ -753,6 +753,24 @@ samples including idle `epoll`):
   registers a step's new instances (about 9 s in that run, going by the log's timestamps, against about
   5 s in the run with receipts off), so some of the previous step's instances went past 15 s without a
   beat before the lagging generator reached them.
+- **The ramp's load generator and schedule** (`benchlib/openloop.py`, `benchlib/ramp.py`). The open loop
+  ran on trio: a task switch and an `epoll_ctl` per request, 80-105 µs of the generator's CPU per request
+  (against the trivial server at 8,000/s, load average 4-5; `python -m benchlib.loadgen --workload ceiling
+  --connections 300 --rate 8000 --duration 5`, old and new alternating), so 20,000 beats/s would have needed
+  more than one of the two cores for the generator alone. It is now one thread on `epoll` with each socket
+  registered once: 17-20 µs per request there, 14.3 µs at 15,000/s (load average ~7), where `send`, `recv`
+  and `epoll_wait` are most of it. The ramp also stopped beating while it registered a step's new instances
+  (see the item above) and registered them closed loop: now one generator beats for the whole ramp
+  (steered over stdin), the new instances are registered 4,000 at a time at 1,000/s and each batch joins
+  the beat cycle at once. On this (busy, load average 7-17) machine the closed-loop registration of 40,000
+  more instances beside 8,000 beats/s had taken 241 s, the beats fell 20-110 s behind, and instances
+  expired. Each step now records its nodes' and the generator's cores and the load average.
+- **The light beat's handler** (`cluster/api/memo.py`): the accepted beat's answer is encoded once per beat
+  interval (`Response.json` was 4.4% of a node's busy samples in the ramp). The whole handler path of a light
+  beat, from `ConsoleFront` through `NamingApi` and the core, without sockets (three in-process nodes, 3,000
+  instances, beats sent to one node): 19-23 µs of CPU per beat at load average ~11, against 131 µs per beat
+  for the three node processes in the ramp's 20,000 step at load average ~9: most of a beat's cost is the
+  HTTP server loop, its cancel-scope deadlines and the socket calls, not the handler.
 - **Registration**: HTTP serving ~35% (a third of it `send`), peer link read 21% / write 11%,
   `NamingApi.register` ~14%, the core (`ClientWrites`, merge, notifier) under 10%.
 - **List**: rendering ~22% (`ListRenderer.render`; `json.dumps` ~7%, `client_info` ~6%), the HTTP server the
