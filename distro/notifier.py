@@ -68,11 +68,12 @@ class Notifier:
             keys = list(self._queue)
         self._queue.clear()
         datum_of = self._store.datum
+        exists = self._store.service_exists
         for key in keys:
             self._revision += 1
             self.notifications += 1
             datum = datum_of(key)
-            if datum is not None and any(entry.value is not None for entry in datum.values()):
+            if datum is not None and exists(key):
                 view = ServiceView.of_datum(key, datum, self._revision, now_ms)
                 self._views[key] = view
             else:

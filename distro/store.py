@@ -162,9 +162,13 @@ class DatumStore:
         return iter(self._no_instances)
 
     def service_exists(self, key: ServiceKey) -> bool:
-        """A service exists while it has settings or any live instance."""
+        """A service exists while it has settings or any live instance: an entry that is not a tombstone.
+        O(1): the tombstones of each key are counted (the notifier asks on every change)."""
         datum = self._datums.get(key)
-        return datum is not None and any(entry.value is not None for entry in datum.values())
+        if datum is None:
+            return False
+        tombs = self._tomb_ids.get(key)
+        return len(datum) > (0 if tombs is None else len(tombs))
 
     def digest(self, key: ServiceKey) -> int:
         """XOR of the key's entry hashes; equal datums have equal digests."""
