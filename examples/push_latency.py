@@ -3,7 +3,7 @@ and over the HTTP watch. Prints p50/p90/p99/max per path; asserts nothing.
 
 A change is one write (register or deregister of a toggling instance) sent over HTTP to node 1; the
 subscriber listens on node 2, and the service is owned by a third node, so every change is forwarded to
-its owner, applied, replicated to node 2 (after the ``--sync-delay-ms`` batching delay, 10 ms by
+its owner, applied, replicated to node 2 (after the ``--sync-delay-ms`` batching delay, 2 ms by
 default), then pushed.
 Latency is measured until the subscriber sees the new list, from just before the write request is sent
 and from the moment its answer (``ok``) arrives (0 when the subscriber saw it first).

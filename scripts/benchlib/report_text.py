@@ -278,7 +278,7 @@ def _setup(run: _Run) -> list[str]:
     w = out.append
     w("## Setup\n")
     w("- **Our cluster**: three `.venv/bin/distro-node` processes on 127.0.0.1 (free ports; peer links on "
-      "port + 1000; a fresh `--cluster-secret` per cluster; `--sync-delay-ms` at its default of 10 ms). Every "
+      "port + 1000; a fresh `--cluster-secret` per cluster; `--sync-delay-ms` at its default of 2 ms). Every "
       "phase starts a fresh cluster. The registration, convergence, push, memory and snapshot phases run with "
       "`--heartbeat-timeout-ms` and `--instance-expire-ms` of one hour, so instances that never beat do not "
       "expire mid-run; failover and the heartbeat ramp run with the defaults (15 s, 30 s).")
@@ -560,22 +560,24 @@ LIMITS = {
         "replies and replication already share frames (peer protocol 3: one frame, one MAC and one `send_all` "
         "per peer per loop pass, ~4-5 messages per frame in those runs), so what is left there is per message "
         "(`distro.codec`, dataclasses) and per `send`.\n\n"
-        "What it would take: fewer Python objects per write (msgspec structs instead of frozen dataclasses in "
-        "`distro.codec`/`distro.model`; `ServiceKey`'s generated `__hash__`/`__eq__` run on every dict look-up); "
+        "What it would take: fewer Python objects per write (msgspec structs or tuples instead of frozen "
+        "dataclasses for requests, messages and effects in `distro.codec`/`distro.effects`; `ServiceKey` is a "
+        "named tuple since issue 15's write-path work); no cancel-scope deadline change per keep-alive request "
+        "(two per request, ~2% of the samples with trio's context manager); "
         "clients that send a write to the owner (the SDK can learn it from `operator/distro/server`), which "
         "removes the forward hop and its two messages; and on this machine, CPU: the loopback `send` of every "
         "HTTP answer is a fifth of the nodes' time and no server-side change removes it."
     ),
     "converge_p99_ms": (
         "Mostly waiting for a CPU. The protocol's floor is one forward hop (two thirds of writes land on a "
-        "non-owner) + `--sync-delay-ms` (10 ms) + one replication frame; on an idle cluster this run measured "
+        "non-owner) + `--sync-delay-ms` (2 ms; 10 ms before issue 15's visibility work) + one replication frame; on an idle cluster this run measured "
         "p50 {idle_p50} ms, p99 {idle_p99} ms. Under {bg}/s of background registrations the nodes waited "
         "{bg_wait} s for a CPU for every second they ran: a write crosses three or four processes (writer, "
         "owner, replica, the observer) and every hop can queue behind other runnable processes on two "
         "oversubscribed cores, and inside each node behind HTTP requests in one event loop. etcd suffers the "
         "same machine (its p99 here is {etcd_p99} ms).\n\n"
-        "What it would take: flush a peer's dirty set at once when nothing else is pending and apply the 10 ms "
-        "coalescing only while writes keep arriving (the floor drops by ~10 ms); read peer-link frames before "
+        "What it would take: the replication coalescing is 2 ms since issue 15 (it was 10 ms, which a stream "
+        "of 1,000 writes/s kept in force for nearly every write); read peer-link frames before "
         "accepting more HTTP work, so a replication frame never waits behind a burst of requests; the CPU "
         "savings listed under `register_per_s`; and a machine that is not shared."
     ),
@@ -592,11 +594,12 @@ LIMITS = {
         "(`cluster/node/gctune.py`). "
         "What remains is linear: each entry is decoded into dataclasses by `distro.codec` (~1/3 of the load), "
         "merged with a version comparison, hashed into the key's digest with blake2b, and counted (~1/5), "
-        "with about six `ServiceKey.__hash__` calls per entry (a frozen dataclass recomputes it). Python "
+        "with about six `ServiceKey` hashes per entry (a named tuple's, in C, since issue 15; the frozen "
+        "dataclass recomputed it in Python). Python "
         "start-up (imports, ~0.3-0.5 s here) is included; readiness after the HTTP port answered took "
         "{listen} ms.\n\n"
         "What it would take: a bulk-load path for an empty store (no per-entry merge; hash each key's digest "
-        "once at the end); a cached `ServiceKey` hash; msgspec structs decoded straight from the frame; "
+        "once at the end); msgspec structs decoded straight from the frame; "
         "snapshot chunks encoded once by the sender and reused."
     ),
     "max_heartbeating_instances": (
@@ -805,12 +808,64 @@ samples including idle `epoll`):
   after. Registrations/s 0.60, 0.63, 0.84 before; 0.95, 1.04, 1.25, 0.96 after. The target (CPU at most
   two thirds of r-nacos's) is not met.
 
+- **Fewer Python operations per write** (`distro/model.py`, `distro/ownership.py`, `distro/codec.py`,
+  `cluster/api/keycache.py`, `distro/store.py`). Profiles of the registration sweep showed no single hot
+  spot but many small ones on every node: `ServiceKey` was a frozen dataclass whose generated `__hash__`
+  built a tuple in Python on each of the dozen dict look-ups a write makes per node (store, notifier,
+  replication, health clocks, catalog, push); each `SyncBatch` and `Forward` parsed and regex-checked every
+  service key again (the decode context lived for one message); ownership look-ups built `str(key)` each
+  time; `validate_ip` split the address and ran a generator per octet (on the HTTP node and again when the
+  owner decodes the forward); and the notifier walked a service's tombstones to learn whether it still
+  exists. Now `ServiceKey` is a named tuple (hash and equality in C: ~530 -> ~200 ns per look-up with an
+  equal key), `OwnershipMap.owner_of_key` caches by the key, each node's peer links keep the keys and
+  cluster names they validated (`codec.DecodeCache`, 4 MiB bound) so replicas also share one key object per
+  service, the HTTP API keeps validated keys by their raw names (`ServiceKeyCache`, 4 MiB bound), IPv4 is
+  checked with one regular expression (same answers as before on 100,000 generated strings), and
+  `DatumStore.service_exists` counts tombstones instead of walking them. Measured: the core and codec
+  alone (three `DistroNode`s in one process exchanging encoded frames, 20,000 new instances in 64
+  services, process time, a scratch driver; load average ~8) 188 / 182 / 153 -> 142 / 115 / 116 µs per
+  registration in three interleaved pairs; two runtimes over a real link (`python -m
+  tests.cluster.test_forward_batch 20000 48`, load average 8-9) 140 / 130 / 159 -> 97 / 131 / 136 µs per
+  forwarded registration. In the cluster (`scripts/bench --quick --only main`, three interleaved pairs
+  against the code before, with the 2 ms replication below, load average 8.4-12.4): server CPU per
+  registration 356 / 459 / 369 -> 280 / 365 / 317 µs (-21%, -21%, -14%), registrations/s 1,804 / 1,929 /
+  1,659 -> 2,897 / 2,130 / 2,497. On a machine this busy (the nodes waited 2-3 s for a CPU per CPU-second)
+  every figure is about twice what a quiet run gives, so the ratio against r-nacos needs both in one
+  quiet run; whether the target (two thirds of r-nacos's CPU) is met is not known from these runs.
+- **Replication coalescing 10 -> 2 ms** (`sync_delay_ms`, docs/design.md). A stream of changes to a peer is
+  flushed `sync_delay_ms` after its first change unless the peer had been quiet that long; under 1,000
+  registrations/s (~330/s per owner and peer, ~3 ms apart) it was almost never quiet for 10 ms, so most
+  writes waited up to 10 ms for their batch: most of the 10 ms budget for visibility p99. At 2 ms the
+  saturated registration sweep sends about twice the batches (`distro_sync_batches_sent_total` over an
+  8 s sweep: 0.15 batches per registration at 10 ms, 13 entries each; 0.28 at 2 ms, 7 entries; 0.31 with
+  no delay at all, where the event loop's passes alone coalesce), at ~8 µs of CPU per extra message
+  (encode, decode and merge of a 1-entry against a 20-entry batch, one process) plus a timer wake-up per
+  flush and, when nothing else is queued for that peer, a frame: an estimated 2-3% of a registration at
+  saturation. Four alternating sweeps each on this machine (load average 8.4-9) could not tell them
+  apart: 288 / 328 / 326 / 304 µs per registration at 10 ms, 284 / 365 / 283 / 374 µs at 2 ms.
+  `--sync-delay-ms 10` restores the old trade. The visibility target itself could not be checked on this machine during the work
+  (load average 8-14: even the idle cluster's p50 was 6-18 ms, and p99 under background load moved
+  between 63 and 416 ms from run to run for the same code).
+- **Bulk registrations and service size**: the bulk figure (100,000 new instances into 1,000 services) is
+  not lower because per-write work grows with a service's size. Registering 30,000 instances into 1,000
+  services and into 64 services on fresh clusters, alternately, cost 372 / 329 and 393 / 291 µs per
+  registration; 100,000 into 1,000 services ran without a downward trend in its 0.25 s throughput buckets
+  (it followed the machine's load); and py-spy profiles of the bulk phase and of the 64-service sweep have
+  the same shape (no function of the write path grows). What differs is the measurement: the bulk run is a
+  fixed count (its first and last buckets run below the closed-loop rate), and it creates 1,000 services
+  (an implicit service entry, an ownership hash and a catalog entry each) and 100,000 instances' worth of
+  heap.
+
 Where the time goes now:
 
 - **Registration** (`POST instance`): the HTTP server ~43% (the loopback `send` of the answer ~20-26%),
   the peer link ~42% inclusive (read 25%: decode ~9%, the core applying and merging ~13%; write 17%:
   `send_all` ~10%, encode ~4%), `NamingApi.register` ~10%, `NodeRuntime.submit` ~6%; `DistroNode` (apply,
-  merge, notifier) ~16% across those.
+  merge, notifier) ~16% across those. After issue 15's write-path work (py-spy on a machine at load
+  average 7-8, where time preempted inside system calls inflates `epoll` and `send`): `ServiceKey` hashing
+  and key parsing no longer show; the HTTP connection's two cancel-scope deadline changes per request
+  (trio's `CancelScope.deadline` with its context manager) are ~3-4%; the rest is as flat as before
+  (`entry_hash` ~1%, `validate_ip` ~1%, dataclass constructors ~1%).
 - **List** (`GET instance/list`): cheap; the host list is cached per view revision, so what remains is the
   per-request header built with `json.dumps` calls, `service_key` validation and the HTTP server.
 - **Beat** (`PUT instance/beat`): before issue 15's receipts, the peer link (two messages per forwarded beat)

@@ -98,7 +98,7 @@ def test_a_namespace_created_anywhere_is_written_by_the_owner_and_replicated() -
     h.advance(h.config.sync_delay_ms)
     assert [r.result for r in h.outputs[via].replies if r.request_id == rid] == [TRUE]
     for node in h.nodes.values():
-        assert node.namespaces() == [("dev", NamespaceInfo("Development", "the dev team", h.now_ms - 10))]
+        assert node.namespaces() == [("dev", NamespaceInfo("Development", "the dev team", h.now_ms - h.config.sync_delay_ms))]
         assert node.view(NAMESPACES_KEY) is None and all(v.key != NAMESPACES_KEY for v in node.views())
     assert owner_of(str(NAMESPACES_KEY), NODES) == h[owner].owner_of(NAMESPACES_KEY)
 
@@ -291,7 +291,7 @@ def test_a_service_created_by_a_registration_outlives_its_last_instance_until_th
     assert answer(h, "n1", Register(key, INST)) == OK
     assert answer(h, "n2", Deregister(key, "DEFAULT", INST.ip, INST.port)) == OK
     emptied_ms = h.now_ms
-    h.advance(CLEAN.empty_service_grace_ms - CLEAN.empty_service_clean_interval_ms - 10)
+    h.advance(CLEAN.empty_service_grace_ms - CLEAN.empty_service_clean_interval_ms - CLEAN.sync_delay_ms)
     for node in h.nodes.values():
         view = node.view(key)
         assert view is not None and view.exists and view.instances == ()
