@@ -562,8 +562,8 @@ LIMITS = {
         "(`distro.codec`, dataclasses) and per `send`.\n\n"
         "What it would take: fewer Python objects per write (msgspec structs or tuples instead of frozen "
         "dataclasses for requests, messages and effects in `distro.codec`/`distro.effects`; `ServiceKey` is a "
-        "named tuple since issue 15's write-path work); no cancel-scope deadline change per keep-alive request "
-        "(two per request, ~2% of the samples with trio's context manager); "
+        "named tuple since issue 15's write-path work, and a keep-alive request no longer changes a cancel-scope "
+        "deadline); "
         "clients that send a write to the owner (the SDK can learn it from `operator/distro/server`), which "
         "removes the forward hop and its two messages; and on this machine, CPU: the loopback `send` of every "
         "HTTP answer is a fifth of the nodes' time and no server-side change removes it."
@@ -864,7 +864,8 @@ Where the time goes now:
   merge, notifier) ~16% across those. After issue 15's write-path work (py-spy on a machine at load
   average 7-8, where time preempted inside system calls inflates `epoll` and `send`): `ServiceKey` hashing
   and key parsing no longer show; the HTTP connection's two cancel-scope deadline changes per request
-  (trio's `CancelScope.deadline` with its context manager) are ~3-4%; the rest is as flat as before
+  (trio's `CancelScope.deadline` with its context manager) were ~3-4% and are gone (a reaper task times
+  keep-alive waits: docs/http-server.md); the rest is as flat as before
   (`entry_hash` ~1%, `validate_ip` ~1%, dataclass constructors ~1%).
 - **List** (`GET instance/list`): cheap; the host list is cached per view revision, so what remains is the
   per-request header built with `json.dumps` calls, `service_key` validation and the HTTP server.
