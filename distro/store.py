@@ -82,6 +82,7 @@ class DatumStore:
     """All datums of one node, keyed by service key, with incrementally maintained digests."""
 
     __slots__ = (
+        "_bound_instances",
         "_datums",
         "_digests",
         "_entry_floors",
@@ -111,6 +112,7 @@ class DatumStore:
         self._tomb_ids: dict[ServiceKey, set[str]] = {}  # key -> entry ids whose entry is a tombstone
         self._tombstones = 0
         self._live_instances = 0
+        self._bound_instances = 0  # live instances bound to a gRPC connection
         self._live_by_key: dict[ServiceKey, int] = {}  # keys with at least one live instance
         self._no_instances: dict[ServiceKey, None] = {}  # stored keys without one (an ordered set)
 
@@ -124,6 +126,17 @@ class DatumStore:
 
     def __len__(self) -> int:
         return len(self._datums)
+
+    @property
+    def bound_instances(self) -> int:
+        """Live instances bound to a gRPC connection, in O(1): with none, nothing can be orphaned and the
+        walks that look for orphans are skipped (they visit every owned instance)."""
+        return self._bound_instances
+
+    @property
+    def instance_entries(self) -> int:
+        """Live instances plus tombstones, in O(1) (:meth:`statistics` counts every entry)."""
+        return self._live_instances + self._tombstones
 
     def datum(self, key: ServiceKey) -> Datum | None:
         """The key's entries (do not mutate), or None."""
@@ -234,6 +247,8 @@ class DatumStore:
                     del self._tomb_ids[key]
         elif isinstance(entry.value, Instance):
             self._live_instances += sign
+            if entry.value.connection:
+                self._bound_instances += sign
             live = self._live_by_key.get(key, 0) + sign
             if live:
                 self._live_by_key[key] = live
@@ -321,5 +336,6 @@ class DatumStore:
         self._tomb_ids.clear()
         self._tombstones = 0
         self._live_instances = 0
+        self._bound_instances = 0
         self._live_by_key.clear()
         self._no_instances.clear()

@@ -39,7 +39,7 @@ from distro.node import DistroNode
 from distro.requests import ClientRequest, Result
 from distro.views import ServiceView
 
-__all__ = ["ChangeListener", "NodeRuntime", "PeerHandler", "PeerTransport", "SettingListener"]
+__all__ = ["SNAPSHOT_BACKLOG_BYTES", "ChangeListener", "NodeRuntime", "PeerHandler", "PeerTransport", "SettingListener"]
 
 log = logging.getLogger("distro.node")
 
@@ -56,6 +56,9 @@ class PeerTransport(Protocol):
     def send(self, node_id: str, message: Message) -> None:
         """Queue a message for a peer; failures come back through the runtime's ``on_send_failed``."""
 
+
+SNAPSHOT_BACKLOG_BYTES = 8 * 1024 * 1024
+"""A snapshot's slices to a peer wait while more than this is queued for it (the send queue's bound is 64 MiB)."""
 
 _OWNER_SILENT = Result(503, "server is busy: the owner of this service did not answer, please try again later!")
 
@@ -305,6 +308,16 @@ class NodeRuntime:
             event = self._change_events[key] = trio.Event()
         return event
 
+    def _pace_snapshots(self) -> None:
+        """Hold the snapshot slices to a peer whose send queue is long (a transport that cannot say how long
+        its queue is, as the in-memory one, is never held)."""
+        targets = self.node.snapshot_targets()
+        queued_bytes = getattr(self.transport, "queued_bytes", None)
+        if not targets or queued_bytes is None:
+            return
+        for peer_id in targets:
+            self.node.hold_snapshot(peer_id, queued_bytes(peer_id) > SNAPSHOT_BACKLOG_BYTES)
+
     # -- the timer task ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Tick the core at its deadlines until cancelled."""
@@ -320,7 +333,8 @@ class NodeRuntime:
                 await trio.lowlevel.checkpoint()
             self._wake = trio.Event()
             self._scheduled_ms = None
+            self._pace_snapshots()
             self.node.tick(self.now_ms())
             self._dispatch()
             self._give_up_waiting()
-            gctune.maintain()
+            gctune.maintain(self.node.store.instance_entries)
