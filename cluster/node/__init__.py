@@ -8,8 +8,9 @@
     memlink    an in-memory peer transport for tests
     listeners  the one place that opens listening TCP sockets
     gctune     garbage-collector settings of a node process
+    stallwatch logs task steps that hold the event loop too long (DISTRO_STALL_LOG_MS)
 
 Nothing is imported here, so importing one submodule never drags in the others.
 """
 
-__all__ = ["gctune", "listeners", "main", "memlink", "peerlink", "pump", "settings", "wiring"]
+__all__ = ["gctune", "listeners", "main", "memlink", "peerlink", "pump", "settings", "stallwatch", "wiring"]

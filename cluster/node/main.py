@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import trio
 
-from cluster.node import gctune
+from cluster.node import gctune, stallwatch
 from cluster.node.datadir import DataDir, DataDirError
 from cluster.node.fdlimit import plan_connections, raise_soft_limit
 from cluster.node.listeners import ListenError
@@ -115,10 +115,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except DataDirError as exc:
         print(f"distro-node: {exc}", file=sys.stderr)
         sys.exit(2)
+    try:
+        watch = stallwatch.from_environment()
+    except ValueError as exc:
+        print(f"distro-node: {exc}", file=sys.stderr)
+        sys.exit(2)
     gctune.install()
     settings = _within_fd_limit(settings)
     try:
-        trio.run(_main_async, settings, data_dir)
+        trio.run(_main_async, settings, data_dir, instruments=[watch] if watch is not None else [])
     except* ListenError as group:
         for failure in _leaves(group):
             print(f"distro-node: {failure.strerror or failure}; is another node or program using it?",
