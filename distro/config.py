@@ -37,6 +37,12 @@ class DistroConfig:
     snapshot_timeout_ms: int = 3_000
     snapshot_retry_ms: int = 1_000
     snapshot_chunk_entries: int = 5_000
+    # A snapshot is served in slices of snapshot_slice_chunks chunks, one slice every
+    # snapshot_slice_interval_ms (500k entries/s at most by default): the store is walked a slice at a time, so
+    # serving a million entries never blocks the node, and the send queue to the starting node stays well
+    # under its bound while that node (slower to load than to send) catches up.
+    snapshot_slice_chunks: int = 1
+    snapshot_slice_interval_ms: int = 10
     # A beat for an instance that was explicitly deregistered this recently answers OK without asking the
     # client to register again (a beat already in flight when its instance was removed; Nacos answers 20404
     # and the Java client re-registers what it just removed).
@@ -101,5 +107,6 @@ class DistroConfig:
                      "empty_service_clean_interval_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.sync_batch_entries <= 0 or self.digest_chunk_keys <= 0 or self.snapshot_chunk_entries <= 0:
+        if (self.sync_batch_entries <= 0 or self.digest_chunk_keys <= 0 or self.snapshot_chunk_entries <= 0
+                or self.snapshot_slice_chunks <= 0):
             raise ValueError("batch and chunk sizes must be positive")

@@ -121,6 +121,8 @@ class HeartbeatClocks:
         of a holder just seen down); the node marks them. Orphans already marked (of an earlier death of
         that holder, or of one of its earlier lives) are left alone: their clocks never restart."""
         found: list[tuple[ServiceKey, str, Instance]] = []
+        if not self._store.bound_instances:  # none bound to a connection: no walk over every owned instance
+            return found
         live_instance = self._store.live_instance
         for key, beats in self._last_beat.items():
             for entry_id in beats:

@@ -334,7 +334,7 @@ class DistroNode:
         self._outbox.send(node_id, Ping(self.ready, self.address, self._started_ms))
         if self._snapshot.owes(node_id):
             # It asked while our link to it was down (it restarted before we redialled): answer now.
-            self._snapshot.serve(node_id, self.ready)
+            self._snapshot.serve(node_id, self.ready, now_ms)
         if not self.ready:
             self._snapshot.ask(now_ms, self._membership.peers)
 
@@ -385,6 +385,7 @@ class DistroNode:
             self._snapshot.retry(now_ms, self._membership.peers)
             self._check_snapshot_done(now_ms)
         self._replication.flush_due(now_ms)
+        self._snapshot.serve_due(now_ms)
         if self._pending:
             self._expire_forwards(now_ms)
         if self.ready and now_ms >= self._next_verify_ms:
@@ -435,9 +436,20 @@ class DistroNode:
             self._notifier.drain(self._now, self._outbox)
         return self._outbox.take()
 
+    def snapshot_targets(self) -> tuple[str, ...]:
+        """The peers this node is sending its snapshot to (a slice every ``snapshot_slice_interval_ms``)."""
+        return self._snapshot.targets()
+
+    def hold_snapshot(self, peer_id: str, held: bool) -> None:
+        """Pause (``held``) or resume the snapshot slices to ``peer_id``, whose send queue is long (the runtime
+        knows it; the core does not)."""
+        self._snapshot.hold(peer_id, held)
+
     def next_deadline_ms(self) -> int:
         """When :meth:`tick` next has something to do."""
         deadline = min(self._next_ping_ms, self._next_gc_ms)
+        if self._snapshot.next_slice_ms is not None:
+            deadline = min(deadline, self._snapshot.next_slice_ms)
         if self.ready:
             deadline = min(deadline, self._next_verify_ms, self._next_health_ms, self._cleaner.next_run_ms)
             if len(self.connections):
@@ -591,7 +603,7 @@ class DistroNode:
             if message.want:
                 self._replication.send_items(sender, self._replication.items_for(message.want))
         elif isinstance(message, SnapshotRequest):
-            self._snapshot.serve(sender, self.ready)
+            self._snapshot.serve(sender, self.ready, now_ms)
         elif isinstance(message, SnapshotChunk):
             self._on_snapshot_chunk(sender, message, now_ms)
         elif isinstance(message, Renew):
@@ -867,6 +879,8 @@ class DistroNode:
         renewal takes the mark off, and meanwhile the instance stays listed). Of an earlier life of a holder
         (made before its current life started, as its pings say; this node's own: not in its table): dead
         for sure, marked as of when that life started (or now, if earlier)."""
+        if not self.store.bound_instances:  # none bound to a connection: nothing to mark, no walk
+            return
         own_tag = node_tag(self.node_id)
         peers = {node_tag(peer_id): peer for peer_id, peer in self._membership.peers.items()}
         found: dict[int, list[tuple[ServiceKey, str, Instance]]] = {}

@@ -8,21 +8,42 @@ for ``snapshot_retry_ms`` hands over to the next. Becoming ready is the node's r
 this module says when.
 
 A ready node answers a ``SnapshotRequest`` with its whole store in chunks of ``snapshot_chunk_entries``
-(a node that is not ready answers one empty "not ready" chunk). When a chunk cannot be delivered, the
-snapshot is owed and sent again when the link to that peer comes back.
+(a node that is not ready answers one empty "not ready" chunk), ``snapshot_slice_chunks`` chunks every
+``snapshot_slice_interval_ms``: the store is walked key by key as the chunks are made, so serving a large
+registry never blocks the node (a million entries built at once stalled it for seconds). The runtime holds
+the slices to a peer while its send queue is long (:meth:`StartupSnapshot.hold`): the starting node loads
+slower than a peer sends, and a queue that overflows fails the snapshot. A chunk's ``total`` is ``seq + 2`` while more follow and
+``seq + 1`` on the last, so a receiver that waits for ``total`` chunks waits for the last one. A key added
+after the walk began may be missed and an entry changed since it was walked is sent as it was then; the
+starting node receives those writes by replication and anti-entropy, as it does any write made after a
+snapshot. When a chunk cannot be delivered, the snapshot is owed and sent again (from the start) when the
+link to that peer comes back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from distro.config import NEVER, DistroConfig
 from distro.effects import Outbox
 from distro.membership import PeerState
 from distro.messages import Item, SnapshotChunk, SnapshotRequest
+from distro.model import ServiceKey
 from distro.store import DatumStore
 
 __all__ = ["StartupSnapshot"]
+
+
+@dataclass(slots=True)
+class _Serving:
+    """A snapshot being sent to one peer: the keys to walk, how far, and entries walked but not yet sent."""
+
+    snapshot_id: int
+    keys: list[ServiceKey]
+    next_key: int = 0
+    seq: int = 0
+    pending: list[Item] = field(default_factory=list)
 
 
 class StartupSnapshot:
@@ -42,6 +63,9 @@ class StartupSnapshot:
         self._asked_ms = NEVER
         self._owed: set[str] = set()  # peers whose snapshot could not be sent: resend on reconnect
         self._counter = 0
+        self._serving: dict[str, _Serving] = {}
+        self._held: set[str] = set()  # peers whose send queue is full: no slice until it drains
+        self.next_slice_ms: int | None = None  # when serve_due sends the next slices (None: nothing to send)
         self.chunks_sent = 0
 
     # ============================================================================================
@@ -121,28 +145,72 @@ class StartupSnapshot:
     # ============================================================================================
     # Serving (to a peer that starts)
     # ============================================================================================
-    def serve(self, requester: str, ready: bool) -> None:
-        """Send ``requester`` this node's snapshot in chunks, or one "not ready" chunk."""
+    def serve(self, requester: str, ready: bool, now_ms: int) -> None:
+        """Start sending ``requester`` this node's snapshot (its first slice now), or one "not ready" chunk."""
         self._owed.discard(requester)
         if not ready:
+            self._serving.pop(requester, None)
             self._outbox.send(requester, SnapshotChunk(False, 0, 0, 1, ()))
             return
-        items: list[Item] = []
-        for key in self._store.keys():
-            datum = self._store.datum(key)
-            assert datum is not None
-            items.extend((key, entry_id, entry) for entry_id, entry in datum.items())
         self._counter += 1
+        self._serving[requester] = _Serving(self._counter, list(self._store.keys()))
+        self._send_slice(requester)
+        self._schedule(now_ms)
+
+    def serve_due(self, now_ms: int) -> None:
+        """Every ``snapshot_slice_interval_ms`` while serving: the next slice of every snapshot being sent."""
+        if self.next_slice_ms is None or now_ms < self.next_slice_ms:
+            return
+        for requester in list(self._serving):
+            if requester not in self._held:
+                self._send_slice(requester)
+        self._schedule(now_ms)
+
+    def targets(self) -> tuple[str, ...]:
+        """The peers a snapshot is being sent to."""
+        return tuple(self._serving)
+
+    def hold(self, peer_id: str, held: bool) -> None:
+        """Pause (or resume) the slices to ``peer_id``: its send queue is over (or back under) a mark. A
+        starting node loads slower than a peer sends, and a queue that overflows fails the snapshot."""
+        if held:
+            self._held.add(peer_id)
+        else:
+            self._held.discard(peer_id)
+
+    def _schedule(self, now_ms: int) -> None:
+        self.next_slice_ms = now_ms + self._config.snapshot_slice_interval_ms if self._serving else None
+
+    def _send_slice(self, requester: str) -> None:
+        serving = self._serving[requester]
         size = self._config.snapshot_chunk_entries
-        total = max(1, (len(items) + size - 1) // size)
-        for seq in range(total):
-            chunk = tuple(items[seq * size : (seq + 1) * size])
+        keys = serving.keys
+        pending = serving.pending
+        for _ in range(self._config.snapshot_slice_chunks):
+            while len(pending) < size and serving.next_key < len(keys):
+                key = keys[serving.next_key]
+                serving.next_key += 1
+                datum = self._store.datum(key)
+                if datum is not None:
+                    pending.extend([(key, entry_id, entry) for entry_id, entry in datum.items()])
+            chunk = tuple(pending[:size])
+            del pending[:size]
+            last = not pending and serving.next_key >= len(keys)
+            seq = serving.seq
+            serving.seq += 1
             self.chunks_sent += 1
-            self._outbox.send(requester, SnapshotChunk(True, self._counter, seq, total, chunk))
+            self._outbox.send(requester, SnapshotChunk(True, serving.snapshot_id, seq, seq + 1 if last else seq + 2,
+                                                       chunk))
+            if last:
+                del self._serving[requester]
+                self._held.discard(requester)
+                return
 
     def owe(self, peer_id: str) -> None:
-        """A chunk for ``peer_id`` could not be delivered: send the snapshot again when it reconnects."""
+        """A chunk for ``peer_id`` could not be delivered: stop, and send the snapshot again when it reconnects."""
         self._owed.add(peer_id)
+        self._serving.pop(peer_id, None)
+        self._held.discard(peer_id)
 
     def owes(self, peer_id: str) -> bool:
         """True when ``peer_id`` asked for a snapshot that could not be delivered."""

@@ -82,6 +82,10 @@ class PeerLinkTransport:
         """Queue a message for a peer (see :meth:`PeerLinks.send`)."""
         self.links.send(node_id, message)
 
+    def queued_bytes(self, node_id: str) -> int:
+        """Encoded bytes waiting to be written to ``node_id`` (the runtime paces a snapshot by it)."""
+        return self.links.statistics().queue_bytes.get(node_id, 0)
+
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen for peers and dial them until cancelled; ``task_status.started(peer_port)``."""
         await self.links.serve(self.host, self.port, task_status=task_status)

@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, metavar="N",
                     help="run only the scale phase (benchlib.scale): N instances, a /healthz pause probe every 10 ms")
     ap.add_argument("--scale-hold", type=float, default=60.0, metavar="S",
-                    help="seconds of churn at scale (gctune's 10-minute unfreeze needs a hold over 600 s)")
+                    help="seconds of churn at scale (long holds show whether the frozen heap is ever collected)")
     ap.add_argument("--memory-profile", type=int, metavar="N",
                     help="run no cluster: where a node's memory per instance goes, N instances in one process "
                          "(benchlib.memory_profile; its own flags after --)")

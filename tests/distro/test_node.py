@@ -372,6 +372,78 @@ def test_a_starting_node_is_not_ready_and_owns_nothing_until_the_snapshot_loads(
     assert n3.is_owner(keys[2]) and n3.statistics().owned_keys == 1
 
 
+def test_a_snapshot_is_served_in_paced_slices_and_the_starter_waits_for_the_last_chunk() -> None:
+    cfg = DistroConfig(snapshot_chunk_entries=3, snapshot_slice_chunks=2, snapshot_slice_interval_ms=20)
+    h = started(cfg)
+    keys = [ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}") for i in range(4)]
+    for i, key in enumerate(keys):  # 4 keys x 4 instances (and their services' entries): chunks of 3
+        for j in range(4):
+            register(h, h["n1"].owner_of(key), key, make_instance(f"10.0.{i}.{j}", PORT))
+    h.advance(cfg.sync_delay_ms + 10)
+    h.crash("n3")
+    h.advance(cfg.ping_interval_ms)
+    n3 = h.boot("n3")
+    h.tick("n3")
+    h.deliver(source="n3")  # the request reaches n1: its first slice goes at once
+    first = h.pending(SnapshotChunk, source="n1")
+    assert [(w.message.seq, w.message.total, len(w.message.items)) for w in first] == [(0, 2, 3), (1, 3, 3)]
+    h.deliver(SnapshotChunk, source="n1")
+    assert not n3.ready
+    h["n1"].tick(h.now_ms + cfg.snapshot_slice_interval_ms - 1)
+    h.collect("n1")
+    assert not h.pending(SnapshotChunk, source="n1")  # not before the interval
+    h["n1"].tick(h.now_ms + cfg.snapshot_slice_interval_ms)
+    h.collect("n1")
+    second = h.pending(SnapshotChunk, source="n1")
+    assert [(w.message.seq, w.message.total) for w in second] == [(2, 4), (3, 5)]
+    h.advance(3 * cfg.snapshot_slice_interval_ms)
+    assert n3.ready
+    assert live_entries(n3) == live_entries(h["n1"])
+    entries = sum(len(h["n1"].store.datum(key) or {}) for key in h["n1"].store.keys())
+    assert h["n1"].statistics().snapshot_chunks_sent == -(-entries // 3)  # every chunk full but the last
+
+
+def test_a_held_snapshot_sends_no_slice_until_released() -> None:
+    cfg = DistroConfig(snapshot_chunk_entries=1, snapshot_slice_chunks=1, snapshot_slice_interval_ms=20)
+    h = started(cfg)
+    key = key_owned_by("n1")
+    for j in range(3):
+        register(h, "n1", key, make_instance(f"10.0.9.{j}", PORT))
+    h.advance(cfg.sync_delay_ms + 10)
+    h.crash("n3")
+    h.advance(cfg.ping_interval_ms)
+    h.boot("n3")
+    h.tick("n3")
+    h.deliver(source="n3")
+    assert len(h.pending(SnapshotChunk, source="n1")) == 1
+    n1 = h["n1"]
+    assert n1.snapshot_targets() == ("n3",)
+    n1.hold_snapshot("n3", True)  # the runtime saw n3's send queue over its mark
+    for step in range(1, 4):
+        n1.tick(h.now_ms + step * cfg.snapshot_slice_interval_ms)
+    h.collect("n1")
+    assert len(h.pending(SnapshotChunk, source="n1")) == 1
+    n1.hold_snapshot("n3", False)
+    n1.tick(h.now_ms + 4 * cfg.snapshot_slice_interval_ms)
+    h.collect("n1")
+    assert len(h.pending(SnapshotChunk, source="n1")) == 2
+    h.advance(10 * cfg.snapshot_slice_interval_ms)
+    assert h["n3"].ready and n1.snapshot_targets() == ()
+
+
+def test_a_snapshot_of_an_empty_store_is_one_empty_last_chunk() -> None:
+    h = started()
+    h.crash("n3")
+    h.advance(h.config.ping_interval_ms)
+    n3 = h.boot("n3")
+    h.tick("n3")
+    h.deliver(source="n3")
+    chunks = h.pending(SnapshotChunk, source="n1")
+    assert [(w.message.ready, w.message.seq, w.message.total, w.message.items) for w in chunks] == [(True, 0, 1, ())]
+    h.deliver(SnapshotChunk, source="n1")
+    assert n3.ready
+
+
 def test_a_starting_node_forwards_once_it_hears_a_ready_peer() -> None:
     h = started()
     key = key_owned_by("n3")
