@@ -179,3 +179,26 @@ async def test_a_held_write_is_answered_when_on_disk_and_a_cancelled_one_is_forg
         await wait_for(lambda: results == [Result(200, "ok")])
         assert runtime._waiting == {}
         nursery.cancel_scope.cancel()
+
+
+async def test_snapshot_slices_to_a_peer_with_a_long_send_queue_are_held(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cluster.node.pump import SNAPSHOT_BACKLOG_BYTES
+    from distro.node import DistroNode
+
+    runtime = NodeRuntime("n1", DistroConfig(cluster_size=3), address="127.0.0.1:8848")
+
+    class Transport:
+        queued = {"n2": SNAPSHOT_BACKLOG_BYTES + 1, "n3": SNAPSHOT_BACKLOG_BYTES}
+
+        def send(self, node_id: str, message: object) -> None:
+            pass
+
+        def queued_bytes(self, node_id: str) -> int:
+            return self.queued[node_id]
+
+    held: dict[str, bool] = {}
+    monkeypatch.setattr(DistroNode, "snapshot_targets", lambda self: ("n2", "n3"))
+    monkeypatch.setattr(DistroNode, "hold_snapshot", lambda self, peer, on: held.__setitem__(peer, on))
+    runtime.transport = Transport()
+    runtime._pace_snapshots()
+    assert held == {"n2": True, "n3": False}
