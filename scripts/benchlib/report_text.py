@@ -868,6 +868,13 @@ samples including idle `epoll`):
   1,659 -> 2,897 / 2,130 / 2,497. On a machine this busy (the nodes waited 2-3 s for a CPU per CPU-second)
   every figure is about twice what a quiet run gives, so the ratio against r-nacos needs both in one
   quiet run; whether the target (two thirds of r-nacos's CPU) is met is not known from these runs.
+  With the keep-alive change below as well (main at 19:02 UTC against daf4275, which also
+  carries other work landed meanwhile, none of it on the v1 registration path), six interleaved
+  `scripts/bench --quick --only register` pairs at load average 2.7-4.2: 333 / 324 / 362 / 391 / 400 /
+  489 -> 250 / 324 / 274 / 307 / 318 / 359 µs per registration (paired median -83 µs, about -23%),
+  registrations/s 4,950 / 4,170 / 4,435 / 3,707 / 3,942 / 1,513 -> 6,561 / 4,422 / 5,891 / 4,388 / 3,305 /
+  2,155. Scaled to the quiet run's 189 µs that would be ~146 µs against the target of 155 µs (two thirds
+  of r-nacos's 233 µs), an extrapolation until r-nacos runs beside it.
 - **Replication coalescing 10 -> 2 ms** (`sync_delay_ms`, docs/design.md). A stream of changes to a peer is
   flushed `sync_delay_ms` after its first change unless the peer had been quiet that long; under 1,000
   registrations/s (~330/s per owner and peer, ~3 ms apart) it was almost never quiet for 10 ms, so most
@@ -881,7 +888,18 @@ samples including idle `epoll`):
   apart: 288 / 328 / 326 / 304 µs per registration at 10 ms, 284 / 365 / 283 / 374 µs at 2 ms.
   `--sync-delay-ms 10` restores the old trade. The visibility target itself could not be checked on this machine during the work
   (load average 8-14: even the idle cluster's p50 was 6-18 ms, and p99 under background load moved
-  between 63 and 416 ms from run to run for the same code).
+  between 63 and 416 ms from run to run for the same code). Two later interleaved `--only main` pairs at
+  load average 5.1-7.3 (the nodes waited ~2.8 s for a CPU per CPU-second), against daf4275: under 1,000
+  registrations/s, visibility p50 / p99 20.7 / 123.0 and 55.8 / 256.2 ms before, 11.3 / 36.3 and 13.3 /
+  66.4 ms after; idle 10.3 / 19.6 and 13.6 / 21.7 before, 9.4 / 14.7 and 10.6 / 21.6 after. Better in both
+  pairs, still far from 10 ms on a machine this busy.
+- **Keep-alive waits without a cancel-scope deadline** (`cluster/http/server.py`, docs/http-server.md): a
+  keep-alive request changed its connection's deadline twice (to the idle timeout while waiting, to none
+  while handling; ~3 µs each through trio's context manager, ~3-4% of the registration profile). A
+  connection waiting for its next request is now listed with the time it started waiting, and one reaper
+  task per server closes the oldest at its own idle timeout. Server CPU per keep-alive request
+  (`scripts/bench_http --serve` driven by `benchlib.loadgen`, 48 connections, three interleaved pairs,
+  load average ~7.5): 45.6 / 39.3 / 46.5 µs before, 35.6 / 38.0 / 36.3 µs after.
 - **Bulk registrations and service size**: the bulk figure (100,000 new instances into 1,000 services) is
   not lower because per-write work grows with a service's size. Registering 30,000 instances into 1,000
   services and into 64 services on fresh clusters, alternately, cost 372 / 329 and 393 / 291 µs per
