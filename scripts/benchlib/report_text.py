@@ -874,7 +874,11 @@ samples including idle `epoll`):
   489 -> 250 / 324 / 274 / 307 / 318 / 359 µs per registration (paired median -83 µs, about -23%),
   registrations/s 4,950 / 4,170 / 4,435 / 3,707 / 3,942 / 1,513 -> 6,561 / 4,422 / 5,891 / 4,388 / 3,305 /
   2,155. Scaled to the quiet run's 189 µs that would be ~146 µs against the target of 155 µs (two thirds
-  of r-nacos's 233 µs), an extrapolation until r-nacos runs beside it.
+  of r-nacos's 233 µs), an extrapolation. Beside r-nacos in the same runs (`scripts/bench --quick --only
+  register,rnacos-register`, 19:09-19:14 UTC, load average 3.5-6.3), ours / r-nacos CPU per registration:
+  0.92, 0.92, 0.80, then interleaved with the code before: before 1.15, 0.90, 1.05; after 0.70, 0.94,
+  0.93 (registrations/s ratio before 0.85, 1.17, 1.02; after 1.54, 1.10, 1.13, and 1.17, 1.16, 0.93 in the
+  first three). Lower than before, but the target (0.67) is not met in any of these runs.
 - **Replication coalescing 10 -> 2 ms** (`sync_delay_ms`, docs/design.md). A stream of changes to a peer is
   flushed `sync_delay_ms` after its first change unless the peer had been quiet that long; under 1,000
   registrations/s (~330/s per owner and peer, ~3 ms apart) it was almost never quiet for 10 ms, so most
