@@ -523,7 +523,10 @@ class NamingApi:
     async def operator_metrics(self, request: Request, params: Params) -> Response:
         """GET /operator/metrics."""
         stats = self.node.statistics()
-        owned_instances = sum(len(v.instances) for v in self.node.views() if self.node.is_owner(v.key))
+        # The store's per-key counts: len(view.instances) built every owned view's sorted tuple (230 ms of
+        # one CPU per call at 1M instances, scripts/bench --scale 1000000).
+        store = self.node.store
+        owned_instances = sum(store.live_instance_count(v.key) for v in self.node.views() if self.node.is_owner(v.key))
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
         return Response.json(
             {
