@@ -91,7 +91,9 @@ class DatumStore:
         "_live_by_key",
         "_live_instances",
         "_no_instances",
+        "_tomb_heap",
         "_tomb_ids",
+        "_tomb_pushes",
         "_tombstones",
         "deletion_records_dropped",
         "forgotten",
@@ -110,6 +112,10 @@ class DatumStore:
         self._floors: dict[ServiceKey, Version] = {}  # key floors (instances, implicit markers)
         self._entry_floors: dict[tuple[ServiceKey, str], Version] = {}  # entry floors (cluster data)
         self._tomb_ids: dict[ServiceKey, set[str]] = {}  # key -> entry ids whose entry is a tombstone
+        # Every tombstone by when it was written, oldest first (and items whose tombstone was replaced since:
+        # skipped when popped), so a collection pass looks only at the tombstones that are due.
+        self._tomb_heap: list[tuple[int, int, ServiceKey, str]] = []  # (ms, push number: no key compared, ...)
+        self._tomb_pushes = 0
         self._tombstones = 0
         self._live_instances = 0
         self._bound_instances = 0  # live instances bound to a gRPC connection
@@ -240,6 +246,8 @@ class DatumStore:
             self._tombstones += sign
             if sign > 0:
                 self._tomb_ids.setdefault(key, set()).add(entry_id)
+                self._tomb_pushes += 1
+                heapq.heappush(self._tomb_heap, (entry.ms, self._tomb_pushes, key, entry_id))
             else:
                 ids = self._tomb_ids[key]
                 ids.discard(entry_id)
@@ -262,11 +270,10 @@ class DatumStore:
         past ``max_deletion_records`` are forgotten, oldest first (listed in :attr:`forgotten`)."""
         self.forgotten = []
         changed: list[ServiceKey] = []
-        for key, ids in list(self._tomb_ids.items()):
+        for key, due in self._due_tombstones(older_than_ms).items():
             datum = self._datums[key]
-            doomed = [(entry_id, datum[entry_id]) for entry_id in ids if datum[entry_id].ms < older_than_ms]
-            if not doomed:
-                continue
+            ids = self._tomb_ids[key]
+            doomed = [(entry_id, datum[entry_id]) for entry_id in due]
             digest = self._digests.get(key, 0)
             floor = self._floors.get(key)
             raised: DeletionRecord | None = None
@@ -295,6 +302,23 @@ class DatumStore:
             changed.append(key)
         self._forget_over_budget()
         return changed
+
+    def _due_tombstones(self, older_than_ms: int) -> dict[ServiceKey, dict[str, None]]:
+        """The tombstones written before ``older_than_ms``, by key (popped off the heap: the cost follows
+        how many are due, not how many are kept)."""
+        heap = self._tomb_heap
+        if len(heap) > 2 * self._tombstones + 1024:  # mostly replaced tombstones: rebuild from the index
+            heap[:] = [(self._datums[key][entry_id].ms, n, key, entry_id)
+                       for n, (key, entry_id) in enumerate((k, e) for k, ids in self._tomb_ids.items() for e in ids)]
+            heapq.heapify(heap)
+        due: dict[ServiceKey, dict[str, None]] = {}
+        while heap and heap[0][0] < older_than_ms:
+            ms, _, key, entry_id = heapq.heappop(heap)
+            ids = self._tomb_ids.get(key)
+            if ids is None or entry_id not in ids or self._datums[key][entry_id].ms != ms:
+                continue  # replaced by a newer entry (whose own item, if a tombstone, is on the heap)
+            due.setdefault(key, {})[entry_id] = None
+        return due
 
     # -- the deletion-record budget ----------------------------------------------------------------
     def _holds(self, record: DeletionRecord) -> bool:
@@ -334,6 +358,7 @@ class DatumStore:
         self._floor_heap.clear()
         self.forgotten = []
         self._tomb_ids.clear()
+        self._tomb_heap.clear()
         self._tombstones = 0
         self._live_instances = 0
         self._bound_instances = 0
