@@ -112,17 +112,12 @@ class NodeRuntime:
     # -- inputs -----------------------------------------------------------------------------------
     async def submit(self, request: ClientRequest) -> Result:
         """Apply a client write (here, or at its owner) and wait for the answer."""
-        self._request_seq += 1
-        request_id = self._request_seq
-        result = self.node.handle_client(request_id, request, self.now_ms())
-        if result is not None:
-            self._after_input()
-            return result
         # The task parks until its answer comes (ClientReply) or, should the core never answer, until
         # forward_wait_ms has passed (the timer task gives up on it): no Event or cancel scope per write.
-        waiter = _Waiter(trio.lowlevel.current_task(), trio.current_time() + self.forward_wait_ms / 1000)
-        self._waiting[request_id] = waiter
-        self._after_input()
+        request_id, outcome = self._begin(request, trio.lowlevel.current_task())
+        if not isinstance(outcome, _Waiter):
+            return outcome
+        waiter = outcome
         if waiter.result is None:
             waiter.parked = True
 
@@ -139,18 +134,26 @@ class NodeRuntime:
         else None and ``on_result(answer)`` later, called from whichever task delivers it (the peer link
         that brought the owner's reply, or the timer that gives up after ``forward_wait_ms``). The gRPC
         front door answers its writes this way, with no task per call. ``on_result`` must not raise."""
+        _, outcome = self._begin(request, None)
+        if not isinstance(outcome, _Waiter):
+            return outcome
+        if outcome.result is None:
+            outcome.callback = on_result
+        return outcome.result
+
+    def _begin(self, request: ClientRequest, task: trio.lowlevel.Task | None) -> tuple[int, Result | _Waiter]:
+        """Hand a client write to the core: its answer when known at once, else the waiter now registered
+        for it (``task`` parks on it, or None for a callback), which gives up after ``forward_wait_ms``."""
         self._request_seq += 1
         request_id = self._request_seq
         result = self.node.handle_client(request_id, request, self.now_ms())
         if result is not None:
             self._after_input()
-            return result
-        waiter = _Waiter(None, trio.current_time() + self.forward_wait_ms / 1000)
+            return request_id, result
+        waiter = _Waiter(task, trio.current_time() + self.forward_wait_ms / 1000)
         self._waiting[request_id] = waiter
         self._after_input()
-        if waiter.result is None:
-            waiter.callback = on_result
-        return waiter.result
+        return request_id, waiter
 
     def on_message(self, sender: str, message: Message) -> None:
         """A decoded message from an authenticated peer (see :meth:`on_messages`)."""

@@ -39,13 +39,13 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from benchlib.httpraw import HttpError, RawConn, ResponseParser, build_request, split_addr
-from benchlib.openloop import OpenLoop, percentiles
+from benchlib.openloop import OpenLoop, Stats, percentiles
 
 __all__ = ["Config", "Generator", "instance_of", "main", "percentiles"]
 
@@ -75,33 +75,6 @@ class Config:
     prefix: str = "bench"
     bucket_s: float = 0.25
     lease_ttl: int = 600
-
-
-@dataclass
-class Stats:
-    """Outcomes and latencies of a run, with a per-bucket timeline of successes."""
-
-    ok: int = 0
-    failed: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    latencies_ms: list[float] = field(default_factory=list)
-    timeline: list[int] = field(default_factory=list)
-    first_ms: float | None = None
-    last_ms: float | None = None
-
-    def record(self, good: bool, latency_s: float, t_rel: float, bucket_s: float, error: str = "") -> None:
-        if good:
-            self.ok += 1
-            b = int(t_rel / bucket_s)
-            tl = self.timeline
-            if b >= len(tl):
-                tl.extend([0] * (b + 1 - len(tl)))
-            tl[b] += 1
-        else:
-            self.failed += 1
-            if error:
-                self.errors[error] = self.errors.get(error, 0) + 1
-        self.latencies_ms.append(latency_s * 1000.0)
 
 
 class Generator:

@@ -34,6 +34,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from benchlib.httpraw import HttpError, ResponseParser, split_addr
@@ -63,27 +64,20 @@ class _Conn:
         self.retry_at = 0.0
 
 
-class Window:
-    """Outcomes of the requests completed (and scheduled) since the window began."""
+@dataclass
+class Stats:
+    """Outcomes and latencies of a run, with a per-bucket timeline of successes."""
 
-    def __init__(self, start: float, bucket_s: float) -> None:
-        self.start = start
-        self.bucket_s = bucket_s
-        self.ok = 0
-        self.failed = 0
-        self.scheduled = 0
-        self.errors: dict[str, int] = {}
-        self.latencies_ms: list[float] = []
-        self.lags_ms: list[float] = []
-        self.timeline: list[int] = []
-        self.no_idle_conn = 0
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        self.cpu0 = ru.ru_utime + ru.ru_stime
+    ok: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    timeline: list[int] = field(default_factory=list)
 
-    def record(self, good: bool, latency_s: float, t: float, error: str = "") -> None:
+    def record(self, good: bool, latency_s: float, t_rel: float, bucket_s: float, error: str = "") -> None:
         if good:
             self.ok += 1
-            b = int((t - self.start) / self.bucket_s)
+            b = int(t_rel / bucket_s)
             tl = self.timeline
             if b >= len(tl):
                 tl.extend([0] * (b + 1 - len(tl)))
@@ -93,6 +87,24 @@ class Window:
             if error:
                 self.errors[error] = self.errors.get(error, 0) + 1
         self.latencies_ms.append(latency_s * 1000.0)
+
+
+class Window(Stats):
+    """Outcomes of the requests completed (and scheduled) since the window began."""
+
+    def __init__(self, start: float, bucket_s: float) -> None:
+        super().__init__()
+        self.start = start
+        self.bucket_s = bucket_s
+        self.scheduled = 0
+        self.lags_ms: list[float] = []
+        self.no_idle_conn = 0
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu0 = ru.ru_utime + ru.ru_stime
+
+    def note(self, good: bool, latency_s: float, t: float, error: str = "") -> None:
+        """One request completed at ``t`` (absolute time)."""
+        self.record(good, latency_s, t - self.start, self.bucket_s, error)
 
 
 class OpenLoop:
@@ -132,7 +144,7 @@ class OpenLoop:
             sock.setblocking(False)
         except (OSError, HttpError, ValueError, KeyError) as exc:
             c.retry_at = now + RECONNECT_S
-            self.win.record(False, 0.0, now, f"connect: {type(exc).__name__}: {str(exc)[:60]}")
+            self.win.note(False, 0.0, now, f"connect: {type(exc).__name__}: {str(exc)[:60]}")
             return
         c.sock, c.fd, c.parser = sock, sock.fileno(), ResponseParser()
         self.by_fd[c.fd] = c
@@ -141,7 +153,7 @@ class OpenLoop:
 
     def _drop(self, c: _Conn, now: float, msg: str) -> None:
         if c.due is not None:
-            self.win.record(False, now - c.due, now, msg)
+            self.win.note(False, now - c.due, now, msg)
             c.due = None
         if c.sock is not None:
             self.by_fd.pop(c.fd, None)
@@ -220,7 +232,7 @@ class OpenLoop:
                 self._drop(c, now, "response without a request")
                 return
             good = self.check(status, body)
-            self.win.record(good, now - c.due, now, "" if good else f"{status} {body[:60]!r}")
+            self.win.note(good, now - c.due, now, "" if good else f"{status} {body[:60]!r}")
             c.due = None
             self.idle.append(c)
 
