@@ -227,11 +227,11 @@ def validate_metadata(
     Bounded in keys and (encoded) bytes; a nested value is refused. ``raw`` is the text the client sent,
     quoted in the error when there is one.
     """
-    shown = raw if raw is not None else json.dumps(parsed, ensure_ascii=False, default=str)[:512]
     result: dict[str, str] = {}
     size = 0
     for key, value in parsed.items():
         if isinstance(value, dict | list):
+            shown = raw if raw is not None else json.dumps(parsed, ensure_ascii=False, default=str)[:512]
             raise ValidationError(f"metadata format incorrect:{shown}")
         if value is None:
             continue
