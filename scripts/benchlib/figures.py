@@ -26,6 +26,11 @@ TARGETS: dict[str, tuple[str, float | None, str]] = {
     "bytes_per_instance": ("≤ 400 B", 400.0, "max"),
     "snapshot_load_ms": ("≤ 2,000 ms at 100k", 2000.0, "max"),
     "max_heartbeating_instances": ("100,000", 100000.0, "min"),
+    "grpc_register_per_s": ("≥ 1.5x r-nacos", 1.5, "min_ratio"),
+    "cpu_us_per_grpc_register": ("≤ 2/3 of r-nacos's", 2 / 3, "max_ratio"),
+    "grpc_push_p99_ms": ("≤ 50 ms", 50.0, "max"),
+    "grpc_clients_held": ("10,000 (full mode)", 10000.0, "min"),
+    "grpc_bytes_per_connection": ("-", None, ""),
 }
 
 ETCD_KEYS = ("register_per_s", "converge_p50_ms", "converge_p99_ms")
@@ -48,6 +53,40 @@ def _system_figures(d: dict[str, Any], into: dict[str, Any]) -> None:
     into["bytes_per_instance"] = mem.get("bytes_per_instance")
     into["snapshot_load_ms"] = mem.get("snapshot_load_ms")
     into["max_heartbeating_instances"] = d.get("ramp", {}).get("max_heartbeating_instances")
+    _grpc_figures(d.get("grpc", {}), into)
+
+
+def _grpc_figures(grpc: dict[str, Any], into: dict[str, Any]) -> None:
+    """The gRPC phase's figures (``benchlib.grpcbench``): the lean client's best round, the push probe, the
+    clients held (set up and still connected at the end) and the node memory per connection."""
+    reg, hold = grpc.get("register", {}), grpc.get("hold", {})
+    into["grpc_register_per_s"] = reg.get("per_s")
+    into["cpu_us_per_grpc_register"] = reg.get("server_cpu_us_per_reg")
+    into["grpc_push_p99_ms"] = grpc.get("push", {}).get("p99_ms")
+    held = None
+    if hold.get("connections") is not None:
+        held = hold["connections"] - (hold.get("failed_setups") or 0)
+        if hold.get("alive_at_end") is not None:
+            held = min(held, hold["alive_at_end"])
+    into["grpc_clients_held"] = held
+    into["grpc_bytes_per_connection"] = hold.get("bytes_per_connection")
+
+
+def list_size(results: dict[str, Any]) -> str | None:
+    """The size of the services the list phase listed ("64 services of 100 instances each"), the same for
+    every system that ran it (each system's own when they differ); None for runs from before the list phase
+    had a set of its own (they listed what their registration run left)."""
+    sizes = {}
+    for name, d in (("ours", results["details"].get("distro", {})), ("r-nacos", results["details"].get("rnacos", {}))):
+        run = d.get("main", {}).get("list", {}) if isinstance(d, dict) else {}
+        if run.get("instances_per_service") is not None:
+            sizes[name] = f"{run['services']:,} services of {run['instances_per_service']:,} instances each"
+    if not sizes:
+        return None
+    if len(set(sizes.values())) == 1:
+        return next(iter(sizes.values())) + ", registered for it" + (" (ours and r-nacos alike)" if len(sizes) > 1
+                                                                     else "")
+    return "; ".join(f"{name}: {size}" for name, size in sizes.items()) + " (NOT the same size)"
 
 
 def figures(results: dict[str, Any]) -> None:
@@ -119,4 +158,7 @@ def table(results: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    size = list_size(results)
+    if size:
+        lines.append(f"list_per_s lists {size}")
     return "\n".join(lines)

@@ -1,7 +1,9 @@
-"""The gRPC phase of ``scripts/bench``: Nacos 2.x clients against our three nodes (``--only grpc``).
+"""The gRPC phases of ``scripts/bench``: Nacos 2.x clients against our three nodes (``--only grpc``) and
+against three r-nacos members (``--only rnacos-grpc``; also a sub-phase of ``rnacos``), the same way.
 
-Three figures, each on a fresh cluster (heartbeat timeouts of an hour, as the main phase), with the grpcio
-load generator (``benchlib/grpcload.py``) in a process of its own:
+Three figures, each on a fresh cluster (heartbeat timeouts of an hour, as the main phase), with the load
+generators (``benchlib/grpcraw.py``, ``benchlib/grpcload.py``) in processes of their own. Both systems serve
+gRPC on their HTTP port + 1000, as Nacos clients expect:
 
 * registrations/s over gRPC, closed loop (``grpc_reg_connections`` connections spread over the nodes, each
   registering its instance in 64 services in turn, every call a real write), and the server CPU per
@@ -13,6 +15,10 @@ load generator (``benchlib/grpcload.py``) in a process of its own:
   node's subscriber (p50/p99);
 * connected clients held: ``grpc_hold`` connections across the cluster, each with one instance and one
   subscription, held for ``grpc_hold_s``; every node must list every instance; node memory per connection.
+
+r-nacos gets the same rounds but those of grpcio's client (whose CPU per call is the figure it measures on
+this machine, not the server's); its connections and instances are counted from its ``/metrics``
+(``grpc_conn_size``, collected every second for this phase instead of every 15 s) and ``catalog/services``.
 """
 
 from __future__ import annotations
@@ -21,15 +27,20 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchlib.procs import DistroCluster, ProcessSet, cpu_seconds, http_get, log, rss_bytes, start_distro
+from benchlib.rnacos import RnacosCluster, instance_count, start_rnacos
 from benchlib.runner import Profiler, run_loadgen
 
 LOAD = Path(__file__).resolve().parent / "grpcload.py"
 RAW_LOAD = Path(__file__).resolve().parent / "grpcraw.py"
 LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3600000"]
+Cluster = DistroCluster | RnacosCluster
+# (connections open, instances listed) on each node, from the nodes themselves
+Census = Callable[[list[str]], tuple[list[int], list[int]]]
 SIZES: dict[str, dict[str, Any]] = {
     "full": {"grpc_reg_connections": 48, "grpc_reg_s": 10.0, "grpc_reg_rounds": 3, "grpc_push_samples": 200, "grpc_hold": 10_000,
              "grpc_hold_s": 30.0},
@@ -59,7 +70,7 @@ def _metric(addr: str, name: str) -> float:
     raise KeyError(name)
 
 
-def _grpc_round(cluster: DistroCluster, sizes: dict[str, Any], profile: tuple[Profiler, str] | None,
+def _grpc_round(cluster: Cluster, sizes: dict[str, Any], profile: tuple[Profiler, str] | None,
                 client: str = "raw") -> dict[str, Any]:
     pids = [cluster.node(i).pid for i in range(3)]
     before = [cpu_seconds(pid) for pid in pids]
@@ -78,7 +89,7 @@ def _grpc_round(cluster: DistroCluster, sizes: dict[str, Any], profile: tuple[Pr
     return result
 
 
-def _http_round(cluster: DistroCluster, sizes: dict[str, Any], round_no: int) -> dict[str, Any]:
+def _http_round(cluster: Cluster, sizes: dict[str, Any], round_no: int) -> dict[str, Any]:
     pids = [cluster.node(i).pid for i in range(3)]
     before = [cpu_seconds(pid) for pid in pids]
     r = run_loadgen(["--workload", "distro-register", "--targets", ",".join(cluster.addrs), "--connections",
@@ -90,28 +101,30 @@ def _http_round(cluster: DistroCluster, sizes: dict[str, Any], round_no: int) ->
             "client_cpu_us_per_call": r.get("cpu_us_per_request")}
 
 
-def _registrations(cluster: DistroCluster, sizes: dict[str, Any], profiler: Profiler) -> dict[str, Any]:
+def _registrations(cluster: Cluster, sizes: dict[str, Any], profiler: Profiler, grpcio: bool = True) -> dict[str, Any]:
     """Alternating rounds on the same cluster: v1 HTTP, gRPC with the lean generator (``grpcraw``, the headline
-    figure: it costs the client about what the HTTP generator does), gRPC with grpcio's client; the best
-    round of each."""
-    runs: dict[str, list[dict[str, Any]]] = {"http": [], "raw": [], "grpcio": []}
+    figure: it costs the client about what the HTTP generator does) and, with ``grpcio``, gRPC with grpcio's
+    client; the best round of each."""
+    runs: dict[str, list[dict[str, Any]]] = {"http": [], "raw": [], **({"grpcio": []} if grpcio else {})}
     for n in range(sizes["grpc_reg_rounds"]):
         runs["http"].append(_http_round(cluster, sizes, n))
         log(f"  v1 HTTP round {n + 1}: {runs['http'][-1]}")
         runs["raw"].append(_grpc_round(cluster, sizes, (profiler, "grpc-register") if n == 0 else None))
         log(f"  gRPC (lean client) round {n + 1}: {runs['raw'][-1]}")
-        runs["grpcio"].append(_grpc_round(cluster, sizes, None, client="grpcio"))
-        log(f"  gRPC (grpcio) round {n + 1}: {runs['grpcio'][-1]}")
+        if grpcio:
+            runs["grpcio"].append(_grpc_round(cluster, sizes, None, client="grpcio"))
+            log(f"  gRPC (grpcio) round {n + 1}: {runs['grpcio'][-1]}")
     best = {name: max(rounds, key=lambda r: r["per_s"]) for name, rounds in runs.items()}
     http_per_s = best["http"]["per_s"]
-    return {**best["raw"], "client": "grpcraw", "rounds": runs["raw"],
-            "http": {**best["http"], "rounds": runs["http"]},
-            "grpcio": {**best["grpcio"], "rounds": runs["grpcio"]},
-            "ratio": round(best["raw"]["per_s"] / http_per_s, 2) if http_per_s else None,
-            "ratio_grpcio": round(best["grpcio"]["per_s"] / http_per_s, 2) if http_per_s else None}
+    out = {**best["raw"], "client": "grpcraw", "rounds": runs["raw"], "http": {**best["http"], "rounds": runs["http"]},
+           "ratio": round(best["raw"]["per_s"] / http_per_s, 2) if http_per_s else None}
+    if grpcio:
+        out["grpcio"] = {**best["grpcio"], "rounds": runs["grpcio"]}
+        out["ratio_grpcio"] = round(best["grpcio"]["per_s"] / http_per_s, 2) if http_per_s else None
+    return out
 
 
-def _hold(cluster: DistroCluster, sizes: dict[str, Any]) -> dict[str, Any]:
+def _hold(cluster: Cluster, sizes: dict[str, Any], census: Census) -> dict[str, Any]:
     count = sizes["grpc_hold"]
     pids = [cluster.node(i).pid for i in range(3)]
     before = [rss_bytes(pid) for pid in pids]
@@ -122,8 +135,7 @@ def _hold(cluster: DistroCluster, sizes: dict[str, Any]) -> dict[str, Any]:
     ready = json.loads(proc.stdout.readline() or "{}")
     time.sleep(sizes["grpc_hold_s"] / 2)
     after = [rss_bytes(pid) for pid in pids]
-    listed = [int(_metric(addr, "distro_live_instances")) for addr in cluster.addrs]
-    open_now = [int(_metric(addr, "distro_grpc_connections_open")) for addr in cluster.addrs]
+    open_now, listed = census(cluster.addrs)
     end = json.loads(proc.communicate(timeout=sizes["grpc_hold_s"] + 120)[0].strip().splitlines()[-1])
     return {
         "connections": count, "failed_setups": ready.get("failed"), "setup_s": ready.get("setup_s"),
@@ -133,37 +145,71 @@ def _hold(cluster: DistroCluster, sizes: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def phase_grpc(m: dict[str, Any], ps: ProcessSet, mode: str, profiler: Profiler | None = None) -> dict[str, Any]:
-    """All three figures; each on a fresh cluster. Skipped (noted) without grpcio (the bench extra)."""
+def _ours_census(addrs: list[str]) -> tuple[list[int], list[int]]:
+    return ([int(_metric(a, "distro_grpc_connections_open")) for a in addrs],
+            [int(_metric(a, "distro_live_instances")) for a in addrs])
+
+
+def _rnacos_census(addrs: list[str]) -> tuple[list[int], list[int]]:
+    return ([int(_metric(a, "grpc_conn_size")) for a in addrs], [instance_count(a, "grpc-hold") for a in addrs])
+
+
+def _no_grpcio() -> dict[str, Any] | None:
     try:
         import grpc  # noqa: F401
     except ImportError:
-        log("ours over gRPC: skipped, grpcio is not installed (pip install -e '.[bench]')")
+        log("gRPC phase: skipped, grpcio is not installed (pip install -e '.[bench]')")
         return {"skipped": "grpcio is not installed (pip install -e '.[bench]')"}
-    sizes = SIZES[mode]
+    return None
+
+
+def _measure(label: str, start: Callable[[bool], Cluster], census: Census, sizes: dict[str, Any],
+             profiler: Profiler, grpcio: bool) -> dict[str, Any]:
+    """The three figures of one system: ``start(long_timeouts)`` gives a fresh cluster of it."""
     out: dict[str, Any] = {}
-    log("ours over gRPC: registrations/s")
-    cluster = start_distro(ps, "grpc-reg", LONG_TIMEOUTS)
+    log(f"{label} over gRPC: registrations/s")
+    cluster = start(True)
     try:
-        out["register"] = _registrations(cluster, sizes, profiler or Profiler(None))
+        out["register"] = _registrations(cluster, sizes, profiler, grpcio=grpcio)
         reg = out["register"]
-        log(f"  gRPC {reg['per_s']}/s ({reg['server_cpu_us_per_reg']} us server CPU each; grpcio's client: "
-            f"{reg['grpcio']['per_s']}/s, {reg['grpcio']['server_cpu_us_per_reg']} us) vs v1 HTTP "
-            f"{reg['http']['per_s']}/s ({reg['http']['server_cpu_us_per_reg']} us): ratio {reg['ratio']}")
-        log("ours over gRPC: change -> subscriber")
+        log(f"  gRPC {reg['per_s']}/s ({reg['server_cpu_us_per_reg']} us server CPU each"
+            + (f"; grpcio's client: {reg['grpcio']['per_s']}/s, {reg['grpcio']['server_cpu_us_per_reg']} us"
+               if grpcio else "")
+            + f") vs v1 HTTP {reg['http']['per_s']}/s ({reg['http']['server_cpu_us_per_reg']} us): "
+            f"ratio {reg['ratio']}")
+        log(f"{label} over gRPC: change -> subscriber")
         out["push"] = _load("push", "--server", cluster.addrs[0], "--http", cluster.addrs[1], "--samples",
                             str(sizes["grpc_push_samples"]), timeout=300)
         log(f"  {out['push']}")
     finally:
         cluster.stop()
-    log(f"ours over gRPC: {sizes['grpc_hold']} connected clients")
-    cluster = start_distro(ps, "grpc-hold", [])
+    log(f"{label} over gRPC: {sizes['grpc_hold']} connected clients")
+    cluster = start(False)
     try:
-        out["hold"] = _hold(cluster, sizes)
+        out["hold"] = _hold(cluster, sizes, census)
         log(f"  {out['hold']}")
     finally:
         cluster.stop()
     return out
 
 
-__all__ = ["SIZES", "phase_grpc"]
+def phase_grpc(m: dict[str, Any], ps: ProcessSet, mode: str, profiler: Profiler | None = None) -> dict[str, Any]:
+    """Our three figures; each on a fresh cluster. Skipped (noted) without grpcio (the bench extra)."""
+    def start(long_timeouts: bool) -> Cluster:
+        return start_distro(ps, "grpc-reg" if long_timeouts else "grpc-hold", LONG_TIMEOUTS if long_timeouts else [])
+
+    return _no_grpcio() or _measure("ours", start, _ours_census, SIZES[mode], profiler or Profiler(None), True)
+
+
+def phase_rnacos_grpc(ps: ProcessSet, mode: str, binary: str) -> dict[str, Any]:
+    """r-nacos's three figures, as ours (but grpcio's client): registrations and push on members with naming
+    timeouts of an hour, the clients held on members with its defaults (no py-spy: it is not Python)."""
+    def start(long_timeouts: bool) -> Cluster:
+        label = "rgrpc-reg" if long_timeouts else "rgrpc-hold"
+        return start_rnacos(ps, binary, label, long_timeouts=long_timeouts,
+                            extra_env={"RNACOS_METRICS_COLLECT_INTERVAL_SECOND": "1"})
+
+    return _no_grpcio() or _measure("r-nacos", start, _rnacos_census, SIZES[mode], Profiler(None), False)
+
+
+__all__ = ["SIZES", "phase_grpc", "phase_rnacos_grpc"]

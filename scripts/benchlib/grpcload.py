@@ -39,6 +39,12 @@ GRPC_OFFSET = 1000
 _IDENTITY = {"request_serializer": None, "response_deserializer": None}
 
 
+def succeeded(answer: dict[str, Any]) -> bool:
+    """Nacos's ``Response.isSuccess()``: ``resultCode`` 200 (r-nacos writes no ``success`` field; ours and
+    Nacos's Java server write both)."""
+    return answer.get("resultCode") == 200
+
+
 def _payload(kind: str, body: dict[str, Any]) -> bytes:
     return encode_payload(Payload(kind, json.dumps(body).encode()))
 
@@ -66,7 +72,7 @@ class Connection:
         self._reader = asyncio.create_task(self._read())
         for _ in range(300):  # the setup is registered when a health check passes
             answer = await self.call("HealthCheckRequest", {})
-            if answer.get("success"):
+            if succeeded(answer):
                 return
             await asyncio.sleep(0.01)
         raise RuntimeError("the connection setup was never accepted")
@@ -109,7 +115,7 @@ async def run_register(servers: list[str], connections: int, services: int, seco
         while time.perf_counter() < deadline:
             service = f"grpc-bench-{n % services}"
             answer = await conn.call("InstanceRequest", _register_body(service, ip, 1.0 + (n // services) % 2))
-            counts["ok" if answer.get("success") else "errors"] += 1
+            counts["ok" if succeeded(answer) else "errors"] += 1
             n += 1
 
     started = time.perf_counter()
@@ -181,9 +187,9 @@ async def run_hold(servers: list[str], connections: int, seconds: float) -> dict
                 await conn.setup()
                 service = f"grpc-hold-{index % 500}"
                 ip = f"10.{100 + index // 62500}.{index // 250 % 250}.{index % 250 + 1}"
-                ok = (await conn.call("InstanceRequest", _register_body(service, ip, 1.0))).get("success")
+                ok = succeeded(await conn.call("InstanceRequest", _register_body(service, ip, 1.0)))
                 sub = await conn.call("SubscribeServiceRequest", {"serviceName": service, "subscribe": True})
-                return bool(ok and sub.get("success"))
+                return ok and succeeded(sub)
             except (grpc.aio.AioRpcError, RuntimeError):
                 return False
 

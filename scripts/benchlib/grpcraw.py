@@ -222,7 +222,7 @@ class RawConnection:
         self.unary_block = self.encoder.encode(self.unary_headers)  # all indexed now: the same bytes every call
         await self.call("HealthCheckRequest", {})  # the first call with the cached block
         for _ in range(300):
-            if (await self.call("HealthCheckRequest", {})).get("success"):
+            if (await self.call("HealthCheckRequest", {})).get("resultCode") == 200:
                 return
             await trio.sleep(0.01)
         raise RuntimeError("the connection setup was never accepted")
@@ -255,6 +255,9 @@ def _register_rest(service: str, ip: str, weight: float) -> bytes:
 
 _REGISTER_META = encode_payload(Payload("InstanceRequest", b""))[:-2]  # the Metadata field (the type)
 _BODY_TAG, _VALUE_TAG = b"\x1a", b"\x12"  # Payload.body (3) and Any.value (2), length-delimited
+# Nacos's Response.isSuccess(): resultCode 200. (Ours also writes "success":true, as Nacos's Java server does;
+# r-nacos writes only resultCode.)
+_OK = b'"resultCode":200'
 
 
 def _cpu_s() -> float:
@@ -279,7 +282,7 @@ async def run_register(servers: list[str], connections: int, services: int, seco
         while time.perf_counter() < deadline:
             conn._seq += 1
             answer = await conn.call_message(register_message(conn._seq, rests[n % len(rests)]))
-            ok = b'"success":true' in decode_payload(answer).body  # as the HTTP generator's body == b"ok"
+            ok = _OK in decode_payload(answer).body  # as the HTTP generator's body == b"ok"
             counts["ok" if ok else "errors"] += 1
             n += 1
 

@@ -1,4 +1,4 @@
-"""``scripts/bench``: our three-node cluster side by side with a three-member etcd 3.4, same load generator.
+"""``scripts/bench``: our three-node cluster side by side with three-member etcd 3.4 and r-nacos 0.8.8 clusters.
 
     scripts/bench [--quick | --smoke] [--json PATH] [--plots DIR] [--markdown PATH] [--profile DIR]
 
@@ -8,13 +8,16 @@ Phases (each system gets the machine to itself; every cluster is started fresh f
    to different CPUs;
 2. etcd: lease-bound puts/s through the JSON gateway (closed loop), then put -> visible on every member
    (watch streams, and serializable reads for a like-for-like figure) under a steady background put load;
-3. ours: registrations/s (closed loop, ~64 services), then register -> visible on every node under the
-   same background load, then change -> UDP push subscriber;
+3. ours: registrations/s (closed loop, ~64 services), instance/list/s over services of a fixed size
+   registered for it (``benchlib.listset``: the mode's ``list_services`` x ``list_instances``), then
+   register -> visible on every node under the same background load, then change -> UDP push subscriber;
 4. ours: memory per instance at 100k instances (20k quick), and the snapshot load of a restarted node;
 5. ours: failover (SIGKILL the owner of services that beat every second through a survivor);
 6. ours: the most instances beating every 5 s that the cluster holds steadily (ramp);
 7. ours over gRPC (Nacos 2.x clients, ``benchlib.grpcbench``): registrations/s, change -> gRPC subscriber,
-   connected clients held (10,000 full) and memory per connection.
+   connected clients held (10,000 full) and memory per connection;
+8. r-nacos 0.8.8 (``benchlib.rnacos``, ``benchlib.rnacos_phases``): phases 3, 4 and 6 and the gRPC phase
+   with the same load generators, probes and sizes.
 
 ``--memory-profile N`` runs no cluster: it says where a node's memory per instance goes, in one process
 (``benchlib.memory_profile``; its flags after ``--``, e.g. ``-- --rss --into docs/bench/results.json``).
@@ -44,7 +47,7 @@ from typing import Any
 
 import trio
 
-from benchlib import grpcbench, probes, report, rnacos, rnacos_phases, scale
+from benchlib import grpcbench, listset, probes, report, rnacos, rnacos_phases, scale
 from benchlib.figures import figures, table
 from benchlib.procs import (
     ROOT,
@@ -78,18 +81,21 @@ LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3
 MODES: dict[str, dict[str, Any]] = {
     "full": {
         "ceiling_s": 5.0, "reg_configs": [(48, 1), (96, 1), (96, 2)], "reg_s": 10.0, "services": 64,
+        "list_services": 64, "list_instances": 100,
         "conv_samples": 300, "push_samples": 200, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 100_000, "bulk_services": 1000,
         "ramp": [10000, 20000, 40000, 60000, 80000, 100000], "hold_s": 20.0, "beat_interval_s": 5.0, "ramp_register_rate": 1000,
         "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": True,
     },
     "quick": {
         "ceiling_s": 3.0, "reg_configs": [(48, 1)], "reg_s": 8.0, "services": 64,
+        "list_services": 64, "list_instances": 100,
         "conv_samples": 100, "push_samples": 60, "bg_rate": 1000.0, "bg_services": 512, "mem_instances": 20_000, "bulk_services": 1000,
         "ramp": [5000, 20000], "hold_s": 18.0, "beat_interval_s": 5.0, "ramp_register_rate": 1000,
         "fo_observe": 17.0, "short_flags": [], "poll_crosscheck": False,
     },
     "smoke": {
         "ceiling_s": 1.5, "reg_configs": [(24, 1)], "reg_s": 3.0, "services": 16,
+        "list_services": 8, "list_instances": 10,
         "conv_samples": 20, "push_samples": 10, "bg_rate": 300.0, "bg_services": 64, "mem_instances": 2000, "bulk_services": 100,
         "ramp": [200, 500], "hold_s": 5.0, "beat_interval_s": 1.0, "ramp_register_rate": 500,
         "fo_observe": 5.0, "poll_crosscheck": False,
@@ -243,10 +249,7 @@ def phase_distro_main(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> 
         out["register"]["instances_listed_per_node"] = counts
         out["register"]["registered_ok"] = total
         log(f"  every node lists {counts} instances (registered ok: {total}; settled {waited:.1f} s later)")
-        log("ours: instance/list/s (closed loop) over the services the first run filled")
-        out["list"] = closed_run(m, "distro-list", cluster.addrs, pids, ["--services", str(m["services"]),
-                                                                         "--prefix", "reg0"],
-                                 profile=(profiler, "distro-list"))
+        out["list"] = listset.list_phase(m, cluster.addrs, pids, "ours", profile=(profiler, "distro-list"))
 
         method = "watch" if trio.run(probes.has_watch, cluster.addrs[0]) else "poll"
         idle = trio.run(lambda: probes.converge_distro(cluster.addrs, max(10, m["conv_samples"] // 3),
@@ -441,8 +444,10 @@ def phase_ramp(m: dict[str, Any], ps: ProcessSet, profiler: Profiler) -> dict[st
     return heartbeat_ramp(m, lambda: start_distro(ps, "hb", m["short_flags"]), profiler, "distro")
 
 
-def phase_rnacos(m: dict[str, Any], ps: ProcessSet, profiler: Profiler, results: dict[str, Any]) -> dict[str, Any]:
-    """r-nacos's three sub-phases (``benchlib.rnacos_phases``); a sub-phase that fails is noted, not fatal."""
+def phase_rnacos(m: dict[str, Any], ps: ProcessSet, profiler: Profiler, results: dict[str, Any],
+                 mode: str) -> dict[str, Any]:
+    """r-nacos's four sub-phases (``benchlib.rnacos_phases``, and ``benchlib.grpcbench`` for gRPC); a sub-phase
+    that fails is noted, not fatal."""
     binary, how = ensure_rnacos()
     if binary is None:
         log(f"r-nacos: {how}")
@@ -453,6 +458,7 @@ def phase_rnacos(m: dict[str, Any], ps: ProcessSet, profiler: Profiler, results:
         ("main", lambda: rnacos_phases.phase_main(m, ps, profiler, binary)),
         ("memory", lambda: rnacos_phases.phase_memory(m, ps, binary)),
         ("ramp", lambda: rnacos_phases.phase_ramp(m, ps, profiler, binary)),
+        ("grpc", lambda: grpcbench.phase_rnacos_grpc(ps, mode, binary)),
     ]
     for name, run in runs:
         try:
@@ -463,6 +469,19 @@ def phase_rnacos(m: dict[str, Any], ps: ProcessSet, profiler: Profiler, results:
             for proc in list(ps.procs):
                 ps.stop(proc)
     return out
+
+
+def phase_rnacos_grpc(ps: ProcessSet, mode: str, results: dict[str, Any]) -> None:
+    """r-nacos's gRPC sub-phase alone (``--only grpc,rnacos-grpc`` compares the two in one run), into
+    ``details.rnacos.grpc`` as the whole ``rnacos`` phase puts it."""
+    binary, how = ensure_rnacos()
+    if binary is None:
+        log(f"r-nacos: {how}")
+        results["details"]["rnacos"] = {"skipped": how}
+        return
+    rn = results["details"].setdefault("rnacos", {})
+    rn.update({"binary": binary, "version": rnacos.VERSION})
+    rn["grpc"] = grpcbench.phase_rnacos_grpc(ps, mode, binary)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,8 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path, help="py-spy profiles of the nodes into this directory")
     ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp,grpc,rnacos "
                                    "(grpc and rnacos are not in --smoke's default), or register and "
-                                   "rnacos-register: the registration sweep alone, ours and r-nacos's, in no "
-                                   "default")
+                                   "rnacos-register: the registration sweep alone, ours and r-nacos's, or "
+                                   "rnacos-grpc: r-nacos's gRPC phase alone (the rnacos phase includes it); "
+                                   "these three are in no default")
     ap.add_argument("--ramp", help="comma-separated heartbeat ramp steps (instances), instead of the mode's")
     ap.add_argument("--scale", type=int, metavar="N",
                     help="run only the scale phase (benchlib.scale): N instances, a /healthz pause probe every 10 ms")
@@ -497,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.render:
         saved: dict[str, Any] = json.loads(args.render.read_text())
+        figures(saved)  # the headline figures again from the details (a figure added since the run shows too)
         print(table(saved))
         write_outputs(saved, args)
         return 0
@@ -539,11 +560,12 @@ def main(argv: list[str] | None = None) -> int:
             ("failover", lambda: results["details"]["distro"].__setitem__("failover", phase_failover(m, ps))),
             ("ramp", lambda: results["details"]["distro"].__setitem__("ramp", phase_ramp(m, ps, profiler))),
             ("grpc", lambda: results["details"]["distro"].__setitem__("grpc", grpcbench.phase_grpc(m, ps, mode, profiler))),
-            ("rnacos", lambda: results["details"].__setitem__("rnacos", phase_rnacos(m, ps, profiler, results))),
+            ("rnacos", lambda: results["details"].__setitem__("rnacos", phase_rnacos(m, ps, profiler, results, mode))),
+            ("rnacos-grpc", lambda: phase_rnacos_grpc(ps, mode, results)),
             ("scale", lambda: results["details"]["distro"].__setitem__("scale", scale.phase_scale(m, ps, args.scale))),
         ]
         for name, step in steps:
-            if name not in phases:
+            if name not in phases or (name == "rnacos-grpc" and "rnacos" in phases):
                 continue
             try:
                 step()

@@ -27,7 +27,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         name = plot(plt, d, e, rn, out_dir)
         if name is not None:
             made.append(name)
-    name = report_grpc.plot(plt, d, out_dir)
+    name = report_grpc.plot(plt, d, out_dir, rn)
     if name is not None:
         made.append(name)
     return made

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import report_grpc
-from benchlib.figures import ETCD_KEYS, TARGETS, fmt, fmt_ratio, ratio, verdict
+from benchlib.figures import ETCD_KEYS, TARGETS, fmt, fmt_ratio, list_size, ratio, verdict
 
 REGEN = "flock /tmp/distro-heavy.lock scripts/bench --plots docs/bench --markdown docs/benchmarks.md --json docs/bench/results.json"
 
@@ -89,7 +89,7 @@ def render(results: dict[str, Any], md_path: Path, plot_dir: Path | None) -> str
 
 def _grpc(run: _Run) -> list[str]:
     """The gRPC phase's figures (benchlib.report_grpc), when the results hold one."""
-    return report_grpc.section(dict(run.d.get("grpc", {})))
+    return report_grpc.section(dict(run.d.get("grpc", {})), _g(run.results, "details", "rnacos", "grpc"))
 
 
 def _scale(run: _Run) -> list[str]:
@@ -175,7 +175,7 @@ def _memory(run: _Run) -> list[str]:
                                                     "after the changes below:" if before else ":") + "\n")
     parts = mp.get("walk_bytes_per_instance_per_node", {})
     old = before.get("walk_bytes_per_instance_per_node", {})
-    names = sorted(set(parts) | set(old), key=lambda k: -max(parts.get(k, 0), old.get(k, 0)))
+    names = sorted(set(parts) | set(old), key=lambda k: (-max(parts.get(k, 0), old.get(k, 0)), k))  # ties by name
     w("| structure | before | now |" if before else "| structure | bytes |")
     w("|---|---|---|" if before else "|---|---|")
     for name in names:
@@ -212,7 +212,8 @@ def _intro(run: _Run) -> list[str]:
     w("(`--quick` finishes within five minutes; `--smoke` is the CI mode, whose figures only prove that every "
       "phase works; `--render results.json` rewrites this page and the plots from a saved run; `--profile DIR` "
       "adds py-spy profiles of the nodes; `--only register,rnacos-register` runs the registration sweep alone, "
-      "ours and r-nacos's, for before/after comparisons of the write path.)\n")
+      "ours and r-nacos's, for before/after comparisons of the write path, and `--only grpc,rnacos-grpc` the "
+      "gRPC phase alone, ours and r-nacos's.)\n")
     w("**Read the absolute numbers with care.** The machine has "
       f"{m['cpus']} vCPUs ({m['model']}, Linux {m.get('kernel', '?')}, Python {m['python']}) and is shared with "
       "other engineers; a recorded run holds `/tmp/distro-heavy.lock`, which keeps out the others' recorded "
@@ -245,6 +246,9 @@ def _results(run: _Run) -> list[str]:
         w(f"| `sdk_push_p99_ms` (our SDK subscriber) | {fmt(ours['sdk_push_p99_ms'])} | | | | ≤ 100 ms | "
           f"{'met' if ours['sdk_push_p99_ms'] <= 100 else 'NOT met'} |")
     w(f"| load generator ceiling | {fmt(lg.get('ceiling_req_per_s'))} req/s | | | | not the bottleneck | |")
+    size = list_size(results)
+    w(f"\n`list_per_s` lists {size}." if size else "\n`list_per_s`: each system listed the services its own "
+      "registration run filled (a run from before the list phase had a set of its own): not like for like.")
     skipped = _g(results, "details", "rnacos", "skipped")
     if skipped:
         w(f"\nr-nacos did not run: {skipped}.")
@@ -320,13 +324,15 @@ def _setup(run: _Run) -> list[str]:
       "the lease; `/v3/watch` streams for convergence.")
     w("- **r-nacos**: 0.8.8 from crates.io, built once with `cargo install rnacos --version 0.8.8 --locked "
       "--root ~/.cache/distro-bench/rnacos-0.8.8` (skipped with a note where cargo is missing; not run by "
-      "`--smoke`). Three members on 127.0.0.1 (`RNACOS_HTTP_PORT`, `RNACOS_GRPC_PORT`, `RNACOS_HTTP_CONSOLE_PORT` "
-      "free; `RNACOS_RAFT_NODE_ID` 1-3, `RNACOS_RAFT_NODE_ADDR` its gRPC port): member 1 initialises raft, the "
-      "others join it (`RNACOS_RAFT_JOIN_ADDR`); `RNACOS_HTTP_WORKERS=2`, `RUST_LOG=warn`, data under the run's "
-      "temporary directory. A cluster counts as started once an instance registered on member 1 is listed by "
-      "all three. The same workloads as ours over the same Nacos v1 HTTP API; the registration, list, memory "
-      "and restart phases set `RNACOS_NAMING_HEALTH_TIMEOUT_SECOND` and `RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND` "
-      "to an hour, the ramp runs with its defaults (15 s, 30 s).")
+      "`--smoke`). Three members on 127.0.0.1 (`RNACOS_HTTP_PORT` and `RNACOS_HTTP_CONSOLE_PORT` free, "
+      "`RNACOS_GRPC_PORT` the HTTP port + 1000, as Nacos 2.x clients expect; `RNACOS_RAFT_NODE_ID` 1-3, "
+      "`RNACOS_RAFT_NODE_ADDR` its gRPC port): member 1 initialises raft, the others join it "
+      "(`RNACOS_RAFT_JOIN_ADDR`); `RNACOS_HTTP_WORKERS=2`, `RUST_LOG=warn`, data under the run's temporary "
+      "directory. A cluster counts as started once an instance registered on member 1 is listed by all three. "
+      "The same workloads as ours over the same Nacos v1 HTTP API, and the same gRPC phase over Nacos's gRPC "
+      "API; the registration, list, memory, restart and gRPC registration phases set "
+      "`RNACOS_NAMING_HEALTH_TIMEOUT_SECOND` and `RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND` to an hour, the ramp "
+      "and the gRPC clients held run with its defaults (15 s, 30 s).")
     w("- **The load generator** (`scripts/benchlib/loadgen.py`) is the same for all: raw HTTP/1.1 keep-alive "
       "connections on trio, pre-built request bytes, one `send` per batch, responses parsed by Content-Length. "
       "It runs as its own process. Closed loop: every connection keeps its requests in flight back to back. "
@@ -398,9 +404,17 @@ def _method(run: _Run) -> list[str]:
       "survivors every 5 ms until both name the same live owner for every service the victim owned. "
       f"Meanwhile every instance is checked on both survivors every 0.2 s for {fmt(fo.get('observed_s'))} s "
       "(longer than the 15 s heartbeat timeout) and must stay listed and healthy.")
-    w(f"- `list_per_s`: `GET instance/list` closed loop ({fmt(_g(main, 'list', 'config'))}) for the registration "
-      "run's length over the services its first configuration filled (so each lists about a thousand instances "
-      "in a full run); r-nacos the same.")
+    size = list_size(results)
+    if size:
+        w(f"- `list_per_s`: `GET instance/list` (no gzip) closed loop ({fmt(_g(main, 'list', 'config'))}) for the "
+          f"registration run's length over {size}: after the registration runs, each system registers this set "
+          "(`benchlib.listset`, prefix `list`) and waits until every node lists exactly that many instances in "
+          "every one of its services, so both list bodies of the same size.")
+    else:
+        w(f"- `list_per_s`: `GET instance/list` closed loop ({fmt(_g(main, 'list', 'config'))}) for the "
+          "registration run's length over the services its first configuration filled, in this run (recorded "
+          "before the list phase registered a set of services of one size for every system): each system listed "
+          "services of its own size, not like for like.")
     w(f"- `bulk_register_per_s`: the registration of {fmt(mem.get('instances'))} instances into "
       f"{_g(results, 'settings', 'bulk_services', default='?')} services (48 connections) that the memory figure "
       "measures; `beats_per_s`: light beats (`PUT instance/beat`, no body) over those instances, closed loop "

@@ -29,6 +29,9 @@ from benchlib.procs import Proc, ProcessSet, free_ports, http_get, log
 
 VERSION = "0.8.8"
 NS = "/nacos/v1/ns"
+# Each member's gRPC port is its HTTP port + 1000: r-nacos's default, and what Nacos 2.x clients (and the gRPC
+# load generators of benchlib.grpcbench) assume.
+GRPC_OFFSET = 1000
 
 
 def cache_root() -> Path:
@@ -88,7 +91,8 @@ def instance_count(addr: str, prefix: str = "") -> int:
 
 @dataclass
 class RnacosCluster:
-    """Three r-nacos members on 127.0.0.1 (HTTP, gRPC and console ports each free), started for one phase."""
+    """Three r-nacos members on 127.0.0.1 (free HTTP and console ports, gRPC on HTTP + 1000), started for one
+    phase."""
 
     ps: ProcessSet
     binary: str
@@ -233,14 +237,16 @@ def _post(addr: str, target: str, method: str) -> None:
 
 
 def start_rnacos(ps: ProcessSet, binary: str, label: str, *, long_timeouts: bool, workers: int = 2,
-                 size: int = 3) -> RnacosCluster:
+                 size: int = 3, extra_env: dict[str, str] | None = None) -> RnacosCluster:
     """A fresh three-member cluster. ``long_timeouts``: instances that never beat stay healthy for an hour
-    (as ours run with ``--heartbeat-timeout-ms 3600000``); otherwise r-nacos's defaults (15 s, 30 s)."""
-    env = {"RUST_LOG": "warn", "RNACOS_HTTP_WORKERS": str(workers)}
+    (as ours run with ``--heartbeat-timeout-ms 3600000``); otherwise r-nacos's defaults (15 s, 30 s).
+    ``extra_env``: more of r-nacos's settings, for one phase."""
+    env = {"RUST_LOG": "warn", "RNACOS_HTTP_WORKERS": str(workers), **(extra_env or {})}
     if long_timeouts:
         env.update({"RNACOS_NAMING_HEALTH_TIMEOUT_SECOND": "3600", "RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND": "3600"})
-    cluster = RnacosCluster(ps, binary, label, free_ports(size), free_ports(size), free_ports(size), env,
-                            [None] * size)
+    http_ports = free_ports(size, GRPC_OFFSET)
+    cluster = RnacosCluster(ps, binary, label, http_ports, [p + GRPC_OFFSET for p in http_ports], free_ports(size),
+                            env, [None] * size)
     try:
         cluster.start_first()
         for i in range(1, size):

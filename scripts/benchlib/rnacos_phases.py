@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from benchlib import probes
+from benchlib import listset, probes
 from benchlib.procs import ProcessSet, cpu_seconds, http_get, log, rss_bytes
 from benchlib.ramp import heartbeat_ramp
 from benchlib.rnacos import RnacosCluster, instance_count, start_rnacos
@@ -77,9 +77,7 @@ def phase_main(m: dict[str, Any], ps: ProcessSet, profiler: Profiler, binary: st
         out["register"]["instances_listed_per_node"] = counts
         out["register"]["registered_ok"] = total
         log(f"  every member lists {counts} instances (registered ok: {total}; settled {waited:.1f} s later)")
-        log("r-nacos: instance/list/s (closed loop) over the services the first run filled")
-        out["list"] = closed_run(m, "distro-list", cluster.addrs, pids, ["--services", str(m["services"]),
-                                                                         "--prefix", "reg0"])
+        out["list"] = listset.list_phase(m, cluster.addrs, pids, "r-nacos")
         log(f"r-nacos: register -> visible on every member (poll) under {m['bg_rate']:.0f} registrations/s")
         bg = Background(bg_args(m, "distro-register", cluster.addrs, 50_000_000))
         sched = SchedWatch(pids)

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
     "distro": [
         "register_per_s",
+        "list_per_s",
         "converge_p50_ms",
         "converge_p99_ms",
         "push_p99_ms",
@@ -76,3 +77,6 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
         if not _numeric(data.get(section, {}).get(key))
     ]
     assert not missing, "figures missing or not numeric: " + ", ".join(missing) + "\n" + log
+    listed = data["details"]["distro"]["main"]["list"]
+    assert (listed["services"], listed["instances_per_service"]) == (
+        data["settings"]["list_services"], data["settings"]["list_instances"]), listed

@@ -1,5 +1,6 @@
 """The lean gRPC load generator (scripts/benchlib/grpcraw.py) sends what a Nacos client sends: its
-pre-built registration messages are the bytes the Payload encoder gives for the same JSON body."""
+pre-built registration messages are the bytes the Payload encoder gives for the same JSON body; it and
+grpcload read success as Nacos does (``resultCode`` 200), from us and from r-nacos alike."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
+from cluster.grpc.responses import error_response, response
 from cluster.grpc.wire import Payload, decode_payload, encode_payload, frame_message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from benchlib.grpcraw import _register_body, _register_rest, register_message
+from benchlib.grpcraw import _OK, _register_body, _register_rest, register_message
 
 
 def test_prebuilt_registrations_are_the_encoders_bytes() -> None:
@@ -22,3 +26,22 @@ def test_prebuilt_registrations_are_the_encoders_bytes() -> None:
             message = register_message(request_id, _register_rest("grpc-bench-7", "10.0.3.1", weight))
             assert message == frame_message(encode_payload(Payload("InstanceRequest", raw)))
             assert json.loads(decode_payload(message[5:]).body) == body
+
+
+# r-nacos 0.8.8's answers (serde's field order of its InstanceResponse and ErrorResponse): no "success" field
+RNACOS_OK = b'{"resultCode":200,"errorCode":0,"message":"","requestId":"7","type":"registerInstance"}'
+RNACOS_UNREGISTERED = b'{"resultCode":500,"errorCode":301,"message":"Connection is unregistered.","requestId":""}'
+
+
+def test_both_generators_count_result_code_200_as_success_from_us_and_from_rnacos() -> None:
+    ours_ok = response("InstanceResponse", "7", type="registerInstance").body
+    ours_failed = error_response("InstanceResponse", "7", 400, "bad instance").body
+    for body in (ours_ok, RNACOS_OK):
+        assert _OK in body
+    for body in (ours_failed, RNACOS_UNREGISTERED):
+        assert _OK not in body
+    pytest.importorskip("grpc")  # grpcload is grpcio's client (the bench extra)
+    from benchlib.grpcload import succeeded
+
+    assert [succeeded(json.loads(b)) for b in (ours_ok, RNACOS_OK, ours_failed, RNACOS_UNREGISTERED)] == [
+        True, True, False, False]
