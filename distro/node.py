@@ -245,6 +245,9 @@ class DistroNode:
         self.store = DatumStore(config.max_deletion_records)
         self.ready = False
         self._now = now_ms
+        # Silence is judged (peer timeouts, the health check) only from this time on: a node that did not
+        # run for longer than its ping interval reads what reached it meanwhile first (see _advance).
+        self._judge_from_ms = now_ms
         self._outbox = Outbox()
         self._membership = Membership(node_id, config.peer_timeout_ms, peers)
         self._started_ms = now_ms
@@ -376,7 +379,8 @@ class DistroNode:
         """Run whatever is due: pings, peer timeouts, flushes, verify, health checks, GC, forward timeouts."""
         self._advance(now_ms)
         cfg = self.config
-        if self._membership.any_timed_out(now_ms):
+        judging = now_ms >= self._judge_from_ms
+        if judging and self._membership.any_timed_out(now_ms):
             self._refresh_membership(now_ms)
         if now_ms >= self._next_ping_ms:
             self._next_ping_ms = now_ms + cfg.ping_interval_ms
@@ -392,7 +396,7 @@ class DistroNode:
             self._next_verify_ms = now_ms + cfg.verify_interval_ms
             for peer_id in self._membership.up_peers:
                 self._replication.send_digests(peer_id, self._ownership)
-        if self.ready and now_ms >= self._next_health_ms:
+        if self.ready and judging and now_ms >= self._next_health_ms:
             self._next_health_ms = now_ms + cfg.health_check_interval_ms
             self._check_health(now_ms)
         receipts_due = self._receipts.next_send_ms()
@@ -451,7 +455,8 @@ class DistroNode:
         if self._snapshot.next_slice_ms is not None:
             deadline = min(deadline, self._snapshot.next_slice_ms)
         if self.ready:
-            deadline = min(deadline, self._next_verify_ms, self._next_health_ms, self._cleaner.next_run_ms)
+            health_ms = max(self._next_health_ms, self._judge_from_ms)
+            deadline = min(deadline, self._next_verify_ms, health_ms, self._cleaner.next_run_ms)
             if len(self.connections):
                 deadline = min(deadline, self._next_renew_ms)
         else:
@@ -462,7 +467,7 @@ class DistroNode:
             deadline = min(deadline, receipts_due)
         if self._pending:
             deadline = min(deadline, next(iter(self._pending.values())).deadline_ms)
-        deadline = self._membership.next_timeout_ms(deadline)
+        deadline = min(deadline, max(self._membership.next_timeout_ms(deadline), self._judge_from_ms))
         if len(self._notifier) or len(self._outbox):
             deadline = min(deadline, self._now)
         return deadline
@@ -937,6 +942,13 @@ class DistroNode:
 
     def _advance(self, now_ms: int) -> None:
         if now_ms > self._now:
+            if now_ms - self._now > self.config.ping_interval_ms:
+                # This node did not run for longer than its own ping timer allows (its process was starved
+                # of CPU, say): frames from its peers and receipts may be waiting unread, and its late timer
+                # may come first. Judge silence only once they had a chance to be read (from the next
+                # millisecond on): a peer declared down on our own backlog moved ownership for a moment,
+                # and the beat receipts sent meanwhile went to nodes that do not own their keys.
+                self._judge_from_ms = now_ms + 1
             if now_ms - self._now > self.config.peer_timeout_ms:
                 # This node did not run for a while (paused, suspended, starved): whatever beat through
                 # the other nodes meanwhile, it did not hear. Its heartbeat clocks restart now, as when it

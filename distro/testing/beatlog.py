@@ -6,6 +6,7 @@
   over the same, full live set.
 * **The last request** each client sent to a running node, with the same calm flag.
 * **Health events**: an owner's check marked a heartbeating client's instance unhealthy, or deleted it.
+* **View changes**: when a node's live set, and with it the ownership it computes, changed.
 
 Everything is bounded: beats older than :attr:`BeatLog.horizon_ms` are forgotten, and so are faults.
 """
@@ -41,6 +42,7 @@ class BeatLog:
         self._beats: dict[int, list[tuple[int, bool]]] = {}
         self.last_sent: dict[int, tuple[int, bool]] = {}  # client id -> (ms, calm then)
         self._events: list[HealthEvent] = []
+        self._views: list[int] = []
 
     # -- recording --------------------------------------------------------------------------------
     def fault(self, now_ms: int) -> None:
@@ -49,6 +51,13 @@ class BeatLog:
         faults.append(now_ms)
         if len(faults) > 4 * MAX_EVENTS:
             del faults[: bisect_right(faults, now_ms - self.horizon_ms)]
+
+    def view_changed(self, now_ms: int) -> None:
+        """A node's ownership view changed now."""
+        views = self._views
+        views.append(now_ms)
+        if len(views) > 4 * MAX_EVENTS:
+            del views[: bisect_right(views, now_ms - self.horizon_ms)]
 
     def request(self, client_id: int, now_ms: int, calm: bool, *, renews: bool) -> None:
         """A client's request reached a running node; ``renews``: a beat or a registration."""
@@ -78,3 +87,11 @@ class BeatLog:
     def quiet(self, after_ms: int, until_ms: int) -> bool:
         """No fault in ``(after_ms, until_ms]``."""
         return bisect_right(self._faults, after_ms) == bisect_right(self._faults, until_ms)
+
+    def views_stable(self, after_ms: int, until_ms: int) -> bool:
+        """No node's ownership view changed in ``(after_ms, until_ms]``."""
+        return bisect_right(self._views, after_ms) == bisect_right(self._views, until_ms)
+
+    def last_view_change_ms(self) -> int | None:
+        """When a node's ownership view last changed (None: never, within the horizon)."""
+        return self._views[-1] if self._views else None

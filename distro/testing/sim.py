@@ -24,7 +24,7 @@ from typing import Literal
 
 from distro.clusterdata import NAMESPACES_KEY
 from distro.config import DistroConfig
-from distro.effects import ClientReply, ForgetDeletion, LifecycleEvent, Persist, Send
+from distro.effects import ClientReply, ForgetDeletion, LifecycleEvent, LifecycleKind, Persist, Send
 from distro.messages import Message
 from distro.model import Instance, ServiceKey, instance_entry_id, make_instance
 from distro.node import DistroNode
@@ -285,13 +285,20 @@ class Simulator:
                 elif isinstance(effect, ClientReply):
                     self._client_result(node_id, effect.request_id, effect.result)
                 elif isinstance(effect, LifecycleEvent):
-                    self._log(f"{node_id} {effect.kind}: {effect.detail}")
+                    self._lifecycle(node_id, effect)
                 elif isinstance(effect, (Persist, ForgetDeletion)):
                     # Written in order: never before the write emitted ahead of it.
                     pending = self._unflushed[node_id]
                     due = self.now_ms + self.rng.randint(0, self.faults.disk_delay_max_ms)
                     pending.append((max(due, pending[-1][0]) if pending else due, effect))
             node = self.nodes.get(node_id)
+
+    def _lifecycle(self, node_id: str, event: LifecycleEvent) -> None:
+        """A node's lifecycle event (ready, peer up or down, ownership changed...): traced, and ownership
+        changes recorded for the checkers."""
+        if event.kind is LifecycleKind.OWNERSHIP_CHANGED:
+            self.beat_log.view_changed(self.now_ms)
+        self._log(f"{node_id} {event.kind}: {event.detail}")
 
     def _log(self, text: str) -> None:
         if self.trace is not None:
@@ -336,6 +343,13 @@ class Simulator:
         else:
             request = Deregister(client.key, "DEFAULT", client.ip, client.port)
         self.beat_log.request(client.client_id, self.now_ms, self.calm(), renews=kind != "deregister")
+        self._handle_client_request(client, node_id, kind, request)
+
+    def _handle_client_request(self, client: SimClient, node_id: str, kind: str, request: ClientRequest) -> None:
+        """The node reads a client's request (when it arrives, unless a subclass makes the node late)."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return
         self._request_seq += 1
         request_id = self._request_seq
         result = node.handle_client(request_id, request, self.now_ms)
@@ -422,8 +436,8 @@ class Simulator:
             next_ms = end + 1
             if self.in_flight:
                 next_ms = min(next_ms, self.in_flight[0].deliver_at_ms)
-            for _, node in self.live_nodes():
-                next_ms = min(next_ms, node.next_deadline_ms())
+            for node_id, node in self.live_nodes():
+                next_ms = min(next_ms, self._due_ms(node_id, node))
             while self._beats and not self.clients[self._beats[0][1]].beating:
                 heapq.heappop(self._beats)
             if self._beats:
@@ -439,7 +453,7 @@ class Simulator:
             while self.in_flight and self.in_flight[0].deliver_at_ms <= self.now_ms:
                 self._deliver(heapq.heappop(self.in_flight))
             for node_id, node in self.live_nodes():
-                if node.next_deadline_ms() <= self.now_ms:
+                if self._due_ms(node_id, node) <= self.now_ms:
                     self._tick(node_id, node)
             while self._beats and self._beats[0][0] <= self.now_ms:
                 _, client_id = heapq.heappop(self._beats)
@@ -451,6 +465,11 @@ class Simulator:
                 self.send_client_request(client, self._random_node_id(), "beat")
             self.grpc.run_due()
         self.now_ms = end
+
+    def _due_ms(self, node_id: str, node: DistroNode) -> int:
+        """When the simulator next runs ``node_id`` (its core's next deadline; a subclass that models a node
+        not running for a while, as :mod:`distro.testing.starve`, answers later)."""
+        return node.next_deadline_ms()
 
     def _tick(self, node_id: str, node: DistroNode) -> None:
         """Tick a node, recording what its health check did to heartbeating clients' instances."""

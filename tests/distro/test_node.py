@@ -14,7 +14,7 @@ import pytest
 
 from distro.config import DistroConfig
 from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
-from distro.effects import ClientReply
+from distro.effects import ClientReply, LifecycleKind
 from distro.messages import (
     Digest,
     Forward,
@@ -675,6 +675,39 @@ def test_a_node_frozen_past_the_expiry_does_not_expire_what_beat_elsewhere() -> 
     for node in h.nodes.values():
         assert node.store.live_instance(key, EID) == INST
     assert frozen.statistics().instances_expired == 0
+
+def test_a_starved_node_reads_what_waited_before_it_judges_silence() -> None:
+    """A node's process starved of CPU (a busy machine) runs again with its timer late and its peers' pings
+    unread. Its late tick must not declare them down on its own backlog: that moved ownership for a moment,
+    and the beat receipts sent meanwhile went to nodes that do not own their keys (instances marked unhealthy
+    although their beats were answered on time). It judges silence from the next millisecond on."""
+    h = started()
+    cfg = h.config
+
+    def ownership_changes() -> int:
+        return sum(e.kind == LifecycleKind.OWNERSHIP_CHANGED for e in h.outputs["n1"].events)
+
+    h.cut |= {("n2", "n1"), ("n3", "n1")}
+    h.advance(cfg.ping_interval_ms * 2)  # n1 runs, and really hears nothing from its peers for 1 s
+    h.cut.clear()
+    starved = h.nodes.pop("n1")  # not ticked: what its peers send it waits on the wire
+    h.advance(cfg.peer_timeout_ms - cfg.ping_interval_ms, deliver=False)  # under peer_timeout_ms starved
+    for _ in range(20):  # the peers keep talking to each other
+        h.deliver(target="n2")
+        h.deliver(target="n3")
+    h.nodes["n1"] = starved
+    before = ownership_changes()
+    h.tick("n1")  # late: its peers were last heard over peer_timeout_ms ago; their pings wait unread
+    assert starved.live_members() == ("n1", "n2", "n3") and ownership_changes() == before
+    assert starved.next_deadline_ms() == h.now_ms + 1
+    h.deliver(target="n1")
+    h.advance(1)
+    assert starved.live_members() == ("n1", "n2", "n3") and ownership_changes() == before
+    # Silence it did observe while running still counts: cut off for real, it declares them down.
+    h.cut |= {("n2", "n1"), ("n3", "n1")}
+    h.advance(cfg.peer_timeout_ms + cfg.ping_interval_ms)
+    assert starved.live_members() == ("n1",) and ownership_changes() == before + 1
+
 
 # ------------------------------------------------------------------------------------------------
 # Services, counters and bounds
