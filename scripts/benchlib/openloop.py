@@ -12,8 +12,8 @@ Controlled runs (``--control``, for the heartbeat ramp): the schedule and the st
 JSON lines on stdin, one answer line on stdout each:
 
 * ``{"cmd": "set", "count": N, "rate": R}``: from now on, beat (request) instances ``0..N-1`` in turn at
-  ``R``/s, carrying on from where the cycle was (so no instance waits longer than one old plus one new
-  cycle); answers ``{"ok": true}``.
+  ``R``/s, carrying on from the instance that was next (so an instance waits at most one old cycle plus
+  the new instances' share of the new one); answers ``{"ok": true}``.
 * ``{"cmd": "report"}``: the summary of everything since the previous report (or the start), and a fresh
   window begins. Besides the usual figures it says how many requests fell due in the window
   (``scheduled``) and how late the generator put them on the wire (``send_lag_ms``).
@@ -241,7 +241,11 @@ class OpenLoop:
         if msg["cmd"] == "set":
             interval = 1.0 / self.rate
             # carry on from where the cycle was: the next index of the old phase becomes the new phase's first
+            # (taken modulo the old count: modulo the new one it jumped to another place in the cycle, and the
+            # instances it skipped waited up to two cycles for a beat)
             i = self.phase_i0 + self.next_j
+            if self.cycle and self.count:
+                i %= self.count
             self.count = int(msg["count"])
             self.phase_i0 = i % self.count if self.cycle else i
             self.rate = float(msg["rate"])

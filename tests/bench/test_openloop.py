@@ -16,6 +16,9 @@ from typing import IO, Any
 
 from tests.polling import wait_until
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from benchlib.openloop import OpenLoop
+
 ROOT = Path(__file__).resolve().parents[2]
 ANSWER = b'{"clientBeatInterval":5000,"code":10200,"lightBeatEnabled":true}'
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER)
@@ -126,3 +129,15 @@ def test_a_bounded_open_loop_sends_each_request_once() -> None:
     # the beat server's answer is not "ok", so every registration counts as failed: what matters is how many
     assert summary["ok"] + summary["failed"] == 200 and summary["scheduled"] == 200
     assert set(server.beats) == set(range(1000, 1200)) and set(server.beats.values()) == {1}
+
+
+def test_widening_the_cycle_carries_on_from_where_it_was() -> None:
+    """``set`` continues the cycle at the instance that was next: 2.5 cycles into 1,000 instances that is
+    instance 500, whatever the new count (modulo the new count it was 2,500 % 1,200 = 100, and instances
+    100-499 waited a second cycle for their beat)."""
+    loop = OpenLoop(["127.0.0.1:9"], 1, rate=200.0, count=1000, duration=None,
+                    make=lambda i, ctx: b"", check=lambda status, body: True, control=True, cycle=True)
+    loop.next_j = 2500
+    loop._command(json.dumps({"cmd": "set", "count": 1200, "rate": 240.0}), now=20.0)
+    assert loop.phase_i0 == 500 and loop.count == 1200 and loop.next_j == 0
+    assert loop.phase_t0 == 12.5  # the next beat was due at 2,500 / 200 s, and stays due then
