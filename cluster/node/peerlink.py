@@ -85,7 +85,9 @@ if the peer dies before reading it: every message ends up in exactly one of ``me
 ``send_failures``.
 
 Received messages go to ``on_messages(peer_id, messages)`` one frame at a time, so the receiver may
-drain what they caused once per frame rather than once per message. Callbacks run synchronously in PeerLinks' tasks; an exception from one propagates out of :meth:`serve`.
+drain what they caused once per frame rather than once per message. The receive loop lets other tasks run
+(a checkpoint) after every ``_YIELD_BYTES`` of frames it handled, not only between reads: one read holds up
+to ``_RECV_MAX`` bytes, several snapshot chunks, and a starting node's probes waited for all of them. Callbacks run synchronously in PeerLinks' tasks; an exception from one propagates out of :meth:`serve`.
 Timeouts use trio's clock (``trio.current_time()``).
 """
 
@@ -143,6 +145,8 @@ MAX_ID_CHARS = 256
 _LEN = struct.Struct(">I")
 _RECV_SIZE = 65536
 _RECV_MAX = 1 << 20  # one receive_some allocates its whole size: stay moderate even for big frames
+_YIELD_BYTES = 128 * 1024  # the receive loop lets other tasks run after handling about this much
+_FRAME_SOFT_BYTES = 256 * 1024  # the writer starts a new frame past this (a frame is decoded in one step)
 _BATCH_BYTES = 1 << 20  # the writer packs up to about this much into one send_all
 _ARRAY_HEADER_MAX = 5  # bytes of the msgpack array header a frame's payload starts with (array 32)
 _LISTEN_BACKLOG = 128
@@ -730,11 +734,15 @@ class PeerLinks:
         check = opener.check
         cache = self._decode_cache
         buf = reader.buffer
+        handled = 0  # bytes of frames handled since the last checkpoint
         while True:
             pos = 0
             size = len(buf)
             need = 4
             while size - pos >= 4:
+                if handled >= _YIELD_BYTES:
+                    handled = 0
+                    await trio.lowlevel.checkpoint()
                 (length,) = _LEN.unpack_from(buf, pos)
                 if length > max_frame:
                     raise LinkClosed(f"frame of {length} bytes exceeds {max_frame}")
@@ -750,10 +758,12 @@ class PeerLinks:
                 stats.frames_received += 1
                 stats.messages_received += len(messages)
                 stats.bytes_received += end - pos
+                handled += end - pos
                 pos = end
                 on_messages(peer_id, messages)
             if pos:
                 del buf[:pos]
+            handled = 0  # the read below is a checkpoint too
             await reader.fill(need - len(buf))
 
     # ============================================================================================
@@ -980,8 +990,9 @@ class PeerLinks:
     def _pack_batch(self, link: _Outbound, sealer: FrameSealer) -> tuple[list[Message], int, bytes]:
         """Take up to ~1 MiB of queued messages off the queue: ``(messages, frames, sealed frames)``.
 
-        Each frame carries as many messages as fit in ``max_frame_bytes`` (normally one frame holds them
-        all; every queued message fits in one alone, :meth:`send` made sure)."""
+        Each frame carries as many messages as fit in ``max_frame_bytes`` and ``_FRAME_SOFT_BYTES`` (normally
+        one frame holds them all; every queued message fits in one alone, :meth:`send` made sure): the
+        receiver decodes a frame in one step, and four snapshot chunks in one frame held it for 4 x 20 ms."""
         room = self.config.max_frame_bytes - _ARRAY_HEADER_MAX
         queue = link.queue
         batch: list[Message] = []
@@ -993,7 +1004,7 @@ class PeerLinks:
         while queue and size < _BATCH_BYTES:
             message, packed = queue.popleft()
             link.queued_bytes -= len(packed)
-            if frame_bytes + len(packed) > room:
+            if frame and (frame_bytes + len(packed) > room or frame_bytes >= _FRAME_SOFT_BYTES):
                 chunks += _seal_frame(sealer, frame)
                 frames += 1
                 frame = []

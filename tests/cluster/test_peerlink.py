@@ -317,6 +317,30 @@ async def test_two_nodes_exchange_every_message_type() -> None:
         assert sa.queue_depths == {"b": 0}
 
 
+async def test_large_batches_are_cut_into_frames_of_a_quarter_mebibyte_and_the_reader_lets_others_run() -> None:
+    """Messages queued together (snapshot chunks, say) go in frames of about _FRAME_SOFT_BYTES each, not all
+    in one: the receiver decodes a frame in one step. Between those frames its receive loop lets other tasks
+    run (a checkpoint every _YIELD_BYTES), though every frame came in the same reads."""
+    a, b = Node("a"), Node("b")
+    batches = [SyncBatch(sample_items(700, offset=700 * i)) for i in range(8)]  # ~70 KB each packed
+    seen: list[int] = []  # b's message count each time another task ran on b's side
+    async with cluster(a, b), trio.open_nursery() as nursery:
+        async def watch() -> None:
+            while True:
+                seen.append(len(b.messages))
+                await trio.lowlevel.checkpoint()
+
+        nursery.start_soon(watch)
+        for message in batches:
+            a.send("b", message)
+        await eventually(lambda: len(b.messages) == len(batches))
+        nursery.cancel_scope.cancel()
+    assert [m for _, m in b.messages] == batches
+    assert a.stats.frames_sent == b.stats.frames_received == len(b.frames) >= 2
+    assert all(count <= 4 for _, count in b.frames)
+    assert any(0 < count < len(batches) for count in seen)
+
+
 async def test_three_nodes_full_mesh() -> None:
     nodes = [Node("a"), Node("b"), Node("c")]
     async with cluster(*nodes):

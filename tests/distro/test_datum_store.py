@@ -465,3 +465,76 @@ def test_the_budget_keeps_exactly_the_newest_floors_whatever_the_history(
             else:
                 expected = model.key.get(key)
                 assert store.floor(key, entry_id) == (None if expected is None else expected[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# merge_instances (a snapshot's instance block, in bulk) == merge of each entry
+# ------------------------------------------------------------------------------------------------
+BLOCK_IDS = [*ENTRY_IDS[:3], "DEFAULT/10.0.0.3:80", "c2/10.0.0.9:81"]
+
+
+def _block_instance(entry_id: str, version: Version) -> Instance:
+    cluster, _, address = entry_id.partition("/")
+    ip, _, port = address.partition(":")
+    bound = "conn-1" if version.counter == 1 else ""  # some bound to a gRPC connection (counted apart)
+    return Instance(ip, int(port), cluster, weight=float(version.ms + 1), metadata={"node": version.node},
+                    connection=bound)
+
+
+block_entries = st.tuples(st.sampled_from(BLOCK_IDS), versions).map(
+    lambda p: (p[0], Entry(p[1], _block_instance(*p)))
+)
+blocks = st.lists(block_entries, max_size=6).map(dict)
+
+
+def _state(store: DatumStore) -> tuple[object, ...]:
+    """Everything a merge changes that can be read back."""
+    return (
+        _all_entries(store),
+        {key: store.digest(key) for key in (KEY, OTHER)},
+        store.statistics(),
+        store.bound_instances,
+        store.instance_entries,
+        {key: store.live_instance_count(key) for key in (KEY, OTHER)},
+        list(store.keys_without_instances()),
+        {key: store.service_exists(key) for key in (KEY, OTHER)},
+        {key: store.floor(key, BLOCK_IDS[0]) for key in (KEY, OTHER)},
+        sorted(store.collect_tombstones(10), key=str),  # the tombstone heap still finds every tombstone
+        _all_entries(store),
+    )
+
+
+@PROPERTIES
+@given(steps, st.lists(blocks, min_size=1, max_size=3))
+def test_merge_instances_leaves_the_store_that_merging_each_entry_leaves(script: list[tuple[object, ...]],
+                                                                         parts: list[Datum]) -> None:
+    """Whatever the store held (entries of the key or not, tombstones, a floor left by a collection), merging
+    blocks of instances in bulk leaves exactly the store, digests, counts and floors that merging their
+    entries one at a time leaves, and reports exactly the entries applied."""
+    bulk, single = DatumStore(), DatumStore()
+    for store in (bulk, single):
+        for step in script:
+            if step[0] == "merge":
+                store.merge(step[1], *step[2])  # type: ignore[arg-type]
+            else:
+                store.collect_tombstones(step[1])  # type: ignore[arg-type]
+    for part in parts:
+        applied = bulk.merge_instances(KEY, dict(part))
+        expected = {eid: e for eid, e in part.items() if single.merge(KEY, eid, e) is MergeOutcome.APPLIED}
+        assert applied == expected
+    assert _state(bulk) == _state(single)
+
+
+def test_merge_instances_adopts_a_new_keys_block_and_adds_to_a_held_key() -> None:
+    """A key the store does not hold takes the block itself as its datum (nothing copied); a second block of
+    the same key (a service split over two snapshot chunks) is added to it."""
+    store = DatumStore()
+    first = {eid: Entry(Version(1, i, "n1"), _block_instance(eid, Version(1, i, "n1"))) for i, eid in
+             enumerate(BLOCK_IDS[:2])}
+    assert store.merge_instances(KEY, first) is first
+    assert store.datum(KEY) is first
+    second = {eid: Entry(Version(2, 0, "n2"), _block_instance(eid, Version(2, 0, "n2"))) for eid in BLOCK_IDS[2:]}
+    assert store.merge_instances(KEY, second) == second
+    assert store.live_instance_count(KEY) == len(BLOCK_IDS)
+    assert store.digest(KEY) == datum_digest(store.items(KEY))
+    assert store.merge_instances(OTHER, {}) == {} and OTHER not in store

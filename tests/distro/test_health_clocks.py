@@ -42,3 +42,68 @@ def test_clocks_of_a_collected_key_leave_with_its_ownership() -> None:
     store.merge(key, INST.entry_id, Entry(Version(5_000, 0, "n2"), INST))
     assert clocks.last_beat_ms(key, INST.entry_id) is None
     assert clocks.check(5_000 + 10 * config.instance_expire_ms, quorum=True) == []
+
+
+def _gained_store(instances: int) -> tuple[DatumStore, list[ServiceKey], list[str]]:
+    """A store with ``instances`` instances in each of three keys, every one owned by n1 in a cluster of one."""
+    store = DatumStore()
+    keys = [ServiceKey("public", "DEFAULT_GROUP", f"fill-{k}") for k in range(3)]
+    ids = []
+    for j in range(instances):
+        inst = make_instance(f"10.1.0.{j}", 8080)
+        ids.append(inst.entry_id)
+        for key in keys:
+            store.merge(key, inst.entry_id, Entry(Version(1_000, j, "n2"), inst))
+    return store, keys, ids
+
+
+def test_gained_clocks_are_built_in_slices_each_starting_when_its_key_was_gained() -> None:
+    """reassign only notes the gained keys; fill builds their clocks a slice (whole keys) at a time, each at
+    the gain time; a beat heard meanwhile is kept; until built, last_beat_ms answers the gain time."""
+    config = DistroConfig()
+    store, keys, ids = _gained_store(4)
+    orphan = make_instance("10.1.0.9", 8080).replace(connection="n2-conn", orphaned_ms=1_500)
+    store.merge(keys[2], orphan.entry_id, Entry(Version(1_000, 9, "n2"), orphan))
+    clocks = HeartbeatClocks(config, store)
+    assert clocks.reassign("n1", OwnershipMap(()), OwnershipMap(("n1",)), 2_000) == (keys, 0)
+    assert clocks.filling
+    assert clocks.beat(keys[1], ids[0], 2_500)  # a beat before its key's clocks are built
+    assert clocks.last_beat_ms(keys[0], ids[1]) == 2_000  # not built yet: the gain time
+    assert clocks.last_beat_ms(keys[0], "DEFAULT/10.9.9.9:1") is None
+    clocks.fill(1)  # about one instance: one whole key
+    assert clocks.filling
+    assert [clocks.last_beat_ms(keys[0], i) for i in ids] == [2_000] * 4
+    clocks.fill(100)
+    assert not clocks.filling
+    assert [clocks.last_beat_ms(keys[1], i) for i in ids] == [2_500, 2_000, 2_000, 2_000]
+    assert clocks.last_beat_ms(keys[2], orphan.entry_id) == 1_500  # an orphan's clock is its mark
+
+
+def test_the_check_builds_every_clock_first_and_judges_from_the_gain_time() -> None:
+    """A check while slices remain builds the rest first: an instance silent since the gain is marked
+    unhealthy one heartbeat timeout after the gain, not after the check that built its clock."""
+    config = DistroConfig()
+    store, keys, ids = _gained_store(2)
+    clocks = HeartbeatClocks(config, store)
+    clocks.reassign("n1", OwnershipMap(()), OwnershipMap(("n1",)), 2_000)
+    assert clocks.check(2_000 + config.heartbeat_timeout_ms, quorum=True) == []
+    assert not clocks.filling
+    marked = clocks.check(2_001 + config.heartbeat_timeout_ms, quorum=True)
+    assert sorted((key.service, entry_id) for key, entry_id, _ in marked) == sorted(
+        (key.service, entry_id) for key in keys for entry_id in ids)
+
+
+def test_clocks_of_a_key_lost_or_restarted_before_its_slice() -> None:
+    """A key lost again before its slice gets no clocks; a restart before it moves the start to the restart."""
+    config = DistroConfig()
+    store, keys, ids = _gained_store(1)
+    clocks = HeartbeatClocks(config, store)
+    clocks.reassign("n1", OwnershipMap(()), OwnershipMap(("n1",)), 2_000)
+    clocks.restart(3_000)
+    clocks.reassign("n1", OwnershipMap(("n1",)), OwnershipMap(("n2",)), 3_000)
+    assert not clocks.filling
+    assert all(clocks.last_beat_ms(key, ids[0]) is None for key in keys)
+    clocks.reassign("n1", OwnershipMap(("n2",)), OwnershipMap(("n1",)), 4_000)
+    clocks.restart(5_000)
+    clocks.fill(None)
+    assert all(clocks.last_beat_ms(key, ids[0]) == 5_000 for key in keys)

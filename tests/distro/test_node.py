@@ -372,6 +372,39 @@ def test_a_starting_node_is_not_ready_and_owns_nothing_until_the_snapshot_loads(
     assert n3.is_owner(keys[2]) and n3.statistics().owned_keys == 1
 
 
+def test_a_snapshot_sends_live_instances_in_blocks_and_the_starter_holds_what_the_sender_held() -> None:
+    """Live instances travel in one block per key (installed in bulk), everything else as items; the node
+    that loads them holds the same entries, digests and counts as its peers, and its view lists them."""
+    cfg = DistroConfig(snapshot_chunk_entries=4)  # services split over chunks: a key's second block adds to it
+    h = started(cfg)
+    keys = [ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}") for i in range(3)]
+    for i, key in enumerate(keys):
+        for j in range(5):
+            register(h, "n1", key, make_instance(f"10.0.{i}.{j}", PORT))
+        h.client("n2", Deregister(key, "DEFAULT", f"10.0.{i}.0", PORT))  # a tombstone in each
+    h.advance(cfg.sync_delay_ms + 10)
+    h.crash("n3")
+    h.advance(cfg.ping_interval_ms)
+    n3 = h.boot("n3")
+    h.tick("n3")
+    h.deliver(source="n3")
+    chunks: list[SnapshotChunk] = []
+    while not n3.ready and len(chunks) < 20:
+        chunks += [w.message for w in h.pending(SnapshotChunk, source="n1")]  # type: ignore[misc]
+        h.deliver_all()
+        h.advance(cfg.snapshot_slice_interval_ms, deliver=False)
+    assert n3.ready and len(chunks) > 3
+    assert sum(1 for chunk in chunks if chunk.blocks) > len(keys)
+    assert all(type(entry.value) is not type(INST) for chunk in chunks for _, _, entry in chunk.items)
+    sender = h["n1"].store
+    for key in keys:
+        assert dict(n3.store.items(key)) == dict(sender.items(key))
+        assert n3.store.digest(key) == sender.digest(key)
+        view = n3.view(key)
+        assert view is not None and len(view.instances) == sender.live_instance_count(key) >= 4
+    assert n3.store.statistics() == sender.statistics()
+
+
 def test_a_snapshot_is_served_in_paced_slices_and_the_starter_waits_for_the_last_chunk() -> None:
     cfg = DistroConfig(snapshot_chunk_entries=3, snapshot_slice_chunks=2, snapshot_slice_interval_ms=20)
     h = started(cfg)
@@ -386,7 +419,7 @@ def test_a_snapshot_is_served_in_paced_slices_and_the_starter_waits_for_the_last
     h.tick("n3")
     h.deliver(source="n3")  # the request reaches n1: its first slice goes at once
     first = h.pending(SnapshotChunk, source="n1")
-    assert [(w.message.seq, w.message.total, len(w.message.items)) for w in first] == [(0, 2, 3), (1, 3, 3)]
+    assert [(w.message.seq, w.message.total, w.message.entry_count) for w in first] == [(0, 2, 3), (1, 3, 3)]
     h.deliver(SnapshotChunk, source="n1")
     assert not n3.ready
     h["n1"].tick(h.now_ms + cfg.snapshot_slice_interval_ms - 1)
