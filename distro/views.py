@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from hashlib import blake2b
+from itertools import compress, repeat
+from operator import attrgetter
 from typing import Any
 
 from distro.clusterdata import ClusterMeta, cluster_name_of
@@ -20,6 +22,10 @@ from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
 from distro.model import Instance, ServiceKey, ServiceMeta
 
 __all__ = ["Selection", "ServiceView", "empty_view", "select_hosts"]
+
+_VALUE = attrgetter("value")
+_HEALTHY = attrgetter("healthy")
+_ENABLED = attrgetter("enabled")
 
 
 class ServiceView:
@@ -74,15 +80,18 @@ class ServiceView:
     def _build(self) -> tuple[Instance, ...]:
         source = self._source
         assert source is not None
-        instances: list[Instance] = []
-        append = instances.append
+        ids = sorted(source)
+        # Settings entry ids start with "#" and sort first (cluster names are [0-9a-zA-Z-]): an instance id
+        # never does. The rest are instances or tombstones, kept or dropped in C-level passes (a view of a
+        # 10,000-instance service is built after every change to it).
+        first = next((i for i, entry_id in enumerate(ids) if not entry_id.startswith("#")), len(ids))
         clusters: dict[str, ClusterMeta] = {}
-        for entry_id in sorted(source):
+        for entry_id in ids[:first]:
             value = source[entry_id].value
-            if type(value) is Instance:
-                append(value)
-            elif type(value) is ClusterMeta:
+            if type(value) is ClusterMeta:
                 clusters[cluster_name_of(entry_id) or entry_id] = value
+        values = list(map(_VALUE, map(source.__getitem__, ids[first:])))
+        instances = list(compress(values, map(isinstance, values, repeat(Instance))))
         self._clusters = clusters
         implicit = source.get(IMPLICIT_ENTRY_ID)
         self._implicit = implicit is not None and implicit.value is not None
@@ -134,7 +143,7 @@ class ServiceView:
         """
         if self._checksum is None:
             h = blake2b(digest_size=16)
-            h.update(b"".join([inst.checksum_digest() for inst in self.instances]))
+            h.update(b"".join(map(Instance.checksum_digest, self.instances)))
             if self.meta is not None:
                 meta = ",".join(f"{k}:{v}" for k, v in sorted(self.meta.metadata.items()))
                 h.update(f"#{self.meta.protect_threshold!r}_{self.meta.selector_type}_{meta}".encode())
@@ -189,10 +198,10 @@ def select_hosts(view: ServiceView, clusters: Collection[str] | None, healthy_on
         chosen = list(view.instances)
     if not chosen:
         return Selection((), False)
-    healthy_count = sum(1 for inst in chosen if inst.healthy)
+    healthy_count = sum(map(_HEALTHY, chosen))
     if healthy_count / len(chosen) <= view.protect_threshold:
         hosts = tuple(inst if inst.healthy else inst.with_health(True) for inst in chosen if inst.enabled)
         return Selection(hosts, True)
     if healthy_only:
         return Selection(tuple(inst for inst in chosen if inst.enabled and inst.healthy), False)
-    return Selection(tuple(inst for inst in chosen if inst.enabled), False)
+    return Selection(tuple(compress(chosen, map(_ENABLED, chosen))), False)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from cluster.metrics import counter, gauge
 from distro.model import Instance, ServiceKey
@@ -37,6 +38,7 @@ __all__ = ["DEFAULT_MAX_BYTES", "ENTRY_OVERHEAD_BYTES", "FRAGMENT_MIN_HOSTS", "F
            "Fragments", "HostsCache"]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+_CLUSTER = attrgetter("cluster")
 ENTRY_OVERHEAD_BYTES = 256
 """What one entry costs beyond its body (its key, tuple and dict slot), counted against the bound."""
 
@@ -80,7 +82,7 @@ class HostsCache:
             if entry is not None:
                 self.size_bytes -= entry.size_bytes
                 kept = entry.fragments
-            clusters = frozenset(inst.cluster for inst in view.instances)
+            clusters = frozenset(map(_CLUSTER, view.instances))
             base_bytes = ENTRY_OVERHEAD_BYTES + sum(len(name) + ENTRY_OVERHEAD_BYTES // 4 for name in clusters)
             base_bytes += sum(size for _, size in kept.values())
             entry = _Service(view.revision, clusters, size_bytes=base_bytes, fragments=kept)

@@ -10,7 +10,12 @@ service's view has a new revision, in a cache bounded in bytes (:mod:`cluster.ap
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import compress, repeat
+from json.encoder import encode_basestring as _quote  # what _JSON does to a str (ensure_ascii=False), in C
+from operator import is_not, itemgetter
+from typing import cast
 
 from cluster.api.hostscache import (
     DEFAULT_MAX_BYTES,
@@ -32,6 +37,7 @@ JAVA_AGENT = "Nacos-Java-Client"
 PUSH_CACHE_MILLIS = 10_000
 """The ``cacheMillis`` of a 2.x service info (clients that get pushes poll rarely)."""
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_MISS = (None, b"")  # a fragment never kept: held by no instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +89,7 @@ class ListRenderer:
             f'"reachProtectionThreshold":{"true" if protected else "false"},"valid":true,"env":"",'
             f'"metadata":{json.dumps(meta, ensure_ascii=False)},"hosts":'
         ).encode()
-        return head + hosts_json + b"}"
+        return b"".join((head, hosts_json, b"}"))  # one copy of a body that may be megabytes
 
     def service_info(self, query: ListQuery) -> bytes:
         """The same list in Nacos 2.x's ``serviceInfo`` shape (gRPC answers and pushes).
@@ -140,23 +146,57 @@ class ListRenderer:
         Only the unfiltered form replaces what is kept (so the kept set follows the service's instances);
         filtered forms read it and render their misses without keeping them.
         """
-        kept = self.hosts_cache.fragments(view, java)
-        lookup = kept.get
-        fresh: Fragments = {}
-        parts: list[bytes] = []
-        append = parts.append
-        for inst in hosts:
-            ident = id(inst)
-            hit = lookup(ident)
-            if hit is None or hit[0] is not inst:
-                hit = (inst, _JSON.encode(self._host(inst, view.key, service_name)).encode())
-            append(hit[1])
-            if keep:
-                fresh[ident] = hit
+        ids = list(map(id, hosts))
+        hits = list(map(self.hosts_cache.fragments(view, java).get, ids, repeat(_MISS)))
+        # A hit holds the very instance it was rendered from (ids of dead objects are reused); C-level passes
+        # throughout: after a change to one host of 10,000, this is what a list costs.
+        stale = list(compress(range(len(ids)), map(is_not, map(itemgetter(0), hits), hosts)))
+        if stale:
+            fragments = self._host_fragments([hosts[i] for i in stale], view.key, service_name)
+            for i, fragment in zip(stale, fragments, strict=True):
+                hits[i] = (hosts[i], fragment)
+        parts = list(map(itemgetter(1), hits))
         if keep:
             size_bytes = sum(map(len, parts)) + FRAGMENT_OVERHEAD_BYTES * len(parts)
-            self.hosts_cache.keep_fragments(view, java, fresh, size_bytes)
-        return b"[" + b",".join(parts) + b"]"
+            kept = cast(Fragments, dict(zip(ids, hits, strict=True)))  # no _MISS is left in hits
+            self.hosts_cache.keep_fragments(view, java, kept, size_bytes)
+        return b"".join((b"[", b",".join(parts), b"]"))
+
+    def _host_fragments(self, hosts: Iterable[Instance], key: ServiceKey, service_name: str) -> list[bytes]:
+        """Each host's JSON object, byte for byte what ``_JSON.encode(self._host(...))`` gives, about three
+        times cheaper: the fields are formatted into one string, and everything that follows from the
+        metadata alone (the map itself, the three timings, the id generator) is encoded once per distinct
+        metadata mapping (instances share them). The first list of a 10,000-instance service renders every
+        host; at ~6 us each that held the node for 60-110 ms."""
+        cfg = self._node.config
+        grouped = key.grouped_name
+        service = _quote(service_name)
+        tails: dict[int, tuple[Mapping[str, str], str]] = {}  # id(metadata) -> (metadata, the object's tail)
+        out: list[bytes] = []
+        append = out.append
+        for inst in hosts:
+            metadata = inst.metadata
+            tail = tails.get(id(metadata))
+            if tail is None or tail[0] is not metadata:
+                tail = tails[id(metadata)] = (metadata, (
+                    f',"metadata":{_JSON.encode(dict(metadata))},'
+                    f'"instanceHeartBeatInterval":{inst.beat_interval_ms(cfg.client_beat_interval_ms)},'
+                    f'"instanceHeartBeatTimeOut":{inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms)},'
+                    f'"ipDeleteTimeout":{inst.expire_ms(cfg.instance_expire_ms)},'
+                    f'"instanceIdGenerator":{_quote(inst.id_generator)}}}'
+                ))
+            ip = inst.ip
+            port = inst.port
+            cluster = inst.cluster
+            instance_id = inst.assigned_id or f"{ip}#{port}#{cluster}#{grouped}"
+            healthy = "true" if inst.healthy else "false"
+            append((
+                f'{{"instanceId":{_quote(instance_id)},"ip":{_quote(ip)},"port":{port!r},'
+                f'"weight":{float.__repr__(inst.weight)},"healthy":{healthy},"valid":{healthy},"marked":false,'
+                f'"enabled":{"true" if inst.enabled else "false"},"ephemeral":true,'
+                f'"clusterName":{_quote(cluster)},"serviceName":{service}{tail[1]}'
+            ).encode())
+        return out
 
     def _host(self, inst: Instance, key: ServiceKey, service_name: str) -> dict[str, object]:
         """One host object of the ``hosts`` array, as Nacos 1.4.2 shows it."""

@@ -3,7 +3,9 @@
 kept would answer.
 
 Real node runtime (one in-process node); the reference is a second ListRenderer over the same runtime
-that has never rendered anything, so every host it answers is rendered fresh.
+that has never rendered anything, so every host it answers is rendered fresh. The host objects themselves
+are formatted straight into strings (``ListRenderer._host_fragments``): byte for byte what encoding the
+host's dict (``_host``, which small services and protection still use) gives, whatever the fields hold.
 """
 
 from __future__ import annotations
@@ -12,10 +14,22 @@ import json
 import random
 
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cluster.api.hostscache import FRAGMENT_MIN_HOSTS
-from cluster.api.render import ListQuery, ListRenderer
-from distro.model import make_instance, service_key
+from cluster.api.render import _JSON, ListQuery, ListRenderer
+from distro.config import DistroConfig
+from distro.model import (
+    META_BEAT_INTERVAL,
+    META_BEAT_TIMEOUT,
+    META_DELETE_TIMEOUT,
+    META_ID_GENERATOR,
+    Instance,
+    make_instance,
+    service_key,
+)
+from distro.node import DistroNode
 from distro.requests import Deregister, Register, UpdateInstance
 from tests.client.support import InProcessCluster, InProcessNode
 
@@ -104,3 +118,37 @@ async def test_fragments_stay_within_the_cache_bound() -> None:
             assert view is not None
             assert small.hosts_cache.fragments(view, False) == {}  # over a quarter of the bound: not kept
             nursery.cancel_scope.cancel()
+
+
+class _Runtime:
+    """What ListRenderer reads of a runtime: a real (never started) node, and the time."""
+
+    def __init__(self) -> None:
+        self.node = DistroNode("n1", DistroConfig(), 0)
+
+    def now_ms(self) -> int:
+        return 0
+
+
+texts = st.text(max_size=8)
+timing = st.sampled_from([META_BEAT_INTERVAL, META_BEAT_TIMEOUT, META_DELETE_TIMEOUT, META_ID_GENERATOR])
+host_instances = st.builds(
+    Instance,
+    ip=st.sampled_from(["10.0.0.1", "host-a.example", "fe80::1", 'odd"ip\\']),
+    port=st.integers(0, 65535),
+    cluster=st.sampled_from(["DEFAULT", "A-1"]),
+    weight=st.floats(0.0, 10000.0, allow_nan=False),
+    healthy=st.booleans(),
+    enabled=st.booleans(),
+    metadata=st.dictionaries(timing | texts, st.sampled_from(["2000", "snowflake", "simple", "x"]) | texts,
+                             max_size=4),
+    assigned_id=st.sampled_from(["", "1234"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(host_instances, max_size=6), st.sampled_from(["big", "g@@big", "名\"x"]))
+def test_host_fragments_are_byte_for_byte_the_encoded_host_objects(instances: list[Instance], name: str) -> None:
+    renderer = ListRenderer(_Runtime())  # type: ignore[arg-type]
+    expected = [_JSON.encode(renderer._host(inst, KEY, name)).encode() for inst in instances]
+    assert renderer._host_fragments(instances, KEY, name) == expected

@@ -5,12 +5,19 @@
   healthy share;
 - the protect threshold returns every enabled instance, reported healthy, when the healthy share is at or
   below it; the default 0.0 fires only when no instance is healthy;
-- view checksums depend on content only, and the empty view does not exist.
+- view checksums depend on content only, and the empty view does not exist;
+- a view built from a datum lists its live instances by entry id and its settings, whatever it mixes.
 """
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from distro.clusterdata import ClusterMeta, cluster_entry_id
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
 from distro.model import Instance, ServiceKey, ServiceMeta
+from distro.versions import Version
 from distro.views import ServiceView, empty_view, select_hosts
 
 KEY = ServiceKey("public", "DEFAULT_GROUP", "svc")
@@ -106,3 +113,31 @@ def test_checksum_and_existence() -> None:
     empty = empty_view(KEY, 3, 7)
     assert not empty.exists and empty.revision == 3 and empty.modified_ms == 7
     assert select_hosts(empty, None, False).hosts == ()
+
+
+def _entry(value: object) -> Entry:
+    return Entry(Version(1, 0, "n1"), value)  # type: ignore[arg-type]
+
+
+datum_entries = st.one_of(
+    st.builds(lambda n, c, dead: (f"{c}/10.0.0.{n}:80", _entry(None if dead else inst(n, cluster=c))),
+              st.integers(0, 9), st.sampled_from(["DEFAULT", "A", "a-1", "0z"]), st.booleans()),
+    st.builds(lambda c: (cluster_entry_id(c), _entry(ClusterMeta())), st.sampled_from(["DEFAULT", "A"])),
+    st.just((META_ENTRY_ID, _entry(ServiceMeta(protect_threshold=0.5)))),
+    st.just((IMPLICIT_ENTRY_ID, _entry(ServiceMeta(implicit=True)))),
+    st.just((IMPLICIT_ENTRY_ID, _entry(None))),
+)
+
+
+@given(st.lists(datum_entries, max_size=12).map(dict))
+def test_a_view_of_a_datum_holds_its_live_instances_by_entry_id_and_its_settings(datum: dict[str, Entry]) -> None:
+    """Whatever the datum mixes (instances, tombstones, service, cluster and implicit settings), its view
+    lists exactly the live instances sorted by entry id, and the settings under their own ids."""
+    built = ServiceView.of_datum(KEY, datum, 1, 0)
+    assert built.instances == tuple(datum[e].value for e in sorted(datum) if isinstance(datum[e].value, Instance))
+    assert dict(built.clusters) == {e.split("/", 1)[1]: d.value for e, d in datum.items() if e.startswith("#cluster/")}
+    meta = datum.get(META_ENTRY_ID)
+    assert built.meta == (None if meta is None else meta.value)
+    implicit = datum.get(IMPLICIT_ENTRY_ID)
+    assert built.exists == (bool(built.instances) or meta is not None or bool(built.clusters)
+                            or (implicit is not None and implicit.value is not None))
