@@ -18,7 +18,8 @@ gRPC on their HTTP port + 1000, as Nacos clients expect:
 
 r-nacos gets the same rounds but those of grpcio's client (whose CPU per call is the figure it measures on
 this machine, not the server's); its connections and instances are counted from its ``/metrics``
-(``grpc_conn_size``, collected every second for this phase instead of every 15 s) and ``catalog/services``.
+(``grpc_conn_size``, collected every second on the members that hold the clients instead of every 15 s)
+and ``catalog/services``.
 """
 
 from __future__ import annotations
@@ -205,8 +206,10 @@ def phase_rnacos_grpc(ps: ProcessSet, mode: str, binary: str) -> dict[str, Any]:
     """r-nacos's three figures, as ours (but grpcio's client): registrations and push on members with naming
     timeouts of an hour, the clients held on members with its defaults (no py-spy: it is not Python)."""
     def start(long_timeouts: bool) -> Cluster:
-        label = "rgrpc-reg" if long_timeouts else "rgrpc-hold"
-        return start_rnacos(ps, binary, label, long_timeouts=long_timeouts,
+        if long_timeouts:
+            return start_rnacos(ps, binary, "rgrpc-reg", long_timeouts=True)
+        # the clients held: its connection gauge fresh within a second (its default collects every 15 s)
+        return start_rnacos(ps, binary, "rgrpc-hold", long_timeouts=False,
                             extra_env={"RNACOS_METRICS_COLLECT_INTERVAL_SECOND": "1"})
 
     return _no_grpcio() or _measure("r-nacos", start, _rnacos_census, SIZES[mode], Profiler(None), False)

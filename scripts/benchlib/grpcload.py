@@ -11,8 +11,8 @@ prints one JSON line with its figures (``hold`` prints ``ready`` first, when eve
 
 * ``register``: a closed loop per connection of ``InstanceRequest`` registrations, each a real write (the
   connection's instance in one of ``--services`` services, its weight flipped on every pass).
-* ``push``: one subscriber on ``--server``; changes made over v1 HTTP on ``--http`` (another node); the time
-  from the HTTP call to the ``NotifySubscriberRequest`` that carries the change.
+* ``push``: one subscriber on ``--server``; changes made over v1 HTTP on ``--http`` (another node), one at a
+  time; the time from the HTTP call to the ``NotifySubscriberRequest`` that carries the change.
 * ``hold``: ``--connections`` connections across the servers, each with one instance and one subscription,
   answering the server's detection probes, held for ``--seconds``.
 """
@@ -135,7 +135,31 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run_push(server: str, http: str, samples: int, rate: float) -> dict[str, Any]:
+def _seqs(payload: Payload) -> set[str]:
+    """The ``seq`` metadata of every host in a push (none for other server requests)."""
+    hosts = json.loads(payload.body).get("serviceInfo", {}).get("hosts") or []
+    return {str(host.get("metadata", {}).get("seq")) for host in hosts}
+
+
+async def _push_of(conn: Connection, tag: str, timeout_s: float) -> float | None:
+    """When the push carrying ``tag`` arrived (perf_counter), or None after ``timeout_s``; earlier pushes and
+    other server requests are passed over."""
+    deadline = time.perf_counter() + timeout_s
+    while (remaining := deadline - time.perf_counter()) > 0:
+        try:
+            arrived, payload = await asyncio.wait_for(conn.pushes.get(), remaining)
+        except TimeoutError:
+            return None
+        if tag in _seqs(payload):
+            return arrived
+    return None
+
+
+async def run_push(server: str, http: str, samples: int, rate: float, timeout_s: float = 5.0) -> dict[str, Any]:
+    """One change at a time: a v1 HTTP update with a new ``seq``, then the push that carries it (or
+    ``timeout_s``), then a pause of ``1 / rate`` before the next, so a server that holds changes back to push
+    them together is timed change by change instead of losing the changes a later one overtook. Gives up
+    after five misses in a row with nothing received."""
     service = "grpc-push-bench"
     async with httpx.AsyncClient(timeout=10) as client:
         url = f"http://{http}/nacos/v1/ns/instance"
@@ -143,30 +167,24 @@ async def run_push(server: str, http: str, samples: int, rate: float) -> dict[st
         conn = Connection(server)
         await conn.setup()
         await conn.call("SubscribeServiceRequest", {"serviceName": service, "subscribe": True, "clusters": ""})
-        sent: dict[str, float] = {}
         latencies: list[float] = []
+        missed = sent = 0
         for i in range(samples):
-            tag = str(i)
-            sent[tag] = time.perf_counter()
+            started = time.perf_counter()
             await client.put(url, params={"serviceName": service, "ip": "10.99.0.1", "port": 80,
-                                          "metadata": json.dumps({"seq": tag})})
+                                          "metadata": json.dumps({"seq": str(i)})})
+            sent += 1
+            arrived = await _push_of(conn, str(i), timeout_s)
+            if arrived is None:
+                missed += 1
+                if missed >= 5 and not latencies:
+                    break
+            else:
+                latencies.append((arrived - started) * 1000)
             await asyncio.sleep(1 / rate)
-            while not conn.pushes.empty():
-                arrived, payload = conn.pushes.get_nowait()
-                for host in json.loads(payload.body).get("serviceInfo", {}).get("hosts", []):
-                    seq = host.get("metadata", {}).get("seq")
-                    if seq in sent:
-                        latencies.append((arrived - sent.pop(seq)) * 1000)
-        await asyncio.sleep(1)
-        while not conn.pushes.empty():
-            arrived, payload = conn.pushes.get_nowait()
-            for host in json.loads(payload.body).get("serviceInfo", {}).get("hosts", []):
-                seq = host.get("metadata", {}).get("seq")
-                if seq in sent:
-                    latencies.append((arrived - sent.pop(seq)) * 1000)
         await conn.close()
     latencies.sort()
-    return {"samples": samples, "received": len(latencies), "coalesced_or_lost": len(sent),
+    return {"samples": sent, "received": len(latencies), "missed": missed, "timeout_s": timeout_s,
             "p50_ms": _pct(latencies, 0.5), "p99_ms": _pct(latencies, 0.99), "max_ms": _pct(latencies, 1.0)}
 
 
@@ -219,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--server", required=True)
     push.add_argument("--http", required=True)
     push.add_argument("--samples", type=int, default=200)
-    push.add_argument("--rate", type=float, default=50.0)
+    push.add_argument("--rate", type=float, default=50.0, help="the pause after a push, before the next change, "
+                                                               "is 1/RATE s")
     hold = sub.add_parser("hold")
     hold.add_argument("--servers", required=True)
     hold.add_argument("--connections", type=int, default=10_000)

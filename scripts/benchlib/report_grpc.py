@@ -90,6 +90,13 @@ def section(grpc: dict[str, Any], rn_grpc: dict[str, Any] | None = None) -> list
         w(f"| node memory per connection (RSS of the three nodes / connections) | "
           f"{fmt(hold.get('bytes_per_connection'))} B | reported |")
     w("")
+    if push:
+        w("The push probe makes one change at a time (a v1 HTTP update of the instance's metadata with a new "
+          "`seq`), waits for the push that carries it (up to 5 s), and makes the next change 20 ms later"
+          + (f"; {push.get('missed')} of {push.get('samples')} changes brought no push within that time"
+             if push.get("missed") else "")
+          + (". (This run's probe changed the instance every 20 ms without waiting, so a push that carried "
+             "several changes timed only the last.)" if "coalesced_or_lost" in push else ".") + "\n")
     if rn_grpc and rn_grpc.get("register"):
         out += _side_by_side(grpc, rn_grpc)
     return out
@@ -116,10 +123,10 @@ def _side_by_side(grpc: dict[str, Any], rn: dict[str, Any]) -> list[str]:
       "registrations and the push probe, its defaults for the clients held), gRPC on each member's HTTP port + "
       "1000, the same alternating rounds of v1 HTTP and lean-client gRPC registrations (not grpcio's client, "
       "whose own CPU per call is what it measures here), the same push probe (a v1 HTTP update on member 2, "
-      "the `NotifySubscriberRequest` on member 1's subscriber) and the same clients held, set up as a Nacos "
+      "the `NotifySubscriberRequest` on member 1's subscriber, one change at a time) and the same clients held, set up as a Nacos "
       "client does (`ServerCheckRequest`, `ConnectionSetupRequest` on the bi-stream, a `HealthCheckRequest` "
       "until it passes). Its open connections are read from its `/metrics` (`grpc_conn_size`, collected every "
-      "second in this phase instead of every 15 s), its instances from `catalog/services`.\n")
+      "second on the members that hold the clients instead of every 15 s), its instances from `catalog/services`.\n")
     reg, rreg = grpc["register"], rn["register"]
     http, rhttp = reg.get("http", {}), rreg.get("http", {})
     push, rpush = grpc.get("push", {}), rn.get("push", {})
@@ -145,9 +152,8 @@ def _side_by_side(grpc: dict[str, Any], rn: dict[str, Any]) -> list[str]:
     rounds = _rounds(rreg)
     w("r-nacos, every round (registrations/s): " + "; ".join(
         f"{label} " + ", ".join(fmt(r.get("per_s")) for r in rounds[key])
-        for key, label in _SERIES if rounds[key]) + ". A push sample is a change whose `seq` arrived in a push; "
-      "changes whose `seq` never arrived (overtaken by a later change before a push went out, or lost) are "
-      "counted apart, not as latency.\n")
+        for key, label in _SERIES if rounds[key]) + ". Push samples are the changes whose push arrived within 5 s (received of "
+      "made).\n")
     return out
 
 

@@ -576,11 +576,26 @@ def _limits(run: _Run) -> list[str]:
             etcd_p99=fmt(etcd.get("converge_p99_ms")),
             push_p50=fmt(_g(main, "push", "p50")),
             push_wait=fmt(_g(main, "push", "server_sched", "wait_per_cpu")),
+            **_grpc_limit_fields(run),
         ))
         w("")
     return out
 
 
+
+
+def _grpc_limit_fields(run: _Run) -> dict[str, str]:
+    """The gRPC phases' figures that the gRPC entries of ``LIMITS`` quote, ours and r-nacos's."""
+    ours, rn = run.d.get("grpc", {}), _g(run.results, "details", "rnacos", "grpc", default={})
+    return {
+        "grpc_cpu": fmt(_g(ours, "register", "server_cpu_us_per_reg")),
+        "grpc_http_cpu": fmt(_g(ours, "register", "http", "server_cpu_us_per_reg")),
+        "rn_grpc_cpu": fmt(_g(rn, "register", "server_cpu_us_per_reg")),
+        "rn_http_cpu": fmt(_g(rn, "register", "http", "server_cpu_us_per_reg")),
+        "rn_push_p50": fmt(_g(rn, "push", "p50_ms")),
+        "held": fmt(_g(ours, "hold", "connections")),
+        "held_ok": fmt(run.results["distro"].get("grpc_clients_held")),
+    }
 
 
 def _beat_cpu(ramp: dict[str, Any]) -> str:
@@ -685,6 +700,28 @@ LIMITS = {
     "failover_ms": (
         "Failover is driven by the peer link noticing the dead connection; if this is slow the survivors did not "
         "notice the broken link and fell back to `peer_timeout_ms` (3 s)."
+    ),
+    "grpc_register_per_s": (
+        "CPU per call, and when each system replicates. Our gRPC registration costs about {grpc_cpu} µs of server "
+        "CPU summed over the three nodes, about what a v1 HTTP registration costs in the same rounds "
+        "({grpc_http_cpu} µs): the same write path behind another front door (docs/grpc.md, \"Where it "
+        "stands\"): two thirds of the calls are forwarded to the service's owner, and every write is replicated "
+        "to the other nodes on its own within milliseconds. r-nacos spends {rn_grpc_cpu} µs per gRPC "
+        "registration, well under its own v1 HTTP registration ({rn_http_cpu} µs): it applies a gRPC "
+        "`InstanceRequest` on the member that holds the connection, with no forward, and sends the other "
+        "members what changed every 500 ms in one batch, keyed by instance so that writes to the same "
+        "instance within the interval travel once (r-nacos 0.8.8, `src/naming/cluster/instance_delay_notify.rs`); "
+        "the other side of that is its change -> subscriber latency in the gRPC section (p50 {rn_push_p50} ms: "
+        "that batching plus a 500 ms notify tick).\n\n"
+        "What it would take: connection-bound instances written on the connection's node (it is the only "
+        "writer of them, as in Nacos 2.x's client-based Distro) and replicated in batches per peer, keeping "
+        "the push latency target; then the per-call Python of the front door (docs/grpc.md, \"What is left\")."
+    ),
+    "cpu_us_per_grpc_register": ("See `grpc_register_per_s`."),
+    "grpc_clients_held": (
+        "The phase opened {held} connections and {held_ok} were set up and still connected at the end (failed "
+        "setups and open connections per node are in the gRPC section); the target is 10,000, the size of the "
+        "full mode's phase (quick opens 3,000, smoke 100)."
     ),
     "bytes_per_instance": (
         "This run predates the memory changes of \"Memory per instance: where it goes\" above. Measured since "

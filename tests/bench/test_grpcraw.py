@@ -45,3 +45,24 @@ def test_both_generators_count_result_code_200_as_success_from_us_and_from_rnaco
 
     assert [succeeded(json.loads(b)) for b in (ours_ok, RNACOS_OK, ours_failed, RNACOS_UNREGISTERED)] == [
         True, True, False, False]
+
+
+def test_the_push_probe_takes_the_push_that_carries_its_change() -> None:
+    pytest.importorskip("grpc")
+    import asyncio
+    from types import SimpleNamespace
+
+    from benchlib.grpcload import _push_of
+
+    def push(seq: str) -> Payload:
+        host = {"ip": "10.99.0.1", "port": 80, "metadata": {"seq": seq}}
+        return Payload("NotifySubscriberRequest", json.dumps({"serviceInfo": {"hosts": [host]}}).encode())
+
+    async def probe() -> tuple[float | None, float | None]:
+        conn = SimpleNamespace(pushes=asyncio.Queue())
+        for arrived, payload in ((1.0, Payload("ClientDetectionRequest", b"{}")), (2.0, push("0")), (3.0, push("1"))):
+            conn.pushes.put_nowait((arrived, payload))
+        found = await _push_of(conn, "1", 5.0)  # type: ignore[arg-type]
+        return found, await _push_of(conn, "2", 0.01)  # type: ignore[arg-type]
+
+    assert asyncio.run(probe()) == (3.0, None)
