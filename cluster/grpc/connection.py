@@ -105,12 +105,13 @@ class SlowReader(Exception):
 
 
 class _Stream:
-    __slots__ = ("answering", "done", "headers_sent", "is_bi", "out", "reader", "trailers")
+    __slots__ = ("answering", "done", "headers_sent", "is_bi", "out", "reader", "trailers", "whole")
 
     def __init__(self, is_bi: bool, max_message_bytes: int) -> None:
         self.is_bi = is_bi
         self.reader = MessageReader(max_message_bytes)
         self.out = bytearray()  # framed messages not yet framed as DATA (flow control)
+        self.whole: bytes | None = None  # a unary call's answer (its only message, with the OK trailers)
         self.trailers: bytes | None = None  # the trailers' header block, to send once ``out`` is empty
         self.headers_sent = False
         self.done = False  # trailers sent
@@ -242,26 +243,33 @@ class GrpcConnection:
                 if not data:
                     self.close("closed by the client")
                     return
-                self.bytes_in += len(data)
-                self._in_receive = True
-                try:
-                    self.h2.receive(data)
-                except H2ProtocolError as exc:
-                    self._goaway_code = exc.code
-                    self.close(f"HTTP/2 protocol error: {exc}")
+                if not self._received(data):
                     return
-                finally:
-                    self._in_receive = False
-                self._check_bounds()
-                if self._ready:
-                    ready, self._ready = self._ready, []
-                    self._write_now(ready)
-                elif self._out:
-                    self.wake()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.close("connection lost")
         except SlowReader as exc:
             self.close(str(exc))
+
+    def _received(self, data: bytes | bytearray) -> bool:
+        """Bytes read from the client: framed, served, and the answers ready now written (False once the
+        connection must end: a protocol error). Raises :class:`SlowReader` past a bound."""
+        self.bytes_in += len(data)
+        self._in_receive = True
+        try:
+            self.h2.receive(data)
+        except H2ProtocolError as exc:
+            self._goaway_code = exc.code
+            self.close(f"HTTP/2 protocol error: {exc}")
+            return False
+        finally:
+            self._in_receive = False
+        self._check_bounds()
+        if self._ready:
+            ready, self._ready = self._ready, []
+            self._write_now(ready)
+        elif self._out:
+            self.wake()
+        return True
 
     async def _writer(self) -> None:
         limits = self.limits
@@ -470,8 +478,12 @@ class GrpcConnection:
         if reply is None:
             self._finish(stream_id, GRPC_INTERNAL, "internal error")
             return
-        state.out += frame_message(encode_payload(reply))
+        message = frame_message(encode_payload(reply))
         self.messages_out += 1
+        if not state.headers_sent and not state.out:
+            state.whole = message  # framed with its headers and trailers in one piece (_flush_stream)
+        else:
+            state.out += message
         state.trailers = _OK_TRAILERS
         if self._in_receive:
             self._ready.append(stream_id)  # the reader writes it once the framer is done with this read
@@ -537,6 +549,14 @@ class GrpcConnection:
             self._flush_stream(stream_id, state)
 
     def _flush_stream(self, stream_id: int, state: _Stream) -> None:
+        whole = state.whole
+        if whole is not None:  # a unary answer: HEADERS, DATA and trailers in one piece when it fits
+            state.whole = None
+            if self.h2.send_unary(stream_id, _RESPONSE_HEADERS, whole, _OK_TRAILERS):
+                state.headers_sent = state.done = True
+                del self._streams[stream_id]
+                return
+            state.out += whole
         if not state.headers_sent:
             if not state.out and state.trailers is None:
                 return  # nothing to answer yet
@@ -555,16 +575,26 @@ class GrpcConnection:
 
     def outbound_bytes(self) -> int:
         """Bytes waiting to go out: the socket buffer plus messages held back by flow control."""
-        return len(self._out) + sum(len(state.out) for state in self._streams.values())
+        total = len(self._out)
+        for state in self._streams.values():
+            total += len(state.out) if state.whole is None else len(state.out) + len(state.whole)
+        return total
 
     def inbound_bytes(self) -> int:
         """Bytes of incomplete messages buffered, all streams together."""
-        return sum(state.reader.buffered for state in self._streams.values()) + self.h2.buffered
+        total = self.h2.buffered
+        for state in self._streams.values():
+            total += state.reader.buffered
+        return total
 
     def _check_bounds(self) -> None:
-        if self.outbound_bytes() > self.limits.max_outbound_bytes:
+        outbound, inbound = len(self._out), self.h2.buffered  # both sums in one pass (every read and write)
+        for state in self._streams.values():
+            outbound += len(state.out) if state.whole is None else len(state.out) + len(state.whole)
+            inbound += state.reader.buffered
+        if outbound > self.limits.max_outbound_bytes:
             raise SlowReader(f"slow reader: over {self.limits.max_outbound_bytes} bytes waiting to be sent")
-        if self.inbound_bytes() > self.limits.max_inbound_bytes:
+        if inbound > self.limits.max_inbound_bytes:
             raise SlowReader(f"over {self.limits.max_inbound_bytes} bytes of incomplete messages buffered")
 
     def _check_stall(self) -> None:

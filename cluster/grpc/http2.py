@@ -464,6 +464,32 @@ class H2Server:
         stream.send_window -= allowed
         return allowed
 
+    def send_unary(self, stream_id: int, headers: bytes, message: bytes, trailers: bytes) -> bool:
+        """A whole unary answer at once: HEADERS (``headers``), one DATA frame (``message``) and the
+        trailers' HEADERS with END_STREAM, appended to ``out`` in one piece. False (nothing sent) when the
+        message does not fit one frame within the windows: the caller then takes the general path
+        (:meth:`send_headers`, :meth:`send_data`)."""
+        stream = self.streams.get(stream_id)
+        size = len(message)
+        if (stream is None or stream.local_closed or size > self.send_window or size > stream.send_window
+                or size > self.peer_max_frame_bytes):
+            return False
+        if self._first_block:
+            self._first_block = False
+            headers = _TABLE_SIZE_ZERO + headers
+        self.out += b"".join((
+            _HEAD.pack(0, len(headers), HEADERS, FLAG_END_HEADERS, stream_id), headers,
+            _HEAD.pack(size >> 16, size & 0xFFFF, DATA, 0, stream_id), message,
+            _HEAD.pack(0, len(trailers), HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, stream_id), trailers,
+        ))
+        self.send_window -= size
+        stream.send_window -= size
+        if stream.remote_closed:
+            del self.streams[stream_id]
+        else:  # half-closed (local): see _ended
+            stream.local_closed = True
+        return True
+
     def _ended(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:

@@ -391,12 +391,23 @@ def _parse_body(kind: str, body: Mapping[str, Any], request_id: str, limits: Ins
     raise CallError(CODE_NO_HANDLER, f"RequestHandler Not Found: no handler for {kind[:128]!r}")
 
 
+_JSON = json.JSONDecoder()
+
+
+def _json_object(raw_body: bytes) -> Any:
+    """``json.loads(raw_body)``; a body that starts as a JSON object does (UTF-8, as every Nacos client
+    sends) skips ``json.loads``'s guess at the encoding (a few µs of every call)."""
+    if raw_body[:1] == b"{":
+        return _JSON.decode(raw_body.decode("utf-8", "surrogatepass"))
+    return json.loads(raw_body)
+
+
 def parse_call(kind: str, raw_body: bytes, limits: InstanceLimits | None = None) -> Call:
     """Parse one request (``kind`` = Payload type, ``raw_body`` = its JSON); raises :class:`CallError`."""
     if kind not in RESPONSE_TYPES and kind not in CLIENT_ANSWERS and kind != "ConnectionSetupRequest":
         raise CallError(CODE_NO_HANDLER, f"RequestHandler Not Found: no handler for {kind[:128]!r}")
     try:
-        body: Any = json.loads(raw_body) if raw_body else {}
+        body: Any = _json_object(raw_body) if raw_body else {}
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise CallError(CODE_INVALID_PARAM, f"the body of a {kind} is not valid JSON") from None
     if not isinstance(body, dict):

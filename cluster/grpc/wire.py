@@ -261,6 +261,10 @@ class MessageReader:
     def feed(self, data: bytes) -> list[bytes]:
         """Add bytes; return the messages they complete. Raises :class:`WireError` when a message is
         compressed (nobody may send one: we announce no ``grpc-accept-encoding``) or too large."""
+        if not self._buf and len(data) >= 5 and data[0] == 0:  # the usual case: one whole message
+            length = _PREFIX.unpack_from(data)[1]
+            if length + 5 == len(data) and length <= self.max_message_bytes:
+                return [bytes(data[5:])]
         self._buf += data
         messages: list[bytes] = []
         while len(self._buf) >= 5:

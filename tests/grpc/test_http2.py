@@ -103,3 +103,53 @@ def _frame_types(out: bytearray) -> list[int]:
         kinds.append(out[pos + 3])
         pos += 9 + length
     return kinds
+
+
+def _frames(out: bytearray) -> list[tuple[int, int, int, bytes]]:
+    frames, pos = [], 0
+    while pos + 9 <= len(out):
+        length = int.from_bytes(out[pos : pos + 3], "big")
+        kind, flags = out[pos + 3], out[pos + 4]
+        stream_id = int.from_bytes(out[pos + 5 : pos + 9], "big")
+        frames.append((kind, flags, stream_id, bytes(out[pos + 9 : pos + 9 + length])))
+        pos += 9 + length
+    return frames
+
+
+def test_a_unary_answer_goes_out_in_one_piece_and_ends_the_stream() -> None:
+    h2, _, out = server()
+    h2.receive(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, hpack.Encoder().encode([(":path", "/a")])))
+    out.clear()
+    assert h2.send_unary(1, b"\x88", b"answer", b"\x00trailer")
+    assert _frames(out) == [
+        (HEADERS, FLAG_END_HEADERS, 1, b"\x20\x88"),  # the first block of a connection shrinks the table to 0
+        (DATA, 0, 1, b"answer"),
+        (HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, b"\x00trailer"),
+    ]
+    assert 1 not in h2.streams  # both sides ended: forgotten
+    assert h2.send_window == 65_535 - len(b"answer")
+    assert not h2.send_unary(1, b"\x88", b"again", b"")  # a stream that is gone takes nothing
+
+
+def test_a_unary_answer_before_the_client_ended_leaves_the_stream_half_closed() -> None:
+    h2, events, _ = server()
+    h2.receive(frame(HEADERS, FLAG_END_HEADERS, 1, hpack.Encoder().encode([(":path", "/a")])))
+    assert h2.send_unary(1, b"\x88", b"answer", b"")
+    assert h2.streams[1].local_closed
+    h2.receive(frame(DATA, FLAG_END_STREAM, 1, b"late"))  # acknowledged and dropped
+    assert 1 not in h2.streams and events.data == []
+
+
+def test_a_unary_answer_larger_than_a_window_or_frame_is_left_to_the_general_path() -> None:
+    h2, _, out = server()
+    h2.receive(frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, 10)))  # the client's stream window: 10 bytes
+    h2.receive(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, hpack.Encoder().encode([(":path", "/a")])))
+    out.clear()
+    assert not h2.send_unary(1, b"\x88", b"x" * 11, b"")
+    assert out == bytearray() and 1 in h2.streams  # nothing sent, nothing changed
+    assert h2.send_unary(1, b"\x88", b"x" * 10, b"")
+    big, _, _ = server()
+    big.receive(frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", 1 << 20)))
+    big.receive(frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, 1 << 20)))
+    big.receive(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, hpack.Encoder().encode([(":path", "/a")])))
+    assert not big.send_unary(1, b"\x88", b"x" * (16_384 + 1), b"")  # over one frame (the client's maximum)

@@ -105,6 +105,16 @@ def test_reader_reassembles_messages_split_anywhere() -> None:
         assert got == messages and reader.buffered == 0
 
 
+def test_reader_takes_one_whole_message_at_once_and_still_refuses_one_too_large() -> None:
+    reader = MessageReader(4)
+    assert reader.feed(frame_message(b"abcd")) == [b"abcd"] and reader.buffered == 0
+    assert reader.feed(bytearray(frame_message(b""))) == [b""]
+    with pytest.raises(WireError, match="at most 3"):
+        MessageReader(3).feed(frame_message(b"abcd"))  # a whole message, but over the bound
+    with pytest.raises(WireError, match="compressed"):
+        MessageReader().feed(b"\x01\x00\x00\x00\x01x")
+
+
 def test_reader_refuses_oversized_compressed_and_bad_flags_before_buffering() -> None:
     with pytest.raises(WireError, match="at most 100"):
         MessageReader(100).feed(b"\x00\x00\x00\x00\x65")  # announces 101 bytes
