@@ -351,7 +351,7 @@ def _render(resp: Response, head_only: bool, keep_alive: bool, http11: bool) -> 
         head += _KEEP_ALIVE
     if head_only:
         return head + b"\r\n", status, keep_alive
-    return head + b"\r\n" + body, status, keep_alive
+    return b"".join((head, b"\r\n", body)), status, keep_alive  # one copy of a body of megabytes, not two
 
 
 def _error_bytes(status: int, message: str) -> bytes:

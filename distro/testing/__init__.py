@@ -8,8 +8,9 @@
     datawork  ClusterDataWorkload and check_cluster_data: namespaces and settings written and checked
     grpcsim   SimGrpcClient: Nacos 2.x clients whose instances live by their connection (reconnect, redo)
     runner    run_schedule: one seeded fault schedule end to end (faults, heal, settle, check)
+    starve    StarvedSimulator and StableBeatChecker: nodes that stop for a while, then tick before reading
 
 Nothing is imported here, so importing one submodule never drags in the others.
 """
 
-__all__ = ["beatlog", "checkers", "datawork", "disk", "grpcsim", "harness", "runner", "sim"]
+__all__ = ["beatlog", "checkers", "datawork", "disk", "grpcsim", "harness", "runner", "sim", "starve"]
