@@ -41,7 +41,8 @@ class Replication:
         self._dirty_count: dict[str, int] = {}
         self._dirty_since: dict[str, int] = {}  # peer -> when its pending batch counts as started
         self._last_flush_ms: dict[str, int] = {}
-        self._sorted_keys: list[str] | None = None  # str() of every stored key, sorted (digest ranges)
+        # Every stored key, sorted by its string (digest ranges): the strings, and the keys in the same order.
+        self._sorted: tuple[list[str], list[ServiceKey]] | None = None
         self.sync_batches_sent = 0
         self.sync_entries_sent = 0
         self.digests_sent = 0
@@ -153,19 +154,22 @@ class Replication:
     # ============================================================================================
     def keys_changed(self) -> None:
         """A key was added to or collected from the store: the sorted key list is rebuilt when next used."""
-        self._sorted_keys = None
+        self._sorted = None
 
-    def _key_strings(self) -> list[str]:
-        if self._sorted_keys is None:
-            self._sorted_keys = sorted(str(key) for key in self._store.keys())
-        return self._sorted_keys
+    def _sorted_keys(self) -> tuple[list[str], list[ServiceKey]]:
+        if self._sorted is None:
+            pairs = sorted((str(key), key) for key in self._store.keys())
+            self._sorted = ([text for text, _ in pairs], [key for _, key in pairs])
+        return self._sorted
 
     def send_digests(self, peer_id: str, ownership: OwnershipMap) -> None:
         """Send ``peer_id`` the digests of every key this node owns, in chunks that cover key ranges."""
         node_id = self._node_id
-        # owner_of_key: cached under the key itself, no str(key) for every stored key (at 1M instances the
-        # 10k keys' strings were most of this walk, every verify_interval_ms for every up peer)
-        owned = sorted((str(key), key) for key in self._store.keys() if ownership.owner_of_key(key) == node_id)
+        # owner_of_key: cached under the key itself; the keys sorted by string once until one is added or
+        # collected (at 1M instances the 10k keys' strings and their sort were most of this walk, every
+        # verify_interval_ms for every up peer)
+        texts, keys = self._sorted_keys()
+        owned = [(text, key) for text, key in zip(texts, keys, strict=True) if ownership.owner_of_key(key) == node_id]
         chunk_size = self._config.digest_chunk_keys
         low: str | None = None
         start = 0
@@ -193,12 +197,11 @@ class Replication:
                     want.append(key)
                 if key in self._store:
                     push.append(key)
-        keys = self._key_strings()
-        lo = 0 if message.low is None else bisect.bisect_right(keys, message.low)
-        hi = len(keys) if message.high is None else bisect.bisect_right(keys, message.high)
-        for text in keys[lo:hi]:
-            key = ServiceKey.parse(text)
-            if key not in mentioned and ownership.owner(text) == sender:
+        texts, keys = self._sorted_keys()
+        lo = 0 if message.low is None else bisect.bisect_right(texts, message.low)
+        hi = len(texts) if message.high is None else bisect.bisect_right(texts, message.high)
+        for key in keys[lo:hi]:  # the stored keys themselves: no parse, owners cached by key object
+            if key not in mentioned and ownership.owner_of_key(key) == sender:
                 push.append(key)
         if want or push:
             self.repairs_sent += 1

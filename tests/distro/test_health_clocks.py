@@ -79,15 +79,19 @@ def test_gained_clocks_are_built_in_slices_each_starting_when_its_key_was_gained
     assert clocks.last_beat_ms(keys[2], orphan.entry_id) == 1_500  # an orphan's clock is its mark
 
 
-def test_the_check_builds_every_clock_first_and_judges_from_the_gain_time() -> None:
-    """A check while slices remain builds the rest first: an instance silent since the gain is marked
-    unhealthy one heartbeat timeout after the gain, not after the check that built its clock."""
+def test_the_check_waits_for_every_clock_and_judges_from_the_gain_time() -> None:
+    """A check while slices remain judges nothing (building them all at once is the stall the slices avoid);
+    once built, an instance silent since the gain is marked unhealthy one heartbeat timeout after the gain,
+    not after the slice that built its clock."""
     config = DistroConfig()
     store, keys, ids = _gained_store(2)
     clocks = HeartbeatClocks(config, store)
     clocks.reassign("n1", OwnershipMap(()), OwnershipMap(("n1",)), 2_000)
-    assert clocks.check(2_000 + config.heartbeat_timeout_ms, quorum=True) == []
+    assert clocks.check(2_001 + config.heartbeat_timeout_ms, quorum=True) == []  # due, but not judged yet
+    assert clocks.filling
+    clocks.fill(config.clock_fill_instances)
     assert not clocks.filling
+    assert clocks.check(2_000 + config.heartbeat_timeout_ms, quorum=True) == []
     marked = clocks.check(2_001 + config.heartbeat_timeout_ms, quorum=True)
     assert sorted((key.service, entry_id) for key, entry_id, _ in marked) == sorted(
         (key.service, entry_id) for key in keys for entry_id in ids)
