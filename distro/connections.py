@@ -146,6 +146,10 @@ class ConnectionTable:
             if last is None or last[0] is not inst:
                 last = conn.last_marked = (inst, inst.replace(connection=connection_id))
             marked[inst.entry_id] = last[1]
+        if len(marked) == 1:
+            single = self._register_one(conn, key, marked, now_ms)
+            if single is not None:
+                return single
         old = conn.bound.get(key, {})
         if conn.count - len(old) + len(marked) > self.timings.max_bound_per_connection:
             raise ValidationError(
@@ -159,6 +163,24 @@ class ConnectionTable:
         for entry_id in marked:
             conn.bound_ms[(key, entry_id)] = now_ms
         return requests
+
+    def _register_one(self, conn: _Connection, key: ServiceKey, marked: dict[str, Instance],
+                      now_ms: int) -> list[ClientRequest] | None:
+        """:meth:`register`'s usual case, with nothing to deregister: one instance, and the connection held
+        none of ``key`` or that same entry (registered again). None: take the general path."""
+        old = conn.bound.get(key)
+        if old is not None and (len(old) != 1 or old.keys() != marked.keys()):
+            return None
+        if old is None:
+            if conn.count + 1 > self.timings.max_bound_per_connection:
+                return None  # the general path raises
+            conn.count += 1
+            self._bound_total += 1
+        conn.bound[key] = marked
+        for entry_id, inst in marked.items():
+            conn.bound_ms[(key, entry_id)] = now_ms
+            return [Register(key, inst)]
+        return None
 
     def deregister(self, connection_id: str, key: ServiceKey, instance: Instance) -> list[ClientRequest]:
         """Unbind one instance (matched by cluster, ip and port); its deregistration, conditional on the

@@ -94,7 +94,8 @@ class NamingFrontDoor:
         """Answer one ``/Request/request`` call: at once, or (a write forwarded to its owner) None now and
         ``conn.answer(stream_id, ...)`` when the owner's reply comes."""
         kind = payload.type
-        self.table.touch(conn.connection_id, self.runtime.now_ms())
+        now_ms = self.runtime.now_ms()
+        self.table.touch(conn.connection_id, now_ms)
         if kind not in RESPONSE_TYPES:
             self._count(kind[:64] if kind else "-")
             return self._error("ErrorResponse", "", CODE_NO_HANDLER, f"RequestHandler Not Found: {kind[:128]!r}")
@@ -119,7 +120,7 @@ class NamingFrontDoor:
             self.stats.auth_refused += 1
             return self._error(response_type, call.request_id, CODE_NO_RIGHT, refusal)
         try:
-            return self._serve(conn, stream_id, call, response_type)
+            return self._serve(conn, stream_id, call, response_type, now_ms)
         except ValidationError as exc:
             return self._error("ErrorResponse", call.request_id, exc.status, exc.message)
 
@@ -154,16 +155,17 @@ class NamingFrontDoor:
     # ------------------------------------------------------------------------------------------
     # requests
     # ------------------------------------------------------------------------------------------
-    def _serve(self, conn: GrpcConnection, stream_id: int, call: Call, response_type: str) -> Payload | None:
+    def _serve(self, conn: GrpcConnection, stream_id: int, call: Call, response_type: str,
+               now_ms: int) -> Payload | None:
         rid = call.request_id
         if isinstance(call, InstanceCall):
             if call.register:
-                writes = self.table.register(conn.connection_id, call.key, (call.instance,), self.runtime.now_ms())
+                writes = self.table.register(conn.connection_id, call.key, (call.instance,), now_ms)
             else:
                 writes = self.table.deregister(conn.connection_id, call.key, call.instance)
             return _Writes(self, conn, stream_id, writes, call, response_type).run()
         if isinstance(call, BatchRegister):
-            writes = self.table.register(conn.connection_id, call.key, call.instances, self.runtime.now_ms())
+            writes = self.table.register(conn.connection_id, call.key, call.instances, now_ms)
             return _Writes(self, conn, stream_id, writes, call, response_type).run()
         if isinstance(call, ServiceQuery):
             info = self.renderer.service_info(ListQuery(call.key, call.clusters, call.healthy_only))

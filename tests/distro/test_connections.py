@@ -31,6 +31,25 @@ def test_register_marks_the_instance_and_replaces_the_previous_one() -> None:
     assert table.bound_count == 1
 
 
+def test_registering_the_same_entry_again_rebinds_it_with_one_write() -> None:
+    table = ConnectionTable()
+    table.open("c1", 0)
+    table.register("c1", KEY, (A,), 0)
+    heavier = A.replace(weight=2.0)
+    [write] = table.register("c1", KEY, (heavier,), 5)  # same entry, new weight: nothing to deregister
+    assert isinstance(write, Register) and write.instance.weight == 2.0 and write.instance.connection == "c1"
+    bound = table.bound("c1", KEY, A.entry_id)
+    assert bound is not None and bound.weight == 2.0
+    assert table.bound_count == 1
+    table.register("c1", OTHER, (heavier,), 6)  # a service the connection held nothing of
+    assert table.bound_count == 2
+    table.register("c1", KEY, (A, B), 7)  # a batch over a single binding: the general path
+    [write] = table.register("c1", KEY, (B,), 8)[1:]  # back to one: A deregistered first
+    assert isinstance(write, Register) and write.instance.ip == "10.0.0.2"
+    assert table.bound_count == 2
+    assert sorted(w.key.service for w in table.close("c1")) == ["orders", "users"]
+
+
 def _fields(inst: object) -> dict[str, object]:
     return {name: getattr(inst, name) for name in ("ip", "port", "cluster", "weight", "healthy", "enabled", "metadata")}
 
