@@ -146,6 +146,9 @@ def render_http_metrics(stats: HttpStats) -> str:
         family("distro_http_responses_total", "counter", "HTTP responses by status.",
                [({"status": str(status)}, count) for status, count in by_status]),
         counter("distro_http_requests_total", "HTTP requests handled.", stats.requests_total),
+        counter("distro_http_inline_requests_total",
+                "HTTP requests answered in the keep-alive lane (light beats answered at once).",
+                stats.inline_requests_total),
     ])
 
 

@@ -317,6 +317,20 @@ class DistroNode:
         self._outbox.send(owner, Forward(request_id, request))
         return None
 
+    def beat_now(self, beat: Beat, now_ms: int) -> Result | None:
+        """A beat answered at once when this node can answer it without its owner: it owns the key, or its
+        replica answers (:mod:`distro.beats`), or no owner is known. None, with nothing done: it must go
+        to the owner (:meth:`handle_client` forwards it). The HTTP server answers such beats inline."""
+        self._advance(now_ms)
+        owner = self._ownership.owner_of_key(beat.key)
+        if owner is None:
+            return NOT_READY
+        if owner == self.node_id:
+            return self._apply_local(beat, now_ms)
+        if self.ready:
+            return self._answer_beat_here(beat, now_ms)
+        return None
+
     def handle_peer(self, sender: str, message: Message, now_ms: int) -> None:
         """A message from a peer."""
         self._advance(now_ms)

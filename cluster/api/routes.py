@@ -75,6 +75,7 @@ log = logging.getLogger("distro.api")
 __all__ = ["NS", "PERSISTENT_REFUSED", "Guard", "ListHook", "NamingApi", "Route"]
 
 NS = "/nacos/v1/ns"
+BEAT_PATH = f"{NS}/instance/beat"
 PERSISTENT_REFUSED = (
     "persistent instances are not supported: this registry keeps ephemeral instances only "
     "(they live by heartbeats); register with ephemeral=true"
@@ -260,6 +261,34 @@ class NamingApi:
     # ------------------------------------------------------------------------------------------
     # helpers
     # ------------------------------------------------------------------------------------------
+    def answer_now(self, request: Request) -> Response | None:
+        """The HTTP server's fast handler (cluster/http/lane.py): a light beat (``PUT``/``POST``
+        ``/instance/beat`` without a ``beat`` parameter or a body) that this node answers at once (it owns
+        the service, or its replica answers: :meth:`NodeRuntime.beat_now`), answered exactly as
+        :meth:`beat` would. None for anything else, a refusal or an error included: :meth:`__call__`
+        answers those."""
+        if request.path != BEAT_PATH or request.body or request.method not in ("PUT", "POST"):
+            return None
+        params = Params(request_params(request))
+        for guard in self.guards:
+            if guard(request, params) is not None:
+                return None
+        if params.get("beat"):
+            return None
+        try:
+            beat = self._light_beat(params)
+        except ValidationError:
+            return None
+        result = self.runtime.beat_now(beat)
+        return None if result is None else self._beat_answers.response(result)
+
+    def _light_beat(self, params: Params) -> Beat:
+        """The beat a request without a ``beat`` body parameter names (raises ``ValidationError``)."""
+        key = self._key(params)
+        ip_text = validate_ip(params.required("ip"))
+        port_value = validate_port(params.integer("port", None, high=65535))
+        return Beat(key, params.cluster(), ip_text, port_value, None)
+
     def _key(self, params: Params) -> ServiceKey:
         return self.keys.key(
             params.get("namespaceId"), params.get("groupName"), params.required("serviceName", "dom")
@@ -355,42 +384,38 @@ class NamingApi:
 
     async def beat(self, request: Request, params: Params) -> Response:
         """PUT /instance/beat: a light beat (no ``beat``) or a full beat that can re-register."""
-        key = self._key(params)
         raw = params.get("beat")
-        instance = None
-        if raw:
-            try:
-                beat: Any = json.loads(raw)
-            except (ValueError, RecursionError):  # RecursionError: nested too deeply
-                raise ValidationError(f"Param 'beat' is illegal, it must be a JSON object: {raw[:200]}") from None
-            if not isinstance(beat, dict):
-                raise ValidationError("Param 'beat' is illegal, it must be a JSON object")
-            cluster = beat.get("cluster")
-            if not isinstance(cluster, str) or cluster in ("", "None"):
-                cluster = params.cluster()
-            ip = beat.get("ip") if isinstance(beat.get("ip"), str) and beat.get("ip") else params.required("ip")
-            port = beat.get("port", params.get("port"))
-            try:
-                port_number = int(port)  # type: ignore[arg-type]
-                weight = float(beat.get("weight", 1.0))
-            except (TypeError, ValueError, OverflowError):
-                raise ValidationError("Param 'beat' is illegal: port and weight must be numbers") from None
-            metadata = beat.get("metadata") or {}
-            if not isinstance(metadata, dict):
-                raise ValidationError("Param 'beat' is illegal: metadata must be an object")
-            instance = make_instance(
-                str(ip),
-                port_number,
-                cluster=cluster,
-                weight=weight,
-                metadata=self._metadata(json.dumps(metadata)) if metadata else {},
-            )
-            ip_text, port_value, cluster_name = instance.ip, instance.port, instance.cluster
-        else:
-            ip_text = validate_ip(params.required("ip"))
-            port_value = validate_port(params.integer("port", None, high=65535))
-            cluster_name = params.cluster()
-        result = await self.runtime.submit(Beat(key, cluster_name, ip_text, port_value, instance))
+        if not raw:
+            result = await self.runtime.submit(self._light_beat(params))
+            return self._beat_answers.response(result)
+        key = self._key(params)
+        try:
+            beat: Any = json.loads(raw)
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
+            raise ValidationError(f"Param 'beat' is illegal, it must be a JSON object: {raw[:200]}") from None
+        if not isinstance(beat, dict):
+            raise ValidationError("Param 'beat' is illegal, it must be a JSON object")
+        cluster = beat.get("cluster")
+        if not isinstance(cluster, str) or cluster in ("", "None"):
+            cluster = params.cluster()
+        ip = beat.get("ip") if isinstance(beat.get("ip"), str) and beat.get("ip") else params.required("ip")
+        port = beat.get("port", params.get("port"))
+        try:
+            port_number = int(port)  # type: ignore[arg-type]
+            weight = float(beat.get("weight", 1.0))
+        except (TypeError, ValueError, OverflowError):
+            raise ValidationError("Param 'beat' is illegal: port and weight must be numbers") from None
+        metadata = beat.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise ValidationError("Param 'beat' is illegal: metadata must be an object")
+        instance = make_instance(
+            str(ip),
+            port_number,
+            cluster=cluster,
+            weight=weight,
+            metadata=self._metadata(json.dumps(metadata)) if metadata else {},
+        )
+        result = await self.runtime.submit(Beat(key, instance.cluster, instance.ip, instance.port, instance))
         return self._beat_answers.response(result)
 
     # ------------------------------------------------------------------------------------------

@@ -25,11 +25,12 @@ from http import HTTPStatus
 import trio
 from trio.lowlevel import checkpoint, notify_closing, wait_readable, wait_writable
 
+from cluster.http.lane import KeepAliveLane
 from cluster.http.params import merge_params, percent_decode
 from cluster.http.tlssocket import TlsSocket
 from cluster.node.listeners import open_listeners
 
-__all__ = ["Handler", "HttpLimits", "HttpStats", "Request", "Response", "serve_http"]
+__all__ = ["FastHandler", "Handler", "HttpLimits", "HttpStats", "Request", "Response", "serve_http"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class HttpStats:
     connections_open: int = 0
     connections_total: int = 0  # connections served (rejected ones are not counted here)
     requests_total: int = 0  # requests handed to the handler
+    inline_requests_total: int = 0  # of which answered in the keep-alive lane by the fast handler
     responses_by_status: dict[int, int] = field(default_factory=dict)  # every response written, errors too
     rejected_connections_total: int = 0  # connections closed at once because of max_connections
     rejected_per_ip_total: int = 0  # ... because of max_connections_per_ip
@@ -113,6 +115,9 @@ class Response:
     content_type: str = _JSON_CT
     headers: list[tuple[str, str]] | None = None  # extra headers
     close: bool = False  # force Connection: close after this response
+    # The bytes of a plain keep-alive HTTP/1.1 answer, once rendered: a response a handler hands out again and
+    # again (cluster/api/memo.py) is rendered once. Responses are never modified once returned.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @staticmethod
     def text(status: int, text: str) -> Response:
@@ -126,6 +131,10 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+FastHandler = Callable[[Request], "Response | None"]
+"""Answers a keep-alive request at once, without waiting for anything, or None (the handler answers it).
+It runs inline in the keep-alive lane (cluster/http/lane.py): it must not block, and it sees only requests
+without a body. A response it gives must be a plain one (no extra headers, not ``close``)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -324,6 +333,9 @@ def _extra_headers(headers: list[tuple[str, str]]) -> tuple[bytes, bool]:
 
 def _render(resp: Response, head_only: bool, keep_alive: bool, http11: bool) -> tuple[bytes, int, bool]:
     """Serialize a response: (bytes, status, keep_alive). Raises on a response that cannot be sent."""
+    plain = keep_alive and http11 and not head_only
+    if plain and resp._wire is not None:
+        return resp._wire, resp.status, True
     status = resp.status
     line = _STATUS_LINES.get(status)
     if line is None:
@@ -351,7 +363,10 @@ def _render(resp: Response, head_only: bool, keep_alive: bool, http11: bool) -> 
         head += _KEEP_ALIVE
     if head_only:
         return head + b"\r\n", status, keep_alive
-    return b"".join((head, b"\r\n", body)), status, keep_alive  # one copy of a body of megabytes, not two
+    out = b"".join((head, b"\r\n", body))  # one copy of a body of megabytes, not two
+    if plain and keep_alive:
+        resp._wire = out
+    return out, status, keep_alive
 
 
 def _error_bytes(status: int, message: str) -> bytes:
@@ -515,15 +530,28 @@ class _Connection:
     """
 
     __slots__ = (
-        "admission", "buf", "check_partial_at", "counted", "deadline_set", "first_s", "graceful", "handler",
-        "head_limit", "idle_s", "limits", "max_requests", "phase", "remote", "request_s", "scope", "served", "sock",
-        "stats", "unyielded",
+        "admission", "buf", "check_partial_at", "counted", "deadline_set", "fast", "first_s", "graceful", "handler",
+        "head_limit", "idle_s", "lane", "lane_eof", "lane_out", "limits", "max_requests", "phase", "remote",
+        "request_s", "scope", "served", "sock", "stats", "unyielded",
     )
 
     def __init__(
-        self, sock: _Sock, remote: tuple[str, int], handler: Handler, admission: _Admission
+        self,
+        sock: _Sock,
+        remote: tuple[str, int],
+        handler: Handler,
+        admission: _Admission,
+        lane: tuple[KeepAliveLane, FastHandler] | None = None,
     ) -> None:
         self.sock = sock
+        # The keep-alive lane and the fast handler it answers with (plain sockets only: a TLS record may
+        # hold half a request, and TLS writes are not the lane's).
+        self.lane: KeepAliveLane | None = None
+        self.fast: FastHandler | None = None
+        if lane is not None and not isinstance(sock, TlsSocket):
+            self.lane, self.fast = lane
+        self.lane_eof = False  # the lane read the end of the stream (or an error) while the task was parked
+        self.lane_out: tuple[bytes, int, bool] | None = None  # an answer the lane could not send whole
         self.remote = remote
         self.handler = handler
         self.admission = admission
@@ -664,6 +692,15 @@ class _Connection:
             idle = not buf
             if idle:  # nothing of a request yet: may be shed to make room (_Admission)
                 self.admission.idle[self] = None
+            if idle and self.served and self.lane is not None:
+                try:
+                    await self.lane.park(self.sock.fileno(), self)
+                finally:
+                    self.admission.idle.pop(self, None)
+                if not await self._after_lane():
+                    return -1
+                scanned = 0
+                continue
             try:
                 while True:
                     await wait_readable(sock)
@@ -681,6 +718,99 @@ class _Connection:
                     self.graceful = False
                 return -1
             buf += data
+
+    async def _after_lane(self) -> bool:
+        """The lane handed the connection back: finish the answer it could not send whole; False when the
+        connection is to close (the stream ended, or that answer said so)."""
+        pending = self.lane_out
+        if pending is not None:
+            self.lane_out = None
+            out, sent, keep_alive = pending
+            self._enter(_WRITING, self.idle_s)
+            await _send_rest(self.sock, out, sent)
+            if not keep_alive:
+                return False
+            self._wait_kept_alive()
+        if self.lane_eof:
+            if self.buf:
+                self.graceful = False
+            return False
+        return True
+
+    def serve_parked(self) -> bool:
+        """The lane saw this parked connection's socket readable: read, and answer inline every complete
+        request the fast handler answers. True: stay parked; False: hand it back to its task (see
+        cluster/http/lane.py)."""
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError:
+            self.lane_eof = True
+            self.graceful = False
+            return False
+        if not data:
+            self.lane_eof = True
+            return False
+        self.buf += data
+        for _ in range(16):  # pipelined requests: a few inline, then the task (fairness)
+            if not self.buf:
+                kept, idle = self.admission.kept_alive, self.admission.idle
+                kept.pop(self, None)
+                kept[self] = trio.current_time()  # waiting for its next request from now on
+                idle.pop(self, None)
+                idle[self] = None
+                return True
+            if not self._answer_inline():
+                return False
+        return False
+
+    def _answer_inline(self) -> bool:
+        """Answer the request at the front of ``buf`` with the fast handler, if it is complete, bodiless and
+        the handler answers it; False (nothing consumed) otherwise, or when the answer could not be sent whole."""
+        buf = self.buf
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end <= 0 or head_end > self.head_limit or buf[0] == 13 or self.served + 1 >= self.max_requests:
+            return False
+        try:
+            method, path, query, http11, headers = _parse_head(bytes(buf[:head_end]), self.limits)
+        except _HttpError:
+            return False  # the task parses it again and answers the error
+        if not http11 or method == "HEAD" or "transfer-encoding" in headers or "expect" in headers:
+            return False
+        length = headers.get("content-length")
+        conn_hdr = headers.get("connection")
+        if (length is not None and length != "0") or (conn_hdr is not None and _has_token(conn_hdr, "close")):
+            return False
+        request = Request(method, path, query, headers, b"", self.remote)
+        request._connection = self
+        assert self.fast is not None
+        try:
+            response = self.fast(request)
+            if response is None:
+                return False
+            out, status, keep_alive = _render(response, False, True, True)
+        except Exception:
+            log.exception("fast HTTP handler failed on %s %s", method, path)
+            return False  # the handler answers it (a 500 if it fails as well)
+        del buf[: head_end + 4]
+        self.served += 1
+        stats = self.stats
+        stats.requests_total += 1
+        stats.inline_requests_total += 1
+        _count(stats, status)
+        try:
+            sent = self.sock.send(out, _SEND_FLAGS)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.lane_eof = True
+            self.graceful = False
+            return False
+        if sent < len(out) or not keep_alive:
+            self.lane_out = (out, sent, keep_alive)
+            return False
+        return True
 
     async def _read_body(self, headers: dict[str, str], http11: bool) -> bytes:
         """The body announced by ``headers`` (Content-Length or chunked; 100-continue answered)."""
@@ -903,6 +1033,7 @@ async def _accept_loop(
     admission: _Admission,
     reserve: _FdReserve,
     ssl_context: ssl.SSLContext | None,
+    lane: tuple[KeepAliveLane, FastHandler] | None,
 ) -> None:
     stats = admission.stats
     tls = ssl_context is not None
@@ -938,7 +1069,7 @@ async def _accept_loop(
                 stats.connections_open -= 1
                 continue
             sock: _Sock = conn if ssl_context is None else TlsSocket(conn, ssl_context)
-            nursery.start_soon(_Connection(sock, (addr[0], addr[1]), handler, admission).serve)
+            nursery.start_soon(_Connection(sock, (addr[0], addr[1]), handler, admission, lane).serve)
 
 
 async def _reap_kept_alive(admission: _Admission, idle_s: float) -> None:
@@ -969,12 +1100,15 @@ async def serve_http(
     *,
     stats: HttpStats | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    fast: FastHandler | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port (port 0 = pick one) and serve forever; task_status.started(actual_port).
 
     ``host`` may be a name or an address; every address it resolves to is listened on ("" = all).
     With ``ssl_context`` (cluster.node.tls.server_context) every connection is TLS (HTTPS).
+    With ``fast``, keep-alive requests that it answers at once are answered in the keep-alive lane
+    (cluster/http/lane.py), without waking their connection's task; plain HTTP only.
     Cancelling the surrounding scope stops the server and closes every connection.
     """
     if stats is None:
@@ -985,8 +1119,12 @@ async def serve_http(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_reap_kept_alive, admission, limits.idle_timeout_ms / 1000)
+            lane: tuple[KeepAliveLane, FastHandler] | None = None
+            if fast is not None and ssl_context is None:
+                lane = (KeepAliveLane(), fast)
+                nursery.start_soon(lane[0].run)
             for listener in listeners:
-                nursery.start_soon(_accept_loop, listener, nursery, handler, admission, reserve, ssl_context)
+                nursery.start_soon(_accept_loop, listener, nursery, handler, admission, reserve, ssl_context, lane)
             task_status.started(listeners[0].getsockname()[1])
     finally:
         for listener in listeners:

@@ -36,7 +36,7 @@ from distro.effects import (
 from distro.messages import Items, Message
 from distro.model import ServiceKey
 from distro.node import DistroNode
-from distro.requests import ClientRequest, Result
+from distro.requests import Beat, ClientRequest, Result
 from distro.views import ServiceView
 
 __all__ = ["SNAPSHOT_BACKLOG_BYTES", "ChangeListener", "NodeRuntime", "PeerHandler", "PeerTransport", "SettingListener"]
@@ -140,6 +140,14 @@ class NodeRuntime:
         if outcome.result is None:
             outcome.callback = on_result
         return outcome.result
+
+    def beat_now(self, beat: Beat) -> Result | None:
+        """The answer to a beat when this node has it at once (:meth:`DistroNode.beat_now`), else None
+        with nothing done: :meth:`submit` it."""
+        result = self.node.beat_now(beat, self.now_ms())
+        if result is not None:
+            self._after_input()
+        return result
 
     def _begin(self, request: ClientRequest, task: trio.lowlevel.Task | None) -> tuple[int, Result | _Waiter]:
         """Hand a client write to the core: its answer when known at once, else the waiter now registered

@@ -189,7 +189,8 @@ class NodeServer:
         if self.grpc is not None:  # service/subscribers lists gRPC subscribers beside UDP and watch ones
             self.api.subscribers.sources.append(self.grpc.subscriber_rows)
         # The web console's static files are answered in front of the API (they need no token).
-        self.handler = ConsoleFront(self.api, StaticAssets.from_package())
+        # Light beats this node answers at once are answered in the HTTP server's keep-alive lane.
+        self.handler = ConsoleFront(self.api, StaticAssets.from_package(), fast=self.api.answer_now)
         self.limits = HttpLimits(
             max_body_bytes=settings.max_body_bytes,
             max_connections=settings.max_connections,
@@ -212,7 +213,7 @@ class NodeServer:
             await nursery.start(self.push.run)
             http_ssl = server_context(s.tls) if s.http_tls and s.tls is not None else None
             serve = partial(serve_http, self.handler, s.host, s.port, self.limits, stats=self.http_stats,
-                            ssl_context=http_ssl)
+                            ssl_context=http_ssl, fast=self.handler.answer_now)
             port: int = await nursery.start(serve)
             grpc_port = 0
             if self.grpc is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from urllib.parse import unquote
@@ -15,7 +15,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.http import Handler, HttpLimits, HttpStats, Request, Response, serve_http
+from cluster.http import FastHandler, Handler, HttpLimits, HttpStats, Request, Response, serve_http
 from cluster.http.params import merge_params, percent_decode
 from cluster.http.server import _HttpError, _parse_head
 
@@ -37,15 +37,35 @@ async def echo(request: Request) -> Response:
     )
 
 
+def never_fast(request: Request) -> Response | None:
+    """A fast handler that answers nothing: every keep-alive request is parked in the lane, read there and
+    handed back to its connection's task (cluster/http/lane.py)."""
+    return None
+
+
+_FAST: list[FastHandler | None] = [None]
+
+
+@pytest.fixture(autouse=True, params=["no lane", "lane"])
+def lane_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test of this module runs twice: without the keep-alive lane, and with a lane whose fast handler
+    hands every request back (the connection's task then answers it as before)."""
+    _FAST[0] = never_fast if request.param == "lane" else None
+    yield
+    _FAST[0] = None
+
+
 @asynccontextmanager
 async def running(
-    handler: Handler = echo, limits: HttpLimits | None = None
+    handler: Handler = echo, limits: HttpLimits | None = None, fast: FastHandler | None = None
 ) -> AsyncIterator[tuple[int, HttpStats]]:
-    """A server on 127.0.0.1:<free port>; yields (port, stats)."""
+    """A server on 127.0.0.1:<free port>; yields (port, stats). ``fast`` (else the module's lane mode)."""
     stats = HttpStats()
     limits = limits or HttpLimits()
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve_http, handler, "127.0.0.1", 0, limits, stats=stats))
+        port = await nursery.start(
+            partial(serve_http, handler, "127.0.0.1", 0, limits, stats=stats, fast=fast or _FAST[0])
+        )
         yield port, stats
         nursery.cancel_scope.cancel()
 
@@ -970,3 +990,95 @@ def test_percent_decode_matches_urllib(text: str) -> None:
 @given(st.text(max_size=30))
 def test_percent_decode_matches_urllib_on_any_text(text: str) -> None:
     assert percent_decode(text) == unquote(text, errors="replace")
+
+
+# ------------------------------------------------------------------------------------------------
+# The keep-alive lane (cluster/http/lane.py): a fast handler answering inline
+# ------------------------------------------------------------------------------------------------
+class Fast:
+    """Answers ``GET /fast`` at once and counts what it saw; leaves everything else to the handler."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, request: Request) -> Response | None:
+        self.seen.append(request.query)
+        if request.path != "/fast":
+            return None
+        return Response.text(200, f"fast {request.query}")
+
+
+async def test_fast_handler_answers_keep_alive_requests_inline() -> None:
+    fast = Fast()
+    async with running(fast=fast) as (port, stats):
+        client = await Client.connect(port)
+        status, _, body = await client.request(get("/fast?n=0"))  # a new connection's first request: its task
+        assert (status, fast.seen) == (200, [])
+        assert json.loads(body)["path"] == "/fast"
+        for n in range(1, 4):
+            status, headers, body = await client.request(get(f"/fast?n={n}"))
+            assert (status, body, headers["content-length"]) == (200, f"fast n={n}".encode(), str(len(body)))
+        # pipelined, in one segment: answered in order, inline
+        await client.send(get("/fast?n=4") + get("/fast?n=5") + get("/fast?n=6"))
+        assert [(await client.read_response())[2] for _ in range(3)] == [b"fast n=4", b"fast n=5", b"fast n=6"]
+        assert fast.seen == [f"n={n}" for n in range(1, 7)]
+        # what the fast handler leaves goes to the handler, on the same connection, in order (and what was
+        # read with it as well: the task answers what its buffer holds)
+        await client.send(get("/slow?n=7") + get("/fast?n=8"))
+        first, second = await client.read_response(), await client.read_response()
+        assert json.loads(first[2])["query"] == "n=7" and json.loads(second[2])["query"] == "n=8"
+        assert (await client.request(get("/fast?n=8")))[2] == b"fast n=8"  # parked again: inline
+        # a body, or Connection: close, is the connection task's
+        status, _, body = await client.request(post("/fast", b"a=1"))
+        assert json.loads(body)["body"] == "a=1"
+        status, headers, body = await client.request(get("/fast?n=9", "Connection: close"))
+        assert json.loads(body)["query"] == "n=9" and headers["connection"] == "close"
+        assert await client.at_eof()
+        assert stats.requests_total == 12 and stats.responses_by_status == {200: 12}
+        assert stats.inline_requests_total == 7  # n=1..6 and the last n=8
+        assert fast.seen == [f"n={n}" for n in range(1, 9)]
+
+
+async def test_a_parked_connection_closed_by_its_client_is_closed() -> None:
+    fast = Fast()
+    async with running(fast=fast) as (port, stats):
+        client = await Client.connect(port)
+        await client.request(get("/fast"))
+        await client.request(get("/fast"))  # answered inline: the connection is parked
+        await client.aclose()
+        await wait_for(lambda: stats.connections_open == 0)
+
+
+async def test_a_parked_connection_is_closed_when_idle(autojump_clock: trio.testing.MockClock) -> None:
+    fast = Fast()
+    async with running(fast=fast, limits=HttpLimits(idle_timeout_ms=2_000)) as (port, stats):
+        client = await Client.connect(port)
+        await client.request(get("/fast"))
+        await client.request(get("/fast"))
+        await trio.sleep(1.5)
+        await client.request(get("/fast"))  # inline: it waits for its next request from now on
+        await trio.sleep(1.5)
+        assert stats.connections_open == 1
+        with trio.fail_after(GUARD):
+            assert await client.at_eof()
+        assert stats.connections_open == 0
+
+
+async def test_a_fast_handler_that_raises_leaves_the_request_to_the_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(request: Request) -> Response | None:
+        raise RuntimeError("boom")
+
+    async with running(fast=broken) as (port, _):
+        client = await Client.connect(port)
+        for _ in range(3):
+            status, _, body = await client.request(get("/x?a=1"))
+            assert status == 200 and json.loads(body)["query"] == "a=1"
+    assert "fast HTTP handler failed" in caplog.text
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    with trio.fail_after(GUARD):
+        while not predicate():
+            await trio.sleep(0.01)

@@ -117,3 +117,36 @@ async def test_the_encoding_parameter_decodes_values_in_that_charset() -> None:
         assert (await http.post(f"{url}{NS}/instance?{unknown}")).text == "ok"
         assert (await _host(http, url, "enc"))["metadata"]["zone"] != "服务"
         nursery.cancel_scope.cancel()
+
+
+async def test_light_beats_on_a_kept_alive_connection_are_answered_inline_as_before() -> None:
+    """Light beats a node answers at once (it owns the service, or its replica answers) are answered in the
+    HTTP server's keep-alive lane (NamingApi.answer_now): the same answers as the handler's, beat for beat;
+    a full beat, an unknown instance on a node that must ask the owner, and an invalid beat take the
+    handler's path, as before."""
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        cluster = await InProcessCluster(3).start(nursery)
+        for i in range(6):
+            await register(http, cluster.urls[0], f"lane-{i}", "10.3.0.1", 80)
+        await trio.sleep(0.1)  # replicated everywhere
+        for url in cluster.urls:
+            for i in range(6):
+                for _ in range(3):  # the first on each connection is its task's, the rest the lane's
+                    beat = await http.put(f"{url}{NS}/instance/beat",
+                                          params={"serviceName": f"lane-{i}", "ip": "10.3.0.1", "port": "80"})
+                    assert beat.status_code == 200
+                    assert beat.json() == {"clientBeatInterval": 5000, "code": 10200, "lightBeatEnabled": True}
+        answered_here = sum(node.runtime.node.statistics().beats_answered_here for node in cluster.nodes)
+        inline = [node.server.http_stats.inline_requests_total for node in cluster.nodes]
+        assert answered_here > 0 and all(n >= 6 for n in inline), inline
+        url = cluster.urls[0]
+        unknown = await http.put(f"{url}{NS}/instance/beat",
+                                 params={"serviceName": "lane-0", "ip": "10.3.0.9", "port": "80"})
+        assert unknown.json()["code"] == 20404
+        invalid = await http.put(f"{url}{NS}/instance/beat",
+                                 params={"serviceName": "lane-0", "ip": "10.3.0.1", "port": "99999"})
+        assert invalid.status_code == 400
+        full = await http.put(f"{url}{NS}/instance/beat", params={
+            "serviceName": "lane-9", "beat": '{"ip": "10.3.0.2", "port": 81, "cluster": "DEFAULT"}'})
+        assert full.json()["code"] == 10200
+        nursery.cancel_scope.cancel()

@@ -709,6 +709,30 @@ def test_a_node_frozen_past_the_expiry_does_not_expire_what_beat_elsewhere() -> 
         assert node.store.live_instance(key, EID) == INST
     assert frozen.statistics().instances_expired == 0
 
+def test_beat_now_answers_only_what_needs_no_owner() -> None:
+    """The HTTP server answers a light beat inline when the node has the answer at once (DistroNode.beat_now):
+    as the owner, or from a healthy replica (a receipt then waits for the owner). Anything else comes back
+    None with nothing done, and goes through handle_client (forwarded) as before."""
+    h = started()
+    key = key_owned_by("n2")
+    register(h, "n2", key)
+    h.advance(h.config.sync_delay_ms)
+    beat = Beat(key, "DEFAULT", IP, PORT)
+    h.now_ms += 1_000
+    owner_answer = h["n2"].beat_now(beat, h.now_ms)
+    assert owner_answer is not None and owner_answer.body["code"] == 10200  # type: ignore[index]
+    assert h["n2"].last_beat_ms(key, EID) == h.now_ms
+    replica_answer = h["n1"].beat_now(beat, h.now_ms)
+    assert replica_answer == owner_answer and h["n1"].statistics().beats_answered_here == 1
+    unknown = Beat(key, "DEFAULT", "10.9.9.9", PORT)
+    before = len(h.wire)
+    assert h["n1"].beat_now(unknown, h.now_ms) is None
+    h.collect("n1")
+    assert len(h.wire) == before and h["n1"].statistics().forwards_sent == 0
+    _, forwarded = h.client("n1", unknown)  # the usual path forwards it
+    assert forwarded is None and h["n1"].statistics().forwards_sent == 1
+
+
 def test_a_starved_node_reads_what_waited_before_it_judges_silence() -> None:
     """A node's process starved of CPU (a busy machine) runs again with its timer late and its peers' pings
     unread. Its late tick must not declare them down on its own backlog: that moved ownership for a moment,

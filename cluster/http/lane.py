@@ -1,0 +1,103 @@
+"""The keep-alive lane: connections waiting for their next request, watched by one task instead of one each.
+
+A keep-alive connection between requests used to wait in its own task on ``trio.lowlevel.wait_readable``:
+per request one ``epoll_ctl`` (trio's registrations are one-shot), a trip through the scheduler to wake the
+task, and the task's own steps before the handler ran. For the v1 API's most frequent request, a light
+beat every 5 s per instance, that was a good part of the server's CPU per request (issue 15's heartbeat
+ramp). Here such a connection parks its task instead and registers its socket, once, on an epoll set of
+the lane's own (level-triggered). One lane task waits for that set to become readable and, for each ready
+socket, lets the connection read and answer what arrived inline (:meth:`LaneConnection.serve_parked`): a
+request the server's *fast handler* answers at once (a plain answer, no waiting) costs a ``recv``, the
+handler and a ``send``, with no task switch. Anything else (an incomplete head, a body, a request the fast
+handler leaves, the end of the stream, a send that would block) hands the connection back to its task,
+which carries on exactly as before with the bytes already read.
+
+A parked task is still the connection's owner: cancelling it (the idle reaper, shedding for room, server
+shutdown) takes the socket off the lane first. Only the lane task touches a parked socket, and only the
+connection's task touches it otherwise, so there is one reader and one writer at any moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+from typing import Protocol
+
+import trio
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_readable, wait_task_rescheduled
+
+__all__ = ["KeepAliveLane", "LaneConnection"]
+
+MAX_EVENTS = 64
+"""Ready sockets served in one step of the lane task (then it lets other tasks run)."""
+
+
+class LaneConnection(Protocol):
+    """What the lane needs of a parked connection."""
+
+    def serve_parked(self) -> bool:
+        """Its socket is readable: read and answer what can be answered now. True: stay parked; False:
+        hand the connection back to its task."""
+
+
+class KeepAliveLane:
+    """Parked keep-alive connections and the one task that serves them (module docstring)."""
+
+    __slots__ = ("_epoll", "_parked", "handed_over", "served_inline")
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._parked: dict[int, tuple[LaneConnection, Task]] = {}
+        self.served_inline = 0  # wake-ups that kept the connection parked (counter)
+        self.handed_over = 0  # connections given back to their tasks (counter)
+
+    def __len__(self) -> int:
+        return len(self._parked)
+
+    async def park(self, fd: int, conn: LaneConnection) -> None:
+        """Wait, as ``conn``'s task, until the lane hands the connection back (its socket ``fd`` stays open
+        meanwhile). Cancellable: a cancelled wait leaves the lane at once. A lane that stopped (the server is
+        shutting down) parks nothing: this is then a plain checkpoint."""
+        if self._epoll.closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._epoll.register(fd, select.EPOLLIN)
+        self._parked[fd] = (conn, current_task())
+
+        def abort(_: object) -> Abort:
+            self._leave(fd)
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def _leave(self, fd: int) -> None:
+        self._parked.pop(fd, None)
+        with contextlib.suppress(OSError, ValueError):  # the socket or the lane closed: it went with it
+            self._epoll.unregister(fd)
+
+    def _hand_over(self, fd: int) -> None:
+        entry = self._parked.get(fd)
+        self._leave(fd)
+        if entry is not None:
+            self.handed_over += 1
+            reschedule(entry[1])
+
+    async def run(self) -> None:
+        """Serve parked connections until cancelled."""
+        epoll = self._epoll
+        parked = self._parked
+        try:
+            while True:
+                await wait_readable(epoll)
+                for fd, _events in epoll.poll(0, MAX_EVENTS):
+                    entry = parked.get(fd)
+                    if entry is None:
+                        continue
+                    if entry[0].serve_parked():
+                        self.served_inline += 1
+                    else:
+                        self._hand_over(fd)
+                await trio.lowlevel.checkpoint_if_cancelled()
+        finally:
+            # The server is stopping (its nursery is cancelled): each parked task leaves through its abort.
+            epoll.close()
