@@ -874,6 +874,12 @@ samples including idle `epoll`):
   JSON per instance object (services of 64 hosts or more, inside `--list-cache-bytes`) and joins the array
   from them, and each instance keeps its 16-byte checksum share. In one process (a 10,000-instance service,
   one instance changed before each list, load average ~4): 68 ms median before, 9-10 ms after.
+  Later, each host object is formatted straight into a string instead of a dict through `json`
+  (`ListRenderer._host_fragments`, byte for byte the same, property-tested), with what follows from the
+  metadata encoded once per distinct metadata mapping, and the join, the view build and the selection run
+  as C-level passes (`map`, `compress`, `attrgetter`): the first list ever of that service 98-113 -> 48 ms
+  of CPU (6.0 -> 1.4 us per host rendered), a list after a change 5.5-6.7 -> 5.6-6.0 ms (three alternating
+  pairs, load 2.6-3.7; what is left is the view, the selection and joining 3.6 MB).
 
 - **Forwarded writes batched on the peer link** (`cluster/node/peerlink.py`, peer protocol 3): a frame now
   carries every message queued for that peer when the link's writer wakes (a msgpack array: one MAC, one
