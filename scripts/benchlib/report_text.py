@@ -337,7 +337,7 @@ def _setup(run: _Run) -> list[str]:
       "connections on trio, pre-built request bytes, one `send` per batch, responses parsed by Content-Length. "
       "It runs as its own process. Closed loop: every connection keeps its requests in flight back to back. "
       "Open loop (background load, beats): request *i* is due at start + i/rate and its latency counts from "
-      "that due time; it goes out on an idle connection, one in flight each, from a single thread on `epoll` "
+      "that due time; it goes out on the connection idle longest (so beats rotate over every connection and node), one in flight each, from a single thread on `epoll` "
       "(`benchlib.openloop`, ~15-20 µs of generator CPU per request, about a fifth of the trio loop it "
       "replaced, which could not drive the ramp's 20,000 beats/s on this machine). Registrations are spread round-robin over the three nodes (members) and over "
       f"{_g(results, 'settings', 'services', default=64)} services; every request registers a distinct "

@@ -17,7 +17,7 @@ from typing import IO, Any
 from tests.polling import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from benchlib.openloop import OpenLoop
+from benchlib.openloop import OpenLoop, Window
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSWER = b'{"clientBeatInterval":5000,"code":10200,"lightBeatEnabled":true}'
@@ -141,3 +141,36 @@ def test_widening_the_cycle_carries_on_from_where_it_was() -> None:
     loop._command(json.dumps({"cmd": "set", "count": 1200, "rate": 240.0}), now=20.0)
     assert loop.phase_i0 == 500 and loop.count == 1200 and loop.next_j == 0
     assert loop.phase_t0 == 12.5  # the next beat was due at 2,500 / 200 s, and stays due then
+
+
+class _CountingSocket:
+    """Takes every request whole and counts them."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        self.sent += 1
+        return len(data)
+
+
+def test_requests_rotate_over_the_idle_connections() -> None:
+    """A due request takes the connection idle longest, so requests spread over every connection (and so every
+    target); taking the one that came back last sent nearly everything to whichever node answered fastest."""
+    loop = OpenLoop([f"127.0.0.{t}:9" for t in (1, 2, 3)], 6, rate=1000.0, count=100, duration=None,
+                    make=lambda i, ctx: b"x", check=lambda status, body: True, cycle=True)
+    loop.win = Window(0.0, 0.25)
+    sockets = []
+    for c in loop.conns:
+        sock = _CountingSocket()
+        sockets.append(sock)
+        c.sock = sock  # type: ignore[assignment]
+        loop.idle.append(c)
+    for step in range(1, 31):
+        loop._send_due(step / 1000.0)
+        for c in loop.conns:  # each answered at once: idle again, at the back
+            if c.due is not None:
+                c.due = None
+                loop.idle.append(c)
+    sent = [s.sent for s in sockets]
+    assert sum(sent) == 31 and max(sent) - min(sent) <= 1, sent  # due at 0, 1, ..., 30 ms
