@@ -139,7 +139,7 @@ class Profiler:
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             if self.exe is None:
-                log("--profile: py-spy not found (pip install py-spy, or set PY_SPY); not profiling")
+                log("--profile: py-spy not found (pip install -e '.[bench]' brings it, or set PY_SPY); not profiling")
 
     def start(self, label: str, pids: dict[str, int], seconds: float) -> None:
         if self.out_dir is None or self.exe is None:
