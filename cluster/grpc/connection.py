@@ -433,6 +433,9 @@ class GrpcConnection:
         state = self._streams.get(stream_id)
         if state is None or state.trailers is not None:
             return  # a stream we already answered (or reset): its extra data is dropped
+        if state.answering and data:  # more after a unary call's message, its answer still to come
+            self._refuse(stream_id, state, WireError("a unary call carries exactly one request message"))
+            return
         try:
             messages = state.reader.feed(data)
         except WireError as exc:
