@@ -46,6 +46,9 @@ class DistroConfig:
     # A node that gains keys (a peer went down, or it became ready) builds their heartbeat clocks a slice of
     # about this many instances per tick (distro/health.py), not all at once.
     clock_fill_instances: int = 20_000
+    # The health check judges the owned instances a slice of about this many per node tick, from a cursor
+    # over the owned keys (distro/health.py), so a pass over a third of a million never holds a node.
+    health_scan_instances: int = 20_000
     # A beat for an instance that was explicitly deregistered this recently answers OK without asking the
     # client to register again (a beat already in flight when its instance was removed; Nacos answers 20404
     # and the Java client re-registers what it just removed).
@@ -111,5 +114,6 @@ class DistroConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if (self.sync_batch_entries <= 0 or self.digest_chunk_keys <= 0 or self.snapshot_chunk_entries <= 0
-                or self.snapshot_slice_chunks <= 0 or self.clock_fill_instances <= 0):
+                or self.snapshot_slice_chunks <= 0 or self.clock_fill_instances <= 0
+                or self.health_scan_instances <= 0):
             raise ValueError("batch and chunk sizes must be positive")

@@ -7,6 +7,15 @@ replicated writes. The check runs every ``health_check_interval_ms`` but scans t
 once the earliest possible deadline has passed (a lower bound that every write starting or shortening a
 clock pulls in), so a large registry whose clients beat on time costs almost nothing between deadlines.
 
+That deadline still passes every few seconds (every ~10 s with 5 s beats and a 15 s timeout), and a scan of
+every owned instance in one step held a node 250-375 ms at a million instances. So a scan is a *pass* in
+slices: it takes the owned keys when it starts and judges about ``health_scan_instances`` instances per
+call, whole keys at a time, each as of the ``now_ms`` of the call that reaches it; the node calls again at
+every tick until the pass is done. Keys lost (or emptied) meanwhile are skipped. Whatever could fall due
+sooner meanwhile (a key gained, a clock started or shortened) lowers the earliest deadline as usual, and
+the pass's end keeps the lower of that and the earliest deadline it found, so nothing lowered mid-pass is
+lost. A restart of the clocks, or self-preservation, drops the pass: the next check starts a new one.
+
 Clocks restart at "now" whenever this node could not have heard the beats: when it gains a key, when it
 regains quorum after self-preservation, and when it did not run for longer than ``peer_timeout_ms``.
 
@@ -38,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from distro.config import NEVER, DistroConfig
+from distro.datum import Datum
 from distro.model import Instance, ServiceKey
 from distro.ownership import OwnershipMap
 from distro.store import DatumStore
@@ -51,7 +61,8 @@ HealthChange = tuple[ServiceKey, str, Instance | None]
 class HeartbeatClocks:
     """The heartbeat clocks of the instances this node owns, and the health check over them."""
 
-    __slots__ = ("_config", "_due_ms", "_filling", "_last_beat", "_preserving", "_store", "_unrenewed_ms")
+    __slots__ = ("_config", "_due_ms", "_filling", "_last_beat", "_pass_due_ms", "_pass_keys", "_pass_next",
+                 "_preserving", "_store", "_unrenewed_ms")
 
     def __init__(self, config: DistroConfig, store: DatumStore) -> None:
         self._config = config
@@ -63,6 +74,11 @@ class HeartbeatClocks:
         # yet, nothing due: every clock made later lowers it (a node that has just loaded a million-entry
         # snapshot does not scan all it owns at its first check).
         self._due_ms = -NEVER
+        # The pass in progress (None: none): the owned keys when it started, the next one to judge, and the
+        # earliest deadline it found so far. Meanwhile _due_ms collects only what writes lower.
+        self._pass_keys: list[ServiceKey] | None = None
+        self._pass_next = 0
+        self._pass_due_ms = -NEVER
         self._preserving = False  # the last check saw less than half the cluster (self-preservation)
         # A gRPC-bound instance not renewed for this long has no live holder renewing it here: marked an
         # orphan as of its last renewal (a live holder renews every heartbeat_timeout_ms / 3; a peer timeout
@@ -127,6 +143,7 @@ class HeartbeatClocks:
                 beats[entry_id] = inst.orphaned_ms if inst is not None and inst.orphaned_ms else now_ms
         for key in self._filling:
             self._filling[key] = now_ms
+        self._pass_keys = None  # a pass in progress judged by the old clocks: start again
         self._due_ms = NEVER  # recompute the earliest deadline at the next check
 
     def orphan_candidates(self, held: Callable[[str], bool]) -> list[tuple[ServiceKey, str, Instance]]:
@@ -212,14 +229,23 @@ class HeartbeatClocks:
     # ============================================================================================
     # The check
     # ============================================================================================
+    @property
+    def scanning(self) -> bool:
+        """Whether a pass of the check is in progress (the node calls :meth:`check` at every tick until done)."""
+        return self._pass_keys is not None
+
     def check(self, now_ms: int, quorum: bool) -> list[HealthChange]:
         """The writes due now: instances to mark unhealthy, to mark orphans (gRPC-bound, not renewed for
         ``heartbeat_timeout_ms + peer_timeout_ms``: as of their last renewal) or to expire.
 
+        Once the earliest possible deadline has passed, a pass judges every owned instance, about
+        ``health_scan_instances`` per call (whole keys, in the order they were owned when the pass started),
+        each as of the ``now_ms`` of the call that reaches it; :attr:`scanning` says a pass goes on.
         ``quorum`` False (self-preservation: this node sees less than half the cluster) expires nothing.
         """
         if not quorum:
             self._preserving = True
+            self._pass_keys = None  # restarted with the clocks when quorum is back
             return []
         if self._preserving:
             # Quorum is back. While we saw less than half the cluster, beats went to the other side and we
@@ -228,44 +254,69 @@ class HeartbeatClocks:
             self.restart(now_ms)
         if self._filling:
             return []  # judged once every clock is built: a few ticks away (built here at once: 260 ms at 1M)
-        if now_ms <= self._due_ms:
-            return []  # nothing can be due yet: skip the O(owned instances) scan
-        return self._scan(now_ms)
+        if self._pass_keys is None:
+            if now_ms <= self._due_ms:
+                return []  # nothing can be due yet: no pass over the owned instances
+            self._pass_keys = list(self._last_beat)
+            self._pass_next = 0
+            self._pass_due_ms = -NEVER
+            self._due_ms = -NEVER  # from now on, what writes lower (keys gained, clocks started)
+        return self._scan_slice(now_ms)
 
-    def _scan(self, now_ms: int) -> list[HealthChange]:
-        cfg = self._config
-        due = -NEVER
+    def _scan_slice(self, now_ms: int) -> list[HealthChange]:
+        keys = self._pass_keys
+        assert keys is not None
         changes: list[HealthChange] = []
-        for key, beats in self._last_beat.items():
+        due = self._pass_due_ms
+        index, end = self._pass_next, len(keys)
+        budget = self._config.health_scan_instances
+        visited = 0
+        while index < end and visited < budget:
+            key = keys[index]
+            index += 1
+            beats = self._last_beat.get(key)
             datum = self._store.datum(key)
-            if datum is None:
-                continue
-            for entry_id, entry in datum.items():
-                inst = entry.value
-                if not isinstance(inst, Instance):
-                    continue
-                last = beats.get(entry_id)
-                if last is None:
-                    beats[entry_id] = last = inst.orphaned_ms or now_ms
-                silent = now_ms - last
-                expire = inst.expire_ms(cfg.instance_expire_ms)
-                if silent > expire:
-                    changes.append((key, entry_id, None))
-                    continue
-                if inst.connection and not inst.orphaned_ms:
-                    if silent > self._unrenewed_ms:
-                        changes.append((key, entry_id, inst.replace(orphaned_ms=max(1, last))))
-                        continue
-                    deadline = last + min(expire, self._unrenewed_ms)
-                elif inst.healthy and not inst.connection:
-                    timeout = min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
-                    if silent > timeout:
-                        changes.append((key, entry_id, inst.with_health(False)))
-                        continue
-                    deadline = last + timeout
-                else:
-                    deadline = last + expire
-                if deadline < due:
-                    due = deadline
-        self._due_ms = due  # the writes of these changes lower it again for what they change
+            if beats is None or datum is None:
+                continue  # lost or emptied since the pass started
+            visited += len(datum)
+            due = self._judge(key, beats, datum, now_ms, changes, due)
+        if index < end:
+            self._pass_next, self._pass_due_ms = index, due
+        else:  # done: the earliest deadline found, or sooner one a write set during the pass
+            self._pass_keys = None
+            self._due_ms = min(self._due_ms, due)  # these changes' writes lower it again for what they change
         return changes
+
+    def _judge(
+        self, key: ServiceKey, beats: dict[str, int], datum: Datum, now_ms: int, changes: list[HealthChange], due: int
+    ) -> int:
+        """Append the changes due now among ``key``'s instances; returns ``due`` lowered to their deadlines."""
+        cfg = self._config
+        for entry_id, entry in datum.items():
+            inst = entry.value
+            if not isinstance(inst, Instance):
+                continue
+            last = beats.get(entry_id)
+            if last is None:
+                beats[entry_id] = last = inst.orphaned_ms or now_ms
+            silent = now_ms - last
+            expire = inst.expire_ms(cfg.instance_expire_ms)
+            if silent > expire:
+                changes.append((key, entry_id, None))
+                continue
+            if inst.connection and not inst.orphaned_ms:
+                if silent > self._unrenewed_ms:
+                    changes.append((key, entry_id, inst.replace(orphaned_ms=max(1, last))))
+                    continue
+                deadline = last + min(expire, self._unrenewed_ms)
+            elif inst.healthy and not inst.connection:
+                timeout = min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
+                if silent > timeout:
+                    changes.append((key, entry_id, inst.with_health(False)))
+                    continue
+                deadline = last + timeout
+            else:
+                deadline = last + expire
+            if deadline < due:
+                due = deadline
+        return due

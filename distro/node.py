@@ -57,7 +57,8 @@ unreachable), or, when no peer is up at all, after ``snapshot_timeout_ms``.
 deletes it (a tombstone) after ``instance_expire_ms``; both are replicated writes. The check runs every
 ``health_check_interval_ms`` but scans the owned instances only once the earliest possible deadline has
 passed (a lower bound that every write starting or shortening a clock pulls in), so a large registry
-whose clients beat on time costs almost nothing between deadlines. With
+whose clients beat on time costs almost nothing between deadlines; a scan then goes on a slice of
+``health_scan_instances`` at every tick until done. With
 ``self_preservation`` a node that sees less than half of the cluster expires nothing: it cannot hear the
 beats that reach the other side.
 
@@ -414,9 +415,10 @@ class DistroNode:
                 self._replication.send_digests(peer_id, self._ownership)
         if self._health.filling:
             self._health.fill(cfg.clock_fill_instances)
-        if self.ready and judging and now_ms >= self._next_health_ms:
-            self._next_health_ms = now_ms + cfg.health_check_interval_ms
-            self._check_health(now_ms)
+        if self.ready and judging and (now_ms >= self._next_health_ms or self._health.scanning):
+            if now_ms >= self._next_health_ms:
+                self._next_health_ms = now_ms + cfg.health_check_interval_ms
+            self._check_health(now_ms)  # a pass in progress goes on at every tick, a slice at a time
         receipts_due = self._receipts.next_send_ms()
         if receipts_due is not None and now_ms >= receipts_due:
             self._send_beat_receipts(now_ms)
@@ -488,6 +490,8 @@ class DistroNode:
         deadline = min(deadline, max(self._membership.next_timeout_ms(deadline), self._judge_from_ms))
         if len(self._notifier) or len(self._outbox) or self._health.filling:
             deadline = min(deadline, self._now)
+        if self.ready and self._health.scanning:
+            deadline = min(deadline, max(self._now, self._judge_from_ms))
         return deadline
 
     def view(self, key: ServiceKey) -> ServiceView | None:

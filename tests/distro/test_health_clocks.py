@@ -1,4 +1,5 @@
-"""The owner's heartbeat clocks follow ownership, even for keys whose entries were all collected.
+"""The owner's heartbeat clocks follow ownership, even for keys whose entries were all collected; the
+check's pass in slices judges what a scan in one step judges, and loses nothing that falls due meanwhile.
 
 Found by the heartbeat checker (tests/sim/test_beats.py): a node owned a key while isolated, the key's last
 tombstone was collected, and when ownership moved on after the heal the key's clocks stayed behind (only
@@ -8,13 +9,19 @@ health check gave the new instance a clock and marked it unhealthy, though it di
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from distro.config import DistroConfig
 from distro.datum import Entry
 from distro.health import HeartbeatClocks
-from distro.model import ServiceKey, make_instance
+from distro.model import META_BEAT_TIMEOUT, ServiceKey, make_instance
 from distro.ownership import OwnershipMap
 from distro.store import DatumStore
 from distro.versions import Version
+from tests.distro import PROPERTIES
 
 INST = make_instance("10.0.0.1", 8080)
 
@@ -111,3 +118,88 @@ def test_clocks_of_a_key_lost_or_restarted_before_its_slice() -> None:
     clocks.restart(5_000)
     clocks.fill(None)
     assert all(clocks.last_beat_ms(key, ids[0]) == 5_000 for key in keys)
+
+
+def _sliced(config: DistroConfig, store: DatumStore, slice_instances: int) -> HeartbeatClocks:
+    clocks = HeartbeatClocks(replace(config, health_scan_instances=slice_instances), store)
+    clocks.reassign("n1", OwnershipMap(()), OwnershipMap(("n1",)), 1_000)
+    clocks.fill(None)
+    return clocks
+
+
+def _whole_pass(clocks: HeartbeatClocks, now_ms: int) -> list[tuple[str, str, object]]:
+    """Every change of the pass the check at ``now_ms`` starts (if any), calling it until the pass is done."""
+    changes = clocks.check(now_ms, quorum=True)
+    while clocks.scanning:
+        changes += clocks.check(now_ms, quorum=True)
+    return sorted((str(key), entry_id, value) for key, entry_id, value in changes)
+
+
+_KIND = st.sampled_from(["healthy", "unhealthy", "bound", "orphan"])
+
+
+@PROPERTIES
+@given(
+    keys=st.lists(st.lists(st.tuples(_KIND, st.integers(0, 40_000)), max_size=5), min_size=1, max_size=6),
+    slice_instances=st.integers(1, 7),
+    checks_ms=st.lists(st.integers(0, 80_000), min_size=1, max_size=6),
+)
+def test_a_pass_in_slices_finds_what_one_scan_finds(
+    keys: list[list[tuple[str, int]]], slice_instances: int, checks_ms: list[int]
+) -> None:
+    """With nothing written meanwhile, checks whose passes go a few instances per call return exactly what
+    checks scanning everything in one call return, at every check time (so the earliest deadline each pass
+    leaves behind agrees too)."""
+    config = DistroConfig()
+    store = DatumStore()
+    beats = []
+    for k, instances in enumerate(keys):
+        key = ServiceKey("public", "DEFAULT_GROUP", f"slice-{k}")
+        for j, (kind, beat_ms) in enumerate(instances):
+            inst = make_instance(f"10.2.{k}.{j}", 8080)
+            if kind == "unhealthy":
+                inst = inst.with_health(False)
+            elif kind != "healthy":
+                inst = inst.replace(connection="n2-conn", orphaned_ms=1_500 if kind == "orphan" else 0)
+            store.merge(key, inst.entry_id, Entry(Version(1_000, j, "n1"), inst))
+            beats.append((key, inst.entry_id, 1_000 + beat_ms))
+    whole, sliced = _sliced(config, store, 10**9), _sliced(config, store, slice_instances)
+    for key, entry_id, beat_ms in beats:
+        assert whole.beat(key, entry_id, beat_ms) and sliced.beat(key, entry_id, beat_ms)
+    for now_ms in sorted(checks_ms):
+        now_ms += 1_000
+        assert _whole_pass(sliced, now_ms) == _whole_pass(whole, now_ms)
+
+
+def test_a_key_gained_mid_pass_is_judged_by_its_deadline() -> None:
+    """A clock started during a pass, due sooner than anything the pass finds, is judged at its deadline:
+    the pass's end keeps it. A key lost mid-pass is skipped; a restart mid-pass drops the pass."""
+    config = DistroConfig()
+    store, keys, ids = _gained_store(1)
+    clocks = _sliced(config, store, 1)  # the clocks start at 1_000: due from 1_000 + timeout on
+    timeout = config.heartbeat_timeout_ms
+    for key in keys:
+        clocks.beat(key, ids[0], 10_000)  # every deadline at 10_000 + timeout
+    start_ms = 1_001 + timeout
+    assert clocks.check(start_ms, quorum=True) == [] and clocks.scanning  # a pass, one key per call
+    late = ServiceKey("public", "DEFAULT_GROUP", "gained-mid-pass")
+    inst = make_instance("10.3.0.1", 8080, metadata={META_BEAT_TIMEOUT: "2000"})
+    store.merge(late, inst.entry_id, Entry(Version(2_000, 0, "n1"), inst))
+    clocks.instance_changed(late, inst.entry_id, inst, start_ms)  # due at start_ms + 2_000: before the rest
+    assert _whole_pass(clocks, start_ms) == [] and not clocks.scanning
+    assert clocks.check(start_ms + 2_000, quorum=True) == [] and not clocks.scanning  # nothing due: no pass
+    assert _whole_pass(clocks, start_ms + 2_001) == [(str(late), inst.entry_id, inst.with_health(False))]
+    # Lost mid-pass: skipped. Restarted mid-pass: the pass is dropped, the next check starts one.
+    due_ms = 10_001 + timeout
+    first = store.live_instance(keys[0], ids[0])
+    assert first is not None
+    assert clocks.check(due_ms, quorum=True) == [(keys[0], ids[0], first.with_health(False))]
+    assert clocks.scanning
+    clocks.reassign("n1", OwnershipMap(("n1",)), OwnershipMap(("n2",)), due_ms)  # every key goes
+    assert _whole_pass(clocks, due_ms) == []
+    clocks.reassign("n1", OwnershipMap(("n2",)), OwnershipMap(("n1",)), due_ms)
+    clocks.fill(None)
+    assert clocks.check(due_ms + timeout + 1, quorum=True) != [] and clocks.scanning
+    clocks.restart(due_ms + timeout + 1)
+    assert not clocks.scanning
+    assert _whole_pass(clocks, due_ms + timeout + 1) == []  # every clock starts again now
