@@ -112,6 +112,7 @@ def test_rnacos_grpc_figures_sit_beside_ours(tmp_path: Path) -> None:
 
 def test_a_run_without_rnacos_grpc_keeps_our_grpc_section(tmp_path: Path) -> None:
     results = _results({"distro": (64, 100), "rnacos": (64, 100)})
+    results["details"]["rnacos"].pop("grpc", None)  # a run whose r-nacos phases had no gRPC one
     figures(results)
     assert results["rnacos"]["grpc_register_per_s"] is None
     page = report_text.render(results, tmp_path / "benchmarks.md", None)
