@@ -203,3 +203,42 @@ def test_a_key_gained_mid_pass_is_judged_by_its_deadline() -> None:
     clocks.restart(due_ms + timeout + 1)
     assert not clocks.scanning
     assert _whole_pass(clocks, due_ms + timeout + 1) == []  # every clock starts again now
+
+
+def test_a_clock_set_by_a_beat_before_its_slice_is_still_judged() -> None:
+    """A gained key's instance beats before fill reaches it (fill then leaves its clock alone) and goes
+    silent: it is marked unhealthy after the heartbeat timeout, counted from that beat. Before, such a clock
+    never reached the earliest-deadline bound, so a node whose only clocks were these never judged them."""
+    config = DistroConfig()
+    store, keys, ids = _gained_store(1)
+    clocks = HeartbeatClocks(config, store)
+    clocks.reassign("n1", OwnershipMap(()), OwnershipMap(("n1",)), 2_000)
+    for key in keys:
+        assert clocks.beat(key, ids[0], 2_500)
+    clocks.fill(None)
+    assert clocks.check(2_500 + config.heartbeat_timeout_ms, quorum=True) == []
+    marked = clocks.check(2_501 + config.heartbeat_timeout_ms, quorum=True)
+    assert sorted(key.service for key, _, _ in marked) == sorted(key.service for key in keys)
+
+
+def test_a_restart_rebuilds_every_clock_in_slices_keeping_orphan_marks() -> None:
+    """restart() drops the clocks and queues every owned key for fill (one step per key, not per instance):
+    once built, every clock starts at the restart but an orphan's, which keeps its mark; nothing is judged
+    meanwhile, and an instance silent since the restart is marked one heartbeat timeout after it."""
+    config = DistroConfig()
+    store, keys, ids = _gained_store(2)
+    orphan = make_instance("10.1.0.9", 8080).replace(connection="n2-conn", orphaned_ms=1_500)
+    store.merge(keys[2], orphan.entry_id, Entry(Version(1_000, 9, "n2"), orphan))
+    clocks = HeartbeatClocks(config, store)
+    clocks.reassign("n1", OwnershipMap(()), OwnershipMap(("n1",)), 2_000)
+    clocks.fill(None)
+    clocks.restart(10_000)
+    assert clocks.filling
+    assert clocks.check(10_001 + config.heartbeat_timeout_ms, quorum=True) == []  # not judged while filling
+    assert [clocks.last_beat_ms(keys[0], i) for i in ids] == [10_000, 10_000]  # answered before built
+    clocks.fill(None)
+    assert [clocks.last_beat_ms(key, i) for key in keys for i in ids] == [10_000] * 6
+    assert clocks.last_beat_ms(keys[2], orphan.entry_id) == 1_500
+    marked = clocks.check(10_001 + config.heartbeat_timeout_ms, quorum=True)
+    assert sorted((key.service, entry_id) for key, entry_id, inst in marked if inst is not None and
+                  not inst.healthy) == sorted((key.service, entry_id) for key in keys for entry_id in ids)
