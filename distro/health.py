@@ -298,7 +298,7 @@ class HeartbeatClocks:
         self, key: ServiceKey, beats: dict[str, int], datum: Datum, now_ms: int, changes: list[HealthChange], due: int
     ) -> int:
         """Append the changes due now among ``key``'s instances; returns ``due`` lowered to their deadlines."""
-        cfg = self._config
+        expire_default_ms = self._config.instance_expire_ms
         for entry_id, entry in datum.items():
             inst = entry.value
             if not isinstance(inst, Instance):
@@ -306,24 +306,15 @@ class HeartbeatClocks:
             last = beats.get(entry_id)
             if last is None:
                 beats[entry_id] = last = inst.orphaned_ms or now_ms
-            silent = now_ms - last
-            expire = inst.expire_ms(cfg.instance_expire_ms)
-            if silent > expire:
+            if now_ms - last > inst.expire_ms(expire_default_ms):
                 changes.append((key, entry_id, None))
                 continue
-            if inst.connection and not inst.orphaned_ms:
-                if silent > self._unrenewed_ms:
-                    changes.append((key, entry_id, inst.replace(orphaned_ms=max(1, last))))
-                    continue
-                deadline = last + min(expire, self._unrenewed_ms)
-            elif inst.healthy and not inst.connection:
-                timeout = min(expire, inst.heartbeat_timeout_ms(cfg.heartbeat_timeout_ms))
-                if silent > timeout:
-                    changes.append((key, entry_id, inst.with_health(False)))
-                    continue
-                deadline = last + timeout
-            else:
-                deadline = last + expire
-            if deadline < due:
+            # Not expired: a deadline passed is the mark (an orphan's and an unhealthy one's deadline is the
+            # expiry), an orphan for a connection's instance, unhealthy for a beating one.
+            deadline = self._deadline_ms(inst, last)
+            if now_ms > deadline:
+                marked = inst.replace(orphaned_ms=max(1, last)) if inst.connection else inst.with_health(False)
+                changes.append((key, entry_id, marked))
+            elif deadline < due:
                 due = deadline
         return due
