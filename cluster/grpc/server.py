@@ -33,6 +33,7 @@ tell whose connection an instance is bound to.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from dataclasses import dataclass, field
 
@@ -56,6 +57,8 @@ from distro.requests import ClientRequest
 from distro.views import ServiceView
 
 log = logging.getLogger("distro.grpc")
+LISTEN_BACKLOG = 1024
+"""The gRPC port's listen backlog."""
 
 
 @dataclass
@@ -132,9 +135,18 @@ class GrpcServer:
     # ------------------------------------------------------------------------------------------
     # serving
     # ------------------------------------------------------------------------------------------
-    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on ``host:port`` (0: any free port) until cancelled; ``task_status.started(port)``."""
-        sockets = await open_listeners(host, port, backlog=1024, what="the gRPC port")
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        sockets: list[socket.socket] | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` (0: any free port) until cancelled; ``task_status.started(port)``.
+        ``sockets``: listening sockets opened already, served instead (closed when serving stops)."""
+        if sockets is None:
+            sockets = await open_listeners(host, port, backlog=LISTEN_BACKLOG, what="the gRPC port")
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
         self.port = int(sockets[0].getsockname()[1])
         async with trio.open_nursery() as nursery:
@@ -363,4 +375,4 @@ def grpc_port(http_port: int, offset: int) -> int:
 
 
 
-__all__ = ["GrpcServer", "ServerStats", "grpc_port"]
+__all__ = ["LISTEN_BACKLOG", "GrpcServer", "ServerStats", "grpc_port"]

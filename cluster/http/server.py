@@ -30,7 +30,16 @@ from cluster.http.params import merge_params, percent_decode
 from cluster.http.tlssocket import TlsSocket
 from cluster.node.listeners import open_listeners
 
-__all__ = ["FastHandler", "Handler", "HttpLimits", "HttpStats", "Request", "Response", "serve_http"]
+__all__ = [
+    "LISTEN_BACKLOG",
+    "FastHandler",
+    "Handler",
+    "HttpLimits",
+    "HttpStats",
+    "Request",
+    "Response",
+    "serve_http",
+]
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +402,8 @@ _IDLE, _READING, _HANDLING, _WRITING = 0, 1, 2, 3
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 4 * 1_048_576
 _ACCEPT_BATCH = 64
-_LISTEN_BACKLOG = 4096
+LISTEN_BACKLOG = 4096
+"""The HTTP port's listen backlog (connections the kernel queues before they are accepted)."""
 _OUT_OF_FDS_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})  # shed with the reserved descriptor
 _ACCEPT_RETRY_ERRNOS = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -1101,9 +1111,13 @@ async def serve_http(
     stats: HttpStats | None = None,
     ssl_context: ssl.SSLContext | None = None,
     fast: FastHandler | None = None,
+    sockets: list[socket.socket] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port (port 0 = pick one) and serve forever; task_status.started(actual_port).
+
+    ``sockets``: listening sockets opened already (:func:`cluster.node.listeners.open_listener_pair`),
+    served instead of opening host:port; they are closed when serving stops.
 
     ``host`` may be a name or an address; every address it resolves to is listened on ("" = all).
     With ``ssl_context`` (cluster.node.tls.server_context) every connection is TLS (HTTPS).
@@ -1115,7 +1129,9 @@ async def serve_http(
         stats = HttpStats()
     admission = _Admission(limits, stats)
     reserve = _FdReserve()
-    listeners = await open_listeners(host, port, backlog=_LISTEN_BACKLOG, what="the HTTP port")
+    if sockets is None:
+        sockets = await open_listeners(host, port, backlog=LISTEN_BACKLOG, what="the HTTP port")
+    listeners = sockets
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_reap_kept_alive, admission, limits.idle_timeout_ms / 1000)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 
 import trio
 
-__all__ = ["ListenError", "open_listeners"]
+__all__ = ["ListenError", "open_listener_pair", "open_listeners"]
 
 
 class ListenError(OSError):
@@ -50,3 +51,32 @@ async def open_listeners(host: str, port: int, *, backlog: int, what: str = "por
     if not listeners:
         raise ListenError(f"no address to listen on for {host!r} ({what})")
     return listeners
+
+
+async def open_listener_pair(
+    host: str, port: int, offset: int, *, backlogs: tuple[int, int], whats: tuple[str, str], attempts: int = 50
+) -> tuple[list[socket.socket], list[socket.socket]]:
+    """Listening sockets on ``port`` and on ``port + offset`` (the HTTP port and the gRPC port beside it).
+
+    With a fixed ``port`` this is two :func:`open_listeners` calls. With port 0 the kernel picks the first
+    port; when ``port + offset`` is taken (any program's outgoing connections may hold it), both are
+    closed and another port is tried, up to ``attempts`` times, so a node started on port 0 never fails
+    for want of the second port. On failure nothing stays open.
+    """
+    for attempt in range(1, attempts + 1):
+        first = await open_listeners(host, port, backlog=backlogs[0], what=whats[0])
+        chosen = int(first[0].getsockname()[1])
+        try:
+            second = await open_listeners(host, chosen + offset, backlog=backlogs[1], what=whats[1])
+        except ListenError as exc:
+            for sock in first:
+                sock.close()
+            if port != 0 or attempt == attempts or exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            continue
+        except BaseException:
+            for sock in first:
+                sock.close()
+            raise
+        return first, second
+    raise AssertionError("unreachable")

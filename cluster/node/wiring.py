@@ -38,9 +38,12 @@ from cluster.console.endpoints import ConsoleEndpoints
 from cluster.console.front import ConsoleFront
 from cluster.grpc import GrpcLimits, GrpcServer
 from cluster.grpc.requests import InstanceLimits
+from cluster.grpc.server import LISTEN_BACKLOG as GRPC_LISTEN_BACKLOG
 from cluster.http import HttpLimits, HttpStats, serve_http
+from cluster.http.server import LISTEN_BACKLOG as HTTP_LISTEN_BACKLOG
 from cluster.metrics import render_http_metrics, render_peer_link_metrics
 from cluster.node.datadir import DataDir, DiskWriter
+from cluster.node.listeners import open_listener_pair
 from cluster.node.peerlink import LinkState, PeerLinkConfig, PeerLinks
 from cluster.node.pump import NodeRuntime, PeerTransport
 from cluster.node.settings import NodeSettings, peer_link_address
@@ -214,10 +217,16 @@ class NodeServer:
             http_ssl = server_context(s.tls) if s.http_tls and s.tls is not None else None
             serve = partial(serve_http, self.handler, s.host, s.port, self.limits, stats=self.http_stats,
                             ssl_context=http_ssl, fast=self.handler.answer_now)
-            port: int = await nursery.start(serve)
             grpc_port = 0
-            if self.grpc is not None:
-                grpc_port = await nursery.start(self.grpc.serve, s.host, port + s.grpc_port_offset)
+            if self.grpc is None:
+                port: int = await nursery.start(serve)
+            else:  # both ports together: with port 0, one whose gRPC port (+ offset) is free too
+                http_sockets, grpc_sockets = await open_listener_pair(
+                    s.host, s.port, s.grpc_port_offset, backlogs=(HTTP_LISTEN_BACKLOG, GRPC_LISTEN_BACKLOG),
+                    whats=("the HTTP port", "the gRPC port"),
+                )
+                port = await nursery.start(partial(serve, sockets=http_sockets))
+                grpc_port = await nursery.start(partial(self.grpc.serve, s.host, 0, sockets=grpc_sockets))
             grpc_tls = self.grpc is not None and self.grpc.ssl_context is not None
             log.info(
                 "started: node %s on %s:%d%s (advertised %s), gRPC on port %s%s, peer link on port %d, peers %s",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ __all__ = [
     "PEER_PORT_OFFSET",
     "ClusterError",
     "LocalNode",
+    "ephemeral_port_range",
     "free_port_range",
     "free_ports",
     "node_command",
@@ -73,30 +75,66 @@ def port_is_free(port: int, host: str = LOCALHOST) -> bool:
     return True
 
 
-def free_ports(
-    count: int, *, host: str = LOCALHOST, offsets: tuple[int, ...] = _OFFSETS, attempts: int = 200
-) -> list[int]:
-    """``count`` distinct ports ``p`` (picked by binding port 0) such that ``p`` and ``p + offset`` for every
-    one of ``offsets`` (the gRPC and peer-link ports) are free.
+_LOWEST_PORT = 10000
+"""Ports are picked at or above this (below it sit well-known services)."""
+_recently_picked: set[int] = set()
+"""Ports (with their offsets) this process handed out, so two calls in a row never return the same one
+before the first caller binds it. Bounded: cleared when it holds more than 4,096."""
 
-    The ports are released before returning, so another process may still take one: callers retry on
-    a bind failure (:meth:`LocalCluster.start_with_retries`).
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections (Linux's
+    ``net.ipv4.ip_local_port_range``; 32768-60999, its default, where it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(field) for field in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _candidate_windows(max_offset: int) -> list[tuple[int, int]]:
+    """Inclusive ranges of base ports ``p`` such that ``p`` and ``p + max_offset`` both lie outside the
+    ephemeral range: a port picked there cannot be taken meanwhile as the source port of some outgoing
+    connection (which is what made bind-port-0-then-release pickers fail now and then)."""
+    low, high = ephemeral_port_range()
+    windows = [(_LOWEST_PORT, low - 1 - max_offset), (high + 1, 65535 - max_offset)]
+    return [(a, b) for a, b in windows if b - a >= 100]
+
+
+def free_ports(
+    count: int, *, host: str = LOCALHOST, offsets: tuple[int, ...] = _OFFSETS, attempts: int = 400
+) -> list[int]:
+    """``count`` distinct ports ``p`` such that ``p`` and ``p + offset`` for every one of ``offsets`` (the
+    gRPC and peer-link ports) are free now.
+
+    They are picked at random outside the kernel's ephemeral range (:func:`ephemeral_port_range`), so no
+    outgoing connection of this machine can take one before its node binds it; another program picking
+    ports could, so callers still retry on a bind failure (:meth:`LocalCluster.start_with_retries`).
+    Falls back to letting the kernel pick (port 0) where the ephemeral range leaves no room.
     """
+    max_offset = max(offsets, default=0)
+    windows = _candidate_windows(max_offset)
+    if len(_recently_picked) > 4096:
+        _recently_picked.clear()
     chosen: list[int] = []
-    used: set[int] = set()
     for _ in range(attempts):
         if len(chosen) == count:
             break
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
+        if windows:
+            low, high = random.choice(windows)
+            port = random.randint(low, high)
+        else:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
         family = {port, *(port + offset for offset in offsets)}
-        if max(family) > 65535 or family & used:
+        if max(family) > 65535 or family & _recently_picked:
             continue
-        if not all(port_is_free(p, host) for p in family - {port}):
+        if not all(port_is_free(p, host) for p in family):
             continue
         chosen.append(port)
-        used.update(family)
+        _recently_picked.update(family)
     if len(chosen) < count:
         shown = ", ".join(f"port+{offset}" for offset in offsets)
         raise ClusterError(f"could not find {count} free ports (with {shown} free too) on {host}")
@@ -108,12 +146,12 @@ def free_port_range(
 ) -> int:
     """A base port ``b`` such that ``b, b+step, ..., b+(count-1)*step`` and the same plus each of ``offsets``
     are all free now (``distroctl local-cluster --port-step``)."""
-    for _ in range(attempts):
-        (base,) = free_ports(1, host=host, offsets=offsets)
-        ports = [base + i * step + offset for i in range(count) for offset in (0, *offsets)]
-        if max(ports) <= 65535 and all(port_is_free(p, host) for p in ports):
-            return base
-    raise ClusterError(f"could not find {count} consecutive free port pairs on {host}")
+    spread = tuple(sorted({i * step + offset for i in range(count) for offset in (0, *offsets)} - {0}))
+    try:
+        (base,) = free_ports(1, host=host, offsets=spread, attempts=attempts)
+    except ClusterError:
+        raise ClusterError(f"could not find {count} consecutive free port pairs on {host}") from None
+    return base
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

@@ -26,6 +26,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from cluster.tools.launcher import free_ports
+
 SCRIPTS = Path(__file__).resolve().parents[1]
 ROOT = SCRIPTS.parent
 WRAPPER = SCRIPTS / "bench_http"
@@ -46,11 +48,9 @@ def serve(port: int) -> None:
 
 
 def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """An unused TCP port on 127.0.0.1 (outside the ephemeral range: :func:`cluster.tools.launcher.free_ports`)."""
+    (port,) = free_ports(1, offsets=())
+    return port
 
 
 def wait_listening(port: int, timeout: float = 10.0) -> None:

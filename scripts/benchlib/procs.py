@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -30,34 +29,11 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-_claimed: set[int] = set()
-
-
 def free_ports(count: int, offset: int = 0) -> list[int]:
-    """``count`` ports free on 127.0.0.1 such that ``port + offset`` is free too (when offset > 0)."""
-    out: list[int] = []
-    while len(out) < count:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port in _claimed or (offset and (port + offset > 65535 or not _port_free(port + offset))):
-            continue
-        if offset and (port + offset) in _claimed:
-            continue
-        _claimed.add(port)
-        if offset:
-            _claimed.add(port + offset)
-        out.append(port)
-    return out
+    """``count`` ports free on 127.0.0.1 such that ``port + offset`` is free too (when offset > 0), outside
+    the kernel's ephemeral range and never handed out twice by this process
+    (:func:`cluster.tools.launcher.free_ports`)."""
+    return launcher_free_ports(count, offsets=(offset,) if offset else ())
 
 
 def rss_bytes(pid: int) -> int:
@@ -267,11 +243,7 @@ def start_distro(ps: ProcessSet, label: str, extra_flags: list[str], size: int =
 
 def node_ports(size: int) -> list[int]:
     """HTTP ports for our nodes, each with its gRPC (+1000) and peer-link (+1001) ports free as well."""
-    while True:
-        ports = launcher_free_ports(size)
-        if not _claimed.intersection(ports):
-            _claimed.update(ports)
-            return ports
+    return launcher_free_ports(size)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from cluster.node.settings import ConfigError, parse_settings
+from cluster.tools.launcher import free_ports
 
 DISTRO_NODE = str(Path(sys.executable).parent / "distro-node")
 TOKEN_SECRET = "t" * 32
@@ -134,22 +134,6 @@ def test_hardening_flags_parse_and_are_checked() -> None:
         parse_settings(["--list-cache-bytes", "-1"])
 
 
-def _free_port_pair(offset: int) -> int:
-    for _ in range(100):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            if port + offset > 65535:
-                continue
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + offset))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port pair")
-
-
 def _http(method: str, url: str) -> tuple[int, bytes, dict[str, str]]:
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
@@ -162,7 +146,7 @@ def _http(method: str, url: str) -> tuple[int, bytes, dict[str, str]]:
 
 def test_real_node_with_auth_from_the_environment() -> None:
     pytest.importorskip("cluster.node.peerlink", reason="cluster/node/peerlink.py has not landed yet")
-    port = _free_port_pair(1000)
+    (port,) = free_ports(1)
     env = clean_env(DISTRO_AUTH="true", DISTRO_TOKEN_SECRET=TOKEN_SECRET, DISTRO_ADMIN_PASSWORD="pw-from-env")
     process = subprocess.Popen(
         [DISTRO_NODE, "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"],
@@ -211,7 +195,7 @@ def _stop(process: subprocess.Popen[Any]) -> None:
 
 
 def test_a_short_cluster_secret_starts_with_a_warning() -> None:
-    port = _free_port_pair(1000)
+    (port,) = free_ports(1)
     process = subprocess.Popen(
         [DISTRO_NODE, "--host", "127.0.0.1", "--port", str(port), "--peers", f"127.0.0.1:{port},127.0.0.1:1",
          "--cluster-secret", "short"],

@@ -38,6 +38,7 @@ from cluster.node.peerlink import (
     PeerLinkStats,
     _tune,
 )
+from cluster.tools.launcher import free_ports
 from distro.codec import decode_message, encode_message
 from distro.datum import META_ENTRY_ID, Entry
 from distro.messages import (
@@ -565,9 +566,7 @@ async def test_proofs_made_only_with_unknown_secrets_are_refused() -> None:
 
 async def test_a_peer_that_connects_in_is_dialed_back_at_once() -> None:
     """A restarted peer is dialed as soon as it links to us, not a whole reconnect interval later."""
-    with trio.socket.socket() as probe:  # a port nobody listens on yet: b will start there
-        await probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    (port,) = free_ports(1, offsets=())  # a port nobody listens on yet: b will start there
     a = Node("a", peers=[f"127.0.0.1:{port}"], reconnect_interval_ms=600_000)
     async with trio.open_nursery() as nursery:
         await a.start(nursery)
@@ -764,10 +763,7 @@ async def test_self_dial_is_detected_and_rechecked_later() -> None:
 
 async def test_self_dial_from_the_config_at_start() -> None:
     """Our own address in ``peer_addresses`` (bound before serve, so the port is known)."""
-    probe = trio.socket.socket()
-    await probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    (port,) = free_ports(1, offsets=())
     a = Node("a", peers=[f"127.0.0.1:{port}"])
     async with trio.open_nursery() as nursery:
         await a.start(nursery, port=port)

@@ -20,6 +20,7 @@ import msgpack
 import trio
 
 from cluster.node.peerlink import PROTOCOL_VERSION
+from cluster.tools.launcher import free_ports
 from distro.codec import encode_message
 from distro.messages import Ping, SyncBatch
 from tests.cluster.test_peerlink import _LEN, SECRET, Node, RawPeer, eventually, sample_items
@@ -198,9 +199,7 @@ async def test_reordered_frames_are_refused() -> None:
 async def test_a_relay_to_our_own_port_does_not_stop_us_dialing_the_real_peer() -> None:
     """While b is down, an impostor on b's port relays our dial to our own port. Once b is back (and even
     if b never dials us), we link to it."""
-    with trio.socket.socket() as probe:
-        await probe.bind(("127.0.0.1", 0))
-        b_port = probe.getsockname()[1]
+    (b_port,) = free_ports(1, offsets=())
     s = Node("s", reconnect_interval_ms=50)
     async with trio.open_nursery() as nursery:
         await s.start(nursery)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from cluster.tools.launcher import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,24 +80,10 @@ class ComposeCluster:
         )
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports that are free on 127.0.0.1 right now."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def isolated_env() -> dict[str, str]:
     """Our environment plus E2E_ENV, a private compose project name and free host ports for the nodes (HTTP
     and gRPC) and the demo profile's consumer."""
-    *ports, demo_port = _free_ports(2 * len(NODE_PORTS) + 1)
+    *ports, demo_port = free_ports(2 * len(NODE_PORTS) + 1, offsets=())
     env = {**os.environ, **E2E_ENV, "COMPOSE_PROJECT_NAME": f"distro-e2e-{os.getpid()}",
            "DEMO_CONSUMER_PORT": str(demo_port)}
     for name, port, grpc_port in zip(NODE_PORTS, ports[: len(NODE_PORTS)], ports[len(NODE_PORTS):], strict=True):
