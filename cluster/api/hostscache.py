@@ -14,12 +14,15 @@ client can make it keep is bounded two ways:
   recently used services' entries go first. A body larger than a quarter of the bound is served but not
   kept. The one thing that may briefly exceed the bound is the cluster list of the service being served.
 
-* **Fragments.** For a big service (at least :data:`FRAGMENT_MIN_HOSTS` hosts) the renderer also keeps each
-  host's rendered JSON object, keyed by the instance object it was rendered from. Instances are immutable and
-  a view change replaces only the instances that changed, so after a change only those are rendered again
-  and the array is joined from the kept pieces. Fragments outlive a revision (that is their point), are
-  counted in the same bound at their length plus :data:`FRAGMENT_OVERHEAD_BYTES` each, and go with their
-  service when it is evicted.
+* **Runs.** For a big service (at least :data:`FRAGMENT_MIN_HOSTS` hosts) the renderer also keeps the
+  unfiltered array as *runs* of about :data:`RUN_HOSTS` consecutive hosts: each run holds its instances, each
+  host's rendered JSON object (a fragment) and the run's objects joined with commas. Instances are immutable
+  and a view change replaces only the instances that changed, so after a change only the runs that hold a
+  changed, new or removed instance are joined again (and only their changed hosts rendered); the others are
+  served as they are, and the answer is sent as the list of runs (scatter-gather, :class:`Response.parts
+  <cluster.http.server.Response>`) without joining 3.6 MB into one string. Runs outlive a revision (that is
+  their point), are counted in the same bound (their fragments and joined bytes, plus
+  :data:`FRAGMENT_OVERHEAD_BYTES` per host), and go with their service when it is evicted.
 
 ``/metrics`` shows the bytes held, the bound and the evictions (docs/security.md lists the bound).
 """
@@ -34,8 +37,16 @@ from cluster.metrics import counter, gauge
 from distro.model import Instance, ServiceKey
 from distro.views import ServiceView
 
-__all__ = ["DEFAULT_MAX_BYTES", "ENTRY_OVERHEAD_BYTES", "FRAGMENT_MIN_HOSTS", "FRAGMENT_OVERHEAD_BYTES", "Form",
-           "Fragments", "HostsCache"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "ENTRY_OVERHEAD_BYTES",
+    "FRAGMENT_MIN_HOSTS",
+    "FRAGMENT_OVERHEAD_BYTES",
+    "RUN_HOSTS",
+    "Form",
+    "HostsCache",
+    "Run",
+]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _CLUSTER = attrgetter("cluster")
@@ -45,23 +56,26 @@ ENTRY_OVERHEAD_BYTES = 256
 FRAGMENT_MIN_HOSTS = 64
 """Services with fewer hosts are rendered whole every time: cheap enough, and nothing to keep."""
 FRAGMENT_OVERHEAD_BYTES = 120
-"""What one kept host fragment costs beyond its bytes (its dict slot, tuple and key), counted in the bound."""
+"""What one kept host costs beyond its bytes (its fragment's object, its slots in a run), counted in the bound."""
+RUN_HOSTS = 128
+"""Hosts per run when a run is made; a change joins its run again (about 45 KB for typical hosts)."""
 
 Form = tuple[tuple[str, ...], bool, bool]
 """A normalised request: (known clusters, sorted; empty = all), healthy only, Java flavour."""
 
-Fragments = dict[int, tuple[Instance, bytes]]
-"""Rendered host objects by ``id(instance)``, each with the instance it was rendered from. Holding the
-instance keeps its id from being reused, so ``fragments[id(inst)][0] is inst`` proves a hit."""
+Run = tuple[tuple[Instance, ...], tuple[bytes, ...], bytes]
+"""Consecutive hosts of a big service's unfiltered array: the instances, each one's rendered JSON object, and
+those objects joined with commas. Holding the instances keeps their ids from being reused, so identity
+(``is``) proves that a host is the one its fragment was rendered from."""
 
 
 @dataclass(slots=True)
 class _Service:
     revision: int
-    clusters: frozenset[str]
-    forms: dict[Form, tuple[bytes, bool]] = field(default_factory=dict)
+    clusters: frozenset[str] | None  # the clusters the instances are in, made when a filter first needs them
+    forms: dict[Form, tuple[tuple[bytes, ...], bool]] = field(default_factory=dict)  # -> (body's chunks, protected)
     size_bytes: int = 0
-    fragments: dict[bool, tuple[Fragments, int]] = field(default_factory=dict)  # Java flavour -> (map, bytes)
+    runs: dict[bool, tuple[list[Run], int]] = field(default_factory=dict)  # Java flavour -> (runs, bytes)
 
 
 class HostsCache:
@@ -78,14 +92,12 @@ class HostsCache:
     def _service(self, view: ServiceView) -> _Service:
         entry = self._services.get(view.key)
         if entry is None or entry.revision != view.revision:
-            kept: dict[bool, tuple[Fragments, int]] = {}
+            kept: dict[bool, tuple[list[Run], int]] = {}
             if entry is not None:
                 self.size_bytes -= entry.size_bytes
-                kept = entry.fragments
-            clusters = frozenset(map(_CLUSTER, view.instances))
-            base_bytes = ENTRY_OVERHEAD_BYTES + sum(len(name) + ENTRY_OVERHEAD_BYTES // 4 for name in clusters)
-            base_bytes += sum(size for _, size in kept.values())
-            entry = _Service(view.revision, clusters, size_bytes=base_bytes, fragments=kept)
+                kept = entry.runs
+            base_bytes = ENTRY_OVERHEAD_BYTES + sum(size for _, size in kept.values())
+            entry = _Service(view.revision, None, size_bytes=base_bytes, runs=kept)
             self._services[view.key] = entry
             self.size_bytes += base_bytes
             self._shrink(view.key)
@@ -96,66 +108,76 @@ class HostsCache:
         """The filter reduced to the service's own clusters, sorted; ``()`` for all, None for none at all."""
         if not clusters:
             return ()
-        known = self._service(view).clusters
+        entry = self._service(view)
+        known = entry.clusters
+        if known is None:  # a pass over every instance: only for lists that ask for some clusters
+            known = entry.clusters = frozenset(map(_CLUSTER, view.instances))
+            names_bytes = sum(len(name) + ENTRY_OVERHEAD_BYTES // 4 for name in known)
+            entry.size_bytes += names_bytes
+            self.size_bytes += names_bytes
+            self._shrink(view.key)
         chosen = known.intersection(clusters)
         if len(chosen) == len(known):
             return ()  # every cluster the service has: the same list as no filter
         return tuple(sorted(chosen)) or None
 
-    def get(self, view: ServiceView, form: Form) -> tuple[bytes, bool] | None:
-        """The cached (body, protect threshold reached) of ``form`` at the view's revision, if any."""
+    def get(self, view: ServiceView, form: Form) -> tuple[tuple[bytes, ...], bool] | None:
+        """The cached (body's chunks, protect threshold reached) of ``form`` at the view's revision, if any."""
         return self._service(view).forms.get(form)
 
-    def put(self, view: ServiceView, form: Form, body: bytes, protected: bool) -> None:
-        """Keep a rendered body (unless it is too large for the bound), evicting older services' first."""
-        cost = len(body) + ENTRY_OVERHEAD_BYTES
+    def put(self, view: ServiceView, form: Form, chunks: tuple[bytes, ...], protected: bool) -> None:
+        """Keep a rendered body, in the chunks it is sent as (unless it is too large for the bound), evicting
+        older services' first. It is counted at its full length even where its chunks are a kept run's."""
+        cost = sum(map(len, chunks)) + ENTRY_OVERHEAD_BYTES
         if 4 * cost > self.max_bytes:
             return
         entry = self._service(view)
         old = entry.forms.get(form)
         if old is not None:
-            entry.size_bytes -= len(old[0]) + ENTRY_OVERHEAD_BYTES
-            self.size_bytes -= len(old[0]) + ENTRY_OVERHEAD_BYTES
-        entry.forms[form] = (body, protected)
+            old_cost = sum(map(len, old[0])) + ENTRY_OVERHEAD_BYTES
+            entry.size_bytes -= old_cost
+            self.size_bytes -= old_cost
+        entry.forms[form] = (chunks, protected)
         entry.size_bytes += cost
         self.size_bytes += cost
         self._shrink(view.key)
 
-    def fragments(self, view: ServiceView, java: bool) -> Fragments:
-        """The host fragments kept for the service in this flavour (empty when none); read, never mutate."""
+    def runs(self, view: ServiceView, java: bool) -> list[Run]:
+        """The runs kept for the service in this flavour (empty when none); read, never mutate."""
         entry = self._services.get(view.key)
-        kept = None if entry is None else entry.fragments.get(java)
-        return {} if kept is None else kept[0]
+        kept = None if entry is None else entry.runs.get(java)
+        return [] if kept is None else kept[0]
 
-    def keep_fragments(self, view: ServiceView, java: bool, fragments: Fragments, size_bytes: int) -> None:
-        """Replace the service's fragments of this flavour (``size_bytes`` counts them); not kept when they
-        would take more than a quarter of the bound."""
+    def keep_runs(self, view: ServiceView, java: bool, runs: list[Run], size_bytes: int) -> None:
+        """Replace the service's runs of this flavour (``size_bytes`` counts them); not kept when they would
+        take more than a quarter of the bound."""
         entry = self._service(view)
-        old = entry.fragments.pop(java, None)
+        old = entry.runs.pop(java, None)
         if old is not None:
             entry.size_bytes -= old[1]
             self.size_bytes -= old[1]
         if 4 * size_bytes > self.max_bytes:
             return
-        entry.fragments[java] = (fragments, size_bytes)
+        entry.runs[java] = (runs, size_bytes)
         entry.size_bytes += size_bytes
         self.size_bytes += size_bytes
         self._shrink(view.key)
 
     def _shrink(self, serving: ServiceKey) -> None:
         """Evict until within the bound: other services first (least recently used), then the oldest forms
-        of the one being served (its cluster list stays: it is in use right now)."""
+        of the one being served, then its runs (its cluster list stays: it is in use right now)."""
         while self.size_bytes > self.max_bytes:
             key, entry = next(iter(self._services.items()))
             if key != serving:
                 del self._services[key]
                 self.size_bytes -= entry.size_bytes
             elif entry.forms:
-                body = entry.forms.pop(next(iter(entry.forms)))[0]
-                entry.size_bytes -= len(body) + ENTRY_OVERHEAD_BYTES
-                self.size_bytes -= len(body) + ENTRY_OVERHEAD_BYTES
-            elif entry.fragments:
-                size = entry.fragments.pop(next(iter(entry.fragments)))[1]
+                chunks = entry.forms.pop(next(iter(entry.forms)))[0]
+                cost = sum(map(len, chunks)) + ENTRY_OVERHEAD_BYTES
+                entry.size_bytes -= cost
+                self.size_bytes -= cost
+            elif entry.runs:
+                size = entry.runs.pop(next(iter(entry.runs)))[1]
                 entry.size_bytes -= size
                 self.size_bytes -= size
             else:

@@ -465,7 +465,7 @@ class NamingApi:
         for hook in self.list_hooks:
             cache_millis = max(cache_millis, hook(request, params, key))
         query = ListQuery(key, tuple(clusters), healthy_only, client_agent(request).wants_grouped_names)
-        return Response(200, self.renderer.render(query, cache_millis=cache_millis))
+        return Response(200, parts=self.renderer.render_parts(query, cache_millis=cache_millis))
 
     # ------------------------------------------------------------------------------------------
     # services

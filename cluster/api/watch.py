@@ -127,7 +127,7 @@ class WatchService:
             changed = self.runtime.change_event(key)  # taken before the check: no change can slip by
             if known is None or self.current_checksum(key) != known:
                 self.answered_changed += 1
-                return Response(200, self.renderer.render(query))
+                return Response(200, parts=self.renderer.render_parts(query))
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 self.answered_unchanged += 1

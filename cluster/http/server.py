@@ -117,13 +117,18 @@ _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 @dataclass(slots=True)
 class Response:
-    """What a handler returns. ``Content-Length``/``Connection`` are added by the server."""
+    """What a handler returns. ``Content-Length``/``Connection`` are added by the server.
+
+    A body made of pieces (a big list's kept runs of hosts) may be given as ``parts`` instead of ``body``: the
+    body is their concatenation, sent with scatter-gather writes (``sendmsg``) without joining them first.
+    """
 
     status: int
     body: bytes = b""
     content_type: str = _JSON_CT
     headers: list[tuple[str, str]] | None = None  # extra headers
     close: bool = False  # force Connection: close after this response
+    parts: tuple[bytes, ...] | None = None  # the body in pieces, in order (then ``body`` is not used)
     # The bytes of a plain keep-alive HTTP/1.1 answer, once rendered: a response a handler hands out again and
     # again (cluster/api/memo.py) is rendered once. Responses are never modified once returned.
     _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -340,8 +345,10 @@ def _extra_headers(headers: list[tuple[str, str]]) -> tuple[bytes, bool]:
     return b"".join(out), close
 
 
-def _render(resp: Response, head_only: bool, keep_alive: bool, http11: bool) -> tuple[bytes, int, bool]:
-    """Serialize a response: (bytes, status, keep_alive). Raises on a response that cannot be sent."""
+def _render(resp: Response, head_only: bool, keep_alive: bool,
+            http11: bool) -> tuple[bytes | tuple[bytes, ...], int, bool]:
+    """Serialize a response: (bytes, status, keep_alive); for a response given in ``parts``, the head and the
+    parts as a tuple of buffers to send in order. Raises on a response that cannot be sent."""
     plain = keep_alive and http11 and not head_only
     if plain and resp._wire is not None:
         return resp._wire, resp.status, True
@@ -353,6 +360,7 @@ def _render(resp: Response, head_only: bool, keep_alive: bool, http11: bool) -> 
         line = _status_line(status)
     elif status < 200:
         raise ValueError(f"invalid response status {status!r}")
+    parts = resp.parts
     body = resp.body
     head = line + _ct_header(resp.content_type)
     if resp.headers:
@@ -364,14 +372,17 @@ def _render(resp: Response, head_only: bool, keep_alive: bool, http11: bool) -> 
         keep_alive = False
     if status == 204 or status == 304:
         body = b""
+        parts = None
     else:
-        head += b"Content-Length: %d\r\n" % len(body)
+        head += b"Content-Length: %d\r\n" % (len(body) if parts is None else sum(map(len, parts)))
     if not keep_alive:
         head += _CLOSE
     elif not http11:
         head += _KEEP_ALIVE
     if head_only:
         return head + b"\r\n", status, keep_alive
+    if parts is not None:
+        return (head + b"\r\n", *parts), status, keep_alive
     out = b"".join((head, b"\r\n", body))  # one copy of a body of megabytes, not two
     if plain and keep_alive:
         resp._wire = out
@@ -420,6 +431,34 @@ async def _send_rest(sock: _Sock, data: bytes, sent: int) -> None:
             sent += sock.send(view[sent:], _SEND_FLAGS)
         except BlockingIOError:  # spurious wake-up
             continue
+
+
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+
+
+async def _send_parts(sock: _Sock, parts: tuple[bytes, ...]) -> None:
+    """Send ``parts`` in order with scatter-gather writes (at most ``_IOV_MAX`` buffers a call), waiting for
+    the socket to become writable as needed. A TLS socket has no ``sendmsg``: the parts are joined for it."""
+    if isinstance(sock, TlsSocket):
+        await _send_all(sock, b"".join(parts))
+        return
+    pending = [memoryview(part) for part in parts if part]
+    first = 0  # pending[first:] is what is left to send
+    while first < len(pending):
+        try:
+            sent = sock.sendmsg(pending[first:first + _IOV_MAX], (), _SEND_FLAGS)
+        except BlockingIOError:
+            await wait_writable(sock)
+            continue
+        while sent:
+            size = len(pending[first])
+            if sent < size:
+                pending[first] = pending[first][sent:]
+                break
+            sent -= size
+            first += 1
+        if first < len(pending):
+            await wait_writable(sock)
 
 
 async def _send_all(sock: _Sock, data: bytes) -> None:
@@ -800,6 +839,8 @@ class _Connection:
             if response is None:
                 return False
             out, status, keep_alive = _render(response, False, True, True)
+            if type(out) is not bytes:
+                raise ValueError("a fast handler's response must be plain (a body, not parts)")
         except Exception:
             log.exception("fast HTTP handler failed on %s %s", method, path)
             return False  # the handler answers it (a 500 if it fails as well)
@@ -906,6 +947,12 @@ class _Connection:
             out, status, keep_alive = _render(response, head_only, keep_alive, http11)
         by_status = stats.responses_by_status
         by_status[status] = by_status.get(status, 0) + 1
+        if type(out) is tuple:
+            self._enter(_WRITING, self.idle_s)  # a client that does not read: bounded by the idle timeout
+            await _send_parts(self.sock, out)
+            self.unyielded = 0
+            return keep_alive
+        assert isinstance(out, bytes)
         try:
             sent = self.sock.send(out, _SEND_FLAGS)
         except BlockingIOError:

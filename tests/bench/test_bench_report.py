@@ -128,3 +128,18 @@ def test_the_grpc_plot_has_rnacos_series(tmp_path: Path) -> None:
     made = report.plots(results, tmp_path)
     assert "grpc_register.png" in made
     assert (tmp_path / "grpc_register.png").stat().st_size > 0
+
+
+def test_the_scale_page_gives_the_big_lists_head_times_when_the_run_has_them(tmp_path: Path) -> None:
+    """The big-list step times each list until its head is read as well as in all (the render, then the
+    transfer); a run recorded before that says nothing of heads."""
+    results = copy.deepcopy(RECORDED)
+    scale = results["details"]["distro"].get("scale")
+    if scale is None:
+        pytest.skip("the recorded run has no scale section")
+    scale["big_list"].pop("first_list_after_change_head_ms", None)
+    assert "its head, sent once the node had rendered" not in report_text.render(results, tmp_path / "a.md", None)
+    scale["big_list"]["first_list_after_change_head_ms"] = [7.5, 8.25]
+    page = report_text.render(results, tmp_path / "b.md", None)
+    assert "read as nacos-sdk-python reads it: urllib, no gzip" in page
+    assert "arrived after [7.5, 8.25] ms" in page

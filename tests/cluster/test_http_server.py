@@ -426,6 +426,53 @@ async def test_handler_response_options() -> None:
             await c.aclose()
 
 
+async def test_a_body_in_parts_is_sent_whole_in_order_even_past_the_socket_buffers() -> None:
+    """``Response.parts``: one body made of many pieces (more than one ``sendmsg`` takes, and more bytes than
+    the socket buffers hold while the client does not read), framed by their total length, kept alive."""
+    pieces = tuple(b"%06d:" % i + b"x" * (i % 7000) for i in range(2500))  # ~8.7 MB in 2,500 buffers
+
+    async def handler(request: Request) -> Response:
+        if request.path == "/empty":
+            return Response(200, parts=(b"", b""))
+        if request.path == "/204":
+            return Response(204, parts=pieces)
+        return Response(200, b"ignored", parts=(b"", *pieces))
+
+    with trio.fail_after(GUARD):
+        async with running(handler) as (port, _):
+            c = await Client.connect(port)
+            await c.send(get("/big") + b"HEAD /big HTTP/1.1\r\nHost: t\r\n\r\n" + get("/empty") + get("/204"))
+            status, headers, body = await c.read_response()
+            assert status == 200 and body == b"".join(pieces)
+            assert headers["content-length"] == str(len(body))
+            status, headers, body = await c.read_response(head_only=True)
+            assert (status, body) == (200, b"") and headers["content-length"] == str(sum(map(len, pieces)))
+            assert await c.read_response() == (
+                200, {"content-type": "application/json;charset=UTF-8", "content-length": "0"}, b"")
+            status, headers, body = await c.read_response()
+            assert (status, body) == (204, b"") and "content-length" not in headers
+            await c.aclose()
+
+
+async def test_a_fast_handler_answering_with_parts_leaves_the_request_to_the_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def fast(request: Request) -> Response | None:
+        return Response(200, parts=(b"fast",))
+
+    async def handler(request: Request) -> Response:
+        return Response(200, parts=(b"slow", b"-path"))
+
+    with trio.fail_after(GUARD):
+        async with running(handler, fast=fast) as (port, _):
+            c = await Client.connect(port)
+            for _ in range(2):
+                status, _headers, body = await c.request(get("/x"))
+                assert (status, body) == (200, b"slow-path")
+            await c.aclose()
+    assert "a fast handler's response must be plain" in caplog.text
+
+
 # ------------------------------------------------------------------------------------------------ bodies
 
 

@@ -35,6 +35,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 async def echo(request: Request) -> Response:
     if request.path == "/big":
         return Response(200, b"x" * 3_000_000, "application/octet-stream")
+    if request.path == "/parts":  # a body in pieces: joined for TLS, which has no scatter-gather write
+        return Response(200, content_type="application/octet-stream", parts=(b"a" * 1_000_000, b"", b"b" * 2_000_000))
     return Response.json({"path": request.path, "params": request.params(), "body": request.body.decode()})
 
 
@@ -63,7 +65,9 @@ async def test_httpx_over_tls_keep_alive_bodies_and_a_large_response(certs: TlsF
             assert response.json()["params"] == {"name": "é" * 5000}
             big = await client.get("/big")  # more than the socket buffers hold: the partial-send path
             assert big.content == b"x" * 3_000_000
-            assert stats.connections_total == 1 and stats.requests_total == 7
+            parts = await client.get("/parts")
+            assert parts.content == b"a" * 1_000_000 + b"b" * 2_000_000
+            assert stats.connections_total == 1 and stats.requests_total == 8
 
 
 def test_curl_and_openssl_speak_to_it(certs: TlsFiles) -> None:

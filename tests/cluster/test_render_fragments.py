@@ -1,4 +1,4 @@
-"""A big service's ``hosts`` array is joined from kept per-host fragments after a change
+"""A big service's ``hosts`` array is kept as runs of hosts, of which a change joins again only those it touched
 (cluster/api/render.py, cluster/api/hostscache.py), and the result is always what a renderer with nothing
 kept would answer.
 
@@ -17,7 +17,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.api.hostscache import FRAGMENT_MIN_HOSTS
+from cluster.api.hostscache import FRAGMENT_MIN_HOSTS, RUN_HOSTS
 from cluster.api.render import _JSON, ListQuery, ListRenderer
 from distro.config import DistroConfig
 from distro.model import (
@@ -31,6 +31,7 @@ from distro.model import (
 )
 from distro.node import DistroNode
 from distro.requests import Deregister, Register, UpdateInstance
+from distro.views import ServiceView
 from tests.client.support import InProcessCluster, InProcessNode
 
 GUARD = 60
@@ -49,62 +50,83 @@ async def register(node: InProcessNode, i: int, **fields: object) -> None:
     assert result.status == 200, result
 
 
+def current_view(node: InProcessNode) -> ServiceView:
+    view = node.runtime.node.view(KEY)
+    assert view is not None
+    return view
+
+
 async def test_joined_arrays_match_a_fresh_render_through_random_changes() -> None:
     rng = random.Random(7)
     with trio.fail_after(GUARD):
         async with trio.open_nursery() as nursery:
             node = (await InProcessCluster(1).start(nursery)).nodes[0]
             renderer = ListRenderer(node.runtime)
-            count = FRAGMENT_MIN_HOSTS * 2
+            count = RUN_HOSTS * 3 + 5
             for i in range(count):
                 await register(node, i, metadata={"v": "0"})
             queries = [ListQuery(KEY), ListQuery(KEY, java=True), ListQuery(KEY, ("A",)),
                        ListQuery(KEY, healthy_only=True), ListQuery(KEY, ("B",), java=True)]
-            for step in range(40):
-                i = rng.randrange(count + 8)
+            for step in range(60):
+                # one change, several scattered ones, or a block of neighbours (a whole run) at once
+                first = rng.randrange(count + 8)
+                width = rng.choice([1, 1, 3, RUN_HOSTS + 20])
+                picked = range(first, first + width) if width > 3 else [rng.randrange(count + 8) for _ in range(width)]
                 action = rng.choice(["update", "deregister", "register"])
-                ip = f"10.0.{i // 256}.{i % 256}"
-                if action == "update":
-                    changes = {"metadata": {"v": str(step)}, "weight": 1.0 + step % 3, "healthy": step % 4 != 0}
-                    await node.runtime.submit(UpdateInstance(KEY, ("A", "B")[i % 2], ip, 8080, changes))
-                elif action == "deregister":
-                    await node.runtime.submit(Deregister(KEY, ("A", "B")[i % 2], ip, 8080))
-                else:
-                    await register(node, i, metadata={"v": f"r{step}"})
+                for i in picked:
+                    ip = f"10.0.{i // 256}.{i % 256}"
+                    if action == "update":
+                        changes = {"metadata": {"v": str(step)}, "weight": 1.0 + step % 3, "healthy": step % 4 != 0}
+                        await node.runtime.submit(UpdateInstance(KEY, ("A", "B")[i % 2], ip, 8080, changes))
+                    elif action == "deregister":
+                        await node.runtime.submit(Deregister(KEY, ("A", "B")[i % 2], ip, 8080))
+                    else:
+                        await register(node, i, metadata={"v": f"r{step}"})
                 for query in rng.sample(queries, 3):
                     fresh = ListRenderer(node.runtime)
-                    assert hosts_of(renderer.render(query)) == hosts_of(fresh.render(query)), (step, query)
+                    body = renderer.render(query)
+                    assert hosts_of(body) == hosts_of(fresh.render(query)), (step, query)
+                    joined = b"".join(renderer.render_parts(query))  # the same body, but for lastRefTime
+                    assert joined.partition(b'"hosts":')[2] == body.partition(b'"hosts":')[2]
+                runs = renderer.hosts_cache.runs(current_view(node), False)
+                assert all(0 < len(run[0]) < 2 * RUN_HOSTS for run in runs), [len(run[0]) for run in runs]
             nursery.cancel_scope.cancel()
 
 
-async def test_a_change_reuses_the_fragments_of_unchanged_hosts_and_counts_them() -> None:
+async def test_a_change_joins_again_only_the_run_that_holds_it_and_counts_runs() -> None:
     with trio.fail_after(GUARD):
         async with trio.open_nursery() as nursery:
             node = (await InProcessCluster(1).start(nursery)).nodes[0]
             renderer = ListRenderer(node.runtime)
-            for i in range(FRAGMENT_MIN_HOSTS + 10):
+            count = RUN_HOSTS * 4
+            for i in range(count):
                 await register(node, i)
             renderer.render(ListQuery(KEY))
-            view = node.runtime.node.view(KEY)
-            assert view is not None
-            before = dict(renderer.hosts_cache.fragments(view, False))
-            assert len(before) == FRAGMENT_MIN_HOSTS + 10
+            before = renderer.hosts_cache.runs(current_view(node), False)
+            assert [len(run[0]) for run in before] == [RUN_HOSTS] * 4
             kept_bytes = renderer.hosts_cache.size_bytes
-            assert kept_bytes > sum(len(fragment) for _, fragment in before.values())
+            assert kept_bytes > sum(len(run[2]) + sum(map(len, run[1])) for run in before)
 
-            await register(node, 3, metadata={"changed": "yes"})
-            body = renderer.render(ListQuery(KEY))
-            view = node.runtime.node.view(KEY)
-            assert view is not None
-            after = renderer.hosts_cache.fragments(view, False)
-            reused = [key for key, (_, fragment) in after.items() if key in before and before[key][1] is fragment]
-            assert len(reused) == FRAGMENT_MIN_HOSTS + 9  # every host but the one that changed
-            changed = next(h for h in hosts_of(body) if h["ip"] == "10.0.0.3")
+            changed_ip = next(inst.ip for inst in before[2][0][5:])  # a host inside the third run
+            i = next(i for i in range(count) if f"10.0.{i // 256}.{i % 256}" == changed_ip)
+            await register(node, i, metadata={"changed": "yes"})
+            parts = renderer.render_parts(ListQuery(KEY))
+            after = renderer.hosts_cache.runs(current_view(node), False)
+            assert [a is b for a, b in zip(before, after, strict=True)] == [True, True, False, True]
+            # the runs are sent as they are kept: [, run, ",", run, ..., ]
+            assert [part for part in parts if any(part is run[2] for run in after)] == [run[2] for run in after]
+            changed = next(h for h in hosts_of(b"".join(parts)) if h["ip"] == changed_ip)
             assert changed["metadata"] == {"changed": "yes"}
+
+            await node.runtime.submit(Register(KEY, make_instance("10.0.0.0", 1, cluster="A")))  # sorts first
+            renderer.render(ListQuery(KEY))
+            shifted = renderer.hosts_cache.runs(current_view(node), False)
+            assert [a is b for a, b in zip(after[1:], shifted[1:], strict=True)] == [True] * 3  # not moved along
+            assert len(shifted[0][0]) == RUN_HOSTS + 1  # one host is too few for a run: it joins the next
             nursery.cancel_scope.cancel()
 
 
-async def test_fragments_stay_within_the_cache_bound() -> None:
+async def test_runs_stay_within_the_cache_bound() -> None:
     with trio.fail_after(GUARD):
         async with trio.open_nursery() as nursery:
             node = (await InProcessCluster(1).start(nursery)).nodes[0]
@@ -114,9 +136,8 @@ async def test_fragments_stay_within_the_cache_bound() -> None:
             body = small.render(ListQuery(KEY))
             assert len(hosts_of(body)) == FRAGMENT_MIN_HOSTS * 2
             assert small.hosts_cache.size_bytes <= 100_000
-            view = node.runtime.node.view(KEY)
-            assert view is not None
-            assert small.hosts_cache.fragments(view, False) == {}  # over a quarter of the bound: not kept
+            assert small.hosts_cache.runs(current_view(node), False) == []  # over a quarter of the bound: not kept
+            assert hosts_of(small.render(ListQuery(KEY))) == hosts_of(body)
             nursery.cancel_scope.cancel()
 
 
