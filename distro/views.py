@@ -10,7 +10,7 @@ O(1) here instead of a rebuild of the whole service. :func:`select_hosts` applie
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from itertools import compress, repeat
@@ -192,16 +192,21 @@ def select_hosts(view: ServiceView, clusters: Collection[str] | None, healthy_on
     ones is at or below the service's protect threshold, return them all, reported healthy. Disabled
     instances count in that share but are never returned; unhealthy ones are dropped when ``healthy_only``.
     """
+    chosen: Sequence[Instance] = view.instances
     if clusters:
-        chosen = [inst for inst in view.instances if inst.cluster in clusters]
-    else:
-        chosen = list(view.instances)
+        chosen = [inst for inst in chosen if inst.cluster in clusters]
     if not chosen:
         return Selection((), False)
-    healthy_count = sum(map(_HEALTHY, chosen))
-    if healthy_count / len(chosen) <= view.protect_threshold:
+    threshold = view.protect_threshold
+    if threshold > 0:
+        protect = sum(map(_HEALTHY, chosen)) / len(chosen) <= threshold
+    else:  # the default, 0: only when none is healthy (found at the first healthy one, not by counting them all)
+        protect = threshold == 0 and not any(map(_HEALTHY, chosen))
+    if protect:
         hosts = tuple(inst if inst.healthy else inst.with_health(True) for inst in chosen if inst.enabled)
         return Selection(hosts, True)
     if healthy_only:
         return Selection(tuple(inst for inst in chosen if inst.enabled and inst.healthy), False)
+    if all(map(_ENABLED, chosen)):
+        return Selection(tuple(chosen), False)  # the view's own tuple when unfiltered: no copy
     return Selection(tuple(compress(chosen, map(_ENABLED, chosen))), False)

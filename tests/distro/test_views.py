@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distro.clusterdata import ClusterMeta, cluster_entry_id
@@ -141,3 +141,29 @@ def test_a_view_of_a_datum_holds_its_live_instances_by_entry_id_and_its_settings
     implicit = datum.get(IMPLICIT_ENTRY_ID)
     assert built.exists == (bool(built.instances) or meta is not None or bool(built.clusters)
                             or (implicit is not None and implicit.value is not None))
+
+
+def _reference_selection(v: ServiceView, clusters: list[str], healthy_only: bool) -> tuple[tuple[Instance, ...], bool]:
+    """Nacos's selection as written out plainly: every instance counted, the share compared."""
+    chosen = [i for i in v.instances if not clusters or i.cluster in clusters]
+    if not chosen:
+        return (), False
+    if sum(i.healthy for i in chosen) / len(chosen) <= v.protect_threshold:
+        return tuple(i.with_health(True) for i in chosen if i.enabled), True
+    return tuple(i for i in chosen if i.enabled and (i.healthy or not healthy_only)), False
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b"]), st.booleans(), st.booleans()), max_size=8),
+    st.sampled_from([None, 0.0, 0.25, 0.5, 1.0]),
+    st.sampled_from([[], ["a"], ["b"], ["a", "b"], ["c"]]),
+    st.booleans(),
+)
+def test_selection_matches_the_plain_rule(hosts: list[tuple[str, bool, bool]], threshold: float | None,
+                                          clusters: list[str], healthy_only: bool) -> None:
+    v = view(*(inst(n, cluster=c, healthy=h, enabled=e) for n, (c, h, e) in enumerate(hosts)), threshold=threshold)
+    sel = select_hosts(v, clusters, healthy_only)
+    assert (sel.hosts, sel.protect_triggered) == _reference_selection(v, clusters, healthy_only)
+    if not clusters and not healthy_only and not sel.protect_triggered and all(i.enabled for i in v.instances):
+        assert sel.hosts is v.instances  # nothing to drop: the view's own tuple, not a copy
