@@ -24,6 +24,10 @@ client can make it keep is bounded two ways:
   their point), are counted in the same bound (their fragments and joined bytes, plus
   :data:`FRAGMENT_OVERHEAD_BYTES` per host), and go with their service when it is evicted.
 
+* **Deflated pieces.** For clients that accept gzip (:mod:`cluster.api.gzipbody`) a run's deflated bytes are
+  kept with the run (and dropped with it), and a kept form's deflated chunks until the view changes; both are
+  counted in the same bound.
+
 ``/metrics`` shows the bytes held, the bound and the evictions (docs/security.md lists the bound).
 """
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, is_
 
 from cluster.metrics import counter, gauge
 from distro.model import Instance, ServiceKey
@@ -76,6 +80,9 @@ class _Service:
     forms: dict[Form, tuple[tuple[bytes, ...], bool]] = field(default_factory=dict)  # -> (body's chunks, protected)
     size_bytes: int = 0
     runs: dict[bool, tuple[list[Run], int]] = field(default_factory=dict)  # Java flavour -> (runs, bytes)
+    gzipped: dict[Form, tuple[bytes, ...]] = field(default_factory=dict)  # a kept form's chunks, each deflated
+    run_deflates: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # id(run's bytes) -> (them, deflated)
+    run_deflates_bytes: int = 0
 
 
 class HostsCache:
@@ -93,11 +100,14 @@ class HostsCache:
         entry = self._services.get(view.key)
         if entry is None or entry.revision != view.revision:
             kept: dict[bool, tuple[list[Run], int]] = {}
-            if entry is not None:
+            deflates: dict[int, tuple[bytes, bytes]] = {}
+            deflates_bytes = 0
+            if entry is not None:  # runs (and their deflated bytes) outlive a revision; forms do not
                 self.size_bytes -= entry.size_bytes
-                kept = entry.runs
-            base_bytes = ENTRY_OVERHEAD_BYTES + sum(size for _, size in kept.values())
-            entry = _Service(view.revision, None, size_bytes=base_bytes, runs=kept)
+                kept, deflates, deflates_bytes = entry.runs, entry.run_deflates, entry.run_deflates_bytes
+            base_bytes = ENTRY_OVERHEAD_BYTES + sum(size for _, size in kept.values()) + deflates_bytes
+            entry = _Service(view.revision, None, size_bytes=base_bytes, runs=kept, run_deflates=deflates,
+                             run_deflates_bytes=deflates_bytes)
             self._services[view.key] = entry
             self.size_bytes += base_bytes
             self._shrink(view.key)
@@ -137,10 +147,62 @@ class HostsCache:
             old_cost = sum(map(len, old[0])) + ENTRY_OVERHEAD_BYTES
             entry.size_bytes -= old_cost
             self.size_bytes -= old_cost
+            deflated = entry.gzipped.pop(form, None)
+            if deflated is not None:
+                old_cost = sum(map(len, deflated)) + ENTRY_OVERHEAD_BYTES
+                entry.size_bytes -= old_cost
+                self.size_bytes -= old_cost
         entry.forms[form] = (chunks, protected)
         entry.size_bytes += cost
         self.size_bytes += cost
         self._shrink(view.key)
+
+    def gzipped(self, view: ServiceView, form: Form) -> tuple[bytes, ...] | None:
+        """The deflated pieces of ``form``'s kept chunks at the view's revision, if any."""
+        return self._service(view).gzipped.get(form)
+
+    def keep_gzipped(self, view: ServiceView, form: Form, chunks: tuple[bytes, ...],
+                     deflated: tuple[bytes, ...]) -> None:
+        """Keep the deflated pieces of ``form``'s chunks, while (and only if) those very chunks are kept."""
+        entry = self._service(view)
+        kept = entry.forms.get(form)
+        if kept is None or form in entry.gzipped or len(kept[0]) != len(chunks) or not all(map(is_, kept[0], chunks)):
+            return
+        cost = sum(map(len, deflated)) + ENTRY_OVERHEAD_BYTES
+        entry.gzipped[form] = deflated
+        entry.size_bytes += cost
+        self.size_bytes += cost
+        self._shrink(view.key)
+
+    def run_deflate(self, view: ServiceView, joined: bytes) -> bytes | None:
+        """The deflated bytes kept for a run's joined bytes, if any."""
+        entry = self._services.get(view.key)
+        hit = None if entry is None else entry.run_deflates.get(id(joined))
+        return hit[1] if hit is not None and hit[0] is joined else None
+
+    def keep_run_deflate(self, view: ServiceView, joined: bytes, deflated: bytes) -> None:
+        """Keep a run's deflated bytes, if ``joined`` is the bytes of a run kept now (they go with it)."""
+        entry = self._service(view)
+        if id(joined) in entry.run_deflates or not any(
+                run[2] is joined for runs, _ in entry.runs.values() for run in runs):
+            return
+        cost = len(deflated) + ENTRY_OVERHEAD_BYTES // 2
+        entry.run_deflates[id(joined)] = (joined, deflated)
+        entry.run_deflates_bytes += cost
+        entry.size_bytes += cost
+        self.size_bytes += cost
+        self._shrink(view.key)
+
+    def _prune_run_deflates(self, entry: _Service) -> None:
+        """Drop the deflated bytes of runs no longer kept."""
+        if not entry.run_deflates:
+            return
+        live = {id(run[2]) for runs, _ in entry.runs.values() for run in runs}
+        for key in [key for key in entry.run_deflates if key not in live]:
+            cost = len(entry.run_deflates.pop(key)[1]) + ENTRY_OVERHEAD_BYTES // 2
+            entry.run_deflates_bytes -= cost
+            entry.size_bytes -= cost
+            self.size_bytes -= cost
 
     def runs(self, view: ServiceView, java: bool) -> list[Run]:
         """The runs kept for the service in this flavour (empty when none); read, never mutate."""
@@ -156,26 +218,37 @@ class HostsCache:
         if old is not None:
             entry.size_bytes -= old[1]
             self.size_bytes -= old[1]
-        if 4 * size_bytes > self.max_bytes:
-            return
-        entry.runs[java] = (runs, size_bytes)
-        entry.size_bytes += size_bytes
-        self.size_bytes += size_bytes
+        if 4 * size_bytes <= self.max_bytes:
+            entry.runs[java] = (runs, size_bytes)
+            entry.size_bytes += size_bytes
+            self.size_bytes += size_bytes
+        self._prune_run_deflates(entry)
         self._shrink(view.key)
 
     def _shrink(self, serving: ServiceKey) -> None:
-        """Evict until within the bound: other services first (least recently used), then the oldest forms
-        of the one being served, then its runs (its cluster list stays: it is in use right now)."""
+        """Evict until within the bound: other services first (least recently used), then, of the one being
+        served, its deflated forms, its forms, its runs' deflated bytes and its runs (its cluster list stays:
+        it is in use right now)."""
         while self.size_bytes > self.max_bytes:
             key, entry = next(iter(self._services.items()))
             if key != serving:
                 del self._services[key]
                 self.size_bytes -= entry.size_bytes
+            elif entry.gzipped:
+                deflated = entry.gzipped.pop(next(iter(entry.gzipped)))
+                cost = sum(map(len, deflated)) + ENTRY_OVERHEAD_BYTES
+                entry.size_bytes -= cost
+                self.size_bytes -= cost
             elif entry.forms:
                 chunks = entry.forms.pop(next(iter(entry.forms)))[0]
                 cost = sum(map(len, chunks)) + ENTRY_OVERHEAD_BYTES
                 entry.size_bytes -= cost
                 self.size_bytes -= cost
+            elif entry.run_deflates:
+                entry.size_bytes -= entry.run_deflates_bytes
+                self.size_bytes -= entry.run_deflates_bytes
+                entry.run_deflates.clear()
+                entry.run_deflates_bytes = 0
             elif entry.runs:
                 size = entry.runs.pop(next(iter(entry.runs)))[1]
                 entry.size_bytes -= size

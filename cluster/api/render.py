@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain, count, pairwise
 from json.encoder import encode_basestring as _quote  # what _JSON does to a str (ensure_ascii=False), in C
 from operator import is_
 
+from cluster.api.gzipbody import GZIP_MIN_BYTES, deflate_piece, gzip_member
 from cluster.api.hostscache import (
     DEFAULT_MAX_BYTES,
     FRAGMENT_MIN_HOSTS,
@@ -127,6 +129,41 @@ class ListRenderer:
             f'"metadata":{json.dumps(meta, ensure_ascii=False)},"hosts":'
         ).encode()
         return (head, *hosts_chunks, b"}")
+
+    def render_gzip(self, query: ListQuery, *,
+                    cache_millis: int = DEFAULT_CACHE_MILLIS) -> tuple[bytes, ...] | None:
+        """The body of :meth:`render_parts` as one gzip member, in pieces to send in order (see
+        :mod:`cluster.api.gzipbody`), or None when it is under :data:`GZIP_MIN_BYTES` (send it plain).
+        The hosts' pieces are deflated once: a kept form's until the view changes, a run's while it is kept."""
+        parts = self.render_parts(query, cache_millis=cache_millis)
+        if sum(map(len, parts)) < GZIP_MIN_BYTES:
+            return None
+        view = self._node.view(query.key)
+        if view is None or len(parts) < 3:
+            return gzip_member(parts, map(deflate_piece, parts))
+        head, hosts_chunks, tail = parts[0], parts[1:-1], parts[-1]
+        clusters = self.hosts_cache.normalise(view, query.clusters)
+        deflated = None
+        if clusters is not None:
+            form = (clusters, query.healthy_only, query.java)
+            deflated = self.hosts_cache.gzipped(view, form)
+            if deflated is None:
+                deflated = tuple(map(partial(self._deflate_chunk, view), hosts_chunks))
+                self.hosts_cache.keep_gzipped(view, form, hosts_chunks, deflated)
+        if deflated is None:
+            deflated = tuple(map(deflate_piece, hosts_chunks))
+        return gzip_member(parts, (deflate_piece(head), *deflated, deflate_piece(tail)))
+
+    def _deflate_chunk(self, view: ServiceView, chunk: bytes) -> bytes:
+        """A chunk of a hosts array, deflated: a kept run's from what is kept with it, else made (and kept
+        with the run, if it is one)."""
+        if len(chunk) <= 2:
+            return deflate_piece(chunk)  # punctuation: deflated once, module-wide
+        kept = self.hosts_cache.run_deflate(view, chunk)
+        if kept is None:
+            kept = deflate_piece(chunk)
+            self.hosts_cache.keep_run_deflate(view, chunk, kept)
+        return kept
 
     def service_info(self, query: ListQuery) -> bytes:
         """The same list in Nacos 2.x's ``serviceInfo`` shape (gRPC answers and pushes).

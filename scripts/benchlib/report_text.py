@@ -123,6 +123,11 @@ def _scale(run: _Run) -> list[str]:
       + (f" (read as nacos-sdk-python reads it: urllib, no gzip; its head, sent once the node had rendered the "
          f"list, arrived after {heads} ms)" if (heads := _g(sc, 'big_list', 'first_list_after_change_head_ms'))
          else "")
+      + (f"; asked with `Accept-Encoding: gzip` as the Java 1.x client asks, after another change, "
+         f"{zipped} ms to read {fmt(_g(sc, 'big_list', 'gzip_bytes'))} bytes instead of "
+         f"{fmt(_g(sc, 'big_list', 'body_bytes'))}, and then {_g(sc, 'big_list', 'gzip_inflate_ms')} ms to "
+         "inflate them in the probe (Python's zlib)"
+         if (zipped := _g(sc, 'big_list', 'first_list_after_change_gzip_ms')) else "")
       + (" (runs before the `changes_not_shown` count had every change refused by the 10,000-instance bound, "
          "so they timed lists without a change)" if not_shown is None else
          f" ({not_shown} of them did not show the change)")
@@ -928,10 +933,21 @@ samples including idle `epoll`):
   (another such pass) is now made only for a list that names clusters, and `select_hosts` no longer counts
   every healthy instance under the default protect threshold of 0 (it stops at the first healthy one) nor
   copies an unfiltered selection with every instance enabled (it is the view's own tuple): the render
-  after a change in one process 1.60-1.67 -> 1.02-1.04 ms median (two alternating pairs, load ~6.9). The probe asks without gzip,
-  as nacos-sdk-python does (urllib, no `Accept-Encoding`); the Java 1.x client and our SDK (httpx) ask
-  for gzip, which the node does not serve: on loopback the client's inflating 3.6 MB would cost more than
-  the transfer it saves.
+  after a change in one process 1.60-1.67 -> 1.02-1.04 ms median (two alternating pairs, load ~6.9).
+  `scripts/bench --scale 1000000 --scale-hold 30` after both (2026-11-29 00:08 UTC, load 5.7-7.4, against
+  1.0-3.6 for the recorded run): lists after a change 9.3-23.3 ms, median 16.4 (two of 15 over 20 ms),
+  their heads 7.9-18.0 ms, median 12.3.
+  The probe asks without gzip, as nacos-sdk-python does (urllib sends no `Accept-Encoding`). The Java 1.x
+  client (`gzip,deflate,sdch`) and our SDK (httpx, `gzip, deflate`) ask for gzip, and the node now serves
+  it (`cluster/api/gzipbody.py`): a list of 1,024 bytes or more goes out as one gzip member whose pieces
+  are deflated apart (level 1, each ending on a sync flush, so they join into one stream): a big
+  service's runs are deflated once and kept with them (a change deflates only the runs it touched), a
+  kept form's pieces until the view changes, the head (it carries `lastRefTime`) each time, and the
+  CRC-32 is taken over the whole body each time (a C pass, ~1 ms for 3.6 MB). Three local nodes, load
+  3.4-5.5, 15 lists after a change each way: plain 7.6 ms median to read 3.68 MB (first byte 6.4 ms);
+  gzip 7.2 ms to read 98 KB (first byte 7.7 ms: a run deflated and the CRC), then 2.9 ms for the client
+  to inflate it. On loopback gzip is no faster in all; across a network, where 3.68 MB takes ~30 ms at
+  1 Gbit/s, it is. The scale probe now times both, each after its own change, and keeps both figures.
 
 - **Forwarded writes batched on the peer link** (`cluster/node/peerlink.py`, peer protocol 3): a frame now
   carries every message queued for that peer when the link's writer wakes (a msgpack array: one MAC, one

@@ -8,7 +8,9 @@ phase then
 2. holds for ``hold_s`` seconds under churn (registrations and deregistrations of other instances at
    ``churn_per_s`` each, so tombstones always exist and housekeeping has work);
 3. times the first ``instance/list`` of a 10,000-instance service on every node after a change to it (until
-   the response's head is read, and until the whole body is: the render, then the transfer and reading);
+   the response's head is read, and until the whole body is: the render, then the transfer and reading),
+   asked plain as nacos-sdk-python asks, and after another change with ``Accept-Encoding: gzip`` as the Java
+   1.x client asks (read compressed; the inflating, which that client does next, timed apart);
 4. restarts one node (SIGTERM, a new process) and times it until ready.
 
 The probe's slowest answers carry the second at which they happened, and the phase records when each step
@@ -65,34 +67,61 @@ def _big_list_after_change(cluster: DistroCluster, samples: int = 5) -> dict[str
         cold.append(round((time.perf_counter() - t0) * 1000, 1))
     times: list[float] = []
     heads: list[float] = []
+    gzip_times: list[float] = []
+    inflate_times: list[float] = []
+    sizes: dict[str, int] = {}
     not_shown = 0
     for k in range(samples):
-        ip = f"10.250.{k}.1"
-        _post(cluster.addrs[0], f"/nacos/v1/ns/instance?serviceName=big-0&ip={ip}&port=1")
-        time.sleep(0.5)  # replicated everywhere (convergence is ~10 ms; leave margin on a busy machine)
-        for a in cluster.addrs:
-            status, body, head_ms, all_ms = _timed_get(f"http://{a}/nacos/v1/ns/instance/list?serviceName=big-0")
-            times.append(all_ms)
-            heads.append(head_ms)
-            if status != 200 or ip.encode() not in body:
-                not_shown += 1
-                log(f"  big list on {a}: status {status}, change not shown")
+        # a change, then every node's list as nacos-sdk-python asks (plain); another, then as the Java 1.x
+        # client asks (Accept-Encoding: gzip: read compressed, then inflated, as that client does)
+        for encoding in ("identity", "gzip"):
+            ip = f"10.250.{k}.{1 if encoding == 'identity' else 2}"
+            _post(cluster.addrs[0], f"/nacos/v1/ns/instance?serviceName=big-0&ip={ip}&port=1")
+            time.sleep(0.5)  # replicated everywhere (convergence is ~10 ms; leave margin on a busy machine)
+            for a in cluster.addrs:
+                status, body, head_ms, all_ms = _timed_get(f"http://{a}/nacos/v1/ns/instance/list?serviceName=big-0",
+                                                           encoding)
+                sizes[encoding] = len(body)
+                if encoding == "identity":
+                    times.append(all_ms)
+                    heads.append(head_ms)
+                else:
+                    gzip_times.append(all_ms)
+                    t0 = time.perf_counter()
+                    body = _inflate(body)
+                    inflate_times.append(round((time.perf_counter() - t0) * 1000, 1))
+                if status != 200 or ip.encode() not in body:
+                    not_shown += 1
+                    log(f"  big list ({encoding}) on {a}: status {status}, change not shown")
     return {"instances": BIG, "first_list_ever_ms": cold, "first_list_after_change_ms": times,
             "first_list_after_change_head_ms": heads, "max_ms": max(times) if times else None,
-            "changes_not_shown": not_shown}
+            "first_list_after_change_gzip_ms": gzip_times, "gzip_inflate_ms": inflate_times,
+            "body_bytes": sizes.get("identity"), "gzip_bytes": sizes.get("gzip"), "changes_not_shown": not_shown}
 
 
-def _timed_get(url: str) -> tuple[int, bytes, float, float]:
-    """(status, body, ms until the response's head was read, ms until the body was) of one GET, read as
-    nacos-sdk-python reads a list (urllib, no ``Accept-Encoding``: the body comes uncompressed). The head
-    arrives once the node has rendered the list and begun to send it; the rest is the transfer and reading."""
+def _inflate(body: bytes) -> bytes:
+    """A gzip body inflated (a plain one, from a node that does not compress, as it is)."""
+    import gzip
+
+    try:
+        return gzip.decompress(body)
+    except (OSError, EOFError):
+        return body
+
+
+def _timed_get(url: str, encoding: str = "identity") -> tuple[int, bytes, float, float]:
+    """(status, body as sent, ms until the response's head was read, ms until the body was) of one GET with
+    ``Accept-Encoding: encoding``: ``identity`` is what nacos-sdk-python sends in effect (urllib sends none),
+    ``gzip`` what the Java 1.x client accepts. The head arrives once the node has rendered the list and begun
+    to send it; the rest is the transfer and reading."""
     import urllib.error
     import urllib.request
 
+    request = urllib.request.Request(url, headers={"Accept-Encoding": encoding})
     t0 = time.perf_counter()
     head_ms = 0.0
     try:
-        with urllib.request.urlopen(url, timeout=10.0) as resp:
+        with urllib.request.urlopen(request, timeout=10.0) as resp:
             head_ms = round((time.perf_counter() - t0) * 1000, 1)
             status, body = resp.status, resp.read()
     except urllib.error.HTTPError as exc:

@@ -139,7 +139,15 @@ def test_the_scale_page_gives_the_big_lists_head_times_when_the_run_has_them(tmp
         pytest.skip("the recorded run has no scale section")
     scale["big_list"].pop("first_list_after_change_head_ms", None)
     assert "its head, sent once the node had rendered" not in report_text.render(results, tmp_path / "a.md", None)
+    for key in ("first_list_after_change_gzip_ms", "gzip_inflate_ms", "gzip_bytes", "body_bytes"):
+        scale["big_list"].pop(key, None)
     scale["big_list"]["first_list_after_change_head_ms"] = [7.5, 8.25]
     page = report_text.render(results, tmp_path / "b.md", None)
     assert "read as nacos-sdk-python reads it: urllib, no gzip" in page
     assert "arrived after [7.5, 8.25] ms" in page
+    assert "Accept-Encoding: gzip" not in page
+    scale["big_list"].update(first_list_after_change_gzip_ms=[3.5], gzip_inflate_ms=[9.0], gzip_bytes=90_000,
+                             body_bytes=3_600_000)
+    page = report_text.render(results, tmp_path / "c.md", None)
+    assert ("as the Java 1.x client asks, after another change, [3.5] ms to read 90,000 bytes instead of "
+            "3,600,000, and then [9.0] ms to inflate them") in page
