@@ -467,6 +467,7 @@ class NamingApi:
         for hook in self.list_hooks:
             cache_millis = max(cache_millis, hook(request, params, key))
         query = ListQuery(key, tuple(clusters), healthy_only, client_agent(request).wants_grouped_names)
+        await self.renderer.prepare(query)  # a big service's first list: its hosts rendered in slices
         if accepts_gzip(request.headers.get("accept-encoding")):
             gzipped = self.renderer.render_gzip(query, cache_millis=cache_millis)
             if gzipped is not None:

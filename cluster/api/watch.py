@@ -127,6 +127,7 @@ class WatchService:
             changed = self.runtime.change_event(key)  # taken before the check: no change can slip by
             if known is None or self.current_checksum(key) != known:
                 self.answered_changed += 1
+                await self.renderer.prepare(query)  # a big service's first list: its hosts rendered in slices
                 return Response(200, parts=self.renderer.render_parts(query))
             remaining = deadline - trio.current_time()
             if remaining <= 0:

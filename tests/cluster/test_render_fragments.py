@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cluster.api import render as render_module
 from cluster.api.hostscache import FRAGMENT_MIN_HOSTS, RUN_HOSTS
 from cluster.api.render import _JSON, ListQuery, ListRenderer
 from distro.config import DistroConfig
@@ -173,3 +175,47 @@ def test_host_fragments_are_byte_for_byte_the_encoded_host_objects(instances: li
     renderer = ListRenderer(_Runtime())  # type: ignore[arg-type]
     expected = [_JSON.encode(renderer._host(inst, KEY, name)).encode() for inst in instances]
     assert renderer._host_fragments(instances, KEY, name) == expected
+
+
+async def test_prepare_renders_a_cold_big_list_in_slices_that_the_render_then_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(render_module, "PREPARE_SLICE_HOSTS", 40)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            node = (await InProcessCluster(1).start(nursery)).nodes[0]
+            for i in range(200):
+                await register(node, i)
+            renderer = ListRenderer(node.runtime)
+            rendered: list[int] = []
+            original = renderer._host_fragments
+
+            def counting(hosts: list[Instance], key: object, name: str) -> list[bytes]:
+                hosts = list(hosts)
+                rendered.append(len(hosts))
+                return original(hosts, key, name)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(renderer, "_host_fragments", counting)
+            others = 0
+
+            async def other_task() -> None:
+                nonlocal others
+                while True:
+                    await trio.lowlevel.checkpoint()
+                    others += 1
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(other_task)
+                await trio.lowlevel.checkpoint()
+                others = 0
+                await renderer.prepare(ListQuery(KEY))
+                inner.cancel_scope.cancel()
+            assert rendered == [40] * 5 and others >= 4  # five slices, the event loop ran between them
+            await register(node, 7, metadata={"changed": "meanwhile"})  # a change after prepare
+            body = renderer.render(ListQuery(KEY))
+            assert rendered[5:] == [1]  # only the changed host is rendered by the render itself
+            assert hosts_of(body) == hosts_of(ListRenderer(node.runtime).render(ListQuery(KEY)))
+            await renderer.prepare(ListQuery(KEY))  # kept now: nothing to prepare
+            await renderer.prepare(ListQuery(KEY, ("A",)))  # a filtered form reads the kept runs
+            assert rendered[6:] == []
+            nursery.cancel_scope.cancel()
