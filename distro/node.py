@@ -44,8 +44,8 @@ marks the entry dirty for every up peer, and queues a notification. Dirty sets a
 stream of changes is coalesced). Nothing is queued for a peer that is down; anti-entropy repairs it when
 it returns.
 
-*Anti-entropy.* Every ``verify_interval_ms`` the owner sends each up peer digests of the keys it owns.
-The receiver answers with its own entries for keys that differ (or that it holds and believes the sender
+*Anti-entropy.* Every ``verify_interval_ms`` the owner sends each up peer digests of the keys it owns, a
+chunk of ``digest_chunk_keys`` per tick. The receiver answers with its own entries for keys that differ (or that it holds and believes the sender
 owns, but the digest lacks) and asks for the sender's. Merging keeps the higher version per entry, so
 both sides converge.
 
@@ -409,6 +409,8 @@ class DistroNode:
         self._snapshot.serve_due(now_ms)
         if self._pending:
             self._expire_forwards(now_ms)
+        if self._replication.digesting:  # a chunk per tick of the rounds in progress (none when not ready)
+            self._replication.continue_digests(self._membership.up_peers if self.ready else (), self._ownership)
         if self.ready and now_ms >= self._next_verify_ms:
             self._next_verify_ms = now_ms + cfg.verify_interval_ms
             for peer_id in self._membership.up_peers:
@@ -488,7 +490,7 @@ class DistroNode:
         if self._pending:
             deadline = min(deadline, next(iter(self._pending.values())).deadline_ms)
         deadline = min(deadline, max(self._membership.next_timeout_ms(deadline), self._judge_from_ms))
-        if len(self._notifier) or len(self._outbox) or self._health.filling:
+        if len(self._notifier) or len(self._outbox) or self._health.filling or self._replication.digesting:
             deadline = min(deadline, self._now)
         if self.ready and self._health.scanning:
             deadline = min(deadline, max(self._now, self._judge_from_ms))

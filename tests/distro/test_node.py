@@ -958,13 +958,44 @@ def test_chunked_digests_repair_every_key_range() -> None:
     while not h.pending(Digest, source="n1", target="n2"):
         h.deliver_all()
         h.step()
+    # A round goes a chunk per tick: the first at once, then one at each of the next ticks (at once).
+    before = h.now_ms
     digests = [w.message for w in h.pending(Digest, source="n1", target="n2")]
+    assert len(digests) == 1
+    while digests[-1].high is not None:
+        assert h["n1"].next_deadline_ms() <= h.now_ms
+        h.tick("n1")
+        digests += [w.message for w in h.pending(Digest, source="n1", target="n2")[len(digests):]]
+    assert h.now_ms == before
     assert [len(d.digests) for d in digests] == [2, 2, 1]
     assert digests[0].low is None and digests[-1].high is None
     assert [d.low for d in digests[1:]] == [d.high for d in digests[:-1]]
     h.deliver_all()
     for key in keys:
         assert h["n1"].store.digest(key) == h["n2"].store.digest(key) != 0, key
+
+
+def test_a_digest_round_to_a_peer_that_goes_down_ends() -> None:
+    # Chunks go one per tick; a peer seen down mid-round gets no more of them, and the node stops asking
+    # to be ticked at once for that round (no busy loop).
+    h = started(DistroConfig(cluster_size=2, digest_chunk_keys=1), ("n1", "n2"))
+    for i in range(40):
+        key = ServiceKey("public", "DEFAULT_GROUP", f"k-{i}")
+        if owner_of(str(key), ("n1", "n2")) == "n1":
+            register(h, "n1", key)
+    h.advance(h.config.sync_delay_ms)
+    while not h.pending(Digest, source="n1", target="n2"):
+        h.deliver_all()
+        h.step()
+    assert h["n1"].next_deadline_ms() <= h.now_ms  # the round goes on at the next tick
+    h.isolate("n2")
+    h.drop()
+    h.advance(h.config.peer_timeout_ms + h.config.ping_interval_ms, deliver=False)
+    assert "n2" not in h["n1"].live_members()
+    h.drop()
+    h.tick("n1")
+    assert not h.pending(Digest, source="n1", target="n2")
+    assert h["n1"].next_deadline_ms() > h.now_ms
 
 
 def test_a_starting_node_asks_a_peer_again_once_it_is_ready() -> None:
