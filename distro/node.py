@@ -138,7 +138,7 @@ from distro.messages import (
 )
 from distro.model import Instance, ServiceKey
 from distro.notifier import Notifier
-from distro.ownership import OwnershipMap
+from distro.ownership import MemberScores, OwnershipMap
 from distro.readiness import NOT_READY, NOT_READY_TEXT
 from distro.replication import Replication
 from distro.requests import (
@@ -257,7 +257,8 @@ class DistroNode:
         # The last health check saw at least half the cluster (False at first: the first check that does
         # marks the orphans this node knows of, which it could not while it was starting alone).
         self._had_quorum = False
-        self._ownership = OwnershipMap(())
+        self._scores = MemberScores()  # members' scores for keys, kept across ownership maps
+        self._ownership = OwnershipMap((), scores=self._scores)
         self._replication = Replication(node_id, config, self.store, self._outbox)
         self._snapshot = StartupSnapshot(config, self.store, self._outbox, now_ms)
         self._health = HeartbeatClocks(config, self.store)
@@ -909,7 +910,7 @@ class DistroNode:
         if self.ready:
             members.add(self.node_id)
         if tuple(sorted(members)) != self._ownership.members:
-            self._change_ownership(OwnershipMap(members), now_ms)
+            self._change_ownership(OwnershipMap(members, scores=self._scores), now_ms)
         if self.ready:
             for peer_id in came_up:
                 self._replication.send_digests(peer_id, self._ownership)

@@ -3,6 +3,12 @@
 Each member scores each key with a stable hash (blake2b, never Python's salted ``hash()``); the highest
 score owns it. Adding or removing one of n members moves only the keys that member wins or held, about
 1/n of them, where Nacos's ``hash % n`` over a sorted list moved almost all.
+
+A member's score for a key never changes, so a node keeps them (:class:`MemberScores`) for the maps it
+builds one after another: a new map after a membership change hashes only what a member new to the key
+needs, instead of every member for every key. At 10,000 keys a fresh map's first pass over them (the
+ownership walk of a membership change, in one step) was ~30 ms of CPU; with the scores kept, a member
+leaving hashes nothing and one joining a third of that.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from hashlib import blake2b
 
 from distro.model import ServiceKey
 
-__all__ = ["CACHE_ENTRY_BYTES", "MAX_CACHE_BYTES", "OwnershipMap", "owner_of", "score"]
+__all__ = ["CACHE_ENTRY_BYTES", "MAX_CACHE_BYTES", "MemberScores", "OwnershipMap", "owner_of", "score"]
 
 
 def score(member: str, key: str) -> int:
@@ -39,6 +45,50 @@ KEY_ENTRY_BYTES = 64
 """What a :class:`~distro.model.ServiceKey` cache key costs beyond that (its tuple)."""
 
 
+def _key_chars(key: ServiceKey) -> int:
+    """``len(str(key))`` without building the string (two 2-character separators)."""
+    return len(key.namespace) + len(key.group) + len(key.service) + 4
+
+
+SCORES_ENTRY_BYTES = 360
+"""What one key's scores cost in a :class:`MemberScores` (its dict, three members' ints), beyond its characters."""
+
+
+class MemberScores:
+    """Each member's score for each key, kept across the :class:`OwnershipMap` s a node builds one after
+    another (a score never changes). Bounded like a map's cache: past ``max_cache_bytes`` it starts again."""
+
+    __slots__ = ("_by_key", "cache_bytes", "hashed", "max_cache_bytes")
+
+    def __init__(self, *, max_cache_bytes: int = MAX_CACHE_BYTES) -> None:
+        self._by_key: dict[ServiceKey, dict[str, int]] = {}
+        self.cache_bytes = 0
+        self.max_cache_bytes = max_cache_bytes
+        self.hashed = 0  # scores computed so far
+
+    def owner(self, key: ServiceKey, members: tuple[str, ...]) -> str | None:
+        """:func:`owner_of` ``(str(key), members)``, hashing only the members not scored for ``key`` yet (the
+        key's text is built only then)."""
+        known = self._by_key.get(key)
+        if known is None:
+            cost = _key_chars(key) + SCORES_ENTRY_BYTES
+            if self.cache_bytes + cost > self.max_cache_bytes:
+                self._by_key.clear()
+                self.cache_bytes = 0
+            known = self._by_key[key] = {}
+            self.cache_bytes += cost
+        best: tuple[int, str] | None = None
+        for member in members:
+            points = known.get(member)
+            if points is None:
+                points = known[member] = score(member, str(key))
+                self.hashed += 1
+            candidate = (points, member)
+            if best is None or candidate > best:
+                best = candidate
+        return None if best is None else best[1]
+
+
 class OwnershipMap:
     """Caches ``owner_of`` for a fixed member set; build a new one when the live set changes.
 
@@ -46,11 +96,14 @@ class OwnershipMap:
     past ``max_cache_bytes`` (:data:`MAX_CACHE_BYTES`) it starts again empty.
     """
 
-    __slots__ = ("_cache", "cache_bytes", "max_cache_bytes", "members")
+    __slots__ = ("_cache", "_scores", "cache_bytes", "max_cache_bytes", "members")
 
-    def __init__(self, members: Iterable[str], *, max_cache_bytes: int = MAX_CACHE_BYTES) -> None:
+    def __init__(
+        self, members: Iterable[str], *, max_cache_bytes: int = MAX_CACHE_BYTES, scores: MemberScores | None = None
+    ) -> None:
         self.members: tuple[str, ...] = tuple(sorted(set(members)))
         self._cache: dict[str | ServiceKey, str | None] = {}
+        self._scores = scores  # kept across maps: a key's owner is looked up with what is already hashed
         self.cache_bytes = 0
         self.max_cache_bytes = max_cache_bytes
 
@@ -69,9 +122,9 @@ class OwnershipMap:
         cached = self._cache.get(key, "")
         if cached != "":
             return cached
-        text = str(key)
-        result = owner_of(text, self.members)
-        self._remember(key, len(text) + KEY_ENTRY_BYTES, result)
+        scores = self._scores
+        result = owner_of(str(key), self.members) if scores is None else scores.owner(key, self.members)
+        self._remember(key, _key_chars(key) + KEY_ENTRY_BYTES, result)
         return result
 
     def _remember(self, key: str | ServiceKey, chars: int, result: str | None) -> None:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from distro.model import ServiceKey
-from distro.ownership import MAX_CACHE_BYTES, OwnershipMap, owner_of, score
+from distro.ownership import MAX_CACHE_BYTES, MemberScores, OwnershipMap, owner_of, score
 from distro.versions import ZERO_VERSION, HybridClock, Version
 from tests.distro import PROPERTIES
 
@@ -167,3 +167,38 @@ def test_owner_of_key_counts_against_the_same_bound() -> None:
     for i in range(1_000):
         omap.owner_of_key(ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}"))
         assert omap.cache_bytes <= omap.max_cache_bytes
+
+
+@given(st.lists(st.sets(st.sampled_from(["a", "b", "c", "d"])), min_size=1, max_size=6))
+def test_maps_sharing_scores_own_as_fresh_ones(member_sets: list[set[str]]) -> None:
+    # Maps built one after another over kept scores (a node's membership changes) name the same owners
+    # as owner_of over their members.
+    scores = MemberScores()
+    keys = [ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}") for i in range(50)]
+    for members in member_sets:
+        omap = OwnershipMap(members, scores=scores)
+        assert [omap.owner_of_key(key) for key in keys] == [owner_of(str(key), members) for key in keys]
+
+
+def test_kept_scores_hash_only_a_member_new_to_a_key() -> None:
+    scores = MemberScores()
+    keys = [ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}") for i in range(300)]
+    for key in keys:
+        OwnershipMap(["n1", "n2", "n3"], scores=scores).owner_of_key(key)
+    assert scores.hashed == 3 * len(keys)
+    two = OwnershipMap(["n1", "n2"], scores=scores)  # n3 left: nothing to hash
+    assert [two.owner_of_key(key) for key in keys] == [owner_of(str(key), ["n1", "n2"]) for key in keys]
+    assert scores.hashed == 3 * len(keys)
+    four = OwnershipMap(["n1", "n2", "n3", "n4"], scores=scores)  # n4 joined: one score per key
+    assert [four.owner_of_key(key) for key in keys] == [owner_of(str(key), ["n1", "n2", "n3", "n4"]) for key in keys]
+    assert scores.hashed == 4 * len(keys)
+
+
+def test_kept_scores_are_bounded_in_bytes() -> None:
+    scores = MemberScores(max_cache_bytes=20_000)
+    omap = OwnershipMap(["a", "b", "c"], scores=scores)
+    for i in range(1_000):
+        key = ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}")
+        assert omap.owner_of_key(key) == owner_of(str(key), ["a", "b", "c"])
+        assert scores.cache_bytes <= scores.max_cache_bytes
+    assert scores.cache_bytes > 10_000  # it does keep them
