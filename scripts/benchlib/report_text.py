@@ -936,7 +936,11 @@ samples including idle `epoll`):
   after a change in one process 1.60-1.67 -> 1.02-1.04 ms median (two alternating pairs, load ~6.9).
   `scripts/bench --scale 1000000 --scale-hold 30` after both (2026-11-29 00:08 UTC, load 5.7-7.4, against
   1.0-3.6 for the recorded run): lists after a change 9.3-23.3 ms, median 16.4 (two of 15 over 20 ms),
-  their heads 7.9-18.0 ms, median 12.3.
+  their heads 7.9-18.0 ms, median 12.3. Again after gzip and `prepare` below (00:26 UTC, load 2.3-4.9):
+  plain 10.2-21.4 ms, median 14.7 (the first two samples over 20 ms: 21.0, 21.4), heads median 11.3; with
+  gzip 11.6-25.5 ms, median 15.7, to read 99,231 bytes instead of 3,679,777, then 4.6-15.6 ms (median 9.5)
+  to inflate them in Python; the very first lists 67.8-126.3 ms, and no HTTP task step of 50 ms or more
+  logged by any node during that step.
   The probe asks without gzip, as nacos-sdk-python does (urllib sends no `Accept-Encoding`). The Java 1.x
   client (`gzip,deflate,sdch`) and our SDK (httpx, `gzip, deflate`) ask for gzip, and the node now serves
   it (`cluster/api/gzipbody.py`): a list of 1,024 bytes or more goes out as one gzip member whose pieces
