@@ -40,7 +40,7 @@ from cluster.api.subscribers import SubscribersService
 from cluster.api.switches import SwitchDomain, Switches
 from cluster.api.watch import WATCH_PATH, WatchService
 from cluster.console.endpoints import ConsoleEndpoints
-from cluster.http import Request, Response
+from cluster.http import Deferred, Request, Response
 from cluster.metrics import counter, render_node_metrics
 from cluster.node.pump import NodeRuntime
 from distro.catalog import CatalogIndex
@@ -76,6 +76,7 @@ log = logging.getLogger("distro.api")
 __all__ = ["NS", "PERSISTENT_REFUSED", "Guard", "ListHook", "NamingApi", "Route"]
 
 NS = "/nacos/v1/ns"
+INSTANCE_PATH = f"{NS}/instance"
 BEAT_PATH = f"{NS}/instance/beat"
 PERSISTENT_REFUSED = (
     "persistent instances are not supported: this registry keeps ephemeral instances only "
@@ -109,7 +110,12 @@ def _apply_switches(push: PushService, domain: SwitchDomain) -> None:
     push.default_cache_millis = int(domain["defaultCacheMillis"])
 
 
+_OK_RESPONSE = Response.text(200, "ok")  # shared: rendered once (a response is never modified once returned)
+
+
 def _ok_or_error(result: Result) -> Response:
+    if result.status == 200 and result.body == "ok":
+        return _OK_RESPONSE
     if isinstance(result.body, str):
         return Response.text(result.status, result.body)
     return Response.json(result.body, result.status)
@@ -263,13 +269,23 @@ class NamingApi:
     # ------------------------------------------------------------------------------------------
     # helpers
     # ------------------------------------------------------------------------------------------
-    def answer_now(self, request: Request) -> Response | None:
-        """The HTTP server's fast handler (cluster/http/lane.py): a light beat (``PUT``/``POST``
-        ``/instance/beat`` without a ``beat`` parameter or a body) that this node answers at once (it owns
-        the service, or its replica answers: :meth:`NodeRuntime.beat_now`), answered exactly as
-        :meth:`beat` would. None for anything else, a refusal or an error included: :meth:`__call__`
-        answers those."""
-        if request.path != BEAT_PATH or request.body or request.method not in ("PUT", "POST"):
+    def answer_now(self, request: Request) -> Response | Deferred | None:
+        """The HTTP server's fast handler (cluster/http/lane.py), for requests without a body:
+
+        * a light beat (``PUT``/``POST`` ``/instance/beat`` without a ``beat`` parameter) that this node
+          answers at once (it owns the service, or its replica answers: :meth:`NodeRuntime.beat_now`),
+          answered exactly as :meth:`beat` would;
+        * a registration (``POST /instance``), submitted as :meth:`register` does but without a task
+          (:meth:`NodeRuntime.submit_then`): its answer at once when this node owns the service, else a
+          :class:`Deferred` that the owner's answer (or the runtime giving up on it) resolves.
+
+        None for anything else, a refusal or an error included: :meth:`__call__` answers those."""
+        if request.body:
+            return None
+        path = request.path
+        if path == INSTANCE_PATH:
+            return self._register_now(request) if request.method == "POST" else None
+        if path != BEAT_PATH or request.method not in ("PUT", "POST"):
             return None
         params = Params(request_params(request))
         for guard in self.guards:
@@ -283,6 +299,22 @@ class NamingApi:
             return None
         result = self.runtime.beat_now(beat)
         return None if result is None else self._beat_answers.response(result)
+
+    def _register_now(self, request: Request) -> Response | Deferred | None:
+        """:meth:`answer_now` for ``POST /instance``."""
+        params = Params(request_params(request))
+        for guard in self.guards:
+            if guard(request, params) is not None:
+                return None
+        try:
+            key = self._key(params)
+            self._check_ephemeral(params)
+            instance = self._instance(params)
+        except ValidationError:
+            return None
+        deferred = Deferred()
+        result = self.runtime.submit_then(Register(key, instance), lambda r: deferred.resolve(_ok_or_error(r)))
+        return deferred if result is None else _ok_or_error(result)
 
     def _light_beat(self, params: Params) -> Beat:
         """The beat a request without a ``beat`` body parameter names (raises ``ValidationError``)."""

@@ -8,7 +8,7 @@ data endpoints included, goes to the API and through its guards unchanged.
 from __future__ import annotations
 
 from cluster.console.assets import StaticAssets
-from cluster.http import FastHandler, Handler, Request, Response
+from cluster.http import Deferred, FastHandler, Handler, Request, Response
 
 
 class ConsoleFront:
@@ -25,7 +25,7 @@ class ConsoleFront:
             return self.assets.respond(request)
         return await self.api(request)
 
-    def answer_now(self, request: Request) -> Response | None:
+    def answer_now(self, request: Request) -> Response | Deferred | None:
         """The fast handler (``cluster.http.FastHandler``): the API's, for what is not a console file."""
         if self.fast is None or self.assets.handles(request.method.upper(), request.path):
             return None

@@ -3,6 +3,15 @@
 See ``docs/http-server.md``.
 """
 
-from cluster.http.server import FastHandler, Handler, HttpLimits, HttpStats, Request, Response, serve_http
+from cluster.http.server import (
+    Deferred,
+    FastHandler,
+    Handler,
+    HttpLimits,
+    HttpStats,
+    Request,
+    Response,
+    serve_http,
+)
 
-__all__ = ["FastHandler", "Handler", "HttpLimits", "HttpStats", "Request", "Response", "serve_http"]
+__all__ = ["Deferred", "FastHandler", "Handler", "HttpLimits", "HttpStats", "Request", "Response", "serve_http"]

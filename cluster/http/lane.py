@@ -10,7 +10,10 @@ socket, lets the connection read and answer what arrived inline (:meth:`LaneConn
 request the server's *fast handler* answers at once (a plain answer, no waiting) costs a ``recv``, the
 handler and a ``send``, with no task switch. Anything else (an incomplete head, a body, a request the fast
 handler leaves, the end of the stream, a send that would block) hands the connection back to its task,
-which carries on exactly as before with the bytes already read.
+which carries on exactly as before with the bytes already read. A fast handler may also promise its answer
+(``Deferred``, a forwarded registration): the connection then stays parked until whichever task resolves it
+sends it; input that comes meanwhile is read and the socket taken off the set (:meth:`KeepAliveLane.pause`)
+until the connection's task takes over.
 
 A parked task is still the connection's owner: cancelling it (the idle reaper, shedding for room, server
 shutdown) takes the socket off the lane first. Only the lane task touches a parked socket, and only the
@@ -75,7 +78,14 @@ class KeepAliveLane:
         with contextlib.suppress(OSError, ValueError):  # the socket or the lane closed: it went with it
             self._epoll.unregister(fd)
 
-    def _hand_over(self, fd: int) -> None:
+    def pause(self, fd: int) -> None:
+        """Stop watching a parked connection's socket (it waits for a deferred answer and has read what
+        came meanwhile); it stays parked until :meth:`hand_over`."""
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(fd)
+
+    def hand_over(self, fd: int) -> None:
+        """Give a parked connection back to its task (nothing if it is no longer parked)."""
         entry = self._parked.get(fd)
         self._leave(fd)
         if entry is not None:
@@ -96,7 +106,7 @@ class KeepAliveLane:
                     if entry[0].serve_parked():
                         self.served_inline += 1
                     else:
-                        self._hand_over(fd)
+                        self.hand_over(fd)
                 await trio.lowlevel.checkpoint_if_cancelled()
         finally:
             # The server is stopping (its nursery is cancelled): each parked task leaves through its abort.

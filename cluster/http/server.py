@@ -32,6 +32,7 @@ from cluster.node.listeners import open_listeners
 
 __all__ = [
     "LISTEN_BACKLOG",
+    "Deferred",
     "FastHandler",
     "Handler",
     "HttpLimits",
@@ -144,11 +145,35 @@ class Response:
         return Response(status, _JSON_ENCODER.encode(obj).encode("utf-8", "replace"), _JSON_CT)
 
 
+class Deferred:
+    """A fast handler's promise of a response that it cannot give yet (a write waiting for its owner's
+    answer): the server sends it when :meth:`resolve` is called, from whichever task knows it, with the
+    connection still parked in the keep-alive lane (no task wakes for it). Resolve it exactly once, with a
+    plain response (as a fast handler's); later calls are ignored."""
+
+    __slots__ = ("_on_ready", "response")
+
+    def __init__(self) -> None:
+        self.response: Response | None = None
+        self._on_ready: Callable[[Response], None] | None = None
+
+    def resolve(self, response: Response) -> None:
+        """The response is known: send it (now, or as soon as the server takes the promise)."""
+        if self.response is not None:
+            return
+        self.response = response
+        on_ready = self._on_ready
+        if on_ready is not None:
+            self._on_ready = None
+            on_ready(response)
+
+
 Handler = Callable[[Request], Awaitable[Response]]
-FastHandler = Callable[[Request], "Response | None"]
-"""Answers a keep-alive request at once, without waiting for anything, or None (the handler answers it).
-It runs inline in the keep-alive lane (cluster/http/lane.py): it must not block, and it sees only requests
-without a body. A response it gives must be a plain one (no extra headers, not ``close``)."""
+FastHandler = Callable[[Request], "Response | Deferred | None"]
+"""Answers a keep-alive request at once, without waiting for anything, or promises its answer for later
+(:class:`Deferred`), or None (the handler answers it). It runs inline in the keep-alive lane
+(cluster/http/lane.py): it must not block, and it sees only requests without a body. A response it gives
+must be a plain one (no extra headers, not ``close``)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -579,9 +604,9 @@ class _Connection:
     """
 
     __slots__ = (
-        "admission", "buf", "check_partial_at", "counted", "deadline_set", "fast", "first_s", "graceful", "handler",
-        "head_limit", "idle_s", "lane", "lane_eof", "lane_out", "limits", "max_requests", "phase", "remote",
-        "request_s", "scope", "served", "sock", "stats", "unyielded",
+        "admission", "buf", "check_partial_at", "counted", "deadline_set", "deferred", "fast", "first_s", "graceful",
+        "handler", "head_limit", "idle_s", "lane", "lane_eof", "lane_fd", "lane_out", "lane_paused", "limits",
+        "max_requests", "phase", "remote", "request_s", "scope", "served", "sock", "stats", "unyielded",
     )
 
     def __init__(
@@ -601,6 +626,9 @@ class _Connection:
             self.lane, self.fast = lane
         self.lane_eof = False  # the lane read the end of the stream (or an error) while the task was parked
         self.lane_out: tuple[bytes, int, bool] | None = None  # an answer the lane could not send whole
+        self.lane_fd = -1  # the socket's descriptor while the task is parked in the lane, else -1
+        self.deferred: Deferred | None = None  # a fast handler's answer still to come (the task stays parked)
+        self.lane_paused = False  # input came while an answer was awaited: the lane stopped watching the socket
         self.remote = remote
         self.handler = handler
         self.admission = admission
@@ -742,9 +770,11 @@ class _Connection:
             if idle:  # nothing of a request yet: may be shed to make room (_Admission)
                 self.admission.idle[self] = None
             if idle and self.served and self.lane is not None:
+                fd = self.lane_fd = self.sock.fileno()
                 try:
-                    await self.lane.park(self.sock.fileno(), self)
+                    await self.lane.park(fd, self)
                 finally:
+                    self.lane_fd = -1  # a Deferred resolved from now on finds its connection gone
                     self.admission.idle.pop(self, None)
                 if not await self._after_lane():
                     return -1
@@ -790,6 +820,9 @@ class _Connection:
         """The lane saw this parked connection's socket readable: read, and answer inline every complete
         request the fast handler answers. True: stay parked; False: hand it back to its task (see
         cluster/http/lane.py)."""
+        if self.deferred is not None:
+            self._read_while_deferred()
+            return True
         try:
             data = self.sock.recv(_RECV_SIZE)
         except BlockingIOError:
@@ -804,15 +837,74 @@ class _Connection:
         self.buf += data
         for _ in range(16):  # pipelined requests: a few inline, then the task (fairness)
             if not self.buf:
-                kept, idle = self.admission.kept_alive, self.admission.idle
-                kept.pop(self, None)
-                kept[self] = trio.current_time()  # waiting for its next request from now on
-                idle.pop(self, None)
-                idle[self] = None
+                self._wait_parked()
                 return True
             if not self._answer_inline():
                 return False
+            if self.deferred is not None:  # what follows waits for that answer (then the task takes it)
+                return True
         return False
+
+    def _wait_parked(self) -> None:
+        """A parked connection waits for its next request from now on (timed by the reaper, sheddable)."""
+        admission = self.admission
+        admission.kept_alive.pop(self, None)
+        admission.wait_kept_alive(self)  # (wakes the reaper when nothing else waited)
+        admission.idle.pop(self, None)
+        admission.idle[self] = None
+
+    def _read_while_deferred(self) -> None:
+        """Input while a deferred answer is awaited (a pipelined request, or the end of the stream): read it
+        and stop watching the socket; once the answer is sent, the task takes the connection."""
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+            self.graceful = False
+        if data:
+            self.buf += data
+        else:
+            self.lane_eof = True
+        self.lane_paused = True
+        assert self.lane is not None
+        self.lane.pause(self.lane_fd)
+
+    def _deferred_ready(self, response: Response) -> None:
+        """The fast handler's deferred answer came (from whichever task resolved it): send it, then wait for
+        the next request in the lane, or hand the connection to its task when anything else is to be done."""
+        self.deferred = None
+        lane, fd = self.lane, self.lane_fd
+        if lane is None or fd < 0:  # the task left the lane meanwhile (cancelled): the connection is closing
+            return
+        try:
+            rendered, status, keep_alive = _render(response, False, True, True)
+            if type(rendered) is not bytes:
+                raise ValueError("a deferred response must be plain (a body, not parts)")
+            out = rendered
+        except Exception as exc:
+            log.exception("a deferred HTTP answer could not be rendered")
+            out = _error_bytes(500, f"caused: {exc};")
+            status, keep_alive = 500, False
+        _count(self.stats, status)
+        try:
+            sent = self.sock.send(out, _SEND_FLAGS)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.lane_eof = True
+            self.graceful = False
+            sent = -1
+        if sent < 0:
+            pass
+        elif sent < len(out) or not keep_alive:
+            self.lane_out = (out, sent, keep_alive)
+        elif not (self.lane_paused or self.lane_eof or self.buf):
+            self._wait_parked()
+            return
+        self.lane_paused = False
+        lane.hand_over(fd)
 
     def _answer_inline(self) -> bool:
         """Answer the request at the front of ``buf`` with the fast handler, if it is complete, bodiless and
@@ -835,10 +927,15 @@ class _Connection:
         request._connection = self
         assert self.fast is not None
         try:
-            response = self.fast(request)
-            if response is None:
+            answer = self.fast(request)
+            if answer is None:
                 return False
-            out, status, keep_alive = _render(response, False, True, True)
+            if isinstance(answer, Deferred):
+                if answer.response is None:
+                    self._defer(head_end, answer)
+                    return True
+                answer = answer.response
+            out, status, keep_alive = _render(answer, False, True, True)
             if type(out) is not bytes:
                 raise ValueError("a fast handler's response must be plain (a body, not parts)")
         except Exception:
@@ -862,6 +959,19 @@ class _Connection:
             self.lane_out = (out, sent, keep_alive)
             return False
         return True
+
+    def _defer(self, head_end: int, deferred: Deferred) -> None:
+        """The request at the front of ``buf`` is answered later (:meth:`_deferred_ready`): take it off, and
+        neither reap nor shed the connection while it waits."""
+        del self.buf[: head_end + 4]
+        self.served += 1
+        stats = self.stats
+        stats.requests_total += 1
+        stats.inline_requests_total += 1
+        self.admission.kept_alive.pop(self, None)
+        self.admission.idle.pop(self, None)
+        self.deferred = deferred
+        deferred._on_ready = self._deferred_ready
 
     async def _read_body(self, headers: dict[str, str], http11: bool) -> bytes:
         """The body announced by ``headers`` (Content-Length or chunked; 100-continue answered)."""

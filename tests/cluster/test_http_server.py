@@ -15,7 +15,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.http import FastHandler, Handler, HttpLimits, HttpStats, Request, Response, serve_http
+from cluster.http import Deferred, FastHandler, Handler, HttpLimits, HttpStats, Request, Response, serve_http
 from cluster.http.params import merge_params, percent_decode
 from cluster.http.server import _HttpError, _parse_head
 
@@ -1123,6 +1123,127 @@ async def test_a_fast_handler_that_raises_leaves_the_request_to_the_handler(
             status, _, body = await client.request(get("/x?a=1"))
             assert status == 200 and json.loads(body)["query"] == "a=1"
     assert "fast HTTP handler failed" in caplog.text
+
+
+class Later:
+    """Promises ``GET /later`` (answered when the test resolves it), answers ``GET /now`` through a promise
+    resolved at once, answers ``GET /fast`` at once; leaves everything else to the handler."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, Deferred]] = []
+        self.deferred = trio.Event()  # set whenever a request is deferred
+
+    def __call__(self, request: Request) -> Response | Deferred | None:
+        if request.path == "/fast":
+            return Response.text(200, f"fast {request.query}")
+        if request.path == "/now":
+            done = Deferred()
+            done.resolve(Response.text(200, f"now {request.query}"))
+            return done
+        if request.path != "/later":
+            return None
+        promise = Deferred()
+        self.pending.append((request.query, promise))
+        self.deferred.set()
+        return promise
+
+    async def next_deferred(self) -> tuple[str, Deferred]:
+        with trio.fail_after(GUARD):
+            await self.deferred.wait()
+        self.deferred = trio.Event()
+        return self.pending.pop(0)
+
+
+async def _parked(client: Client) -> None:
+    """The connection's first request (its task's), so that the next one is the lane's."""
+    status, _, _ = await client.request(get("/first"))
+    assert status == 200
+
+
+async def test_a_deferred_answer_is_sent_when_resolved_and_the_connection_stays_in_the_lane() -> None:
+    later = Later()
+    async with running(fast=later) as (port, stats):
+        client = await Client.connect(port)
+        await _parked(client)
+        for n in range(3):
+            await client.send(get(f"/later?n={n}"))
+            query, promise = await later.next_deferred()
+            assert query == f"n={n}"
+            promise.resolve(Response.text(200, f"later {query}"))
+            promise.resolve(Response.text(500, "ignored: resolved once"))
+            status, headers, body = await client.read_response()
+            assert (status, body, headers["content-length"]) == (200, f"later n={n}".encode(), str(len(body)))
+        assert (await client.request(get("/now?n=3")))[2] == b"now n=3"  # resolved before it was returned
+        assert (await client.request(get("/fast?n=4")))[2] == b"fast n=4"
+        assert stats.requests_total == 6 and stats.inline_requests_total == 5
+        assert stats.responses_by_status == {200: 6}
+
+
+async def test_requests_pipelined_behind_a_deferred_answer_follow_it_in_order() -> None:
+    later = Later()
+    async with running(fast=later) as (port, stats):
+        client = await Client.connect(port)
+        await _parked(client)
+        # in the same segment: read with it, they wait for it, then the connection's task answers them
+        await client.send(get("/later?n=1") + get("/x?n=2") + get("/fast?n=3"))
+        _, first = await later.next_deferred()
+        # after it: read while the answer is awaited (the lane stops watching the socket meanwhile)
+        await client.send(get("/x?n=4"))
+        await trio.testing.wait_all_tasks_blocked()
+        first.resolve(Response.text(200, "later n=1"))
+        answers = [await client.read_response() for _ in range(4)]
+        assert answers[0][2] == b"later n=1"
+        assert [json.loads(body)["query"] for _, _, body in answers[1:]] == ["n=2", "n=3", "n=4"]
+        # the task parks the connection again: the lane defers and answers as before
+        await client.send(get("/later?n=5"))
+        _, fifth = await later.next_deferred()
+        fifth.resolve(Response.text(200, "later n=5"))
+        assert (await client.read_response())[2] == b"later n=5"
+        assert stats.requests_total == 6 and stats.inline_requests_total == 2
+
+
+async def test_a_deferred_answer_to_a_client_that_left_closes_the_connection() -> None:
+    later = Later()
+    async with running(fast=later) as (port, stats):
+        client = await Client.connect(port)
+        await _parked(client)
+        await client.send(get("/later"))
+        _, promise = await later.next_deferred()
+        await client.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert stats.connections_open == 1  # it waits for its answer
+        promise.resolve(Response.text(200, "too late"))
+        await wait_for(lambda: stats.connections_open == 0)
+
+
+async def test_a_deferred_answer_resolved_after_the_connection_closed_is_dropped() -> None:
+    later = Later()
+    async with running(fast=later) as (port, stats):
+        client = await Client.connect(port)
+        await _parked(client)
+        await client.send(get("/later"))
+        _, promise = await later.next_deferred()
+    # the server stopped (every connection closed) before the answer came: nothing to send it on
+    promise.resolve(Response.text(200, "too late"))
+    assert stats.connections_open == 0 and stats.responses_by_status == {200: 1}
+
+
+async def test_a_connection_awaiting_a_deferred_answer_is_not_reaped_as_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    later = Later()
+    async with running(fast=later, limits=HttpLimits(idle_timeout_ms=2_000)) as (port, stats):
+        client = await Client.connect(port)
+        await _parked(client)
+        await client.send(get("/later"))
+        _, promise = await later.next_deferred()
+        await trio.sleep(10)
+        assert stats.connections_open == 1
+        promise.resolve(Response.text(200, "late but answered"))
+        assert (await client.read_response())[2] == b"late but answered"
+        with trio.fail_after(GUARD):  # idle from its answer on: reaped after the idle timeout
+            assert await client.at_eof()
+        assert stats.connections_open == 0
 
 
 async def wait_for(predicate: Callable[[], bool]) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from tests.client.support import InProcessCluster, register
+from tests.client.support import InProcessCluster, list_hosts, register
 
 NS = "/nacos/v1/ns"
 JAVA = {"User-Agent": "Nacos-Java-Client:v1.4.2"}
@@ -149,4 +149,36 @@ async def test_light_beats_on_a_kept_alive_connection_are_answered_inline_as_bef
         full = await http.put(f"{url}{NS}/instance/beat", params={
             "serviceName": "lane-9", "beat": '{"ip": "10.3.0.2", "port": 81, "cluster": "DEFAULT"}'})
         assert full.json()["code"] == 10200
+        nursery.cancel_scope.cancel()
+
+
+async def test_registrations_on_a_kept_alive_connection_are_answered_from_the_lane() -> None:
+    """A registration (``POST /instance``, no body) on a kept-alive connection is submitted from the
+    HTTP server's keep-alive lane (NamingApi.answer_now): at once on the owner, else answered when the
+    owner's reply comes, with no task of its own; the same answers and the same effect as the handler's.
+    A refusal (a persistent instance, an invalid port) and a body take the handler's path, as before."""
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        cluster = await InProcessCluster(3).start(nursery)
+        services = [f"lane-reg-{i}" for i in range(12)]
+        for n, url in enumerate(cluster.urls):
+            for i, service in enumerate(services):  # the first on each connection is its task's
+                await register(http, url, service, f"10.4.{n}.{i}", 80)
+        owners = {cluster.nodes[0].runtime.node.owner_of(cluster.nodes[0].api.keys.key(None, None, s))
+                  for s in services}
+        assert len(owners) > 1  # some forwarded, some applied where they came in
+        inline = [node.server.http_stats.inline_requests_total for node in cluster.nodes]
+        assert all(n >= len(services) - 1 for n in inline), inline
+        for url in cluster.urls:
+            for i, service in enumerate(services):
+                assert sorted(await list_hosts(http, url, service)) == [(f"10.4.{n}.{i}", 80) for n in range(3)]
+        url = cluster.urls[1]
+        persistent = await http.post(f"{url}{NS}/instance", params={
+            "serviceName": "lane-reg-0", "ip": "10.4.9.9", "port": "80", "ephemeral": "false"})
+        assert persistent.status_code == 400 and "persistent" in persistent.text
+        invalid = await http.post(f"{url}{NS}/instance", params={
+            "serviceName": "lane-reg-0", "ip": "10.4.9.9", "port": "99999"})
+        assert invalid.status_code == 400
+        form = await http.post(f"{url}{NS}/instance", data={
+            "serviceName": "lane-reg-0", "ip": "10.4.9.8", "port": "80"})
+        assert form.text == "ok"
         nursery.cancel_scope.cancel()
