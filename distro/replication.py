@@ -104,28 +104,53 @@ class Replication:
         self._dirty_since.pop(peer_id, None)
 
     def flush_due(self, now_ms: int) -> None:
-        """Flush every peer whose pending batch has waited ``sync_delay_ms``."""
+        """Flush every peer whose pending batch has waited ``sync_delay_ms``.
+
+        Peers due together with the same dirty set (every write marks every up peer) are sent the same
+        ``SyncBatch`` objects: built once, and a transport that encodes a message once for all its targets
+        (the peer links do, for ``SyncBatch``) encodes them once."""
         delay = self._config.sync_delay_ms
+        previous: tuple[dict[ServiceKey, dict[str, None]], list[SyncBatch]] | None = None
         for peer_id, since in list(self._dirty_since.items()):
             if now_ms >= since + delay:
-                self._flush(peer_id, now_ms)
+                previous = self._flush(peer_id, now_ms, previous)
 
-    def _flush(self, peer_id: str, now_ms: int) -> None:
+    def _flush(
+        self,
+        peer_id: str,
+        now_ms: int,
+        previous: tuple[dict[ServiceKey, dict[str, None]], list[SyncBatch]] | None,
+    ) -> tuple[dict[ServiceKey, dict[str, None]], list[SyncBatch]] | None:
+        """Send ``peer_id`` its dirty set; ``previous``: the set just sent to another peer and its batches,
+        reused when this one is the same. Returns this set and its batches (else ``previous``)."""
         self._last_flush_ms[peer_id] = now_ms
         dirty = self._dirty.get(peer_id)
         self.drop(peer_id)
         if not dirty:
-            return
-        items: list[Item] = []
-        for key, entry_ids in dirty.items():
-            datum = self._store.datum(key)
-            if datum is None:
-                continue
-            for entry_id in entry_ids:
-                entry = datum.get(entry_id)
-                if entry is not None:
-                    items.append((key, entry_id, entry))
-        self.send_items(peer_id, items)
+            return previous
+        if previous is not None and previous[0] == dirty:
+            batches = previous[1]
+        else:
+            items: list[Item] = []
+            for key, entry_ids in dirty.items():
+                datum = self._store.datum(key)
+                if datum is None:
+                    continue
+                for entry_id in entry_ids:
+                    entry = datum.get(entry_id)
+                    if entry is not None:
+                        items.append((key, entry_id, entry))
+            batches = self._batches(items)
+        for message in batches:
+            self.sync_batches_sent += 1
+            self.sync_entries_sent += len(message.items)
+            self._outbox.send(peer_id, message)
+        return dirty, batches
+
+    def _batches(self, items: list[Item]) -> list[SyncBatch]:
+        """``items`` as ``SyncBatch`` messages of at most ``sync_batch_entries``."""
+        batch = self._config.sync_batch_entries
+        return [SyncBatch(tuple(items[start : start + batch])) for start in range(0, len(items), batch)]
 
     def next_flush_ms(self, deadline_ms: int) -> int:
         """The earlier of ``deadline_ms`` and the next moment a peer's batch is due."""
@@ -144,12 +169,10 @@ class Replication:
     # ============================================================================================
     def send_items(self, peer_id: str, items: list[Item]) -> None:
         """Send ``items`` to ``peer_id`` as ``SyncBatch`` messages of at most ``sync_batch_entries``."""
-        batch = self._config.sync_batch_entries
-        for start in range(0, len(items), batch):
-            chunk = tuple(items[start : start + batch])
+        for message in self._batches(items):
             self.sync_batches_sent += 1
-            self.sync_entries_sent += len(chunk)
-            self._outbox.send(peer_id, SyncBatch(chunk))
+            self.sync_entries_sent += len(message.items)
+            self._outbox.send(peer_id, message)
 
     def items_for(self, keys: Iterable[ServiceKey]) -> list[Item]:
         """Every entry (tombstones included) of each of ``keys`` held here."""

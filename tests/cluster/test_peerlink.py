@@ -29,6 +29,7 @@ import msgpack
 import pytest
 import trio
 
+from cluster.node import peerlink as peerlink_module
 from cluster.node.peerauth import TAG_BYTES, FrameOpener, FrameSealer, SessionKeys, session_keys, transcript
 from cluster.node.peerlink import (
     HANDSHAKE_FRAME_MAX,
@@ -318,6 +319,21 @@ async def test_two_nodes_exchange_every_message_type() -> None:
         assert sa.queue_depths == {"b": 0}
 
 
+async def test_messages_queued_in_the_scheduler_round_after_the_first_share_its_frame() -> None:
+    """The writer woken by a send lets one more scheduler round run before it packs: what is queued in the
+    round that woke it and in the next goes in one frame (whichever of the writer and the sender runs first
+    in that round)."""
+    a, b = Node("a"), Node("b")
+    async with cluster(a, b):
+        for round_ in range(1, 21):
+            a.send("b", SAMPLES[0])
+            await trio.lowlevel.checkpoint()
+            a.send("b", SAMPLES[1])
+            await eventually(lambda expected=2 * round_: len(b.messages) == expected)
+        assert b.frames == [("a", 2)] * 20
+        assert [m for _, m in b.messages] == [SAMPLES[0], SAMPLES[1]] * 20
+
+
 async def test_large_batches_are_cut_into_frames_of_a_quarter_mebibyte_and_the_reader_lets_others_run() -> None:
     """Messages queued together (snapshot chunks, say) go in frames of about _FRAME_SOFT_BYTES each, not all
     in one: the receiver decodes a frame in one step. Between those frames its receive loop lets other tasks
@@ -356,6 +372,34 @@ async def test_three_nodes_full_mesh() -> None:
             assert all(m == Ping(True, f"from {s}") for s, m in node.messages)
             assert node.links.connected_peers() == {o: f"{o}.http:8848" for o in others}
             assert node.stats.inbound_links == 2
+
+
+async def test_a_sync_batch_sent_to_several_peers_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core sends the same SyncBatch object to every peer whose dirty set was the same
+    (Replication.flush_due): the links encode it once for all of them; other messages, and equal but
+    distinct batches, are encoded for each send."""
+    encoded: list[type] = []
+    real = peerlink_module.encode_message
+
+    def counting(message: Message) -> Any:
+        encoded.append(type(message))
+        return real(message)
+
+    monkeypatch.setattr(peerlink_module, "encode_message", counting)
+    nodes = [Node("a"), Node("b"), Node("c")]
+    async with cluster(*nodes):
+        a = nodes[0]
+        shared = SyncBatch(sample_items(3))
+        ping = Ping(True, "hi")
+        encoded.clear()
+        for target in ("b", "c"):
+            a.send(target, shared)
+            a.send(target, ping)
+        a.send("b", SyncBatch(sample_items(3)))  # equal, not the same object
+        await eventually(lambda: len(nodes[1].messages) == 3 and len(nodes[2].messages) == 2)
+        assert encoded == [SyncBatch, Ping, Ping, SyncBatch]
+        assert [m for _, m in nodes[1].messages] == [shared, ping, shared]
+        assert [m for _, m in nodes[2].messages] == [shared, ping]
 
 
 async def test_dials_the_configured_peer_addresses() -> None:

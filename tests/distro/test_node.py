@@ -14,7 +14,7 @@ import pytest
 
 from distro.config import DistroConfig
 from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
-from distro.effects import ClientReply, LifecycleKind
+from distro.effects import ClientReply, LifecycleKind, Outbox, Send
 from distro.messages import (
     Digest,
     Forward,
@@ -27,7 +27,8 @@ from distro.messages import (
 )
 from distro.model import META_BEAT_TIMEOUT, META_DELETE_TIMEOUT, ServiceKey, ServiceMeta, make_instance
 from distro.node import NOT_READY_TEXT, DistroNode
-from distro.ownership import owner_of
+from distro.ownership import OwnershipMap, owner_of
+from distro.replication import Replication
 from distro.requests import (
     OK,
     Beat,
@@ -39,6 +40,7 @@ from distro.requests import (
     UpdateInstance,
     UpdateService,
 )
+from distro.store import DatumStore
 from distro.testing.checkers import live_entries
 from distro.testing.harness import Harness, Wire
 from distro.versions import Version
@@ -217,6 +219,40 @@ def test_replication_flushes_an_isolated_change_at_once_and_coalesces_a_stream()
     assert [w.message for w in h.pending(SyncBatch)] == [SyncBatch(((key, EID, latest),))] * 2
     stats = h["n1"].statistics()
     assert (stats.sync_batches_sent, stats.sync_entries_sent) == (4, 6)
+
+
+def test_peers_due_together_with_the_same_dirty_set_are_sent_the_same_batches() -> None:
+    """Every write marks every up peer, so peers flushed together usually have the same dirty set: they get
+    the same SyncBatch objects (built once; the peer links encode each once for all). A peer whose set
+    differs gets its own."""
+    h = started(DistroConfig(sync_batch_entries=2))
+    key = key_owned_by("n1")
+    for i in range(3):
+        register(h, "n1", key, make_instance(f"10.0.2.{i}", PORT))
+    h.advance(h.config.sync_delay_ms, deliver=False)
+    to_n2 = [w.message for w in h.pending(SyncBatch, target="n2")]
+    to_n3 = [w.message for w in h.pending(SyncBatch, target="n3")]
+    assert [len(m.items) for m in to_n2] == [2, 2] and all(a is b for a, b in zip(to_n2, to_n3, strict=True))
+    h.deliver_all()
+    assert live_entries(h["n2"]) == live_entries(h["n3"]) == live_entries(h["n1"])
+
+
+def test_peers_with_different_dirty_sets_get_batches_of_their_own() -> None:
+    store = DatumStore()
+    outbox = Outbox()
+    replication = Replication("n1", DistroConfig(), store, outbox)
+    key = ServiceKey("public", "DEFAULT_GROUP", "svc")
+    a, b = make_instance("10.0.3.1", PORT), make_instance("10.0.3.2", PORT)
+    for n, inst in enumerate((a, b)):
+        store.merge(key, inst.entry_id, Entry(Version(1000, n, "n1"), inst))
+    ownership = OwnershipMap(("n1", "n2", "n3"))
+    replication.mark_dirty(("n2", "n3"), key, a.entry_id, 1000, ownership)
+    replication.mark_dirty(("n2",), key, b.entry_id, 1000, ownership)  # n3 not up for this one
+    replication.flush_due(1000 + DistroConfig().sync_delay_ms)
+    sent = {effect.target: effect.message for effect in outbox.take() if isinstance(effect, Send)}
+    assert isinstance(sent["n2"], SyncBatch) and isinstance(sent["n3"], SyncBatch)
+    assert [item[1] for item in sent["n2"].items] == [a.entry_id, b.entry_id]
+    assert [item[1] for item in sent["n3"].items] == [a.entry_id]
 
 
 def test_sync_batches_are_split_at_the_batch_size() -> None:
