@@ -15,14 +15,16 @@ client can make it keep is bounded two ways:
   kept. The one thing that may briefly exceed the bound is the cluster list of the service being served.
 
 * **Runs.** For a big service (at least :data:`FRAGMENT_MIN_HOSTS` hosts) the renderer also keeps the
-  unfiltered array as *runs* of about :data:`RUN_HOSTS` consecutive hosts: each run holds its instances, each
-  host's rendered JSON object (a fragment) and the run's objects joined with commas. Instances are immutable
-  and a view change replaces only the instances that changed, so after a change only the runs that hold a
-  changed, new or removed instance are joined again (and only their changed hosts rendered); the others are
-  served as they are, and the answer is sent as the list of runs (scatter-gather, :class:`Response.parts
-  <cluster.http.server.Response>`) without joining 3.6 MB into one string. Runs outlive a revision (that is
-  their point), are counted in the same bound (their fragments and joined bytes, plus
-  :data:`FRAGMENT_OVERHEAD_BYTES` per host), and go with their service when it is evicted.
+  unfiltered array as *runs* of about :data:`RUN_HOSTS` consecutive hosts: each run holds its instances, its
+  hosts' rendered JSON objects joined with commas, and where each object ends (so one can be cut out again).
+  Instances are immutable and a view change replaces only the instances that changed, so after a change only
+  the runs that hold a changed, new or removed instance are joined again (and only their changed hosts
+  rendered); the others are served as they are, and the answer is sent as the list of runs (scatter-gather,
+  :class:`Response.parts <cluster.http.server.Response>`) without joining 3.6 MB into one string. Runs
+  outlive a revision (that is their point), are counted in the same bound (their bytes, plus
+  :data:`FRAGMENT_OVERHEAD_BYTES` per host), and go with their service when it is evicted. The unfiltered
+  body, made of the runs' bytes, counts those at a pointer each (the runs count them; a form goes before
+  the runs it uses).
 
 * **Deflated pieces.** For clients that accept gzip (:mod:`cluster.api.gzipbody`) a run's deflated bytes are
   kept with the run (and dropped with it), and a kept form's deflated chunks until the view changes; both are
@@ -33,6 +35,7 @@ client can make it keep is bounded two ways:
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from operator import attrgetter, is_
@@ -59,18 +62,19 @@ ENTRY_OVERHEAD_BYTES = 256
 
 FRAGMENT_MIN_HOSTS = 64
 """Services with fewer hosts are rendered whole every time: cheap enough, and nothing to keep."""
-FRAGMENT_OVERHEAD_BYTES = 120
-"""What one kept host costs beyond its bytes (its fragment's object, its slots in a run), counted in the bound."""
+FRAGMENT_OVERHEAD_BYTES = 16
+"""What one kept host costs beyond its bytes (its slot in its run's instances, where its object ends), counted
+in the bound."""
 RUN_HOSTS = 128
 """Hosts per run when a run is made; a change joins its run again (about 45 KB for typical hosts)."""
 
 Form = tuple[tuple[str, ...], bool, bool]
 """A normalised request: (known clusters, sorted; empty = all), healthy only, Java flavour."""
 
-Run = tuple[tuple[Instance, ...], tuple[bytes, ...], bytes]
-"""Consecutive hosts of a big service's unfiltered array: the instances, each one's rendered JSON object, and
-those objects joined with commas. Holding the instances keeps their ids from being reused, so identity
-(``is``) proves that a host is the one its fragment was rendered from."""
+Run = tuple[tuple[Instance, ...], "array[int]", bytes]
+"""Consecutive hosts of a big service's unfiltered array: the instances, where each one's rendered JSON object
+ends in the run's bytes (4 bytes a host), and those objects joined with commas. Holding the instances keeps
+their ids from being reused, so identity (``is``) proves that a host is the one its object was rendered from."""
 
 
 @dataclass(slots=True)
@@ -135,16 +139,26 @@ class HostsCache:
         """The cached (body's chunks, protect threshold reached) of ``form`` at the view's revision, if any."""
         return self._service(view).forms.get(form)
 
+    def _cost(self, entry: _Service, form: Form, chunks: tuple[bytes, ...]) -> int:
+        """What a kept body counts: its chunks, but those that are the bytes of the runs kept for its flavour
+        (the unfiltered form's, counted with the runs) at a pointer each. Runs outlive the forms that use them:
+        a form goes with its revision, or (the service being served) before its runs."""
+        kept = entry.runs.get(form[2])
+        if kept is None or form[:2] != ((), False):
+            return sum(map(len, chunks)) + ENTRY_OVERHEAD_BYTES
+        owned = {id(run[2]) for run in kept[0]}
+        return sum(8 if id(chunk) in owned else len(chunk) for chunk in chunks) + ENTRY_OVERHEAD_BYTES
+
     def put(self, view: ServiceView, form: Form, chunks: tuple[bytes, ...], protected: bool) -> None:
         """Keep a rendered body, in the chunks it is sent as (unless it is too large for the bound), evicting
-        older services' first. It is counted at its full length even where its chunks are a kept run's."""
-        cost = sum(map(len, chunks)) + ENTRY_OVERHEAD_BYTES
+        older services' first."""
+        entry = self._service(view)
+        cost = self._cost(entry, form, chunks)
         if 4 * cost > self.max_bytes:
             return
-        entry = self._service(view)
         old = entry.forms.get(form)
         if old is not None:
-            old_cost = sum(map(len, old[0])) + ENTRY_OVERHEAD_BYTES
+            old_cost = self._cost(entry, form, old[0])
             entry.size_bytes -= old_cost
             self.size_bytes -= old_cost
             deflated = entry.gzipped.pop(form, None)
@@ -214,6 +228,11 @@ class HostsCache:
         """Replace the service's runs of this flavour (``size_bytes`` counts them); not kept when they would
         take more than a quarter of the bound."""
         entry = self._service(view)
+        unfiltered: Form = ((), False, java)
+        if unfiltered in entry.forms:  # counted against the runs it uses: it goes first (not expected here)
+            cost = self._cost(entry, unfiltered, entry.forms.pop(unfiltered)[0])
+            entry.size_bytes -= cost
+            self.size_bytes -= cost
         old = entry.runs.pop(java, None)
         if old is not None:
             entry.size_bytes -= old[1]
@@ -240,8 +259,8 @@ class HostsCache:
                 entry.size_bytes -= cost
                 self.size_bytes -= cost
             elif entry.forms:
-                chunks = entry.forms.pop(next(iter(entry.forms)))[0]
-                cost = sum(map(len, chunks)) + ENTRY_OVERHEAD_BYTES
+                form = next(iter(entry.forms))
+                cost = self._cost(entry, form, entry.forms.pop(form)[0])
                 entry.size_bytes -= cost
                 self.size_bytes -= cost
             elif entry.run_deflates:

@@ -12,12 +12,13 @@ touched (:meth:`ListRenderer.render_parts`; the HTTP route sends the chunks with
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain, count, pairwise
+from itertools import accumulate, chain, count, pairwise
 from json.encoder import encode_basestring as _quote  # what _JSON does to a str (ensure_ascii=False), in C
-from operator import is_
+from operator import add, is_
 
 import trio
 
@@ -47,6 +48,7 @@ PUSH_CACHE_MILLIS = 10_000
 PREPARE_SLICE_HOSTS = 1000
 """Hosts :meth:`ListRenderer.prepare` renders between two yields to the event loop (about 1.5 ms of CPU)."""
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_AFTER_COMMA = (1).__add__
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +62,25 @@ class ListQuery:
 
 
 def _fragments_of(runs: list[Run]) -> dict[int, tuple[Instance, bytes]]:
-    """Every host of ``runs`` with its fragment, by ``id(instance)`` (check the instance: ``is``)."""
+    """Every host of ``runs`` with its fragment (cut out of the run's bytes), by ``id(instance)`` (check the
+    instance: ``is``)."""
     instances = list(chain.from_iterable(run[0] for run in runs))
-    fragments = chain.from_iterable(run[1] for run in runs)
+    fragments = chain.from_iterable(map(_split, runs))
     return dict(zip(map(id, instances), zip(instances, fragments, strict=True), strict=True))
+
+
+def _split(run: Run) -> list[bytes]:
+    """A run's fragments, cut out of its joined bytes at the ends it keeps."""
+    joined, ends = run[2], run[1]
+    starts = [0]
+    starts += map(_AFTER_COMMA, ends[:-1])  # each fragment starts after the comma that ends the last
+    return list(map(joined.__getitem__, map(slice, starts, ends)))
+
+
+def _run(hosts: tuple[Instance, ...], fragments: list[bytes]) -> Run:
+    """A run of ``hosts`` from their fragments: the fragments joined with commas, and where each one ends."""
+    ends = array("I", map(add, accumulate(map(len, fragments)), range(len(fragments))))
+    return hosts, ends, b",".join(fragments)
 
 
 def _next_intact(old: list[Run], i: int, hosts: tuple[Instance, ...], pos: int) -> tuple[int, int]:
@@ -289,9 +306,7 @@ class ListRenderer:
                 resume += 1
             new += self._make_runs(hosts[pos:end], old[i:resume], view.key, service_name)
             pos, i = end, resume
-        # a run's fragments hold its joined bytes but the commas between them
-        joined_bytes = sum(len(run[2]) for run in new)
-        size_bytes = 2 * joined_bytes + (FRAGMENT_OVERHEAD_BYTES - 1) * total + len(new)
+        size_bytes = sum(len(run[2]) for run in new) + FRAGMENT_OVERHEAD_BYTES * total
         self.hosts_cache.keep_runs(view, java, new, size_bytes)
         out = [b","] * (2 * len(new) + 1)
         out[0], out[-1] = b"[", b"]"
@@ -319,13 +334,9 @@ class ListRenderer:
                                    strict=True):
                 fragments[n] = fragment
         done: list[bytes] = fragments  # type: ignore[assignment]  # every None was filled in
-        runs: list[Run] = []
         pieces = max(1, len(hosts) // RUN_HOSTS)  # runs of RUN_HOSTS to 2 * RUN_HOSTS - 1 hosts (fewer: all)
         bounds = [len(hosts) * k // pieces for k in range(pieces + 1)]
-        for start, end in pairwise(bounds):
-            part = tuple(done[start:end])
-            runs.append((hosts[start:end], part, b",".join(part)))
-        return runs
+        return [_run(hosts[start:end], done[start:end]) for start, end in pairwise(bounds)]
 
     def _filtered(self, view: ServiceView, hosts: tuple[Instance, ...], service_name: str, java: bool) -> bytes:
         """A filtered form of a big service (some clusters, healthy only): its hosts array joined from the
