@@ -940,7 +940,10 @@ samples including idle `epoll`):
   plain 10.2-21.4 ms, median 14.7 (the first two samples over 20 ms: 21.0, 21.4), heads median 11.3; with
   gzip 11.6-25.5 ms, median 15.7, to read 99,231 bytes instead of 3,679,777, then 4.6-15.6 ms (median 9.5)
   to inflate them in Python; the very first lists 67.8-126.3 ms, and no HTTP task step of 50 ms or more
-  logged by any node during that step.
+  logged by any node during that step. And with everything below (00:45 UTC, load 1.9-4.2, the
+  nearest to the recorded run's 1.0-3.6): plain 6.9-10.1 ms, median 7.7 (was ~24 in the recorded run),
+  heads 5.6-7.3 ms; gzip 6.9-11.1 ms, median 7.4, then median 5.1 ms to inflate; the very first lists
+  57.6-64.1 ms (was 62.2-89.5).
   The probe asks without gzip, as nacos-sdk-python does (urllib sends no `Accept-Encoding`). The Java 1.x
   client (`gzip,deflate,sdch`) and our SDK (httpx, `gzip, deflate`) ask for gzip, and the node now serves
   it (`cluster/api/gzipbody.py`): a list of 1,024 bytes or more goes out as one gzip member whose pieces
