@@ -110,6 +110,7 @@ def _apply_switches(push: PushService, domain: SwitchDomain) -> None:
     push.default_cache_millis = int(domain["defaultCacheMillis"])
 
 
+_LEAVE = Response.text(500, "left to the handler")  # NamingApi._guard_once: not an answer, a marker
 _OK_RESPONSE = Response.text(200, "ok")  # shared: rendered once (a response is never modified once returned)
 
 
@@ -152,6 +153,7 @@ class NamingApi:
         self.catalog = CatalogApi(runtime, catalog)
         # The guards, in order: a starting node says so (503) before it asks for a token (403).
         self.guards: tuple[Guard, ...] = (readiness.guard,) + (() if auth is None else (auth.guard,))
+        self._auth_on = auth is not None
         # Every instance/list call registers or refreshes a UDP push subscriber when it asks for one.
         self.list_hooks: tuple[ListHook, ...] = (push.on_list,)
         # service/subscribers: this node's subscribers, and by default every up peer's (over the peer link)
@@ -279,7 +281,12 @@ class NamingApi:
           (:meth:`NodeRuntime.submit_then`): its answer at once when this node owns the service, else a
           :class:`Deferred` that the owner's answer (or the runtime giving up on it) resolves.
 
-        None for anything else, a refusal or an error included: :meth:`__call__` answers those."""
+        A guard's refusal is answered here, as :meth:`__call__` would (the guards count what they refuse, and
+        the login throttle counts failed credentials: each must run once per request). A request that
+        presents ``username``/``password`` to an auth-enabled node is left to :meth:`__call__` before any
+        guard runs (the guard counts and throttles those even when they pass). None for anything else, a
+        validation error included: :meth:`__call__` answers those, running the guards again (which then
+        have no effect beyond their answer)."""
         if request.body:
             return None
         path = request.path
@@ -288,9 +295,9 @@ class NamingApi:
         if path != BEAT_PATH or request.method not in ("PUT", "POST"):
             return None
         params = Params(request_params(request))
-        for guard in self.guards:
-            if guard(request, params) is not None:
-                return None
+        refusal = self._guard_once(request, params)
+        if refusal is not None:
+            return None if refusal is _LEAVE else refusal
         if params.get("beat"):
             return None
         try:
@@ -303,9 +310,9 @@ class NamingApi:
     def _register_now(self, request: Request) -> Response | Deferred | None:
         """:meth:`answer_now` for ``POST /instance``."""
         params = Params(request_params(request))
-        for guard in self.guards:
-            if guard(request, params) is not None:
-                return None
+        refusal = self._guard_once(request, params)
+        if refusal is not None:
+            return None if refusal is _LEAVE else refusal
         try:
             key = self._key(params)
             self._check_ephemeral(params)
@@ -315,6 +322,17 @@ class NamingApi:
         deferred = Deferred()
         result = self.runtime.submit_then(Register(key, instance), lambda r: deferred.resolve(_ok_or_error(r)))
         return deferred if result is None else _ok_or_error(result)
+
+    def _guard_once(self, request: Request, params: Params) -> Response | None:
+        """For :meth:`answer_now`: the guards' refusal (to answer inline), None when they let the request
+        through with no effect beyond it, or :data:`_LEAVE` for credentials to check (left to :meth:`__call__`)."""
+        if self._auth_on and (params.get("username") is not None or params.get("password") is not None):
+            return _LEAVE
+        for guard in self.guards:
+            refusal = guard(request, params)
+            if refusal is not None:
+                return refusal
+        return None
 
     def _light_beat(self, params: Params) -> Beat:
         """The beat a request without a ``beat`` body parameter names (raises ``ValidationError``)."""

@@ -7,9 +7,10 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from cluster.api.readiness import ReadinessGate
 from cluster.api.render import ListRenderer
 from cluster.api.routes import NamingApi
 from cluster.api.watch import WatchService
-from cluster.http import serve_http
+from cluster.http import HttpStats, serve_http
 from cluster.node.pump import NodeRuntime
 from cluster.node.settings import NodeSettings, parse_settings
 from cluster.node.wiring import NodeServer
@@ -90,6 +91,7 @@ class AuthNode:
     api: NamingApi
     auth: Authenticator | None
     clock: FakeClock
+    http_stats: HttpStats = field(default_factory=HttpStats)
 
     async def login(self, user: str = "nacos", password: str = PASSWORD) -> str:
         response = await self.client.post("/nacos/v1/auth/login", params={"username": user, "password": password})
@@ -101,9 +103,11 @@ class AuthNode:
 
 @asynccontextmanager
 async def auth_node(
-    node_settings: NodeSettings | None = None, *, throttle: LoginThrottle | None = None, enable: bool = True
+    node_settings: NodeSettings | None = None, *, throttle: LoginThrottle | None = None, enable: bool = True,
+    lane: bool = False,
 ) -> AsyncIterator[AuthNode]:
-    """One ready node with auth (fake clock) on 127.0.0.1:<free port>."""
+    """One ready node with auth (fake clock) on 127.0.0.1:<free port>; with ``lane``, keep-alive requests go
+    through the API's fast handler in the keep-alive lane, as NodeServer wires it."""
     node_settings = node_settings or settings_for()
     clock = FakeClock()
     runtime = NodeRuntime("n1", node_settings.core, address="127.0.0.1:18848")
@@ -115,11 +119,13 @@ async def auth_node(
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(runtime.run)
-        port = await nursery.start(partial(serve_http, api, "127.0.0.1", 0))
+        stats = HttpStats()
+        port = await nursery.start(partial(serve_http, api, "127.0.0.1", 0, stats=stats,
+                                           fast=api.answer_now if lane else None))
         with trio.fail_after(10):
             await runtime.ready_event.wait()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            yield AuthNode(client, port, api, auth, clock)
+            yield AuthNode(client, port, api, auth, clock, stats)
         nursery.cancel_scope.cancel()
 
 
@@ -714,3 +720,80 @@ async def test_equal_token_and_cluster_secrets_are_warned_about(caplog: pytest.L
     async with auth_node(replace(settings_for(), cluster_secret=OTHER_SECRET)):
         pass
     assert not any("equals" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------------------------
+# the keep-alive lane: the fast handler's requests are checked exactly as the handler's
+# ------------------------------------------------------------------------------------------------
+async def _raw_exchange(port: int, requests: list[bytes]) -> list[bytes]:
+    """Send each request on one connection, in turn, and return each raw response (head and body)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    answers: list[bytes] = []
+    buf = bytearray()
+    async with stream:
+        for request in requests:
+            await stream.send_all(request)
+            while (end := buf.find(b"\r\n\r\n")) < 0:
+                chunk = await stream.receive_some(65536)
+                assert chunk, bytes(buf)
+                buf += chunk
+            length = int(re.search(rb"(?i)content-length: *([0-9]+)", bytes(buf[:end])).group(1))  # type: ignore[union-attr]
+            while len(buf) < end + 4 + length:
+                chunk = await stream.receive_some(65536)
+                assert chunk, bytes(buf)
+                buf += chunk
+            answers.append(bytes(buf[: end + 4 + length]))
+            del buf[: end + 4 + length]
+    return answers
+
+
+async def test_lane_requests_are_checked_and_answered_exactly_as_the_handlers() -> None:
+    """A registration or a light beat on a kept-alive connection goes through NamingApi.answer_now in the
+    keep-alive lane: for every request of a matrix of good and bad ones (tokens, credentials, parameters),
+    the bytes answered and the auth counters and throttle are the same as when the connection's task
+    answers it (a connection's first request), and a guard runs once per request."""
+    async with auth_node(lane=True, throttle=LoginThrottle(100, 60.0, max_user_failures=1000)) as node:
+        token = await node.login()
+        expired = forge(json.dumps({"sub": "nacos", "exp": int(node.clock.now) - 1, "iat": 0, "v": 1}).encode())
+        reg = "POST /nacos/v1/ns/instance?serviceName=lane-auth&ip=10.0.0.{n}&port=80"
+        beat = "PUT /nacos/v1/ns/instance/beat?serviceName=lane-auth&ip=10.0.0.{n}&port=80"
+        cases = [
+            (reg + "&accessToken={token}", ""),
+            (reg, f"Authorization: Bearer {token}\r\n"),
+            (reg, ""),
+            (reg + "&accessToken=bad", ""),
+            (reg + "&accessToken={expired}", ""),
+            (reg + "&username=nacos&password=" + PASSWORD.replace(" ", "%20"), ""),
+            (reg + "&username=nacos&password=wrong", ""),
+            (reg + "&username=nacos", ""),
+            (reg + "&accessToken={token}&ephemeral=false", ""),
+            (reg + "&accessToken={token}&weight=abc", ""),
+            (reg + "&accessToken={token}&metadata=%7Bnot-json", ""),
+            (reg + "&accessToken={token}&healthy=maybe", ""),
+            ("POST /nacos/v1/ns/instance?serviceName=lane-auth&ip=bad-ip&port=80&accessToken={token}", ""),
+            ("POST /nacos/v1/ns/instance?serviceName=lane-auth&ip=10.0.0.9&port=99999&accessToken={token}", ""),
+            ("POST /nacos/v1/ns/instance?ip=10.0.0.9&port=80&accessToken={token}", ""),
+            (beat + "&accessToken={token}", ""),
+            (beat, ""),
+            (beat + "&username=nacos&password=wrong", ""),
+        ]
+        auth = node.auth
+        assert auth is not None
+        warm = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        inline = []
+        for n, (target, extra) in enumerate(cases):
+            line = target.format(n=n % 4, token=token, expired=expired)
+            request = f"{line} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+            counts = dict(auth.counts)
+            (by_task,) = await _raw_exchange(node.port, [request])  # a connection's first request: its task's
+            task_counts = {k: v - counts[k] for k, v in auth.counts.items()}
+            counts = dict(auth.counts)
+            inline_before = node.http_stats.inline_requests_total
+            _, in_lane = await _raw_exchange(node.port, [warm, request])  # kept alive: the lane's
+            inline.append(node.http_stats.inline_requests_total - inline_before)
+            lane_counts = {k: v - counts[k] for k, v in auth.counts.items()}
+            assert in_lane == by_task, line
+            assert lane_counts == task_counts, line
+            assert sum(task_counts.values()) <= 1, line  # one guard decision per request
+        # answered in the lane: the good registrations and beats, and the guards' refusals
+        assert inline == [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 0]  # (a host name is an ip)
