@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import select
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import trio
@@ -46,9 +48,12 @@ class LaneConnection(Protocol):
 class KeepAliveLane:
     """Parked keep-alive connections and the one task that serves them (module docstring)."""
 
-    __slots__ = ("_epoll", "_parked", "handed_over", "served_inline")
+    __slots__ = ("_epoll", "_parked", "_step", "handed_over", "served_inline")
 
-    def __init__(self) -> None:
+    def __init__(self, step: Callable[[], AbstractContextManager[None]] | None = None) -> None:
+        """``step``: entered around each step of the lane task (every ready socket it serves at once), as
+        ``NodeRuntime.batch``: what the fast handler's work in a step causes is carried out once."""
+        self._step = step or contextlib.nullcontext
         self._epoll = select.epoll()
         self._parked: dict[int, tuple[LaneConnection, Task]] = {}
         self.served_inline = 0  # wake-ups that kept the connection parked (counter)
@@ -96,17 +101,19 @@ class KeepAliveLane:
         """Serve parked connections until cancelled."""
         epoll = self._epoll
         parked = self._parked
+        step = self._step
         try:
             while True:
                 await wait_readable(epoll)
-                for fd, _events in epoll.poll(0, MAX_EVENTS):
-                    entry = parked.get(fd)
-                    if entry is None:
-                        continue
-                    if entry[0].serve_parked():
-                        self.served_inline += 1
-                    else:
-                        self.hand_over(fd)
+                with step():
+                    for fd, _events in epoll.poll(0, MAX_EVENTS):
+                        entry = parked.get(fd)
+                        if entry is None:
+                            continue
+                        if entry[0].serve_parked():
+                            self.served_inline += 1
+                        else:
+                            self.hand_over(fd)
                 await trio.lowlevel.checkpoint_if_cancelled()
         finally:
             # The server is stopping (its nursery is cancelled): each parked task leaves through its abort.

@@ -19,6 +19,7 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -1268,6 +1269,7 @@ async def serve_http(
     stats: HttpStats | None = None,
     ssl_context: ssl.SSLContext | None = None,
     fast: FastHandler | None = None,
+    fast_step: Callable[[], AbstractContextManager[None]] | None = None,
     sockets: list[socket.socket] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -1279,7 +1281,8 @@ async def serve_http(
     ``host`` may be a name or an address; every address it resolves to is listened on ("" = all).
     With ``ssl_context`` (cluster.node.tls.server_context) every connection is TLS (HTTPS).
     With ``fast``, keep-alive requests that it answers at once are answered in the keep-alive lane
-    (cluster/http/lane.py), without waking their connection's task; plain HTTP only.
+    (cluster/http/lane.py), without waking their connection's task; plain HTTP only. ``fast_step`` is entered
+    around each step of the lane (every ready connection it serves at once), such as ``NodeRuntime.batch``.
     Cancelling the surrounding scope stops the server and closes every connection.
     """
     if stats is None:
@@ -1294,7 +1297,7 @@ async def serve_http(
             nursery.start_soon(_reap_kept_alive, admission, limits.idle_timeout_ms / 1000)
             lane: tuple[KeepAliveLane, FastHandler] | None = None
             if fast is not None and ssl_context is None:
-                lane = (KeepAliveLane(), fast)
+                lane = (KeepAliveLane(fast_step), fast)
                 nursery.start_soon(lane[0].run)
             for listener in listeners:
                 nursery.start_soon(_accept_loop, listener, nursery, handler, admission, reserve, ssl_context, lane)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import outcome
@@ -94,6 +95,8 @@ class NodeRuntime:
         self._waiting: dict[int, _Waiter] = {}
         self._failed: list[tuple[str, Message]] = []
         self._dispatching = False
+        self._batching = False  # inside batch(): inputs leave their effects queued until it ends
+        self._batched_input = False  # an input came during batch()
         self._wake = trio.Event()
         self._scheduled_ms: int | None = None
         self._change_events: dict[ServiceKey, trio.Event] = {}
@@ -211,8 +214,30 @@ class NodeRuntime:
         if not self._dispatching:
             self._after_input()
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Inputs within leave their effects queued; they are carried out once when it ends: a batch of
+        writes submitted together (the HTTP keep-alive lane's step, every ready connection served in it)
+        costs one dispatch and one deadline check instead of one each. Answers known at once (the owner's)
+        are returned as usual; peer sends, view changes and the timer's wake-up wait for the end, which
+        comes before anything else runs (no await within). Nested batches are one."""
+        if self._batching:
+            yield
+            return
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            if self._batched_input:
+                self._batched_input = False
+                self._after_input()
+
     # -- effects ----------------------------------------------------------------------------------
     def _after_input(self) -> None:
+        if self._batching:
+            self._batched_input = True
+            return
         self._dispatch()
         deadline = self.node.next_deadline_ms()
         if self._scheduled_ms is None or deadline < self._scheduled_ms:

@@ -216,7 +216,7 @@ class NodeServer:
             await nursery.start(self.push.run)
             http_ssl = server_context(s.tls) if s.http_tls and s.tls is not None else None
             serve = partial(serve_http, self.handler, s.host, s.port, self.limits, stats=self.http_stats,
-                            ssl_context=http_ssl, fast=self.handler.answer_now)
+                            ssl_context=http_ssl, fast=self.handler.answer_now, fast_step=self.runtime.batch)
             grpc_port = 0
             if self.grpc is None:
                 port: int = await nursery.start(serve)

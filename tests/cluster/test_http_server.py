@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from functools import partial
 from urllib.parse import unquote
 
@@ -57,14 +57,18 @@ def lane_mode(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @asynccontextmanager
 async def running(
-    handler: Handler = echo, limits: HttpLimits | None = None, fast: FastHandler | None = None
+    handler: Handler = echo,
+    limits: HttpLimits | None = None,
+    fast: FastHandler | None = None,
+    fast_step: Callable[[], AbstractContextManager[None]] | None = None,
 ) -> AsyncIterator[tuple[int, HttpStats]]:
     """A server on 127.0.0.1:<free port>; yields (port, stats). ``fast`` (else the module's lane mode)."""
     stats = HttpStats()
     limits = limits or HttpLimits()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
-            partial(serve_http, handler, "127.0.0.1", 0, limits, stats=stats, fast=fast or _FAST[0])
+            partial(serve_http, handler, "127.0.0.1", 0, limits, stats=stats, fast=fast or _FAST[0],
+                    fast_step=fast_step)
         )
         yield port, stats
         nursery.cancel_scope.cancel()
@@ -1244,6 +1248,34 @@ async def test_a_connection_awaiting_a_deferred_answer_is_not_reaped_as_idle(
         with trio.fail_after(GUARD):  # idle from its answer on: reaped after the idle timeout
             assert await client.at_eof()
         assert stats.connections_open == 0
+
+
+async def test_the_fast_step_is_entered_around_each_step_of_the_lane() -> None:
+    """``fast_step`` (NodeRuntime.batch in a node) wraps every step of the lane task: the fast handler runs
+    inside it, the connection's task (its first request) outside."""
+    depth = [0]
+    seen: list[int] = []
+
+    @contextmanager
+    def step() -> Iterator[None]:
+        depth[0] += 1
+        try:
+            yield
+        finally:
+            depth[0] -= 1
+
+    def fast(request: Request) -> Response | None:
+        seen.append(depth[0])
+        return Response.text(200, "fast") if request.path == "/fast" else None
+
+    async with running(fast=fast, fast_step=step) as (port, stats):
+        client = await Client.connect(port)
+        assert json.loads((await client.request(get("/fast")))[2])["path"] == "/fast"  # its task's
+        for _ in range(3):
+            assert (await client.request(get("/fast")))[2] == b"fast"
+        await client.send(get("/fast") + get("/fast"))
+        assert [(await client.read_response())[2] for _ in range(2)] == [b"fast", b"fast"]
+        assert seen == [1] * 5 and depth == [0] and stats.inline_requests_total == 5
 
 
 async def wait_for(predicate: Callable[[], bool]) -> None:

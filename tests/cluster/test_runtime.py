@@ -73,6 +73,42 @@ async def test_submit_then_answers_at_once_on_the_owner_and_later_elsewhere(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_batch_carries_out_its_inputs_effects_once_at_its_end(autojump_clock: trio.testing.MockClock) -> None:
+    """NodeRuntime.batch (the HTTP keep-alive lane's step): the owner's answers come at once as usual, but
+    peer sends and view changes wait for the end of the batch, then go out together; nested, one batch."""
+    async with trio.open_nursery() as nursery:
+        _, runtimes = await start_cluster(nursery)
+        owner = next(r for r in runtimes if r.node.node_id == r.node.owner_of(KEY))
+        non_owner = next(r for r in runtimes if r is not owner)
+        sent: list[object] = []
+        real_send = non_owner.transport.send
+
+        def recording_send(node_id: str, message: object) -> None:
+            sent.append(message)
+            real_send(node_id, message)
+
+        non_owner.transport.send = recording_send
+        changes: list[ServiceKey] = []
+        owner.change_listeners.append(lambda key, view: changes.append(key))
+        answers: list[Result] = []
+        with non_owner.batch():
+            for i in range(3):
+                assert non_owner.submit_then(Register(KEY, make_instance(f"10.0.5.{i}", 80)), answers.append) is None
+            with non_owner.batch():
+                pass
+            assert sent == []  # the three forwards wait for the end of the batch
+        assert len(sent) == 3
+        with owner.batch():
+            result = owner.submit_then(Register(KEY, make_instance("10.0.5.9", 80)), answers.append)
+            assert result is not None and result.body == "ok"  # answered at once
+            assert changes == []  # its view change waits
+        assert changes == [KEY]
+        await wait_for(lambda: len(answers) == 3)
+        assert all(a.body == "ok" for a in answers)
+        await wait_for(lambda: all(listed(r, "10.0.5.9") and listed(r, "10.0.5.2") for r in runtimes))
+        nursery.cancel_scope.cancel()
+
+
 async def test_silent_instance_expires_everywhere(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         _, runtimes = await start_cluster(nursery)
