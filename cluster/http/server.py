@@ -812,9 +812,14 @@ class _Connection:
                 return False
             self._wait_kept_alive()
         if self.lane_eof:
-            if self.buf:
-                self.graceful = False
-            return False
+            if not self.buf:
+                return False
+            if not self.graceful:  # reset: nobody to answer
+                return False
+            # The stream ended behind requests read while a deferred answer was awaited (a client that
+            # half-closed after pipelining): answer them first, as the task would have; reading again
+            # finds the end of the stream again (and a partial request there closes as usual).
+            self.lane_eof = False
         return True
 
     def serve_parked(self) -> bool:

@@ -1220,6 +1220,28 @@ async def test_a_deferred_answer_to_a_client_that_left_closes_the_connection() -
         await wait_for(lambda: stats.connections_open == 0)
 
 
+async def test_requests_read_with_a_deferred_one_are_answered_when_the_client_half_closed() -> None:
+    # A client that sends its requests then shuts down its sending side (pipelining with a half-close)
+    # is answered every request before the connection closes, as by the connection's task; the lane read
+    # the end of the stream while the answer was awaited, and the second request used to be dropped.
+    later = Later()
+    async with running(fast=later) as (port, stats):
+        client = await Client.connect(port)
+        await _parked(client)
+        await client.send(get("/later?n=1") + get("/x?n=2") + get("/fast?n=3"))
+        _, first = await later.next_deferred()
+        await client.stream.send_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        first.resolve(Response.text(200, "later n=1"))
+        answers = [await client.read_response() for _ in range(3)]
+        assert answers[0][2] == b"later n=1"
+        assert [json.loads(body)["query"] for _, _, body in answers[1:]] == ["n=2", "n=3"]
+        with trio.fail_after(GUARD):
+            assert await client.at_eof()
+        await wait_for(lambda: stats.connections_open == 0)
+        assert stats.responses_by_status == {200: 4}
+
+
 async def test_a_deferred_answer_resolved_after_the_connection_closed_is_dropped() -> None:
     later = Later()
     async with running(fast=later) as (port, stats):
