@@ -458,6 +458,54 @@ async def test_a_body_in_parts_is_sent_whole_in_order_even_past_the_socket_buffe
             await c.aclose()
 
 
+class _TrickleSocket:
+    """A socket whose ``sendmsg`` takes only a few bytes (often ending inside a buffer, sometimes none:
+    BlockingIOError), recording what it was sent and how many buffers each call carried."""
+
+    def __init__(self, seed: int) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+        self.out = bytearray()
+        self.most_buffers = 0
+
+    def sendmsg(self, buffers: list[memoryview], _ancillary: object, _flags: int) -> int:
+        self.most_buffers = max(self.most_buffers, len(buffers))
+        if self.rng.random() < 0.2:
+            raise BlockingIOError
+        room = self.rng.choice([1, 2, 7, 100, 5000, 70000])
+        taken = 0
+        for buffer in buffers:
+            piece = bytes(buffer[: room - taken])
+            self.out += piece
+            taken += len(piece)
+            if taken == room:
+                break
+        return taken
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=300) | st.sampled_from([b"", b",", b"x" * 9000]), max_size=40), st.integers(0, 99))
+def test_send_parts_resumes_partial_writes_exactly(parts: list[bytes], seed: int) -> None:
+    """``_send_parts`` against writes that stop anywhere (inside a buffer, at its end, none at all) and with
+    more buffers than one call may carry: the bytes sent are the parts' concatenation, in order, once."""
+    from cluster.http import server as server_module
+
+    async def writable(_sock: object) -> None:
+        await trio.lowlevel.checkpoint()
+
+    sock = _TrickleSocket(seed)
+    many = parts * 60  # past _IOV_MAX buffers now and then
+    real = server_module.wait_writable
+    server_module.wait_writable = writable  # type: ignore[assignment]
+    try:
+        trio.run(server_module._send_parts, sock, tuple(many))
+    finally:
+        server_module.wait_writable = real
+    assert bytes(sock.out) == b"".join(many)
+    assert sock.most_buffers <= server_module._IOV_MAX
+
+
 async def test_a_fast_handler_answering_with_parts_leaves_the_request_to_the_handler(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import zlib
 
 import httpx
@@ -15,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.api.gzipbody import GZIP_MIN_BYTES, accepts_gzip, deflate_piece, gzip_member
-from cluster.api.hostscache import RUN_HOSTS
-from cluster.api.render import ListQuery
+from cluster.api.hostscache import ENTRY_OVERHEAD_BYTES, RUN_HOSTS, HostsCache
+from cluster.api.render import ListQuery, ListRenderer
 from distro.model import make_instance, service_key
-from distro.requests import Register
+from distro.requests import Deregister, Register, UpdateInstance
 from tests.client.support import NS, InProcessCluster, InProcessNode, metric
 
 GUARD = 60
@@ -118,4 +119,66 @@ async def test_gzip_lists_stay_within_the_cache_bound() -> None:
             renderer = node.api.renderer
             assert renderer.render_gzip(ListQuery(KEY)) is not None
             assert renderer.hosts_cache.size_bytes <= 300_000
+            nursery.cancel_scope.cancel()
+
+
+def _recount(cache: HostsCache) -> int:
+    """The cache's bytes counted again from what it holds (every service's entry, as its methods count it)."""
+    total = 0
+    for entry in cache._services.values():
+        size = ENTRY_OVERHEAD_BYTES + sum(size for _, size in entry.runs.values()) + entry.run_deflates_bytes
+        if entry.clusters is not None:
+            size += sum(len(name) + ENTRY_OVERHEAD_BYTES // 4 for name in entry.clusters)
+        size += sum(cache._cost(entry, form, chunks) for form, (chunks, _) in entry.forms.items())
+        size += sum(sum(map(len, pieces)) + ENTRY_OVERHEAD_BYTES for pieces in entry.gzipped.values())
+        assert entry.run_deflates_bytes == sum(len(d) + ENTRY_OVERHEAD_BYTES // 2 for _, d in entry.run_deflates.values())
+        assert entry.size_bytes == size
+        total += size
+    return total
+
+
+async def test_gzip_lists_inflate_to_the_plain_list_through_random_changes_and_evictions() -> None:
+    """Whatever the changes (one host, scattered ones, a block, registrations and removals), filters and
+    flavours, and with a bound small enough that runs, forms and deflated pieces are evicted along the way:
+    a gzip list inflates to the plain one, and the bytes the cache counts are what it holds."""
+    rng = random.Random(11)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            node = (await InProcessCluster(1).start(nursery)).nodes[0]
+            count = RUN_HOSTS * 3 + 7
+            for i in range(count):
+                await register(node, i, metadata={"v": "0"})
+            other = service_key(None, None, "other")
+            for i in range(RUN_HOSTS + 3):
+                await node.runtime.submit(Register(other, make_instance(f"10.9.0.{i}", 80, metadata={"p": "y" * 200})))
+            for bound in (4_000_000, 600_000, 540_000, 500_000):
+                renderer = ListRenderer(node.runtime, cache_max_bytes=bound)
+                queries = [ListQuery(KEY), ListQuery(KEY, java=True), ListQuery(KEY, ("A",)),
+                           ListQuery(KEY, healthy_only=True), ListQuery(KEY, ("B",), java=True), ListQuery(other)]
+                for step in range(40):
+                    first = rng.randrange(count + 8)
+                    width = rng.choice([1, 1, 3, RUN_HOSTS + 20])
+                    picked = range(first, first + width) if width > 3 else [rng.randrange(count + 8) for _ in range(width)]
+                    action = rng.choice(["update", "deregister", "register"])
+                    for i in picked:
+                        ip = f"10.0.{i // 256}.{i % 256}"
+                        if action == "update":
+                            changes = {"metadata": {"v": str(step)}, "healthy": step % 4 != 0}
+                            await node.runtime.submit(UpdateInstance(KEY, ("A", "B")[i % 2], ip, 8080, changes))
+                        elif action == "deregister":
+                            await node.runtime.submit(Deregister(KEY, ("A", "B")[i % 2], ip, 8080))
+                        else:
+                            await register(node, i, metadata={"v": f"r{step}"})
+                    for query in rng.sample(queries, 4):
+                        for _ in range(2):  # the second from what the first kept
+                            pieces = renderer.render_gzip(query)
+                            plain = json.loads(renderer.render(query))
+                            if pieces is None:
+                                continue
+                            inflated = json.loads(gzip.decompress(b"".join(pieces)))
+                            plain.pop("lastRefTime")
+                            inflated.pop("lastRefTime")
+                            assert inflated == plain, (bound, step, query)
+                    assert renderer.hosts_cache.size_bytes == _recount(renderer.hosts_cache), (bound, step)
+                    assert renderer.hosts_cache.size_bytes <= bound
             nursery.cancel_scope.cancel()
