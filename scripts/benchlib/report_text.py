@@ -687,7 +687,11 @@ LIMITS = {
     ),
     "bulk_register_per_s": (
         "The same cost as `register_per_s` (see there), measured into many small services; r-nacos is native "
-        "code with no per-request interpreter cost, so the ratio is set by our CPU per registration."
+        "code with no per-request interpreter cost, so the ratio is set by our CPU per registration. Since the "
+        "run above, registrations on kept-alive connections are taken in the keep-alive lane without a task, "
+        "the lane's step is one dispatch of the runtime, and the peer links pack more per frame: about a "
+        "fifth less server CPU per registration at 48 x 1 (\"Bulk registrations at low pipeline depth\" "
+        "below)."
     ),
     "cpu_us_per_register": (
         "See `register_per_s`: the forward hop and replication over the peer link, the HTTP server and the "
@@ -1060,6 +1064,27 @@ samples including idle `epoll`):
   fixed count (its first and last buckets run below the closed-loop rate), and it creates 1,000 services
   (an implicit service entry, an ownership hash and a catalog entry each) and 100,000 instances' worth of
   heap.
+- **Bulk registrations at low pipeline depth** (after the recorded run; docs/http-server.md, "Deferred
+  answers in the lane"). At 48 connections x depth 1 a registration cost ~210 µs of server CPU (three
+  nodes summed) against 164 µs at 96 x 2: per request, a kept-alive connection's registration was parsed
+  in the keep-alive lane, handed back to its task (an `epoll_ctl` to leave the lane's set, a task switch),
+  parsed again, parked on the forward, woken by the owner's reply, and parked in the lane again (another
+  `epoll_ctl`); the runtime dispatched the core's effects after each; and the peer links sent ~0.34 frames
+  per registration (0.25 at 96 x 2). Now the lane submits a registration itself
+  (`NodeRuntime.submit_then`, a `Deferred` answer resolved by the owner's reply from the peer link's task,
+  no task wakes), each lane step is one batch of the runtime (`NodeRuntime.batch`: one dispatch for every
+  connection served in it), the peer link's writer lets one more scheduler round run before packing
+  (0.28 frames per registration) and a `SyncBatch` for both peers is built and encoded once. Bulk step
+  shape (fresh cluster, registrations into 1,000 services, 48 x 1, `benchlib.loadgen` driven around
+  `benchlib.procs.start_distro`, server CPU from `/proc`), interleaved with aa8a4fb: 30,000 registrations,
+  four pairs at load average 3.7-4.2, 260.7 / 258.0 / 266.0 / 256.3 µs before, 211.0 / 209.3 / 214.7 /
+  200.7 µs after the first two steps, and the batch step another 3% (205.3 / 205.7 / 222.3 -> 198.0 /
+  199.7 / 202.7 µs against 96027da, load 1.9-2.4); 100,000 registrations, two pairs at load 1.2-3.5,
+  268.0 / 273.0 µs before and 205.7 / 187.8 µs after all of it (6,230 / 4,016 -> 6,716 / 6,847
+  registrations/s on a shared machine). On one node (`strace -c`, 20,000 registrations) `epoll_ctl` calls
+  went from 11,287 to 1,645. The 48 x 1 profile now has the same shape as 96 x 2's: the replicas'
+  decoding and merging (~12%), the owner's apply (~5%), the HTTP parse (~4%), the notifier and view
+  listeners (~6%), no function above 4.5%.
 
 Where the time goes now:
 
