@@ -151,6 +151,7 @@ _BATCH_BYTES = 1 << 20  # the writer packs up to about this much into one send_a
 _ARRAY_HEADER_MAX = 5  # bytes of the msgpack array header a frame's payload starts with (array 32)
 _LISTEN_BACKLOG = 128
 _SHARED_ENCODINGS = 8  # SyncBatch encodings kept for the next peer (Replication.flush_due shares batches)
+_SHARED_BYTES = 4 * 1024 * 1024  # ... and at most this many bytes of them (a bigger one is not kept)
 _DUPLICATE_RETRY_FACTOR = 10  # a duplicate address is retried this many reconnect intervals later
 
 
@@ -457,7 +458,10 @@ class PeerLinks:
         self._decode_cache = DecodeCache()
         # The encodings of the last few SyncBatch messages, by identity: the core sends the same batch to every
         # peer whose dirty set was the same (Replication.flush_due), encoded once here for all of them.
+        # At most _SHARED_ENCODINGS of them and _SHARED_BYTES in all: they (and the batches, with their entries)
+        # stay held until replaced, also once the cluster is quiet.
         self._shared: dict[int, tuple[Message, bytes]] = {}
+        self._shared_bytes = 0
         self._outbound: dict[str, _Outbound] = {}
         self._inbound: dict[str, _Inbound] = {}
         self._failures: deque[tuple[str, Message]] = deque()
@@ -994,10 +998,12 @@ class PeerLinks:
                       type(message).__name__, node_id, len(packed), room)
             self._drop_unsendable(node_id, message)
             return None
-        if shared:
-            if len(self._shared) >= _SHARED_ENCODINGS:
+        if shared and len(packed) <= _SHARED_BYTES:
+            if len(self._shared) >= _SHARED_ENCODINGS or self._shared_bytes + len(packed) > _SHARED_BYTES:
                 self._shared.clear()
+                self._shared_bytes = 0
             self._shared[id(message)] = (message, packed)
+            self._shared_bytes += len(packed)
         return packed
 
     def _pack_batch(self, link: _Outbound, sealer: FrameSealer) -> tuple[list[Message], int, bytes]:

@@ -402,6 +402,34 @@ async def test_a_sync_batch_sent_to_several_peers_is_encoded_once(monkeypatch: p
         assert [m for _, m in nodes[2].messages] == [shared, ping]
 
 
+async def test_shared_sync_batch_encodings_are_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SyncBatch encodings kept for the next peer are bounded in bytes as well as in number (they stay
+    held until replaced): a batch larger than the bound is encoded for each peer, never kept."""
+    encoded: list[int] = []
+    real = peerlink_module.encode_message
+
+    def counting(message: Message) -> Any:
+        if isinstance(message, SyncBatch):
+            encoded.append(len(message.items))
+        return real(message)
+
+    monkeypatch.setattr(peerlink_module, "encode_message", counting)
+    bound = len(msgpack.packb(real(SyncBatch(sample_items(100))), use_bin_type=True)) * 3
+    monkeypatch.setattr(peerlink_module, "_SHARED_BYTES", bound)
+    nodes = [Node("a"), Node("b"), Node("c")]
+    async with cluster(*nodes):
+        links = nodes[0].links
+        big = SyncBatch(sample_items(400))
+        batches = [SyncBatch(sample_items(100, offset=1000 * n)) for n in range(5)]
+        for message in (big, *batches):
+            for target in ("b", "c"):
+                nodes[0].send(target, message)
+            assert links._shared_bytes <= bound
+        await eventually(lambda: len(nodes[1].messages) == 6 and len(nodes[2].messages) == 6)
+        assert encoded == [400, 400, 100, 100, 100, 100, 100]  # the big one twice, the others once
+        assert links._shared_bytes <= bound and len(links._shared) <= 3
+
+
 async def test_dials_the_configured_peer_addresses() -> None:
     """``peer_addresses`` from the config: b is configured with a's address and dials it at start."""
     a = Node("a")
