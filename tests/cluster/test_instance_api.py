@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -181,4 +182,67 @@ async def test_registrations_on_a_kept_alive_connection_are_answered_from_the_la
         form = await http.post(f"{url}{NS}/instance", data={
             "serviceName": "lane-reg-0", "ip": "10.4.9.8", "port": "80"})
         assert form.text == "ok"
+        nursery.cancel_scope.cancel()
+
+
+async def _read_answers(stream: trio.SocketStream, count: int) -> list[tuple[int, bytes]]:
+    """``count`` responses (status, body) read off a raw stream, in order."""
+    buf = bytearray()
+    answers: list[tuple[int, bytes]] = []
+    while len(answers) < count:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = bytes(buf[:end]).decode("latin-1")
+            length = int(next(line.split(":", 1)[1] for line in head.split("\r\n")
+                              if line.lower().startswith("content-length:")))
+            if len(buf) >= end + 4 + length:
+                answers.append((int(head.split(" ", 2)[1]), bytes(buf[end + 4 : end + 4 + length])))
+                del buf[: end + 4 + length]
+                continue
+        chunk = await stream.receive_some(65536)
+        assert chunk, (answers, bytes(buf))
+        buf += chunk
+    return answers
+
+
+async def test_pipelined_registrations_forwarded_from_the_lane_are_answered_in_order() -> None:
+    """Registrations for services another node owns, pipelined on a kept-alive connection with requests of
+    other answers between them (a refusal, a list), and the connection half-closed after them: every answer
+    comes, in the order asked, whether the lane or the task answered it."""
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        cluster = await InProcessCluster(3).start(nursery)
+        node = cluster.nodes[0]
+        foreign = [s for s in (f"pipe-{i}" for i in range(40))
+                   if node.runtime.node.owner_of(node.api.keys.key(None, None, s)) != "n0"][:6]
+        assert len(foreign) == 6
+
+        def reg(service: str, port: str = "80") -> bytes:
+            return (f"POST {NS}/instance?serviceName={service}&ip=10.5.0.1&port={port} HTTP/1.1\r\n"
+                    "Host: x\r\n\r\n").encode()
+
+        def listing(service: str) -> bytes:
+            return f"GET {NS}/instance/list?serviceName={service} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+        for half_close in (False, True):
+            stream = await trio.open_tcp_stream("127.0.0.1", node.port)
+            await stream.send_all(listing("none"))  # the connection's first request: the next are the lane's
+            await _read_answers(stream, 1)
+            a, b, c = foreign[:3] if not half_close else foreign[3:]
+            await stream.send_all(reg(a) + reg(b, "99999") + listing(a) + reg(c))
+            await stream.send_all(reg(b) + listing(b))
+            if half_close:
+                await stream.send_eof()
+            answers = await _read_answers(stream, 6)
+            assert [status for status, _ in answers] == [200, 400, 200, 200, 200, 200], answers
+            assert answers[0][1] == b"ok" and answers[3][1] == b"ok" and answers[4][1] == b"ok"
+            # the lists' answers where they were asked (what they hold is this node's replica: eventually)
+            assert json.loads(answers[2][1])["name"].endswith(a) and json.loads(answers[5][1])["name"].endswith(b)
+            if half_close:
+                assert await stream.receive_some(100) == b""
+            await stream.aclose()
+            with trio.fail_after(10):
+                for service in (a, b, c):
+                    while await list_hosts(http, cluster.urls[1], service) != [("10.5.0.1", 80)]:
+                        await trio.sleep(0.01)
+        assert node.server.http_stats.inline_requests_total >= 2  # each connection's reg(a), deferred in the lane
         nursery.cancel_scope.cancel()
