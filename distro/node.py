@@ -752,6 +752,7 @@ class DistroNode:
 
     def _key_added(self, key: ServiceKey) -> None:
         self._replication.keys_changed()
+        self._scores.warm(key, self.node_id)
         cached = self._owned_count
         if cached is not None and cached[0] is self._ownership and self.is_owner(key):
             self._owned_count = (cached[0], cached[1] + 1)

@@ -66,6 +66,12 @@ class MemberScores:
         self.max_cache_bytes = max_cache_bytes
         self.hashed = 0  # scores computed so far
 
+    def warm(self, key: ServiceKey, member: str) -> None:
+        """Score ``key`` for ``member`` now, unless done (a node scores its new keys for itself as it stores
+        them: a starting node owns nothing while it loads, and would otherwise hash every key for itself
+        in the one step that makes it ready)."""
+        self.owner(key, (member,))
+
     def owner(self, key: ServiceKey, members: tuple[str, ...]) -> str | None:
         """:func:`owner_of` ``(str(key), members)``, hashing only the members not scored for ``key`` yet (the
         key's text is built only then)."""

@@ -398,8 +398,11 @@ def test_a_starting_node_is_not_ready_and_owns_nothing_until_the_snapshot_loads(
     h.deliver(source="n3")  # n1 answers with its snapshot
     assert not n3.ready
     assert [w.message.ready for w in h.pending(SnapshotChunk, source="n1")] == [True]
+    hashed = n3._scores.hashed
     h.deliver(SnapshotChunk, source="n1")
     assert n3.ready
+    # Each key was scored once, for n3 itself, as it was stored: becoming ready (n3 alone up yet) hashed none.
+    assert n3._scores.hashed == hashed + len(n3.store)
     assert live_entries(n3) == live_entries(h["n1"])
     assert any(e.kind == "ready" for e in h.outputs["n3"].events)
     h.advance(h.config.ping_interval_ms)

@@ -202,3 +202,13 @@ def test_kept_scores_are_bounded_in_bytes() -> None:
         assert omap.owner_of_key(key) == owner_of(str(key), ["a", "b", "c"])
         assert scores.cache_bytes <= scores.max_cache_bytes
     assert scores.cache_bytes > 10_000  # it does keep them
+
+
+def test_warm_scores_a_key_for_one_member_once() -> None:
+    scores = MemberScores()
+    key = ServiceKey("public", "DEFAULT_GROUP", "svc")
+    scores.warm(key, "n3")
+    scores.warm(key, "n3")
+    assert scores.hashed == 1
+    assert OwnershipMap(["n1", "n2", "n3"], scores=scores).owner_of_key(key) == owner_of(str(key), ["n1", "n2", "n3"])
+    assert scores.hashed == 3
