@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -797,3 +798,28 @@ async def test_lane_requests_are_checked_and_answered_exactly_as_the_handlers() 
             assert sum(task_counts.values()) <= 1, line  # one guard decision per request
         # answered in the lane: the good registrations and beats, and the guards' refusals
         assert inline == [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 0]  # (a host name is an ip)
+
+
+_FUZZ_VALUES = st.text(max_size=12) | st.sampled_from(
+    ["", "80", "99999", "-1", "1e3", "10.0.0.1", "::1", "true", "false", "{}", '{"a":"b"}', "%", "%zz", "nan", "inf"])
+_FUZZ_NAMES = st.sampled_from(["serviceName", "ip", "port", "weight", "healthy", "enabled", "metadata", "ephemeral",
+                               "clusterName", "groupName", "namespaceId", "dom", "valid", "enable", "beat"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_FUZZ_NAMES, _FUZZ_VALUES), max_size=8),
+       st.sampled_from([f"{NS}/instance", f"{NS}/instance/beat"]), st.sampled_from(["POST", "PUT"]))
+def test_lane_answers_random_writes_as_the_handler_does(pairs: list[tuple[str, str]], path: str, method: str) -> None:
+    """Random registrations and beats (auth off): the bytes a kept-alive connection gets from the lane are
+    the bytes a connection's first request (its task's) gets, before or after it."""
+
+    async def main() -> None:
+        async with auth_node(enable=False, lane=True) as node:
+            query = "&".join(f"{quote(k)}={quote(v)}" for k, v in pairs)
+            request = f"{method} {path}?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            (before,) = await _raw_exchange(node.port, [request])
+            _, in_lane = await _raw_exchange(node.port, [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", request])
+            (after,) = await _raw_exchange(node.port, [request])
+            assert in_lane in (before, after), (request, before, in_lane, after)  # (a first registration differs)
+
+    trio.run(main)
