@@ -459,7 +459,8 @@ async def _send_rest(sock: _Sock, data: bytes, sent: int) -> None:
             continue
 
 
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+_IOV_MAX_REPORTED = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else -1
+_IOV_MAX = min(_IOV_MAX_REPORTED, 1024) if _IOV_MAX_REPORTED > 0 else 1024  # -1: no limit reported
 
 
 async def _send_parts(sock: _Sock, parts: tuple[bytes, ...]) -> None:
