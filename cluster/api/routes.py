@@ -272,12 +272,13 @@ class NamingApi:
     # helpers
     # ------------------------------------------------------------------------------------------
     def answer_now(self, request: Request) -> Response | Deferred | None:
-        """The HTTP server's fast handler (cluster/http/lane.py), for requests without a body:
+        """The HTTP server's fast handler (cluster/http/lane.py):
 
-        * a light beat (``PUT``/``POST`` ``/instance/beat`` without a ``beat`` parameter) that this node
+        * a light beat (``PUT``/``POST`` ``/instance/beat`` without a ``beat`` parameter or a body) that this node
           answers at once (it owns the service, or its replica answers: :meth:`NodeRuntime.beat_now`),
           answered exactly as :meth:`beat` would;
-        * a registration (``POST /instance``), submitted as :meth:`register` does but without a task
+        * a registration (``POST /instance``, its parameters in the query or a form body), submitted as
+          :meth:`register` does but without a task
           (:meth:`NodeRuntime.submit_then`): its answer at once when this node owns the service, else a
           :class:`Deferred` that the owner's answer (or the runtime giving up on it) resolves.
 
@@ -287,12 +288,10 @@ class NamingApi:
         guard runs (the guard counts and throttles those even when they pass). None for anything else, a
         validation error included: :meth:`__call__` answers those, running the guards again (which then
         have no effect beyond their answer)."""
-        if request.body:
-            return None
         path = request.path
-        if path == INSTANCE_PATH:
+        if path == INSTANCE_PATH:  # its parameters in the query or in a form body (the Java client's)
             return self._register_now(request) if request.method == "POST" else None
-        if path != BEAT_PATH or request.method not in ("PUT", "POST"):
+        if path != BEAT_PATH or request.body or request.method not in ("PUT", "POST"):
             return None
         params = Params(request_params(request))
         refusal = self._guard_once(request, params)

@@ -8,7 +8,7 @@ ramp). Here such a connection parks its task instead and registers its socket, o
 the lane's own (level-triggered). One lane task waits for that set to become readable and, for each ready
 socket, lets the connection read and answer what arrived inline (:meth:`LaneConnection.serve_parked`): a
 request the server's *fast handler* answers at once (a plain answer, no waiting) costs a ``recv``, the
-handler and a ``send``, with no task switch. Anything else (an incomplete head, a body, a request the fast
+handler and a ``send``, with no task switch. Anything else (an incomplete head, a body not read whole, a request the fast
 handler leaves, the end of the stream, a send that would block) hands the connection back to its task,
 which carries on exactly as before with the bytes already read. A fast handler may also promise its answer
 (``Deferred``, a forwarded registration): the connection then stays parked until whichever task resolves it

@@ -173,8 +173,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 FastHandler = Callable[[Request], "Response | Deferred | None"]
 """Answers a keep-alive request at once, without waiting for anything, or promises its answer for later
 (:class:`Deferred`), or None (the handler answers it). It runs inline in the keep-alive lane
-(cluster/http/lane.py): it must not block, and it sees only requests without a body. A response it gives
-must be a plain one (no extra headers, not ``close``)."""
+(cluster/http/lane.py): it must not block, and it sees only requests without a body or with a
+``Content-Length`` body that arrived whole (not chunked, no ``Expect``). A response it gives must be a plain
+one (no extra headers, not ``close``)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -914,8 +915,9 @@ class _Connection:
         lane.hand_over(fd)
 
     def _answer_inline(self) -> bool:
-        """Answer the request at the front of ``buf`` with the fast handler, if it is complete, bodiless and
-        the handler answers it; False (nothing consumed) otherwise, or when the answer could not be sent whole."""
+        """Answer the request at the front of ``buf`` with the fast handler, if it is complete (head, and a
+        ``Content-Length`` body if any, all read) and the handler answers it; False (nothing consumed)
+        otherwise, or when the answer could not be sent whole."""
         buf = self.buf
         head_end = buf.find(b"\r\n\r\n")
         if head_end <= 0 or head_end > self.head_limit or buf[0] == 13 or self.served + 1 >= self.max_requests:
@@ -926,11 +928,22 @@ class _Connection:
             return False  # the task parses it again and answers the error
         if not http11 or method == "HEAD" or "transfer-encoding" in headers or "expect" in headers:
             return False
-        length = headers.get("content-length")
         conn_hdr = headers.get("connection")
-        if (length is not None and length != "0") or (conn_hdr is not None and _has_token(conn_hdr, "close")):
+        if conn_hdr is not None and _has_token(conn_hdr, "close"):
             return False
-        request = Request(method, path, query, headers, b"", self.remote)
+        end = head_end + 4
+        body = b""
+        length = headers.get("content-length")
+        if length is not None and length != "0":  # a form body (the Java client's registrations): whole, or the task's
+            try:
+                size = _content_length(length)
+            except _HttpError:
+                return False
+            if size > self.limits.max_body_bytes or len(buf) < end + size:
+                return False
+            body = bytes(buf[end : end + size])
+            end += size
+        request = Request(method, path, query, headers, body, self.remote)
         request._connection = self
         assert self.fast is not None
         try:
@@ -939,7 +952,7 @@ class _Connection:
                 return False
             if isinstance(answer, Deferred):
                 if answer.response is None:
-                    self._defer(head_end, answer)
+                    self._defer(end, answer)
                     return True
                 answer = answer.response
             out, status, keep_alive = _render(answer, False, True, True)
@@ -948,7 +961,7 @@ class _Connection:
         except Exception:
             log.exception("fast HTTP handler failed on %s %s", method, path)
             return False  # the handler answers it (a 500 if it fails as well)
-        del buf[: head_end + 4]
+        del buf[:end]
         self.served += 1
         stats = self.stats
         stats.requests_total += 1
@@ -967,10 +980,10 @@ class _Connection:
             return False
         return True
 
-    def _defer(self, head_end: int, deferred: Deferred) -> None:
-        """The request at the front of ``buf`` is answered later (:meth:`_deferred_ready`): take it off, and
-        neither reap nor shed the connection while it waits."""
-        del self.buf[: head_end + 4]
+    def _defer(self, end: int, deferred: Deferred) -> None:
+        """The request at the front of ``buf`` (its first ``end`` bytes) is answered later
+        (:meth:`_deferred_ready`): take it off, and neither reap nor shed the connection while it waits."""
+        del self.buf[:end]
         self.served += 1
         stats = self.stats
         stats.requests_total += 1

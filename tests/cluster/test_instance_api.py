@@ -157,7 +157,8 @@ async def test_registrations_on_a_kept_alive_connection_are_answered_from_the_la
     """A registration (``POST /instance``, no body) on a kept-alive connection is submitted from the
     HTTP server's keep-alive lane (NamingApi.answer_now): at once on the owner, else answered when the
     owner's reply comes, with no task of its own; the same answers and the same effect as the handler's.
-    A refusal (a persistent instance, an invalid port) and a body take the handler's path, as before."""
+    A refusal (a persistent instance, an invalid port) takes the handler's path, as before; so does a form
+    body that did not come with its head."""
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         cluster = await InProcessCluster(3).start(nursery)
         services = [f"lane-reg-{i}" for i in range(12)]
@@ -179,9 +180,28 @@ async def test_registrations_on_a_kept_alive_connection_are_answered_from_the_la
         invalid = await http.post(f"{url}{NS}/instance", params={
             "serviceName": "lane-reg-0", "ip": "10.4.9.9", "port": "99999"})
         assert invalid.status_code == 400
-        form = await http.post(f"{url}{NS}/instance", data={
-            "serviceName": "lane-reg-0", "ip": "10.4.9.8", "port": "80"})
+        # a form body, as the Java client sends: the lane's when it came with its head (httpx writes them
+        # apart, so here the connection's task takes it, as it takes any body still arriving)
+        form = await http.post(f"{url}{NS}/instance", data={"serviceName": "lane-reg-0", "ip": "10.4.9.8", "port": "80"})
         assert form.text == "ok"
+        assert ("10.4.9.8", 80) in await list_hosts(http, url, "lane-reg-0")
+        # the same written in one piece (as urllib's http.client does): answered from the lane
+        host, port = url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        form_body = b"serviceName=lane-reg-0&ip=10.4.9.7&port=80"
+        form_request = (b"POST /nacos/v1/ns/instance HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/x-www-form-urlencoded\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(form_body), form_body))
+        received = b""
+        for _ in range(2):  # the first on the connection is its task's, the second the lane's
+            inline = cluster.nodes[1].server.http_stats.inline_requests_total
+            await stream.send_all(form_request)
+            while not received.endswith(b"\r\n\r\nok"):
+                received += await stream.receive_some(4096)
+            received = b""
+        assert cluster.nodes[1].server.http_stats.inline_requests_total == inline + 1
+        await stream.aclose()
+        assert ("10.4.9.7", 80) in await list_hosts(http, url, "lane-reg-0")
         nursery.cancel_scope.cancel()
 
 
