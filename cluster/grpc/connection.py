@@ -28,15 +28,21 @@ Bounds (:class:`GrpcLimits`), so no client can make a node hold without end:
   ``setup_timeout_ms`` is closed: idle or half-open sockets cannot pile up. Once set up, the connection
   table's detection watches it.
 
+On plain TCP the reader parks in the server's lane (cluster/http/lane.py), whose one task reads and serves
+every ready connection inline (:meth:`GrpcConnection.serve_parked`), a step of ready connections per
+``NodeRuntime.batch``; the reader task takes over again only when the connection ends.
+
 Received DATA is acknowledged at once (the buffers above are what is bounded), in bulk: one WINDOW_UPDATE
 per window once half of it is used, so a client never stalls on our receive window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +58,7 @@ from cluster.grpc.wire import (
     encode_payload,
     frame_message,
 )
+from cluster.http.lane import KeepAliveLane
 
 log = logging.getLogger("distro.grpc")
 
@@ -129,7 +136,12 @@ class GrpcConnection:
         limits: GrpcLimits,
         *,
         pull_pushes: Callable[[GrpcConnection, int], list[Payload]] | None = None,
+        lane: KeepAliveLane | None = None,
+        step: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> None:
+        """``lane``: the server's lane (cluster/http/lane.py) that watches the socket while the reader waits
+        (plain TCP only); ``step``: entered around the framing and serving of each read the reader does
+        itself (TLS), as ``NodeRuntime.batch``: what a read's calls cause is carried out once."""
         self.stream = stream
         self.connection_id = connection_id
         self.remote = remote
@@ -147,6 +159,9 @@ class GrpcConnection:
         self._handler: ConnectionHandler | None = None
         # Plain TCP is read and written through its descriptor (TLS goes through the stream's methods).
         self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self._lane = lane if self._fd is not None else None
+        self._step = step or contextlib.nullcontext
+        self._lane_error: BaseException | None = None  # an unexpected error while the lane served this connection
         self._sent_now = 0
         self._pending = False  # work for the writer (set by wake())
         self._sending = False  # the writer is inside send_all (a partial write): nobody else may write
@@ -232,6 +247,13 @@ class GrpcConnection:
         data: bytes | bytearray
         try:
             while not self.closed:
+                if self._lane is not None:  # plain TCP: the lane reads and serves while the reader waits
+                    await self._lane.park(self._fd or 0, self)
+                    if self._lane_error is not None:
+                        raise self._lane_error
+                    if self.closed:
+                        return
+                    # handed back without closing: the lane stopped; read here (as below) from now on
                 if self._fd is not None:  # plain TCP: wait, then one read (no failed attempt, no extra yield)
                     await trio.lowlevel.wait_readable(self._fd)
                     try:
@@ -243,12 +265,38 @@ class GrpcConnection:
                 if not data:
                     self.close("closed by the client")
                     return
-                if not self._received(data):
-                    return
+                with self._step():
+                    if not self._received(data):
+                        return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.close("connection lost")
         except SlowReader as exc:
             self.close(str(exc))
+
+    def serve_parked(self) -> bool:
+        """The lane saw the socket readable (plain TCP, the reader parked in the lane): read once and serve
+        what arrived, as the reader would, inside the lane's step (every ready gRPC connection's calls in
+        one ``NodeRuntime.batch``), with no wake-up of the reader task. True: stay parked; False: hand the
+        connection back to its reader (it is closing, or an unexpected error is to be raised there, so it
+        ends this connection and not the lane)."""
+        if self.closed or self._fd is None:
+            return False
+        try:
+            try:
+                data = os.read(self._fd, _READ_BYTES)
+            except BlockingIOError:
+                return True
+            if not data:
+                self.close("closed by the client")
+                return False
+            return self._received(data) and not self.closed
+        except OSError:
+            self.close("connection lost")
+        except SlowReader as exc:
+            self.close(str(exc))
+        except Exception as exc:  # re-raised by the reader task, which ends this connection (not the lane)
+            self._lane_error = exc
+        return False
 
     def _received(self, data: bytes | bytearray) -> bool:
         """Bytes read from the client: framed, served, and the answers ready now written (False once the

@@ -46,6 +46,7 @@ from cluster.grpc.requests import InstanceLimits
 from cluster.grpc.responses import server_request
 from cluster.grpc.subscriptions import Subscriptions
 from cluster.grpc.wire import Payload
+from cluster.http.lane import KeepAliveLane
 from cluster.metrics import counter, family, gauge
 from cluster.node.listeners import open_listeners
 from cluster.node.pump import NodeRuntime
@@ -125,6 +126,7 @@ class GrpcServer:
         self.stats = ServerStats()
         self.port = 0
         self._nursery: trio.Nursery | None = None
+        self._lane: KeepAliveLane | None = None  # plain-TCP connections' sockets while their readers wait
         self._probe_seq = 0
         self._handshaking = 0  # connections in their TLS handshake: they hold a slot too
         self.draining = False  # drain() started: no new connections, no deregistrations
@@ -151,6 +153,8 @@ class GrpcServer:
         self.port = int(sockets[0].getsockname()[1])
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._lane = KeepAliveLane(self.runtime.batch)
+            nursery.start_soon(self._lane.run)
             nursery.start_soon(self._detect_loop)
             nursery.start_soon(self._accept_all, listeners, nursery)
             task_status.started(self.port)
@@ -201,7 +205,8 @@ class GrpcServer:
                 return
             stream = tls
         connection_id = self._connection_id(remote)
-        conn = GrpcConnection(stream, connection_id, remote, self.limits, pull_pushes=self._pull_pushes)
+        conn = GrpcConnection(stream, connection_id, remote, self.limits, pull_pushes=self._pull_pushes,
+                              lane=self._lane, step=self.runtime.batch)
         self.connections[connection_id] = conn
         self.stats.accepted += 1
         try:

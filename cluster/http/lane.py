@@ -18,6 +18,9 @@ until the connection's task takes over.
 A parked task is still the connection's owner: cancelling it (the idle reaper, shedding for room, server
 shutdown) takes the socket off the lane first. Only the lane task touches a parked socket, and only the
 connection's task touches it otherwise, so there is one reader and one writer at any moment.
+
+The gRPC front door parks its plain-TCP connections' readers in a lane of its own (cluster/grpc/server.py):
+there a parked connection stays parked for its whole life, served inline read after read.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ failed detection, bounds (oversized messages, slow readers) and token checks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ import trio
 
 from cluster.api.auth import TokenStatus
 from cluster.api.render import ListQuery, ListRenderer
+from cluster.grpc.client import GrpcClientError
 from cluster.grpc.connection import GrpcLimits
 from cluster.grpc.server import GrpcServer
 from cluster.grpc.wire import Payload, encode_payload, frame_message
@@ -260,4 +262,59 @@ async def test_an_unexpected_error_in_one_connection_ends_that_connection_only()
                 await c.closed.wait()
         await wait_for(lambda: node.server.stats.closed.get("internal", 0) == 1)
         async with client(node) as c2:  # the node serves on
+            assert (await c2.call("HealthCheckRequest"))["success"]
+
+
+async def test_a_burst_of_registrations_is_served_in_one_batch_and_each_answered() -> None:
+    """Plain-TCP connections are read by the server's lane (cluster/http/lane.py), each step inside
+    ``NodeRuntime.batch``: the core takes every registration of a burst with its effects held back (one dispatch
+    and one deadline check for the burst), and every call still gets its own answer."""
+    async with one_node() as node, client(node) as c:
+        handle = node.runtime.node.handle_client
+        in_batch: list[bool] = []
+
+        def watched(request_id: int, request: object, now_ms: int) -> object:
+            in_batch.append(node.runtime._batching)
+            return handle(request_id, request, now_ms)  # type: ignore[arg-type]
+
+        node.runtime.node.handle_client = watched  # type: ignore[method-assign]
+        streams = []
+        for n in range(8):  # eight calls in one write
+            body = {"requestId": str(n), "module": "naming", **register_body(ip=f"10.0.0.{n + 1}")}
+            body["serviceName"] = f"orders{n}"
+            payload = Payload("InstanceRequest", json.dumps(body).encode())
+            stream_id = c.h2.get_next_available_stream_id()
+            c.ended[stream_id] = trio.Event()
+            c.h2.send_headers(stream_id, c._headers("/Request/request"))
+            c.h2.send_data(stream_id, frame_message(encode_payload(payload)), end_stream=True)
+            streams.append(stream_id)
+        await c.flush()
+        with trio.fail_after(10):
+            for stream_id in streams:
+                await c.ended[stream_id].wait()
+        answers = [json.loads(c.messages[s][0].body) for s in streams]
+        assert [a["requestId"] for a in answers] == [str(n) for n in range(8)]
+        assert all(a["success"] for a in answers)
+        assert in_batch == [True] * 8
+        for n in range(8):
+            assert node.ips(ServiceKey("public", "DEFAULT_GROUP", f"orders{n}")) == [f"10.0.0.{n + 1}"]
+
+
+async def test_an_unexpected_error_while_the_lane_serves_a_read_ends_that_connection_only() -> None:
+    """The lane reads and serves every plain-TCP connection in one task: a bug while serving one read must end
+    that connection (reason ``internal``, as from its own reader), never the lane or the node."""
+    async with one_node() as node:
+        async with client(node) as c:
+            (conn,) = node.server.connections.values()
+
+            def breaks(data: bytes | bytearray) -> bool:
+                raise RuntimeError("a bug while serving a read")
+
+            conn._received = breaks  # type: ignore[method-assign]
+            with trio.fail_after(10):
+                with contextlib.suppress(GrpcClientError):
+                    await c.call("ServerCheckRequest")
+                await c.closed.wait()
+        await wait_for(lambda: node.server.stats.closed.get("internal", 0) == 1)
+        async with client(node) as c2:  # the node and its lane serve on
             assert (await c2.call("HealthCheckRequest"))["success"]
