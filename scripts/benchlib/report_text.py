@@ -114,6 +114,12 @@ def _scale(run: _Run) -> list[str]:
         slow = ", ".join(f"{ms} @ {at}" for ms, at in node.get("slowest", [])[:4])
         w(f"| {addr} | {fmt(node.get('n'))} | {node.get('p50')} / {node.get('p99')} | {node.get('max')} | "
           f"{node.get('over_100ms')} | {slow} |")
+    if "probe_lag" in p:
+        lag = p["probe_lag"]
+        slow = ", ".join(f"{ms} @ {at}" for ms, at in lag.get("slowest", [])[:4])
+        w(f"\nThe probe's own wake-ups (a sleep of the probe interval, how late it woke): {fmt(lag.get('n'))}, "
+          f"{lag.get('over_50ms')} of them over 50 ms late; the latest {slow} (ms, at s). A slow answer at such a "
+          "moment is the probe's or the whole machine's stall, not the node's.")
     w("")
     not_shown = _g(sc, "big_list", "changes_not_shown")
     cold = _g(sc, "big_list", "first_list_ever_ms")
