@@ -896,14 +896,7 @@ class _Connection:
             out = _error_bytes(500, f"caused: {exc};")
             status, keep_alive = 500, False
         _count(self.stats, status)
-        try:
-            sent = self.sock.send(out, _SEND_FLAGS)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.lane_eof = True
-            self.graceful = False
-            sent = -1
+        sent = self._send_now(out)
         if sent < 0:
             pass
         elif sent < len(out) or not keep_alive:
@@ -967,18 +960,25 @@ class _Connection:
         stats.requests_total += 1
         stats.inline_requests_total += 1
         _count(stats, status)
-        try:
-            sent = self.sock.send(out, _SEND_FLAGS)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.lane_eof = True
-            self.graceful = False
+        sent = self._send_now(out)
+        if sent < 0:
             return False
         if sent < len(out) or not keep_alive:
             self.lane_out = (out, sent, keep_alive)
             return False
         return True
+
+    def _send_now(self, out: bytes) -> int:
+        """The lane's send of an answer, without waiting: the bytes the socket took at once (0 if none), or
+        -1 when the connection is lost (then it is marked ended: ``lane_eof``, not graceful)."""
+        try:
+            return self.sock.send(out, _SEND_FLAGS)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self.lane_eof = True
+            self.graceful = False
+            return -1
 
     def _defer(self, end: int, deferred: Deferred) -> None:
         """The request at the front of ``buf`` (its first ``end`` bytes) is answered later
