@@ -149,6 +149,9 @@ def render_http_metrics(stats: HttpStats) -> str:
         counter("distro_http_inline_requests_total",
                 "HTTP requests answered in the keep-alive lane (light beats answered at once).",
                 stats.inline_requests_total),
+        counter("distro_http_lane_errors_total",
+                "Unexpected errors in the keep-alive lane (a bug: logged; the server serves on).",
+                stats.lane_errors_total),
     ])
 
 

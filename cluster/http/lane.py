@@ -21,20 +21,31 @@ connection's task touches it otherwise, so there is one reader and one writer at
 
 The gRPC front door parks its plain-TCP connections' readers in a lane of its own (cluster/grpc/server.py):
 there a parked connection stays parked for its whole life, served inline read after read.
+
+An unexpected error in the lane task (a bug) never ends the lane, so never the server: one raised while a
+connection is served is logged, counted (``lane_errors_total`` of the server's stats) and raised in that
+connection's task, which ends that connection as it would end it for an error of its own; one raised as a
+step ends (``NodeRuntime.batch`` carrying out the step's effects) is logged and counted, and the lane goes
+on with every connection (the step's answers were sent already; a write whose forward the failure dropped
+is answered when its wait runs out, the runtime's safety net).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+import outcome
 import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_readable, wait_task_rescheduled
 
-__all__ = ["KeepAliveLane", "LaneConnection"]
+__all__ = ["KeepAliveLane", "LaneConnection", "LaneStats"]
+
+log = logging.getLogger(__name__)
 
 MAX_EVENTS = 64
 """Ready sockets served in one step of the lane task (then it lets other tasks run)."""
@@ -48,15 +59,25 @@ class LaneConnection(Protocol):
         hand the connection back to its task."""
 
 
+class LaneStats(Protocol):
+    """Where the lane counts its unexpected errors (the server's stats, exported on /metrics)."""
+
+    lane_errors_total: int
+
+
 class KeepAliveLane:
     """Parked keep-alive connections and the one task that serves them (module docstring)."""
 
-    __slots__ = ("_epoll", "_parked", "_step", "handed_over", "served_inline")
+    __slots__ = ("_epoll", "_parked", "_stats", "_step", "handed_over", "served_inline")
 
-    def __init__(self, step: Callable[[], AbstractContextManager[None]] | None = None) -> None:
+    def __init__(
+        self, step: Callable[[], AbstractContextManager[None]] | None = None, stats: LaneStats | None = None
+    ) -> None:
         """``step``: entered around each step of the lane task (every ready socket it serves at once), as
-        ``NodeRuntime.batch``: what the fast handler's work in a step causes is carried out once."""
+        ``NodeRuntime.batch``: what the fast handler's work in a step causes is carried out once. ``stats``:
+        where unexpected errors are counted (module docstring)."""
         self._step = step or contextlib.nullcontext
+        self._stats = stats
         self._epoll = select.epoll()
         self._parked: dict[int, tuple[LaneConnection, Task]] = {}
         self.served_inline = 0  # wake-ups that kept the connection parked (counter)
@@ -100,23 +121,51 @@ class KeepAliveLane:
             self.handed_over += 1
             reschedule(entry[1])
 
+    def _fail(self, fd: int, exc: Exception) -> None:
+        """Serving a parked connection raised (a bug): hand it back with the error, which its task raises
+        and which ends that connection (its task's own error handling), not the lane."""
+        log.error("keep-alive lane: serving a connection failed (its task ends it): %r", exc)  # (and logs it)
+        self._count_error()
+        entry = self._parked.get(fd)
+        self._leave(fd)
+        if entry is not None:
+            self.handed_over += 1
+            reschedule(entry[1], outcome.Error(exc))
+
+    def _count_error(self) -> None:
+        if self._stats is not None:
+            self._stats.lane_errors_total += 1
+
+    def _serve_ready(self, epoll: select.epoll) -> None:
+        """One step's work: serve every ready parked connection (up to :data:`MAX_EVENTS`)."""
+        parked = self._parked
+        for fd, _events in epoll.poll(0, MAX_EVENTS):
+            entry = parked.get(fd)
+            if entry is None:
+                continue
+            try:
+                stay = entry[0].serve_parked()
+            except Exception as exc:
+                self._fail(fd, exc)
+                continue
+            if stay:
+                self.served_inline += 1
+            else:
+                self.hand_over(fd)
+
     async def run(self) -> None:
         """Serve parked connections until cancelled."""
         epoll = self._epoll
-        parked = self._parked
         step = self._step
         try:
             while True:
                 await wait_readable(epoll)
-                with step():
-                    for fd, _events in epoll.poll(0, MAX_EVENTS):
-                        entry = parked.get(fd)
-                        if entry is None:
-                            continue
-                        if entry[0].serve_parked():
-                            self.served_inline += 1
-                        else:
-                            self.hand_over(fd)
+                try:
+                    with step():
+                        self._serve_ready(epoll)
+                except Exception:  # the step's end (its effects carried out) failed: a bug, not the lane's end
+                    log.exception("keep-alive lane: a step failed as it ended")
+                    self._count_error()
                 await trio.lowlevel.checkpoint_if_cancelled()
         finally:
             # The server is stopping (its nursery is cancelled): each parked task leaves through its abort.

@@ -1354,6 +1354,38 @@ async def test_the_fast_step_is_entered_around_each_step_of_the_lane() -> None:
         assert seen == [1] * 5 and depth == [0] and stats.inline_requests_total == 5
 
 
+async def test_a_lane_step_that_fails_as_it_ends_is_counted_and_the_server_serves_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected error as a step of the lane ends (in a node: NodeRuntime.batch carrying out the step's
+    effects) is logged and counted; it ends neither the server nor a connection (it used to end the lane task
+    and with it the whole server)."""
+    fail = [False]
+
+    @contextmanager
+    def step() -> Iterator[None]:
+        yield
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("a bug in the step's dispatch")
+
+    def fast(request: Request) -> Response | None:
+        return Response.text(200, f"fast {request.query}") if request.path == "/fast" else None
+
+    async with running(fast=fast, fast_step=step) as (port, stats):
+        first = await Client.connect(port)
+        await _parked(first)
+        fail[0] = True
+        assert (await first.request(get("/fast?n=1")))[2] == b"fast n=1"  # sent before the step ended
+        assert stats.lane_errors_total == 1 and not fail[0]
+        other = await Client.connect(port)  # a new connection: its task, then the lane
+        await _parked(other)
+        assert (await other.request(get("/fast?n=2")))[2] == b"fast n=2"
+        assert (await first.request(get("/fast?n=3")))[2] == b"fast n=3"
+        assert stats.connections_open == 2 and stats.inline_requests_total == 3
+    assert "a step failed as it ended" in caplog.text
+
+
 async def wait_for(predicate: Callable[[], bool]) -> None:
     with trio.fail_after(GUARD):
         while not predicate():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -318,3 +318,33 @@ async def test_an_unexpected_error_while_the_lane_serves_a_read_ends_that_connec
         await wait_for(lambda: node.server.stats.closed.get("internal", 0) == 1)
         async with client(node) as c2:  # the node and its lane serve on
             assert (await c2.call("HealthCheckRequest"))["success"]
+
+
+class _BatchBreaks(NodeRuntime):
+    """A runtime whose next batch, once armed, fails as it ends (as a bug in carrying out its effects would)."""
+
+    armed = False
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        with super().batch():
+            yield
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("a bug in the batch's dispatch")
+
+
+async def test_a_lane_step_that_fails_as_it_ends_is_counted_and_the_server_serves_on() -> None:
+    """The lane's step is one ``NodeRuntime.batch``: an unexpected error as it ends is logged and counted, and
+    neither the lane nor the server ends (it used to end the server's nursery, so every connection)."""
+    runtime = _BatchBreaks("n1", DistroConfig(cluster_size=1, snapshot_timeout_ms=50), address="127.0.0.1:1")
+    async with one_node(runtime=runtime) as node, client(node) as c:
+        runtime.armed = True
+        answer = await c.call("InstanceRequest", register_body())  # answered before the step ended
+        assert answer["success"] and node.ips() == ["10.0.0.1"]
+        assert node.server.stats.lane_errors_total == 1 and not runtime.armed
+        assert "distro_grpc_lane_errors_total 1" in node.server.render_metrics()
+        async with client(node) as c2:  # the server and its lane serve on, the first connection too
+            assert (await c2.call("HealthCheckRequest"))["success"]
+            assert (await c.call("HealthCheckRequest"))["success"]
+        await wait_for(lambda: node.server.stats.closed == {"client": 1})  # c2, by its client
