@@ -1218,11 +1218,18 @@ async def _parked(client: Client) -> None:
     assert status == 200
 
 
-async def test_a_deferred_answer_is_sent_when_resolved_and_the_connection_stays_in_the_lane() -> None:
-    later = Later()
-    async with running(fast=later) as (port, stats):
+@asynccontextmanager
+async def parked_client(fast: FastHandler, limits: HttpLimits | None = None) -> AsyncIterator[tuple[Client, HttpStats]]:
+    """A server with the lane (``fast``) and a client whose connection waits in it (:func:`_parked`)."""
+    async with running(fast=fast, limits=limits) as (port, stats):
         client = await Client.connect(port)
         await _parked(client)
+        yield client, stats
+
+
+async def test_a_deferred_answer_is_sent_when_resolved_and_the_connection_stays_in_the_lane() -> None:
+    later = Later()
+    async with parked_client(later) as (client, stats):
         for n in range(3):
             await client.send(get(f"/later?n={n}"))
             query, promise = await later.next_deferred()
@@ -1239,9 +1246,7 @@ async def test_a_deferred_answer_is_sent_when_resolved_and_the_connection_stays_
 
 async def test_requests_pipelined_behind_a_deferred_answer_follow_it_in_order() -> None:
     later = Later()
-    async with running(fast=later) as (port, stats):
-        client = await Client.connect(port)
-        await _parked(client)
+    async with parked_client(later) as (client, stats):
         # in the same segment: read with it, they wait for it, then the connection's task answers them
         await client.send(get("/later?n=1") + get("/x?n=2") + get("/fast?n=3"))
         _, first = await later.next_deferred()
@@ -1262,9 +1267,7 @@ async def test_requests_pipelined_behind_a_deferred_answer_follow_it_in_order() 
 
 async def test_a_deferred_answer_to_a_client_that_left_closes_the_connection() -> None:
     later = Later()
-    async with running(fast=later) as (port, stats):
-        client = await Client.connect(port)
-        await _parked(client)
+    async with parked_client(later) as (client, stats):
         await client.send(get("/later"))
         _, promise = await later.next_deferred()
         await client.aclose()
@@ -1279,9 +1282,7 @@ async def test_requests_read_with_a_deferred_one_are_answered_when_the_client_ha
     # is answered every request before the connection closes, as by the connection's task; the lane read
     # the end of the stream while the answer was awaited, and the second request used to be dropped.
     later = Later()
-    async with running(fast=later) as (port, stats):
-        client = await Client.connect(port)
-        await _parked(client)
+    async with parked_client(later) as (client, stats):
         await client.send(get("/later?n=1") + get("/x?n=2") + get("/fast?n=3"))
         _, first = await later.next_deferred()
         await client.stream.send_eof()
@@ -1298,9 +1299,7 @@ async def test_requests_read_with_a_deferred_one_are_answered_when_the_client_ha
 
 async def test_a_deferred_answer_resolved_after_the_connection_closed_is_dropped() -> None:
     later = Later()
-    async with running(fast=later) as (port, stats):
-        client = await Client.connect(port)
-        await _parked(client)
+    async with parked_client(later) as (client, stats):
         await client.send(get("/later"))
         _, promise = await later.next_deferred()
     # the server stopped (every connection closed) before the answer came: nothing to send it on
@@ -1312,9 +1311,7 @@ async def test_a_connection_awaiting_a_deferred_answer_is_not_reaped_as_idle(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     later = Later()
-    async with running(fast=later, limits=HttpLimits(idle_timeout_ms=2_000)) as (port, stats):
-        client = await Client.connect(port)
-        await _parked(client)
+    async with parked_client(later, HttpLimits(idle_timeout_ms=2_000)) as (client, stats):
         await client.send(get("/later"))
         _, promise = await later.next_deferred()
         await trio.sleep(10)

@@ -19,11 +19,11 @@ from cluster.api.gzipbody import GZIP_MIN_BYTES, accepts_gzip, deflate_piece, gz
 from cluster.api.hostscache import ENTRY_OVERHEAD_BYTES, RUN_HOSTS, HostsCache
 from cluster.api.render import ListQuery, ListRenderer
 from distro.model import make_instance, service_key
-from distro.requests import Deregister, Register, UpdateInstance
-from tests.client.support import NS, InProcessCluster, InProcessNode, metric
+from distro.requests import Register
+from tests.client.support import NS, InProcessCluster, metric
+from tests.cluster.bigservice import KEY, change_at_random, register
 
 GUARD = 60
-KEY = service_key(None, None, "big")
 
 
 def test_accept_encoding_is_read_leniently() -> None:
@@ -43,12 +43,6 @@ def test_deflated_pieces_make_one_gzip_member_of_their_concatenation(parts: list
     assert gzip.decompress(joined) == b"".join(parts)
     single = zlib.decompressobj(16 + zlib.MAX_WBITS)  # what httpx and most clients use: one member, then the end
     assert single.decompress(joined) == b"".join(parts) and single.eof and single.unused_data == b""
-
-
-async def register(node: InProcessNode, i: int, **fields: object) -> None:
-    instance = make_instance(f"10.0.{i // 256}.{i % 256}", 8080, cluster=("A", "B")[i % 2], **fields)
-    result = await node.runtime.submit(Register(KEY, instance))
-    assert result.status == 200, result
 
 
 async def lists(http: httpx.AsyncClient, url: str, **params: str) -> tuple[httpx.Response, httpx.Response]:
@@ -156,19 +150,8 @@ async def test_gzip_lists_inflate_to_the_plain_list_through_random_changes_and_e
                 queries = [ListQuery(KEY), ListQuery(KEY, java=True), ListQuery(KEY, ("A",)),
                            ListQuery(KEY, healthy_only=True), ListQuery(KEY, ("B",), java=True), ListQuery(other)]
                 for step in range(40):
-                    first = rng.randrange(count + 8)
-                    width = rng.choice([1, 1, 3, RUN_HOSTS + 20])
-                    picked = range(first, first + width) if width > 3 else [rng.randrange(count + 8) for _ in range(width)]
-                    action = rng.choice(["update", "deregister", "register"])
-                    for i in picked:
-                        ip = f"10.0.{i // 256}.{i % 256}"
-                        if action == "update":
-                            changes = {"metadata": {"v": str(step)}, "healthy": step % 4 != 0}
-                            await node.runtime.submit(UpdateInstance(KEY, ("A", "B")[i % 2], ip, 8080, changes))
-                        elif action == "deregister":
-                            await node.runtime.submit(Deregister(KEY, ("A", "B")[i % 2], ip, 8080))
-                        else:
-                            await register(node, i, metadata={"v": f"r{step}"})
+                    changes = {"metadata": {"v": str(step)}, "healthy": step % 4 != 0}
+                    await change_at_random(node, rng, count, step, changes)
                     for query in rng.sample(queries, 4):
                         for _ in range(2):  # the second from what the first kept
                             pieces = renderer.render_gzip(query)

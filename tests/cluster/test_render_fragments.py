@@ -29,27 +29,20 @@ from distro.model import (
     META_ID_GENERATOR,
     Instance,
     make_instance,
-    service_key,
 )
 from distro.node import DistroNode
-from distro.requests import Deregister, Register, UpdateInstance
+from distro.requests import Register
 from distro.views import ServiceView
 from tests.client.support import InProcessCluster, InProcessNode
+from tests.cluster.bigservice import KEY, change_at_random, ip_of, register
 
 GUARD = 60
-KEY = service_key(None, None, "big")
 
 
 def hosts_of(body: bytes) -> list[dict[str, object]]:
     hosts = json.loads(body)["hosts"]
     assert isinstance(hosts, list)
     return hosts
-
-
-async def register(node: InProcessNode, i: int, **fields: object) -> None:
-    instance = make_instance(f"10.0.{i // 256}.{i % 256}", 8080, cluster=("A", "B")[i % 2], **fields)
-    result = await node.runtime.submit(Register(KEY, instance))
-    assert result.status == 200, result
 
 
 def current_view(node: InProcessNode) -> ServiceView:
@@ -71,19 +64,8 @@ async def test_joined_arrays_match_a_fresh_render_through_random_changes() -> No
                        ListQuery(KEY, healthy_only=True), ListQuery(KEY, ("B",), java=True)]
             for step in range(60):
                 # one change, several scattered ones, or a block of neighbours (a whole run) at once
-                first = rng.randrange(count + 8)
-                width = rng.choice([1, 1, 3, RUN_HOSTS + 20])
-                picked = range(first, first + width) if width > 3 else [rng.randrange(count + 8) for _ in range(width)]
-                action = rng.choice(["update", "deregister", "register"])
-                for i in picked:
-                    ip = f"10.0.{i // 256}.{i % 256}"
-                    if action == "update":
-                        changes = {"metadata": {"v": str(step)}, "weight": 1.0 + step % 3, "healthy": step % 4 != 0}
-                        await node.runtime.submit(UpdateInstance(KEY, ("A", "B")[i % 2], ip, 8080, changes))
-                    elif action == "deregister":
-                        await node.runtime.submit(Deregister(KEY, ("A", "B")[i % 2], ip, 8080))
-                    else:
-                        await register(node, i, metadata={"v": f"r{step}"})
+                changes = {"metadata": {"v": str(step)}, "weight": 1.0 + step % 3, "healthy": step % 4 != 0}
+                await change_at_random(node, rng, count, step, changes)
                 for query in rng.sample(queries, 3):
                     fresh = ListRenderer(node.runtime)
                     body = renderer.render(query)
@@ -112,7 +94,7 @@ async def test_a_change_joins_again_only_the_run_that_holds_it_and_counts_runs()
             assert body_bytes < kept_bytes < 1.2 * body_bytes
 
             changed_ip = next(inst.ip for inst in before[2][0][5:])  # a host inside the third run
-            i = next(i for i in range(count) if f"10.0.{i // 256}.{i % 256}" == changed_ip)
+            i = next(i for i in range(count) if ip_of(i) == changed_ip)
             await register(node, i, metadata={"changed": "yes"})
             parts = renderer.render_parts(ListQuery(KEY))
             after = renderer.hosts_cache.runs(current_view(node), False)
