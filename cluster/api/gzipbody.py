@@ -1,4 +1,4 @@
-"""gzip for ``instance/list`` answers, made of pieces each deflated once.
+"""gzip for ``instance/list`` answers (and the watch's, the same list), made of pieces each deflated once.
 
 A client that sends ``Accept-Encoding: gzip`` (the Nacos Java 1.x client sends ``gzip,deflate,sdch``; httpx,
 and so our SDK, ``gzip, deflate``) gets a list of :data:`GZIP_MIN_BYTES` or more as one gzip member
@@ -19,11 +19,13 @@ import struct
 import zlib
 from collections.abc import Iterable
 
-__all__ = ["GZIP_LEVEL", "GZIP_MIN_BYTES", "accepts_gzip", "deflate_piece", "gzip_member"]
+__all__ = ["GZIP_HEADERS", "GZIP_LEVEL", "GZIP_MIN_BYTES", "accepts_gzip", "deflate_piece", "gzip_member"]
 
 GZIP_MIN_BYTES = 1024
 """Smaller bodies are sent plain whatever the client accepts (what gzip saves there costs more than it
 saves; the same threshold as the UDP push's)."""
+GZIP_HEADERS = [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+"""The headers of a gzip answer (one list for every answer: the HTTP server only reads it)."""
 GZIP_LEVEL = 1
 """zlib's fastest level: on a list of hosts it already gives ~40x, and the first gzip list of a
 10,000-instance service deflates all of its 3.6 MB."""

@@ -27,7 +27,7 @@ from cluster.api.auth import LOGIN_PATHS, Authenticator, OpenLogin
 from cluster.api.catalog import CatalogApi
 from cluster.api.clientinfo import client_agent
 from cluster.api.clusters import CLUSTER_PATH, ClusterApi, cluster_json, service_clusters
-from cluster.api.gzipbody import accepts_gzip
+from cluster.api.gzipbody import GZIP_HEADERS, accepts_gzip
 from cluster.api.keycache import ServiceKeyCache
 from cluster.api.memo import BeatAnswers
 from cluster.api.namespaces import NAMESPACES_PATH, NamespaceApi
@@ -83,7 +83,6 @@ PERSISTENT_REFUSED = (
     "(they live by heartbeats); register with ephemeral=true"
 )
 _JAVA_INT_RE = re.compile(r"[+-]?[0-9]{1,10}")
-_GZIP_HEADERS = [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]  # shared: the server only reads it
 
 
 def _is_java_int(text: str) -> bool:
@@ -520,7 +519,7 @@ class NamingApi:
         if accepts_gzip(request.headers.get("accept-encoding")):
             gzipped = self.renderer.render_gzip(query, cache_millis=cache_millis)
             if gzipped is not None:
-                return Response(200, parts=gzipped, headers=_GZIP_HEADERS)
+                return Response(200, parts=gzipped, headers=GZIP_HEADERS)
         return Response(200, parts=self.renderer.render_parts(query, cache_millis=cache_millis))
 
     # ------------------------------------------------------------------------------------------

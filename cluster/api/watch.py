@@ -14,6 +14,8 @@
 * Over ``max_watchers`` concurrent watches on this node: 503, and the client should fall back to polling.
 * A watch whose client closes or resets its connection ends at once (its slot and socket are freed, not
   held until the timeout).
+* A client that accepts gzip gets the 200 answer in gzip, as from ``instance/list``
+  (:mod:`cluster.api.gzipbody`).
 
 The API (:mod:`cluster.api.routes`) lists :meth:`WatchService.handle` as the route and its metrics; it
 needs no task of its own. Its answers are built by :mod:`cluster.api.render`, as the list route's are.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import trio
 
 from cluster.api.clientinfo import client_agent
+from cluster.api.gzipbody import GZIP_HEADERS, accepts_gzip
 from cluster.api.params import Params
 from cluster.api.render import ListQuery, ListRenderer
 from cluster.http import Request, Response
@@ -105,7 +108,8 @@ class WatchService:
             answer: Response | None = None
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_when_gone, request, nursery.cancel_scope)
-                answer = await self._wait(key, query, known, timeout_ms)
+                gzip = accepts_gzip(request.headers.get("accept-encoding"))
+                answer = await self._wait(key, query, known, timeout_ms, gzip)
                 nursery.cancel_scope.cancel()
             if answer is None:  # the client closed or reset its connection: nobody to answer
                 self.client_gone += 1
@@ -121,13 +125,18 @@ class WatchService:
         """The watches waiting on ``key`` now, as ``service/subscribers`` rows (protocol ``watch``)."""
         return list(self._watching.get(key, {}).values())
 
-    async def _wait(self, key: ServiceKey, query: ListQuery, known: str | None, timeout_ms: int) -> Response:
+    async def _wait(
+        self, key: ServiceKey, query: ListQuery, known: str | None, timeout_ms: int, gzip: bool
+    ) -> Response:
         deadline = trio.current_time() + timeout_ms / 1000
         while True:
             changed = self.runtime.change_event(key)  # taken before the check: no change can slip by
             if known is None or self.current_checksum(key) != known:
                 self.answered_changed += 1
                 await self.renderer.prepare(query)  # a big service's first list: its hosts rendered in slices
+                pieces = self.renderer.render_gzip(query) if gzip else None  # (None: under GZIP_MIN_BYTES)
+                if pieces is not None:
+                    return Response(200, parts=pieces, headers=GZIP_HEADERS)
                 return Response(200, parts=self.renderer.render_parts(query))
             remaining = deadline - trio.current_time()
             if remaining <= 0:

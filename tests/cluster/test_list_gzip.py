@@ -22,6 +22,7 @@ from distro.model import make_instance, service_key
 from distro.requests import Register
 from tests.client.support import NS, InProcessCluster, metric
 from tests.cluster.bigservice import KEY, change_at_random, register
+from tests.polling import wait_for
 
 GUARD = 60
 
@@ -164,4 +165,49 @@ async def test_gzip_lists_inflate_to_the_plain_list_through_random_changes_and_e
                             assert inflated == plain, (bound, step, query)
                     assert renderer.hosts_cache.size_bytes == _recount(renderer.hosts_cache), (bound, step)
                     assert renderer.hosts_cache.size_bytes <= bound
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_watch_answers_in_gzip_as_the_list_does() -> None:
+    """``instance/watch`` answers a client that accepts gzip in gzip: at once (no checksum), and after a
+    wait ended by a change; a small list, a 304, and a client that does not accept gzip: plain."""
+    watch = f"{NS}/instance/watch"
+    zipped_headers = {"Accept-Encoding": "gzip,deflate,sdch"}
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery, httpx.AsyncClient(trust_env=False, timeout=GUARD) as http:
+            node = (await InProcessCluster(1).start(nursery)).nodes[0]
+            for i in range(RUN_HOSTS * 2):
+                await register(node, i)
+            plain, _ = await lists(http, node.url)
+            at_once = await http.get(f"{node.url}{watch}", params={"serviceName": "big"}, headers=zipped_headers)
+            assert at_once.status_code == 200 and at_once.headers["content-encoding"] == "gzip"
+            assert at_once.headers["vary"] == "Accept-Encoding"
+            same_document(plain, at_once)
+            checksum = at_once.json()["checksum"]
+
+            answers: list[httpx.Response] = []
+
+            async def wait_for_change() -> None:
+                params = {"serviceName": "big", "checksum": checksum, "timeoutMs": "20000"}
+                answers.append(await http.get(f"{node.url}{watch}", params=params, headers=zipped_headers))
+
+            async with trio.open_nursery() as waiting:
+                waiting.start_soon(wait_for_change)
+                await wait_for(lambda: node.watch.active == 1, what="the watch waiting")
+                await register(node, 3, metadata={"changed": "yes"})
+            (changed,) = answers
+            assert changed.status_code == 200 and changed.headers["content-encoding"] == "gzip"
+            same_document((await lists(http, node.url))[0], changed)
+            assert changed.json()["checksum"] != checksum
+
+            unchanged = await http.get(f"{node.url}{watch}", headers=zipped_headers,
+                                       params={"serviceName": "big", "checksum": changed.json()["checksum"],
+                                               "timeoutMs": "0"})
+            assert unchanged.status_code == 304 and "content-encoding" not in unchanged.headers
+            small = await http.get(f"{node.url}{watch}", params={"serviceName": "none"}, headers=zipped_headers)
+            assert small.status_code == 200 and "content-encoding" not in small.headers  # under GZIP_MIN_BYTES
+            refused = await http.get(f"{node.url}{watch}", params={"serviceName": "big"},
+                                     headers={"Accept-Encoding": "identity"})
+            assert "content-encoding" not in refused.headers
+            same_document((await lists(http, node.url))[0], refused)
             nursery.cancel_scope.cancel()
