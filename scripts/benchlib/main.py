@@ -493,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plots", type=Path, help="write PNG plots into this directory (needs matplotlib)")
     ap.add_argument("--markdown", type=Path, help="write the report (docs/benchmarks.md) here")
     ap.add_argument("--profile", type=Path, help="py-spy profiles of the nodes into this directory")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep the nodes' logs (the run's work directory, named at the start) after a run that "
+                         "did not fail (a failed run always keeps them)")
     ap.add_argument("--only", help="comma-separated phases: ceiling,etcd,main,memory,failover,ramp,grpc,rnacos "
                                    "(grpc and rnacos are not in --smoke's default), or register and "
                                    "rnacos-register: the registration sweep alone, ours and r-nacos's, or "
@@ -562,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
             ("grpc", lambda: results["details"]["distro"].__setitem__("grpc", grpcbench.phase_grpc(m, ps, mode, profiler))),
             ("rnacos", lambda: results["details"].__setitem__("rnacos", phase_rnacos(m, ps, profiler, results, mode))),
             ("rnacos-grpc", lambda: phase_rnacos_grpc(ps, mode, results)),
-            ("scale", lambda: results["details"]["distro"].__setitem__("scale", scale.phase_scale(m, ps, args.scale))),
+            ("scale", lambda: results["details"]["distro"].__setitem__("scale", scale.phase_scale(m, ps, args.scale,
+                                                                                               profiler))),
         ]
         for name, step in steps:
             if name not in phases or (name == "rnacos-grpc" and "rnacos" in phases):
@@ -595,7 +599,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
         log(f"wrote {args.json}")
     write_outputs(results, args)
-    shutil.rmtree(workdir, ignore_errors=True) if not failed else log(f"logs kept in {workdir}")
+    if failed or args.keep_logs:
+        log(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0
 
 

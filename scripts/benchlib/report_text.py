@@ -155,9 +155,23 @@ def _scale(run: _Run) -> list[str]:
         w(f"Task steps that held a node's event loop over 50 ms (`DISTRO_STALL_LOG_MS=50`, "
           f"cluster/node/stallwatch.py): {sc.get('stall_count', len(sc['stall_log']))}"
           + (f", by task: {top}" if top else "") + ".\n")
+    if "loop_stall_log" in sc:
+        lines = sc["loop_stall_log"]
+        worst = max(lines, key=_loop_ms, default=None)
+        w(f"Runs of task steps between two looks at the sockets over 50 ms (what a request waits for: trio reads "
+          f"its sockets only between such runs): {len(lines)}"
+          + (f"; the longest: {worst.split('distro.stall: stall: ', 1)[-1]}" if worst else "") + ".\n")
     for note in sc.get("notes", []):
         w(f"{note}\n")
     return out
+
+
+def _loop_ms(line: str) -> float:
+    """The milliseconds of a stall-watch line about a run of steps ("... the event loop ran N ms ...")."""
+    try:
+        return float(line.split("the event loop ran ", 1)[1].split(" ms", 1)[0])
+    except (IndexError, ValueError):
+        return 0.0
 
 
 def _loads(meta: dict[str, Any]) -> str:
@@ -225,7 +239,8 @@ def _intro(run: _Run) -> list[str]:
     w(f"    {REGEN}\n")
     w("(`--quick` finishes within five minutes; `--smoke` is the CI mode, whose figures only prove that every "
       "phase works; `--render results.json` rewrites this page and the plots from a saved run; `--profile DIR` "
-      "adds py-spy profiles of the nodes; `--only register,rnacos-register` runs the registration sweep alone, "
+      "adds py-spy profiles of the nodes (with `--scale`, of all three across the restart, as speedscope timelines "
+      "too); `--keep-logs` keeps the nodes' logs of a run that did not fail; `--only register,rnacos-register` runs the registration sweep alone, "
       "ours and r-nacos's, for before/after comparisons of the write path, and `--only grpc,rnacos-grpc` the "
       "gRPC phase alone, ours and r-nacos's.)\n")
     w("**Read the absolute numbers with care.** The machine has "

@@ -141,11 +141,14 @@ class Profiler:
             if self.exe is None:
                 log("--profile: py-spy not found (pip install -e '.[bench]' brings it, or set PY_SPY); not profiling")
 
-    def start(self, label: str, pids: dict[str, int], seconds: float) -> None:
+    def start(self, label: str, pids: dict[str, int], seconds: float, timeline: bool = False) -> None:
+        """Record ``pids`` for ``seconds``: folded stacks (raw) of each, a flame graph of n1, and with
+        ``timeline`` a speedscope file of each too (its samples in time order, so a stall can be found)."""
         if self.out_dir is None or self.exe is None:
             return
+        formats = [("raw", "txt"), ("flamegraph", "svg")] + ([("speedscope", "speedscope.json")] if timeline else [])
         for name, pid in pids.items():
-            for fmt, ext in (("raw", "txt"), ("flamegraph", "svg")):
+            for fmt, ext in formats:
                 if fmt == "flamegraph" and name != "n1":
                     continue
                 out = self.out_dir / f"{label}-{name}.{ext}"

@@ -28,10 +28,11 @@ import time
 from typing import Any
 
 from benchlib.procs import DistroCluster, ProcessSet, http_get, log, rss_bytes, start_distro
-from benchlib.runner import Background, run_loadgen
+from benchlib.runner import Background, Profiler, run_loadgen
 
 LONG_TIMEOUTS = ["--heartbeat-timeout-ms", "3600000", "--instance-expire-ms", "3600000"]
 BIG = 10_000
+RESTART_PROFILE_S = 20.0  # how long ``--profile`` records the nodes from the restart step on
 
 
 def _counts(addrs: list[str]) -> list[int]:
@@ -157,7 +158,7 @@ def _log_lines(cluster: DistroCluster, *needles: str) -> list[str]:
     return lines
 
 
-def phase_scale(m: dict[str, Any], ps: ProcessSet, n: int) -> dict[str, Any]:
+def phase_scale(m: dict[str, Any], ps: ProcessSet, n: int, profiler: Profiler | None = None) -> dict[str, Any]:
     services = max(1, n // 100)
     log(f"scale: {n:,} instances in {services:,} services, /healthz probed every 10 ms on every node")
     # The big service holds BIG instances and then gains one per sample: above the default bound of 10,000
@@ -204,9 +205,15 @@ def phase_scale(m: dict[str, Any], ps: ProcessSet, n: int) -> dict[str, Any]:
         out["big_list"] = _big_list_after_change(cluster)
         log(f"  first list of a {BIG:,}-instance service after a change: {out['big_list']['first_list_after_change_ms']} ms")
         step("restart")
+        if profiler is not None:  # the survivors across the restart, then the restarted node from its start
+            profiler.start("scale-restart", {"n1": cluster.node(0).pid, "n2": cluster.node(1).pid}, RESTART_PROFILE_S,
+                           timeline=True)
         ps.stop(cluster.node(2))
         t0 = time.perf_counter()
         cluster.start_node(2)
+        if profiler is not None:
+            time.sleep(0.3)  # py-spy cannot attach before the interpreter is up
+            profiler.start("scale-restart", {"n3": cluster.node(2).pid}, RESTART_PROFILE_S, timeline=True)
         cluster.wait_ready([2], timeout=300)
         out["restart_ready_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         log(f"  restarted n3 ready after {out['restart_ready_ms']:,} ms")
@@ -216,6 +223,8 @@ def phase_scale(m: dict[str, Any], ps: ProcessSet, n: int) -> dict[str, Any]:
         out["membership_log"] = _log_lines(cluster, "peer down:", "ownership changed:")
         out["ready_log"] = _log_lines(cluster, "ready: ")
         out["stall_log"] = _log_lines(cluster, "stall: task")
+        # Runs of steps between two looks at the sockets over 50 ms: what a request waiting on the node waits for.
+        out["loop_stall_log"] = _log_lines(cluster, "between two looks at its sockets")
     finally:
         for b in churn:
             b.kill()

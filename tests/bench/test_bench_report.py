@@ -151,3 +151,24 @@ def test_the_scale_page_gives_the_big_lists_head_times_when_the_run_has_them(tmp
     page = report_text.render(results, tmp_path / "c.md", None)
     assert ("as the Java 1.x client asks, after another change, [3.5] ms to read 90,000 bytes instead of "
             "3,600,000, and then [9.0] ms to inflate them") in page
+
+
+def test_the_scale_page_gives_the_longest_run_of_steps_between_looks_at_the_sockets(tmp_path: Path) -> None:
+    """A run that logged runs of task steps between two looks at the sockets says how many, and the longest."""
+    results = copy.deepcopy(RECORDED)
+    scale = results["details"]["distro"].get("scale")
+    if scale is None:
+        pytest.skip("the recorded run has no scale section")
+    scale.pop("loop_stall_log", None)
+    assert "between two looks at the sockets" not in report_text.render(results, tmp_path / "a.md", None)
+    prefix = "scale-n2: 2026-11-29 02:19:43,187 WARNING n2 distro.stall: stall: "
+    scale["loop_stall_log"] = [
+        prefix + "the event loop ran 61 ms (30 ms of it on a CPU) between two looks at its sockets: 3 task steps, "
+                 "the longest cluster.node.pump.NodeRuntime.run (54 ms)",
+        prefix + "the event loop ran 120 ms (90 ms of it on a CPU) between two looks at its sockets: 5 task steps, "
+                 "the longest cluster.node.peerlink.PeerLinks._serve_inbound (70 ms)",
+    ]
+    page = report_text.render(results, tmp_path / "b.md", None)
+    assert "Runs of task steps between two looks at the sockets over 50 ms" in page
+    assert ("2; the longest: the event loop ran 120 ms (90 ms of it on a CPU) between two looks at its sockets: "
+            "5 task steps, the longest cluster.node.peerlink.PeerLinks._serve_inbound (70 ms).") in page

@@ -36,3 +36,18 @@ def test_a_step_over_the_threshold_is_logged_with_its_task(caplog: pytest.LogCap
         trio.run(busy, instruments=[watch])
     assert watch.stalls >= 1
     assert any("stall: task" in r.message and "busy" in r.message for r in caplog.records)
+
+
+def test_a_batch_of_steps_between_two_looks_at_the_sockets_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    watch = StallWatch(threshold_ms=1e-6)  # every batch qualifies
+
+    async def two_tasks() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(trio.sleep, 0)
+
+    with caplog.at_level(logging.WARNING, logger="distro.stall"):
+        trio.run(two_tasks, instruments=[watch])
+    assert watch.batch_stalls >= 1
+    assert any("between two looks at its sockets" in r.message and "task steps" in r.message
+               for r in caplog.records)
