@@ -42,11 +42,16 @@ class DistroConfig:
     # serving a million entries never blocks the node, and the send queue to the starting node stays well
     # under its bound while that node (slower to load than to send) catches up. The starting node merges a
     # chunk in one step (43-79 ms of CPU at 5,000 entries on this machine, a 1M restart): 2,500 halves that.
-    snapshot_slice_chunks: int = 2
-    snapshot_slice_interval_ms: int = 10
+    # The sender walks and encodes a slice in one step too (~3.5 us an entry): one chunk every 5 ms keeps
+    # that step near 9 ms where two every 10 ms took 17-28 ms, at the same most entries per second.
+    snapshot_slice_chunks: int = 1
+    snapshot_slice_interval_ms: int = 5
     # A node that gains keys (a peer went down, or it became ready) builds their heartbeat clocks a slice of
-    # about this many instances per tick (distro/health.py), not all at once.
-    clock_fill_instances: int = 20_000
+    # about this many instances per tick (distro/health.py), not all at once. The walk touches every entry and
+    # instance, ~1 us each at a million instances (memory-bound): 20,000 a tick held a survivor 20-30 ms of CPU
+    # per tick for the nine ticks after a peer of a 1M registry went down (tick after tick, so a request
+    # waiting for two of them waited over 100 ms); 5,000 keeps a tick near 5 ms.
+    clock_fill_instances: int = 5_000
     # The health check judges the owned instances a slice of about this many per node tick, from a cursor
     # over the owned keys (distro/health.py), so a pass over a third of a million never holds a node.
     health_scan_instances: int = 20_000

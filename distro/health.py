@@ -211,15 +211,40 @@ class HeartbeatClocks:
             if beats is None or datum is None:
                 continue
             visited += len(datum)
-            for entry_id, entry in datum.items():
-                inst = entry.value
-                if type(inst) is Instance:
-                    # A clock a beat or a write set since the gain stands, but its deadline still counts:
-                    # beat() never lowers the bound (a beat only postpones a deadline already counted).
-                    start = beats.get(entry_id)
-                    if start is None:
-                        start = beats[entry_id] = inst.orphaned_ms or since
-                    self._lower_due(inst, start)
+            self._fill_key(beats, datum, since)
+
+    def _fill_key(self, beats: dict[str, int], datum: Datum, since: int) -> None:
+        """One gained key's clocks, in bulk: an instance that lives by heartbeats starts at ``since`` and its
+        deadline is its metadata's and health's (instances share metadata mappings, so that is worked out
+        once per run of equal ones, not per instance); a gRPC-bound one starts at its orphan mark, if any.
+
+        A clock a beat or a write set since the gain stands, and its deadline still counts: beat() never
+        lowers the bound (a beat only postpones a deadline already counted). It counts as of ``since``
+        (earlier than the beat): the bound stays a lower bound, at worst a check a little early."""
+        plain: list[str] = []
+        least = -NEVER  # the earliest deadline among the heartbeat instances (none yet: never)
+        last_meta: object = None
+        last_healthy: object = None
+        for entry_id, entry in datum.items():
+            inst = entry.value
+            if type(inst) is not Instance:
+                continue
+            if inst.connection:
+                start = beats.get(entry_id)
+                if start is None:
+                    start = beats[entry_id] = inst.orphaned_ms or since
+                self._lower_due(inst, start)
+                continue
+            plain.append(entry_id)
+            if inst.metadata is not last_meta or inst.healthy is not last_healthy:
+                last_meta, last_healthy = inst.metadata, inst.healthy
+                least = min(least, self._deadline_ms(inst, since))
+        if plain:
+            started = dict.fromkeys(plain, since)
+            started.update(beats)  # clocks set since the gain stand
+            beats.update(started)
+            if least < self._due_ms:
+                self._due_ms = least
 
     def last_beat_ms(self, key: ServiceKey, entry_id: str) -> int | None:
         """When a beat was last heard for an instance (None when this node keeps no clock for it)."""

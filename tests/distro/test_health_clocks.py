@@ -18,7 +18,7 @@ from distro.config import DistroConfig
 from distro.datum import Entry
 from distro.health import HeartbeatClocks
 from distro.model import META_BEAT_TIMEOUT, ServiceKey, make_instance
-from distro.ownership import OwnershipMap
+from distro.ownership import MemberScores, OwnershipMap
 from distro.store import DatumStore
 from distro.versions import Version
 from tests.distro import PROPERTIES
@@ -49,6 +49,29 @@ def test_clocks_of_a_collected_key_leave_with_its_ownership() -> None:
     store.merge(key, INST.entry_id, Entry(Version(5_000, 0, "n2"), INST))
     assert clocks.last_beat_ms(key, INST.entry_id) is None
     assert clocks.check(5_000 + 10 * config.instance_expire_ms, quorum=True) == []
+
+
+_MEMBERS = st.lists(st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), unique=True)
+
+
+@PROPERTIES
+@given(old=_MEMBERS, new=_MEMBERS)
+def test_reassign_gains_and_loses_exactly_the_keys_whose_owner_changes(old: list[str], new: list[str]) -> None:
+    """Whatever the membership change (members leaving, where reassign looks up only the departed members'
+    keys, joining, or both), the keys gained and lost are those whose owner by a fresh map changed."""
+    store = DatumStore()
+    keys = [ServiceKey("public", "DEFAULT_GROUP", f"own-{k}") for k in range(60)]
+    for key in keys:
+        store.merge(key, INST.entry_id, Entry(Version(1_000, 0, "n2"), INST))
+    clocks = HeartbeatClocks(DistroConfig(), store)
+    scores = MemberScores()
+    before, after = OwnershipMap(old, scores=scores), OwnershipMap(new, scores=scores)
+    clocks.reassign("n1", OwnershipMap(()), before, 1_000)
+    gained, lost = clocks.reassign("n1", before, after, 2_000)
+    owner_then = {key: OwnershipMap(old).owner(str(key)) for key in keys}
+    owner_now = {key: OwnershipMap(new).owner(str(key)) for key in keys}
+    assert gained == [key for key in keys if owner_now[key] == "n1" != owner_then[key]]
+    assert lost == sum(1 for key in keys if owner_then[key] == "n1" != owner_now[key])
 
 
 def _gained_store(instances: int) -> tuple[DatumStore, list[ServiceKey], list[str]]:
@@ -219,6 +242,35 @@ def test_a_clock_set_by_a_beat_before_its_slice_is_still_judged() -> None:
     assert clocks.check(2_500 + config.heartbeat_timeout_ms, quorum=True) == []
     marked = clocks.check(2_501 + config.heartbeat_timeout_ms, quorum=True)
     assert sorted(key.service for key, _, _ in marked) == sorted(key.service for key in keys)
+
+
+def test_fill_counts_every_instance_timing_among_instances_that_share_metadata() -> None:
+    """fill works a deadline out once per run of instances with the same metadata mapping and health, not
+    once per instance: an instance whose metadata asks for a shorter heartbeat timeout, amid many that share
+    the default mapping, and one already unhealthy (its deadline is the expiry) are still judged on time."""
+    config = DistroConfig(health_scan_instances=1)  # a pass judges one key a call: a pass begun shows
+    key = ServiceKey("public", "DEFAULT_GROUP", "mixed")
+    store = DatumStore()
+    store.merge(ServiceKey("public", "DEFAULT_GROUP", "other"), INST.entry_id, Entry(Version(1_000, 0, "n2"), INST))
+    plain = [make_instance(f"10.4.0.{j}", 8080) for j in range(6)]
+    short = make_instance("10.4.1.1", 8080, metadata={META_BEAT_TIMEOUT: "3000"})
+    sick = make_instance("10.4.1.2", 8080, healthy=False)
+    for j, inst in enumerate([*plain[:3], short, *plain[3:], sick]):
+        store.merge(key, inst.entry_id, Entry(Version(1_000, j, "n2"), inst))
+    clocks = HeartbeatClocks(config, store)
+    clocks.reassign("n1", OwnershipMap(()), OwnershipMap(("n1",)), 2_000)
+    clocks.fill(None)
+    assert all(clocks.last_beat_ms(key, inst.entry_id) == 2_000 for inst in [*plain, short, sick])
+    assert clocks.check(5_000, quorum=True) == []
+    assert not clocks.scanning  # nothing can be due before 5,000: no pass over the owned instances
+    marked = _whole_pass(clocks, 5_001)
+    assert [(entry_id, value is not None and not value.healthy) for _, entry_id, value in marked] == [
+        (short.entry_id, True)]
+    assert _whole_pass(clocks, 2_000 + config.heartbeat_timeout_ms) == []
+    later = _whole_pass(clocks, 2_001 + config.heartbeat_timeout_ms)  # (the store still holds short healthy)
+    assert sorted(entry_id for _, entry_id, _ in later) == sorted(inst.entry_id for inst in [*plain, short, INST])
+    expired = _whole_pass(clocks, 2_001 + config.instance_expire_ms)
+    assert (str(key), sick.entry_id, None) in expired
 
 
 def test_a_restart_rebuilds_every_clock_in_slices_keeping_orphan_marks() -> None:
