@@ -1004,8 +1004,9 @@ def _instance_block(obj: Any, ctx: _Ctx) -> InstanceBlock:
         insts[i] = Instance(ips[i], inst.port, inst.cluster, inst.weight, inst.healthy, inst.enabled, inst.metadata,
                             _str(connection, "connection"), _str(assigned_id, "assigned id", MAX_ASSIGNED_ID),
                             _orphaned_ms(orphaned_ms), entry_id=entry_ids[i])
+    # every column holds n values (checked above): map and zip in C, no comprehension frame per entry
     versions = zip(map(shared_ms.setdefault, ms, ms), counters, map(node_of.__getitem__, nodes), strict=True)
-    datum = dict(zip(entry_ids, [Entry(v, inst) for v, inst in zip(versions, insts, strict=True)], strict=True))
+    datum = dict(zip(entry_ids, map(Entry, versions, insts), strict=True))
     if len(datum) != n:
         raise ProtocolError("instance block: an entry id twice")
     return key, datum

@@ -267,7 +267,7 @@ class DatumStore:
             self._digests[key] = self._digests.get(key, 0) ^ datum_digest(fresh.items())
             added = len(fresh)
             self._live_instances += added
-            self._bound_instances += sum(1 for entry in fresh.values() if isinstance(entry.value, Instance) and entry.value.connection)
+            self._bound_instances += sum(1 for entry in fresh.values() if entry.value.connection)  # type: ignore[union-attr,misc]
             self._live_by_key[key] = self._live_by_key.get(key, 0) + added
             self._no_instances.pop(key, None)
         if not clashing:

@@ -18,6 +18,7 @@ from distro.model import (
     ServiceKey,
     ValidationError,
     instance_entry_id,
+    instances_from_columns,
     make_instance,
     parse_metadata,
     service_key,
@@ -317,3 +318,22 @@ def test_service_keys_hash_compare_and_sort_by_their_fields() -> None:
     assert (a.namespace, a.group, a.service, a.grouped_name) == ("public", "DEFAULT_GROUP", "a", "DEFAULT_GROUP@@a")
     with pytest.raises(AttributeError):
         a.service = "x"  # type: ignore[misc]
+
+
+def test_instances_built_from_columns_are_the_instances_the_constructor_makes() -> None:
+    """The bulk builder (a snapshot's instance blocks) makes real, immutable ``Instance`` s equal to the
+    constructor's, with no connection, assigned id or orphan mark; columns of different lengths are refused."""
+    rows = [("10.0.0.1", 80, "DEFAULT", 1.0, True, True, {}), ("10.0.0.2", 81, "east", 2.5, False, True, {"k": "v"}),
+            ("10.0.0.3", 82, "east", 0.0, True, False, {})]
+    ids = [instance_entry_id(cluster, ip, port) for ip, port, cluster, *_ in rows]
+    columns = [list(col) for col in zip(*rows, strict=True)][1:]
+    built = instances_from_columns(ids, *columns)
+    expected = [Instance(ip, port, cluster, weight, up, on, meta) for ip, port, cluster, weight, up, on, meta in rows]
+    assert built == expected
+    assert all(type(inst) is Instance for inst in built)
+    assert [(i.ip, i.connection, i.assigned_id, i.orphaned_ms) for i in built] == [(r[0], "", "", 0) for r in rows]
+    assert built[1].checksum_digest() == expected[1].checksum_digest()
+    with pytest.raises(FrozenInstanceError):
+        built[0].port = 81  # type: ignore[misc]
+    with pytest.raises(ValueError, match="different lengths"):
+        instances_from_columns(ids, *columns[:-1], columns[-1][:2])
