@@ -179,9 +179,14 @@ class HeartbeatClocks:
         lost = 0
         keys = dict.fromkeys(self._store.keys())
         keys.update(dict.fromkeys(self._last_beat))
+        # Members only left (a peer went down): a key whose owner stays keeps it (rendezvous hashing: the
+        # highest score among fewer members is the same one while it is among them), so only the departed
+        # members' keys are looked up in the new map (at 10,000 keys, a third of the lookups).
+        staying = frozenset(new.members) if set(new.members) <= set(old.members) else frozenset()
         for key in keys:  # owner_of_key: cached by key object (the old map has most), no string built
-            was = old.owner_of_key(key) == node_id
-            now_owned = new.owner_of_key(key) == node_id
+            owner = old.owner_of_key(key)
+            was = owner == node_id
+            now_owned = (owner if owner in staying else new.owner_of_key(key)) == node_id
             if now_owned and not was:
                 gained.append(key)
                 self._last_beat[key] = {}
