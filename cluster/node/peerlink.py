@@ -87,7 +87,9 @@ if the peer dies before reading it: every message ends up in exactly one of ``me
 Received messages go to ``on_messages(peer_id, messages)`` one frame at a time, so the receiver may
 drain what they caused once per frame rather than once per message. The receive loop lets other tasks run
 (a checkpoint) after every ``_YIELD_BYTES`` of frames it handled, not only between reads: one read holds up
-to ``_RECV_MAX`` bytes, several snapshot chunks, and a starting node's probes waited for all of them. Callbacks run synchronously in PeerLinks' tasks; an exception from one propagates out of :meth:`serve`.
+to ``_RECV_MAX`` bytes, several snapshot chunks, and a starting node's probes waited for all of them. A
+snapshot chunk of 2,500 instances is a frame of ~120 KiB (~16 ms of decoding and merging): at 128 KiB the
+loop took two of them a step, at 64 KiB one. Callbacks run synchronously in PeerLinks' tasks; an exception from one propagates out of :meth:`serve`.
 Timeouts use trio's clock (``trio.current_time()``).
 """
 
@@ -145,7 +147,7 @@ MAX_ID_CHARS = 256
 _LEN = struct.Struct(">I")
 _RECV_SIZE = 65536
 _RECV_MAX = 1 << 20  # one receive_some allocates its whole size: stay moderate even for big frames
-_YIELD_BYTES = 128 * 1024  # the receive loop lets other tasks run after handling about this much
+_YIELD_BYTES = 64 * 1024  # the receive loop lets other tasks run after handling about this much (a snapshot chunk)
 _FRAME_SOFT_BYTES = 128 * 1024  # the writer starts a new frame past this (a frame is decoded in one step)
 _BATCH_BYTES = 1 << 20  # the writer packs up to about this much into one send_all
 _ARRAY_HEADER_MAX = 5  # bytes of the msgpack array header a frame's payload starts with (array 32)
