@@ -55,8 +55,8 @@ from cluster.grpc.wire import (
     Payload,
     WireError,
     decode_payload,
-    encode_payload,
-    frame_message,
+    encode_message,
+    whole_message,
 )
 from cluster.http.lane import KeepAliveLane
 
@@ -114,9 +114,9 @@ class SlowReader(Exception):
 class _Stream:
     __slots__ = ("answering", "done", "headers_sent", "is_bi", "out", "reader", "trailers", "whole")
 
-    def __init__(self, is_bi: bool, max_message_bytes: int) -> None:
+    def __init__(self, is_bi: bool) -> None:
         self.is_bi = is_bi
-        self.reader = MessageReader(max_message_bytes)
+        self.reader: MessageReader | None = None  # made when a message arrives in pieces
         self.out = bytearray()  # framed messages not yet framed as DATA (flow control)
         self.whole: bytes | None = None  # a unary call's answer (its only message, with the OK trailers)
         self.trailers: bytes | None = None  # the trailers' header block, to send once ``out`` is empty
@@ -171,6 +171,7 @@ class GrpcConnection:
         self._parked: trio.lowlevel.Task | None = None  # the writer, while it waits for work
         self._stalled_since: float | None = None
         self._closed = trio.Event()
+        self._ended = False  # close() was called (what ``closed`` says, read on every call)
         self._pull_pushes = pull_pushes
         self.bi_stream_id: int | None = None
         self._goaway_code = 0  # NO_ERROR, or the code of the client's protocol error
@@ -222,14 +223,15 @@ class GrpcConnection:
 
     def close(self, reason: str) -> None:
         """End the connection (from any task)."""
-        if not self._closed.is_set():
+        if not self._ended:
+            self._ended = True
             self.close_reason = reason
             self._closed.set()
 
     @property
     def closed(self) -> bool:
         """True once the connection is ending."""
-        return self._closed.is_set()
+        return self._ended
 
     async def _goodbye(self) -> None:
         with trio.move_on_after(1):
@@ -279,7 +281,7 @@ class GrpcConnection:
         one ``NodeRuntime.batch``), with no wake-up of the reader task. True: stay parked; False: hand the
         connection back to its reader (it is closing, or an unexpected error is to be raised there, so it
         ends this connection and not the lane)."""
-        if self.closed or self._fd is None:
+        if self._ended or self._fd is None:
             return False
         try:
             try:
@@ -289,7 +291,7 @@ class GrpcConnection:
             if not data:
                 self.close("closed by the client")
                 return False
-            return self._received(data) and not self.closed
+            return self._received(data) and not self._ended
         except OSError:
             self.close("connection lost")
         except SlowReader as exc:
@@ -311,11 +313,12 @@ class GrpcConnection:
             return False
         finally:
             self._in_receive = False
-        self._check_bounds()
-        if self._ready:
+        if self._ready:  # _write_now checks the bounds once the answers are framed
             ready, self._ready = self._ready, []
             self._write_now(ready)
-        elif self._out:
+            return True
+        self._check_bounds()
+        if self._out:
             self.wake()
         return True
 
@@ -388,7 +391,8 @@ class GrpcConnection:
         aside (wakes the writer instead) while the writer is inside ``send_all`` (``_sending``: a partial
         write whose rest must go first), on TLS (the stream's own methods) and once the connection ends.
         What the kernel does not take at once is left at the head of the buffer for the writer."""
-        if self._sending or self._fd is None or self.closed:
+        fd = self._fd
+        if self._sending or fd is None or self._ended:
             self.wake()
             return
         out, streams = self._out, self._streams
@@ -399,11 +403,14 @@ class GrpcConnection:
                     self._flush_stream(stream_id, state)
             self._check_bounds()
             while out:
-                chunk = bytes(out[:_WRITE_CHUNK])
-                whole = self._send_now(chunk)
-                del out[: self._sent_now]
-                self.bytes_out += self._sent_now
-                if not whole:
+                size = min(len(out), _WRITE_CHUNK)
+                try:  # the buffer itself when it fits one chunk (the usual answer): no copy
+                    sent = os.write(fd, out if size == len(out) else out[:size])
+                except BlockingIOError:
+                    sent = 0
+                del out[:sent]
+                self.bytes_out += sent
+                if sent < size:
                     self.wake()  # the writer waits until the socket takes the rest
                     return
                 self._stalled_since = None
@@ -453,19 +460,19 @@ class GrpcConnection:
                     content_type = value
             self._route_of = (headers, (path, method, content_type))
         if path not in (UNARY_PATH, STREAM_PATH) or method != "POST":
-            self._streams[stream_id] = _Stream(False, self.limits.max_message_bytes)
+            self._streams[stream_id] = _Stream(False)
             self._finish(stream_id, GRPC_UNIMPLEMENTED, f"unknown method {path[:200]}")
             return
         if not content_type.startswith("application/grpc"):
-            self._streams[stream_id] = _Stream(False, self.limits.max_message_bytes)
+            self._streams[stream_id] = _Stream(False)
             self._finish(stream_id, GRPC_INVALID_ARGUMENT, "content-type must be application/grpc")
             return
         is_bi = path == STREAM_PATH
         if is_bi and self.bi_stream_id is not None:
-            self._streams[stream_id] = _Stream(False, self.limits.max_message_bytes)
+            self._streams[stream_id] = _Stream(False)
             self._finish(stream_id, GRPC_INVALID_ARGUMENT, "one bi-stream per connection")
             return
-        state = _Stream(is_bi, self.limits.max_message_bytes)
+        state = _Stream(is_bi)
         self._streams[stream_id] = state
         if is_bi:  # a unary call's headers go out with its answer, in the same write
             self._send_headers(stream_id, state)
@@ -484,36 +491,70 @@ class GrpcConnection:
         if state.answering and data:  # more after a unary call's message, its answer still to come
             self._refuse(stream_id, state, WireError("a unary call carries exactly one request message"))
             return
-        try:
-            messages = state.reader.feed(data)
-        except WireError as exc:
-            self._refuse(stream_id, state, exc)
-            return
+        reader = state.reader
+        whole = whole_message(data, self.limits.max_message_bytes) if reader is None else None
+        if whole is not None:
+            messages = [whole]
+        else:
+            if reader is None:
+                reader = state.reader = MessageReader(self.limits.max_message_bytes)
+            try:
+                messages = reader.feed(data)
+            except WireError as exc:
+                self._refuse(stream_id, state, exc)
+                return
         for raw in messages:
+            if not state.is_bi:
+                self._unary(stream_id, state, raw)  # a unary call has one message: anything more is refused
+                return
             self.messages_in += 1
             try:
                 payload = decode_payload(raw)
             except WireError as exc:
                 self._refuse(stream_id, state, exc)
                 return
-            if state.is_bi:
-                handler.stream_message(self, payload)
-            else:
-                state.reader = MessageReader(0)  # a unary call has one message: anything more is refused
-                state.answering = True
-                try:
-                    reply = handler.unary(self, stream_id, payload)
-                except Exception:  # a bug must cost one call, never the node
-                    log.exception("grpc: handler failed on %s from %s", payload.type, self.connection_id)
-                    self._finish(stream_id, GRPC_INTERNAL, "internal error")
-                    return
-                if reply is not None:
-                    self.answer(stream_id, reply)
+            handler.stream_message(self, payload)
+
+    def on_call(self, stream_id: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        """A call's headers and the DATA that ends it, read together (see :meth:`H2Server.receive`): as
+        :meth:`on_request`, :meth:`on_data` and :meth:`on_end` in turn; a unary call whose one message is
+        the whole DATA (the usual case) goes straight to its handler."""
+        self.on_request(stream_id, headers)
+        state = self._streams.get(stream_id)
+        if state is not None and not state.is_bi and state.trailers is None and not state.answering:
+            raw = whole_message(data, self.limits.max_message_bytes)
+            if raw is not None:
+                self._unary(stream_id, state, raw)  # answering from now on: nothing for on_end to do
                 return
+        if data:
+            self.on_data(stream_id, data)
+        if stream_id in self.h2.streams:
+            self.on_end(stream_id)
+
+    def _unary(self, stream_id: int, state: _Stream, raw: bytes) -> None:
+        """A unary call's one message: decoded and handed to the handler; answered now or later."""
+        self.messages_in += 1
+        try:
+            payload = decode_payload(raw)
+        except WireError as exc:
+            self._refuse(stream_id, state, exc)
+            return
+        state.reader = None  # what else it held is dropped: more data is refused (``answering``)
+        state.answering = True
+        handler = self._handler
+        assert handler is not None
+        try:
+            reply = handler.unary(self, stream_id, payload)
+        except Exception:  # a bug must cost one call, never the node
+            log.exception("grpc: handler failed on %s from %s", payload.type, self.connection_id)
+            self._finish(stream_id, GRPC_INTERNAL, "internal error")
+            return
+        if reply is not None:
+            self.answer(stream_id, reply)
 
     def _refuse(self, stream_id: int, state: _Stream, exc: WireError) -> None:
         code = GRPC_RESOURCE_EXHAUSTED if "at most" in str(exc) else GRPC_INVALID_ARGUMENT
-        state.reader = MessageReader(0)
+        state.reader = None
         if state.is_bi:
             self._finish(stream_id, code, str(exc))
             self.close(f"bad message on the bi-stream: {exc}")
@@ -524,12 +565,12 @@ class GrpcConnection:
         """The answer to a unary call (None: the handler failed, ``INTERNAL``), with the OK trailers; written
         at once from the calling task when the writer is idle (:meth:`_write_now`), else by the writer."""
         state = self._streams.get(stream_id)
-        if state is None or state.trailers is not None or self.closed:
+        if state is None or state.trailers is not None or self._ended:
             return
         if reply is None:
             self._finish(stream_id, GRPC_INTERNAL, "internal error")
             return
-        message = frame_message(encode_payload(reply))
+        message = encode_message(reply)
         self.messages_out += 1
         if not state.headers_sent and not state.out:
             state.whole = message  # framed with its headers and trailers in one piece (_flush_stream)
@@ -549,7 +590,7 @@ class GrpcConnection:
         state = self._streams.get(stream_id)
         if state is None or state.trailers is not None or self.closed:
             return False
-        data = frame_message(encode_payload(payload))
+        data = encode_message(payload)
         state.out += data
         self.messages_out += 1
         self.wake()
@@ -595,7 +636,7 @@ class GrpcConnection:
                 window = self.h2.window(stream_id) if not state.done else 0
                 if window > 0:
                     for payload in self._pull_pushes(self, window):
-                        state.out += frame_message(encode_payload(payload))
+                        state.out += encode_message(payload)
                         self.messages_out += 1
             self._flush_stream(stream_id, state)
 
@@ -635,14 +676,16 @@ class GrpcConnection:
         """Bytes of incomplete messages buffered, all streams together."""
         total = self.h2.buffered
         for state in self._streams.values():
-            total += state.reader.buffered
+            if state.reader is not None:
+                total += state.reader.buffered
         return total
 
     def _check_bounds(self) -> None:
         outbound, inbound = len(self._out), self.h2.buffered  # both sums in one pass (every read and write)
         for state in self._streams.values():
             outbound += len(state.out) if state.whole is None else len(state.out) + len(state.whole)
-            inbound += state.reader.buffered
+            if state.reader is not None:
+                inbound += state.reader.buffered
         if outbound > self.limits.max_outbound_bytes:
             raise SlowReader(f"slow reader: over {self.limits.max_outbound_bytes} bytes waiting to be sent")
         if inbound > self.limits.max_inbound_bytes:

@@ -87,6 +87,11 @@ class H2Listener(Protocol):
     def on_data(self, stream_id: int, data: bytes) -> None:
         """DATA on an open stream (already acknowledged for flow control)."""
 
+    def on_call(self, stream_id: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        """A new stream's request headers and one DATA frame that ends it, read together (the usual unary
+        call): what :meth:`on_request`, :meth:`on_data` (when ``data`` is not empty) and :meth:`on_end`
+        would say in turn, in one call."""
+
     def on_end(self, stream_id: int) -> None:
         """The client ended its side of the stream (END_STREAM)."""
 
@@ -195,32 +200,77 @@ class H2Server:
         return len(self._buf)
 
     def receive(self, data: bytes | bytearray) -> None:
-        """Process received bytes; raises :class:`H2ProtocolError` on a connection error."""
+        """Process received bytes; raises :class:`H2ProtocolError` on a connection error.
+
+        Bytes that arrive with nothing left over from the last read (the usual case) are framed where they
+        are, without going through the buffer (which keeps only an incomplete frame's bytes). A new
+        stream's HEADERS followed by one DATA frame that ends it, both whole in the read, is taken as one
+        call (:meth:`_call`) when nothing about it needs the general path."""
         buf = self._buf
-        buf += data
-        if not self._preface_done:
-            if len(buf) < len(PREFACE):
-                if not PREFACE.startswith(bytes(buf)):
+        src: bytes | bytearray
+        if buf or not self._preface_done or type(data) is not bytes:
+            buf += data
+            if not self._preface_done:
+                if len(buf) < len(PREFACE):
+                    if not PREFACE.startswith(bytes(buf)):
+                        raise H2ProtocolError(PROTOCOL_ERROR, "not the HTTP/2 client preface")
+                    return
+                if buf[: len(PREFACE)] != PREFACE:
                     raise H2ProtocolError(PROTOCOL_ERROR, "not the HTTP/2 client preface")
-                return
-            if buf[: len(PREFACE)] != PREFACE:
-                raise H2ProtocolError(PROTOCOL_ERROR, "not the HTTP/2 client preface")
-            del buf[: len(PREFACE)]
-            self._preface_done = True
-        pos, end = 0, len(buf)
+                del buf[: len(PREFACE)]
+                self._preface_done = True
+            src = buf
+        else:
+            src = data
+        pos, end = 0, len(src)
         try:
             while end - pos >= 9:
-                high, low, kind, flags, stream_id = _HEAD.unpack_from(buf, pos)
+                high, low, kind, flags, stream_id = _HEAD.unpack_from(src, pos)
                 length = (high << 16) | low
                 if length > DEFAULT_FRAME_BYTES:
                     raise H2ProtocolError(FRAME_SIZE_ERROR, f"frame of {length} bytes: at most {DEFAULT_FRAME_BYTES}")
-                if end - pos - 9 < length:
+                stop = pos + 9 + length
+                if stop > end:
                     break
-                payload = bytes(buf[pos + 9 : pos + 9 + length])
-                pos += 9 + length
+                if kind == HEADERS and flags == FLAG_END_HEADERS and end - stop >= 9:
+                    high, low, kind2, flags2, stream2 = _HEAD.unpack_from(src, stop)
+                    stop2 = stop + 9 + ((high << 16) | low)
+                    if (kind2 == DATA and flags2 == FLAG_END_STREAM and stream2 == stream_id and stop2 <= end
+                            and stop2 - stop - 9 <= DEFAULT_FRAME_BYTES
+                            and self._call(stream_id, bytes(src[pos + 9 : stop]), bytes(src[stop + 9 : stop2]))):
+                        pos = stop2
+                        continue
+                payload = bytes(src[pos + 9 : stop])
+                pos = stop
                 self._frame(kind, flags, stream_id & 0x7FFFFFFF, payload)
         finally:
-            del buf[:pos]
+            if src is buf:
+                del buf[:pos]
+            elif pos < end:
+                buf += src[pos:]
+
+    def _call(self, stream_id: int, block: bytes, data: bytes) -> bool:
+        """A new stream's HEADERS (END_HEADERS only, no padding or priority) and the DATA frame that ends it,
+        handled as :meth:`_frame` would handle the two in turn, in one step; False (nothing done) when
+        anything about them needs the general path: an error to raise, a stream to refuse, a header block
+        still open, the first SETTINGS not seen yet, DATA beyond a window."""
+        size = len(data)
+        if (not self._settings_seen or self._pending_headers is not None or stream_id <= self.last_stream_id
+                or not stream_id & 1 or stream_id > 0x7FFFFFFF or self.goaway_received
+                or len(self.streams) >= self.max_concurrent_streams or size > self.stream_window_bytes
+                or self._recv_used + size > self.connection_window_bytes):
+            return False
+        headers = self._decode(block)
+        self.last_stream_id = stream_id
+        stream = self.streams[stream_id] = _StreamFlow(self.peer_stream_window)
+        self._recv_used += size
+        if self._recv_used * 2 >= self.connection_window_bytes:
+            self.out += frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._recv_used))
+            self._recv_used = 0
+        stream.recv_used = size
+        stream.remote_closed = True
+        self.listener.on_call(stream_id, headers, data)
+        return True
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if not self._settings_seen and kind != SETTINGS:

@@ -40,7 +40,7 @@ from cluster.grpc.requests import (
     Subscribe,
     parse_call,
 )
-from cluster.grpc.responses import error_response, response, with_service_info
+from cluster.grpc.responses import error_response, response, typed_response, with_service_info
 from cluster.grpc.subscriptions import Subscriptions
 from cluster.grpc.wire import Payload
 from cluster.node.pump import NodeRuntime
@@ -195,12 +195,12 @@ class NamingFrontDoor:
         if isinstance(call, BatchRegister):
             if failure is not None:
                 return self._result_error(rid, failure)
-            return response(response_type, rid, type="batchRegisterInstance")
+            return typed_response(response_type, rid, "batchRegisterInstance")
         if failure is not None:
             if call.register:  # it was not registered: do not keep renewing it
                 self.table.unbind(conn.connection_id, call.key, call.instance.entry_id)
             return self._result_error(rid, failure)
-        return response(response_type, rid, type="registerInstance" if call.register else "deregisterInstance")
+        return typed_response(response_type, rid, "registerInstance" if call.register else "deregisterInstance")
 
     # ------------------------------------------------------------------------------------------
     # helpers

@@ -106,6 +106,32 @@ def frame_message(data: bytes) -> bytes:
     return _PREFIX.pack(0, len(data)) + data
 
 
+def encode_message(payload: Payload) -> bytes:
+    """``frame_message(encode_payload(payload))``, put together in one piece for a payload with a type and
+    a body and nothing else (every answer the server sends, and its pushes)."""
+    body = payload.body
+    if payload.headers or payload.client_ip or not payload.type or not body:
+        return frame_message(encode_payload(payload))
+    meta_field = _TYPE_ONLY.get(payload.type)
+    if meta_field is None:
+        return frame_message(encode_payload(payload))
+    value_size = _varint(len(body))
+    any_size = _varint(len(body) + 1 + len(value_size))
+    total = len(meta_field) + 2 + len(any_size) + len(value_size) + len(body)
+    return b"".join((_PREFIX.pack(0, total), meta_field, _TAG_BODY, any_size, _TAG_VALUE, value_size, body))
+
+
+def whole_message(data: bytes, max_message_bytes: int) -> bytes | None:
+    """The message of ``data`` when ``data`` is exactly one uncompressed gRPC message of at most
+    ``max_message_bytes`` (what a call's one DATA frame usually holds), else None (a
+    :class:`MessageReader` takes it)."""
+    if len(data) >= 5 and data[0] == 0:
+        length = _PREFIX.unpack_from(data)[1]
+        if length + 5 == len(data) and length <= max_message_bytes:
+            return data[5:]
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # decoding
 # --------------------------------------------------------------------------------------------------
@@ -261,10 +287,10 @@ class MessageReader:
     def feed(self, data: bytes) -> list[bytes]:
         """Add bytes; return the messages they complete. Raises :class:`WireError` when a message is
         compressed (nobody may send one: we announce no ``grpc-accept-encoding``) or too large."""
-        if not self._buf and len(data) >= 5 and data[0] == 0:  # the usual case: one whole message
-            length = _PREFIX.unpack_from(data)[1]
-            if length + 5 == len(data) and length <= self.max_message_bytes:
-                return [bytes(data[5:])]
+        if not self._buf:  # the usual case: one whole message
+            whole = whole_message(data, self.max_message_bytes)
+            if whole is not None:
+                return [bytes(whole)]
         self._buf += data
         messages: list[bytes] = []
         while len(self._buf) >= 5:
@@ -289,6 +315,8 @@ __all__ = [
     "Payload",
     "WireError",
     "decode_payload",
+    "encode_message",
     "encode_payload",
     "frame_message",
+    "whole_message",
 ]

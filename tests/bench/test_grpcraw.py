@@ -15,7 +15,9 @@ from cluster.grpc.wire import Payload, decode_payload, encode_payload, frame_mes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from benchlib.grpcraw import _OK, _register_body, _register_rest, register_message
+from benchlib.grpcraw import _OK, _register_body, _register_rest, register_frames, register_message
+
+from cluster.grpc.http2 import DATA, FLAG_END_HEADERS, FLAG_END_STREAM, HEADERS, frame
 
 
 def test_prebuilt_registrations_are_the_encoders_bytes() -> None:
@@ -26,6 +28,15 @@ def test_prebuilt_registrations_are_the_encoders_bytes() -> None:
             message = register_message(request_id, _register_rest("grpc-bench-7", "10.0.3.1", weight))
             assert message == frame_message(encode_payload(Payload("InstanceRequest", raw)))
             assert json.loads(decode_payload(message[5:]).body) == body
+
+
+def test_a_registration_call_is_its_headers_and_the_data_frame_of_its_message() -> None:
+    block = b"\x83\x86\xc4\xc3\xc2\xc1\xc0\xbf"
+    rest = _register_rest("grpc-bench-7", "10.0.3.1", 2.0)
+    for stream_id, request_id in ((1, 7), (0x7FFFFFFF, 123_456_789)):
+        assert register_frames(stream_id, block, request_id, rest) == (
+            frame(HEADERS, FLAG_END_HEADERS, stream_id, block)
+            + frame(DATA, FLAG_END_STREAM, stream_id, register_message(request_id, rest)))
 
 
 # r-nacos 0.8.8's answers (serde's field order of its InstanceResponse and ErrorResponse): no "success" field

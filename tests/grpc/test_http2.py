@@ -26,6 +26,7 @@ class Recorder:
         self.requests: list[tuple[int, list[tuple[str, str]]]] = []
         self.data: list[tuple[int, bytes]] = []
         self.ended: list[int] = []
+        self.calls = 0  # headers and the DATA that ends the stream, taken together (H2Server._call)
 
     def on_request(self, stream_id: int, headers: list[tuple[str, str]]) -> None:
         self.requests.append((stream_id, list(headers)))
@@ -35,6 +36,13 @@ class Recorder:
 
     def on_end(self, stream_id: int) -> None:
         self.ended.append(stream_id)
+
+    def on_call(self, stream_id: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        self.calls += 1
+        self.on_request(stream_id, headers)
+        if data:
+            self.on_data(stream_id, data)
+        self.on_end(stream_id)
 
     def on_reset(self, stream_id: int) -> None:
         pass
@@ -153,3 +161,51 @@ def test_a_unary_answer_larger_than_a_window_or_frame_is_left_to_the_general_pat
     big.receive(frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, 1 << 20)))
     big.receive(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, hpack.Encoder().encode([(":path", "/a")])))
     assert not big.send_unary(1, b"\x88", b"x" * (16_384 + 1), b"")  # over one frame (the client's maximum)
+
+
+def _outcome(chunks: list[bytes]) -> tuple[object, ...]:
+    """Feed ``chunks`` to a fresh framer (four streams at most): what it reported, sent and holds, or the
+    error it raised."""
+    out = bytearray()
+    events = Recorder()
+    h2 = H2Server(events, out, max_concurrent_streams=4, stream_window_bytes=1000,
+                  connection_window_bytes=65_535, max_header_list_bytes=16 * 1024)
+    h2.receive(PREFACE + frame(SETTINGS, 0, 0))
+    error = None
+    try:
+        for chunk in chunks:
+            h2.receive(chunk)
+    except H2ProtocolError as exc:
+        error = (exc.code, str(exc))
+    streams = {sid: (s.recv_used, s.remote_closed, s.local_closed, s.send_window) for sid, s in h2.streams.items()}
+    held = None if error else h2.buffered  # (after an error the connection ends: what it holds is moot)
+    return (events.requests, events.data, events.ended, bytes(out), streams, h2.last_stream_id, held,
+            error), events.calls
+
+
+def test_headers_and_the_data_that_ends_the_stream_read_together_are_one_call_with_the_same_effects() -> None:
+    encoder = hpack.Encoder()
+    block = encoder.encode([(":method", "POST"), (":path", "/Request/request")])
+    again = encoder.encode([(":method", "POST"), (":path", "/Request/request")])  # index references only
+
+    def call(sid: int, data: bytes, blk: bytes = again, data_flags: int = FLAG_END_STREAM) -> list[bytes]:
+        return [frame(HEADERS, FLAG_END_HEADERS, sid, blk), frame(DATA, data_flags, sid, data)]
+
+    cases = {
+        "calls": call(1, b"a" * 300, block) + call(3, b"b" * 500) + call(5, b""),
+        "many calls, each window's update": [f for sid in range(1, 400, 2) for f in call(sid, b"m" * 700, block if sid == 1 else again)],
+        "data over the stream window": call(1, b"x" * 1001, block),
+        "more streams than allowed (refused)": [frame(HEADERS, FLAG_END_HEADERS, sid, block if sid == 1 else again)
+                                                for sid in (1, 3, 5, 7)] + call(9, b"late"),
+        "a stream id that does not grow": call(3, b"x", block) + call(1, b"y"),
+        "an even stream id": call(2, b"x", block),
+        "padded data": call(1, b"\x02ab\x00\x00", block, FLAG_END_STREAM | 0x8),
+        "data that does not end the stream": [*call(1, b"x", block, 0), frame(DATA, FLAG_END_STREAM, 1, b"y")],
+    }
+    for name, frames in cases.items():
+        apart, together = _outcome(frames), _outcome([b"".join(frames)])
+        assert together[0] == apart[0], name  # the same events, bytes out, stream states, or error
+        assert apart[1] == 0
+        cut = _outcome([b"".join(frames)[:50], b"".join(frames)[50:]])  # a call cut across two reads
+        assert cut[0] == apart[0], name
+    assert _outcome([b"".join(cases["calls"])])[1] == 3  # taken as calls, not frame by frame

@@ -24,7 +24,7 @@ from cluster.grpc.requests import (
     Subscribe,
     parse_call,
 )
-from cluster.grpc.responses import response
+from cluster.grpc.responses import response, typed_response
 from distro.model import ServiceKey, make_instance
 
 KEY = ServiceKey("public", "DEFAULT_GROUP", "orders")
@@ -153,4 +153,7 @@ def test_string_only_responses_are_the_bytes_json_dumps_gives(request_id: str) -
     body = {"resultCode": 200, "errorCode": 0, "message": "", "requestId": request_id, "success": True,
             "type": "registerInstance"}
     assert fast.body == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    for _ in range(2):  # built, then from its kept tail
+        typed = typed_response("InstanceResponse", request_id, "registerInstance")
+        assert typed == fast
     assert json.loads(response("HealthCheckResponse", request_id).body)["success"] is True

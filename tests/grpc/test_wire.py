@@ -15,8 +15,10 @@ from cluster.grpc.wire import (
     Payload,
     WireError,
     decode_payload,
+    encode_message,
     encode_payload,
     frame_message,
+    whole_message,
 )
 
 # protobuf 7.36.2's SerializeToString() of Payload(metadata=Metadata(type="InstanceRequest",
@@ -92,6 +94,22 @@ def test_any_bytes_decode_or_raise_wire_error(data: bytes) -> None:
 def test_round_trip(kind: str, body: bytes, headers: dict[str, str], ip: str) -> None:
     payload = Payload(kind, body, headers, ip)
     assert decode_payload(encode_payload(payload)) == payload
+
+
+@given(st.text(max_size=70), st.binary(max_size=20_000), st.booleans())
+def test_an_encoded_message_is_the_framed_payload(kind: str, body: bytes, with_ip: bool) -> None:
+    for payload in (Payload(kind, body), Payload(kind, body, client_ip="10.0.0.1" if with_ip else "")):
+        for _ in range(2):  # the first time and from the kept Metadata field
+            assert encode_message(payload) == frame_message(encode_payload(payload))
+
+
+def test_a_whole_message_is_only_one_uncompressed_message_within_the_bound() -> None:
+    message = frame_message(b"abc")
+    assert whole_message(message, 3) == b"abc"
+    assert whole_message(message, 2) is None  # over the bound: the reader refuses it
+    assert whole_message(message + b"\x00", 10) is None and whole_message(message[:-1], 10) is None
+    assert whole_message(b"\x01" + message[1:], 10) is None  # compressed: the reader refuses it
+    assert whole_message(b"", 10) is None and whole_message(frame_message(b""), 10) == b""
 
 
 def test_reader_reassembles_messages_split_anywhere() -> None:
