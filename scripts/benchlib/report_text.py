@@ -139,7 +139,9 @@ def _scale(run: _Run) -> list[str]:
          f" ({not_shown} of them did not show the change)")
       + (f"; the very first list of it on each node, which renders every host, {cold} ms" if cold else "")
       + "; a node restarted at this size was ready after "
-      f"{fmt(sc.get('restart_ready_ms'))} ms. Collections the nodes logged as pauses over 50 ms: "
+      f"{fmt(sc.get('restart_ready_ms'))} ms"
+      + (f" (snapshot chunks the two others sent it: {sc['restart_chunks_sent']})" if "restart_chunks_sent" in sc else "")
+      + ". Collections the nodes logged as pauses over 50 ms: "
       f"{len(sc.get('gc_log', []))}" + (f" ({'; '.join(sc['gc_log'][:3])})" if sc.get("gc_log") else "") + ".\n")
     if "membership_log" in sc:
         down = [line for line in sc["membership_log"] if "peer down:" in line]

@@ -143,6 +143,16 @@ def _post(addr: str, target: str) -> None:
         log(f"  POST {target} failed: {exc}")
 
 
+def _chunks_sent(addrs: list[str]) -> list[int]:
+    """Each node's ``distro_snapshot_chunks_sent_total`` (-1 when it cannot be read)."""
+    out = []
+    for a in addrs:
+        status, body = http_get(f"http://{a}/metrics", 10.0)
+        m = re.search(rb"^distro_snapshot_chunks_sent_total (\d+)", body, re.M) if status == 200 else None
+        out.append(int(m.group(1)) if m else -1)
+    return out
+
+
 def _log_lines(cluster: DistroCluster, *needles: str) -> list[str]:
     """The nodes' log lines that contain any of ``needles`` (each cut to its last 160 characters)."""
     lines = []
@@ -205,6 +215,8 @@ def phase_scale(m: dict[str, Any], ps: ProcessSet, n: int, profiler: Profiler | 
         out["big_list"] = _big_list_after_change(cluster)
         log(f"  first list of a {BIG:,}-instance service after a change: {out['big_list']['first_list_after_change_ms']} ms")
         step("restart")
+        survivors = cluster.addrs[:2]
+        chunks_before = _chunks_sent(survivors)
         if profiler is not None:  # the survivors across the restart, then the restarted node from its start
             profiler.start("scale-restart", {"n1": cluster.node(0).pid, "n2": cluster.node(1).pid}, RESTART_PROFILE_S,
                            timeline=True)
@@ -216,7 +228,11 @@ def phase_scale(m: dict[str, Any], ps: ProcessSet, n: int, profiler: Profiler | 
             profiler.start("scale-restart", {"n3": cluster.node(2).pid}, RESTART_PROFILE_S, timeline=True)
         cluster.wait_ready([2], timeout=300)
         out["restart_ready_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        log(f"  restarted n3 ready after {out['restart_ready_ms']:,} ms")
+        # How many snapshot chunks each survivor sent for the restart (one of them, once, if all went well).
+        out["restart_chunks_sent"] = [after - before for after, before in zip(_chunks_sent(survivors), chunks_before,
+                                                                              strict=True)]
+        log(f"  restarted n3 ready after {out['restart_ready_ms']:,} ms; snapshot chunks sent by n1, n2: "
+            f"{out['restart_chunks_sent']}")
         step("end")
         out["gc_log"] = _log_lines(cluster, "collection paused", "collected the frozen heap")
         # A peer declared down or an ownership change is a flap unless it is the planned restart's.

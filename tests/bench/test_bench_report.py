@@ -172,3 +172,15 @@ def test_the_scale_page_gives_the_longest_run_of_steps_between_looks_at_the_sock
     assert "Runs of task steps between two looks at the sockets over 50 ms" in page
     assert ("2; the longest: the event loop ran 120 ms (90 ms of it on a CPU) between two looks at its sockets: "
             "5 task steps, the longest cluster.node.peerlink.PeerLinks._serve_inbound (70 ms).") in page
+
+
+def test_the_scale_page_says_how_many_snapshot_chunks_each_survivor_sent_for_the_restart(tmp_path: Path) -> None:
+    """The restart's snapshot is built once, by one survivor: a run that counted the chunks says so."""
+    results = copy.deepcopy(RECORDED)
+    scale = results["details"]["distro"].get("scale")
+    if scale is None:
+        pytest.skip("the recorded run has no scale section")
+    scale.pop("restart_chunks_sent", None)
+    assert "snapshot chunks the two others sent it" not in report_text.render(results, tmp_path / "a.md", None)
+    scale["restart_chunks_sent"] = [0, 410]
+    assert "(snapshot chunks the two others sent it: [0, 410])" in report_text.render(results, tmp_path / "b.md", None)
