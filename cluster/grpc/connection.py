@@ -389,10 +389,16 @@ class GrpcConnection:
 
         Still one writer at a time: trio runs one task at a time, this method never awaits, and it steps
         aside (wakes the writer instead) while the writer is inside ``send_all`` (``_sending``: a partial
-        write whose rest must go first), on TLS (the stream's own methods) and once the connection ends.
-        What the kernel does not take at once is left at the head of the buffer for the writer."""
+        write whose rest must go first), on TLS (the stream's own methods) and once the connection ends;
+        stepping aside, it still checks the bounds (a client that never reads fills the buffer while the
+        writer waits). What the kernel does not take at once is left at the head of the buffer for the writer."""
         fd = self._fd
         if self._sending or fd is None or self._ended:
+            if not self._ended:  # the writer frames these answers later: the bounds hold meanwhile all the same
+                try:
+                    self._check_bounds()
+                except SlowReader as exc:
+                    self.close(str(exc))
             self.wake()
             return
         out, streams = self._out, self._streams

@@ -60,3 +60,44 @@ async def test_more_data_after_a_waiting_unary_message_fails_that_call_only() ->
         assert [p.type for p in client.messages[second]] == ["HealthCheckResponse"]
         assert first not in client.messages
         nursery.cancel_scope.cancel()
+
+
+class AnsweringHandler:
+    """Every unary call is answered at once (as a read, or a write this node owns)."""
+
+    def unary(self, conn: GrpcConnection, stream_id: int, payload: Payload) -> Payload | None:
+        return Payload("HealthCheckResponse", b'{"resultCode":200}')
+
+    def stream_message(self, conn: GrpcConnection, payload: Payload) -> None:
+        pass
+
+    def stream_opened(self, conn: GrpcConnection) -> None:
+        pass
+
+
+async def test_a_client_that_never_reads_is_cut_off_at_the_outbound_bound_while_the_writer_waits() -> None:
+    """A client that sends calls answered at once, each with a burst of PINGs, and never reads: once the
+    socket is full the writer waits in its send, and every read then carries an answer to write. The
+    outbound bound still holds (the connection closes as a slow reader past it), not only the writer's
+    stall timeout, a minute away here. Before, a read whose answers were handed to the waiting writer
+    skipped the bounds check, so the buffered PING acknowledgements and answers grew past the bound."""
+    server_sock, client_sock = trio.socket.socketpair()
+    limits = GrpcLimits(max_outbound_bytes=64 * 1024, max_concurrent_streams=100_000, stall_timeout_ms=60_000)
+    conn = GrpcConnection(trio.SocketStream(server_sock), "c1", ("127.0.0.1", 1), limits)
+    client = GrpcClient(trio.SocketStream(client_sock))  # never pumped: nothing is ever read
+    message = _message("HealthCheckRequest", {"requestId": "1"})
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run, AnsweringHandler())
+        with trio.fail_after(10):
+            for _ in range(1_000):
+                if conn.closed:
+                    break
+                for i in range(200):
+                    client.h2.ping(i.to_bytes(8, "big"))
+                try:
+                    await client.call_raw(message)  # queues the call after the pings, then sends them all
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+            await wait_for(lambda: conn.closed, what="the slow reader cut off")
+        assert conn.close_reason is not None and "slow reader: over" in conn.close_reason
+        nursery.cancel_scope.cancel()
