@@ -235,10 +235,51 @@ def _decode_any(data: bytes | memoryview, pos: int, end: int, payload: Payload) 
             payload.body = bytes(data[a:pos])
 
 
+def _decode_usual(data: bytes | memoryview, end: int) -> Payload | None:
+    """The Payload of ``data`` when it has the usual shape, else None: Metadata holding only its type
+    (shorter than 128 bytes), then the body, an Any holding only its value, with lengths of one or two
+    bytes, and nothing after. What the general path would make of it, with no field loop."""
+    if end < 6 or data[0] != 0x12 or data[2] != 0x1A:
+        return None
+    meta_end = 2 + data[1]
+    if data[1] >= 0x80 or data[3] + 4 != meta_end or meta_end + 2 > end or data[meta_end] != 0x1A:
+        return None
+    pos = meta_end + 1
+    size = data[pos]
+    if size >= 0x80:
+        if pos + 1 >= end or data[pos + 1] >= 0x80:
+            return None
+        size = (size & 0x7F) | (data[pos + 1] << 7)
+        pos += 1
+    pos += 1
+    if pos + size != end:
+        return None
+    if size == 0:
+        return Payload(_text(data, 4, meta_end, "Metadata.type"))
+    if pos + 2 > end or data[pos] != 0x12:
+        return None
+    value_size = data[pos + 1]
+    start = pos + 2
+    if value_size >= 0x80:
+        if start >= end or data[start] >= 0x80:
+            return None
+        value_size = (value_size & 0x7F) | (data[start] << 7)
+        start += 1
+    if start + value_size != end:
+        return None
+    return Payload(_text(data, 4, meta_end, "Metadata.type"), bytes(data[start:end]))
+
+
 def decode_payload(data: bytes | memoryview) -> Payload:
-    """Parse a Payload; raises :class:`WireError` on anything malformed. The two fields every Payload has
-    (one-byte tags, lengths of one or two bytes) are read in line; anything else takes the general path."""
+    """Parse a Payload; raises :class:`WireError` on anything malformed. The usual shape is read in line
+    (:func:`_decode_usual`); anything else takes the general path, whose two fields every Payload has
+    (one-byte tags, lengths of one or two bytes) are read in line too."""
     end = len(data)
+    usual = _decode_usual(data, end) if end <= MAX_MESSAGE_BYTES else None
+    return usual if usual is not None else _decode_general(data, end)
+
+
+def _decode_general(data: bytes | memoryview, end: int) -> Payload:
     if end > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {end} bytes: at most {MAX_MESSAGE_BYTES}")
     payload = Payload("")

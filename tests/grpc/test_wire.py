@@ -112,6 +112,36 @@ def test_a_whole_message_is_only_one_uncompressed_message_within_the_bound() -> 
     assert whole_message(b"", 10) is None and whole_message(frame_message(b""), 10) == b""
 
 
+def _usual_or_general(data: bytes) -> tuple[object, object]:
+    from cluster.grpc import wire
+
+    try:
+        general: object = wire._decode_general(data, len(data))
+    except WireError as exc:
+        general = str(exc)
+    try:
+        usual: object = wire._decode_usual(data, len(data))
+    except WireError as exc:
+        usual = str(exc)
+    return usual, general
+
+
+@given(st.text(max_size=140), st.binary(max_size=20_000))
+def test_the_usual_shape_decodes_in_line_as_in_general(kind: str, body: bytes) -> None:
+    data = encode_payload(Payload(kind, body))
+    usual, general = _usual_or_general(data)
+    assert general == Payload(kind, body)
+    assert usual in (None, general)
+    if 0 < len(kind.encode()) < 128 and len(body) < 16_000:  # the usual shape: type only, lengths of 1-2 bytes
+        assert usual == general
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_in_line_as_in_general_or_take_the_general_path(data: bytes) -> None:
+    usual, general = _usual_or_general(data)
+    assert usual is None or usual == general
+
+
 def test_reader_reassembles_messages_split_anywhere() -> None:
     messages = [b"", b"x" * 10, b"y" * 70_000]
     stream = b"".join(frame_message(m) for m in messages)
