@@ -157,6 +157,10 @@ _SHARED_BYTES = 4 * 1024 * 1024  # ... and at most this many bytes of them (a bi
 _DUPLICATE_RETRY_FACTOR = 10  # a duplicate address is retried this many reconnect intervals later
 
 
+# The largest frame a peer link sends or accepts; settings size the core's batches to fit it.
+PEER_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class PeerLinkConfig:
     """Settings of one node's peer links (times in milliseconds of trio's clock)."""
@@ -166,7 +170,7 @@ class PeerLinkConfig:
     peer_addresses: tuple[str, ...]  # peers' peer-link addresses host:port (our own is detected, skipped)
     secret: bytes  # cluster secret; both ends prove knowledge of it
     previous_secrets: tuple[bytes, ...] = ()  # also accepted while a new secret is rolled out
-    max_frame_bytes: int = 16 * 1024 * 1024
+    max_frame_bytes: int = PEER_MAX_FRAME_BYTES
     send_queue_limit: int = 10_000  # messages queued per peer; beyond: reported as failed
     send_queue_bytes: int = 64 * 1024 * 1024  # encoded bytes queued per peer; beyond: reported as failed
     connect_timeout_ms: int = 2_000

@@ -14,6 +14,7 @@ port plus ``--grpc-port-offset`` (1000, Nacos's rule). docs/operations.md lists 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import socket
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import Any
 from cluster.api.pushtargets import Network, parse_networks
 from cluster.node.datadir import default_data_dir
 from cluster.node.peerlink import MAX_PREVIOUS_SECRETS as MAX_PREVIOUS_CLUSTER_SECRETS
+from cluster.node.peerlink import PEER_MAX_FRAME_BYTES
 from cluster.node.tls import TlsFiles, tls_files
 from distro.config import DistroConfig
 from distro.errors import ConfigError
@@ -228,7 +230,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> NodeSettings:
     cluster_size = len(set(others)) + 1
     core_values = {field_name: getattr(args, flag.replace("-", "_")) for flag, field_name in _CORE_FLAGS.items()}
     try:
-        core = DistroConfig(cluster_size=cluster_size, **core_values)
+        core = fit_peer_batches(DistroConfig(cluster_size=cluster_size, **core_values), args.metadata_max_bytes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     node_id = args.node_id or advertise
@@ -300,6 +302,30 @@ def _non_negative(flag: str, value: int) -> int:
     if value < 0:
         raise ConfigError(f"{flag} must not be negative, got {value}")
     return value
+
+
+# What an entry of a peer message can take besides its metadata, encoded: its id (ip:port:cluster), the
+# instance's ip, cluster name, numbers and flags, and an item's service key (names are at most 256 characters).
+ENTRY_OVERHEAD_BYTES = 2048
+
+
+def fit_peer_batches(core: DistroConfig, metadata_max_bytes: int) -> DistroConfig:
+    """``core`` with its snapshot chunks and replication batches made small enough that the largest entries
+    the API accepts (``metadata_max_bytes`` of metadata each) still fit one peer-link frame. A message that
+    does not fit can never be sent: a restarting node would wait for the chunk until its snapshot timed out,
+    and a batch's changes would reach peers only by the next digest round. The defaults fit 4 KiB."""
+    if metadata_max_bytes < 1:
+        raise ConfigError(f"--metadata-max-bytes must be positive, got {metadata_max_bytes}")
+    entry_bytes = metadata_max_bytes + ENTRY_OVERHEAD_BYTES
+    room = PEER_MAX_FRAME_BYTES - 64 * 1024  # the message's own fields and the frame's header
+    fits = room // entry_bytes
+    if fits < 1:
+        raise ConfigError(f"--metadata-max-bytes {metadata_max_bytes} is too large: an instance must fit a "
+                          f"peer message of {PEER_MAX_FRAME_BYTES} bytes")
+    if core.snapshot_chunk_entries <= fits and core.sync_batch_entries <= fits:
+        return core
+    return dataclasses.replace(core, snapshot_chunk_entries=min(core.snapshot_chunk_entries, fits),
+                               sync_batch_entries=min(core.sync_batch_entries, fits))
 
 
 def beat_timing_warning(core: DistroConfig) -> str | None:
