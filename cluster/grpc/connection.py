@@ -513,11 +513,8 @@ class GrpcConnection:
             if not state.is_bi:
                 self._unary(stream_id, state, raw)  # a unary call has one message: anything more is refused
                 return
-            self.messages_in += 1
-            try:
-                payload = decode_payload(raw)
-            except WireError as exc:
-                self._refuse(stream_id, state, exc)
+            payload = self._decoded(stream_id, state, raw)
+            if payload is None:
                 return
             handler.stream_message(self, payload)
 
@@ -537,13 +534,19 @@ class GrpcConnection:
         if stream_id in self.h2.streams:
             self.on_end(stream_id)
 
-    def _unary(self, stream_id: int, state: _Stream, raw: bytes) -> None:
-        """A unary call's one message: decoded and handed to the handler; answered now or later."""
+    def _decoded(self, stream_id: int, state: _Stream, raw: bytes) -> Payload | None:
+        """One message of a call, counted and decoded; None when it is not a Payload (the call is refused)."""
         self.messages_in += 1
         try:
-            payload = decode_payload(raw)
+            return decode_payload(raw)
         except WireError as exc:
             self._refuse(stream_id, state, exc)
+            return None
+
+    def _unary(self, stream_id: int, state: _Stream, raw: bytes) -> None:
+        """A unary call's one message: decoded and handed to the handler; answered now or later."""
+        payload = self._decoded(stream_id, state, raw)
+        if payload is None:
             return
         state.reader = None  # what else it held is dropped: more data is refused (``answering``)
         state.answering = True

@@ -130,13 +130,19 @@ def test_the_grpc_plot_has_rnacos_series(tmp_path: Path) -> None:
     assert (tmp_path / "grpc_register.png").stat().st_size > 0
 
 
-def test_the_scale_page_gives_the_big_lists_head_times_when_the_run_has_them(tmp_path: Path) -> None:
-    """The big-list step times each list until its head is read as well as in all (the render, then the
-    transfer); a run recorded before that says nothing of heads."""
+def _recorded_with_scale() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A copy of the recorded run and its scale section (the test is skipped when the run has none)."""
     results = copy.deepcopy(RECORDED)
     scale = results["details"]["distro"].get("scale")
     if scale is None:
         pytest.skip("the recorded run has no scale section")
+    return results, scale
+
+
+def test_the_scale_page_gives_the_big_lists_head_times_when_the_run_has_them(tmp_path: Path) -> None:
+    """The big-list step times each list until its head is read as well as in all (the render, then the
+    transfer); a run recorded before that says nothing of heads."""
+    results, scale = _recorded_with_scale()
     scale["big_list"].pop("first_list_after_change_head_ms", None)
     assert "its head, sent once the node had rendered" not in report_text.render(results, tmp_path / "a.md", None)
     for key in ("first_list_after_change_gzip_ms", "gzip_inflate_ms", "gzip_bytes", "body_bytes"):
@@ -155,10 +161,7 @@ def test_the_scale_page_gives_the_big_lists_head_times_when_the_run_has_them(tmp
 
 def test_the_scale_page_gives_the_longest_run_of_steps_between_looks_at_the_sockets(tmp_path: Path) -> None:
     """A run that logged runs of task steps between two looks at the sockets says how many, and the longest."""
-    results = copy.deepcopy(RECORDED)
-    scale = results["details"]["distro"].get("scale")
-    if scale is None:
-        pytest.skip("the recorded run has no scale section")
+    results, scale = _recorded_with_scale()
     scale.pop("loop_stall_log", None)
     assert "between two looks at the sockets" not in report_text.render(results, tmp_path / "a.md", None)
     prefix = "scale-n2: 2026-11-29 02:19:43,187 WARNING n2 distro.stall: stall: "
@@ -176,10 +179,7 @@ def test_the_scale_page_gives_the_longest_run_of_steps_between_looks_at_the_sock
 
 def test_the_scale_page_says_how_many_snapshot_chunks_each_survivor_sent_for_the_restart(tmp_path: Path) -> None:
     """The restart's snapshot is built once, by one survivor: a run that counted the chunks says so."""
-    results = copy.deepcopy(RECORDED)
-    scale = results["details"]["distro"].get("scale")
-    if scale is None:
-        pytest.skip("the recorded run has no scale section")
+    results, scale = _recorded_with_scale()
     scale.pop("restart_chunks_sent", None)
     assert "snapshot chunks the two others sent it" not in report_text.render(results, tmp_path / "a.md", None)
     scale["restart_chunks_sent"] = [0, 410]
