@@ -13,7 +13,7 @@ Layout (compact: a type tag and positional fields, never field names)::
     ["digest", [[key, digest], ...], low, high]        low/high: str | None
     ["repair", items, [key, ...]]
     ["snapreq"]
-    ["snap", ready, snapshot_id, seq, total, items]
+    ["snap", ready, snapshot_id, seq, total, items (, [block, ...])]   blocks: only when the chunk has any
     ["subq", query_id, key]
     ["subr", query_id, [[addr, agent, app, ip, port, clusters, protocol], ...]]
     ["conq", query_id, key | None]
@@ -32,6 +32,10 @@ Layout (compact: a type tag and positional fields, never field names)::
              | ["c", check_port, use_instance_port, checker, metadata]       (under "#cluster/<name>")
              | ["n", name, desc, created_ms]                                 (a namespace, reserved key)
              | ["s", text]                                                   (a registry setting, reserved key)
+    block    = [key, ips, ports, clusters, weights, healthy, enabled, metadata_index, metadata_table, ms,
+                counters, nodes, extras (, digest)]   one column per field; extras = [[i, connection,
+                                                       assigned_id, orphaned_ms], ...]; digest (uint64, the
+                                                       XOR of the entries' hashes) when the sender gave it
     checker  = [type, path, headers, expected_response_code, user, pwd, cmd]
     request  = ["reg", key, instance]                  instance = ["i", ...] as above
              | ["dereg", key, cluster, ip, port (, connection)]
@@ -288,11 +292,11 @@ def _enc_snapshot_request(m: SnapshotRequest) -> list[Any]:
 def _enc_snapshot_chunk(m: SnapshotChunk) -> list[Any]:
     out = ["snap", m.ready, m.snapshot_id, m.seq, m.total, _enc_items(m.items)]
     if m.blocks:
-        out.append([_enc_block(key, datum) for key, datum in m.blocks])
+        out.append([_enc_block(key, datum, digest) for key, datum, digest in m.blocks])
     return out
 
 
-def _enc_block(key: ServiceKey, datum: Datum) -> list[Any]:
+def _enc_block(key: ServiceKey, datum: Datum, digest: int | None) -> list[Any]:
     """One key's live instances as columns (see the layout in this module's docstring)."""
     entries = list(datum.values())
     insts: list[Instance] = [entry.value for entry in entries]  # type: ignore[misc]
@@ -309,11 +313,14 @@ def _enc_block(key: ServiceKey, datum: Datum) -> list[Any]:
         meta_index.append(index)
         if inst.connection or inst.assigned_id or inst.orphaned_ms:
             extras.append([i, inst.connection, inst.assigned_id, inst.orphaned_ms])
-    return [
+    out: list[Any] = [
         str(key), [inst.ip for inst in insts], [inst.port for inst in insts], [inst.cluster for inst in insts],
         [inst.weight for inst in insts], [inst.healthy for inst in insts], [inst.enabled for inst in insts],
         meta_index, metas, [e.ms for e in entries], [e.counter for e in entries], [e.node for e in entries], extras,
     ]
+    if digest is not None:
+        out.append(digest)
+    return out
 
 
 def _enc_subscribers_query(m: SubscribersQuery) -> list[Any]:
@@ -973,6 +980,11 @@ def _instance_block(obj: Any, ctx: _Ctx) -> InstanceBlock:
     """One key's live instances from columns: each column checked as a whole, each distinct value (cluster
     name, weight, writer node, metadata) once, then the instances built in bulk. Equal to what
     :func:`_items` makes of the same entries, at about a third of its cost per entry."""
+    if type(obj) in _SEQ and len(obj) == 14:
+        digest: int | None = _int(obj[13], "block digest", 0, MAX_UINT64)
+        obj = obj[:13]
+    else:
+        digest = None
     (key_s, ips, ports, clusters, weights, healthy, enabled, meta_index, metas, ms, counters, nodes,
      extras) = _seq(obj, 13, "instance block")
     key = _key(key_s, ctx)
@@ -1009,7 +1021,7 @@ def _instance_block(obj: Any, ctx: _Ctx) -> InstanceBlock:
     datum = dict(zip(entry_ids, map(Entry, versions, insts), strict=True))
     if len(datum) != n:
         raise ProtocolError("instance block: an entry id twice")
-    return key, datum
+    return key, datum, digest
 
 
 def _dec_subscribers_query(obj: list[Any] | tuple[Any, ...], ctx: _Ctx) -> Message:

@@ -34,9 +34,11 @@ __all__ = [
 
 Item = tuple[ServiceKey, str, Entry]
 Items = tuple[Item, ...]
-InstanceBlock = tuple[ServiceKey, Datum]
-"""Live instance entries of one service key, by entry id (a snapshot chunk carries its instances so: the
-codec sends them as columns, and a starting node installs them in bulk, :meth:`DatumStore.merge_instances`)."""
+InstanceBlock = tuple[ServiceKey, Datum, int | None]
+"""Live instance entries of one service key, by entry id, and the XOR of their entry hashes (None when the
+sender did not say): a snapshot chunk carries its instances so. The codec sends them as columns, and a
+starting node installs them in bulk (:meth:`DatumStore.merge_instances`), adding the sender's digest to its
+own instead of hashing each entry when it applied all of them and replaced none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ class SnapshotChunk:
     @property
     def entry_count(self) -> int:
         """How many entries the chunk carries (items and block entries)."""
-        return len(self.items) + sum(len(datum) for _, datum in self.blocks)
+        return len(self.items) + sum(len(datum) for _, datum, _ in self.blocks)
 
 
 SubscriberRow = tuple[str, str, str, str, int, str, str]

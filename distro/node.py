@@ -821,10 +821,11 @@ class DistroNode:
             self._c["stale_entries_refused"] += 1
             self._write(key, entry_id, None, now_ms)
 
-    def _merge_block(self, key: ServiceKey, entries: Datum, now_ms: int) -> None:
+    def _merge_block(self, key: ServiceKey, entries: Datum, digest: int | None, now_ms: int) -> None:
         """A snapshot's live instances of one key, merged in bulk: what :meth:`_merge_items` does with each
         (an instance is never cluster data, so nothing is persisted; a node loading its snapshot owns
-        nothing, so no clock starts), at a fraction of its cost per entry."""
+        nothing, so no clock starts), at a fraction of its cost per entry. ``digest`` is the sender's XOR of
+        the entries' hashes (:meth:`DatumStore.merge_instances` uses it instead of hashing them)."""
         if not entries:
             return
         newest = max(entries.values(), key=_STAMP)
@@ -833,7 +834,7 @@ class DistroNode:
             return
         self.clock.observe(newest)
         new_key = key not in self.store
-        applied = self.store.merge_instances(key, entries)
+        applied = self.store.merge_instances(key, entries, digest)
         if not applied:
             return
         if new_key:
@@ -862,8 +863,8 @@ class DistroNode:
     def _on_snapshot_chunk(self, sender: str, message: SnapshotChunk, now_ms: int) -> None:
         if message.items:
             self._merge_items(message.items, now_ms)
-        for key, entries in message.blocks:
-            self._merge_block(key, entries, now_ms)
+        for key, entries, digest in message.blocks:
+            self._merge_block(key, entries, digest, now_ms)
         if self.ready:
             return
         if not message.ready:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from distro.config import NEVER, DistroConfig
-from distro.datum import Datum
+from distro.datum import Datum, datum_digest
 from distro.effects import Outbox
 from distro.membership import PeerState
 from distro.messages import InstanceBlock, Item, Items, SnapshotChunk, SnapshotRequest
@@ -38,13 +38,15 @@ __all__ = ["StartupSnapshot"]
 
 @dataclass(slots=True)
 class _Serving:
-    """A snapshot being sent to one peer: the keys to walk, how far, and entries walked but not yet sent."""
+    """A snapshot being sent to one peer: the keys to walk, how far, entries walked but not yet sent, and
+    each walked key's live instances as walked: how many, and the XOR of their entry hashes."""
 
     snapshot_id: int
     keys: list[ServiceKey]
     next_key: int = 0
     seq: int = 0
     pending: list[Item] = field(default_factory=list)
+    walked: dict[ServiceKey, tuple[int, int]] = field(default_factory=dict)
 
 
 class StartupSnapshot:
@@ -194,7 +196,8 @@ class StartupSnapshot:
                 datum = self._store.datum(key)
                 if datum is not None:
                     pending.extend([(key, entry_id, entry) for entry_id, entry in datum.items()])
-            items, blocks = _split(pending[:size])
+                    serving.walked[key] = _instances_digest(self._store, key, datum)
+            items, blocks = _split(pending[:size], serving.walked)
             del pending[:size]
             last = not pending and serving.next_key >= len(keys)
             seq = serving.seq
@@ -218,9 +221,22 @@ class StartupSnapshot:
         return peer_id in self._owed
 
 
-def _split(chunk: list[Item]) -> tuple[Items, tuple[InstanceBlock, ...]]:
+def _instances_digest(store: DatumStore, key: ServiceKey, datum: Datum) -> tuple[int, int]:
+    """How many live instances ``datum`` (the key's, in ``store``) holds, and the XOR of their entry hashes:
+    the key's digest, which the store keeps, without the few other entries' (tombstones, settings)."""
+    digest = store.digest(key)
+    live = store.live_instance_count(key)
+    if live == len(datum):
+        return live, digest
+    others = [(entry_id, entry) for entry_id, entry in datum.items() if type(entry.value) is not Instance]
+    return len(datum) - len(others), digest ^ datum_digest(others)
+
+
+def _split(chunk: list[Item], walked: Mapping[ServiceKey, tuple[int, int]]) -> tuple[Items, tuple[InstanceBlock, ...]]:
     """A chunk's entries as the message carries them: live instances in one block per key (the receiver
-    installs those in bulk), the rest (tombstones, settings) as items."""
+    installs those in bulk), the rest (tombstones, settings) as items. A block holding all its key's live
+    instances as walked carries their digest from ``walked``; the part of a key split over two chunks is
+    hashed here (the receiver then hashes nothing)."""
     items: list[Item] = []
     blocks: dict[ServiceKey, Datum] = {}
     for key, entry_id, entry in chunk:
@@ -231,4 +247,8 @@ def _split(chunk: list[Item]) -> tuple[Items, tuple[InstanceBlock, ...]]:
             block[entry_id] = entry
         else:
             items.append((key, entry_id, entry))
-    return tuple(items), tuple(blocks.items())
+    out: list[InstanceBlock] = []
+    for key, block in blocks.items():
+        count, digest = walked[key]
+        out.append((key, block, digest if count == len(block) else datum_digest(block.items())))
+    return tuple(items), tuple(out)

@@ -50,7 +50,7 @@ def test_a_chunk_of_the_widest_entries_fits_one_frame(metadata_max_bytes: int) -
     blocks = []
     for n in range(count):  # each entry in a service of its own: a key per block, the worst case
         inst = widest_instance(n, metadata_max_bytes)
-        blocks.append((widest_key(n), {inst.entry_id: Entry(VERSION, inst)}))
+        blocks.append((widest_key(n), {inst.entry_id: Entry(VERSION, inst)}, 2**64 - 1))  # the widest digest
     size = frame_bytes(SnapshotChunk(True, 2**40, 2**30, 2**30 + 2, (), tuple(blocks)))
     assert size <= PEER_MAX_FRAME_BYTES, (count, size)
 

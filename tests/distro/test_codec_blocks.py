@@ -4,8 +4,10 @@
   (metadata, a gRPC connection, an assigned id, an orphan mark).
 - A block decodes to exactly the entries that the same instances sent as items decode to, and shares
   repeated values (cluster names, metadata mappings, version milliseconds) as the item path does.
+- A block's digest (the XOR of its entries' hashes, when the sender gives it) travels as it was given.
 - Each malformed block (wrong arity or column length, a value of the wrong type or out of range, a reserved
-  key, an entry id twice) is refused with a clear ``ProtocolError``, never the safety net's.
+  key, an entry id twice, a digest that is no uint64) is refused with a clear ``ProtocolError``, never the
+  safety net's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distro.codec import INTERNAL_ERROR_PREFIX, ProtocolError, decode_message, encode_message
-from distro.datum import Entry
+from distro.datum import Entry, datum_digest
 from distro.messages import SnapshotChunk, SyncBatch
 from distro.model import Instance, ServiceKey
 from distro.versions import Version
@@ -35,35 +37,39 @@ def round_trip(obj: Any) -> Any:
 extras = st.tuples(st.sampled_from(["", "conn-1"]), st.sampled_from(["", "1234"]), st.sampled_from([0, 1, 2**40]))
 
 
+Block = tuple[ServiceKey, dict[str, Entry], int | None]
+
+
 @st.composite
-def blocks(draw: st.DrawFn) -> tuple[ServiceKey, dict[str, Entry]]:
+def blocks(draw: st.DrawFn) -> Block:
     datum: dict[str, Entry] = {}
     for inst in draw(st.lists(instances, max_size=6)):
         connection, assigned_id, orphaned_ms = draw(extras)
         inst = inst.replace(connection=connection, assigned_id=assigned_id, orphaned_ms=orphaned_ms)
         datum[inst.entry_id] = Entry(draw(versions), inst)
-    return draw(keys), datum
+    digest = draw(st.sampled_from([None, datum_digest(datum.items()), 0, 2**64 - 1]))
+    return draw(keys), datum, digest
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(blocks(), max_size=3), st.booleans())
-def test_a_chunk_with_blocks_survives_the_round_trip(parts: list[tuple[ServiceKey, dict[str, Entry]]],
-                                                     last: bool) -> None:
+def test_a_chunk_with_blocks_survives_the_round_trip(parts: list[Block], last: bool) -> None:
     chunk = SnapshotChunk(True, 7, 0, 1 if last else 2, (), tuple(parts))
     decoded = decode_message(round_trip(encode_message(chunk)))
     assert decoded == chunk
     assert isinstance(decoded, SnapshotChunk)
-    assert decoded.entry_count == sum(len(datum) for _, datum in parts)
+    assert decoded.entry_count == sum(len(datum) for _, datum, _ in parts)
+    assert [digest for _, _, digest in decoded.blocks] == [digest for _, _, digest in parts]
 
 
 @settings(max_examples=100, deadline=None)
 @given(blocks())
-def test_a_block_decodes_to_what_the_same_items_decode_to(block: tuple[ServiceKey, dict[str, Entry]]) -> None:
-    key, datum = block
+def test_a_block_decodes_to_what_the_same_items_decode_to(block: Block) -> None:
+    key, datum, _ = block
     as_block = decode_message(round_trip(encode_message(SnapshotChunk(True, 1, 0, 1, (), (block,)))))
     as_items = decode_message(round_trip(encode_message(SyncBatch(tuple((key, e, entry) for e, entry in datum.items())))))
     assert isinstance(as_block, SnapshotChunk) and isinstance(as_items, SyncBatch)
-    assert [(k, e, entry) for k, d in as_block.blocks for e, entry in d.items()] == list(as_items.items)
+    assert [(k, e, entry) for k, d, _ in as_block.blocks for e, entry in d.items()] == list(as_items.items)
 
 
 def test_repeated_values_are_shared() -> None:
@@ -72,7 +78,7 @@ def test_repeated_values_are_shared() -> None:
                                           Instance(f"10.0.0.{i}", 8080, "DEFAULT", metadata={"zone": "a"}))
         for i in range(3)
     }
-    decoded = decode_message(round_trip(encode_message(SnapshotChunk(True, 1, 0, 1, (), ((KEY, entries),)))))
+    decoded = decode_message(round_trip(encode_message(SnapshotChunk(True, 1, 0, 1, (), ((KEY, entries, None),)))))
     assert isinstance(decoded, SnapshotChunk)
     got = list(decoded.blocks[0][1].values())
     first = got[0]
@@ -124,11 +130,23 @@ BAD: dict[str, Any] = {
     "ms float": with_field(9, [5, 5.0]),
     "counter too large": with_field(10, [0, 2**64]),
     "node too long": with_field(11, ["n1", "x" * 2000]),
+    "node int": with_field(11, ["n1", 5]),
+    "node a list": with_field(11, ["n1", ["n2"]]),
+    "cluster int": with_field(3, ["DEFAULT", 1]),
+    "cluster a list": with_field(3, [["DEFAULT"], "DEFAULT"]),
+    "ms bool": with_field(9, [1, True]),
+    "port float": with_field(2, [80, 80.0]),
+    "ip too long": with_field(1, ["10.0.0.1", "1" * 254]),
     "extra arity": with_field(12, [[0, "c"]]),
     "extra index out of range": with_field(12, [[2, "c", "", 0]]),
     "extra connection int": with_field(12, [[0, 5, "", 0]]),
     "extra orphaned negative": with_field(12, [[0, "c", "", -1]]),
     "entry id twice": snap([GOOD_BLOCK[0], ["10.0.0.1", "10.0.0.1"], [80, 80], *GOOD_BLOCK[3:]]),
+    "digest negative": snap([*GOOD_BLOCK, -1]),
+    "digest over 64 bits": snap([*GOOD_BLOCK, 2**64]),
+    "digest a string": snap([*GOOD_BLOCK, "12"]),
+    "digest a float": snap([*GOOD_BLOCK, 1.0]),
+    "block arity 15": snap([*GOOD_BLOCK, 1, 2]),
 }
 
 
@@ -144,6 +162,8 @@ def test_rejects(obj: Any) -> None:
 def test_the_rejection_cases_are_one_edit_from_valid() -> None:
     decoded = decode_message(snap(GOOD_BLOCK))
     assert isinstance(decoded, SnapshotChunk) and decoded.entry_count == 2
-    (key, datum), = decoded.blocks
-    assert key == KEY
+    (key, datum, digest), = decoded.blocks
+    assert key == KEY and digest is None
+    with_digest = decode_message(snap([*GOOD_BLOCK, 2**64 - 1]))
+    assert isinstance(with_digest, SnapshotChunk) and with_digest.blocks[0][2] == 2**64 - 1
     assert datum["DEFAULT/10.0.0.2:81"] == Entry(Version(5, 1, "n2"), Instance("10.0.0.2", 81, weight=2.0, healthy=False))

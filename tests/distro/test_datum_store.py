@@ -505,12 +505,14 @@ def _state(store: DatumStore) -> tuple[object, ...]:
 
 
 @PROPERTIES
-@given(steps, st.lists(blocks, min_size=1, max_size=3))
+@given(steps, st.lists(st.tuples(blocks, st.booleans()), min_size=1, max_size=3))
 def test_merge_instances_leaves_the_store_that_merging_each_entry_leaves(script: list[tuple[object, ...]],
-                                                                         parts: list[Datum]) -> None:
+                                                                         parts: list[tuple[Datum, bool]]) -> None:
     """Whatever the store held (entries of the key or not, tombstones, a floor left by a collection), merging
     blocks of instances in bulk leaves exactly the store, digests, counts and floors that merging their
-    entries one at a time leaves, and reports exactly the entries applied."""
+    entries one at a time leaves, and reports exactly the entries applied; with or without the block's
+    digest as a sender ships it (used only when the whole block was added, else the entries are hashed),
+    including blocks that partly overlap entries held."""
     bulk, single = DatumStore(), DatumStore()
     for store in (bulk, single):
         for step in script:
@@ -518,8 +520,8 @@ def test_merge_instances_leaves_the_store_that_merging_each_entry_leaves(script:
                 store.merge(step[1], *step[2])  # type: ignore[arg-type]
             else:
                 store.collect_tombstones(step[1])  # type: ignore[arg-type]
-    for part in parts:
-        applied = bulk.merge_instances(KEY, dict(part))
+    for part, shipped in parts:
+        applied = bulk.merge_instances(KEY, dict(part), datum_digest(part.items()) if shipped else None)
         expected = {eid: e for eid, e in part.items() if single.merge(KEY, eid, e) is MergeOutcome.APPLIED}
         assert applied == expected
     assert _state(bulk) == _state(single)

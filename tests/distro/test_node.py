@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from distro.config import DistroConfig
-from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry
+from distro.datum import IMPLICIT_ENTRY_ID, META_ENTRY_ID, Entry, datum_digest
 from distro.effects import ClientReply, LifecycleKind, Outbox, Send
 from distro.messages import (
     Digest,
@@ -412,8 +412,9 @@ def test_a_starting_node_is_not_ready_and_owns_nothing_until_the_snapshot_loads(
 
 
 def test_a_snapshot_sends_live_instances_in_blocks_and_the_starter_holds_what_the_sender_held() -> None:
-    """Live instances travel in one block per key (installed in bulk), everything else as items; the node
-    that loads them holds the same entries, digests and counts as its peers, and its view lists them."""
+    """Live instances travel in one block per key (installed in bulk, with their digest), everything else as
+    items; the node that loads them holds the same entries, digests and counts as its peers, and its view
+    lists them."""
     cfg = DistroConfig(snapshot_chunk_entries=4)  # services split over chunks: a key's second block adds to it
     h = started(cfg)
     keys = [ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}") for i in range(3)]
@@ -435,6 +436,8 @@ def test_a_snapshot_sends_live_instances_in_blocks_and_the_starter_holds_what_th
     assert n3.ready and len(chunks) > 3
     assert sum(1 for chunk in chunks if chunk.blocks) > len(keys)
     assert all(type(entry.value) is not type(INST) for chunk in chunks for _, _, entry in chunk.items)
+    # each block says what its entries hash to (the starter adds that instead of hashing them)
+    assert all(digest == datum_digest(block.items()) for chunk in chunks for _, block, digest in chunk.blocks)
     sender = h["n1"].store
     for key in keys:
         assert dict(n3.store.items(key)) == dict(sender.items(key))
