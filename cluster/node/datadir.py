@@ -287,8 +287,12 @@ class DiskWriter:
     :meth:`submit` (called from the runtime's effect dispatch) only records the effect; at most one entry
     and one forgotten deletion per slot wait (a newer version replaces the one not yet written), so the
     backlog is bounded by the cluster data itself. :meth:`run` commits what waits in one transaction in a
-    worker thread, then reports the highest ``seq`` written through ``on_durable``; a failed commit is
-    logged and retried (the answers waiting for it stay held: nothing is acknowledged that is not on disk).
+    worker thread, then reports through ``on_durable`` the highest ``seq`` it had *whole* as the batch began
+    (every ``Persist`` from 1 up to it submitted: each is in this batch or an earlier one, or replaced by a
+    newer version of its slot that is): a number the runtime failed to hand over holds the report back until
+    it comes (cluster/node/pump.py hands it over again), so its answer cannot be released by a later one's.
+    A failed commit is logged and retried (the answers waiting for it stay held: nothing is acknowledged that
+    is not on disk).
     """
 
     def __init__(self, data_dir: DataDir, on_durable: Callable[[int], None]) -> None:
@@ -296,7 +300,8 @@ class DiskWriter:
         self._on_durable = on_durable
         self._pending: dict[tuple[str, str], Persist] = {}
         self._forgotten: dict[tuple[str, str], ForgetDeletion] = {}
-        self._latest_seq = 0
+        self._whole_seq = 0  # every Persist from seq 1 up to here was submitted
+        self._early: set[int] = set()  # seqs submitted beyond a gap (one not submitted yet)
         self._wake = trio.Event()
         self.batches = 0
         self.rows_written = 0
@@ -308,12 +313,23 @@ class DiskWriter:
         slot = (str(effect.key), effect.entry_id)
         if isinstance(effect, Persist):
             self._pending[slot] = effect
-            self._latest_seq = max(self._latest_seq, effect.seq)
+            self._count_in(effect.seq)
         else:
             queued = self._forgotten.get(slot)
             if queued is None or effect.version > queued.version:
                 self._forgotten[slot] = effect
         self._wake.set()
+
+    def _count_in(self, seq: int) -> None:
+        if seq != self._whole_seq + 1:
+            if seq > self._whole_seq:
+                self._early.add(seq)
+            return
+        self._whole_seq = seq
+        early = self._early
+        while self._whole_seq + 1 in early:
+            self._whole_seq += 1
+            early.remove(self._whole_seq)
 
     @property
     def backlog(self) -> int:
@@ -330,7 +346,7 @@ class DiskWriter:
                 await self._wake.wait()
             batch, self._pending = self._pending, {}
             forget, self._forgotten = self._forgotten, {}
-            seq = self._latest_seq
+            seq = self._whole_seq
             rows = [_row(persist) for persist in batch.values()]
             doomed = [(str(f.key), f.entry_id, *f.version) for f in forget.values()]
             try:
@@ -351,7 +367,7 @@ class DiskWriter:
             self.batches += 1
             self.rows_written += len(rows)
             self.rows_forgotten += len(doomed)
-            if rows:
+            if rows and seq:
                 self._on_durable(seq)
 
     def render_metrics(self) -> str:

@@ -22,10 +22,12 @@ from typing import Protocol
 import outcome
 import trio
 
+from cluster.loglimit import RateLimitedLog
 from cluster.node import gctune
 from distro.config import DistroConfig
 from distro.effects import (
     ClientReply,
+    Effect,
     ForgetDeletion,
     LifecycleEvent,
     LifecycleKind,
@@ -94,6 +96,11 @@ class NodeRuntime:
         # Request id -> its waiter; in submission order, hence in deadline order (one wait for all).
         self._waiting: dict[int, _Waiter] = {}
         self._failed: list[tuple[str, Message]] = []
+        # Effects carried out: one that fails (a bug) is counted and logged, rate-limited (_carry_out); a
+        # Persist or ForgetDeletion that failed waits here to be handed to the disk writer again.
+        self.effect_errors_total = 0
+        self._effect_errors_log = RateLimitedLog(log, "carrying out an effect failed")
+        self._unsaved: list[Persist | ForgetDeletion] = []
         self._dispatching = False
         self._batching = False  # inside batch(): inputs leave their effects queued until it ends
         self._batched_input = False  # an input came during batch()
@@ -248,6 +255,10 @@ class NodeRuntime:
             return
         self._dispatching = True
         try:
+            if self._unsaved:  # Persists a failure kept from the disk writer: handed over again first
+                unsaved, self._unsaved = self._unsaved, []
+                for persist in unsaved:
+                    self._carry_out(persist)
             while True:
                 if self._failed:
                     failed, self._failed = self._failed, []
@@ -257,25 +268,38 @@ class NodeRuntime:
                 if not effects and not self._failed:
                     return
                 for effect in effects:
-                    if isinstance(effect, Send):
-                        if self.transport is not None:
-                            self.transport.send(effect.target, effect.message)
-                    elif isinstance(effect, ClientReply):
-                        waiter = self._waiting.pop(effect.request_id, None)
-                        if waiter is not None:
-                            self._answer(waiter, effect.result)
-                    elif isinstance(effect, ServiceChanged):
-                        self._on_service_changed(effect.key, effect.view)
-                    elif isinstance(effect, LifecycleEvent):
-                        self._on_lifecycle(effect)
-                    elif isinstance(effect, SettingChanged):
-                        self._on_setting_changed(effect)
-                    elif isinstance(effect, (Persist, ForgetDeletion)):
-                        if self.persist is None:
-                            raise RuntimeError("the core persists (durable_writes) but this runtime has no disk")
-                        self.persist(effect)
+                    self._carry_out(effect)
         finally:
             self._dispatching = False
+
+    def _carry_out(self, effect: Effect) -> None:
+        """Carry out one effect, on its own: one that fails (a bug) is logged (rate-limited) and counted,
+        and costs no other effect; a ``Persist`` or ``ForgetDeletion`` that fails is kept and handed to the
+        disk writer again at the next dispatch (the writer reports a sequence number only once it had every
+        one up to it, so no answer that waits for the disk goes out before it: cluster/node/datadir.py)."""
+        try:
+            if isinstance(effect, Send):
+                if self.transport is not None:
+                    self.transport.send(effect.target, effect.message)
+            elif isinstance(effect, ClientReply):
+                waiter = self._waiting.pop(effect.request_id, None)
+                if waiter is not None:
+                    self._answer(waiter, effect.result)
+            elif isinstance(effect, ServiceChanged):
+                self._on_service_changed(effect.key, effect.view)
+            elif isinstance(effect, LifecycleEvent):
+                self._on_lifecycle(effect)
+            elif isinstance(effect, SettingChanged):
+                self._on_setting_changed(effect)
+            elif isinstance(effect, (Persist, ForgetDeletion)):
+                if self.persist is None:
+                    raise RuntimeError("the core persists (durable_writes) but this runtime has no disk")
+                self.persist(effect)
+        except Exception as exc:
+            self.effect_errors_total += 1
+            self._effect_errors_log.failed(exc)
+            if isinstance(effect, (Persist, ForgetDeletion)):
+                self._unsaved.append(effect)
 
     @staticmethod
     def _answer(waiter: _Waiter, result: Result) -> None:

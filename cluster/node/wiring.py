@@ -41,7 +41,7 @@ from cluster.grpc.requests import InstanceLimits
 from cluster.grpc.server import LISTEN_BACKLOG as GRPC_LISTEN_BACKLOG
 from cluster.http import HttpLimits, HttpStats, serve_http
 from cluster.http.server import LISTEN_BACKLOG as HTTP_LISTEN_BACKLOG
-from cluster.metrics import render_http_metrics, render_peer_link_metrics
+from cluster.metrics import counter, render_http_metrics, render_peer_link_metrics
 from cluster.node.datadir import DataDir, DiskWriter
 from cluster.node.listeners import open_listener_pair
 from cluster.node.peerlink import LinkState, PeerLinkConfig, PeerLinks
@@ -182,6 +182,7 @@ class NodeServer:
             console=self.console,
             extra_metrics=(
                 lambda: render_http_metrics(self.http_stats),
+                self._render_runtime_metrics,
                 self.transport.render_metrics,
                 *(() if self.grpc is None else (self.grpc.render_metrics,)),
                 *(() if self.disk is None else (self.disk.render_metrics,)),
@@ -201,6 +202,12 @@ class NodeServer:
             request_timeout_ms=settings.request_timeout_ms,
             idle_timeout_ms=settings.idle_timeout_ms,
         )
+
+    def _render_runtime_metrics(self) -> str:
+        return counter("distro_effect_errors_total",
+                       "Effects of the core the runtime failed to carry out (a bug: logged, rate-limited; the "
+                       "others are carried out, a failed Persist is handed to the disk again).",
+                       self.runtime.effect_errors_total)
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``task_status.started(http_port)`` (``settings.port`` 0 picks a free one)."""

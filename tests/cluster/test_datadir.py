@@ -73,7 +73,8 @@ def write_all(data_dir: DataDir, items: list[Persist]) -> list[int]:
             await nursery.start(writer.run)
             for persist in items:
                 writer.submit(persist)
-            await done.wait()
+            with trio.fail_after(30):
+                await done.wait()
             assert (writer.batches, writer.rows_written, writer.backlog) == (1, len(items), 0)
             nursery.cancel_scope.cancel()
 
@@ -96,8 +97,9 @@ def test_what_the_writer_commits_is_loaded_at_the_next_open(tmp_path: Path) -> N
 
 def test_an_older_version_never_overwrites_a_newer_one(tmp_path: Path) -> None:
     data_dir = DataDir.open(tmp_path / "n1", "n1")
-    newer = Persist(2, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 5, "n1"), ServiceMeta(0.9)))
-    older = Persist(3, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 4, "n2"), ServiceMeta(0.1)))
+    # Each writer is a new one (a node's next start), so each numbers from 1 again.
+    newer = Persist(1, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 5, "n1"), ServiceMeta(0.9)))
+    older = Persist(1, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 4, "n2"), ServiceMeta(0.1)))
     write_all(data_dir, [newer])
     write_all(data_dir, [older])
     data_dir.close()
@@ -179,10 +181,11 @@ def test_a_deletion_survives_a_full_restart_long_after_it_was_collected(tmp_path
         assert h[node_id].statistics().entry_floors == 1
 
     later = Harness(NODES, config, now_ms=h.now_ms + 8 * DAY_MS)
-    for seq, node_id in enumerate(NODES, start=1):  # each node's folder, written and opened as the runtime does
+    for node_id in NODES:  # each node's folder, written and opened as the runtime does
         folder = tmp_path / node_id
         data_dir = DataDir.open(folder, node_id)
-        write_all(data_dir, [Persist(seq, key, entry_id, entry) for key, entry_id, entry in h.disks[node_id].items()])
+        items = h.disks[node_id].items()
+        write_all(data_dir, [Persist(seq, *item) for seq, item in enumerate(items, start=1)])
         data_dir.close()
         data_dir = DataDir.open(folder, node_id)
         later.disks[node_id] = SimDisk()
@@ -270,6 +273,31 @@ def test_a_failed_commit_is_retried_and_reported_only_once_written(tmp_path: Pat
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert reports == [1]
+    data_dir.close()
+
+
+def test_a_sequence_number_never_handed_over_holds_the_report_back(tmp_path: Path) -> None:
+    """The writer reports only a sequence number it had whole: every Persist up to it handed over before
+    its batch began. Persist 2 committed while 1 never came (its hand-over failed) reports nothing; once 1
+    comes and is committed, 2 is reported. (It used to report the highest number it had seen, which would
+    have released the answer to write 1 although it was not on disk.)"""
+    data_dir = DataDir.open(tmp_path / "n1", "n1")
+    first, second = persists()[:2]
+    reports: list[int] = []
+
+    async def main() -> None:
+        writer = DiskWriter(data_dir, reports.append)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            writer.submit(second)
+            await wait_for(lambda: writer.batches == 1 and writer.backlog == 0, what="the first batch")
+            assert reports == []
+            writer.submit(first)
+            await wait_for(lambda: writer.batches == 2, what="the second batch")
+            assert reports == [2]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)  # trio's real clock: the batches are written by a worker thread
     data_dir.close()
 
 

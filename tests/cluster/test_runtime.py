@@ -3,12 +3,16 @@ deadlines (virtual time via autojump_clock), a dead owner's keys move and instan
 
 from __future__ import annotations
 
-import trio
+from pathlib import Path
 
+import trio
+import trio.testing
+
+from cluster.node.datadir import DataDir, DiskWriter
 from cluster.node.memlink import MemoryNetwork
 from cluster.node.pump import NodeRuntime
 from distro.config import DistroConfig
-from distro.effects import Persist
+from distro.effects import ForgetDeletion, Persist
 from distro.model import ServiceKey, ServiceMeta, make_instance, service_key
 from distro.requests import Beat, CreateService, Deregister, Register, Result
 from tests.polling import wait_for
@@ -238,3 +242,74 @@ async def test_snapshot_slices_to_a_peer_with_a_long_send_queue_are_held(monkeyp
     runtime.transport = Transport()
     runtime._pace_snapshots()
     assert held == {"n2": True, "n3": False}
+
+
+def create(name: str) -> CreateService:
+    return CreateService(service_key("public", None, name), ServiceMeta())
+
+
+async def test_an_effect_that_fails_loses_none_of_the_others(autojump_clock: trio.testing.MockClock) -> None:
+    """Each effect is carried out on its own: when one fails (a bug; here the first write's Persist), the rest
+    of the batch's effects are still carried out (the second write's Persist), the failure is counted, and the
+    failed Persist is handed over again at the next dispatch. (A failure used to end the dispatch: the rest of
+    the batch's effects were dropped, the second write's Persist with them, and a later Persist's report
+    would have acknowledged that write although it never reached the disk.)"""
+    async with trio.open_nursery() as nursery:
+        runtime, written = await held_write_runtime(nursery)
+        refusing = [True]
+
+        def flaky(effect: Persist | ForgetDeletion) -> None:
+            if refusing[0] and isinstance(effect, Persist) and effect.seq == 1:
+                raise RuntimeError("a bug in handing a Persist to the disk")
+            assert isinstance(effect, Persist)
+            written.append(effect)
+
+        runtime.persist = flaky
+        answers: list[Result] = []
+        with runtime.batch():
+            for name in ("first", "second"):
+                assert runtime.submit_then(create(name), answers.append) is None
+        assert [p.seq for p in written] == [2] and runtime.effect_errors_total == 1 and answers == []
+        refusing[0] = False
+        assert runtime.submit_then(create("third"), answers.append) is None
+        assert [p.seq for p in written] == [2, 1, 3] and runtime.effect_errors_total == 1
+        runtime.persisted(3)
+        assert answers == [Result(200, "ok")] * 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_persist_that_fails_is_handed_over_again_and_nothing_is_acknowledged_before(
+    tmp_path: Path,
+) -> None:
+    """A Persist the runtime cannot hand to the disk writer (a bug) is counted and handed over again at the
+    next dispatch; until it is on disk no answer that waits for the disk goes out, not even that of a later
+    write whose own Persist is written first (the writer reports only a sequence it has whole). trio's real
+    clock: the writer commits in a worker thread."""
+    runtime = NodeRuntime("n0", DistroConfig(cluster_size=1, durable_writes=True, snapshot_timeout_ms=50),
+                          address="127.0.0.1:8848")
+    data_dir = DataDir.open(tmp_path / "n0", "n0")
+    disk = DiskWriter(data_dir, runtime.persisted)
+    refusing = [True]
+
+    def flaky(effect: Persist | ForgetDeletion) -> None:
+        if refusing[0] and isinstance(effect, Persist) and effect.seq == 1:
+            raise RuntimeError("a bug in handing a Persist to the disk")
+        disk.submit(effect)
+
+    runtime.persist = flaky
+    answers: list[Result] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(disk.run)
+        await nursery.start(runtime.run)
+        with trio.fail_after(30):
+            await runtime.ready_event.wait()
+        for name in ("first", "second"):
+            assert runtime.submit_then(create(name), answers.append) is None
+        assert runtime.effect_errors_total >= 2  # seq 1 refused at once, and again at the second's dispatch
+        await wait_for(lambda: disk.rows_written == 1, what="the second write's row")
+        assert disk.backlog == 0 and answers == []  # seq 2 is on disk, seq 1 is not: nothing acknowledged
+        refusing[0] = False
+        await wait_for(lambda: len(answers) == 2, what="both answers")
+        assert answers == [Result(200, "ok")] * 2 and disk.rows_written == 2
+        nursery.cancel_scope.cancel()
+    data_dir.close()
