@@ -23,11 +23,16 @@ The gRPC front door parks its plain-TCP connections' readers in a lane of its ow
 there a parked connection stays parked for its whole life, served inline read after read.
 
 An unexpected error in the lane task (a bug) never ends the lane, so never the server: one raised while a
-connection is served is logged, counted (``lane_errors_total`` of the server's stats) and raised in that
-connection's task, which ends that connection as it would end it for an error of its own; one raised as a
-step ends (``NodeRuntime.batch`` carrying out the step's effects) is logged and counted, and the lane goes
-on with every connection (the step's answers were sent already; a write whose forward the failure dropped
-is answered when its wait runs out, the runtime's safety net).
+connection is served is counted (``lane_errors_total`` of the server's stats) and raised in that
+connection's task, which logs it (once: the lane writes no line of its own) and ends that connection as it
+would end it for an error of its own; one raised as a step ends (``NodeRuntime.batch`` carrying out the
+step's effects) is counted, and the lane goes on with every connection. A step that fails every time must
+not write a traceback a step: its failures are logged rate-limited (:class:`cluster.loglimit.RateLimitedLog`:
+the first in full, then at most a line a minute saying how many more). The runtime carries out each effect
+on its own and guarded (cluster/node/pump.py), so an effect that fails costs no other; what can still fail
+here is the core itself (taking its effects, its next deadline), and then the step's answers were sent
+already and a write whose forward the failure dropped is answered when its wait runs out (the runtime's
+safety net), while an answer that waits for the disk is released only by the disk writer's report.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from typing import Protocol
 import outcome
 import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_readable, wait_task_rescheduled
+
+from cluster.loglimit import RateLimitedLog
 
 __all__ = ["KeepAliveLane", "LaneConnection", "LaneStats"]
 
@@ -68,7 +75,7 @@ class LaneStats(Protocol):
 class KeepAliveLane:
     """Parked keep-alive connections and the one task that serves them (module docstring)."""
 
-    __slots__ = ("_epoll", "_parked", "_stats", "_step", "handed_over", "served_inline")
+    __slots__ = ("_epoll", "_parked", "_stats", "_step", "_step_errors_log", "handed_over", "served_inline")
 
     def __init__(
         self, step: Callable[[], AbstractContextManager[None]] | None = None, stats: LaneStats | None = None
@@ -78,6 +85,7 @@ class KeepAliveLane:
         where unexpected errors are counted (module docstring)."""
         self._step = step or contextlib.nullcontext
         self._stats = stats
+        self._step_errors_log = RateLimitedLog(log, "keep-alive lane: a step failed as it ended")
         self._epoll = select.epoll()
         self._parked: dict[int, tuple[LaneConnection, Task]] = {}
         self.served_inline = 0  # wake-ups that kept the connection parked (counter)
@@ -122,9 +130,8 @@ class KeepAliveLane:
             reschedule(entry[1])
 
     def _fail(self, fd: int, exc: Exception) -> None:
-        """Serving a parked connection raised (a bug): hand it back with the error, which its task raises
-        and which ends that connection (its task's own error handling), not the lane."""
-        log.error("keep-alive lane: serving a connection failed (its task ends it): %r", exc)  # (and logs it)
+        """Serving a parked connection raised (a bug): hand it back with the error, which its task raises,
+        logs and which ends that connection (its task's own error handling), not the lane; counted here."""
         self._count_error()
         entry = self._parked.get(fd)
         self._leave(fd)
@@ -163,9 +170,9 @@ class KeepAliveLane:
                 try:
                     with step():
                         self._serve_ready(epoll)
-                except Exception:  # the step's end (its effects carried out) failed: a bug, not the lane's end
-                    log.exception("keep-alive lane: a step failed as it ended")
+                except Exception as exc:  # the step's end (its effects carried out) failed: a bug, not the lane's end
                     self._count_error()
+                    self._step_errors_log.failed(exc)
                 await trio.lowlevel.checkpoint_if_cancelled()
         finally:
             # The server is stopping (its nursery is cancelled): each parked task leaves through its abort.

@@ -5,7 +5,8 @@ serves the others on. (The servers' tests cover the lane with their own connecti
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -79,4 +80,39 @@ async def test_an_error_serving_one_connection_is_raised_in_its_task_and_the_lan
         for ours, theirs in pairs:
             ours.close()
             theirs.close()
-    assert "serving a connection failed" in caplog.text
+    # Logged once, by the connection's task that raises it (here the test's): the lane only counts it.
+    assert [r for r in caplog.records if r.name == "cluster.http.lane"] == []
+
+
+async def test_a_step_that_fails_every_time_is_counted_each_time_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A step whose end fails every time (a bug in carrying out its effects) is counted at every step, but
+    logged in full once: later ones wait for the rate limit's interval (a minute), not a traceback a step."""
+    stats = Stats()
+
+    @contextmanager
+    def failing_step() -> Iterator[None]:
+        yield
+        raise RuntimeError("a bug as the step ends")
+
+    lane = KeepAliveLane(failing_step, stats=stats)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    conn = Parked(ours)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lane.run)
+            nursery.start_soon(lane.park, ours.fileno(), conn)
+            await wait_for(lambda: len(lane) == 1)
+            for n in range(1, 6):
+                theirs.send(b"x")
+                await wait_for(lambda: stats.lane_errors_total == n)  # noqa: B023 (waited for at once)
+            assert conn.read == b"xxxxx" and len(lane) == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        ours.close()
+        theirs.close()
+    records = [r for r in caplog.records if r.name == "cluster.http.lane"]
+    assert len(records) == 1 and records[0].exc_info is not None
+    assert "a step failed as it ended" in records[0].getMessage()
