@@ -71,6 +71,7 @@ GRPC_RESOURCE_EXHAUSTED = 8
 GRPC_UNIMPLEMENTED = 12
 GRPC_INTERNAL = 13
 GRPC_UNAVAILABLE = 14
+_ONE_MESSAGE = "a unary call carries exactly one request message"
 
 _READ_BYTES = 65536
 _WRITE_CHUNK = 65536
@@ -495,7 +496,7 @@ class GrpcConnection:
         if state is None or state.trailers is not None:
             return  # a stream we already answered (or reset): its extra data is dropped
         if state.answering and data:  # more after a unary call's message, its answer still to come
-            self._refuse(stream_id, state, WireError("a unary call carries exactly one request message"))
+            self._refuse(stream_id, state, WireError(_ONE_MESSAGE), GRPC_INTERNAL)
             return
         reader = state.reader
         whole = whole_message(data, self.limits.max_message_bytes) if reader is None else None
@@ -509,10 +510,13 @@ class GrpcConnection:
             except WireError as exc:
                 self._refuse(stream_id, state, exc)
                 return
+        if not state.is_bi:  # a unary call has one message: anything more ends it (INTERNAL, as gRPC servers)
+            if len(messages) > 1 or (messages and reader is not None and reader.buffered):
+                self._refuse(stream_id, state, WireError(_ONE_MESSAGE), GRPC_INTERNAL)
+            elif messages:
+                self._unary(stream_id, state, messages[0])
+            return
         for raw in messages:
-            if not state.is_bi:
-                self._unary(stream_id, state, raw)  # a unary call has one message: anything more is refused
-                return
             payload = self._decoded(stream_id, state, raw)
             if payload is None:
                 return
@@ -561,8 +565,11 @@ class GrpcConnection:
         if reply is not None:
             self.answer(stream_id, reply)
 
-    def _refuse(self, stream_id: int, state: _Stream, exc: WireError) -> None:
-        code = GRPC_RESOURCE_EXHAUSTED if "at most" in str(exc) else GRPC_INVALID_ARGUMENT
+    def _refuse(self, stream_id: int, state: _Stream, exc: WireError, code: int | None = None) -> None:
+        """End a call for a bad message: ``code``, else ``RESOURCE_EXHAUSTED`` (too large) or
+        ``INVALID_ARGUMENT``; a bad message on the bi-stream ends the connection too."""
+        if code is None:
+            code = GRPC_RESOURCE_EXHAUSTED if "at most" in str(exc) else GRPC_INVALID_ARGUMENT
         state.reader = None
         if state.is_bi:
             self._finish(stream_id, code, str(exc))

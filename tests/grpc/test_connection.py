@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 
 from cluster.grpc.client import GrpcClient
@@ -47,7 +48,7 @@ async def test_more_data_after_a_waiting_unary_message_fails_that_call_only() ->
             await wait_for(lambda: handler.calls, what="the first call handed to the handler")
             await client.send_data(first, frame_message(b""), end=True)  # a second (empty) message
             await client.ended[first].wait()
-        assert client.trailers[first]["grpc-status"] == "3"
+        assert client.trailers[first]["grpc-status"] == "13"  # INTERNAL, as gRPC servers end such a call
         assert "exactly one request message" in client.trailers[first]["grpc-message"]
         assert len(handler.calls) == 1  # the empty message was not taken for a new call
         conn.answer(first, Payload("HealthCheckResponse", b'{"resultCode":200}'))  # comes too late: dropped
@@ -65,7 +66,11 @@ async def test_more_data_after_a_waiting_unary_message_fails_that_call_only() ->
 class AnsweringHandler:
     """Every unary call is answered at once (as a read, or a write this node owns)."""
 
+    def __init__(self) -> None:
+        self.calls = 0
+
     def unary(self, conn: GrpcConnection, stream_id: int, payload: Payload) -> Payload | None:
+        self.calls += 1
         return Payload("HealthCheckResponse", b'{"resultCode":200}')
 
     def stream_message(self, conn: GrpcConnection, payload: Payload) -> None:
@@ -73,6 +78,36 @@ class AnsweringHandler:
 
     def stream_opened(self, conn: GrpcConnection) -> None:
         pass
+
+
+@pytest.mark.parametrize(
+    "second",
+    [_message("HealthCheckRequest", {"requestId": "2"}), _message("HealthCheckRequest", {"requestId": "2"})[:7]],
+    ids=["two whole messages", "a whole message and the start of another"],
+)
+async def test_a_unary_calls_data_holding_more_than_one_message_ends_it_with_internal(second: bytes) -> None:
+    """A unary call carries exactly one message: DATA that holds more (here headers and one DATA frame that
+    ends the call, read together, as a client sends a unary call) ends the call with ``INTERNAL`` and a
+    message, as gRPC servers do, and the handler is not asked at all. (The second message used to be
+    silently ignored: the first was answered as if it were the whole call.) The connection serves on."""
+    server_sock, client_sock = trio.socket.socketpair()
+    conn = GrpcConnection(trio.SocketStream(server_sock), "c1", ("127.0.0.1", 1), GrpcLimits())
+    client = GrpcClient(trio.SocketStream(client_sock))
+    handler = AnsweringHandler()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run, handler)
+        nursery.start_soon(client.pump)
+        with trio.fail_after(10):
+            call = await client.call_raw(_message("HealthCheckRequest", {"requestId": "1"}) + second)
+            await client.ended[call].wait()
+        assert client.trailers[call]["grpc-status"] == "13"
+        assert "exactly one request message" in client.trailers[call]["grpc-message"]
+        assert handler.calls == 0 and call not in client.messages
+        with trio.fail_after(10):
+            after = await client.call_raw(_message("HealthCheckRequest", {"requestId": "3"}))
+            await client.ended[after].wait()
+        assert client.trailers[after]["grpc-status"] == "0" and handler.calls == 1
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_client_that_never_reads_is_cut_off_at_the_outbound_bound_while_the_writer_waits() -> None:
