@@ -107,16 +107,9 @@ def server_context(
     """A context for a listener. With ``require_client_cert`` (needs ``files.ca_file``) a client must
     present a certificate that the CA signed; ``alpn`` lists the protocols offered (``("h2",)`` for gRPC)."""
     ctx = _base_context(ssl.Purpose.CLIENT_AUTH, files)
-    if require_client_cert:
-        if not files.ca_file:
-            raise ConfigError("requiring client certificates needs --tls-ca-file")
-        _load_ca(ctx, files.ca_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    else:
-        ctx.verify_mode = ssl.CERT_NONE
-    if alpn:
-        ctx.set_alpn_protocols(list(alpn))
-    return ctx
+    if require_client_cert and not files.ca_file:
+        raise ConfigError("requiring client certificates needs --tls-ca-file")
+    return _verified_by(ctx, files.ca_file if require_client_cert else None, alpn)
 
 
 def grpc_server_context(files: TlsFiles) -> ssl.SSLContext:
@@ -130,8 +123,14 @@ def client_context(files: TlsFiles, *, alpn: Sequence[str] = ()) -> ssl.SSLConte
     ``files.ca_file`` when given (no host-name check), verifies nothing otherwise."""
     ctx = _base_context(ssl.Purpose.SERVER_AUTH, files)
     ctx.check_hostname = False
-    if files.ca_file:
-        _load_ca(ctx, files.ca_file)
+    return _verified_by(ctx, files.ca_file, alpn)
+
+
+def _verified_by(ctx: ssl.SSLContext, ca_file: str | None, alpn: Sequence[str]) -> ssl.SSLContext:
+    """``ctx`` finished: with ``ca_file``, the other side must present a certificate that CA signed
+    (``CERT_REQUIRED``); without, nothing is verified (``CERT_NONE``); ``alpn`` offered when given."""
+    if ca_file:
+        _load_ca(ctx, ca_file)
         ctx.verify_mode = ssl.CERT_REQUIRED
     else:
         ctx.verify_mode = ssl.CERT_NONE

@@ -15,24 +15,16 @@ from distro.config import DistroConfig
 from distro.effects import ForgetDeletion, Persist
 from distro.model import ServiceKey, ServiceMeta, make_instance, service_key
 from distro.requests import Beat, CreateService, Deregister, Register, Result
+from tests.memcluster import make_runtimes, start_on_network
 from tests.polling import wait_for
 
 KEY = ServiceKey("public", "DEFAULT_GROUP", "orders")
 
 
 async def start_cluster(nursery: trio.Nursery, count: int = 3) -> tuple[MemoryNetwork, list[NodeRuntime]]:
-    network = MemoryNetwork()
-    await nursery.start(network.run)
     config = DistroConfig(cluster_size=count, heartbeat_timeout_ms=3000, instance_expire_ms=6000)
-    runtimes = [NodeRuntime(f"n{i}", config, address=f"127.0.0.1:{8848 + i}") for i in range(count)]
-    for runtime in runtimes:
-        await nursery.start(runtime.run)
-        network.attach(runtime)
-    with trio.fail_after(30):
-        for runtime in runtimes:
-            await runtime.ready_event.wait()
-    await wait_for(lambda: all(len(r.node.live_members()) == count for r in runtimes))
-    return network, runtimes
+    runtimes = make_runtimes(config, count)
+    return await start_on_network(nursery, runtimes), runtimes
 
 
 def listed(runtime: NodeRuntime, ip: str) -> bool:

@@ -14,25 +14,15 @@ from distro.config import DistroConfig
 from distro.messages import ConsoleReply
 from distro.model import Instance, service_key
 from distro.requests import Beat, Register
+from tests.memcluster import make_runtimes, start_on_network
 
 KEY = service_key(None, None, "console-peers")
 
 
 async def start(nursery: trio.Nursery) -> tuple[MemoryNetwork, list[NodeRuntime], list[ConsoleEndpoints]]:
-    network = MemoryNetwork()
-    await nursery.start(network.run)
-    config = DistroConfig(cluster_size=2)
-    runtimes = [NodeRuntime(f"n{i}", config, address=f"127.0.0.1:{8848 + i}") for i in range(2)]
+    runtimes = make_runtimes(DistroConfig(cluster_size=2), 2)
     consoles = [ConsoleEndpoints(runtime, auth_enabled=False) for runtime in runtimes]
-    for runtime in runtimes:
-        await nursery.start(runtime.run)
-        network.attach(runtime)
-    with trio.fail_after(30):
-        for runtime in runtimes:
-            await runtime.ready_event.wait()
-        while not all(len(r.node.live_members()) == 2 for r in runtimes):
-            await trio.sleep(0.01)
-    return network, runtimes, consoles
+    return await start_on_network(nursery, runtimes), runtimes, consoles
 
 
 async def test_a_peer_tells_its_version_and_start(autojump_clock: trio.testing.MockClock) -> None:
