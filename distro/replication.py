@@ -202,10 +202,16 @@ class Replication:
         owned = self._owned
         if owned is None or owned[0] is not ownership:
             node_id = self._node_id
-            # owner_of_key: cached under the key itself; the keys sorted by string once until one is added
-            # or collected (at 1M instances the 10k keys' strings and their sort were most of this walk)
-            texts, keys = self._sorted_keys()
-            pairs = [(text, key) for text, key in zip(texts, keys, strict=True) if ownership.owner_of_key(key) == node_id]
+            if owned is not None and node_id in owned[0].members and set(owned[0].members) <= set(ownership.members):
+                # Members were only added (a join): only keys this node owned can still be its own
+                # (distro/health.py, _lose_to_joiners), so only those are looked up.
+                texts, keys = owned[1], owned[2]
+            else:
+                # owners_of_keys: cached under the key itself; the keys sorted by string once until one is
+                # added or collected (at 1M instances the 10k keys' strings and their sort were most of this walk)
+                texts, keys = self._sorted_keys()
+            owners = ownership.owners_of_keys(keys)
+            pairs = [(text, key) for text, key, owner in zip(texts, keys, owners, strict=True) if owner == node_id]
             owned = self._owned = (ownership, [text for text, _ in pairs], [key for _, key in pairs])
         return owned[1], owned[2]
 

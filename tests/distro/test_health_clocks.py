@@ -72,6 +72,11 @@ def test_reassign_gains_and_loses_exactly_the_keys_whose_owner_changes(old: list
     owner_now = {key: OwnershipMap(new).owner(str(key)) for key in keys}
     assert gained == [key for key in keys if owner_now[key] == "n1" != owner_then[key]]
     assert lost == sum(1 for key in keys if owner_then[key] == "n1" != owner_now[key])
+    # ... and the keys with clocks are then exactly the keys n1 owns (a join looks up only its own keys).
+    clocks.fill(None)
+    assert [key for key in keys if clocks.last_beat_ms(key, INST.entry_id) is not None] == [
+        key for key in keys if owner_now[key] == "n1"
+    ]
 
 
 def _gained_store(instances: int) -> tuple[DatumStore, list[ServiceKey], list[str]]:

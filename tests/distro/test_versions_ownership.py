@@ -212,3 +212,33 @@ def test_warm_scores_a_key_for_one_member_once() -> None:
     assert scores.hashed == 1
     assert OwnershipMap(["n1", "n2", "n3"], scores=scores).owner_of_key(key) == owner_of(str(key), ["n1", "n2", "n3"])
     assert scores.hashed == 3
+
+
+@given(
+    st.lists(st.sets(st.sampled_from(["a", "b", "c", "d"])), min_size=1, max_size=5),
+    st.lists(st.integers(0, 59), max_size=30),
+    st.sampled_from([MAX_CACHE_BYTES, 3_000]),
+)
+def test_owners_of_keys_are_each_keys_owner(member_sets: list[set[str]], asked_first: list[int], bound: int) -> None:
+    # The bulk look-up of a membership change's walk names owner_of's owners, in order, whatever is cached
+    # already (some keys asked one at a time first), scored (maps built one after another) or bounded.
+    scores = MemberScores(max_cache_bytes=bound)
+    keys = [ServiceKey("public", "DEFAULT_GROUP", f"svc-{i}") for i in range(60)]
+    for members in member_sets:
+        for omap in (OwnershipMap(members, scores=scores, max_cache_bytes=bound), OwnershipMap(members)):
+            for i in asked_first:
+                omap.owner_of_key(keys[i])
+            expected = [owner_of(str(key), members) for key in keys]
+            assert omap.owners_of_keys(keys) == expected
+            assert omap.owners_of_keys(keys[::-1]) == expected[::-1]
+            assert omap.cache_bytes <= omap.max_cache_bytes
+            assert scores.cache_bytes <= scores.max_cache_bytes
+
+
+def test_owners_of_keys_break_ties_as_owner_of() -> None:
+    # Equal scores (never seen from blake2b, forced here): the highest name owns, as (score, member) compares.
+    scores = MemberScores()
+    key = ServiceKey("public", "DEFAULT_GROUP", "tie")
+    scores._by_key[key] = {"a": 7, "b": 7, "c": 3}
+    assert scores.owners([key], ("a", "b", "c")) == ["b"] == [scores.owner(key, ("a", "b", "c"))]
+    assert scores.owners([key], ()) == [None]
