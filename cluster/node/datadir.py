@@ -285,7 +285,8 @@ class DiskWriter:
     event loop.
 
     :meth:`submit` (called from the runtime's effect dispatch) only records the effect; at most one entry
-    and one forgotten deletion per slot wait (a newer version replaces the one not yet written), so the
+    and one forgotten deletion per slot wait (a newer version replaces the one not yet written, never the
+    reverse, even when an older one is handed over again after a failure), so the
     backlog is bounded by the cluster data itself. :meth:`run` commits what waits in one transaction in a
     worker thread, then reports through ``on_durable`` the highest ``seq`` it had *whole* as the batch began
     (every ``Persist`` from 1 up to it submitted: each is in this batch or an earlier one, or replaced by a
@@ -312,7 +313,12 @@ class DiskWriter:
         """Queue one entry, or one tombstone row to delete, for the next batch."""
         slot = (str(effect.key), effect.entry_id)
         if isinstance(effect, Persist):
-            self._pending[slot] = effect
+            waiting = self._pending.get(slot)
+            # A higher seq is a newer version of the slot (the core persists only what it applied). A lower
+            # one comes when the runtime hands a failed Persist over again (cluster/node/pump.py), after the
+            # newer one: it must not take its place (the newer one's number would be reported unwritten).
+            if waiting is None or effect.seq > waiting.seq:
+                self._pending[slot] = effect
             self._count_in(effect.seq)
         else:
             queued = self._forgotten.get(slot)

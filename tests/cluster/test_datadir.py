@@ -301,6 +301,33 @@ def test_a_sequence_number_never_handed_over_holds_the_report_back(tmp_path: Pat
     data_dir.close()
 
 
+def test_a_persist_handed_over_again_does_not_replace_a_newer_one_of_its_slot(tmp_path: Path) -> None:
+    """The runtime hands a Persist whose hand-over failed to the writer again at its next dispatch, after
+    the Persists that came meanwhile: one of them may be a newer version of the same slot, still waiting.
+    The older must not take its place: the writer would then report the newer one's number (its answer
+    released) while only the older version is on disk."""
+    data_dir = DataDir.open(tmp_path / "n1", "n1")
+    older = Persist(1, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 4, "n1"), ServiceMeta(0.1)))
+    newer = Persist(2, KEY, META_ENTRY_ID, Entry(Version(NOW_MS, 5, "n1"), ServiceMeta(0.9)))
+    reports: list[int] = []
+
+    async def main() -> None:
+        writer = DiskWriter(data_dir, reports.append)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            writer.submit(newer)  # seq 1's hand-over failed: 2 came first, then 1 again
+            writer.submit(older)
+            await wait_for(lambda: writer.batches == 1, what="the batch")
+            assert (reports, writer.rows_written, writer.backlog) == ([2], 1, 0)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)  # trio's real clock: the batch is written by a worker thread
+    data_dir.close()
+    again = DataDir.open(tmp_path / "n1", "n1")
+    assert again.take_loaded() == ((KEY, META_ENTRY_ID, newer.entry),)
+    again.close()
+
+
 def test_the_default_folder_is_named_after_the_node() -> None:
     assert default_data_dir("n1") == "data/n1"
     assert default_data_dir("10.0.0.5:8848") == "data/10.0.0.5_8848"
