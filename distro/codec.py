@@ -971,9 +971,35 @@ def _int_column(obj: Any, n: int, what: str, low: int, high: int) -> list[Any] |
 
 def _str_column(obj: Any, n: int, what: str, shortest: int, longest: int) -> list[Any] | tuple[Any, ...]:
     col = _column(obj, n, what, _STR_TYPES)
-    if n and (min(map(len, col)) < shortest or max(map(len, col)) > longest):
+    lengths = set(map(len, col))  # one walk (a few distinct lengths), not one for min and one for max
+    if n and (min(lengths) < shortest or max(lengths) > longest):
         raise ProtocolError(f"{what}: expected strings of {shortest}..{longest} characters")
     return col
+
+
+def _int_values(obj: Any, n: int, what: str, low: int, high: int) -> set[int]:
+    """The distinct values of a column of ``n`` integers (each value's type checked, the range on the
+    distinct ones: a column of few distinct values, as ports or version milliseconds, is walked twice)."""
+    values = set(_column(obj, n, what, _INT_TYPES))
+    if values and (min(values) < low or max(values) > high):
+        raise ProtocolError(f"{what}: out of range")
+    return values
+
+
+def _str_values(obj: Any, n: int, what: str, shortest: int, longest: int) -> set[str]:
+    """The distinct values of a column of ``n`` strings, each distinct one checked (a value equal to a
+    string is a string: only those are, so no other type can hide behind one): one walk of the column."""
+    if type(obj) not in _SEQ or len(obj) != n:
+        raise ProtocolError(f"{what}: expected a list of {n} values")
+    try:
+        values = set(obj)
+    except TypeError:
+        raise ProtocolError(f"{what}: expected str values") from None
+    if not _STR_TYPES.issuperset(map(type, values)):
+        raise ProtocolError(f"{what}: expected str values")
+    if values and (min(map(len, values)) < shortest or max(map(len, values)) > longest):
+        raise ProtocolError(f"{what}: expected strings of {shortest}..{longest} characters")
+    return values
 
 
 def _instance_block(obj: Any, ctx: _Ctx) -> InstanceBlock:
@@ -992,21 +1018,25 @@ def _instance_block(obj: Any, ctx: _Ctx) -> InstanceBlock:
         raise ProtocolError("instance block: a reserved key holds no instances")
     n = len(_list(ips, "instance block"))
     _str_column(ips, n, "ips", 1, 253)
-    port_of = {p: share_port(p) for p in set(_int_column(ports, n, "ports", 0, 65535))}
-    cluster_of = {c: share_str(_cluster(c, ctx)) for c in set(_column(clusters, n, "clusters", _STR_TYPES))}
+    port_of = {p: share_port(p) for p in _int_values(ports, n, "ports", 0, 65535)}
+    cluster_of = {c: share_str(_cluster(c, ctx)) for c in _str_values(clusters, n, "clusters", 0, MAX_STRING)}
     weight_of = {w: share_weight(_float(w, "weight", 0.0, MAX_WEIGHT))
                  for w in set(_column(weights, n, "weights", _FLOAT_TYPES))}
     _column(healthy, n, "healthy", _BOOL_TYPES)
     _column(enabled, n, "enabled", _BOOL_TYPES)
     table = [share_metadata(_metadata(m, "metadata")) for m in _list(metas, "metadata table", max(1, n))]
-    _int_column(meta_index, n, "metadata index", 0, len(table) - 1)
-    _int_column(ms, n, "version ms", 0, MAX_INT64)
+    _int_values(meta_index, n, "metadata index", 0, len(table) - 1)
+    _int_column(ms, n, "version ms", 0, MAX_INT64)  # mostly distinct: a set of them would cost more
     _int_column(counters, n, "version counter", 0, MAX_INT64)
-    node_of = {x: share_str(x) for x in set(_str_column(nodes, n, "version node", 0, MAX_STRING))}
-    shared_ms: dict[int, int] = {}
+    node_of = {x: share_str(x) for x in _str_values(nodes, n, "version node", 0, MAX_STRING)}
+    shared_ms: dict[int, int] = {}  # one int object per millisecond
     cluster_col = list(map(cluster_of.__getitem__, clusters))
     port_col = list(map(port_of.__getitem__, ports))
-    entry_ids = [f"{c}/{ip}:{p}" for c, ip, p in zip(cluster_col, ips, port_col, strict=True)]
+    if len(cluster_of) == 1 and len(port_of) == 1:  # the usual service: one cluster, one port
+        prefix, suffix = f"{cluster_col[0]}/", f":{port_col[0]}"
+        entry_ids = [f"{prefix}{ip}{suffix}" for ip in ips]
+    else:
+        entry_ids = [f"{c}/{ip}:{p}" for c, ip, p in zip(cluster_col, ips, port_col, strict=True)]
     insts = instances_from_columns(entry_ids, port_col, cluster_col, list(map(weight_of.__getitem__, weights)),
                                    healthy, enabled, list(map(table.__getitem__, meta_index)))
     for extra in _list(extras, "instance extras", n):
