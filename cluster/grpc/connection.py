@@ -162,7 +162,6 @@ class GrpcConnection:
         self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._lane = lane if self._fd is not None else None
         self._step = step or contextlib.nullcontext
-        self._lane_error: BaseException | None = None  # an unexpected error while the lane served this connection
         self._sent_now = 0
         self._pending = False  # work for the writer (set by wake())
         self._sending = False  # the writer is inside send_all (a partial write): nobody else may write
@@ -251,9 +250,7 @@ class GrpcConnection:
         try:
             while not self.closed:
                 if self._lane is not None:  # plain TCP: the lane reads and serves while the reader waits
-                    await self._lane.park(self._fd or 0, self)
-                    if self._lane_error is not None:
-                        raise self._lane_error
+                    await self._lane.park(self._fd or 0, self)  # raises what serving a read raised (a bug)
                     if self.closed:
                         return
                     # handed back without closing: the lane stopped; read here (as below) from now on
@@ -280,8 +277,9 @@ class GrpcConnection:
         """The lane saw the socket readable (plain TCP, the reader parked in the lane): read once and serve
         what arrived, as the reader would, inside the lane's step (every ready gRPC connection's calls in
         one ``NodeRuntime.batch``), with no wake-up of the reader task. True: stay parked; False: hand the
-        connection back to its reader (it is closing, or an unexpected error is to be raised there, so it
-        ends this connection and not the lane)."""
+        connection back to its reader (it is closing). An unexpected error (a bug) is not caught here: the
+        lane counts it (``distro_grpc_lane_errors_total``) and raises it in the reader, which ends this
+        connection and not the lane."""
         if self._ended or self._fd is None:
             return False
         try:
@@ -297,8 +295,6 @@ class GrpcConnection:
             self.close("connection lost")
         except SlowReader as exc:
             self.close(str(exc))
-        except Exception as exc:  # re-raised by the reader task, which ends this connection (not the lane)
-            self._lane_error = exc
         return False
 
     def _received(self, data: bytes | bytearray) -> bool:

@@ -302,7 +302,8 @@ async def test_a_burst_of_registrations_is_served_in_one_batch_and_each_answered
 
 async def test_an_unexpected_error_while_the_lane_serves_a_read_ends_that_connection_only() -> None:
     """The lane reads and serves every plain-TCP connection in one task: a bug while serving one read must end
-    that connection (reason ``internal``, as from its own reader), never the lane or the node."""
+    that connection (reason ``internal``, as from its own reader), never the lane or the node; it is counted
+    as a lane error (``distro_grpc_lane_errors_total``) like one as a step ends."""
     async with one_node() as node:
         async with client(node) as c:
             (conn,) = node.server.connections.values()
@@ -316,6 +317,8 @@ async def test_an_unexpected_error_while_the_lane_serves_a_read_ends_that_connec
                     await c.call("ServerCheckRequest")
                 await c.closed.wait()
         await wait_for(lambda: node.server.stats.closed.get("internal", 0) == 1)
+        assert node.server.stats.lane_errors_total == 1
+        assert "distro_grpc_lane_errors_total 1" in node.server.render_metrics()
         async with client(node) as c2:  # the node and its lane serve on
             assert (await c2.call("HealthCheckRequest"))["success"]
 
