@@ -100,6 +100,9 @@ class NodeRuntime:
         # Persist or ForgetDeletion that failed waits here to be handed to the disk writer again.
         self.effect_errors_total = 0
         self._effect_errors_log = RateLimitedLog(log, "carrying out an effect failed")
+        # A broken listener fails at every change: its traceback once, then at most a line a minute.
+        self._change_listener_log = RateLimitedLog(log, "change listener failed")
+        self._setting_listener_log = RateLimitedLog(log, "setting listener failed")
         self._unsaved: list[Persist | ForgetDeletion] = []
         self._dispatching = False
         self._batching = False  # inside batch(): inputs leave their effects queued until it ends
@@ -339,15 +342,15 @@ class NodeRuntime:
         for listener in self.change_listeners:
             try:
                 listener(key, view)
-            except Exception:  # a broken listener must not stop replication
-                log.exception("change listener failed for %s", key)
+            except Exception as exc:  # a broken listener must not stop replication
+                self._change_listener_log.failed(exc)
 
     def _on_setting_changed(self, effect: SettingChanged) -> None:
         for listener in self.setting_listeners:
             try:
                 listener(effect.name, effect.text)
-            except Exception:  # a broken listener must not stop replication
-                log.exception("setting listener failed for %s", effect.name)
+            except Exception as exc:  # a broken listener must not stop replication
+                self._setting_listener_log.failed(exc)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
         if event.kind is LifecycleKind.READY:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -14,7 +15,7 @@ from cluster.node.pump import NodeRuntime
 from distro.config import DistroConfig
 from distro.effects import ForgetDeletion, Persist
 from distro.model import ServiceKey, ServiceMeta, make_instance, service_key
-from distro.requests import Beat, CreateService, Deregister, Register, Result
+from distro.requests import Beat, CreateService, Deregister, PutSetting, Register, Result
 from tests.memcluster import make_runtimes, start_on_network
 from tests.polling import wait_for
 
@@ -305,3 +306,32 @@ async def test_a_persist_that_fails_is_handed_over_again_and_nothing_is_acknowle
         assert answers == [Result(200, "ok")] * 2 and disk.rows_written == 2
         nursery.cancel_scope.cancel()
     data_dir.close()
+
+
+async def test_a_listener_that_fails_every_time_is_logged_once_then_rate_limited(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broken change or setting listener fails at every change: its first failure is logged with its
+    traceback, the next ones within a minute are only counted (cluster/loglimit.py), and replication and
+    the answers go on."""
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a broken listener")
+
+    runtime = NodeRuntime("n0", DistroConfig(cluster_size=1), address="127.0.0.1:8848")
+    runtime.change_listeners.append(broken)
+    runtime.setting_listeners.append(broken)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
+        with trio.fail_after(30):
+            await runtime.ready_event.wait()
+        for n in range(5):
+            key = service_key("public", None, f"svc{n}")
+            assert await runtime.submit(Register(key, make_instance(f"10.0.0.{n + 1}", 80))) == Result(200, "ok")
+            await wait_for(lambda key=key: runtime.node.view(key) is not None)  # type: ignore[misc]
+            assert await runtime.submit(PutSetting(f"s{n}", "on")) == Result(200, "ok")
+        await wait_for(lambda: runtime.node.settings().get("s4") == "on")
+        nursery.cancel_scope.cancel()
+    failed = [r for r in caplog.records if "listener failed" in r.getMessage()]
+    assert [(r.getMessage().split(":")[0], r.exc_info is not None) for r in failed] == [
+        ("change listener failed", True), ("setting listener failed", True)]
