@@ -78,6 +78,7 @@ _NODE_COUNTERS = {
     "entries_applied": "Entries applied to the store (local and replicated).",
     "digests_sent": "Anti-entropy digest messages sent.",
     "repairs_sent": "Anti-entropy repairs answered.",
+    "digests_corrected": "Key digests anti-entropy found not to be their entries' and computed again.",
     "snapshot_chunks_sent": "Snapshot chunks handed to the peer link for starting peers (sends that failed included).",
     "notifications": "Read views rebuilt by the notifier.",
     "instances_marked_unhealthy": "Instances marked unhealthy by this node's heartbeat checks.",

@@ -204,6 +204,7 @@ class NodeStatistics:
     entries_applied: int
     digests_sent: int
     repairs_sent: int
+    digests_corrected: int
     snapshot_chunks_sent: int
     notifications: int
     instances_marked_unhealthy: int
@@ -575,6 +576,7 @@ class DistroNode:
             entries_applied=c["entries_applied"],
             digests_sent=replication.digests_sent,
             repairs_sent=replication.repairs_sent,
+            digests_corrected=self.store.digests_corrected,
             snapshot_chunks_sent=self._snapshot.chunks_sent,
             notifications=self._notifier.notifications,
             instances_marked_unhealthy=c["instances_marked_unhealthy"],
@@ -632,7 +634,7 @@ class DistroNode:
         elif isinstance(message, Repair):
             self._merge_items(message.items, now_ms)
             if message.want:
-                self._replication.send_items(sender, self._replication.items_for(message.want))
+                self._replication.answer_want(sender, message.want)
         elif isinstance(message, SnapshotRequest):
             self._snapshot.serve(sender, self.ready, now_ms)
         elif isinstance(message, SnapshotChunk):

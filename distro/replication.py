@@ -32,7 +32,11 @@ from distro.model import ServiceKey
 from distro.ownership import OwnershipMap
 from distro.store import DatumStore
 
-__all__ = ["Replication"]
+__all__ = ["MAX_DIFFERING_KEYS", "Replication"]
+
+MAX_DIFFERING_KEYS = 65_536
+"""At most this many (peer, key) pairs remembered as differing (:meth:`Replication._differs`): past it the
+memory starts again empty (a wrong digest is then found a round later)."""
 
 
 class Replication:
@@ -54,6 +58,8 @@ class Replication:
         self._owned: tuple[OwnershipMap, list[str], list[ServiceKey]] | None = None
         # Digest rounds in progress: peer -> where the next chunk starts (the last chunk's high; None: the start).
         self._rounds: dict[str, str | None] = {}
+        # (peer, key) -> this node's digest of the key when it last differed from that peer's (_differs).
+        self._differing: dict[tuple[str, ServiceKey], int] = {}
         self.sync_batches_sent = 0
         self.sync_entries_sent = 0
         self.digests_sent = 0
@@ -253,6 +259,29 @@ class Replication:
         self.digests_sent += 1
         self._outbox.send(peer_id, Digest(tuple((key, digest(key)) for key in keys[start:end]), low, high))
 
+    def answer_want(self, peer_id: str, want: Iterable[ServiceKey]) -> None:
+        """A ``Repair``'s wanted keys: their entries to ``peer_id`` (each checked by :meth:`_differs`)."""
+        want = list(want)
+        for key in want:
+            self._differs(peer_id, key, self._store.digest(key), None)
+        self.send_items(peer_id, self.items_for(want))
+
+    def _differs(self, peer_id: str, key: ServiceKey, mine: int, theirs: int | None) -> bool:
+        """Whether ``key`` still differs from ``peer_id``'s (``theirs``, when known). A key that differs again
+        while this node's digest stayed the same was not made equal by the last repair, which merges both
+        sides' entries: one side's digest is not its entries' (a snapshot block's shipped digest is taken
+        unchecked, distro/store.py). This node's is then computed again (``DatumStore.rehash``, counted when
+        it was off), so such a key is repaired once or twice instead of at every round for as long as it
+        lives; the other side does the same with its own."""
+        slot = (peer_id, key)
+        if self._differing.get(slot) == mine:
+            del self._differing[slot]
+            return self._store.rehash(key) != theirs
+        if len(self._differing) >= MAX_DIFFERING_KEYS:
+            self._differing.clear()
+        self._differing[slot] = mine
+        return True
+
     def on_digest(self, sender: str, message: Digest, ownership: OwnershipMap) -> None:
         """Answer a digest chunk: push what differs or what the sender owns but lacks, ask for the rest."""
         want: list[ServiceKey] = []
@@ -260,7 +289,8 @@ class Replication:
         mentioned: set[ServiceKey] = set()
         for key, digest in message.digests:
             mentioned.add(key)
-            if self._store.digest(key) != digest:
+            mine = self._store.digest(key)
+            if mine != digest and self._differs(sender, key, mine, digest):
                 if digest != 0:
                     want.append(key)
                 if key in self._store:

@@ -96,6 +96,7 @@ class DatumStore:
         "_tomb_pushes",
         "_tombstones",
         "deletion_records_dropped",
+        "digests_corrected",
         "forgotten",
         "max_deletion_records",
     )
@@ -105,6 +106,7 @@ class DatumStore:
             raise ValueError(f"max_deletion_records must not be negative, got {max_deletion_records}")
         self.max_deletion_records = max_deletion_records
         self.deletion_records_dropped = 0
+        self.digests_corrected = 0  # key digests found not to be their entries' (:meth:`rehash`)
         self.forgotten: list[DeletionRecord] = []  # what the last collection pass dropped, oldest first
         self._floor_heap: list[DeletionRecord] = []  # every floor's record, oldest first (and stale items)
         self._datums: dict[ServiceKey, Datum] = {}
@@ -192,6 +194,20 @@ class DatumStore:
     def digest(self, key: ServiceKey) -> int:
         """XOR of the key's entry hashes; equal datums have equal digests."""
         return self._digests.get(key, 0)
+
+    def rehash(self, key: ServiceKey) -> int:
+        """The key's digest computed again from its entries, kept and returned (counted in
+        :attr:`digests_corrected` when the kept one differed). The digest is kept incrementally, and a
+        snapshot block's digest is taken as the sender shipped it (:meth:`merge_instances`): one that was
+        not its entries' would stay off for as long as the key lives, so anti-entropy checks a key whose
+        difference a repair did not end (distro/replication.py)."""
+        datum = self._datums.get(key)
+        digest = 0 if datum is None else datum_digest(datum.items())
+        if digest != self._digests.get(key, 0):
+            self.digests_corrected += 1
+            if datum is not None:
+                self._digests[key] = digest
+        return digest
 
     def items(self, key: ServiceKey) -> list[tuple[str, Entry]]:
         """The key's entries as a list (a copy)."""
