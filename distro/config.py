@@ -29,7 +29,10 @@ class DistroConfig:
     max_dirty_entries_per_peer: int = 200_000
     # Anti-entropy (Nacos: 5 s).
     verify_interval_ms: int = 5_000
-    digest_chunk_keys: int = 2_000
+    # A digest chunk names at most digest_chunk_keys keys holding about digest_chunk_entries entries: what
+    # one step builds, encodes, decodes and compares, and what a repair of the chunk can carry back.
+    digest_chunk_keys: int = 500
+    digest_chunk_entries: int = 2_000
     # Membership: a peer is up while heard from within peer_timeout_ms and ready.
     ping_interval_ms: int = 500
     peer_timeout_ms: int = 3_000
@@ -119,7 +122,8 @@ class DistroConfig:
                      "empty_service_clean_interval_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if (self.sync_batch_entries <= 0 or self.digest_chunk_keys <= 0 or self.snapshot_chunk_entries <= 0
+        if (self.sync_batch_entries <= 0 or self.digest_chunk_keys <= 0 or self.digest_chunk_entries <= 0
+                or self.snapshot_chunk_entries <= 0
                 or self.snapshot_slice_chunks <= 0 or self.clock_fill_instances <= 0
                 or self.health_scan_instances <= 0):
             raise ValueError("batch and chunk sizes must be positive")

@@ -45,7 +45,7 @@ stream of changes is coalesced). Nothing is queued for a peer that is down; anti
 it returns.
 
 *Anti-entropy.* Every ``verify_interval_ms`` the owner sends each up peer digests of the keys it owns, a
-chunk of ``digest_chunk_keys`` per tick. The receiver answers with its own entries for keys that differ (or that it holds and believes the sender
+chunk (``digest_chunk_keys``, ``digest_chunk_entries`` at most) per tick. The receiver answers with its own entries for keys that differ (or that it holds and believes the sender
 owns, but the digest lacks) and asks for the sender's. Merging keeps the higher version per entry, so
 both sides converge.
 

@@ -48,3 +48,35 @@ def test_a_round_covers_the_keys_owned_under_the_current_map(member_sets: list[s
         assert named == owned
         assert chunks[0].low is None and chunks[-1].high is None
 
+
+@PROPERTIES
+@given(st.lists(st.integers(1, 30), min_size=len(KEYS), max_size=len(KEYS)), st.integers(1, 12), st.integers(1, 60))
+def test_chunks_hold_at_most_their_entries_and_cover_every_owned_key(
+    sizes: list[int], chunk_keys: int, chunk_entries: int
+) -> None:
+    # Each chunk names at most digest_chunk_keys keys holding at most digest_chunk_entries entries, or one
+    # key alone (a key bigger than the bound still goes); the round still names every owned key once, in
+    # order, each chunk starting where the last ended.
+    store = DatumStore()
+    for key, size in zip(KEYS, sizes, strict=True):
+        for j in range(size):
+            inst = make_instance(f"10.0.1.{j}", 8080)
+            store.merge(key, inst.entry_id, Entry(Version(1_000, j, "n2"), inst))
+    outbox = Outbox()
+    config = DistroConfig(digest_chunk_keys=chunk_keys, digest_chunk_entries=chunk_entries)
+    replication = Replication("n1", config, store, outbox)
+    ownership = OwnershipMap(("n1",))
+    chunks = _round(replication, outbox, ownership)
+    ordered = sorted(KEYS, key=str)
+    named = 0
+    for chunk in chunks:
+        held = [len(store.items(key)) for key, _ in chunk.digests]
+        assert len(held) <= chunk_keys
+        assert sum(held) <= chunk_entries or len(held) == 1
+        named += len(held)
+        if chunk.high is not None:  # cut only where the next key would pass a bound
+            following = len(store.items(ordered[named]))
+            assert len(held) == chunk_keys or sum(held) + following > chunk_entries
+    assert [key for chunk in chunks for key, _ in chunk.digests] == ordered
+    assert [chunk.low for chunk in chunks[1:]] == [chunk.high for chunk in chunks[:-1]]
+    assert chunks[0].low is None and chunks[-1].high is None
