@@ -754,7 +754,7 @@ class DistroNode:
         return self._writes.apply(request, now_ms)
 
     def _key_added(self, key: ServiceKey) -> None:
-        self._replication.keys_changed()
+        self._replication.key_added(key)
         self._scores.warm(key, self.node_id)
         cached = self._owned_count
         if cached is not None and cached[0] is self._ownership and self.is_owner(key):

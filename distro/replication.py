@@ -23,8 +23,8 @@ node of the 1M scale run during the load, two chunks built and encoded at once, 
 entries are counted in the sender's store: a receiver holding many more of those keys' entries answers
 with all of them. Each chunk starts where the previous one ended (``low`` is the last one's ``high``, a key
 string), so the chunks cover every key in order even if keys are added or ownership moves
-between two of them. The keys this node owns, sorted, are kept until a key is added or collected or the
-ownership map changes, instead of being picked out of every stored key for every chunk.
+between two of them. The keys this node owns, sorted, are kept until keys are collected or the ownership
+map changes (a key added goes in in place), instead of being picked out of every stored key for every chunk.
 """
 
 from __future__ import annotations
@@ -200,9 +200,26 @@ class Replication:
     # Anti-entropy
     # ============================================================================================
     def keys_changed(self) -> None:
-        """A key was added to or collected from the store: the sorted key lists are rebuilt when next used."""
+        """Keys were collected from the store: the sorted key lists are rebuilt when next used."""
         self._sorted = None
         self._owned = None
+
+    def key_added(self, key: ServiceKey) -> None:
+        """A key was added to the store: it goes into the sorted key lists in place (and into the owned ones
+        if this node owns it under their map). Rebuilt instead, every digest chunk sent or answered while
+        keys were being created sorted every key again: at the start of the 1M run's load, the first round
+        held all three nodes 31-61 ms of CPU at once."""
+        text = str(key)
+        if self._sorted is not None:
+            texts, keys = self._sorted
+            index = bisect.bisect_left(texts, text)
+            texts.insert(index, text)
+            keys.insert(index, key)
+        owned = self._owned
+        if owned is not None and owned[0].owner_of_key(key) == self._node_id:
+            index = bisect.bisect_left(owned[1], text)
+            owned[1].insert(index, text)
+            owned[2].insert(index, key)
 
     def _sorted_keys(self) -> tuple[list[str], list[ServiceKey]]:
         if self._sorted is None:

@@ -80,3 +80,28 @@ def test_chunks_hold_at_most_their_entries_and_cover_every_owned_key(
     assert [key for chunk in chunks for key, _ in chunk.digests] == ordered
     assert [chunk.low for chunk in chunks[1:]] == [chunk.high for chunk in chunks[:-1]]
     assert chunks[0].low is None and chunks[-1].high is None
+
+
+@PROPERTIES
+@given(st.permutations(range(len(KEYS))), st.lists(st.integers(0, len(KEYS)), max_size=6), st.integers(1, 7))
+def test_keys_added_between_chunks_go_into_the_sorted_lists(order: list[int], rounds_at: list[int], chunk: int) -> None:
+    # Keys added one by one (key_added, in place) while rounds run and are answered: every round started
+    # after the last addition names exactly the owned keys, and the receiver's ranges see every stored key.
+    store, peer_store = DatumStore(), DatumStore()
+    outbox = Outbox()
+    replication = Replication("n1", DistroConfig(digest_chunk_keys=chunk), store, outbox)
+    peer = Replication("n9", DistroConfig(), peer_store, Outbox())
+    ownership = OwnershipMap(("n1", "n9"))
+    for n, index in enumerate(order):
+        key = KEYS[index]
+        store.merge(key, INST.entry_id, Entry(Version(1_000, 0, "n2"), INST))
+        peer_store.merge(key, INST.entry_id, Entry(Version(1_000, 0, "n2"), INST))
+        replication.key_added(key)
+        peer.key_added(key)
+        if n in rounds_at:
+            for digest in _round(replication, outbox, ownership):
+                peer.on_digest("n1", digest, ownership)  # builds the receiver's sorted lists mid-way
+    added = [KEYS[i] for i in order]
+    owned = sorted((key for key in added if owner_of(str(key), ("n1", "n9")) == "n1"), key=str)
+    assert [key for chunk in _round(replication, outbox, ownership) for key, _ in chunk.digests] == owned
+    assert peer._sorted_keys() == ([str(key) for key in sorted(added, key=str)], sorted(added, key=str))
