@@ -354,6 +354,7 @@ class DistroNode:
         if node_id == self.node_id:
             return
         self._membership.connected(node_id, address)
+        self._snapshot.link_up(node_id)
         self._outbox.send(node_id, Ping(self.ready, self.address, self._started_ms))
         if self._snapshot.owes(node_id):
             # It asked while our link to it was down (it restarted before we redialled): answer now.
@@ -391,7 +392,8 @@ class DistroNode:
                 result = self._apply_local(pending.request, now_ms)
                 self._answer(pending.request, ClientReply(message.request_id, result))
         elif isinstance(message, SnapshotChunk):
-            self._snapshot.owe(target)
+            if self._snapshot.chunk_failed(target, message.snapshot_id):
+                self._snapshot.serve(target, self.ready, now_ms)
         elif isinstance(message, SnapshotRequest) and not self.ready:
             self._no_snapshot_from(target, now_ms)
 

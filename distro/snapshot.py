@@ -17,7 +17,9 @@ slower than a peer sends, and a queue that overflows fails the snapshot. A chunk
 after the walk began may be missed and an entry changed since it was walked is sent as it was then; the
 starting node receives those writes by replication and anti-entropy, as it does any write made after a
 snapshot. When a chunk cannot be delivered, the snapshot is owed and sent again (from the start) when the
-link to that peer comes back.
+link to that peer comes back; or at once, when a link to that peer came up after the snapshot was served
+(the runtime reports failed sends later, so a request answered just before this node's own link to the
+asker was up fails after that link is up: no later reconnect would send it).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class StartupSnapshot:
         self._asked: str | None = None  # the one peer asked for its snapshot
         self._asked_ms = NEVER
         self._owed: set[str] = set()  # peers whose snapshot could not be sent: resend on reconnect
+        self._links: dict[str, int] = {}  # peer -> links to it that came up (link_up), counted
+        self._served_on: dict[str, tuple[int, int]] = {}  # requester -> (snapshot id, link count) when served
         self._counter = 0
         self._serving: dict[str, _Serving] = {}
         self._held: set[str] = set()  # peers whose send queue is full: no slice until it drains
@@ -151,11 +155,14 @@ class StartupSnapshot:
     def serve(self, requester: str, ready: bool, now_ms: int) -> None:
         """Start sending ``requester`` this node's snapshot (its first slice now), or one "not ready" chunk."""
         self._owed.discard(requester)
+        links = self._links.get(requester, 0)
         if not ready:
             self._serving.pop(requester, None)
+            self._served_on[requester] = (0, links)
             self._outbox.send(requester, SnapshotChunk(False, 0, 0, 1, ()))
             return
         self._counter += 1
+        self._served_on[requester] = (self._counter, links)
         self._serving[requester] = _Serving(self._counter, list(self._store.keys()))
         self._send_slice(requester)
         self._schedule(now_ms)
@@ -209,6 +216,24 @@ class StartupSnapshot:
                 del self._serving[requester]
                 self._held.discard(requester)
                 return
+
+    def link_up(self, peer_id: str) -> None:
+        """A link to ``peer_id`` came up (the runtime's ``peer_connected``)."""
+        self._links[peer_id] = self._links.get(peer_id, 0) + 1
+
+    def chunk_failed(self, peer_id: str, snapshot_id: int) -> bool:
+        """A chunk of snapshot ``snapshot_id`` could not be delivered to ``peer_id``. True: serve it again
+        now, because a link to the peer came up after it was served (the runtime reports a failed send
+        later, from a task, so a snapshot asked for just before this node's link to the asker was up fails
+        *after* that link came up, and no later reconnect would send what is owed). Otherwise the snapshot
+        is owed, and sent when a link comes up; a chunk of a snapshot since replaced changes nothing."""
+        served = self._served_on.get(peer_id)
+        if served is not None and served[0] != snapshot_id:
+            return False
+        if served is not None and self._links.get(peer_id, 0) > served[1]:
+            return True
+        self.owe(peer_id)
+        return False
 
     def owe(self, peer_id: str) -> None:
         """A chunk for ``peer_id`` could not be delivered: stop, and send the snapshot again when it reconnects."""

@@ -1064,6 +1064,58 @@ def test_a_starting_node_asks_a_peer_again_once_it_is_ready() -> None:
     assert n1.store.live_instance(key, EID) is not None  # and loaded n2's copy of n3's data
 
 
+def _restart_asking(h: Harness, restarted: str, asked: str) -> None:
+    """``restarted`` crashes and boots again; its snapshot request reaches ``asked`` alone."""
+    h.crash(restarted)
+    h.advance(h.config.ping_interval_ms)
+    h.boot(restarted)
+    h.drop()
+    h.tick(restarted)
+    h.drop(SnapshotRequest, source=restarted, target=next(n for n in h.nodes if n not in (restarted, asked)))
+    h.drop(Ping)
+    h.deliver(SnapshotRequest, source=restarted, target=asked)
+    assert h.pending(SnapshotChunk, source=asked, target=restarted)
+
+
+def test_a_snapshot_whose_chunks_failed_before_the_link_came_up_is_sent_again_at_once() -> None:
+    # n3 restarts; its request reaches n1 before n1's own link to n3 is up, so the chunks n1 sends fail,
+    # but the runtime reports those failures later, from a task: after it told n1 the link is up. n1 once
+    # owed the snapshot until the next reconnect (which had already happened), and n3 waited its
+    # snapshot_retry_ms for nothing (1.8 s of a 1M restart). Now n1 sends it again at once.
+    h = started()
+    key = key_owned_by("n1")
+    register(h, "n1", key)
+    h.advance(h.config.sync_delay_ms)
+    _restart_asking(h, "n3", "n1")
+    failed = h.pending(SnapshotChunk, source="n1", target="n3")
+    h["n1"].peer_connected("n3", "n3", h.now_ms)
+    h.collect("n1")
+    h.drop(Ping)
+    h.wire = [w for w in h.wire if not any(w is f for f in failed)]
+    for w in failed:  # the failures of the chunks sent before the link, reported after it came up
+        h["n1"].handle_send_failed("n3", w.message, h.now_ms)
+    h.collect("n1")
+    again = h.pending(SnapshotChunk, source="n1", target="n3")
+    assert again and again[0].message.snapshot_id != failed[0].message.snapshot_id  # one new snapshot, whole
+    assert len({w.message.snapshot_id for w in again}) == 1
+    h.deliver(SnapshotChunk, source="n1", target="n3")
+    assert h["n3"].ready and h["n3"].store.live_instance(key, EID) is not None
+
+
+def test_a_snapshot_chunk_failing_on_the_link_it_was_sent_on_waits_for_the_next_link() -> None:
+    # The same failure with no new link since the snapshot was served: owed, sent when the link comes up
+    # (not again and again while the peer cannot be reached).
+    h = started()
+    register(h, "n1", key_owned_by("n1"))
+    h.advance(h.config.sync_delay_ms)
+    _restart_asking(h, "n3", "n1")
+    assert h.fail(SnapshotChunk, source="n1", target="n3")
+    assert not h.pending(SnapshotChunk, source="n1", target="n3")
+    h["n1"].peer_connected("n3", "n3", h.now_ms)
+    h.collect("n1")
+    assert h.pending(SnapshotChunk, source="n1", target="n3")
+
+
 def test_dirty_overflow_falls_back_to_a_digest_round() -> None:
     h = started(DistroConfig(cluster_size=2, max_dirty_entries_per_peer=2), ("n1", "n2"))
     key = key_owned_by("n1", ("n1", "n2"))
