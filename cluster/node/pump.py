@@ -300,9 +300,9 @@ class NodeRuntime:
                 self.persist(effect)
         except Exception as exc:
             self.effect_errors_total += 1
-            self._effect_errors_log.failed(exc)
-            if isinstance(effect, (Persist, ForgetDeletion)):
+            if isinstance(effect, (Persist, ForgetDeletion)):  # kept first: nothing after may lose it
                 self._unsaved.append(effect)
+            self._effect_errors_log.failed(exc)
 
     @staticmethod
     def _answer(waiter: _Waiter, result: Result) -> None:

@@ -3,12 +3,14 @@ deadlines (virtual time via autojump_clock), a dead owner's keys move and instan
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
+from cluster.loglimit import RateLimitedLog
 from cluster.node.datadir import DataDir, DiskWriter
 from cluster.node.memlink import MemoryNetwork
 from cluster.node.pump import NodeRuntime
@@ -268,6 +270,38 @@ async def test_an_effect_that_fails_loses_none_of_the_others(autojump_clock: tri
         assert [p.seq for p in written] == [2, 1, 3] and runtime.effect_errors_total == 1
         runtime.persisted(3)
         assert answers == [Result(200, "ok")] * 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_persist_is_kept_even_when_logging_its_failure_fails(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The Persist that failed is kept for the next dispatch before its failure is logged, so a log that
+    fails too (``RateLimitedLog`` reads trio's clock, which raises outside trio) cannot lose it: a lost
+    Persist would hold every later durable answer back for good (the disk writer reports only a sequence
+    it had whole)."""
+    async with trio.open_nursery() as nursery:
+        runtime, written = await held_write_runtime(nursery)
+        refusing = [True]
+
+        def flaky(effect: Persist | ForgetDeletion) -> None:
+            if refusing[0]:
+                raise RuntimeError("a bug in handing a Persist to the disk")
+            assert isinstance(effect, Persist)
+            written.append(effect)
+
+        def no_clock() -> float:
+            raise RuntimeError("no clock here")
+
+        runtime.persist = flaky
+        runtime._effect_errors_log = RateLimitedLog(logging.getLogger("test"), "failing log", now_s=no_clock)
+        answers: list[Result] = []
+        with pytest.raises(RuntimeError, match="no clock here"):
+            runtime.submit_then(create("first"), answers.append)
+        refusing[0] = False
+        runtime._effect_errors_log = RateLimitedLog(logging.getLogger("test"), "log")
+        assert runtime.submit_then(create("second"), answers.append) is None
+        assert [p.seq for p in written] == [1, 2]
         nursery.cancel_scope.cancel()
 
 
