@@ -134,7 +134,10 @@ class Profiler:
 
     def __init__(self, out_dir: Path | None) -> None:
         self.out_dir = out_dir
-        self.exe = os.environ.get("PY_SPY") or shutil.which("py-spy")
+        # The bench's own venv first (the `bench` extra installs py-spy there; scripts/bench does not put
+        # that venv on PATH), then PATH.
+        self.exe = (os.environ.get("PY_SPY") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+                    or shutil.which("py-spy"))
         self.running: list[subprocess.Popen[bytes]] = []
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
