@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -35,14 +37,22 @@ def _message(kind: str, body: dict[str, object]) -> bytes:
     return frame_message(encode_payload(Payload(kind, json.dumps(body).encode())))
 
 
-async def test_more_data_after_a_waiting_unary_message_fails_that_call_only() -> None:
+@asynccontextmanager
+async def _served(handler: WaitingHandler | AnsweringHandler) -> AsyncIterator[tuple[GrpcConnection, GrpcClient]]:
+    """A connection on one end of a socket pair served with ``handler``, and a pumped client on the other."""
     server_sock, client_sock = trio.socket.socketpair()
     conn = GrpcConnection(trio.SocketStream(server_sock), "c1", ("127.0.0.1", 1), GrpcLimits())
     client = GrpcClient(trio.SocketStream(client_sock))
-    handler = WaitingHandler()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.run, handler)
         nursery.start_soon(client.pump)
+        yield conn, client
+        nursery.cancel_scope.cancel()
+
+
+async def test_more_data_after_a_waiting_unary_message_fails_that_call_only() -> None:
+    handler = WaitingHandler()
+    async with _served(handler) as (conn, client):
         with trio.fail_after(10):
             first = await client.call_raw(_message("HealthCheckRequest", {"requestId": "1"}), end=False)
             await wait_for(lambda: handler.calls, what="the first call handed to the handler")
@@ -60,7 +70,6 @@ async def test_more_data_after_a_waiting_unary_message_fails_that_call_only() ->
         assert client.trailers[second]["grpc-status"] == "0"
         assert [p.type for p in client.messages[second]] == ["HealthCheckResponse"]
         assert first not in client.messages
-        nursery.cancel_scope.cancel()
 
 
 class AnsweringHandler:
@@ -90,13 +99,8 @@ async def test_a_unary_calls_data_holding_more_than_one_message_ends_it_with_int
     ends the call, read together, as a client sends a unary call) ends the call with ``INTERNAL`` and a
     message, as gRPC servers do, and the handler is not asked at all. (The second message used to be
     silently ignored: the first was answered as if it were the whole call.) The connection serves on."""
-    server_sock, client_sock = trio.socket.socketpair()
-    conn = GrpcConnection(trio.SocketStream(server_sock), "c1", ("127.0.0.1", 1), GrpcLimits())
-    client = GrpcClient(trio.SocketStream(client_sock))
     handler = AnsweringHandler()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.run, handler)
-        nursery.start_soon(client.pump)
+    async with _served(handler) as (_conn, client):
         with trio.fail_after(10):
             call = await client.call_raw(_message("HealthCheckRequest", {"requestId": "1"}) + second)
             await client.ended[call].wait()
@@ -107,7 +111,6 @@ async def test_a_unary_calls_data_holding_more_than_one_message_ends_it_with_int
             after = await client.call_raw(_message("HealthCheckRequest", {"requestId": "3"}))
             await client.ended[after].wait()
         assert client.trailers[after]["grpc-status"] == "0" and handler.calls == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_client_that_never_reads_is_cut_off_at_the_outbound_bound_while_the_writer_waits() -> None:
